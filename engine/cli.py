@@ -1,0 +1,358 @@
+"""`warden`: the command line. Every command reads the database from WARDEN_DATABASE_URL
+(or the embedded server) and prints JSON with --json on read commands.
+
+Exit codes scripts can rely on: 0 done, 1 error, 2 bad usage or input, 3 not found,
+4 conflict (idempotency, already decided), 5 refused (policy, self-approval),
+6 database unavailable or schema not migrated.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import json
+import sys
+from collections.abc import Awaitable, Callable, Coroutine
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+from engine import approvals, errors, runs, timeline, views, workflows
+from engine.cli_format import format_timeline
+from engine.enums import ApprovalStatus
+from engine.runtime import configure_logging, database_url, stop_on_signals
+from engine.settings import Settings, load
+from engine.store import Database
+
+EXIT_CODES: tuple[tuple[type[errors.WardenError], int], ...] = (
+    (errors.InvalidDefinition, 2), (errors.InvalidInput, 2), (errors.ConfigError, 2),
+    (errors.NotFound, 3), (errors.Conflict, 4), (errors.InvalidTransition, 4),
+    (errors.Forbidden, 5), (errors.PolicyDenied, 5),
+    (errors.DatabaseUnavailable, 6), (errors.SchemaMismatch, 6),
+)
+
+Command = Callable[[argparse.Namespace, Settings], Coroutine[Any, Any, int]]
+
+
+def _print_json(value: Any) -> None:
+    print(json.dumps(value, indent=2, default=str))
+
+
+def _uuid(value: str) -> UUID:
+    try:
+        return UUID(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a valid id: {value!r}") from None
+
+
+def _json_arg(value: str) -> Any:
+    try:
+        return json.loads(value)
+    except json.JSONDecodeError as exc:
+        raise argparse.ArgumentTypeError(f"--input is not valid JSON: {exc}") from None
+
+
+async def _with_db(settings: Settings, body: Callable[[Database], Awaitable[int]]) -> int:
+    from engine.migrate import require_head
+
+    with database_url(settings, announce=False) as url:
+        await asyncio.to_thread(require_head, url)
+        async with Database(url, max_size=4) as db:
+            return await body(db)
+
+
+# ---------------------------------------------------------------- commands
+
+async def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
+    from engine.migrate import current_revision, upgrade
+
+    with database_url(settings) as url:
+        await asyncio.to_thread(upgrade, url)
+        print(f"schema at {await asyncio.to_thread(current_revision, url)}")
+    return 0
+
+
+async def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    from engine.serve import EngineConfig, run_engine
+
+    configure_logging(settings)
+    stop = asyncio.Event()
+    stop_on_signals(stop)
+    config = EngineConfig(poll_interval_s=settings.poll_interval_s,
+                          approval_expires_ms=settings.approval_expires_ms)
+
+    async def body(db: Database) -> int:
+        print(f"warden serve: scheduler and reaper running (poll {settings.poll_interval_s}s)",
+              file=sys.stderr, flush=True)
+        await run_engine(db, config, stop)
+        return 0
+
+    return await _with_db(settings, body)
+
+
+def _load_handler(spec: str) -> Callable[..., Any]:
+    module_name, _, attr = spec.partition(":")
+    if not module_name or not attr:
+        raise errors.InvalidInput("--handler", f"expected module:function, got {spec!r}")
+    try:
+        handler = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as exc:
+        raise errors.InvalidInput("--handler", f"cannot load {spec!r}: {exc}") from exc
+    if not callable(handler):
+        raise errors.InvalidInput("--handler", f"{spec!r} is not callable")
+    return handler  # type: ignore[no-any-return]
+
+
+async def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
+    from engine.worker import Worker, WorkerConfig
+
+    configure_logging(settings)
+    if args.concurrency < 1:
+        raise errors.InvalidInput("--concurrency", "must be at least 1")
+    handler = _load_handler(args.handler)
+    stop = asyncio.Event()
+    stop_on_signals(stop)
+    config = WorkerConfig(topics=tuple(args.topic), concurrency=args.concurrency,
+                          lease_s=settings.lease_s, poll_interval_s=settings.poll_interval_s,
+                          shutdown_timeout_s=args.shutdown_timeout,
+                          **({"name": args.name} if args.name else {}))
+
+    async def body(db: Database) -> int:
+        print(f"warden worker {config.name}: topics {', '.join(config.topics)}",
+              file=sys.stderr, flush=True)
+        await Worker(db, handler, config).run(stop)
+        return 0
+
+    return await _with_db(settings, body)
+
+
+async def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
+    from engine.demo import run_demo
+
+    return await run_demo(settings, approve=args.approve, reset=args.reset)
+
+
+async def cmd_workflows_apply(args: argparse.Namespace, settings: Settings) -> int:
+    path = Path(args.file)
+    try:
+        source = path.read_bytes()
+    except OSError as exc:
+        raise errors.InvalidInput("FILE", f"cannot read {path}: {exc.strerror}") from exc
+    media_type = "application/json" if path.suffix == ".json" else None
+
+    async def body(db: Database) -> int:
+        stored = await workflows.store(db, tenant_id=args.tenant, source=source,
+                                       media_type=media_type, created_by=args.principal)
+        if args.json:
+            _print_json({"workflow_id": stored.row.workflow_id, "version": stored.row.version,
+                         "digest": stored.row.digest, "created": stored.created})
+        else:
+            note = "" if stored.created else " (already stored, unchanged)"
+            print(f"{stored.row.workflow_id} {stored.row.version}{note}")
+        return 0
+
+    return await _with_db(settings, body)
+
+
+async def cmd_runs_start(args: argparse.Namespace, settings: Settings) -> int:
+    async def body(db: Database) -> int:
+        started = await runs.start(
+            db, workflows.DefinitionCache(), tenant_id=args.tenant,
+            workflow_id=args.workflow_id, input=args.input, created_by=args.principal,
+            idempotency_key=args.idempotency_key, version=args.version)
+        if args.json:
+            _print_json({**views.run(started.run), "replayed": started.replayed})
+        else:
+            print(started.run.run_id)
+        return 0
+
+    return await _with_db(settings, body)
+
+
+async def cmd_runs_show(args: argparse.Namespace, settings: Settings) -> int:
+    async def body(db: Database) -> int:
+        detail = await runs.detail(db, workflows.DefinitionCache(), None, args.run_id)
+        if args.json:
+            _print_json(views.run_detail(detail))
+            return 0
+        run = detail.run
+        print(f"run {run.run_id}  {run.workflow_id}@{run.workflow_version}  {run.status}")
+        for step in detail.steps:
+            attempts = f"  attempts={step.attempts}" if step.attempts else ""
+            print(f"  {step.step_id:<24} {step.type.value:<9} {step.status.value}{attempts}")
+        for approval in detail.approvals:
+            if approval.status is ApprovalStatus.PENDING:
+                print(f"  waiting for approval {approval.approval_id} ({approval.step_id})")
+        return 0
+
+    return await _with_db(settings, body)
+
+
+async def cmd_approvals_list(args: argparse.Namespace, settings: Settings) -> int:
+    async def body(db: Database) -> int:
+        rows = await approvals.page(db, tenant_id=args.tenant, status=args.status,
+                                    limit=args.limit)
+        if args.json:
+            _print_json([views.approval(a) for a in rows])
+            return 0
+        for a in rows:
+            print(f"{a.approval_id}  {a.status.value:<10} run {a.run_id}  step {a.step_id}  "
+                  f"requested by {a.requested_by}")
+        if not rows:
+            print("no approvals")
+        return 0
+
+    return await _with_db(settings, body)
+
+
+def _decide(approve: bool) -> Command:
+    async def command(args: argparse.Namespace, settings: Settings) -> int:
+        async def body(db: Database) -> int:
+            row = await approvals.decide(db, tenant_id=args.tenant, approval_id=args.approval_id,
+                                         approve=approve, principal=args.principal,
+                                         reason=args.reason, job_hash=args.job_hash)
+            if args.json:
+                _print_json(views.approval(row))
+            else:
+                print(f"approval {row.approval_id} {row.status.value} by {row.decided_by}")
+            return 0
+
+        return await _with_db(settings, body)
+
+    return command
+
+
+async def cmd_timeline(args: argparse.Namespace, settings: Settings) -> int:
+    async def body(db: Database) -> int:
+        events = await timeline.all_events(db, None, args.run_id)
+        if args.json:
+            _print_json([views.event(e) for e in events])
+            return 0
+        for line in format_timeline(events):
+            print(line)
+        return 0
+
+    return await _with_db(settings, body)
+
+
+async def cmd_audit_verify(args: argparse.Namespace, settings: Settings) -> int:
+    async def body(db: Database) -> int:
+        if args.run_id is not None:
+            results = [("", args.run_id, await timeline.verify(db, args.run_id))]
+        else:
+            results = await timeline.verify_all(db, args.tenant)
+        broken = [(t, r) for t, r, ok in results if not ok]
+        if args.json:
+            _print_json({"checked": len(results),
+                         "broken": [{"tenant_id": t, "run_id": str(r)} for t, r in broken]})
+        else:
+            for tenant, run_id in broken:
+                print(f"TAMPERED: run {run_id} {tenant}".rstrip())
+            print(f"{len(results)} run(s) checked, {len(broken)} with a broken chain")
+        return 1 if broken else 0
+
+    return await _with_db(settings, body)
+
+
+# ---------------------------------------------------------------- parser
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="warden", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(subparsers: Any, name: str, func: Command, help_text: str,
+            read: bool = False) -> argparse.ArgumentParser:
+        p: argparse.ArgumentParser = subparsers.add_parser(name, help=help_text,
+                                                           description=help_text)
+        p.set_defaults(func=func)
+        p.add_argument("--json", action="store_true",
+                       help="print one JSON document" if read else "print the result as JSON")
+        return p
+
+    add(sub, "migrate", cmd_migrate, "apply database migrations (Alembic) up to the newest")
+    add(sub, "serve", cmd_serve, "run the scheduler and the reaper")
+    p = add(sub, "worker", cmd_worker, "run a Python worker for some topics")
+    p.add_argument("--topic", action="append", required=True, help="a topic to claim (repeat)")
+    p.add_argument("--handler", required=True, help="module:function to call per job")
+    p.add_argument("--concurrency", type=int, default=4, help="jobs at once (default 4)")
+    p.add_argument("--name", help="worker name recorded on claimed jobs")
+    p.add_argument("--shutdown-timeout", type=float, default=30.0,
+                   help="seconds to let in-flight jobs finish on SIGTERM (default 30)")
+    p = add(sub, "demo", cmd_demo, "run the incident-remediation demo with sample workers")
+    p.add_argument("--approve", action="store_true",
+                   help="approve the waiting demo run as a demo operator and run it to the end")
+    p.add_argument("--reset", action="store_true", help="start from an empty embedded database")
+
+    wf = sub.add_parser("workflows", help="store workflow definitions").add_subparsers(
+        dest="sub", required=True, metavar="SUBCOMMAND")
+    p = add(wf, "apply", cmd_workflows_apply, "validate and store a definition (YAML or JSON)")
+    p.add_argument("file", metavar="FILE")
+
+    rn = sub.add_parser("runs", help="start and inspect runs").add_subparsers(
+        dest="sub", required=True, metavar="SUBCOMMAND")
+    p = add(rn, "start", cmd_runs_start, "start a run of a workflow's newest version")
+    p.add_argument("workflow_id", metavar="WORKFLOW_ID")
+    p.add_argument("--input", type=_json_arg, default={}, help="the run input as a JSON object")
+    p.add_argument("--idempotency-key", help="start at most one run per key")
+    p.add_argument("--version", help="a specific workflow version (default: newest)")
+    p = add(rn, "show", cmd_runs_show, "a run with its steps", read=True)
+    p.add_argument("run_id", type=_uuid, metavar="RUN_ID")
+
+    ap = sub.add_parser("approvals", help="the approvals queue").add_subparsers(
+        dest="sub", required=True, metavar="SUBCOMMAND")
+    p = add(ap, "list", cmd_approvals_list, "list approvals (default: pending)", read=True)
+    p.add_argument("--status", type=ApprovalStatus, default=ApprovalStatus.PENDING,
+                   choices=list(ApprovalStatus))
+    p.add_argument("--limit", type=int, default=100)
+    for name, approve in (("approve", True), ("reject", False)):
+        p = add(ap, name, _decide(approve), f"{name} a pending approval")
+        p.add_argument("approval_id", type=_uuid, metavar="APPROVAL_ID")
+        p.add_argument("--reason", help="why (recorded in the timeline)")
+        p.add_argument("--job-hash", help="the job hash you reviewed; refused if it changed")
+
+    p = add(sub, "timeline", cmd_timeline, "print a run's timeline", read=True)
+    p.add_argument("run_id", type=_uuid, metavar="RUN_ID")
+    au = sub.add_parser("audit", help="audit checks").add_subparsers(
+        dest="sub", required=True, metavar="SUBCOMMAND")
+    p = add(au, "verify", cmd_audit_verify, "verify timeline hash chains (exit 1 if broken)",
+            read=True)
+    p.add_argument("run_id", type=_uuid, nargs="?", metavar="RUN_ID")
+
+    for action in _all_subparsers(parser):
+        action.add_argument("--tenant", default=None,
+                            help="tenant (default: 'default' for writes, all for reads)")
+        action.add_argument("--as", dest="principal", default="cli",
+                            help="the principal recorded as actor (default: cli)")
+    return parser
+
+
+def _all_subparsers(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
+    found = []
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                nested = _all_subparsers(child)
+                found.extend(nested or [child])
+    return found
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        settings = load()
+        if args.tenant is None and args.func in _WRITES:
+            args.tenant = "default"
+        command: Command = args.func
+        return asyncio.run(command(args, settings))
+    except errors.WardenError as exc:
+        print(f"warden: {exc}", file=sys.stderr)
+        return next((code for cls, code in EXIT_CODES if isinstance(exc, cls)), 1)
+    except KeyboardInterrupt:
+        return 130
+
+
+_WRITES: frozenset[Command] = frozenset({cmd_workflows_apply, cmd_runs_start})
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,124 @@
+"""Python mirrors of the Postgres enums of DESIGN §3.
+
+Each enum is compared with ``enum_range(NULL::warden.<type>)`` by a test, so the two
+cannot drift. No bare status strings anywhere else in the code.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class RunStatus(StrEnum):
+    PENDING = "pending"
+    """Stored; the scheduler has not dispatched anything yet."""
+    RUNNING = "running"
+    """At least one step is in progress or ready."""
+    WAITING = "waiting"
+    """Paused at an approval, nothing else running."""
+    SUCCEEDED = "succeeded"
+    """Every step succeeded."""
+    FAILED = "failed"
+    """A step failed after its retries."""
+    DENIED = "denied"
+    """A policy denied a step or an approval was rejected."""
+    CANCELLED = "cancelled"
+    """Cancelled by an operator."""
+    TIMED_OUT = "timed_out"
+    """A step timed out after its retries, an approval expired, or the run deadline passed."""
+
+    @property
+    def is_final(self) -> bool:
+        return self in _FINAL_RUN
+
+
+_FINAL_RUN = frozenset({RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.DENIED,
+                        RunStatus.CANCELLED, RunStatus.TIMED_OUT})
+
+
+class StepStatus(StrEnum):
+    PENDING = "pending"
+    """Waiting for its dependencies."""
+    RUNNING = "running"
+    """An attempt is dispatched, running, or scheduled for retry."""
+    WAITING = "waiting"
+    """Waiting for a human decision (approval)."""
+    SUCCEEDED = "succeeded"
+    """Done; its output is stored."""
+    FAILED = "failed"
+    """Its last attempt failed and no retry is left."""
+    DENIED = "denied"
+    """Denied by policy or by a rejected approval."""
+    CANCELLED = "cancelled"
+    """The run was cancelled before the step finished."""
+    TIMED_OUT = "timed_out"
+    """Its last attempt or its approval timed out."""
+    SKIPPED = "skipped"
+    """An ancestor did not succeed."""
+
+    @property
+    def is_final(self) -> bool:
+        return self in _FINAL_STEP
+
+
+_FINAL_STEP = frozenset({StepStatus.SUCCEEDED, StepStatus.FAILED, StepStatus.DENIED,
+                         StepStatus.CANCELLED, StepStatus.TIMED_OUT, StepStatus.SKIPPED})
+
+
+class JobStatus(StrEnum):
+    BLOCKED = "blocked"
+    """Held by policy until an approval is decided."""
+    PENDING = "pending"
+    """Claimable from ``available_at``."""
+    RUNNING = "running"
+    """Leased by a worker."""
+    SUCCEEDED = "succeeded"
+    """Completed by its lease holder."""
+    FAILED = "failed"
+    """Failed by its lease holder."""
+    TIMED_OUT = "timed_out"
+    """Its lease or deadline expired."""
+    CANCELLED = "cancelled"
+    """Its run was cancelled."""
+    DENIED = "denied"
+    """Denied by policy at dispatch."""
+
+
+class ApprovalStatus(StrEnum):
+    PENDING = "pending"
+    """Awaiting a decision."""
+    APPROVED = "approved"
+    """Approved; the gated work may run."""
+    REJECTED = "rejected"
+    """Rejected; the step and run end denied."""
+    EXPIRED = "expired"
+    """Nobody decided before ``expires_at``."""
+    SUPERSEDED = "superseded"
+    """Replaced by a newer approval after a policy change."""
+
+
+class StepType(StrEnum):
+    JOB = "job"
+    """Work for a worker, claimed from ``warden.jobs``."""
+    APPROVAL = "approval"
+    """A human checkpoint."""
+    NOTIFY = "notify"
+    """A message to the outbox (and a webhook, if configured)."""
+
+
+# The allowed transitions, written once. The store's transition functions refuse any
+# other move (InvalidTransition) before touching the database, and every UPDATE also
+# names the status it expects, so a concurrent move is caught there.
+RUN_TRANSITIONS: dict[RunStatus, frozenset[RunStatus]] = {
+    RunStatus.PENDING: frozenset({RunStatus.RUNNING, RunStatus.DENIED, RunStatus.CANCELLED}),
+    RunStatus.RUNNING: frozenset({RunStatus.WAITING} | _FINAL_RUN),
+    RunStatus.WAITING: frozenset({RunStatus.RUNNING} | _FINAL_RUN),
+}
+
+STEP_TRANSITIONS: dict[StepStatus, frozenset[StepStatus]] = {
+    StepStatus.PENDING: frozenset({StepStatus.RUNNING, StepStatus.WAITING, StepStatus.SUCCEEDED,
+                                   StepStatus.FAILED, StepStatus.DENIED, StepStatus.CANCELLED,
+                                   StepStatus.SKIPPED}),
+    StepStatus.RUNNING: frozenset({StepStatus.WAITING} | _FINAL_STEP) - {StepStatus.SKIPPED},
+    StepStatus.WAITING: frozenset({StepStatus.RUNNING} | _FINAL_STEP) - {StepStatus.SKIPPED},
+}

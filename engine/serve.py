@@ -1,0 +1,56 @@
+"""`warden serve`: the scheduler and the reaper in one process (the API joins later).
+
+Stateless: run as many as you like against one database; SKIP LOCKED shares the work.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+
+from engine.loops import run_forever
+from engine.reaper import Reaper
+from engine.scheduler import Scheduler
+from engine.store import Database
+from engine.store.listener import SCHEDULER_CHANNEL, Listener
+from engine.workflows import DefinitionCache
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    poll_interval_s: float = 1.0
+    reap_interval_s: float = 1.0
+    approval_expires_ms: int = 7 * 24 * 3600 * 1000
+    batch_size: int = 50
+
+
+async def run_engine(db: Database, config: EngineConfig, stop: asyncio.Event) -> None:
+    """Runs scheduler and reaper until ``stop`` is set; each finishes its current pass."""
+    scheduler = Scheduler(db, DefinitionCache(), approval_expires_ms=config.approval_expires_ms,
+                          batch_size=config.batch_size)
+    reaper = Reaper(db)
+    wake_scheduler = asyncio.Event()
+    never = asyncio.Event()  # the reaper has no NOTIFY: expiry is a matter of time only
+
+    async def schedule_once() -> bool:
+        return await scheduler.run_once() >= config.batch_size
+
+    async def reap_once() -> bool:
+        reaped = await reaper.run_once()
+        return reaped.jobs >= reaper.batch_size
+
+    listener = Listener(db.url, SCHEDULER_CHANNEL, lambda _payload: wake_scheduler.set())
+    listen = asyncio.create_task(listener.run())
+    try:
+        await asyncio.gather(
+            run_forever("scheduler", schedule_once, wake=wake_scheduler,
+                        poll_interval_s=config.poll_interval_s, stop=stop),
+            run_forever("reaper", reap_once, wake=never,
+                        poll_interval_s=config.reap_interval_s, stop=stop),
+        )
+    finally:
+        listen.cancel()
+    log.info("engine stopped")

@@ -1,0 +1,71 @@
+"""One frozen `Settings`, read from WARDEN_* environment variables and validated at start.
+
+A bad value stops the program with a message naming the variable (ConfigError).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from engine.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str | None
+    """WARDEN_DATABASE_URL; None means: use the embedded server in data_dir."""
+    data_dir: Path
+    """WARDEN_DATA_DIR: where the embedded server keeps its data (default ~/.local/share/warden)."""
+    poll_interval_s: float
+    """WARDEN_POLL_INTERVAL_MS: how often loops poll when no NOTIFY arrives (default 1000)."""
+    lease_s: float
+    """WARDEN_LEASE_MS: how long a worker's claim lasts between heartbeats (default 30000)."""
+    approval_expires_ms: int
+    """WARDEN_APPROVAL_EXPIRES_MS: default expiry of approvals (default 7 days)."""
+    log_format: str
+    """WARDEN_LOG_FORMAT: text or json."""
+    log_level: str
+    """WARDEN_LOG_LEVEL: a logging level name (default INFO)."""
+
+
+def _int(env: Mapping[str, str], name: str, default: int, *, minimum: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a whole number, got {raw!r}") from None
+    if value < minimum:
+        raise ConfigError(f"{name} must be at least {minimum}, got {value}")
+    return value
+
+
+def _choice(env: Mapping[str, str], name: str, default: str, allowed: tuple[str, ...]) -> str:
+    value = env.get(name) or default
+    if value not in allowed:
+        raise ConfigError(f"{name} must be one of {', '.join(allowed)}, got {value!r}")
+    return value
+
+
+def load(env: Mapping[str, str] | None = None) -> Settings:
+    env = os.environ if env is None else env
+    url = env.get("WARDEN_DATABASE_URL") or None
+    if url is not None and not url.startswith(("postgresql://", "postgres://", "host=", "dbname=")):
+        raise ConfigError("WARDEN_DATABASE_URL must be a libpq URL (postgresql://…) "
+                          f"or key=value string, got {url[:40]!r}")
+    default_dir = Path(env.get("XDG_DATA_HOME") or Path.home() / ".local" / "share") / "warden"
+    return Settings(
+        database_url=url,
+        data_dir=Path(env.get("WARDEN_DATA_DIR") or default_dir),
+        poll_interval_s=_int(env, "WARDEN_POLL_INTERVAL_MS", 1000, minimum=10) / 1000,
+        lease_s=_int(env, "WARDEN_LEASE_MS", 30_000, minimum=100) / 1000,
+        approval_expires_ms=_int(env, "WARDEN_APPROVAL_EXPIRES_MS", 7 * 24 * 3600 * 1000,
+                                 minimum=1),
+        log_format=_choice(env, "WARDEN_LOG_FORMAT", "text", ("text", "json")),
+        log_level=_choice(env, "WARDEN_LOG_LEVEL", "INFO",
+                          ("DEBUG", "INFO", "WARNING", "ERROR")),
+    )

@@ -1,0 +1,52 @@
+"""Typed wrappers for sql/queries/approvals.sql."""
+
+from __future__ import annotations
+
+from uuid import UUID
+
+from engine.enums import ApprovalStatus
+from engine.store.connection import Conn, fetch_all, fetch_one
+from engine.store.records import ApprovalRow
+
+
+async def insert(conn: Conn, *, tenant_id: str, run_id: UUID, step_id: str, job_id: str | None,
+                 kind: str, policy_snapshot_hash: str | None, job_hash: str | None,
+                 requested_by: str, expires_in_ms: int | None) -> ApprovalRow:
+    row = await fetch_one(conn, "approval_insert", {
+        "tenant_id": tenant_id, "run_id": run_id, "step_id": step_id, "job_id": job_id,
+        "kind": kind, "policy_snapshot_hash": policy_snapshot_hash, "job_hash": job_hash,
+        "requested_by": requested_by, "expires_in_ms": expires_in_ms}, ApprovalRow)
+    assert row is not None  # INSERT … RETURNING always returns the row or raises
+    return row
+
+
+async def decide(conn: Conn, *, tenant_id: str, approval_id: UUID, to: ApprovalStatus,
+                 decided_by: str, reason: str | None) -> ApprovalRow | None:
+    return await fetch_one(conn, "approval_decide", {
+        "tenant_id": tenant_id, "approval_id": approval_id, "to_status": to,
+        "decided_by": decided_by, "reason": reason}, ApprovalRow)
+
+
+async def get(conn: Conn, tenant_id: str, approval_id: UUID) -> ApprovalRow | None:
+    return await fetch_one(conn, "approval_get", {
+        "tenant_id": tenant_id, "approval_id": approval_id}, ApprovalRow)
+
+
+async def get_any_tenant(conn: Conn, approval_id: UUID) -> ApprovalRow | None:
+    return await fetch_one(conn, "approval_get_any_tenant", {"approval_id": approval_id},
+                           ApprovalRow)
+
+
+async def page(conn: Conn, *, tenant_id: str | None, status: ApprovalStatus | None,
+               limit: int) -> list[ApprovalRow]:
+    return await fetch_all(conn, "approvals_list", {
+        "tenant_id": tenant_id, "status": status, "limit": limit}, ApprovalRow)
+
+
+async def of_run(conn: Conn, tenant_id: str, run_id: UUID) -> list[ApprovalRow]:
+    return await fetch_all(conn, "approvals_of_run", {"tenant_id": tenant_id, "run_id": run_id},
+                           ApprovalRow)
+
+
+async def expire_due(conn: Conn, limit: int) -> list[ApprovalRow]:
+    return await fetch_all(conn, "approvals_expire", {"limit": limit}, ApprovalRow)

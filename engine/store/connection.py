@@ -1,0 +1,177 @@
+"""Connections, transactions and the one place where database errors become WardenErrors.
+
+Everything in the engine reaches PostgreSQL through a `Database` (an
+`AsyncConnectionPool` with Warden's session settings) and the query helpers below, which
+run the named queries of `sql/queries` and map rows onto frozen dataclasses.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from enum import StrEnum
+from typing import Any, TypeVar
+
+import psycopg
+from psycopg import errors as pg_errors
+from psycopg.rows import class_row, dict_row
+from psycopg.types.enum import EnumInfo, register_enum
+from psycopg.types.json import Jsonb
+from psycopg_pool import AsyncConnectionPool
+
+from engine import errors
+from engine.enums import ApprovalStatus, JobStatus, RunStatus, StepStatus, StepType
+from engine.store.sqlfiles import get
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+Conn = psycopg.AsyncConnection[Any]
+Params = Mapping[str, Any]
+
+# Engine sessions never hold a lock for long: a statement that runs away or a transaction
+# left open by a bug is cut off by the server instead of blocking workers (issue 5).
+SESSION_OPTIONS = "-c statement_timeout=30000 -c idle_in_transaction_session_timeout=60000"
+
+# SQLSTATEs raised on purpose by the functions in migrations/ (class WD).
+_WARDEN_CODES: dict[str, type[errors.WardenError]] = {
+    "WD001": errors.LeaseLost,
+    "WD002": errors.JobCancelled,
+    "WD404": errors.NotFound,
+    "WD409": errors.Conflict,
+    "WD010": errors.InvalidTransition,
+}
+_CONSTRAINT_ERRORS: dict[str, type[errors.WardenError]] = {
+    "approvals_no_self_approval": errors.Forbidden,
+}
+
+
+def translate(exc: BaseException) -> errors.WardenError | None:
+    """The WardenError a database exception means, or None if it is a bug to surface."""
+    if isinstance(exc, psycopg.OperationalError | pg_errors.AdminShutdown
+                  | pg_errors.CannotConnectNow):
+        return errors.DatabaseUnavailable(f"database unavailable: {exc}")
+    if isinstance(exc, psycopg.Error) and exc.diag is not None:
+        code = exc.sqlstate or ""
+        message = exc.diag.message_primary or str(exc)
+        if code in _WARDEN_CODES:
+            return _WARDEN_CODES[code](message)
+        constraint = exc.diag.constraint_name or ""
+        if constraint in _CONSTRAINT_ERRORS:
+            return _CONSTRAINT_ERRORS[constraint](f"refused by {constraint}: {message}")
+    return None
+
+
+@asynccontextmanager
+async def translated() -> AsyncIterator[None]:
+    try:
+        yield
+    except psycopg.Error as exc:
+        mapped = translate(exc)
+        if mapped is None:
+            raise
+        raise mapped from exc
+
+
+_ENUMS: dict[str, type[StrEnum]] = {
+    "warden.run_status": RunStatus,
+    "warden.step_status": StepStatus,
+    "warden.job_status": JobStatus,
+    "warden.approval_status": ApprovalStatus,
+    "warden.step_type": StepType,
+}
+
+
+async def register_enums(conn: Conn) -> None:
+    """Load warden enums as their StrEnum mirrors (an unmigrated database is left alone)."""
+    for pg_name, py_enum in _ENUMS.items():
+        info = await EnumInfo.fetch(conn, pg_name)
+        if info is not None:
+            register_enum(info, conn, py_enum, mapping={m: m.value for m in py_enum})
+
+
+def jsonb(value: Any) -> Jsonb:
+    return Jsonb(value)
+
+
+async def connect(url: str, *, autocommit: bool = True) -> Conn:
+    """One connection outside the pool (LISTEN, CLI one-shots)."""
+    async with translated():
+        conn = await psycopg.AsyncConnection.connect(
+            url, autocommit=autocommit, options=SESSION_OPTIONS, connect_timeout=5)
+        await register_enums(conn)
+        return conn
+
+
+class Database:
+    """A pool of connections to one Warden database."""
+
+    def __init__(self, url: str, *, min_size: int = 1, max_size: int = 8) -> None:
+        self.url = url
+        self._pool: AsyncConnectionPool[Conn] = AsyncConnectionPool(
+            url, min_size=min_size, max_size=max_size, open=False,
+            kwargs={"autocommit": True, "options": SESSION_OPTIONS, "connect_timeout": 5},
+            # a broken connection (server restarted) is replaced, not handed out again
+            check=AsyncConnectionPool.check_connection,
+            configure=register_enums,
+        )
+
+    async def open(self, *, wait: bool = True, timeout: float = 10.0) -> None:
+        async with translated():
+            await self._pool.open(wait=wait, timeout=timeout)
+
+    async def close(self) -> None:
+        await self._pool.close()
+
+    async def __aenter__(self) -> Database:
+        await self.open()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    @asynccontextmanager
+    async def connection(self) -> AsyncIterator[Conn]:
+        """A pooled autocommit connection: each statement is its own transaction."""
+        async with translated(), self._pool.connection(timeout=30) as conn:
+            yield conn
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Conn]:
+        """A pooled connection inside one transaction, committed on normal exit."""
+        async with translated(), self._pool.connection(timeout=30) as conn, conn.transaction():
+            yield conn
+
+
+async def fetch_one(conn: Conn, name: str, params: Params, row: type[T]) -> T | None:
+    async with translated(), conn.cursor(row_factory=class_row(row)) as cur:
+        await cur.execute(get(name).sql, params)
+        return await cur.fetchone()
+
+
+async def fetch_all(conn: Conn, name: str, params: Params, row: type[T]) -> list[T]:
+    async with translated(), conn.cursor(row_factory=class_row(row)) as cur:
+        await cur.execute(get(name).sql, params)
+        return await cur.fetchall()
+
+
+async def fetch_value(conn: Conn, name: str, params: Params) -> Any:
+    """The first column of the first row (for queries that return one scalar)."""
+    async with translated(), conn.cursor() as cur:
+        await cur.execute(get(name).sql, params)
+        found = await cur.fetchone()
+        return None if found is None else found[0]
+
+
+async def fetch_dicts(conn: Conn, name: str, params: Params) -> list[dict[str, Any]]:
+    async with translated(), conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(get(name).sql, params)
+        return await cur.fetchall()
+
+
+async def execute(conn: Conn, name: str, params: Params) -> int:
+    """Runs a query for its effect; returns the affected row count."""
+    async with translated(), conn.cursor() as cur:
+        await cur.execute(get(name).sql, params)
+        return cur.rowcount

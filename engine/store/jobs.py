@@ -1,0 +1,72 @@
+"""Typed wrappers for sql/queries/jobs.sql."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+from typing import Any
+from uuid import UUID
+
+from engine.enums import JobStatus
+from engine.store.connection import Conn, execute, fetch_all, fetch_one, fetch_value, jsonb
+from engine.store.records import ClaimedJob, JobRow
+
+
+async def insert(conn: Conn, *, tenant_id: str, run_id: UUID, step_id: str, attempt: int,
+                 topic: str, status: JobStatus, priority: int, input: Any, upstream: Any,
+                 constraints: Any, timeout_ms: int | None, available_at: datetime | None,
+                 policy_snapshot_hash: str | None) -> JobRow:
+    row = await fetch_one(conn, "job_insert", {
+        "tenant_id": tenant_id, "run_id": run_id, "step_id": step_id, "attempt": attempt,
+        "topic": topic, "status": status, "priority": priority, "input": jsonb(input),
+        "upstream": jsonb(upstream), "constraints": jsonb(constraints),
+        "timeout_ms": timeout_ms, "available_at": available_at,
+        "policy_snapshot_hash": policy_snapshot_hash}, JobRow)
+    assert row is not None  # INSERT … RETURNING always returns the row or raises
+    return row
+
+
+async def announce(conn: Conn, topics: Iterable[str]) -> None:
+    names = sorted(set(topics))
+    if names:
+        await execute(conn, "jobs_announce", {"topics": names})
+
+
+async def claim(conn: Conn, *, topics: list[str], worker: str, max_jobs: int,
+                lease: timedelta) -> list[ClaimedJob]:
+    return await fetch_all(conn, "jobs_claim", {
+        "topics": topics, "worker": worker, "max_jobs": max_jobs, "lease": lease}, ClaimedJob)
+
+
+async def heartbeat(conn: Conn, *, job_id: str, lease_token: UUID, extend: timedelta,
+                    checkpoint: Any = None) -> datetime:
+    expires: datetime = await fetch_value(conn, "job_heartbeat", {
+        "job_id": job_id, "lease_token": lease_token, "extend": extend,
+        "checkpoint": None if checkpoint is None else jsonb(checkpoint)})
+    return expires
+
+
+async def complete(conn: Conn, *, job_id: str, lease_token: UUID, result: Any) -> None:
+    await execute(conn, "job_complete", {
+        "job_id": job_id, "lease_token": lease_token, "result": jsonb(result)})
+
+
+async def fail(conn: Conn, *, job_id: str, lease_token: UUID, error: Any,
+               retryable: bool) -> None:
+    await execute(conn, "job_fail", {
+        "job_id": job_id, "lease_token": lease_token, "error": jsonb(error),
+        "retryable": retryable})
+
+
+async def reap_expired(conn: Conn, limit: int) -> int:
+    reaped: int = await fetch_value(conn, "jobs_reap_expired", {"limit": limit})
+    return reaped
+
+
+async def get(conn: Conn, tenant_id: str, job_id: str) -> JobRow | None:
+    return await fetch_one(conn, "job_get", {"tenant_id": tenant_id, "job_id": job_id}, JobRow)
+
+
+async def of_run(conn: Conn, tenant_id: str, run_id: UUID) -> list[JobRow]:
+    return await fetch_all(conn, "jobs_of_run", {"tenant_id": tenant_id, "run_id": run_id},
+                           JobRow)

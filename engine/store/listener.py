@@ -1,0 +1,57 @@
+"""A LISTEN connection that survives server restarts, used only as a wake-up hint.
+
+NOTIFY is never delivery (DESIGN §5): after every (re)connect the listener calls
+``on_wake`` once, so its owner polls and catches up on anything sent while it was away.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+import psycopg
+from psycopg import sql
+
+from engine.errors import DatabaseUnavailable
+from engine.store.connection import connect
+
+log = logging.getLogger(__name__)
+
+SCHEDULER_CHANNEL = "warden_scheduler"
+JOBS_CHANNEL = "warden_jobs"
+
+
+class Listener:
+    def __init__(self, url: str, channel: str, on_wake: Callable[[str], None], *,
+                 max_backoff_s: float = 5.0) -> None:
+        self.url = url
+        self.channel = channel
+        self.on_wake = on_wake
+        self.max_backoff_s = max_backoff_s
+        self.connected = asyncio.Event()
+
+    async def run(self) -> None:
+        """Listens until cancelled, reconnecting with capped exponential backoff."""
+        backoff = 0.1
+        while True:
+            try:
+                await self._listen_once()
+                backoff = 0.1
+            except (DatabaseUnavailable, psycopg.OperationalError, OSError) as exc:
+                log.warning("LISTEN %s lost (%s); reconnecting in %.1fs", self.channel, exc,
+                            backoff, extra={"channel": self.channel})
+            self.connected.clear()
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, self.max_backoff_s)
+
+    async def _listen_once(self) -> None:
+        conn = await connect(self.url)
+        try:
+            await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self.channel)))
+            self.connected.set()
+            self.on_wake("")  # catch up on whatever was sent while we were not listening
+            async for notify in conn.notifies():
+                self.on_wake(notify.payload)
+        finally:
+            await conn.close()

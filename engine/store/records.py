@@ -1,0 +1,172 @@
+"""Frozen rows of the warden tables, as the named queries return them.
+
+Full-row records mirror their table column for column (`SELECT *` / `RETURNING *`); a
+test compares each with information_schema so a migration cannot drift from them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from engine.enums import ApprovalStatus, JobStatus, RunStatus, StepStatus, StepType
+
+
+@dataclass(frozen=True)
+class WorkflowRow:
+    tenant_id: str
+    workflow_id: str
+    version: str
+    version_major: int
+    version_minor: int
+    version_patch: int
+    version_pre: str | None
+    name: str
+    definition: dict[str, Any]
+    digest: str
+    source: str
+    created_by: str
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class RunRow:
+    tenant_id: str
+    run_id: UUID
+    workflow_id: str
+    workflow_version: str
+    status: RunStatus
+    input: Any
+    output: Any
+    error: Any
+    idempotency_key: str | None
+    request_digest: str
+    rerun_of: UUID | None
+    created_by: str
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    deadline_at: datetime | None
+    needs_scheduling: bool
+    timeline_seq: int
+    timeline_hash: str
+
+
+@dataclass(frozen=True)
+class StepRow:
+    tenant_id: str
+    run_id: UUID
+    step_id: str
+    type: StepType
+    status: StepStatus
+    depends_on: list[str]
+    topic: str | None
+    attempts: int
+    max_attempts: int
+    backoff_ms: int
+    max_backoff_ms: int
+    multiplier: float
+    jitter: float
+    timeout_ms: int | None
+    priority: int
+    retry_at: datetime | None
+    output: Any
+    error: Any
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+@dataclass(frozen=True)
+class JobRow:
+    tenant_id: str
+    job_id: str
+    run_id: UUID
+    step_id: str
+    attempt: int
+    topic: str
+    status: JobStatus
+    priority: int
+    input: Any
+    upstream: Any
+    constraints: Any
+    checkpoint: Any
+    result: Any
+    error: Any
+    worker: str | None
+    lease_token: UUID | None
+    lease_expires_at: datetime | None
+    timeout_ms: int | None
+    deadline_at: datetime | None
+    available_at: datetime
+    policy_snapshot_hash: str | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+@dataclass(frozen=True)
+class ClaimedJob:
+    """One row of warden.claim_jobs()."""
+
+    job_id: str
+    run_id: UUID
+    step_id: str
+    attempt: int
+    topic: str
+    input: Any
+    upstream: Any
+    checkpoint: Any
+    constraints: Any
+    lease_token: UUID
+    lease_expires_at: datetime
+    tenant_id: str
+
+
+@dataclass(frozen=True)
+class ApprovalRow:
+    tenant_id: str
+    approval_id: UUID
+    run_id: UUID
+    step_id: str
+    job_id: str | None
+    kind: str
+    status: ApprovalStatus
+    policy_snapshot_hash: str | None
+    job_hash: str | None
+    requested_by: str
+    requested_at: datetime
+    expires_at: datetime | None
+    decided_by: str | None
+    decided_at: datetime | None
+    reason: str | None
+
+
+@dataclass(frozen=True)
+class NotificationRow:
+    tenant_id: str
+    notification_id: UUID
+    run_id: UUID
+    step_id: str
+    message: str | None
+    webhook: str | None
+    payload: Any
+    created_at: datetime
+    delivered_at: datetime | None
+
+
+@dataclass(frozen=True)
+class TimelineEvent:
+    tenant_id: str
+    run_id: UUID
+    seq: int
+    at: datetime
+    kind: str
+    step_id: str | None
+    job_id: str | None
+    attempt: int | None
+    actor: str | None
+    data: Any
+    prev_hash: str
+    hash: str

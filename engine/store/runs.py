@@ -1,0 +1,71 @@
+"""Typed wrappers for sql/queries/runs.sql."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from engine.enums import RUN_TRANSITIONS, RunStatus
+from engine.errors import InvalidTransition
+from engine.store.connection import Conn, execute, fetch_all, fetch_one, jsonb
+from engine.store.records import RunRow
+
+
+async def insert(conn: Conn, *, tenant_id: str, workflow_id: str, workflow_version: str,
+                 input: Any, idempotency_key: str | None, request_digest: str,
+                 rerun_of: UUID | None, created_by: str, timeout_ms: int | None) -> RunRow | None:
+    return await fetch_one(conn, "run_insert", {
+        "tenant_id": tenant_id, "workflow_id": workflow_id,
+        "workflow_version": workflow_version, "input": jsonb(input),
+        "idempotency_key": idempotency_key, "request_digest": request_digest,
+        "rerun_of": rerun_of, "created_by": created_by, "timeout_ms": timeout_ms}, RunRow)
+
+
+async def by_idempotency_key(conn: Conn, tenant_id: str, workflow_id: str,
+                             key: str) -> RunRow | None:
+    return await fetch_one(conn, "run_by_idempotency_key", {
+        "tenant_id": tenant_id, "workflow_id": workflow_id, "idempotency_key": key}, RunRow)
+
+
+async def get(conn: Conn, tenant_id: str, run_id: UUID) -> RunRow | None:
+    return await fetch_one(conn, "run_get", {"tenant_id": tenant_id, "run_id": run_id}, RunRow)
+
+
+async def get_any_tenant(conn: Conn, run_id: UUID) -> RunRow | None:
+    return await fetch_one(conn, "run_get_any_tenant", {"run_id": run_id}, RunRow)
+
+
+async def page(conn: Conn, tenant_id: str, *, status: RunStatus | None, workflow_id: str | None,
+               before: tuple[datetime, UUID] | None, limit: int) -> list[RunRow]:
+    return await fetch_all(conn, "run_list", {
+        "tenant_id": tenant_id, "status": status, "workflow_id": workflow_id,
+        "before_created": before[0] if before else None,
+        "before_run": before[1] if before else None, "limit": limit}, RunRow)
+
+
+async def lock_for_scheduling(conn: Conn, limit: int) -> list[RunRow]:
+    return await fetch_all(conn, "runs_lock_for_scheduling", {"limit": limit}, RunRow)
+
+
+async def lock(conn: Conn, tenant_id: str, run_id: UUID) -> RunRow | None:
+    return await fetch_one(conn, "run_lock", {"tenant_id": tenant_id, "run_id": run_id}, RunRow)
+
+
+async def transition(conn: Conn, run: RunRow, to: RunStatus, *, output: Any = None,
+                     error: Any = None) -> RunRow | None:
+    if to not in RUN_TRANSITIONS.get(run.status, frozenset()):
+        raise InvalidTransition(f"run {run.run_id} cannot move from {run.status} to {to}")
+    return await fetch_one(conn, "run_transition", {
+        "tenant_id": run.tenant_id, "run_id": run.run_id, "from_status": run.status,
+        "to_status": to, "final": to.is_final,
+        "output": None if output is None else jsonb(output),
+        "error": None if error is None else jsonb(error)}, RunRow)
+
+
+async def mark_scheduled(conn: Conn, tenant_id: str, run_id: UUID) -> None:
+    await execute(conn, "run_mark_scheduled", {"tenant_id": tenant_id, "run_id": run_id})
+
+
+async def wake(conn: Conn, tenant_id: str, run_id: UUID) -> None:
+    await execute(conn, "run_wake", {"tenant_id": tenant_id, "run_id": run_id})

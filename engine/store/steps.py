@@ -1,0 +1,47 @@
+"""Typed wrappers for sql/queries/steps.sql."""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import UUID
+
+from engine.enums import STEP_TRANSITIONS, StepStatus
+from engine.errors import InvalidTransition
+from engine.store.connection import Conn, execute, fetch_all, fetch_one, jsonb
+from engine.store.records import StepRow
+
+
+async def insert_all(conn: Conn, tenant_id: str, run_id: UUID,
+                     steps: list[dict[str, Any]]) -> None:
+    await execute(conn, "steps_insert", {
+        "tenant_id": tenant_id, "run_id": run_id, "steps": jsonb(steps)})
+
+
+async def of_run(conn: Conn, tenant_id: str, run_id: UUID) -> list[StepRow]:
+    return await fetch_all(conn, "steps_of_run", {"tenant_id": tenant_id, "run_id": run_id},
+                           StepRow)
+
+
+async def transition(conn: Conn, step: StepRow, to: StepStatus, *, output: Any = None,
+                     error: Any = None) -> StepRow | None:
+    return await transition_by_key(conn, step.tenant_id, step.run_id, step.step_id,
+                                   step.status, to, output=output, error=error)
+
+
+async def transition_by_key(conn: Conn, tenant_id: str, run_id: UUID, step_id: str,
+                            from_status: StepStatus, to: StepStatus, *, output: Any = None,
+                            error: Any = None) -> StepRow | None:
+    """Moves a step from ``from_status``; None if it was not in that status any more."""
+    if to not in STEP_TRANSITIONS.get(from_status, frozenset()):
+        raise InvalidTransition(f"step {step_id} cannot move from {from_status} to {to}")
+    return await fetch_one(conn, "step_transition", {
+        "tenant_id": tenant_id, "run_id": run_id, "step_id": step_id,
+        "from_status": from_status, "to_status": to, "final": to.is_final,
+        "output": None if output is None else jsonb(output),
+        "error": None if error is None else jsonb(error)}, StepRow)
+
+
+async def start_attempt(conn: Conn, step: StepRow) -> StepRow | None:
+    return await fetch_one(conn, "step_start_attempt", {
+        "tenant_id": step.tenant_id, "run_id": step.run_id, "step_id": step.step_id,
+        "attempts": step.attempts}, StepRow)

@@ -1,0 +1,59 @@
+-- name: approval_insert :one
+-- Requests a decision; at most one pending approval per step (approvals_one_pending_per_step).
+INSERT INTO warden.approvals
+    (tenant_id, run_id, step_id, job_id, kind, policy_snapshot_hash, job_hash, requested_by,
+     expires_at)
+VALUES (%(tenant_id)s, %(run_id)s, %(step_id)s, %(job_id)s, %(kind)s, %(policy_snapshot_hash)s,
+        %(job_hash)s, %(requested_by)s,
+        now() + make_interval(secs => %(expires_in_ms)s::bigint / 1000.0))
+RETURNING *;
+
+-- name: approval_decide :one
+-- Records a human decision on a pending, unexpired approval; no row back = not pending
+-- any more (decided, expired or superseded). Self-approval is refused by the
+-- approvals_no_self_approval constraint, whatever the caller checked before.
+UPDATE warden.approvals
+   SET status = %(to_status)s, decided_by = %(decided_by)s, decided_at = now(),
+       reason = %(reason)s
+ WHERE tenant_id = %(tenant_id)s AND approval_id = %(approval_id)s AND status = 'pending'
+   AND (expires_at IS NULL OR expires_at > now())
+RETURNING *;
+
+-- name: approval_get :one
+-- One approval of a tenant.
+SELECT * FROM warden.approvals WHERE tenant_id = %(tenant_id)s AND approval_id = %(approval_id)s;
+
+-- name: approval_get_any_tenant :one
+-- One approval by id alone, for host-side operator tools.
+SELECT * FROM warden.approvals WHERE approval_id = %(approval_id)s;
+
+-- name: approvals_list :many
+-- A tenant's approvals, optionally by status, oldest request first (a queue).
+SELECT * FROM warden.approvals
+ WHERE (%(tenant_id)s::text IS NULL OR tenant_id = %(tenant_id)s::text)
+   AND (%(status)s::warden.approval_status IS NULL
+        OR status = %(status)s::warden.approval_status)
+ ORDER BY requested_at, approval_id
+ LIMIT %(limit)s;
+
+-- name: approvals_of_run :many
+-- Every approval of a run.
+SELECT * FROM warden.approvals
+ WHERE tenant_id = %(tenant_id)s AND run_id = %(run_id)s
+ ORDER BY requested_at;
+
+-- name: approvals_expire :many
+-- Ends pending approvals past their expiry. SKIP LOCKED: one being decided right now is
+-- left to its decider (whose own guard refuses it if it has expired).
+WITH due AS (
+    SELECT tenant_id, approval_id FROM warden.approvals
+     WHERE status = 'pending' AND expires_at <= now()
+     ORDER BY expires_at
+     LIMIT %(limit)s
+       FOR UPDATE SKIP LOCKED
+)
+UPDATE warden.approvals a
+   SET status = 'expired', decided_at = now(), reason = 'expired without a decision'
+  FROM due
+ WHERE a.tenant_id = due.tenant_id AND a.approval_id = due.approval_id
+RETURNING a.*;

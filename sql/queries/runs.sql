@@ -1,0 +1,73 @@
+-- name: run_insert :one
+-- Creates a run; with an idempotency key already used for this workflow it returns no
+-- row (the unique constraint runs_idempotency decides, even under concurrent starts).
+INSERT INTO warden.runs
+    (tenant_id, workflow_id, workflow_version, input, idempotency_key, request_digest,
+     rerun_of, created_by, deadline_at)
+VALUES (%(tenant_id)s, %(workflow_id)s, %(workflow_version)s, %(input)s, %(idempotency_key)s,
+        %(request_digest)s, %(rerun_of)s, %(created_by)s,
+        now() + make_interval(secs => %(timeout_ms)s::bigint / 1000.0))
+ON CONFLICT ON CONSTRAINT runs_idempotency DO NOTHING
+RETURNING *;
+
+-- name: run_by_idempotency_key :one
+-- The run an idempotency key already created.
+SELECT * FROM warden.runs
+ WHERE tenant_id = %(tenant_id)s AND workflow_id = %(workflow_id)s
+   AND idempotency_key = %(idempotency_key)s;
+
+-- name: run_get :one
+-- One run of a tenant.
+SELECT * FROM warden.runs WHERE tenant_id = %(tenant_id)s AND run_id = %(run_id)s;
+
+-- name: run_get_any_tenant :one
+-- One run by id alone, for operator tools that are not tenant-scoped (CLI on the host).
+SELECT * FROM warden.runs WHERE run_id = %(run_id)s;
+
+-- name: run_list :many
+-- A page of a tenant's runs, newest first, keyset-paginated on (created_at, run_id).
+SELECT * FROM warden.runs
+ WHERE tenant_id = %(tenant_id)s
+   AND (%(status)s::warden.run_status IS NULL OR status = %(status)s::warden.run_status)
+   AND (%(workflow_id)s::text IS NULL OR workflow_id = %(workflow_id)s::text)
+   AND (%(before_created)s::timestamptz IS NULL
+        OR (created_at, run_id) < (%(before_created)s::timestamptz, %(before_run)s::uuid))
+ ORDER BY created_at DESC, run_id DESC
+ LIMIT %(limit)s;
+
+-- name: runs_lock_for_scheduling :many
+-- Takes up to `limit` runs that may move. SKIP LOCKED: several schedulers share the work
+-- and none waits for a run another one (or a worker's transaction) is touching; the
+-- partial index runs_to_schedule keeps this cheap however many runs exist.
+SELECT * FROM warden.runs
+ WHERE needs_scheduling
+ ORDER BY tenant_id, run_id
+ LIMIT %(limit)s
+   FOR NO KEY UPDATE SKIP LOCKED;
+
+-- name: run_lock :one
+-- Locks one run for a change (waits for other writers of the same run).
+SELECT * FROM warden.runs
+ WHERE tenant_id = %(tenant_id)s AND run_id = %(run_id)s
+   FOR NO KEY UPDATE;
+
+-- name: run_transition :one
+-- Moves a run from the status the caller saw to another; no row back means it moved
+-- meanwhile. Final statuses stamp finished_at, leaving pending stamps started_at.
+UPDATE warden.runs
+   SET status = %(to_status)s,
+       started_at = coalesce(started_at, CASE WHEN %(to_status)s <> 'pending' THEN now() END),
+       finished_at = CASE WHEN %(final)s THEN now() END,
+       output = coalesce(%(output)s, output),
+       error = coalesce(%(error)s, error)
+ WHERE tenant_id = %(tenant_id)s AND run_id = %(run_id)s AND status = %(from_status)s
+RETURNING *;
+
+-- name: run_mark_scheduled :exec
+-- Clears the scheduler flag after a pass over the run (the run is locked by the caller).
+UPDATE warden.runs SET needs_scheduling = false
+ WHERE tenant_id = %(tenant_id)s AND run_id = %(run_id)s AND needs_scheduling;
+
+-- name: run_wake :exec
+-- Asks the schedulers to look at a run again.
+SELECT warden.wake_run(%(tenant_id)s, %(run_id)s);

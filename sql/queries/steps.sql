@@ -1,0 +1,38 @@
+-- name: steps_insert :exec
+-- Creates every step of a new run in one statement, from a JSON array of step rows.
+INSERT INTO warden.steps
+    (tenant_id, run_id, step_id, type, depends_on, topic, max_attempts, backoff_ms,
+     max_backoff_ms, multiplier, jitter, timeout_ms, priority)
+SELECT %(tenant_id)s, %(run_id)s, s.step_id, s.type, s.depends_on, s.topic, s.max_attempts,
+       s.backoff_ms, s.max_backoff_ms, s.multiplier, s.jitter, s.timeout_ms, s.priority
+  FROM jsonb_to_recordset(%(steps)s) AS s(
+       step_id text, type warden.step_type, depends_on text[], topic text, max_attempts int,
+       backoff_ms int, max_backoff_ms int, multiplier float8, jitter float8, timeout_ms int,
+       priority smallint);
+
+-- name: steps_of_run :many
+-- All steps of a run (the caller orders them by the definition's topological order).
+SELECT * FROM warden.steps WHERE tenant_id = %(tenant_id)s AND run_id = %(run_id)s;
+
+-- name: step_transition :one
+-- Moves a step from the status the caller saw; final statuses stamp finished_at.
+UPDATE warden.steps
+   SET status = %(to_status)s,
+       started_at = coalesce(started_at, now()),
+       finished_at = CASE WHEN %(final)s THEN now() END,
+       output = coalesce(%(output)s, output),
+       error = coalesce(%(error)s, error),
+       retry_at = NULL
+ WHERE tenant_id = %(tenant_id)s AND run_id = %(run_id)s AND step_id = %(step_id)s
+   AND status = %(from_status)s
+RETURNING *;
+
+-- name: step_start_attempt :one
+-- Counts a new attempt of a job step and marks it running; guarded by the attempt count
+-- the caller saw, so two schedulers can never dispatch the same attempt.
+UPDATE warden.steps
+   SET status = 'running', attempts = attempts + 1, retry_at = NULL,
+       started_at = coalesce(started_at, now())
+ WHERE tenant_id = %(tenant_id)s AND run_id = %(run_id)s AND step_id = %(step_id)s
+   AND attempts = %(attempts)s AND status IN ('pending', 'running')
+RETURNING *;

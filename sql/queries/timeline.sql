@@ -1,0 +1,22 @@
+-- name: event_append :one
+-- Appends one event to a run's timeline (locks the run; returns the event's seq).
+SELECT warden.append_event(%(tenant_id)s, %(run_id)s, %(kind)s, %(step_id)s, %(job_id)s,
+                           %(attempt)s, %(actor)s, %(data)s);
+
+-- name: timeline_page :many
+-- A page of a run's timeline after a seq cursor (primary key order, no cap overall).
+SELECT * FROM warden.timeline
+ WHERE tenant_id = %(tenant_id)s AND run_id = %(run_id)s AND seq > %(after)s
+ ORDER BY seq
+ LIMIT %(limit)s;
+
+-- name: timeline_verify :one
+-- Whether the run's hash chain holds.
+SELECT warden.verify_timeline(%(run_id)s);
+
+-- name: timeline_verify_all :many
+-- Every run (of a tenant, or of all tenants) with whether its hash chain holds.
+SELECT r.tenant_id, r.run_id, warden.verify_timeline(r.run_id) AS ok
+  FROM warden.runs r
+ WHERE %(tenant_id)s::text IS NULL OR r.tenant_id = %(tenant_id)s::text
+ ORDER BY r.tenant_id, r.created_at;

@@ -1,0 +1,238 @@
+"""The worker-facing SQL functions (DESIGN §5): claims, leases, fencing, retries."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import psycopg
+import pytest
+
+from engine.enums import JobStatus, RunStatus, StepStatus
+from engine.errors import LeaseLost
+from engine.reaper import Reaper
+from engine.scheduler import Scheduler
+from engine.store import Database
+from engine.store import jobs as jobs_q
+from tests import support
+
+pytestmark = pytest.mark.anyio
+
+RETRYING = """
+id: retrying
+name: retrying
+version: 1.0.0
+steps:
+  work:
+    type: job
+    topic: t.work
+    timeout_ms: 60000
+    retries: {max_attempts: 3, backoff_ms: 400, multiplier: 2, jitter: 0}
+  after: {type: job, topic: t.after, depends_on: [work]}
+"""
+
+
+async def _one(db: Database, scheduler: Scheduler, topic: str = "t.work", **kw: Any) -> Any:
+    await support.settle(scheduler)
+    claimed = await support.claim(db, [topic], **kw)
+    assert len(claimed) == 1, claimed
+    return claimed[0]
+
+
+async def _sql(db: Database, query: str, *params: Any) -> list[tuple[Any, ...]]:
+    async with db.connection() as conn:
+        cur = await conn.execute(query, params)  # type: ignore[arg-type]
+        return await cur.fetchall() if cur.description else []
+
+
+async def test_stale_lease_token_can_neither_heartbeat_complete_nor_fail(
+        db: Database, scheduler: Scheduler) -> None:
+    await support.store(db, RETRYING)
+    await support.start(db, "retrying")
+    first = await _one(db, scheduler, lease_s=0.2)
+    # the lease expires, the reaper ends the attempt and the retry is claimed by another
+    await _sql(db, "SELECT pg_sleep(0.3)")
+    assert (await Reaper(db).run_once()).jobs == 1
+    await _sql(db, "UPDATE warden.steps SET retry_at = now() WHERE retry_at IS NOT NULL")
+    second = await _one(db, scheduler, worker="w2")
+    assert (second.attempt, first.attempt) == (2, 1)
+    before = await _sql(db, "SELECT job_id, status, result, lease_expires_at FROM warden.jobs "
+                            "ORDER BY job_id")
+    async with db.connection() as conn:
+        with pytest.raises(LeaseLost):
+            await jobs_q.heartbeat(conn, job_id=first.job_id, lease_token=first.lease_token,
+                                   extend=timedelta(seconds=30))
+        with pytest.raises(LeaseLost):
+            await jobs_q.complete(conn, job_id=first.job_id, lease_token=first.lease_token,
+                                  result={"late": True})
+        with pytest.raises(LeaseLost):
+            await jobs_q.fail(conn, job_id=first.job_id, lease_token=first.lease_token,
+                              error={}, retryable=True)
+        # the new holder's token does not fence the old job either
+        with pytest.raises(LeaseLost):
+            await jobs_q.complete(conn, job_id=first.job_id, lease_token=second.lease_token,
+                                  result={})
+    after = await _sql(db, "SELECT job_id, status, result, lease_expires_at FROM warden.jobs "
+                           "ORDER BY job_id")
+    assert before == after  # 0 rows changed
+    await support.complete(db, second)
+    await support.settle(scheduler)
+    statuses = await _sql(db, "SELECT attempt, status::text FROM warden.jobs "
+                              "WHERE step_id = 'work' ORDER BY attempt")
+    assert statuses == [(1, "timed_out"), (2, "succeeded")]
+
+
+async def test_a_job_is_completed_exactly_once(db: Database, scheduler: Scheduler) -> None:
+    await support.store(db, RETRYING)
+    await support.start(db, "retrying")
+    job = await _one(db, scheduler)
+    await support.complete(db, job)
+    with pytest.raises(LeaseLost):
+        await support.complete(db, job)
+    rows = await _sql(db, "SELECT count(*) FROM warden.timeline WHERE kind = 'job.succeeded'")
+    assert rows == [(1,)]
+
+
+async def test_retry_waits_for_backoff_from_database_time_and_carries_the_checkpoint(
+        db: Database, scheduler: Scheduler) -> None:
+    await support.store(db, RETRYING)
+    run = await support.start(db, "retrying")
+    first = await _one(db, scheduler)
+    async with db.connection() as conn:
+        await jobs_q.heartbeat(conn, job_id=first.job_id, lease_token=first.lease_token,
+                               extend=timedelta(seconds=30), checkpoint={"page": 3})
+    await support.fail(db, first)
+    await support.settle(scheduler)
+    assert await support.claim(db, ["t.work"]) == []  # not before backoff_ms
+    second = await support.wait_for(lambda: support.claim(db, ["t.work"]), timeout=5,
+                                    what="the retry to become claimable")
+    [second_job] = second
+    assert second_job.attempt == 2
+    assert second_job.checkpoint == {"page": 3}
+    rows = await _sql(db, "SELECT (b.available_at - a.finished_at) >= interval '400 ms' "
+                          "FROM warden.jobs a JOIN warden.jobs b USING (run_id, step_id) "
+                          "WHERE a.attempt = 1 AND b.attempt = 2")
+    assert rows == [(True,)]
+    # the second backoff doubles (multiplier 2): 800 ms
+    await support.fail(db, second_job)
+    rows = await _sql(db, "SELECT (data->>'delay_ms')::int FROM warden.timeline "
+                          "WHERE kind = 'job.retry_scheduled' ORDER BY seq")
+    assert rows == [(400,), (800,)]
+    kinds = await support.kinds(db, run.run_id)
+    assert kinds.count("job.retry_scheduled") == 2
+    assert "job.checkpointed" in kinds
+
+
+async def test_retries_run_out_then_the_step_and_run_fail(
+        db: Database, scheduler: Scheduler) -> None:
+    await support.store(db, RETRYING.replace("max_attempts: 3", "max_attempts: 2"))
+    run = await support.start(db, "retrying")
+    await support.fail(db, await _one(db, scheduler))
+    await _sql(db, "UPDATE warden.steps SET retry_at = now() WHERE retry_at IS NOT NULL")
+    await support.fail(db, await _one(db, scheduler))
+    await support.settle(scheduler)
+    detail = await support.detail(db, run.run_id)
+    assert [s.status for s in detail.steps] == [StepStatus.FAILED, StepStatus.SKIPPED]
+    assert detail.run.status is RunStatus.FAILED
+    assert [j.status for j in detail.jobs] == [JobStatus.FAILED, JobStatus.FAILED]
+
+
+async def test_non_retryable_failure_consumes_no_more_attempts(
+        db: Database, scheduler: Scheduler) -> None:
+    await support.store(db, RETRYING)
+    run = await support.start(db, "retrying")
+    await support.fail(db, await _one(db, scheduler), retryable=False)
+    await support.settle(scheduler)
+    detail = await support.detail(db, run.run_id)
+    assert detail.steps[0].status is StepStatus.FAILED and detail.steps[0].attempts == 1
+
+
+async def test_timeout_ms_bounds_the_lease_however_often_it_is_extended(
+        db: Database, scheduler: Scheduler) -> None:
+    await support.store(db, RETRYING.replace("timeout_ms: 60000", "timeout_ms: 1500"))
+    await support.start(db, "retrying")
+    job = await _one(db, scheduler, lease_s=600)
+    async with db.connection() as conn:
+        expires = await jobs_q.heartbeat(conn, job_id=job.job_id, lease_token=job.lease_token,
+                                         extend=timedelta(hours=1))
+    [(deadline, started)] = await _sql(db, "SELECT deadline_at, started_at FROM warden.jobs")
+    assert job.lease_expires_at == expires == deadline
+    assert deadline - started == timedelta(milliseconds=1500)
+
+
+async def test_reaper_times_out_expired_leases_and_schedules_the_retry(
+        db: Database, scheduler: Scheduler) -> None:
+    await support.store(db, RETRYING)
+    run = await support.start(db, "retrying")
+    await _one(db, scheduler, lease_s=0.1)
+    await _sql(db, "SELECT pg_sleep(0.15)")
+    assert (await Reaper(db).run_once()).jobs == 1
+    detail = await support.detail(db, run.run_id)
+    assert detail.jobs[0].status is JobStatus.TIMED_OUT
+    assert detail.steps[0].status is StepStatus.RUNNING and detail.steps[0].retry_at is not None
+    kinds = await support.kinds(db, run.run_id)
+    assert kinds[-2:] == ["job.timed_out", "job.retry_scheduled"]
+
+
+async def test_claims_are_batched_disjoint_and_in_priority_order(
+        db: Database, scheduler: Scheduler) -> None:
+    await support.store(db, """
+id: prio
+name: p
+version: 1.0.0
+steps:
+  low: {type: job, topic: t.p, priority: 9}
+  high: {type: job, topic: t.p, priority: 0}
+  mid: {type: job, topic: t.p, priority: 5}
+""")
+    for _ in range(4):
+        await support.start(db, "prio")
+    await support.settle(scheduler)
+    first = await support.claim(db, ["t.p"], n=5, worker="a")
+    second = await support.claim(db, ["t.p"], n=100, worker="b")
+    assert len(first) == 5 and len(second) == 7
+    assert not {j.job_id for j in first} & {j.job_id for j in second}
+    # which jobs a batch takes follows priority (rows come back in run-lock order)
+    assert sorted(j.step_id for j in first) == ["high"] * 4 + ["mid"]
+
+
+async def test_claim_uses_the_partial_index(db: Database, scheduler: Scheduler) -> None:
+    await support.store(db, RETRYING)
+    for _ in range(50):
+        await support.start(db, "retrying")
+    await support.settle(scheduler)
+    # the realistic shape: most rows are finished attempts, a few are claimable
+    await _sql(db, """
+        INSERT INTO warden.jobs (tenant_id, job_id, run_id, step_id, attempt, topic, status,
+                                 started_at, finished_at)
+        SELECT j.tenant_id, j.run_id::text || ':work@' || n, j.run_id, 'work', n, j.topic,
+               'succeeded', now(), now()
+          FROM warden.jobs j, generate_series(2, 200) AS n""")
+    async with db.connection() as conn:
+        await conn.execute("ANALYZE warden.jobs")
+        cur = await conn.execute(
+            "EXPLAIN SELECT tenant_id, job_id FROM warden.jobs WHERE status = 'pending' "
+            "AND topic = ANY(%s) AND available_at <= now() ORDER BY priority, available_at "
+            "LIMIT 10 FOR UPDATE SKIP LOCKED", [["t.work", "t.after"]])
+        plan = "\n".join(r[0] for r in await cur.fetchall())
+    assert "jobs_claimable" in plan, plan
+
+
+async def test_sql_worker_protocol_from_plain_sql(db_url: str, db: Database,
+                                                  scheduler: Scheduler) -> None:
+    """A worker in any language: nothing but the SQL functions."""
+    await support.store(db, RETRYING)
+    run = await support.start(db, "retrying")
+    await support.settle(scheduler)
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        row = conn.execute("SELECT job_id, lease_token, attempt FROM warden.claim_jobs("
+                           "ARRAY['t.work'], 'psql-worker', 10, interval '30 seconds')").fetchone()
+        assert row is not None
+        job_id, token, attempt = row
+        assert job_id == f"{run.run_id}:work@1" and attempt == 1
+        conn.execute("SELECT warden.heartbeat_job(%s, %s, interval '30 seconds', %s::jsonb)",
+                     [job_id, token, '{"step": 1}'])
+        conn.execute("SELECT warden.complete_job(%s, %s, '{\"n\": 1}'::jsonb)", [job_id, token])
+        with pytest.raises(psycopg.Error) as caught:
+            conn.execute("SELECT warden.complete_job(%s, %s, '{}'::jsonb)", [job_id, token])
+        assert caught.value.sqlstate == "WD001"

@@ -1,0 +1,106 @@
+"""Helpers shared by the database and end-to-end tests (no fakes: real engine calls)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+from typing import Any, TypeVar
+from uuid import UUID
+
+from engine import runs, workflows
+from engine.runs import RunDetail
+from engine.scheduler import Scheduler
+from engine.store import Database
+from engine.store import jobs as jobs_q
+from engine.store import timeline as timeline_q
+from engine.store.records import ClaimedJob, RunRow, TimelineEvent
+
+T = TypeVar("T")
+
+SEED_WORKFLOW = """
+id: incident-remediation
+name: Incident remediation workflow
+version: 1.0.0
+steps:
+  detect:   {type: job, topic: job.incident.detect}
+  classify: {type: job, topic: job.incident.classify, depends_on: [detect]}
+  patch_plan: {type: job, topic: job.incident.patch.plan, depends_on: [classify]}
+  approval_gate: {type: approval, depends_on: [patch_plan]}
+  apply_patch:
+    type: job
+    topic: job.incident.patch.apply
+    depends_on: [approval_gate]
+    retries: {max_attempts: 2, backoff_ms: 5000}
+  notify: {type: notify, depends_on: [apply_patch]}
+"""
+
+SEED_TOPICS = ["job.incident.detect", "job.incident.classify", "job.incident.patch.plan",
+               "job.incident.patch.apply"]
+
+
+async def store(db: Database, source: str, tenant: str = "default") -> None:
+    await workflows.store(db, tenant_id=tenant, source=source, media_type=None,
+                          created_by="author")
+
+
+async def start(db: Database, workflow_id: str, input: dict[str, Any] | None = None, *,
+                by: str = "alice", key: str | None = None, tenant: str = "default") -> RunRow:
+    started = await runs.start(db, workflows.DefinitionCache(), tenant_id=tenant,
+                               workflow_id=workflow_id, input=input or {}, created_by=by,
+                               idempotency_key=key)
+    return started.run
+
+
+async def settle(scheduler: Scheduler) -> None:
+    """Runs scheduler passes until no run is flagged."""
+    for _ in range(100):
+        if await scheduler.run_once() == 0:
+            return
+    raise AssertionError("the scheduler never settled")
+
+
+async def claim(db: Database, topics: list[str], *, n: int = 10, lease_s: float = 30,
+                worker: str = "w1") -> list[ClaimedJob]:
+    async with db.connection() as conn:
+        return await jobs_q.claim(conn, topics=topics, worker=worker, max_jobs=n,
+                                  lease=timedelta(seconds=lease_s))
+
+
+async def complete(db: Database, job: ClaimedJob, result: Any = None) -> None:
+    async with db.connection() as conn:
+        await jobs_q.complete(conn, job_id=job.job_id, lease_token=job.lease_token,
+                              result=result if result is not None else {"ok": job.step_id})
+
+
+async def fail(db: Database, job: ClaimedJob, *, retryable: bool = True) -> None:
+    async with db.connection() as conn:
+        await jobs_q.fail(conn, job_id=job.job_id, lease_token=job.lease_token,
+                          error={"type": "Boom", "message": "test failure"}, retryable=retryable)
+
+
+async def detail(db: Database, run_id: UUID) -> RunDetail:
+    return await runs.detail(db, workflows.DefinitionCache(), None, run_id)
+
+
+async def events(db: Database, run_id: UUID, tenant: str = "default") -> list[TimelineEvent]:
+    async with db.connection() as conn:
+        return await timeline_q.page(conn, tenant, run_id, after=0, limit=10_000)
+
+
+async def kinds(db: Database, run_id: UUID) -> list[str]:
+    return [e.kind for e in await events(db, run_id)]
+
+
+async def wait_for(check: Callable[[], Awaitable[T | None]], *, timeout: float = 30.0,
+                   interval: float = 0.05, what: str = "condition") -> T:
+    """Polls ``check`` until it returns something truthy, or fails after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = await check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        await asyncio.sleep(interval)
