@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+from typing import Any
 from uuid import UUID
 
-from engine.enums import ApprovalStatus, StepStatus
+from engine.enums import ApprovalStatus, JobStatus, StepStatus
 from engine.errors import Conflict, Forbidden, InvalidTransition, NotFound
 from engine.store import Conn, Database
 from engine.store import approvals as q
+from engine.store import jobs as jobs_q
 from engine.store import runs as runs_q
 from engine.store import steps as steps_q
 from engine.store import timeline as timeline_q
@@ -53,15 +56,39 @@ async def decide(db: Database, *, tenant_id: str | None, approval_id: UUID, appr
             data={"approval_id": str(approval_id), "reason": reason,
                   "job_hash": decided.job_hash,
                   "policy_snapshot_hash": decided.policy_snapshot_hash})
-        outcome = StepStatus.SUCCEEDED if approve else StepStatus.DENIED
         detail = {"approval_id": str(approval_id), "decided_by": principal, "reason": reason}
+        if decided.job_id is None:  # an approval step: the decision is the step's outcome
+            outcome = StepStatus.SUCCEEDED if approve else StepStatus.DENIED
+        else:  # a policy approval: it releases (or denies) the blocked job
+            outcome = StepStatus.RUNNING if approve else StepStatus.DENIED
+            await _settle_blocked_job(conn, decided, approve=approve, detail=detail)
         moved = await steps_q.transition_by_key(
             conn, decided.tenant_id, decided.run_id, decided.step_id, StepStatus.WAITING,
-            outcome, output=detail if approve else None, error=None if approve else detail)
+            outcome, output=detail if outcome is StepStatus.SUCCEEDED else None,
+            error=None if approve else {"type": "ApprovalRejected", **detail})
         if moved is None:
             raise InvalidTransition(f"step {decided.step_id} is no longer waiting for approval")
         await runs_q.wake(conn, decided.tenant_id, decided.run_id)
     return decided
+
+
+async def _settle_blocked_job(conn: Conn, approval: ApprovalRow, *, approve: bool,
+                              detail: dict[str, Any]) -> None:
+    assert approval.job_id is not None
+    job = await jobs_q.get(conn, approval.tenant_id, approval.job_id)
+    if job is None or job.status is not JobStatus.BLOCKED:
+        raise InvalidTransition(f"job {approval.job_id} is no longer blocked for approval")
+    if approve:
+        await jobs_q.transition(conn, job, JobStatus.PENDING)
+        await timeline_q.append(conn, job.tenant_id, job.run_id, "job.dispatched",
+                                step_id=job.step_id, job_id=job.job_id, attempt=job.attempt,
+                                actor=detail["decided_by"],
+                                data={"topic": job.topic, "approval_id": detail["approval_id"],
+                                      "constraints": job.constraints})
+        await jobs_q.announce(conn, [job.topic])
+    else:
+        await jobs_q.transition(conn, job, JobStatus.DENIED,
+                                error={"type": "ApprovalRejected", **detail})
 
 
 async def _explain_undecidable(conn: Conn, before: ApprovalRow) -> None:
@@ -74,10 +101,11 @@ async def _explain_undecidable(conn: Conn, before: ApprovalRow) -> None:
 
 
 async def page(db: Database, *, tenant_id: str | None, status: ApprovalStatus | None,
+               after: tuple[datetime, UUID] | None = None,
                limit: int = 100) -> list[ApprovalRow]:
     """The approvals queue, oldest request first (tenant None: every tenant)."""
     async with db.connection() as conn:
-        return await q.page(conn, tenant_id=tenant_id, status=status,
+        return await q.page(conn, tenant_id=tenant_id, status=status, after=after,
                             limit=max(1, min(limit, 1000)))
 
 

@@ -18,10 +18,12 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID
 
-from engine import approvals, errors, runs, timeline, views, workflows
+from engine import approvals, errors, governance, runs, timeline, views, workflows
 from engine.cli_format import format_timeline
 from engine.enums import ApprovalStatus
+from engine.policy import Facts, Verdict
 from engine.runtime import configure_logging, database_url, stop_on_signals
+from engine.services import Services
 from engine.settings import Settings, load
 from engine.store import Database
 
@@ -53,13 +55,18 @@ def _json_arg(value: str) -> Any:
         raise argparse.ArgumentTypeError(f"--input is not valid JSON: {exc}") from None
 
 
-async def _with_db(settings: Settings, body: Callable[[Database], Awaitable[int]]) -> int:
+async def _with_db(settings: Settings, body: Callable[[Services], Awaitable[int]]) -> int:
     from engine.migrate import require_head
 
     with database_url(settings, announce=False) as url:
         await asyncio.to_thread(require_head, url)
         async with Database(url, max_size=4) as db:
-            return await body(db)
+            return await body(services_for(db, settings))
+
+
+def services_for(db: Database, settings: Settings) -> Services:
+    return Services.create(db, policy_default=Verdict(settings.policy_default),
+                           approval_expires_ms=settings.approval_expires_ms)
 
 
 # ---------------------------------------------------------------- commands
@@ -79,13 +86,19 @@ async def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     configure_logging(settings)
     stop = asyncio.Event()
     stop_on_signals(stop)
-    config = EngineConfig(poll_interval_s=settings.poll_interval_s,
-                          approval_expires_ms=settings.approval_expires_ms)
+    config = EngineConfig(poll_interval_s=settings.poll_interval_s)
 
-    async def body(db: Database) -> int:
-        print(f"warden serve: scheduler and reaper running (poll {settings.poll_interval_s}s)",
-              file=sys.stderr, flush=True)
-        await run_engine(db, config, stop)
+    async def body(svc: Services) -> int:
+        # the CLI is the composition root: the one engine module that may reach the API
+        from api.server import serve_api
+        from engine.apikeys import server_secret
+
+        host, port = settings.http_addr
+        api = asyncio.create_task(serve_api(svc, server_secret(settings), host, port, stop))
+        print(f"warden serve: scheduler, reaper and API on http://{host}:{port}/api/v1 "
+              f"(poll {settings.poll_interval_s}s)", file=sys.stderr, flush=True)
+        await run_engine(svc, config, stop)
+        await api
         return 0
 
     return await _with_db(settings, body)
@@ -118,10 +131,10 @@ async def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
                           shutdown_timeout_s=args.shutdown_timeout,
                           **({"name": args.name} if args.name else {}))
 
-    async def body(db: Database) -> int:
+    async def body(svc: Services) -> int:
         print(f"warden worker {config.name}: topics {', '.join(config.topics)}",
               file=sys.stderr, flush=True)
-        await Worker(db, handler, config).run(stop)
+        await Worker(svc.db, handler, config).run(stop)
         return 0
 
     return await _with_db(settings, body)
@@ -141,8 +154,8 @@ async def cmd_workflows_apply(args: argparse.Namespace, settings: Settings) -> i
         raise errors.InvalidInput("FILE", f"cannot read {path}: {exc.strerror}") from exc
     media_type = "application/json" if path.suffix == ".json" else None
 
-    async def body(db: Database) -> int:
-        stored = await workflows.store(db, tenant_id=args.tenant, source=source,
+    async def body(svc: Services) -> int:
+        stored = await workflows.store(svc.db, tenant_id=args.tenant, source=source,
                                        media_type=media_type, created_by=args.principal)
         if args.json:
             _print_json({"workflow_id": stored.row.workflow_id, "version": stored.row.version,
@@ -156,9 +169,9 @@ async def cmd_workflows_apply(args: argparse.Namespace, settings: Settings) -> i
 
 
 async def cmd_runs_start(args: argparse.Namespace, settings: Settings) -> int:
-    async def body(db: Database) -> int:
+    async def body(svc: Services) -> int:
         started = await runs.start(
-            db, workflows.DefinitionCache(), tenant_id=args.tenant,
+            svc, tenant_id=args.tenant,
             workflow_id=args.workflow_id, input=args.input, created_by=args.principal,
             idempotency_key=args.idempotency_key, version=args.version)
         if args.json:
@@ -171,8 +184,8 @@ async def cmd_runs_start(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def cmd_runs_show(args: argparse.Namespace, settings: Settings) -> int:
-    async def body(db: Database) -> int:
-        detail = await runs.detail(db, workflows.DefinitionCache(), None, args.run_id)
+    async def body(svc: Services) -> int:
+        detail = await runs.detail(svc, None, args.run_id)
         if args.json:
             _print_json(views.run_detail(detail))
             return 0
@@ -190,8 +203,8 @@ async def cmd_runs_show(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def cmd_approvals_list(args: argparse.Namespace, settings: Settings) -> int:
-    async def body(db: Database) -> int:
-        rows = await approvals.page(db, tenant_id=args.tenant, status=args.status,
+    async def body(svc: Services) -> int:
+        rows = await approvals.page(svc.db, tenant_id=args.tenant, status=args.status,
                                     limit=args.limit)
         if args.json:
             _print_json([views.approval(a) for a in rows])
@@ -208,10 +221,11 @@ async def cmd_approvals_list(args: argparse.Namespace, settings: Settings) -> in
 
 def _decide(approve: bool) -> Command:
     async def command(args: argparse.Namespace, settings: Settings) -> int:
-        async def body(db: Database) -> int:
-            row = await approvals.decide(db, tenant_id=args.tenant, approval_id=args.approval_id,
-                                         approve=approve, principal=args.principal,
-                                         reason=args.reason, job_hash=args.job_hash)
+        async def body(svc: Services) -> int:
+            row = await approvals.decide(svc.db, tenant_id=args.tenant,
+                                         approval_id=args.approval_id, approve=approve,
+                                         principal=args.principal, reason=args.reason,
+                                         job_hash=args.job_hash)
             if args.json:
                 _print_json(views.approval(row))
             else:
@@ -224,8 +238,8 @@ def _decide(approve: bool) -> Command:
 
 
 async def cmd_timeline(args: argparse.Namespace, settings: Settings) -> int:
-    async def body(db: Database) -> int:
-        events = await timeline.all_events(db, None, args.run_id)
+    async def body(svc: Services) -> int:
+        events = await timeline.all_events(svc.db, None, args.run_id)
         if args.json:
             _print_json([views.event(e) for e in events])
             return 0
@@ -237,11 +251,11 @@ async def cmd_timeline(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def cmd_audit_verify(args: argparse.Namespace, settings: Settings) -> int:
-    async def body(db: Database) -> int:
+    async def body(svc: Services) -> int:
         if args.run_id is not None:
-            results = [("", args.run_id, await timeline.verify(db, args.run_id))]
+            results = [("", args.run_id, await timeline.verify(svc.db, args.run_id))]
         else:
-            results = await timeline.verify_all(db, args.tenant)
+            results = await timeline.verify_all(svc.db, args.tenant)
         broken = [(t, r) for t, r, ok in results if not ok]
         if args.json:
             _print_json({"checked": len(results),
@@ -251,6 +265,146 @@ async def cmd_audit_verify(args: argparse.Namespace, settings: Settings) -> int:
                 print(f"TAMPERED: run {run_id} {tenant}".rstrip())
             print(f"{len(results)} run(s) checked, {len(broken)} with a broken chain")
         return 1 if broken else 0
+
+    return await _with_db(settings, body)
+
+
+async def cmd_policy_apply(args: argparse.Namespace, settings: Settings) -> int:
+    path = Path(args.file)
+    try:
+        source = path.read_bytes()
+    except OSError as exc:
+        raise errors.InvalidInput("FILE", f"cannot read {path}: {exc.strerror}") from exc
+
+    async def body(svc: Services) -> int:
+        stored = await governance.store_bundle(
+            svc.db, tenant_id=args.tenant, source=source,
+            media_type="application/json" if path.suffix == ".json" else None,
+            created_by=args.principal)
+        activated = None
+        if args.activate:
+            activated = await governance.activate(svc.db, tenant_id=args.tenant,
+                                                  snapshot_hash=stored.row.snapshot_hash,
+                                                  activated_by=args.principal)
+        if args.json:
+            _print_json({"snapshot_hash": stored.row.snapshot_hash, "created": stored.created,
+                         "activated": activated is not None})
+        else:
+            note = "" if stored.created else " (already stored)"
+            print(f"{stored.row.snapshot_hash}{note}"
+                  + (f"\nactive for tenant {args.tenant}" if activated else ""))
+        return 0
+
+    return await _with_db(settings, body)
+
+
+async def cmd_policy_activate(args: argparse.Namespace, settings: Settings) -> int:
+    async def body(svc: Services) -> int:
+        row = await governance.activate(svc.db, tenant_id=args.tenant,
+                                        snapshot_hash=args.snapshot_hash,
+                                        activated_by=args.principal)
+        print(f"{row.snapshot_hash} active for tenant {row.tenant_id} "
+              f"(previous: {row.previous_hash or 'none'})")
+        return 0
+
+    return await _with_db(settings, body)
+
+
+async def cmd_policy_show(args: argparse.Namespace, settings: Settings) -> int:
+    async def body(svc: Services) -> int:
+        active = await governance.active_pointer(svc.db, args.tenant)
+        snapshots = await governance.snapshots(svc.db, args.tenant)
+        if args.json:
+            _print_json({"tenant_id": args.tenant, "active": active,
+                         "default_decision_without_policy": settings.policy_default,
+                         "snapshots": [{"snapshot_hash": s.snapshot_hash, "bundle": s.bundle,
+                                        "created_by": s.created_by,
+                                        "created_at": s.created_at.isoformat()}
+                                       for s in snapshots]})
+            return 0
+        print(f"tenant {args.tenant}: active snapshot "
+              f"{active or f'none (default decision: {settings.policy_default})'}")
+        for snap in snapshots:
+            marker = "*" if snap.snapshot_hash == active else " "
+            rules = len(snap.bundle.get("rules", []))
+            print(f" {marker} {snap.snapshot_hash}  {rules} rule(s)  by {snap.created_by}")
+        return 0
+
+    return await _with_db(settings, body)
+
+
+async def cmd_policy_evaluate(args: argparse.Namespace, settings: Settings) -> int:
+    labels = dict(item.split("=", 1) for item in args.label)
+
+    async def body(svc: Services) -> int:
+        facts = Facts(tenant_id=args.tenant, workflow_id=args.workflow or "", step_id=args.step
+                      or "", topic=args.topic, risk_tags=tuple(args.risk_tag),
+                      capability=args.capability, labels=labels, input=args.input)
+        async with svc.db.connection() as conn:
+            evaluated = await svc.policies.evaluate(conn, args.tenant, facts)
+        _print_json(evaluated.to_doc())
+        return 0
+
+    return await _with_db(settings, body)
+
+
+def _label(value: str) -> str:
+    if "=" not in value:
+        raise argparse.ArgumentTypeError(f"--label takes key=value, got {value!r}")
+    return value
+
+
+async def cmd_keys_create(args: argparse.Namespace, settings: Settings) -> int:
+    from engine import apikeys
+
+    async def body(svc: Services) -> int:
+        row, plaintext = await apikeys.create(
+            svc.db, apikeys.server_secret(settings), name=args.name,
+            roles=[apikeys.Role(r) for r in args.role],
+            tenants=[*([args.tenant] if args.tenant else []), *(args.tenant_grant or [])]
+            or ["default"],
+            created_by=args.principal)
+        if args.json:
+            _print_json({"key_id": row.key_id, "name": row.name, "roles": row.roles,
+                         "tenants": row.tenants, "key": plaintext})
+        else:
+            print(plaintext)
+            print(f"key {row.key_id} ({row.name}): roles {', '.join(row.roles)}; tenants "
+                  f"{', '.join(row.tenants)}. Shown once: only a hash is stored.",
+                  file=sys.stderr)
+        return 0
+
+    return await _with_db(settings, body)
+
+
+async def cmd_keys_list(args: argparse.Namespace, settings: Settings) -> int:
+    from engine import apikeys
+
+    async def body(svc: Services) -> int:
+        rows = await apikeys.list_keys(svc.db)
+        if args.json:
+            _print_json([{"key_id": k.key_id, "name": k.name, "roles": k.roles,
+                          "tenants": k.tenants, "created_at": k.created_at.isoformat(),
+                          "revoked_at": k.revoked_at.isoformat() if k.revoked_at else None,
+                          "last_used_at": k.last_used_at.isoformat() if k.last_used_at
+                          else None} for k in rows])
+            return 0
+        for k in rows:
+            state = "revoked" if k.revoked_at else "active"
+            print(f"{k.key_id}  {k.name:<20} {state:<8} {','.join(k.roles)}  "
+                  f"tenants={','.join(k.tenants)}")
+        return 0
+
+    return await _with_db(settings, body)
+
+
+async def cmd_keys_revoke(args: argparse.Namespace, settings: Settings) -> int:
+    from engine import apikeys
+
+    async def body(svc: Services) -> int:
+        row = await apikeys.revoke(svc.db, args.key_id)
+        print(f"key {row.key_id} ({row.name}) revoked")
+        return 0
 
     return await _with_db(settings, body)
 
@@ -311,6 +465,38 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--reason", help="why (recorded in the timeline)")
         p.add_argument("--job-hash", help="the job hash you reviewed; refused if it changed")
 
+    po = sub.add_parser("policy", help="policy bundles and snapshots").add_subparsers(
+        dest="sub", required=True, metavar="SUBCOMMAND")
+    p = add(po, "apply", cmd_policy_apply, "validate and store a policy bundle as a snapshot")
+    p.add_argument("file", metavar="FILE")
+    p.add_argument("--activate", action="store_true", help="make it the tenant's active policy")
+    p = add(po, "activate", cmd_policy_activate, "make a stored snapshot the active one")
+    p.add_argument("snapshot_hash", metavar="SNAPSHOT_HASH")
+    add(po, "show", cmd_policy_show, "the active snapshot and the stored ones", read=True)
+    p = add(po, "evaluate", cmd_policy_evaluate,
+            "what the active policy decides for some facts (records nothing)", read=True)
+    p.add_argument("--topic", required=True)
+    p.add_argument("--input", type=_json_arg, default={}, help="the input as JSON")
+    p.add_argument("--workflow", help="workflow id")
+    p.add_argument("--step", help="step id")
+    p.add_argument("--risk-tag", action="append", default=[], help="a risk tag (repeat)")
+    p.add_argument("--capability")
+    p.add_argument("--label", action="append", default=[], type=_label,
+                   help="key=value (repeat)")
+
+    ks = sub.add_parser("keys", help="API keys").add_subparsers(
+        dest="sub", required=True, metavar="SUBCOMMAND")
+    p = add(ks, "create", cmd_keys_create, "create an API key (printed once)")
+    p.add_argument("--role", action="append", required=True,
+                   choices=["submitter", "approver", "operator", "admin", "worker"],
+                   help="a role (repeat for several)")
+    p.add_argument("--grant", dest="tenant_grant", action="append",
+                   help="a tenant the key may act for (repeat; default: the --tenant)")
+    p.add_argument("--name", help="the principal the key acts as (default: key-<id>)")
+    add(ks, "list", cmd_keys_list, "list keys (never their secrets)", read=True)
+    p = add(ks, "revoke", cmd_keys_revoke, "revoke a key")
+    p.add_argument("key_id", metavar="KEY_ID")
+
     p = add(sub, "timeline", cmd_timeline, "print a run's timeline", read=True)
     p.add_argument("run_id", type=_uuid, metavar="RUN_ID")
     au = sub.add_parser("audit", help="audit checks").add_subparsers(
@@ -352,7 +538,10 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
-_WRITES: frozenset[Command] = frozenset({cmd_workflows_apply, cmd_runs_start})
+# Commands that act for one tenant: --tenant defaults to "default" (reads span tenants).
+_WRITES: frozenset[Command] = frozenset({
+    cmd_workflows_apply, cmd_runs_start, cmd_policy_apply, cmd_policy_activate,
+    cmd_policy_show, cmd_policy_evaluate})
 
 if __name__ == "__main__":
     sys.exit(main())

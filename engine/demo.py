@@ -13,12 +13,14 @@ import sys
 import time
 from uuid import UUID
 
-from engine import approvals, demo_handlers, migrate, runs, timeline, workflows
+from engine import approvals, demo_handlers, governance, migrate, runs, timeline, workflows
 from engine.cli_format import format_timeline
 from engine.enums import ApprovalStatus, RunStatus
+from engine.policy import Verdict
 from engine.resources import package_file
 from engine.runtime import database_url
 from engine.serve import EngineConfig, run_engine
+from engine.services import Services
 from engine.settings import Settings
 from engine.store import Database
 from engine.worker import Worker, WorkerConfig
@@ -27,6 +29,7 @@ TENANT = "default"
 WORKFLOW = "incident-remediation"
 SUBMITTER = "demo-submitter"
 OPERATOR = "demo-operator"  # not the submitter: nobody may approve their own run
+ADMIN = "demo-admin"
 DEADLINE_S = 60.0
 
 
@@ -42,17 +45,31 @@ async def run_demo(settings: Settings, *, approve: bool, reset: bool) -> int:
         await asyncio.to_thread(migrate.upgrade, url)
         async with Database(url, max_size=8) as db:
             print(f"database ready in {time.monotonic() - began:.1f}s")
-            return await _drive(db, approve=approve)
+            svc = Services.create(db, policy_default=Verdict(settings.policy_default),
+                                  approval_expires_ms=settings.approval_expires_ms)
+            return await _drive(svc, approve=approve)
 
 
-async def _drive(db: Database, *, approve: bool) -> int:
-    definitions = workflows.DefinitionCache()
+async def _install(svc: Services) -> None:
+    """The demo workflow and policy; idempotent, so a second start changes nothing."""
     source = package_file("examples/incident-remediation.yaml").read_bytes()
-    await workflows.store(db, tenant_id=TENANT, source=source, media_type=None,
+    await workflows.store(svc.db, tenant_id=TENANT, source=source, media_type=None,
                           created_by=SUBMITTER)
+    policy = package_file("examples/demo-policy.yaml").read_bytes()
+    stored = await governance.store_bundle(svc.db, tenant_id=TENANT, source=policy,
+                                           media_type=None, created_by=ADMIN)
+    if await governance.active_pointer(svc.db, TENANT) != stored.row.snapshot_hash:
+        await governance.activate(svc.db, tenant_id=TENANT,
+                                  snapshot_hash=stored.row.snapshot_hash, activated_by=ADMIN)
+        print(f"activated policy snapshot {stored.row.snapshot_hash[:12]}… for {TENANT}")
+
+
+async def _drive(svc: Services, *, approve: bool) -> int:
+    db = svc.db
+    await _install(svc)
     run_id = await _waiting_demo_run(db) if approve else None
     if run_id is None:
-        started = await runs.start(db, definitions, tenant_id=TENANT, workflow_id=WORKFLOW,
+        started = await runs.start(svc, tenant_id=TENANT, workflow_id=WORKFLOW,
                                    input={"incident_id": "INC-7781"}, created_by=SUBMITTER)
         run_id = started.run.run_id
         print(f"started run {run_id} of {WORKFLOW}")
@@ -61,7 +78,7 @@ async def _drive(db: Database, *, approve: bool) -> int:
     worker = Worker(db, demo_handlers.handle,
                     WorkerConfig(topics=demo_handlers.TOPICS, concurrency=4,
                                  poll_interval_s=0.2, name="demo-worker"))
-    background = [asyncio.create_task(run_engine(db, EngineConfig(poll_interval_s=0.2), stop)),
+    background = [asyncio.create_task(run_engine(svc, EngineConfig(poll_interval_s=0.2), stop)),
                   asyncio.create_task(worker.run(stop))]
     try:
         status = await _until(db, run_id, {RunStatus.WAITING} | _FINAL, approve=approve)

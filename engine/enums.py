@@ -122,3 +122,18 @@ STEP_TRANSITIONS: dict[StepStatus, frozenset[StepStatus]] = {
     StepStatus.RUNNING: frozenset({StepStatus.WAITING} | _FINAL_STEP) - {StepStatus.SKIPPED},
     StepStatus.WAITING: frozenset({StepStatus.RUNNING} | _FINAL_STEP) - {StepStatus.SKIPPED},
 }
+
+# Claims (pending -> running) and the worker's endings (running -> …) happen inside the
+# SQL functions of the job protocol; these are the moves the engine makes itself.
+# An unclaimed job may also "move" to its own status: re-stamped with a new policy
+# snapshot after a re-evaluation that did not change what happens to it.
+JOB_TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
+    JobStatus.BLOCKED: frozenset({JobStatus.BLOCKED, JobStatus.PENDING, JobStatus.DENIED,
+                                  JobStatus.CANCELLED, JobStatus.TIMED_OUT}),
+    JobStatus.PENDING: frozenset({JobStatus.PENDING, JobStatus.BLOCKED, JobStatus.DENIED,
+                                  JobStatus.CANCELLED}),
+    JobStatus.RUNNING: frozenset({JobStatus.CANCELLED}),
+}
+
+FINAL_JOB = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.TIMED_OUT,
+                       JobStatus.CANCELLED, JobStatus.DENIED})

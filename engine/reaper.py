@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from engine.enums import StepStatus
+from engine.enums import JobStatus, StepStatus
 from engine.store import Database
 from engine.store import approvals as approvals_q
 from engine.store import jobs as jobs_q
@@ -55,9 +55,13 @@ class Reaper:
                     data={"approval_id": str(approval.approval_id),
                           "expires_at": approval.expires_at.isoformat()
                           if approval.expires_at else None})
+                error = {"type": "ApprovalExpired", "approval_id": str(approval.approval_id)}
                 await steps_q.transition_by_key(
                     conn, approval.tenant_id, approval.run_id, approval.step_id,
-                    StepStatus.WAITING, StepStatus.TIMED_OUT,
-                    error={"type": "ApprovalExpired", "approval_id": str(approval.approval_id)})
+                    StepStatus.WAITING, StepStatus.TIMED_OUT, error=error)
+                if approval.job_id is not None:  # the job it held back will never run
+                    job = await jobs_q.get(conn, approval.tenant_id, approval.job_id)
+                    if job is not None and job.status is JobStatus.BLOCKED:
+                        await jobs_q.transition(conn, job, JobStatus.TIMED_OUT, error=error)
                 await runs_q.wake(conn, approval.tenant_id, approval.run_id)
         return len(expired)

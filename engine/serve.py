@@ -12,9 +12,8 @@ from dataclasses import dataclass
 from engine.loops import run_forever
 from engine.reaper import Reaper
 from engine.scheduler import Scheduler
-from engine.store import Database
+from engine.services import Services
 from engine.store.listener import SCHEDULER_CHANNEL, Listener
-from engine.workflows import DefinitionCache
 
 log = logging.getLogger(__name__)
 
@@ -23,15 +22,13 @@ log = logging.getLogger(__name__)
 class EngineConfig:
     poll_interval_s: float = 1.0
     reap_interval_s: float = 1.0
-    approval_expires_ms: int = 7 * 24 * 3600 * 1000
     batch_size: int = 50
 
 
-async def run_engine(db: Database, config: EngineConfig, stop: asyncio.Event) -> None:
+async def run_engine(svc: Services, config: EngineConfig, stop: asyncio.Event) -> None:
     """Runs scheduler and reaper until ``stop`` is set; each finishes its current pass."""
-    scheduler = Scheduler(db, DefinitionCache(), approval_expires_ms=config.approval_expires_ms,
-                          batch_size=config.batch_size)
-    reaper = Reaper(db)
+    scheduler = Scheduler(svc, batch_size=config.batch_size)
+    reaper = Reaper(svc.db)
     wake_scheduler = asyncio.Event()
     never = asyncio.Event()  # the reaper has no NOTIFY: expiry is a matter of time only
 
@@ -42,7 +39,7 @@ async def run_engine(db: Database, config: EngineConfig, stop: asyncio.Event) ->
         reaped = await reaper.run_once()
         return reaped.jobs >= reaper.batch_size
 
-    listener = Listener(db.url, SCHEDULER_CHANNEL, lambda _payload: wake_scheduler.set())
+    listener = Listener(svc.db.url, SCHEDULER_CHANNEL, lambda _payload: wake_scheduler.set())
     listen = asyncio.create_task(listener.run())
     try:
         await asyncio.gather(

@@ -29,6 +29,11 @@ class Settings:
     """WARDEN_LOG_FORMAT: text or json."""
     log_level: str
     """WARDEN_LOG_LEVEL: a logging level name (default INFO)."""
+    http_addr: tuple[str, int]
+    """WARDEN_HTTP_ADDR: host:port the API listens on (default 127.0.0.1:8081)."""
+    policy_default: str
+    """WARDEN_POLICY_DEFAULT: the decision for a tenant with no active policy snapshot:
+    deny (default: nothing runs ungoverned), allow, or require_approval."""
 
 
 def _int(env: Mapping[str, str], name: str, default: int, *, minimum: int) -> int:
@@ -51,6 +56,13 @@ def _choice(env: Mapping[str, str], name: str, default: str, allowed: tuple[str,
     return value
 
 
+def _addr(raw: str) -> tuple[str, int]:
+    host, sep, port = raw.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"WARDEN_HTTP_ADDR must be host:port, got {raw!r}")
+    return host.strip("[]"), int(port)
+
+
 def load(env: Mapping[str, str] | None = None) -> Settings:
     env = os.environ if env is None else env
     url = env.get("WARDEN_DATABASE_URL") or None
@@ -68,4 +80,7 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         log_format=_choice(env, "WARDEN_LOG_FORMAT", "text", ("text", "json")),
         log_level=_choice(env, "WARDEN_LOG_LEVEL", "INFO",
                           ("DEBUG", "INFO", "WARNING", "ERROR")),
+        http_addr=_addr(env.get("WARDEN_HTTP_ADDR") or "127.0.0.1:8081"),
+        policy_default=_choice(env, "WARDEN_POLICY_DEFAULT", "deny",
+                               ("deny", "allow", "require_approval")),
     )

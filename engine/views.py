@@ -7,7 +7,14 @@ from datetime import datetime
 from typing import Any
 
 from engine.runs import RunDetail
-from engine.store.records import ApprovalRow, JobRow, RunRow, StepRow, TimelineEvent
+from engine.store.records import (
+    ApprovalRow,
+    JobRow,
+    PolicyDecisionRow,
+    RunRow,
+    StepRow,
+    TimelineEvent,
+)
 
 
 def _time(value: datetime | None) -> str | None:
@@ -74,4 +81,13 @@ def event(row: TimelineEvent) -> dict[str, Any]:
         "seq": row.seq, "at": _time(row.at), "kind": row.kind, "step_id": row.step_id,
         "job_id": row.job_id, "attempt": row.attempt, "actor": row.actor, "data": row.data,
         "prev_hash": row.prev_hash, "hash": row.hash,
+    }
+
+
+def decision(row: PolicyDecisionRow) -> dict[str, Any]:
+    return {
+        "decision_id": row.decision_id, "stage": row.stage, "snapshot_hash": row.snapshot_hash,
+        "rule": row.rule, "decision": row.decision, "reason": row.reason,
+        "constraints": row.constraints, "run_id": str(row.run_id), "step_id": row.step_id,
+        "job_id": row.job_id, "at": _time(row.at),
     }

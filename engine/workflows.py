@@ -89,3 +89,17 @@ class DefinitionCache:
         if len(self._entries) > self._size:
             self._entries.popitem(last=False)
         return workflow
+
+
+async def list_latest(db: Database, tenant_id: str) -> list[WorkflowRow]:
+    """The newest version of each of the tenant's workflows."""
+    async with db.connection() as conn:
+        return await q.list_latest(conn, tenant_id)
+
+
+async def versions(db: Database, tenant_id: str, workflow_id: str) -> list[WorkflowRow]:
+    async with db.connection() as conn:
+        rows = await q.versions(conn, tenant_id, workflow_id)
+    if not rows:
+        raise NotFound(f"workflow {workflow_id!r} not found")
+    return rows

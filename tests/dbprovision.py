@@ -30,10 +30,11 @@ LOCAL_URL = f"postgresql://postgres@{LOCAL_HOST}:{LOCAL_PORT}/postgres"
 CONTAINER_IMAGE = "postgres:15"  # the version Warden targets (DESIGN §10)
 MIN_VERSION = 150000
 
-# CREATE DATABASE ... TEMPLATE of the migrated template (~8 MB), interleaved runs on the
-# dev VM: PG 15 WAL_LOG 47-186 ms vs FILE_COPY 78-221 ms; PG 18 embedded 224 vs 270 ms.
-# FILE_COPY's checkpoints cost more than WAL-logging 8 MB, and DROP of a FILE_COPY copy
-# took ~65 ms vs ~20 ms. WAL_LOG is the default; named so the choice is visible.
+# CREATE DATABASE ... TEMPLATE of the migrated template (~8 MB), median of interleaved
+# runs on the (noisy, 2-vCPU) dev VM: PG 15 WAL_LOG 47-186 ms vs FILE_COPY 78-221 ms;
+# PG 18 embedded WAL_LOG 56-247 ms vs FILE_COPY 79-272 ms. WAL_LOG won every run, and
+# dropping a FILE_COPY copy took ~50-85 ms vs ~20 ms. WAL_LOG is PostgreSQL's default;
+# it is named so the choice stays visible.
 CREATE_STRATEGY = "WAL_LOG"
 
 

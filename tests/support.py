@@ -10,8 +10,10 @@ from typing import Any, TypeVar
 from uuid import UUID
 
 from engine import runs, workflows
+from engine.policy import Verdict
 from engine.runs import RunDetail
 from engine.scheduler import Scheduler
+from engine.services import Services
 from engine.store import Database
 from engine.store import jobs as jobs_q
 from engine.store import timeline as timeline_q
@@ -45,11 +47,17 @@ async def store(db: Database, source: str, tenant: str = "default") -> None:
                           created_by="author")
 
 
-async def start(db: Database, workflow_id: str, input: dict[str, Any] | None = None, *,
-                by: str = "alice", key: str | None = None, tenant: str = "default") -> RunRow:
-    started = await runs.start(db, workflows.DefinitionCache(), tenant_id=tenant,
-                               workflow_id=workflow_id, input=input or {}, created_by=by,
-                               idempotency_key=key)
+def services(db: Database | Services) -> Services:
+    """The given services, or allow-by-default ones: tests of the engine's mechanics are
+    not about policy (tests/db/test_governance.py is)."""
+    return db if isinstance(db, Services) else Services.create(db, policy_default=Verdict.ALLOW)
+
+
+async def start(db: Database | Services, workflow_id: str, input: dict[str, Any] | None = None,
+                *, by: str = "alice", key: str | None = None,
+                tenant: str = "default") -> RunRow:
+    started = await runs.start(services(db), tenant_id=tenant, workflow_id=workflow_id,
+                               input=input or {}, created_by=by, idempotency_key=key)
     return started.run
 
 
@@ -80,8 +88,8 @@ async def fail(db: Database, job: ClaimedJob, *, retryable: bool = True) -> None
                           error={"type": "Boom", "message": "test failure"}, retryable=retryable)
 
 
-async def detail(db: Database, run_id: UUID) -> RunDetail:
-    return await runs.detail(db, workflows.DefinitionCache(), None, run_id)
+async def detail(db: Database | Services, run_id: UUID) -> RunDetail:
+    return await runs.detail(services(db), None, run_id)
 
 
 async def events(db: Database, run_id: UUID, tenant: str = "default") -> list[TimelineEvent]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from uuid import UUID
 
 from engine.enums import ApprovalStatus
@@ -38,9 +39,11 @@ async def get_any_tenant(conn: Conn, approval_id: UUID) -> ApprovalRow | None:
 
 
 async def page(conn: Conn, *, tenant_id: str | None, status: ApprovalStatus | None,
-               limit: int) -> list[ApprovalRow]:
+               after: tuple[datetime, UUID] | None, limit: int) -> list[ApprovalRow]:
     return await fetch_all(conn, "approvals_list", {
-        "tenant_id": tenant_id, "status": status, "limit": limit}, ApprovalRow)
+        "tenant_id": tenant_id, "status": status,
+        "after_requested": after[0] if after else None, "after_id": after[1] if after else None,
+        "limit": limit}, ApprovalRow)
 
 
 async def of_run(conn: Conn, tenant_id: str, run_id: UUID) -> list[ApprovalRow]:
@@ -50,3 +53,21 @@ async def of_run(conn: Conn, tenant_id: str, run_id: UUID) -> list[ApprovalRow]:
 
 async def expire_due(conn: Conn, limit: int) -> list[ApprovalRow]:
     return await fetch_all(conn, "approvals_expire", {"limit": limit}, ApprovalRow)
+
+
+async def lock_pending_of_step(conn: Conn, tenant_id: str, run_id: UUID,
+                               step_id: str) -> ApprovalRow | None:
+    return await fetch_one(conn, "approval_pending_of_step_lock", {
+        "tenant_id": tenant_id, "run_id": run_id, "step_id": step_id}, ApprovalRow)
+
+
+async def close(conn: Conn, approval: ApprovalRow, to: ApprovalStatus,
+                reason: str) -> ApprovalRow | None:
+    return await fetch_one(conn, "approval_close", {
+        "tenant_id": approval.tenant_id, "approval_id": approval.approval_id,
+        "to_status": to, "reason": reason}, ApprovalRow)
+
+
+async def lock_pending_of_run(conn: Conn, tenant_id: str, run_id: UUID) -> list[ApprovalRow]:
+    return await fetch_all(conn, "approvals_lock_pending_of_run", {
+        "tenant_id": tenant_id, "run_id": run_id}, ApprovalRow)

@@ -44,6 +44,8 @@ _WARDEN_CODES: dict[str, type[errors.WardenError]] = {
 }
 _CONSTRAINT_ERRORS: dict[str, type[errors.WardenError]] = {
     "approvals_no_self_approval": errors.Forbidden,
+    "api_keys_name_unique": errors.Conflict,
+    "api_keys_name_check": errors.InvalidInput,
 }
 
 
@@ -59,7 +61,10 @@ def translate(exc: BaseException) -> errors.WardenError | None:
             return _WARDEN_CODES[code](message)
         constraint = exc.diag.constraint_name or ""
         if constraint in _CONSTRAINT_ERRORS:
-            return _CONSTRAINT_ERRORS[constraint](f"refused by {constraint}: {message}")
+            cls = _CONSTRAINT_ERRORS[constraint]
+            if cls is errors.InvalidInput:
+                return errors.InvalidInput(constraint.split("_")[-2], message)
+            return cls(f"refused by {constraint}: {message}")
     return None
 
 

@@ -7,7 +7,8 @@ from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
 
-from engine.enums import JobStatus
+from engine.enums import FINAL_JOB, JOB_TRANSITIONS, JobStatus
+from engine.errors import InvalidTransition
 from engine.store.connection import Conn, execute, fetch_all, fetch_one, fetch_value, jsonb
 from engine.store.records import ClaimedJob, JobRow
 
@@ -70,3 +71,44 @@ async def get(conn: Conn, tenant_id: str, job_id: str) -> JobRow | None:
 async def of_run(conn: Conn, tenant_id: str, run_id: UUID) -> list[JobRow]:
     return await fetch_all(conn, "jobs_of_run", {"tenant_id": tenant_id, "run_id": run_id},
                            JobRow)
+
+
+async def awaiting_claim(conn: Conn, tenant_id: str, run_id: UUID) -> list[JobRow]:
+    return await fetch_all(conn, "jobs_awaiting_claim", {"tenant_id": tenant_id,
+                                                         "run_id": run_id}, JobRow)
+
+
+async def transition(conn: Conn, job: JobRow, to: JobStatus, *, snapshot_hash: str | None = None,
+                     constraints: Any = None, timeout_ms: int | None = None,
+                     error: Any = None) -> JobRow | None:
+    """Moves an unclaimed job from the status it had in ``job``; None if it moved meanwhile."""
+    if to not in JOB_TRANSITIONS.get(job.status, frozenset()):
+        raise InvalidTransition(f"job {job.job_id} cannot move from {job.status} to {to}")
+    return await fetch_one(conn, "job_transition", {
+        "tenant_id": job.tenant_id, "job_id": job.job_id, "from_status": job.status,
+        "to_status": to, "final": to in FINAL_JOB, "snapshot_hash": snapshot_hash,
+        "constraints": None if constraints is None else jsonb(constraints),
+        "timeout_ms": timeout_ms, "error": None if error is None else jsonb(error)}, JobRow)
+
+
+async def lock_open_of_run(conn: Conn, tenant_id: str, run_id: UUID) -> list[JobRow]:
+    return await fetch_all(conn, "jobs_lock_open_of_run", {"tenant_id": tenant_id,
+                                                           "run_id": run_id}, JobRow)
+
+
+async def cancel(conn: Conn, job: JobRow, by: str) -> JobRow | None:
+    return await fetch_one(conn, "job_cancel", {"tenant_id": job.tenant_id,
+                                                "job_id": job.job_id, "by": by}, JobRow)
+
+
+async def lock_new_of_run(conn: Conn, tenant_id: str, run_id: UUID) -> list[JobRow]:
+    return await fetch_all(conn, "jobs_lock_new_of_run", {"tenant_id": tenant_id,
+                                                          "run_id": run_id}, JobRow)
+
+
+async def page(conn: Conn, tenant_id: str, *, status: JobStatus | None, topic: str | None,
+               before: tuple[datetime, str] | None, limit: int) -> list[JobRow]:
+    return await fetch_all(conn, "jobs_page", {
+        "tenant_id": tenant_id, "status": status, "topic": topic,
+        "before_created": before[0] if before else None,
+        "before_id": before[1] if before else None, "limit": limit}, JobRow)

@@ -170,3 +170,59 @@ class TimelineEvent:
     data: Any
     prev_hash: str
     hash: str
+
+
+@dataclass(frozen=True)
+class PolicySnapshotRow:
+    tenant_id: str
+    snapshot_hash: str
+    bundle: dict[str, Any]
+    created_by: str
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class PolicyActiveRow:
+    tenant_id: str
+    snapshot_hash: str
+    activated_by: str
+    activated_at: datetime
+
+
+@dataclass(frozen=True)
+class PolicyActivationRow:
+    tenant_id: str
+    activation_id: int
+    snapshot_hash: str
+    previous_hash: str | None
+    activated_by: str
+    activated_at: datetime
+
+
+@dataclass(frozen=True)
+class PolicyDecisionRow:
+    tenant_id: str
+    decision_id: int
+    stage: str
+    snapshot_hash: str | None
+    rule: str | None
+    decision: str
+    reason: str
+    constraints: Any
+    run_id: UUID
+    step_id: str
+    job_id: str | None
+    at: datetime
+
+
+@dataclass(frozen=True)
+class ApiKeyRow:
+    key_id: str
+    name: str
+    roles: list[str]
+    tenants: list[str]
+    secret_hmac: str
+    created_by: str
+    created_at: datetime
+    revoked_at: datetime | None
+    last_used_at: datetime | None

@@ -45,3 +45,9 @@ async def start_attempt(conn: Conn, step: StepRow) -> StepRow | None:
     return await fetch_one(conn, "step_start_attempt", {
         "tenant_id": step.tenant_id, "run_id": step.run_id, "step_id": step.step_id,
         "attempts": step.attempts}, StepRow)
+
+
+async def limit_attempts(conn: Conn, step: StepRow, max_attempts: int) -> StepRow | None:
+    return await fetch_one(conn, "step_limit_attempts", {
+        "tenant_id": step.tenant_id, "run_id": step.run_id, "step_id": step.step_id,
+        "max_attempts": max_attempts}, StepRow)

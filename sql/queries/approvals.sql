@@ -28,11 +28,14 @@ SELECT * FROM warden.approvals WHERE tenant_id = %(tenant_id)s AND approval_id =
 SELECT * FROM warden.approvals WHERE approval_id = %(approval_id)s;
 
 -- name: approvals_list :many
--- A tenant's approvals, optionally by status, oldest request first (a queue).
+-- A tenant's approvals (or every tenant's), optionally by status, oldest request first
+-- (a queue), keyset-paginated on (requested_at, approval_id).
 SELECT * FROM warden.approvals
  WHERE (%(tenant_id)s::text IS NULL OR tenant_id = %(tenant_id)s::text)
    AND (%(status)s::warden.approval_status IS NULL
         OR status = %(status)s::warden.approval_status)
+   AND (%(after_requested)s::timestamptz IS NULL
+        OR (requested_at, approval_id) > (%(after_requested)s::timestamptz, %(after_id)s::uuid))
  ORDER BY requested_at, approval_id
  LIMIT %(limit)s;
 
@@ -57,3 +60,26 @@ UPDATE warden.approvals a
   FROM due
  WHERE a.tenant_id = due.tenant_id AND a.approval_id = due.approval_id
 RETURNING a.*;
+
+-- name: approval_pending_of_step_lock :one
+-- Locks the pending approval of a step for the scheduler. SKIP LOCKED: if a decider holds
+-- it right now, the scheduler backs off and retries (the decider will wake the run),
+-- instead of waiting while holding the run lock the decider needs next.
+SELECT * FROM warden.approvals
+ WHERE tenant_id = %(tenant_id)s AND run_id = %(run_id)s AND step_id = %(step_id)s
+   AND status = 'pending'
+   FOR UPDATE SKIP LOCKED;
+
+-- name: approval_close :one
+-- Ends a pending approval without a human decision (superseded or expired).
+UPDATE warden.approvals
+   SET status = %(to_status)s, decided_at = now(), reason = %(reason)s
+ WHERE tenant_id = %(tenant_id)s AND approval_id = %(approval_id)s AND status = 'pending'
+RETURNING *;
+
+-- name: approvals_lock_pending_of_run :many
+-- Locks a run's pending approvals (before the run: lock order jobs -> approvals -> runs).
+SELECT * FROM warden.approvals
+ WHERE tenant_id = %(tenant_id)s AND run_id = %(run_id)s AND status = 'pending'
+ ORDER BY approval_id
+   FOR UPDATE;

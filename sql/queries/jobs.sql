@@ -1,9 +1,10 @@
 -- name: job_insert :one
--- Creates one attempt of a job step. The previous attempt's last checkpoint is carried
--- over, so a crashed attempt's successor resumes where it stopped.
+-- Creates one attempt of a job step (pending, blocked for approval, or denied at once).
+-- The previous attempt's last checkpoint is carried over, so a crashed attempt's
+-- successor resumes where it stopped.
 INSERT INTO warden.jobs
     (tenant_id, job_id, run_id, step_id, attempt, topic, status, priority, input, upstream,
-     constraints, checkpoint, timeout_ms, available_at, policy_snapshot_hash)
+     constraints, checkpoint, timeout_ms, available_at, policy_snapshot_hash, finished_at)
 VALUES (%(tenant_id)s, %(run_id)s::text || ':' || %(step_id)s || '@' || %(attempt)s,
         %(run_id)s, %(step_id)s, %(attempt)s, %(topic)s, %(status)s, %(priority)s, %(input)s,
         %(upstream)s, %(constraints)s,
@@ -11,7 +12,8 @@ VALUES (%(tenant_id)s, %(run_id)s::text || ':' || %(step_id)s || '@' || %(attemp
           WHERE p.tenant_id = %(tenant_id)s AND p.run_id = %(run_id)s
             AND p.step_id = %(step_id)s AND p.attempt = %(attempt)s - 1),
         %(timeout_ms)s, greatest(now(), coalesce(%(available_at)s, now())),
-        %(policy_snapshot_hash)s)
+        %(policy_snapshot_hash)s,
+        CASE WHEN %(status)s::warden.job_status = 'denied' THEN now() END)
 RETURNING *;
 
 -- name: jobs_announce :exec
@@ -48,3 +50,66 @@ SELECT * FROM warden.jobs WHERE tenant_id = %(tenant_id)s AND job_id = %(job_id)
 SELECT * FROM warden.jobs
  WHERE tenant_id = %(tenant_id)s AND run_id = %(run_id)s
  ORDER BY created_at, step_id, attempt;
+
+-- name: jobs_awaiting_claim :many
+-- A run's jobs not yet claimed (pending or blocked), for the scheduler's drift check.
+-- Uses the partial index jobs_awaiting_claim.
+SELECT * FROM warden.jobs
+ WHERE tenant_id = %(tenant_id)s AND run_id = %(run_id)s
+   AND status IN ('pending', 'blocked');
+
+-- name: job_transition :one
+-- Moves an unclaimed job from the status the caller saw (re-evaluation, approval,
+-- expiry); a denied, cancelled or timed-out job is final. No row = it moved meanwhile.
+UPDATE warden.jobs
+   SET status = %(to_status)s,
+       policy_snapshot_hash = coalesce(%(snapshot_hash)s, policy_snapshot_hash),
+       constraints = coalesce(%(constraints)s, constraints),
+       timeout_ms = coalesce(%(timeout_ms)s, timeout_ms),
+       available_at = CASE WHEN %(to_status)s::warden.job_status = 'pending'
+                           THEN greatest(available_at, now()) ELSE available_at END,
+       finished_at = CASE WHEN %(final)s THEN now() END,
+       error = coalesce(%(error)s, error)
+ WHERE tenant_id = %(tenant_id)s AND job_id = %(job_id)s AND status = %(from_status)s
+RETURNING *;
+
+-- name: jobs_lock_open_of_run :many
+-- Locks a run's unfinished jobs, in job_id order, before the run itself (lock order
+-- jobs -> approvals -> runs): cancellation then never deadlocks with a completing worker.
+SELECT * FROM warden.jobs
+ WHERE tenant_id = %(tenant_id)s AND run_id = %(run_id)s
+   AND status IN ('blocked', 'pending', 'running')
+ ORDER BY job_id
+   FOR UPDATE;
+
+-- name: job_cancel :one
+-- Cancels an unfinished job. A running one learns it at its next heartbeat (WD002), and
+-- its late completion is fenced: complete_job requires status running.
+UPDATE warden.jobs
+   SET status = 'cancelled', finished_at = now(),
+       error = jsonb_build_object('type', 'RunCancelled', 'by', %(by)s::text)
+ WHERE tenant_id = %(tenant_id)s AND job_id = %(job_id)s
+   AND status IN ('blocked', 'pending', 'running')
+RETURNING *;
+
+-- name: jobs_lock_new_of_run :many
+-- After the run is locked: jobs dispatched since the first sweep. SKIP LOCKED, because
+-- taking a job lock after the run lock reverses the lock order; a job a claimer holds
+-- right now is cancelled by claim_jobs itself once it sees the run has ended.
+SELECT * FROM warden.jobs
+ WHERE tenant_id = %(tenant_id)s AND run_id = %(run_id)s
+   AND status IN ('blocked', 'pending', 'running')
+ ORDER BY job_id
+   FOR UPDATE SKIP LOCKED;
+
+-- name: jobs_page :many
+-- A page of a tenant's jobs, newest first, keyset-paginated on (created_at, job_id).
+-- Uses jobs_by_status_topic when status is given.
+SELECT * FROM warden.jobs
+ WHERE tenant_id = %(tenant_id)s
+   AND (%(status)s::warden.job_status IS NULL OR status = %(status)s::warden.job_status)
+   AND (%(topic)s::text IS NULL OR topic = %(topic)s::text)
+   AND (%(before_created)s::timestamptz IS NULL
+        OR (created_at, job_id) < (%(before_created)s::timestamptz, %(before_id)s::text))
+ ORDER BY created_at DESC, job_id DESC
+ LIMIT %(limit)s;

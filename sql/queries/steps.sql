@@ -36,3 +36,9 @@ UPDATE warden.steps
  WHERE tenant_id = %(tenant_id)s AND run_id = %(run_id)s AND step_id = %(step_id)s
    AND attempts = %(attempts)s AND status IN ('pending', 'running')
 RETURNING *;
+
+-- name: step_limit_attempts :one
+-- Applies a policy's max_attempts constraint: it overrides the definition's retries.
+UPDATE warden.steps SET max_attempts = %(max_attempts)s
+ WHERE tenant_id = %(tenant_id)s AND run_id = %(run_id)s AND step_id = %(step_id)s
+RETURNING *;

@@ -4,9 +4,10 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from engine.policy import Verdict
 from engine.scheduler import Scheduler
+from engine.services import Services
 from engine.store import Database
-from engine.workflows import DefinitionCache
 
 
 @pytest.fixture
@@ -16,5 +17,11 @@ async def db(db_url: str) -> AsyncIterator[Database]:
 
 
 @pytest.fixture
-def scheduler(db: Database) -> Scheduler:
-    return Scheduler(db, DefinitionCache(), approval_expires_ms=60_000)
+def svc(db: Database) -> Services:
+    """Allow-by-default: tests of the engine's mechanics are not about policy."""
+    return Services.create(db, policy_default=Verdict.ALLOW, approval_expires_ms=60_000)
+
+
+@pytest.fixture
+def scheduler(svc: Services) -> Scheduler:
+    return Scheduler(svc)

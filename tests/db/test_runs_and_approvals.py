@@ -12,6 +12,7 @@ from engine.enums import ApprovalStatus, RunStatus, StepStatus
 from engine.errors import Conflict, Forbidden, IdempotencyConflict, InvalidDefinition, NotFound
 from engine.reaper import Reaper
 from engine.scheduler import Scheduler
+from engine.services import Services
 from engine.store import Database
 from engine.store.records import ApprovalRow, RunRow
 from tests import support
@@ -28,30 +29,30 @@ steps:
 """
 
 
-async def test_same_key_same_body_replays_and_different_body_conflicts(db: Database) -> None:
+async def test_same_key_same_body_replays_and_different_body_conflicts(
+        db: Database, svc: Services) -> None:
     await support.store(db, GATE)
-    cache = workflows.DefinitionCache()
-    first = await runs.start(db, cache, tenant_id="default", workflow_id="gate",
+    first = await runs.start(svc, tenant_id="default", workflow_id="gate",
                              input={"n": 1}, created_by="alice", idempotency_key="k")
-    again = await runs.start(db, cache, tenant_id="default", workflow_id="gate",
+    again = await runs.start(svc, tenant_id="default", workflow_id="gate",
                              input={"n": 1}, created_by="alice", idempotency_key="k")
     assert (first.replayed, again.replayed) == (False, True)
     assert again.run.run_id == first.run.run_id
     with pytest.raises(IdempotencyConflict):
-        await runs.start(db, cache, tenant_id="default", workflow_id="gate", input={"n": 2},
+        await runs.start(svc, tenant_id="default", workflow_id="gate", input={"n": 2},
                          created_by="alice", idempotency_key="k")
     # keys are tenant-scoped: another tenant's identical key starts its own run
     await support.store(db, GATE, tenant="other")
-    other = await runs.start(db, cache, tenant_id="other", workflow_id="gate", input={"n": 2},
+    other = await runs.start(svc, tenant_id="other", workflow_id="gate", input={"n": 2},
                              created_by="alice", idempotency_key="k")
     assert not other.replayed and other.run.run_id != first.run.run_id
 
 
-async def test_sixteen_concurrent_starts_with_one_key_make_one_run(db: Database) -> None:
+async def test_sixteen_concurrent_starts_with_one_key_make_one_run(
+        db: Database, svc: Services) -> None:
     await support.store(db, GATE)
-    cache = workflows.DefinitionCache()
     results = await asyncio.gather(*(
-        runs.start(db, cache, tenant_id="default", workflow_id="gate", input={"n": 1},
+        runs.start(svc, tenant_id="default", workflow_id="gate", input={"n": 1},
                    created_by="alice", idempotency_key="storm") for _ in range(16)))
     assert len({r.run.run_id for r in results}) == 1
     assert sum(not r.replayed for r in results) == 1
@@ -62,11 +63,12 @@ async def test_sixteen_concurrent_starts_with_one_key_make_one_run(db: Database)
         assert await cur.fetchone() == (1,)
 
 
-async def test_run_input_must_be_an_object_and_nothing_is_stored(db: Database) -> None:
+async def test_run_input_must_be_an_object_and_nothing_is_stored(
+        db: Database, svc: Services) -> None:
     await support.store(db, GATE)
     with pytest.raises(Exception, match="input: must be a JSON object"):
-        await runs.start(db, workflows.DefinitionCache(), tenant_id="default",
-                         workflow_id="gate", input=[1, 2], created_by="alice")
+        await runs.start(svc, tenant_id="default", workflow_id="gate", input=[1, 2],
+                         created_by="alice")
     with pytest.raises(NotFound):
         await support.start(db, "no-such-workflow")
     async with db.connection() as conn:

@@ -53,12 +53,14 @@ async def test_seed_workflow_runs_to_the_end_with_every_transition_in_order(
     assert {s.status for s in detail.steps} == {StepStatus.SUCCEEDED}
     assert detail.run.output == {"notify": {"notification_id": detail.steps[-1].output[
         "notification_id"]}}
-    per_step = ["step.ready", "job.dispatched", "job.claimed", "job.succeeded"]
+    per_step = ["step.ready", "policy.decision", "job.dispatched", "job.claimed",
+                "job.succeeded"]
     assert await support.kinds(db, run.run_id) == [
-        "run.created", "run.started", *per_step, *per_step, *per_step,
+        "run.created", *["policy.decision"] * 4,  # the submit gate, one per job step
+        "run.started", *per_step, *per_step, *per_step,
         "step.ready", "approval.requested", "run.waiting",
-        "approval.approved", "step.ready", "job.dispatched", "run.resumed", "job.claimed",
-        "job.succeeded", "step.ready", "notify.sent", "run.succeeded"]
+        "approval.approved", "step.ready", "policy.decision", "job.dispatched", "run.resumed",
+        "job.claimed", "job.succeeded", "step.ready", "notify.sent", "run.succeeded"]
     async with db.connection() as conn:
         from engine.store import timeline as timeline_q
         assert await timeline_q.verify(conn, run.run_id)
@@ -173,12 +175,10 @@ async def test_two_schedulers_never_dispatch_the_same_attempt_twice(
         db: Database) -> None:
     import asyncio
 
-    from engine.workflows import DefinitionCache
-
     await support.store(db, FAN_OUT)
     run_ids = [(await support.start(db, "fan", {"who": str(i)})).run_id for i in range(30)]
-    first = Scheduler(db, DefinitionCache(), approval_expires_ms=1000, batch_size=5)
-    second = Scheduler(db, DefinitionCache(), approval_expires_ms=1000, batch_size=5)
+    first = Scheduler(support.services(db), batch_size=5)
+    second = Scheduler(support.services(db), batch_size=5)
     for _ in range(10):
         await asyncio.gather(first.run_once(), second.run_once())
     async with db.connection() as conn:

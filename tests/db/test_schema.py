@@ -9,7 +9,9 @@ import psycopg
 import pytest
 
 from engine import migrate
+from engine.apikeys import Role
 from engine.enums import ApprovalStatus, JobStatus, RunStatus, StepStatus, StepType
+from engine.policy import Verdict
 from engine.scheduler import Scheduler
 from engine.store import Database, records
 from tests import support
@@ -19,13 +21,16 @@ pytestmark = pytest.mark.anyio
 ENUMS: list[tuple[str, type[StrEnum]]] = [
     ("warden.run_status", RunStatus), ("warden.step_status", StepStatus),
     ("warden.job_status", JobStatus), ("warden.approval_status", ApprovalStatus),
-    ("warden.step_type", StepType),
+    ("warden.step_type", StepType), ("warden.policy_decision", Verdict),
+    ("warden.api_role", Role),
 ]
 
 TABLE_RECORDS = [
     ("workflows", records.WorkflowRow), ("runs", records.RunRow), ("steps", records.StepRow),
     ("jobs", records.JobRow), ("approvals", records.ApprovalRow),
     ("notifications", records.NotificationRow), ("timeline", records.TimelineEvent),
+    ("policy_active", records.PolicyActiveRow), ("policy_activations", records.PolicyActivationRow),
+    ("policy_decisions", records.PolicyDecisionRow), ("api_keys", records.ApiKeyRow),
 ]
 
 

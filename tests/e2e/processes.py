@@ -23,6 +23,8 @@ class Processes:
         name = f"{len(self.started):02d}-{args[0]}"
         proc_env = {**os.environ, "WARDEN_DATABASE_URL": self.db_url,
                     "PYTHONPATH": str(REPO), "WARDEN_POLL_INTERVAL_MS": "200",
+                    # these tests are about mechanics; governance has its own tests
+                    "WARDEN_POLICY_DEFAULT": "allow",
                     **self.env, **env}
         with (self.logs / f"{name}.log").open("wb") as log:  # the child keeps its own fd
             proc = subprocess.Popen([sys.executable, "-m", "engine.cli", *args], cwd=REPO,

@@ -53,12 +53,14 @@ async def test_seed_workflow_end_to_end_with_worker_processes(
     apply = next(s for s in detail.steps if s.step_id == "apply_patch")
     assert apply.output["rolled_back"] == "checkout"
     kinds = await support.kinds(db, run.run_id)
-    job_steps = ["step.ready", "job.dispatched", "job.claimed", "job.succeeded"]
-    assert kinds == ["run.created", "run.started", *job_steps, *job_steps, *job_steps,
+    job_steps = ["step.ready", "policy.decision", "job.dispatched", "job.claimed",
+                 "job.succeeded"]
+    assert kinds == ["run.created", *["policy.decision"] * 4, "run.started",
+                     *job_steps, *job_steps, *job_steps,
                      "step.ready", "approval.requested", "run.waiting", "approval.approved",
-                     "step.ready", "job.dispatched", "run.resumed", "job.claimed",
-                     "job.checkpointed", "job.succeeded", "step.ready", "notify.sent",
-                     "run.succeeded"]
+                     "step.ready", "policy.decision", "job.dispatched", "run.resumed",
+                     "job.claimed", "job.checkpointed", "job.succeeded", "step.ready",
+                     "notify.sent", "run.succeeded"]
     async with db.connection() as conn:
         from engine.store import timeline as timeline_q
         assert await timeline_q.verify(conn, run.run_id)

@@ -1,0 +1,1 @@
+"""Route modules: importing one registers its endpoints in api.registry.ENDPOINTS."""

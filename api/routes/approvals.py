@@ -1,0 +1,92 @@
+"""The approvals queue: list, show what will run, approve, reject."""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import UUID
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from api.auth import authorize
+from api.http import (
+    BadRequest,
+    encode_cursor,
+    enum_param,
+    json_body,
+    json_object,
+    limit,
+    path_uuid,
+    query,
+    uuid_cursor,
+)
+from api.registry import endpoint
+from engine import approvals, jobs, views
+from engine.apikeys import Role
+from engine.enums import ApprovalStatus
+from engine.errors import NotFound
+
+READ = (Role.APPROVER, Role.OPERATOR)
+
+
+def _approval_id(request: Request) -> UUID:
+    approval_id = path_uuid(request, "approval_id")
+    if approval_id is None:
+        raise NotFound(f"approval {request.path_params['approval_id'][:40]!r} not found")
+    return approval_id
+
+
+@endpoint("GET", "/approvals", "The approvals queue, oldest first", roles=READ,
+          query=("status", "limit", "cursor"), responses={200: "ApprovalList"})
+async def list_approvals(request: Request) -> Response:
+    caller = await authorize(request, *READ)
+    params = query(request, {"status", "limit", "cursor"})
+    page_size = limit(params)
+    rows = await approvals.page(request.app.state.svc.db, tenant_id=caller.tenant_id,
+                                status=enum_param(params, "status", ApprovalStatus),
+                                after=uuid_cursor(params.get("cursor")), limit=page_size)
+    next_cursor = (encode_cursor(rows[-1].requested_at, str(rows[-1].approval_id))
+                   if len(rows) == page_size else None)
+    return JSONResponse({"items": [views.approval(a) for a in rows],
+                         "next_cursor": next_cursor})
+
+
+@endpoint("GET", "/approvals/{approval_id}", "An approval and exactly what it would let run",
+          roles=READ, responses={200: "ApprovalDetail", 404: "Problem"})
+async def get_approval(request: Request) -> Response:
+    caller = await authorize(request, *READ)
+    db = request.app.state.svc.db
+    row = await approvals.show(db, caller.tenant_id, _approval_id(request))
+    doc: dict[str, Any] = views.approval(row)
+    if row.job_id is not None:
+        job = await jobs.get(db, caller.tenant_id, row.job_id)
+        doc["job"] = {"topic": job.topic, "input": job.input, "upstream": job.upstream,
+                      "constraints": job.constraints, "status": job.status.value}
+    return JSONResponse(doc)
+
+
+async def _decide(request: Request, approve: bool) -> Response:
+    caller = await authorize(request, Role.APPROVER)
+    body = json_object(await json_body(request, required=False), {"reason", "job_hash"})
+    for name in ("reason", "job_hash"):
+        if body.get(name) is not None and not isinstance(body[name], str):
+            raise BadRequest(f"{name} must be a string", name)
+    row = await approvals.decide(request.app.state.svc.db, tenant_id=caller.tenant_id,
+                                 approval_id=_approval_id(request), approve=approve,
+                                 principal=caller.actor, reason=body.get("reason"),
+                                 job_hash=body.get("job_hash"))
+    return JSONResponse(views.approval(row))
+
+
+@endpoint("POST", "/approvals/{approval_id}/approve", "Approve (once; not your own run)",
+          roles=(Role.APPROVER,), request="ApprovalDecision",
+          responses={200: "Approval", 403: "Problem", 404: "Problem", 409: "Problem"})
+async def approve(request: Request) -> Response:
+    return await _decide(request, approve=True)
+
+
+@endpoint("POST", "/approvals/{approval_id}/reject", "Reject (the run ends denied)",
+          roles=(Role.APPROVER,), request="ApprovalDecision",
+          responses={200: "Approval", 403: "Problem", 404: "Problem", 409: "Problem"})
+async def reject(request: Request) -> Response:
+    return await _decide(request, approve=False)

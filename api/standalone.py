@@ -1,0 +1,23 @@
+"""Opening the engine for an API process that owns its database connection."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from engine.apikeys import server_secret
+from engine.policy import Verdict
+from engine.runtime import database_url
+from engine.services import Services
+from engine.settings import load
+from engine.store import Database
+
+
+@asynccontextmanager
+async def open_services() -> AsyncIterator[tuple[Services, bytes]]:
+    settings = load()
+    with database_url(settings) as url:
+        async with Database(url, max_size=10) as db:
+            yield (Services.create(db, policy_default=Verdict(settings.policy_default),
+                                   approval_expires_ms=settings.approval_expires_ms),
+                   server_secret(settings))

@@ -1,0 +1,1 @@
+"""Warden's benchmark: `python bench/run.py [--quick]` prints one JSON document."""

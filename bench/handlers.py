@@ -1,0 +1,10 @@
+"""Handlers the bench's `warden worker` processes load (``bench.handlers:noop``)."""
+
+from __future__ import annotations
+
+from engine.worker import Job
+
+
+async def noop(job: Job) -> None:
+    """Does nothing, so a drain measures the engine alone."""
+    return None

@@ -1,0 +1,77 @@
+"""Watching a drain from outside: the stop condition, and what the backends are doing.
+
+Every 0.2 s the monitor counts unfinished runs and samples pg_stat_activity for the
+children's busy backends. The samples say where server-side time goes without
+pg_stat_statements (which would need a restart of the shared server): ``active/CPU`` is
+a backend executing, ``active/IO:WALSync`` or ``LWLock:WALWrite`` a commit waiting for
+the disk, ``idle in transaction/Client:ClientRead`` a transaction waiting for its Python
+client (round trips), ``Lock:*`` row-lock contention.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from bench import pg
+
+POLL_S = 0.2
+
+
+@dataclass
+class Activity:
+    samples: int = 0
+    waits: Counter[tuple[str, str, str]] = field(default_factory=Counter)
+    queries: Counter[tuple[str, str]] = field(default_factory=Counter)
+
+    def add(self, busy: list[pg.Row]) -> None:
+        self.samples += 1
+        for row in busy:
+            role = _role(str(row["application_name"]))
+            self.waits[(role, str(row["state"]), str(row["wait"]))] += 1
+            self.queries[(role, str(row["query"]))] += 1
+
+    def summary(self, top: int = 8) -> dict[str, Any]:
+        """Per role: busy backends on average, and the states they were seen in."""
+        if not self.samples:
+            return {}
+        out: dict[str, Any] = {"samples": self.samples}
+        for role in sorted({role for role, _, _ in self.waits}):
+            seen = {(s, w): n for (r, s, w), n in self.waits.items() if r == role}
+            queries = {q: n for (r, q), n in self.queries.items() if r == role}
+            out[role] = {
+                "busy_backends_avg": round(sum(seen.values()) / self.samples, 2),
+                "states": {f"{s} / {w}": round(n / self.samples, 2)
+                           for (s, w), n in Counter(seen).most_common(top)},
+                "queries": {q: round(n / self.samples, 2)
+                            for q, n in Counter(queries).most_common(top)},
+            }
+        return out
+
+
+def _role(application_name: str) -> str:
+    """bench-worker-2 → worker (both workers' backends together)."""
+    return application_name.removeprefix("bench-").rsplit("-", 1)[0]
+
+
+async def unfinished(conn: pg.Conn) -> int:
+    return int((await pg.one(conn, "unfinished_runs"))["n"])
+
+
+async def wait_drained(conn: pg.Conn, *, deadline: float, activity: Activity | None = None,
+                       check: Callable[[], None] | None = None) -> int:
+    """Polls until no run is unfinished or the loop clock passes ``deadline``; returns how
+    many runs were left (0: drained). ``check`` raises if a child died meanwhile."""
+    loop = asyncio.get_running_loop()
+    while True:
+        left = await unfinished(conn)
+        if left == 0 or loop.time() > deadline:
+            return left
+        if activity is not None:
+            activity.add(await pg.rows(conn, "activity_sample"))
+        if check is not None:
+            check()
+        await asyncio.sleep(POLL_S)

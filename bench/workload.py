@@ -1,0 +1,108 @@
+"""The workflows the bench runs and how it starts them: only through `engine.runs.start`.
+
+Every run is started the way an API call would start it (policy gate, timeline, wake-up),
+so the enqueue rate measured here is the engine's, not a bulk-insert shortcut's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from bench.children import TOPIC
+from engine import runs, workflows
+from engine.policy import Verdict
+from engine.services import Services
+from engine.store import Database
+
+TENANT = "default"
+
+
+@dataclass(frozen=True)
+class Shape:
+    """A workflow and how many runs of it make one measurement."""
+
+    workflow_id: str
+    steps: list[tuple[str, list[str]]]  # (step id, depends on)
+    runs: int
+
+    @property
+    def jobs(self) -> int:
+        return self.runs * len(self.steps)
+
+    def source(self) -> str:
+        lines = [f"id: {self.workflow_id}", f"name: bench {self.workflow_id}",
+                 "version: 1.0.0", "steps:"]
+        for step_id, deps in self.steps:
+            lines.append(f"  {step_id}: {{type: job, topic: {TOPIC}, "
+                         f"depends_on: [{', '.join(deps)}]}}")
+        return "\n".join(lines) + "\n"
+
+
+def one_step(runs_: int) -> Shape:
+    return Shape("bench-one-step", [("only", [])], runs_)
+
+
+def fan_out(runs_: int, width: int) -> Shape:
+    return Shape(f"bench-fan-out-{width}", [(f"s{i:03d}", []) for i in range(width)], runs_)
+
+
+def chain(runs_: int, names: str = "abcde") -> Shape:
+    return Shape("bench-chain", [(n, [names[i - 1]] if i else []) for i, n in enumerate(names)],
+                 runs_)
+
+
+class Starter:
+    """Starts runs from this process with a pool of its own (policy default: allow,
+    the same as the children's)."""
+
+    def __init__(self, url: str, concurrency: int) -> None:
+        self.concurrency = concurrency
+        self.db = Database(url, min_size=concurrency, max_size=concurrency)
+        self.svc = Services.create(self.db, policy_default=Verdict.ALLOW)
+
+    async def __aenter__(self) -> Starter:
+        await self.db.open()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.db.close()
+
+    async def store(self, shape: Shape) -> None:
+        await workflows.store(self.db, tenant_id=TENANT, source=shape.source(),
+                              media_type=None, created_by="bench")
+
+    async def start_one(self, shape: Shape) -> None:
+        await runs.start(self.svc, tenant_id=TENANT, workflow_id=shape.workflow_id, input={},
+                         created_by="bench")
+
+    async def start_all(self, shape: Shape) -> dict[str, Any]:
+        """All runs of the shape as fast as `concurrency` lanes can start them."""
+        todo: Iterator[int] = iter(range(shape.runs))
+
+        async def lane() -> None:
+            for _ in todo:  # a shared iterator: each lane takes the next run to start
+                await self.start_one(shape)
+
+        began = time.perf_counter()
+        await asyncio.gather(*(lane() for _ in range(self.concurrency)))
+        seconds = time.perf_counter() - began
+        return {"runs": shape.runs, "jobs": shape.jobs, "concurrency": self.concurrency,
+                "seconds": round(seconds, 3), "runs_per_s": round(shape.runs / seconds, 1)}
+
+    async def start_paced(self, shape: Shape, rate: float) -> dict[str, Any]:
+        """``shape.runs`` starts at a steady ``rate``: each is launched at its own time,
+        so one slow start does not delay the next."""
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        pending: list[asyncio.Task[None]] = []
+        for i in range(shape.runs):
+            await asyncio.sleep(max(0.0, began + i / rate - loop.time()))
+            pending.append(asyncio.create_task(self.start_one(shape)))
+        await asyncio.gather(*pending)
+        seconds = loop.time() - began
+        return {"runs": shape.runs, "target_per_s": rate,
+                "achieved_per_s": round(shape.runs / seconds, 1), "seconds": round(seconds, 3)}

@@ -1,0 +1,18 @@
+-- name: health_ping :one
+-- The cheapest round trip that proves the database answers.
+SELECT 1 AS ok;
+
+-- name: metrics_jobs_by_state :many
+-- Jobs by status and topic (unfinished ones, plus finished ones are counted by status).
+SELECT status::text AS status, topic, count(*) AS n
+  FROM warden.jobs GROUP BY status, topic;
+
+-- name: metrics_runs_by_status :many
+-- Runs by status.
+SELECT status::text AS status, count(*) AS n FROM warden.runs GROUP BY status;
+
+-- name: metrics_approvals_pending :one
+-- Pending approvals and the age of the oldest, in seconds.
+SELECT count(*) AS n,
+       coalesce(extract(epoch FROM now() - min(requested_at)), 0) AS oldest_age_s
+  FROM warden.approvals WHERE status = 'pending';

@@ -1,0 +1,86 @@
+-- name: policy_snapshot_insert :one
+-- Stores a bundle under its content hash; returns nothing if that snapshot exists.
+INSERT INTO warden.policy_snapshots (tenant_id, snapshot_hash, bundle, source, created_by)
+VALUES (%(tenant_id)s, %(snapshot_hash)s, %(bundle)s, %(source)s, %(created_by)s)
+ON CONFLICT (tenant_id, snapshot_hash) DO NOTHING
+RETURNING tenant_id, snapshot_hash, bundle, created_by, created_at;
+
+-- name: policy_snapshot_get :one
+-- One stored snapshot of a tenant.
+SELECT tenant_id, snapshot_hash, bundle, created_by, created_at
+  FROM warden.policy_snapshots
+ WHERE tenant_id = %(tenant_id)s AND snapshot_hash = %(snapshot_hash)s;
+
+-- name: policy_snapshots_list :many
+-- A tenant's snapshots, newest first.
+SELECT tenant_id, snapshot_hash, bundle, created_by, created_at
+  FROM warden.policy_snapshots
+ WHERE tenant_id = %(tenant_id)s
+ ORDER BY created_at DESC, snapshot_hash
+ LIMIT %(limit)s;
+
+-- name: policy_active_get :one
+-- The tenant's active snapshot hash (no row: none active, the configured default applies).
+SELECT tenant_id, snapshot_hash, activated_by, activated_at
+  FROM warden.policy_active WHERE tenant_id = %(tenant_id)s;
+
+-- name: policy_active_lock :one
+-- Locks the tenant's active pointer so concurrent activations record the right previous.
+SELECT tenant_id, snapshot_hash, activated_by, activated_at
+  FROM warden.policy_active WHERE tenant_id = %(tenant_id)s
+   FOR UPDATE;
+
+-- name: policy_active_set :exec
+-- Points the tenant at a snapshot.
+INSERT INTO warden.policy_active (tenant_id, snapshot_hash, activated_by)
+VALUES (%(tenant_id)s, %(snapshot_hash)s, %(activated_by)s)
+ON CONFLICT (tenant_id) DO UPDATE
+   SET snapshot_hash = EXCLUDED.snapshot_hash, activated_by = EXCLUDED.activated_by,
+       activated_at = now();
+
+-- name: policy_activation_insert :one
+-- Records an activation with the snapshot it replaced.
+INSERT INTO warden.policy_activations (tenant_id, snapshot_hash, previous_hash, activated_by)
+VALUES (%(tenant_id)s, %(snapshot_hash)s, %(previous_hash)s, %(activated_by)s)
+RETURNING tenant_id, activation_id, snapshot_hash, previous_hash, activated_by, activated_at;
+
+-- name: policy_flag_drifted_runs :one
+-- Wakes the scheduler for every run of the tenant with a job not yet claimed, so each is
+-- re-evaluated under the new snapshot before a worker can take it. Runs are locked in
+-- (tenant, run) order, like every multi-run writer. Returns how many were flagged.
+WITH open_runs AS (
+    SELECT r.tenant_id, r.run_id FROM warden.runs r
+     WHERE r.tenant_id = %(tenant_id)s
+       AND EXISTS (SELECT 1 FROM warden.jobs j
+                    WHERE j.tenant_id = r.tenant_id AND j.run_id = r.run_id
+                      AND j.status IN ('pending', 'blocked'))
+     ORDER BY r.tenant_id, r.run_id
+       FOR NO KEY UPDATE OF r
+), flagged AS (
+    UPDATE warden.runs r SET needs_scheduling = true
+      FROM open_runs o
+     WHERE r.tenant_id = o.tenant_id AND r.run_id = o.run_id
+    RETURNING 1
+)
+SELECT count(*) AS flagged, pg_notify('warden_scheduler', '') IS NULL AS notified FROM flagged;
+
+-- name: policy_decision_insert :one
+-- Records one decision of one gate.
+INSERT INTO warden.policy_decisions
+    (tenant_id, stage, snapshot_hash, rule, decision, reason, constraints, run_id, step_id,
+     job_id)
+VALUES (%(tenant_id)s, %(stage)s, %(snapshot_hash)s, %(rule)s, %(decision)s, %(reason)s,
+        %(constraints)s, %(run_id)s, %(step_id)s, %(job_id)s)
+RETURNING *;
+
+-- name: policy_decisions_of_job :many
+-- Every decision about one job (dispatch, and re-evaluations after policy changes).
+SELECT * FROM warden.policy_decisions
+ WHERE tenant_id = %(tenant_id)s AND job_id = %(job_id)s
+ ORDER BY decision_id;
+
+-- name: policy_decisions_of_run :many
+-- Every decision about a run, submit and dispatch, in order.
+SELECT * FROM warden.policy_decisions
+ WHERE tenant_id = %(tenant_id)s AND run_id = %(run_id)s
+ ORDER BY decision_id;
