@@ -65,9 +65,7 @@ def create_app(*, svc: Services | None = None, secret_key: bytes | None = None,
                ) -> Starlette:
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        if svc is not None:
-            app.state.svc = svc
-            app.state.secret_key = secret_key
+        if svc is not None:  # the caller owns the engine; state was set at creation
             yield
             return
         from api.standalone import open_services  # the process owns its database
@@ -88,6 +86,10 @@ def create_app(*, svc: Services | None = None, secret_key: bytes | None = None,
     routes.append(Route(f"{PREFIX}/openapi.json", openapi_json, methods=["GET"]))
     routes.append(Route("/openapi.json", openapi_json, methods=["GET"]))
     routes += extra_routes or []
-    return Starlette(routes=routes, lifespan=lifespan, max_body_size=max_body_size,
-                     exception_handlers={WardenError: _warden_error, HTTPException: _http_error,
-                                         Exception: _unexpected})
+    app = Starlette(routes=routes, lifespan=lifespan, max_body_size=max_body_size,
+                    exception_handlers={WardenError: _warden_error, HTTPException: _http_error,
+                                        Exception: _unexpected})
+    if svc is not None:  # usable at once, with or without a lifespan run (in-process clients)
+        app.state.svc = svc
+        app.state.secret_key = secret_key
+    return app

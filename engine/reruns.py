@@ -82,10 +82,10 @@ async def rerun(svc: Services, *, tenant_id: str | None, run_id: UUID, from_step
     the original's timeline records the rerun too."""
     async with svc.db.transaction() as conn:
         source = await get_row(conn, tenant_id, run_id)
+        the_plan = await _plan(svc, conn, source, from_step)  # validates from_step first
         if not source.status.is_final:
             raise InvalidTransition(f"run {run_id} is still {source.status}; cancel it or let "
                                     "it finish before rerunning")
-        the_plan = await _plan(svc, conn, source, from_step)
         workflow = await svc.definitions.get(conn, source.tenant_id, source.workflow_id,
                                              source.workflow_version)
         run = await runs_q.insert(
