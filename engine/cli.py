@@ -14,6 +14,7 @@ import importlib
 import json
 import sys
 from collections.abc import Awaitable, Callable, Coroutine
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -86,7 +87,8 @@ async def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     configure_logging(settings)
     stop = asyncio.Event()
     stop_on_signals(stop)
-    config = EngineConfig(poll_interval_s=settings.poll_interval_s)
+    config = EngineConfig(poll_interval_s=settings.poll_interval_s,
+                          dispatch_timeout=timedelta(milliseconds=settings.dispatch_timeout_ms))
 
     async def body(svc: Services) -> int:
         # the CLI is the composition root: the one engine module that may reach the API

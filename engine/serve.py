@@ -1,4 +1,5 @@
-"""`warden serve`: the scheduler and the reaper in one process (the API joins later).
+"""The engine's background loops: scheduler, reaper and reconciler (the API runs beside
+them in `warden serve`).
 
 Stateless: run as many as you like against one database; SKIP LOCKED shares the work.
 """
@@ -8,9 +9,11 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
+from datetime import timedelta
 
 from engine.loops import run_forever
 from engine.reaper import Reaper
+from engine.reconciler import Reconciler
 from engine.scheduler import Scheduler
 from engine.services import Services
 from engine.store.listener import SCHEDULER_CHANNEL, Listener
@@ -22,6 +25,8 @@ log = logging.getLogger(__name__)
 class EngineConfig:
     poll_interval_s: float = 1.0
     reap_interval_s: float = 1.0
+    reconcile_interval_s: float = 10.0
+    dispatch_timeout: timedelta = timedelta(minutes=5)
     batch_size: int = 50
 
 
@@ -29,6 +34,7 @@ async def run_engine(svc: Services, config: EngineConfig, stop: asyncio.Event) -
     """Runs scheduler and reaper until ``stop`` is set; each finishes its current pass."""
     scheduler = Scheduler(svc, batch_size=config.batch_size)
     reaper = Reaper(svc.db)
+    reconciler = Reconciler(svc, dispatch_timeout=config.dispatch_timeout)
     wake_scheduler = asyncio.Event()
     never = asyncio.Event()  # the reaper has no NOTIFY: expiry is a matter of time only
 
@@ -39,6 +45,10 @@ async def run_engine(svc: Services, config: EngineConfig, stop: asyncio.Event) -
         reaped = await reaper.run_once()
         return reaped.jobs >= reaper.batch_size
 
+    async def reconcile_once() -> bool:
+        await reconciler.run_once()
+        return False
+
     listener = Listener(svc.db.url, SCHEDULER_CHANNEL, lambda _payload: wake_scheduler.set())
     listen = asyncio.create_task(listener.run())
     try:
@@ -47,6 +57,8 @@ async def run_engine(svc: Services, config: EngineConfig, stop: asyncio.Event) -
                         poll_interval_s=config.poll_interval_s, stop=stop),
             run_forever("reaper", reap_once, wake=never,
                         poll_interval_s=config.reap_interval_s, stop=stop),
+            run_forever("reconciler", reconcile_once, wake=never,
+                        poll_interval_s=config.reconcile_interval_s, stop=stop),
         )
     finally:
         listen.cancel()

@@ -31,6 +31,9 @@ class Settings:
     """WARDEN_LOG_LEVEL: a logging level name (default INFO)."""
     http_addr: tuple[str, int]
     """WARDEN_HTTP_ADDR: host:port the API listens on (default 127.0.0.1:8081)."""
+    dispatch_timeout_ms: int
+    """WARDEN_DISPATCH_TIMEOUT_MS: a claimable job unclaimed this long is reported
+    (default 5 minutes)."""
     policy_default: str
     """WARDEN_POLICY_DEFAULT: the decision for a tenant with no active policy snapshot:
     deny (default: nothing runs ungoverned), allow, or require_approval."""
@@ -80,6 +83,7 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         log_format=_choice(env, "WARDEN_LOG_FORMAT", "text", ("text", "json")),
         log_level=_choice(env, "WARDEN_LOG_LEVEL", "INFO",
                           ("DEBUG", "INFO", "WARNING", "ERROR")),
+        dispatch_timeout_ms=_int(env, "WARDEN_DISPATCH_TIMEOUT_MS", 300_000, minimum=1000),
         http_addr=_addr(env.get("WARDEN_HTTP_ADDR") or "127.0.0.1:8081"),
         policy_default=_choice(env, "WARDEN_POLICY_DEFAULT", "deny",
                                ("deny", "allow", "require_approval")),

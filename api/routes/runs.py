@@ -20,7 +20,7 @@ from api.http import (
     uuid_cursor,
 )
 from api.registry import READ_RUNS, endpoint
-from engine import cancel, reruns, runs, timeline, views
+from engine import reruns, runs, stopping, timeline, views
 from engine.apikeys import Role
 from engine.enums import RunStatus
 from engine.errors import NotFound
@@ -105,6 +105,6 @@ async def cancel_run(request: Request) -> Response:
     reason = body.get("reason")
     if reason is not None and not isinstance(reason, str):
         raise BadRequest("reason must be a string", "reason")
-    row = await cancel.cancel(request.app.state.svc.db, tenant_id=caller.tenant_id,
+    row = await stopping.cancel(request.app.state.svc.db, tenant_id=caller.tenant_id,
                               run_id=_run_id(request), by=caller.actor, reason=reason)
     return JSONResponse(views.run(row), status_code=202)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 from engine.store.connection import Conn, fetch_dicts, fetch_value
@@ -22,3 +23,7 @@ async def runs_by_status(conn: Conn) -> list[dict[str, Any]]:
 async def approvals_pending(conn: Conn) -> dict[str, Any]:
     [row] = await fetch_dicts(conn, "metrics_approvals_pending", {})
     return row
+
+
+async def unclaimed(conn: Conn, timeout: timedelta) -> list[dict[str, Any]]:
+    return await fetch_dicts(conn, "metrics_unclaimed", {"timeout": timeout})

@@ -96,9 +96,10 @@ async def lock_open_of_run(conn: Conn, tenant_id: str, run_id: UUID) -> list[Job
                                                            "run_id": run_id}, JobRow)
 
 
-async def cancel(conn: Conn, job: JobRow, by: str) -> JobRow | None:
-    return await fetch_one(conn, "job_cancel", {"tenant_id": job.tenant_id,
-                                                "job_id": job.job_id, "by": by}, JobRow)
+async def end(conn: Conn, job: JobRow, to: JobStatus, error: Any) -> JobRow | None:
+    """Ends an unfinished job because its run ended; None if it had finished meanwhile."""
+    return await fetch_one(conn, "job_end", {"tenant_id": job.tenant_id, "job_id": job.job_id,
+                                             "to_status": to, "error": jsonb(error)}, JobRow)
 
 
 async def lock_new_of_run(conn: Conn, tenant_id: str, run_id: UUID) -> list[JobRow]:

@@ -104,6 +104,7 @@ class JobRow:
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+    unclaimed_reported_at: datetime | None
 
 
 @dataclass(frozen=True)

@@ -16,3 +16,12 @@ SELECT status::text AS status, count(*) AS n FROM warden.runs GROUP BY status;
 SELECT count(*) AS n,
        coalesce(extract(epoch FROM now() - min(requested_at)), 0) AS oldest_age_s
   FROM warden.approvals WHERE status = 'pending';
+
+-- name: metrics_unclaimed :many
+-- Claimable jobs older than the dispatch timeout, and the oldest claimable job's age, by topic.
+SELECT topic,
+       count(*) FILTER (WHERE available_at < now() - %(timeout)s::interval) AS unclaimed,
+       extract(epoch FROM now() - min(available_at)) AS oldest_age_s
+  FROM warden.jobs
+ WHERE status = 'pending' AND available_at <= now()
+ GROUP BY topic;

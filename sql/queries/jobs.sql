@@ -82,12 +82,12 @@ SELECT * FROM warden.jobs
  ORDER BY job_id
    FOR UPDATE;
 
--- name: job_cancel :one
--- Cancels an unfinished job. A running one learns it at its next heartbeat (WD002), and
--- its late completion is fenced: complete_job requires status running.
+-- name: job_end :one
+-- Ends an unfinished job because its run ended (cancelled, or timed out). A running one
+-- learns it at its next heartbeat (WD002 or WD001), and its late completion is fenced:
+-- complete_job requires status running.
 UPDATE warden.jobs
-   SET status = 'cancelled', finished_at = now(),
-       error = jsonb_build_object('type', 'RunCancelled', 'by', %(by)s::text)
+   SET status = %(to_status)s, finished_at = now(), error = %(error)s
  WHERE tenant_id = %(tenant_id)s AND job_id = %(job_id)s
    AND status IN ('blocked', 'pending', 'running')
 RETURNING *;

@@ -1,0 +1,174 @@
+"""Recovery: the reconciler's repairs, run deadlines, unclaimed jobs, cancellation."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from engine import approvals, stopping
+from engine.enums import JobStatus, RunStatus, StepStatus
+from engine.errors import JobCancelled, LeaseLost
+from engine.reconciler import Reconciler
+from engine.scheduler import Scheduler
+from engine.services import Services
+from engine.store import Database
+from engine.store import jobs as jobs_q
+from tests import support
+
+pytestmark = pytest.mark.anyio
+
+CHAIN = """
+id: chain
+name: chain
+version: 1.0.0
+steps:
+  a: {type: job, topic: t.a}
+  b: {type: job, topic: t.b, depends_on: [a]}
+"""
+
+MIXED = """
+id: mixed
+name: mixed
+version: 1.0.0
+steps:
+  slow: {type: job, topic: t.slow}
+  queued: {type: job, topic: t.queued}
+  gate: {type: approval}
+  after: {type: job, topic: t.after, depends_on: [gate, slow, queued]}
+"""
+
+
+def reconciler(svc: Services) -> Reconciler:
+    return Reconciler(svc, dispatch_timeout=timedelta(milliseconds=100),
+                      grace=timedelta(0))
+
+
+async def sql(db: Database, query: str, *params: Any) -> list[tuple[Any, ...]]:
+    async with db.connection() as conn:
+        cur = await conn.execute(query, params)  # type: ignore[arg-type]
+        return await cur.fetchall() if cur.description else []
+
+
+async def test_a_run_whose_steps_all_ended_is_woken_and_ends(
+        db: Database, svc: Services, scheduler: Scheduler) -> None:
+    await support.store(db, CHAIN)
+    run = await support.start(db, "chain")
+    await support.settle(scheduler)
+    # simulate the bug the reconciler exists for: state moved, nobody flagged the run
+    await sql(db, "UPDATE warden.steps SET status = 'succeeded', finished_at = now()")
+    await sql(db, "UPDATE warden.jobs SET status = 'cancelled', finished_at = now()")
+    assert (await reconciler(svc).run_once()).flagged == 1
+    await support.settle(scheduler)
+    assert (await support.detail(db, run.run_id)).run.status is RunStatus.SUCCEEDED
+    repaired = [e for e in await support.events(db, run.run_id)
+                if e.kind == "reconciler.repaired"]
+    assert [e.data["found"] for e in repaired] == ["all steps final but the run is open"]
+
+
+async def test_a_ready_step_without_a_job_is_dispatched(
+        db: Database, svc: Services, scheduler: Scheduler) -> None:
+    await support.store(db, CHAIN)
+    run = await support.start(db, "chain")
+    await sql(db, "UPDATE warden.runs SET needs_scheduling = false")  # the lost wake-up
+    assert await support.claim(db, ["t.a"]) == []
+    assert (await reconciler(svc).run_once()).flagged == 1
+    await support.settle(scheduler)
+    [job] = await support.claim(db, ["t.a"])
+    assert job.run_id == run.run_id
+    assert (await reconciler(svc).run_once()).total == 0  # nothing left to repair
+
+
+async def test_a_stalled_running_step_gets_its_next_attempt(
+        db: Database, svc: Services, scheduler: Scheduler) -> None:
+    await support.store(db, CHAIN.replace("t.a}", "t.a, retries: {max_attempts: 2}}"))
+    run = await support.start(db, "chain")
+    await support.settle(scheduler)
+    [_claimed] = await support.claim(db, ["t.a"])
+    # the attempt ended behind the engine's back: no retry was ever scheduled
+    await sql(db, "UPDATE warden.jobs SET status = 'failed', finished_at = now()")
+    assert (await reconciler(svc).run_once()).stalled == 1
+    await support.settle(scheduler)
+    [again] = await support.claim(db, ["t.a"])
+    assert (again.attempt, again.run_id) == (2, run.run_id)
+
+
+async def test_a_run_past_its_deadline_times_out_and_its_running_job_is_fenced(
+        db: Database, svc: Services, scheduler: Scheduler) -> None:
+    await support.store(db, "timeout_ms: 100\n" + CHAIN)
+    run = await support.start(db, "chain")
+    await support.settle(scheduler)
+    [job] = await support.claim(db, ["t.a"])
+    await sql(db, "SELECT pg_sleep(0.15)")
+    assert (await reconciler(svc).run_once()).deadlines == 1
+    detail = await support.detail(db, run.run_id)
+    assert detail.run.status is RunStatus.TIMED_OUT
+    assert [s.status for s in detail.steps] == [StepStatus.TIMED_OUT, StepStatus.SKIPPED]
+    assert [j.status for j in detail.jobs] == [JobStatus.TIMED_OUT]
+    with pytest.raises(LeaseLost):
+        await support.complete(db, job)
+    kinds = await support.kinds(db, run.run_id)
+    assert kinds[-3:] == ["job.timed_out", "run.timed_out", "reconciler.repaired"]
+
+
+async def test_an_unclaimed_job_is_reported_once_and_announced_again(
+        db: Database, svc: Services, scheduler: Scheduler, db_url: str) -> None:
+    import psycopg
+
+    await support.store(db, CHAIN)
+    run = await support.start(db, "chain")
+    await support.settle(scheduler)
+    await sql(db, "SELECT pg_sleep(0.15)")
+    listener = await psycopg.AsyncConnection.connect(db_url, autocommit=True)
+    await listener.execute("LISTEN warden_jobs")
+    assert (await reconciler(svc).run_once()).unclaimed == 1
+    topics = [n.payload async for n in listener.notifies(timeout=5, stop_after=1)]
+    await listener.close()
+    assert topics == ["t.a"]
+    assert (await reconciler(svc).run_once()).unclaimed == 0  # once
+    [job] = await support.claim(db, ["t.a"])  # never lost
+    assert job.run_id == run.run_id
+
+
+async def test_three_reconcilers_at_once_repair_each_run_exactly_once(
+        db: Database, svc: Services, scheduler: Scheduler) -> None:
+    await support.store(db, CHAIN)
+    runs = [await support.start(db, "chain") for _ in range(20)]
+    await sql(db, "UPDATE warden.runs SET needs_scheduling = false")
+    results = await asyncio.gather(*(reconciler(svc).run_once() for _ in range(3)))
+    assert sum(r.flagged for r in results) == len(runs)
+    [(events,)] = await sql(db, "SELECT count(*) FROM warden.timeline "
+                                "WHERE kind = 'reconciler.repaired'")
+    assert events == len(runs)
+
+
+async def test_cancel_ends_pending_running_and_blocked_work(
+        db: Database, svc: Services, scheduler: Scheduler) -> None:
+    await support.store(db, MIXED)
+    run = await support.start(db, "mixed", by="alice")
+    await support.settle(scheduler)
+    [running] = await support.claim(db, ["t.slow"])
+    ended = await stopping.cancel(db, tenant_id="default", run_id=run.run_id, by="olga",
+                                  reason="wrong incident")
+    assert ended.status is RunStatus.CANCELLED
+    detail = await support.detail(db, run.run_id)
+    assert {j.step_id: j.status for j in detail.jobs} == {
+        "slow": JobStatus.CANCELLED, "queued": JobStatus.CANCELLED}
+    assert {s.status for s in detail.steps} == {StepStatus.CANCELLED}
+    assert [a.status.value for a in detail.approvals] == ["expired"]
+    async with db.connection() as conn:
+        with pytest.raises(JobCancelled):  # the running job learns it at its next heartbeat
+            await jobs_q.heartbeat(conn, job_id=running.job_id,
+                                   lease_token=running.lease_token,
+                                   extend=timedelta(seconds=30))
+    with pytest.raises(JobCancelled):  # and its late completion is fenced
+        await support.complete(db, running)
+    with pytest.raises(Exception, match="already"):
+        await approvals.decide(db, tenant_id="default",
+                               approval_id=detail.approvals[0].approval_id, approve=True,
+                               principal="bob")
+    await support.settle(scheduler)
+    assert (await support.detail(db, run.run_id)).run.status is RunStatus.CANCELLED
+    assert await support.claim(db, ["t.queued", "t.after"]) == []
