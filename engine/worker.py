@@ -148,7 +148,8 @@ class Worker:
         except asyncio.CancelledError:
             if job.is_cancelled:  # we cancelled it: lease lost or run cancelled
                 return
-            await self._fail(row, _error_doc(_Shutdown()), retryable=True)
+            # the worker is stopping past its deadline: give the job back, spending no retry
+            await self._settle(row, jobs_q.release, reason=f"worker {self.config.name} stopped")
             raise
         except NonRetryable as exc:
             await self._fail(row, _error_doc(exc), retryable=False)
@@ -246,7 +247,7 @@ class Worker:
         _done, pending = await asyncio.wait(list(self._inflight.values()),
                                             timeout=self.config.shutdown_timeout_s)
         for task in pending:
-            task.cancel()  # each fails its attempt as retryable on the way out
+            task.cancel()  # each releases its job on the way out
         if pending:
             await asyncio.wait(pending, timeout=5)
 

@@ -113,3 +113,8 @@ async def page(conn: Conn, tenant_id: str, *, status: JobStatus | None, topic: s
         "tenant_id": tenant_id, "status": status, "topic": topic,
         "before_created": before[0] if before else None,
         "before_id": before[1] if before else None, "limit": limit}, JobRow)
+
+
+async def release(conn: Conn, *, job_id: str, lease_token: UUID, reason: str) -> None:
+    await execute(conn, "job_release", {"job_id": job_id, "lease_token": lease_token,
+                                        "reason": reason})

@@ -113,3 +113,8 @@ SELECT * FROM warden.jobs
         OR (created_at, job_id) < (%(before_created)s::timestamptz, %(before_id)s::text))
  ORDER BY created_at DESC, job_id DESC
  LIMIT %(limit)s;
+
+-- name: job_release :exec
+-- Gives a job back (worker stopping): the next attempt is scheduled at once and the
+-- released one is not counted against the step's retries.
+SELECT warden.release_job(%(job_id)s, %(lease_token)s, %(reason)s);

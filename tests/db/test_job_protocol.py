@@ -236,3 +236,23 @@ async def test_sql_worker_protocol_from_plain_sql(db_url: str, db: Database,
         with pytest.raises(psycopg.Error) as caught:
             conn.execute("SELECT warden.complete_job(%s, %s, '{}'::jsonb)", [job_id, token])
         assert caught.value.sqlstate == "WD001"
+
+
+async def test_a_released_job_is_retried_at_once_without_spending_a_retry(
+        db: Database, scheduler: Scheduler) -> None:
+    await support.store(db, RETRYING.replace("max_attempts: 3", "max_attempts: 1"))
+    run = await support.start(db, "retrying")
+    job = await _one(db, scheduler)
+    async with db.connection() as conn:
+        await jobs_q.release(conn, job_id=job.job_id, lease_token=job.lease_token,
+                             reason="worker w1 stopped")
+        with pytest.raises(LeaseLost):  # released means gone: fenced like any lost lease
+            await jobs_q.complete(conn, job_id=job.job_id, lease_token=job.lease_token,
+                                  result={})
+    again = await _one(db, scheduler)  # no backoff, although max_attempts was 1
+    assert again.attempt == 2
+    await support.complete(db, again)
+    await support.settle(scheduler)
+    detail = await support.detail(db, run.run_id)
+    assert detail.steps[0].status is StepStatus.SUCCEEDED
+    assert detail.jobs[0].error["type"] == "Released"
