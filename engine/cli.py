@@ -21,7 +21,7 @@ from uuid import UUID
 
 from engine import approvals, errors, governance, runs, timeline, views, workflows
 from engine.cli_format import format_timeline
-from engine.enums import ApprovalStatus
+from engine.enums import ApprovalStatus, RunStatus
 from engine.policy import Facts, Verdict
 from engine.runtime import configure_logging, database_url, stop_on_signals
 from engine.services import Services
@@ -199,6 +199,84 @@ async def cmd_runs_show(args: argparse.Namespace, settings: Settings) -> int:
         for approval in detail.approvals:
             if approval.status is ApprovalStatus.PENDING:
                 print(f"  waiting for approval {approval.approval_id} ({approval.step_id})")
+        return 0
+
+    return await _with_db(settings, body)
+
+
+async def cmd_runs_list(args: argparse.Namespace, settings: Settings) -> int:
+    async def body(svc: Services) -> int:
+        rows = await runs.page(svc.db, args.tenant, status=args.status,
+                               workflow_id=args.workflow, limit=args.limit)
+        if args.json:
+            _print_json([views.run(r) for r in rows])
+            return 0
+        for r in rows:
+            print(f"{r.run_id}  {r.status.value:<10} {r.workflow_id}@{r.workflow_version}  "
+                  f"{r.created_at:%Y-%m-%d %H:%M:%S}  by {r.created_by}")
+        return 0
+
+    return await _with_db(settings, body)
+
+
+async def cmd_runs_cancel(args: argparse.Namespace, settings: Settings) -> int:
+    from engine import stopping
+
+    async def body(svc: Services) -> int:
+        row = await stopping.cancel(svc.db, tenant_id=None, run_id=args.run_id,
+                                    by=args.principal, reason=args.reason)
+        print(f"run {row.run_id} {row.status.value}")
+        return 0
+
+    return await _with_db(settings, body)
+
+
+async def cmd_runs_rerun(args: argparse.Namespace, settings: Settings) -> int:
+    from engine import reruns
+
+    async def body(svc: Services) -> int:
+        if args.dry_run:
+            plan = await reruns.plan(svc, tenant_id=None, run_id=args.run_id,
+                                     from_step=args.from_step)
+            _print_json({"dry_run": True, **plan.to_doc()})
+            return 0
+        plan, started = await reruns.rerun(svc, tenant_id=None, run_id=args.run_id,
+                                           from_step=args.from_step, created_by=args.principal)
+        if args.json:
+            _print_json({"run": views.run(started.run), "plan": plan.to_doc()})
+        else:
+            print(started.run.run_id)
+        return 0
+
+    return await _with_db(settings, body)
+
+
+async def cmd_workflows_list(args: argparse.Namespace, settings: Settings) -> int:
+    async def body(svc: Services) -> int:
+        rows = await workflows.list_latest(svc.db, args.tenant)
+        if args.json:
+            _print_json([{"workflow_id": r.workflow_id, "version": r.version, "name": r.name}
+                         for r in rows])
+            return 0
+        for r in rows:
+            print(f"{r.workflow_id:<32} {r.version:<10} {r.name}")
+        return 0
+
+    return await _with_db(settings, body)
+
+
+async def cmd_workflows_show(args: argparse.Namespace, settings: Settings) -> int:
+    async def body(svc: Services) -> int:
+        rows = await workflows.versions(svc.db, args.tenant, args.workflow_id)
+        if args.json:
+            _print_json([{"version": r.version, "digest": r.digest, "definition": r.definition,
+                          "created_by": r.created_by, "created_at": r.created_at.isoformat()}
+                         for r in rows])
+            return 0
+        for r in rows:
+            print(f"{r.workflow_id} {r.version}  {r.digest[:12]}  by {r.created_by} "
+                  f"at {r.created_at:%Y-%m-%d %H:%M}")
+        print(rows[0].source.rstrip())
         return 0
 
     return await _with_db(settings, body)
@@ -445,6 +523,10 @@ def _parser() -> argparse.ArgumentParser:
     p = add(wf, "apply", cmd_workflows_apply, "validate and store a definition (YAML or JSON)")
     p.add_argument("file", metavar="FILE")
 
+    add(wf, "list", cmd_workflows_list, "the newest version of each workflow", read=True)
+    p = add(wf, "show", cmd_workflows_show, "every version of a workflow", read=True)
+    p.add_argument("workflow_id", metavar="WORKFLOW_ID")
+
     rn = sub.add_parser("runs", help="start and inspect runs").add_subparsers(
         dest="sub", required=True, metavar="SUBCOMMAND")
     p = add(rn, "start", cmd_runs_start, "start a run of a workflow's newest version")
@@ -454,6 +536,18 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--version", help="a specific workflow version (default: newest)")
     p = add(rn, "show", cmd_runs_show, "a run with its steps", read=True)
     p.add_argument("run_id", type=_uuid, metavar="RUN_ID")
+    p = add(rn, "list", cmd_runs_list, "runs, newest first", read=True)
+    p.add_argument("--status", type=RunStatus, choices=list(RunStatus))
+    p.add_argument("--workflow", help="only runs of this workflow id")
+    p.add_argument("--limit", type=int, default=50)
+    p = add(rn, "cancel", cmd_runs_cancel, "cancel a run")
+    p.add_argument("run_id", type=_uuid, metavar="RUN_ID")
+    p.add_argument("--reason", help="why (recorded in the timeline)")
+    p = add(rn, "rerun", cmd_runs_rerun, "rerun a finished run from a step")
+    p.add_argument("run_id", type=_uuid, metavar="RUN_ID")
+    p.add_argument("--from-step", required=True, help="the step to run again, with its "
+                   "descendants")
+    p.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
 
     ap = sub.add_parser("approvals", help="the approvals queue").add_subparsers(
         dest="sub", required=True, metavar="SUBCOMMAND")
@@ -543,7 +637,8 @@ def main(argv: list[str] | None = None) -> int:
 # Commands that act for one tenant: --tenant defaults to "default" (reads span tenants).
 _WRITES: frozenset[Command] = frozenset({
     cmd_workflows_apply, cmd_runs_start, cmd_policy_apply, cmd_policy_activate,
-    cmd_policy_show, cmd_policy_evaluate})
+    cmd_policy_show, cmd_policy_evaluate, cmd_runs_list, cmd_workflows_list,
+    cmd_workflows_show})
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -1,30 +1,39 @@
-"""Alembic, driven from code: `warden migrate`, the test suite and `serve`'s schema check.
+"""Alembic, driven from code: `warden migrate`, the test suite and the start-up schema check.
 
 The connection is passed to `migrations/env.py` through ``config.attributes`` so every
-caller shares one code path (Alembic cookbook, "Sharing a Connection").
+caller shares one code path (Alembic cookbook, "Sharing a Connection"). Alembic and
+SQLAlchemy are imported only when migrating: the schema check every command runs at
+start is one query against ``HEAD``, which a test pins to Alembic's own head.
 """
 
 from __future__ import annotations
 
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, create_engine, pool
+from typing import TYPE_CHECKING
 
-from engine.errors import SchemaMismatch
+import psycopg
+
+from engine.errors import DatabaseUnavailable, SchemaMismatch
 from engine.resources import data_dir
 
+if TYPE_CHECKING:
+    from alembic.config import Config
+    from sqlalchemy import Engine
+
+HEAD = "0005_release"
 VERSION_TABLE = "warden_alembic_version"
 
 
 def _config() -> Config:
+    from alembic.config import Config
+
     config = Config()
     config.set_main_option("script_location", str(data_dir("migrations")))
     return config
 
 
 def _engine(url: str) -> Engine:
+    from sqlalchemy import create_engine, pool
+
     for prefix in ("postgresql://", "postgres://"):
         if url.startswith(prefix):
             url = "postgresql+psycopg://" + url[len(prefix):]
@@ -34,6 +43,8 @@ def _engine(url: str) -> Engine:
 
 def upgrade(url: str, revision: str = "head") -> None:
     """Apply migrations up to ``revision`` (default: the newest)."""
+    from alembic import command
+
     config = _config()
     with _engine(url).begin() as connection:
         config.attributes["connection"] = connection
@@ -42,6 +53,8 @@ def upgrade(url: str, revision: str = "head") -> None:
 
 def downgrade(url: str, revision: str = "base") -> None:
     """Revert migrations down to ``revision`` (default: an empty schema)."""
+    from alembic import command
+
     config = _config()
     with _engine(url).begin() as connection:
         config.attributes["connection"] = connection
@@ -49,27 +62,42 @@ def downgrade(url: str, revision: str = "base") -> None:
 
 
 def head_revision() -> str:
+    """Alembic's own idea of the head (slow: parses every revision file)."""
+    from alembic.script import ScriptDirectory
+
     head = ScriptDirectory.from_config(_config()).get_current_head()
     assert head is not None, "the migrations folder has no revision"
     return head
 
 
+def known_revisions() -> set[str]:
+    from alembic.script import ScriptDirectory
+
+    return {rev.revision for rev in ScriptDirectory.from_config(_config()).walk_revisions()}
+
+
 def current_revision(url: str) -> str | None:
-    with _engine(url).connect() as connection:
-        context = MigrationContext.configure(
-            connection, opts={"version_table": VERSION_TABLE, "version_table_schema": "public"})
-        return context.get_current_revision()
+    try:
+        with psycopg.connect(url, connect_timeout=5) as conn:
+            exists = conn.execute("SELECT to_regclass(%s) IS NOT NULL",
+                                  [f"public.{VERSION_TABLE}"]).fetchone()
+            if not exists or not exists[0]:
+                return None
+            row = conn.execute(f"SELECT version_num FROM public.{VERSION_TABLE}").fetchone()
+    except psycopg.OperationalError as exc:
+        raise DatabaseUnavailable(f"database unavailable: {exc}") from exc
+    return None if row is None else str(row[0])
 
 
 def require_head(url: str) -> None:
     """Refuse to run on an unmigrated or newer schema, saying what to do."""
-    current, head = current_revision(url), head_revision()
-    if current == head:
+    current = current_revision(url)
+    if current == HEAD:
         return
     if current is None:
         raise SchemaMismatch("the database has no Warden schema: run `warden migrate` first")
-    known = {rev.revision for rev in ScriptDirectory.from_config(_config()).walk_revisions()}
-    if current not in known:
+    if current not in known_revisions():
         raise SchemaMismatch(
-            f"the database schema is at {current}, newer than this Warden ({head}): upgrade Warden")
-    raise SchemaMismatch(f"the database schema is at {current}, not {head}: run `warden migrate`")
+            f"the database schema is at {current}, newer than this Warden ({HEAD}): "
+            "upgrade Warden")
+    raise SchemaMismatch(f"the database schema is at {current}, not {HEAD}: run `warden migrate`")

@@ -51,6 +51,7 @@ MAX_DEPTH = 16
 MAX_REASON_LEN = 1000
 MAX_ATTEMPTS = 100  # the same cap as a step's retries.max_attempts
 MAX_TIMEOUT_MS = 2**31 - 1  # warden.jobs.timeout_ms is a 32-bit integer
+MAX_CACHED_STEPS = 1024
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _NAME_RULE = ("a valid rule name (letters, digits, '.', '_', '-'; starting with a letter "
@@ -78,6 +79,11 @@ class Facts:
     labels: Mapping[str, str] = field(default_factory=dict)
     input: Any = None
     """The run input (submit gate) or the rendered job input (dispatch gate)."""
+
+    def __post_init__(self) -> None:
+        # Part of a cache key in Bundle.evaluate, so it must be hashable.
+        if not isinstance(self.risk_tags, tuple):
+            object.__setattr__(self, "risk_tags", tuple(self.risk_tags))
 
 
 @dataclass(frozen=True)
@@ -112,6 +118,37 @@ class Rule:
                 "reason": self.reason, "constraints": copy.deepcopy(dict(self.constraints))}
 
 
+# (dynamic checks, decision) of each rule a step can still hit, in bundle order.
+_Plan = tuple[tuple[tuple[Check, ...], Decision], ...]
+
+
+class _Plans(dict[tuple[Any, ...], _Plan]):
+    """Per static fact key (a step's identity): the rules whose static checks hold.
+
+    Built on first use and dropped whole when full: a bundle sees a bounded set of
+    steps, and rebuilding one entry costs a single pass over the rules.
+    """
+
+    def __init__(self, rules: tuple[Rule, ...]) -> None:
+        super().__init__()
+        self._rules = rules
+
+    def __missing__(self, key: tuple[Any, ...]) -> _Plan:
+        plan: list[tuple[tuple[Check, ...], Decision]] = []
+        for rule in self._rules:
+            for slot, test in rule.match.static:
+                if not test(key[slot]):
+                    break
+            else:
+                plan.append((rule.match.dynamic, rule.decision))
+                if not rule.match.dynamic:
+                    break  # it always fires: no later rule can
+        if len(self) >= MAX_CACHED_STEPS:
+            self.clear()
+        self[key] = result = tuple(plan)
+        return result
+
+
 @dataclass(frozen=True)
 class Bundle:
     rules: tuple[Rule, ...]
@@ -119,13 +156,11 @@ class Bundle:
     default_reason: str
     name: str | None = None
     description: str | None = None
-    _plan: tuple[tuple[tuple[Check, ...], Decision], ...] = field(
-        init=False, repr=False, compare=False)
+    _plans: _Plans = field(init=False, repr=False, compare=False)
     _default: Decision = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        # Flattened so that evaluate() touches only tuples and pre-built decisions.
-        object.__setattr__(self, "_plan", tuple((r.match.checks, r.decision) for r in self.rules))
+        object.__setattr__(self, "_plans", _Plans(self.rules))
         object.__setattr__(self, "_default", Decision(self.default_decision, None,
                                                       self.default_reason, MappingProxyType({})))
 
@@ -148,14 +183,17 @@ class Bundle:
 
     def evaluate(self, facts: Facts) -> Decision:
         """The first rule whose every check holds decides; otherwise the default."""
-        values = (facts.tenant_id, facts.workflow_id, facts.step_id, facts.topic,
-                  facts.risk_tags, facts.capability, facts.labels.items(), facts.input)
-        for checks, decision in self._plan:
-            for slot, test in checks:
-                if not test(values[slot]):
-                    break
-            else:
-                return decision
+        # Same order as policy_match.STATIC_SLOTS.
+        plan = self._plans[(facts.tenant_id, facts.workflow_id, facts.step_id, facts.topic,
+                            facts.risk_tags, facts.capability)]
+        if plan:
+            values = (facts.labels.items(), facts.input)  # SLOT_LABELS, SLOT_INPUT
+            for checks, decision in plan:
+                for slot, test in checks:
+                    if not test(values[slot]):
+                        break
+                else:
+                    return decision
         return self._default
 
 
@@ -276,7 +314,10 @@ def _constraints(rule: FieldReader, verdict: Verdict | None) -> Mapping[str, Any
         return MappingProxyType({})
     reader = FieldReader(raw, rule.path("constraints"), rule.problems)
     for key, (hi, applies) in _ENFORCED.items():
-        if reader.integer(key, lo=1, hi=hi) is not None and verdict not in (None, *applies):
+        if key in raw and raw[key] is None:
+            # FieldReader reads null as absent, but the engine would receive the key.
+            reader.problem(key, "must be an integer, got null")
+        elif reader.integer(key, lo=1, hi=hi) is not None and verdict not in (None, *applies):
             reader.problem(key, f"{key!r} only applies to {_listed(applies)}")
     # Free-form values were checked to be JSON by check_values; keep a private copy.
     return MappingProxyType(copy.deepcopy(dict(raw)))

@@ -1,12 +1,17 @@
 """A policy rule's ``match``: read from a document, then compiled once into checks.
 
 Evaluation is on the hot path of both gates, so nothing is parsed or translated per
-call. A compiled match is a tuple of ``(slot, test)`` pairs: ``slot`` picks one fact
-from the tuple ``engine.policy`` builds once per evaluation (see the ``SLOT_*``
-constants) and ``test`` is, wherever possible, a bound C method —
-``re.Pattern.match`` for globs, ``frozenset.__contains__`` for plain names — so a
-rule costs a few C calls rather than Python frames. The rule matches when every test
-returns something truthy.
+call. A compiled match is two tuples of ``(slot, test)`` pairs; the rule matches when
+every test returns something truthy for the fact its slot picks.
+
+* ``static`` looks at what identifies a step — tenant, workflow, step, topic, risk tags,
+  capability (``STATIC_SLOTS``) — which is the same on every evaluation of that step,
+  so ``engine.policy`` runs these once per distinct step and caches which rules survive.
+* ``dynamic`` looks at labels and the input (``SLOT_LABELS``, ``SLOT_INPUT``), per call.
+
+Tests are bound C methods wherever possible (``re.Pattern.match`` for globs,
+``frozenset.__contains__`` for plain names, ``operator.le`` for label subsets), so a
+rule costs a few C calls rather than Python frames.
 
 Input comparisons, ``input.<field>[.<field>...] OP <JSON literal>``:
 
@@ -41,9 +46,11 @@ from engine.docdecode import child_path, decode
 from engine.docfields import FieldReader, describe
 from engine.errors import InvalidDefinition, Problem
 
-# Positions in the per-evaluation fact tuple built by engine.policy.Bundle.evaluate.
-SLOT_TENANT, SLOT_WORKFLOW, SLOT_STEP, SLOT_TOPIC = 0, 1, 2, 3
-SLOT_RISK_TAGS, SLOT_CAPABILITY, SLOT_LABELS, SLOT_INPUT = 4, 5, 6, 7
+# Positions in the fact tuples engine.policy.Bundle.evaluate builds: the static key ...
+STATIC_SLOTS = ("tenant_id", "workflow_id", "step_id", "topic", "risk_tags", "capability")
+SLOT_TENANT, SLOT_WORKFLOW, SLOT_STEP, SLOT_TOPIC, SLOT_RISK_TAGS, SLOT_CAPABILITY = range(6)
+# ... and the per-call values.
+SLOT_LABELS, SLOT_INPUT = 0, 1
 
 Test = Callable[[Any], object]
 Check = tuple[int, Test]
@@ -52,29 +59,35 @@ MAX_GLOB_LEN = 256
 MAX_COMPARISON_LEN = 1024
 MATCH_FIELDS = ("topics", "workflows", "steps", "tenants", "risk_tags", "capability",
                 "labels", "input")
+_NAME_LISTS = MATCH_FIELDS[:6]  # the keys that hold lists of names or globs
 _GLOB_KEYS = (("topics", SLOT_TOPIC), ("workflows", SLOT_WORKFLOW), ("steps", SLOT_STEP),
               ("tenants", SLOT_TENANT))
 _MAGIC = re.compile(r"[*?\[]")
 _PATH = re.compile(r"\s*input((?:\.[A-Za-z0-9_-]+)+)")
 _OPERATOR = re.compile(r"\s*(==|!=|>=|<=|>|<)|\s+(in|contains|exists)(?![A-Za-z0-9_-])")
 _OPERATORS = "==, !=, >, >=, <, <=, in, contains, exists"
-_ORDERING = {">": operator.gt, ">=": operator.ge, "<": operator.lt, "<=": operator.le}
+_ORDERING: dict[str, Callable[[Any, Any], bool]] = {
+    ">": operator.gt, ">=": operator.ge, "<": operator.lt, "<=": operator.le}
 _MISSING: Final = object()
-_NUMBER = (int, float)
+# Input is decoded JSON, so values have exactly these classes; testing the class is
+# faster than isinstance and keeps bool (a subclass of int) from passing as a number.
+_NUMERIC = frozenset({int, float})
+_SEQUENCES = frozenset({list, tuple})
+_CONTAINERS = frozenset({list, tuple, dict})
 
 
 # ------------------------------------------------------------------ JSON values
 
 def _is_number(value: Any) -> bool:
-    return isinstance(value, _NUMBER) and not isinstance(value, bool)
+    return value.__class__ in _NUMERIC
 
 
 def json_equal(a: Any, b: Any) -> bool:
     """Equality of JSON values: a boolean never equals a number (Python says True == 1)."""
     if isinstance(a, bool) or isinstance(b, bool):
         return a is b
-    if isinstance(a, _NUMBER):
-        return isinstance(b, _NUMBER) and a == b
+    if a.__class__ in _NUMERIC:
+        return b.__class__ in _NUMERIC and bool(a == b)
     if a is None or isinstance(a, str):
         return bool(a == b)  # None and str are equal only to their own kind
     if isinstance(a, Mapping):
@@ -92,26 +105,29 @@ def _equals(literal: Any) -> Callable[[Any], bool]:
         return functools.partial(operator.is_, literal)
     if isinstance(literal, str):
         return functools.partial(operator.eq, literal)  # a str equals only a str
-    if isinstance(literal, _NUMBER):
-        return lambda v: _is_number(v) and v == literal
+    if literal.__class__ in _NUMERIC:
+        return lambda v: v.__class__ in _NUMERIC and v == literal
     return functools.partial(json_equal, literal)
 
 
 def _member_of(items: list[Any]) -> Callable[[Any], bool]:
     """``v in items`` in JSON terms; scalars are hashed once, here."""
-    strings = frozenset(i for i in items if isinstance(i, str))
-    numbers = frozenset(i for i in items if _is_number(i))
-    flags = frozenset(i for i in items if isinstance(i, bool))
+    strings = frozenset(i for i in items if i.__class__ is str)
+    numbers = frozenset(i for i in items if i.__class__ in _NUMERIC)
+    if len(strings) == len(items):  # the usual ["gold", "platinum"]: one frame, one lookup
+        return lambda v: v.__class__ is str and v in strings
+    flags = frozenset(i for i in items if i.__class__ is bool)
     has_null = any(i is None for i in items)
-    others = tuple(i for i in items if isinstance(i, list | Mapping))
+    others = tuple(i for i in items if i.__class__ in _CONTAINERS)
 
     def member(v: Any) -> bool:
-        if isinstance(v, str):
+        kind = v.__class__
+        if kind is str:
             return v in strings
-        if isinstance(v, bool):
+        if kind in _NUMERIC:
+            return v in numbers  # frozenset lookup: 1 finds 1.0, True is kept apart
+        if kind is bool:
             return v in flags
-        if isinstance(v, _NUMBER):
-            return v in numbers
         if v is None:
             return has_null
         return any(json_equal(v, other) for other in others)
@@ -119,11 +135,11 @@ def _member_of(items: list[Any]) -> Callable[[Any], bool]:
 
 
 def _contains(literal: Any) -> Callable[[Any], bool]:
-    if isinstance(literal, str):
+    if literal.__class__ is str:
         # list.__contains__ uses ==, and a str equals only a str.
-        return lambda v: isinstance(v, list | tuple) and literal in v
+        return lambda v: v.__class__ in _SEQUENCES and literal in v
     equals = _equals(literal)
-    return lambda v: isinstance(v, list | tuple) and any(map(equals, v))
+    return lambda v: v.__class__ in _SEQUENCES and any(map(equals, v))
 
 
 def _predicate(op: str, literal: Any) -> Callable[[Any], bool]:
@@ -139,25 +155,47 @@ def _predicate(op: str, literal: Any) -> Callable[[Any], bool]:
         return _contains(literal)
     compare = _ORDERING[op]
     if isinstance(literal, str):
-        return lambda v: isinstance(v, str) and compare(v, literal)
-    return lambda v: _is_number(v) and compare(v, literal)
+        return lambda v: v.__class__ is str and compare(v, literal)
+    return lambda v: v.__class__ in _NUMERIC and compare(v, literal)
 
 
 def _resolver(path: tuple[str, ...], present: Callable[[Any], bool]) -> Test:
-    """A test on ``facts.input``: walks ``path``, then applies ``present`` to the value."""
+    """A test on ``facts.input``: walks ``path``, then applies ``present`` to the value.
+
+    Paths of one or two keys (``input.amount``, ``input.customer.tier``) get loop-free
+    versions: they are nearly all of them, and this runs once per comparison per call.
+    """
+    if len(path) <= 2 and not any(key.isdigit() for key in path):
+        first, second = path[0], path[-1]
+        if len(path) == 1:
+            def test_one(value: Any) -> bool:
+                if value.__class__ is dict or isinstance(value, Mapping):  # dict: no ABC check
+                    found = value.get(first, _MISSING)
+                    return found is not _MISSING and present(found)
+                return False
+            return test_one
+
+        def test_two(value: Any) -> bool:
+            if value.__class__ is dict or isinstance(value, Mapping):
+                value = value.get(first, _MISSING)
+                if value.__class__ is dict or isinstance(value, Mapping):
+                    found = value.get(second, _MISSING)
+                    return found is not _MISSING and present(found)
+            return False  # _MISSING is not a mapping either
+        return test_two
     steps = tuple((key, int(key) if key.isdigit() else None) for key in path)
 
     def test(value: Any) -> bool:
         for key, index in steps:
-            if type(value) is dict or isinstance(value, Mapping):  # dict: skip the ABC check
+            if value.__class__ is dict or isinstance(value, Mapping):
                 value = value.get(key, _MISSING)
                 if value is _MISSING:
                     return False
-            elif index is not None and isinstance(value, list | tuple) and index < len(value):
+            elif index is not None and value.__class__ in _SEQUENCES and index < len(value):
                 value = value[index]
             else:
                 return False
-        return bool(present(value))
+        return present(value)
     return test
 
 
@@ -165,20 +203,19 @@ def _resolver(path: tuple[str, ...], present: Callable[[Any], bool]) -> Test:
 class Comparison:
     """One parsed ``input`` comparison; ``text`` is its normalised spelling."""
 
-    path: tuple[str, ...]
-    op: str
-    literal: Any
+    path: tuple[str, ...] = field(compare=False)
+    op: str = field(compare=False)
+    # Compared through ``text``: as Python values true == 1 == 1.0, as JSON they differ.
+    literal: Any = field(compare=False)
+    text: str = field(init=False)
     test: Test = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "test", _resolver(self.path, _predicate(self.op, self.literal)))
-
-    @property
-    def text(self) -> str:
         left = "input." + ".".join(self.path)
-        if self.op == "exists":
-            return f"{left} exists"
-        return f"{left} {self.op} {canonical_json(self.literal)}"
+        text = f"{left} exists" if self.op == "exists" else \
+            f"{left} {self.op} {canonical_json(self.literal)}"
+        object.__setattr__(self, "text", text)
+        object.__setattr__(self, "test", _resolver(self.path, _predicate(self.op, self.literal)))
 
 
 def parse_comparison(text: str) -> Comparison:
@@ -242,10 +279,17 @@ def glob_problem(pattern: str) -> str | None:
 
 
 def compile_globs(patterns: Iterable[str]) -> Test:
-    """One test for "any pattern matches": a set lookup when none has a wildcard."""
+    """One test for "any pattern matches", as cheap as the patterns allow.
+
+    Plain names are a set lookup and ``prefix*`` patterns one ``str.startswith`` (both
+    C calls that allocate nothing, unlike a regex match object); anything else is a
+    single regex, which also costs far more to compile.
+    """
     patterns = tuple(patterns)
     if not any(_MAGIC.search(p) for p in patterns):
         return frozenset(patterns).__contains__
+    if all(p.endswith("*") and not _MAGIC.search(p, 0, len(p) - 1) for p in patterns):
+        return operator.methodcaller("startswith", tuple(p[:-1] for p in patterns))
     # translate() ends each alternative with \Z, so one anchored match tests them all.
     return re.compile("|".join(fnmatch.translate(p) for p in patterns)).match
 
@@ -264,31 +308,31 @@ class Match:
     capability: tuple[str, ...] = ()
     labels: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     input: tuple[Comparison, ...] = ()
-    checks: tuple[Check, ...] = field(init=False, repr=False, compare=False)
+    static: tuple[Check, ...] = field(init=False, repr=False, compare=False)
+    dynamic: tuple[Check, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "checks", self._compile())
-
-    def _compile(self) -> tuple[Check, ...]:
-        # Cheapest and most selective first: a rule usually fails on its topic.
-        checks: list[Check] = [(slot, compile_globs(getattr(self, key)))
+        # Globs first: a rule usually fails on its topic.
+        static: list[Check] = [(slot, compile_globs(getattr(self, key)))
                                for key, slot in _GLOB_KEYS if getattr(self, key)]
         if self.capability:
-            checks.append((SLOT_CAPABILITY, frozenset(self.capability).__contains__))
+            static.append((SLOT_CAPABILITY, frozenset(self.capability).__contains__))
         if self.risk_tags:
             # An empty intersection is falsy: no tag in common, no match.
-            checks.append((SLOT_RISK_TAGS, frozenset(self.risk_tags).intersection))
+            static.append((SLOT_RISK_TAGS, frozenset(self.risk_tags).intersection))
+        dynamic: list[Check] = []
         if self.labels:
-            wanted = frozenset(self.labels.items())
             # wanted <= dict_items falls through to dict_items >= wanted: a C subset
             # test that builds no set per call.
-            checks.append((SLOT_LABELS, functools.partial(operator.le, wanted)))
-        checks.extend((SLOT_INPUT, c.test) for c in self.input)
-        return tuple(checks)
+            wanted = frozenset(self.labels.items())
+            dynamic.append((SLOT_LABELS, functools.partial(operator.le, wanted)))
+        dynamic.extend((SLOT_INPUT, c.test) for c in self.input)
+        object.__setattr__(self, "static", tuple(static))
+        object.__setattr__(self, "dynamic", tuple(dynamic))
 
     def to_doc(self) -> dict[str, Any]:
         """Only the keys that constrain something; lists sorted (their order means nothing)."""
-        doc: dict[str, Any] = {key: list(getattr(self, key)) for key in MATCH_FIELDS[:6]
+        doc: dict[str, Any] = {key: list(getattr(self, key)) for key in _NAME_LISTS
                                if getattr(self, key)}
         if self.labels:
             doc["labels"] = dict(self.labels)

@@ -137,3 +137,7 @@ async def test_tampering_with_triggers_disabled_is_caught(
         conn.execute(tamper)
         conn.execute("SET session_replication_role = origin")
         assert conn.execute("SELECT warden.verify_timeline(%s)", [run_id]).fetchone() == (False,)
+
+
+def test_the_fast_schema_check_knows_the_real_head() -> None:
+    assert migrate.head_revision() == migrate.HEAD

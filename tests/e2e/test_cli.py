@@ -1,0 +1,137 @@
+"""The `warden` command line, run as a real process against a real database."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.e2e.processes import REPO
+
+SEED = str(REPO / "engine/examples/incident-remediation.yaml")
+POLICY = str(REPO / "engine/examples/demo-policy.yaml")
+
+
+class Cli:
+    def __init__(self, db_url: str, tmp: Path) -> None:
+        self.env = {**os.environ, "WARDEN_DATABASE_URL": db_url, "PYTHONPATH": str(REPO),
+                    "WARDEN_DATA_DIR": str(tmp), "WARDEN_SECRET_KEY": "k" * 40,
+                    "WARDEN_POLICY_DEFAULT": "allow"}
+
+    def run(self, *args: str, ok: bool = True) -> subprocess.CompletedProcess[str]:
+        done = subprocess.run([sys.executable, "-m", "engine.cli", *args], env=self.env,
+                              capture_output=True, text=True, timeout=60, check=False)
+        if ok:
+            assert done.returncode == 0, (args, done.stdout, done.stderr)
+        return done
+
+    def json(self, *args: str) -> Any:
+        return json.loads(self.run(*args, "--json").stdout)
+
+
+@pytest.fixture
+def cli(db_url: str, tmp_path: Path) -> Cli:
+    return Cli(db_url, tmp_path)
+
+
+def test_a_script_drives_a_run_without_the_api(cli: Cli) -> None:
+    assert cli.run("workflows", "apply", SEED).stdout.strip() == "incident-remediation 1.0.0"
+    assert "unchanged" in cli.run("workflows", "apply", SEED).stdout
+    assert [w["workflow_id"] for w in cli.json("workflows", "list")] == ["incident-remediation"]
+    cli.run("policy", "apply", POLICY, "--activate", "--as", "admin")
+    shown = cli.json("policy", "show")
+    assert shown["active"] and shown["snapshots"][0]["snapshot_hash"] == shown["active"]
+    decision = cli.json("policy", "evaluate", "--topic", "job.incident.patch.apply")
+    assert (decision["decision"], decision["rule"]) == ("allow_with_constraints",
+                                                        "patch-apply-bounded")
+    run_id = cli.run("runs", "start", "incident-remediation", "--input",
+                     '{"incident_id": "INC-1"}', "--idempotency-key", "k1",
+                     "--as", "alice").stdout.strip()
+    replay = cli.json("runs", "start", "incident-remediation", "--input",
+                      '{"incident_id": "INC-1"}', "--idempotency-key", "k1", "--as", "alice")
+    assert (replay["run_id"], replay["replayed"]) == (run_id, True)
+    run = cli.json("runs", "show", run_id)
+    assert run["status"] == "pending" and run["steps"][0]["step_id"] == "detect"
+    assert [r["run_id"] for r in cli.json("runs", "list")] == [run_id]
+    cancelled = cli.run("runs", "cancel", run_id, "--reason", "test", "--as", "olga")
+    assert "cancelled" in cancelled.stdout
+    assert cli.json("runs", "show", run_id)["status"] == "cancelled"
+    plan = json.loads(cli.run("runs", "rerun", run_id, "--from-step", "classify",
+                              "--dry-run").stdout)
+    assert plan["dry_run"] is True and "classify" in plan["to_run"]
+    timeline = cli.json("timeline", run_id)
+    assert timeline[0]["kind"] == "run.created" and timeline[-1]["kind"] == "run.cancelled"
+    assert cli.run("audit", "verify", run_id).returncode == 0
+
+
+def test_bad_input_gets_a_clear_message_and_a_script_friendly_exit_code(cli: Cli) -> None:
+    cli.run("workflows", "apply", SEED)
+    not_json = cli.run("runs", "start", "incident-remediation", "--input", "{oops", ok=False)
+    assert not_json.returncode == 2 and "--input is not valid JSON" in not_json.stderr
+    missing = cli.run("runs", "start", "nope", ok=False)
+    assert missing.returncode == 3 and "'nope' not found" in missing.stderr
+    bad_handler = cli.run("worker", "--topic", "t", "--handler", "nothing", ok=False)
+    assert bad_handler.returncode == 2 and "--handler" in bad_handler.stderr
+    cli.run("runs", "start", "incident-remediation", "--idempotency-key", "x", "--input", "{}")
+    conflict = cli.run("runs", "start", "incident-remediation", "--idempotency-key", "x",
+                       "--input", '{"other": 1}', ok=False)
+    assert conflict.returncode == 4 and "Idempotency-Key" in conflict.stderr
+
+
+def test_only_another_principal_can_approve_and_a_tampered_timeline_fails_audit(
+        cli: Cli, db_url: str) -> None:
+    import psycopg
+
+    cli.run("workflows", "apply", str(REPO / "tests/e2e/gate.yaml"))
+    run_id = cli.run("runs", "start", "gate", "--as", "alice").stdout.strip()
+    from tests.e2e.processes import Processes
+
+    procs = Processes(db_url, Path(cli.env["WARDEN_DATA_DIR"]))
+    procs.env["WARDEN_POLICY_DEFAULT"] = "allow"
+    procs.serve()
+    try:
+        for _ in range(100):
+            pending = cli.json("approvals", "list")
+            if pending:
+                break
+            subprocess.run(["sleep", "0.1"], check=True)
+        [approval] = pending
+        assert (approval["run_id"], approval["status"]) == (run_id, "pending")
+        own = cli.run("approvals", "approve", approval["id"], "--as", "alice", ok=False)
+        assert own.returncode == 5 and "cannot decide" in own.stderr
+        cli.run("approvals", "approve", approval["id"], "--as", "bob", "--reason", "ok")
+        assert cli.run("approvals", "approve", approval["id"], "--as", "carol",
+                       ok=False).returncode == 4
+    finally:
+        procs.stop_all()
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute("SET session_replication_role = replica")
+        conn.execute("UPDATE warden.timeline SET actor = 'mallory' WHERE seq = 1")
+    audit = cli.run("audit", "verify", ok=False)
+    assert audit.returncode == 1 and "TAMPERED" in audit.stdout
+
+
+def test_keys_are_shown_once_listed_without_secrets_and_revocable(cli: Cli) -> None:
+    created = cli.json("keys", "create", "--role", "approver", "--name", "bob")
+    assert created["key"].startswith("wdn_") and created["roles"] == ["approver"]
+    listed = cli.run("keys", "list", "--json").stdout
+    assert created["key"] not in listed and created["key_id"] in listed
+    assert "revoked" in cli.run("keys", "revoke", created["key_id"]).stdout
+    again = cli.run("keys", "revoke", created["key_id"], ok=False)
+    assert again.returncode == 3
+    duplicate = cli.run("keys", "create", "--role", "admin", "--name", "bob", ok=False)
+    assert duplicate.returncode == 4
+
+
+def test_without_a_policy_the_default_denies_and_says_so(cli: Cli) -> None:
+    cli.env["WARDEN_POLICY_DEFAULT"] = "deny"
+    cli.run("workflows", "apply", SEED)
+    denied = cli.run("runs", "start", "incident-remediation", ok=False)
+    assert denied.returncode == 5
+    assert "denied by policy at submit" in denied.stderr
+    assert "no policy is active for this tenant (default: deny)" in denied.stderr
