@@ -1,0 +1,59 @@
+"""What every command shares: exit codes, JSON output, argument types, the database."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
+from uuid import UUID
+
+from engine import errors
+from engine.policy import Verdict
+from engine.runtime import database_url
+from engine.services import Services
+from engine.settings import Settings
+from engine.store import Database
+
+EXIT_CODES: tuple[tuple[type[errors.WardenError], int], ...] = (
+    (errors.InvalidDefinition, 2), (errors.InvalidInput, 2), (errors.ConfigError, 2),
+    (errors.NotFound, 3), (errors.Conflict, 4), (errors.InvalidTransition, 4),
+    (errors.Forbidden, 5), (errors.PolicyDenied, 5),
+    (errors.DatabaseUnavailable, 6), (errors.SchemaMismatch, 6),
+)
+
+
+Command = Callable[[argparse.Namespace, Settings], Coroutine[Any, Any, int]]
+
+
+def print_json(value: Any) -> None:
+    print(json.dumps(value, indent=2, default=str))
+
+
+def uuid_arg(value: str) -> UUID:
+    try:
+        return UUID(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a valid id: {value!r}") from None
+
+
+def json_arg(value: str) -> Any:
+    try:
+        return json.loads(value)
+    except json.JSONDecodeError as exc:
+        raise argparse.ArgumentTypeError(f"--input is not valid JSON: {exc}") from None
+
+
+async def with_db(settings: Settings, body: Callable[[Services], Awaitable[int]]) -> int:
+    from engine.migrate import require_head
+
+    with database_url(settings, announce=False) as url:
+        await asyncio.to_thread(require_head, url)
+        async with Database(url, max_size=4) as db:
+            return await body(services_for(db, settings))
+
+
+def services_for(db: Database, settings: Settings) -> Services:
+    return Services.create(db, policy_default=Verdict(settings.policy_default),
+                           approval_expires_ms=settings.approval_expires_ms)

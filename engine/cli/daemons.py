@@ -1,0 +1,93 @@
+"""Long-running and set-up commands: migrate, serve, worker, demo."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import sys
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+from engine import errors
+from engine.cli.common import with_db
+from engine.runtime import configure_logging, database_url, stop_on_signals
+from engine.services import Services
+from engine.settings import Settings
+
+
+async def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
+    from engine.migrate import current_revision, upgrade
+
+    with database_url(settings) as url:
+        await asyncio.to_thread(upgrade, url)
+        print(f"schema at {await asyncio.to_thread(current_revision, url)}")
+    return 0
+
+
+async def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    from engine.serve import EngineConfig, run_engine
+
+    configure_logging(settings)
+    stop = asyncio.Event()
+    stop_on_signals(stop)
+    config = EngineConfig(poll_interval_s=settings.poll_interval_s,
+                          dispatch_timeout=timedelta(milliseconds=settings.dispatch_timeout_ms))
+
+    async def body(svc: Services) -> int:
+        # the CLI is the composition root: the one engine module that may reach the API
+        from api.server import serve_api
+        from engine.apikeys import server_secret
+
+        host, port = settings.http_addr
+        api = asyncio.create_task(serve_api(svc, server_secret(settings), host, port, stop))
+        print(f"warden serve: scheduler, reaper and API on http://{host}:{port}/api/v1 "
+              f"(poll {settings.poll_interval_s}s)", file=sys.stderr, flush=True)
+        await run_engine(svc, config, stop)
+        await api
+        return 0
+
+    return await with_db(settings, body)
+
+
+def _load_handler(spec: str) -> Callable[..., Any]:
+    module_name, _, attr = spec.partition(":")
+    if not module_name or not attr:
+        raise errors.InvalidInput("--handler", f"expected module:function, got {spec!r}")
+    try:
+        handler = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as exc:
+        raise errors.InvalidInput("--handler", f"cannot load {spec!r}: {exc}") from exc
+    if not callable(handler):
+        raise errors.InvalidInput("--handler", f"{spec!r} is not callable")
+    return handler  # type: ignore[no-any-return]
+
+
+async def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
+    from engine.worker import Worker, WorkerConfig
+
+    configure_logging(settings)
+    if args.concurrency < 1:
+        raise errors.InvalidInput("--concurrency", "must be at least 1")
+    handler = _load_handler(args.handler)
+    stop = asyncio.Event()
+    stop_on_signals(stop)
+    config = WorkerConfig(topics=tuple(args.topic), concurrency=args.concurrency,
+                          lease_s=settings.lease_s, poll_interval_s=settings.poll_interval_s,
+                          shutdown_timeout_s=args.shutdown_timeout,
+                          **({"name": args.name} if args.name else {}))
+
+    async def body(svc: Services) -> int:
+        print(f"warden worker {config.name}: topics {', '.join(config.topics)}",
+              file=sys.stderr, flush=True)
+        await Worker(svc.db, handler, config).run(stop)
+        return 0
+
+    return await with_db(settings, body)
+
+
+async def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
+    from engine.demo import run_demo
+
+    return await run_demo(settings, approve=args.approve, reset=args.reset)

@@ -1,0 +1,196 @@
+"""`warden`: the command line. Every command reads the database from WARDEN_DATABASE_URL
+(or the embedded server) and prints JSON with --json on read commands.
+
+Exit codes scripts can rely on: 0 done, 1 error, 2 bad usage or input, 3 not found,
+4 conflict (idempotency, already decided), 5 refused (policy, self-approval),
+6 database unavailable or schema not migrated.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from typing import Any
+
+from engine import errors
+from engine.cli.common import EXIT_CODES, Command, json_arg, uuid_arg
+from engine.cli.daemons import cmd_demo, cmd_migrate, cmd_serve, cmd_worker
+from engine.cli.governance import (
+    cmd_approvals_list,
+    cmd_keys_create,
+    cmd_keys_list,
+    cmd_keys_revoke,
+    cmd_policy_activate,
+    cmd_policy_apply,
+    cmd_policy_evaluate,
+    cmd_policy_show,
+    decide_command,
+    label_arg,
+)
+from engine.cli.runs import (
+    cmd_audit_verify,
+    cmd_runs_cancel,
+    cmd_runs_list,
+    cmd_runs_rerun,
+    cmd_runs_show,
+    cmd_runs_start,
+    cmd_timeline,
+    cmd_workflows_apply,
+    cmd_workflows_list,
+    cmd_workflows_show,
+)
+from engine.enums import ApprovalStatus, RunStatus
+from engine.settings import load
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="warden", description=(__doc__ or '').split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(subparsers: Any, name: str, func: Command, help_text: str,
+            read: bool = False) -> argparse.ArgumentParser:
+        p: argparse.ArgumentParser = subparsers.add_parser(name, help=help_text,
+                                                           description=help_text)
+        p.set_defaults(func=func)
+        p.add_argument("--json", action="store_true",
+                       help="print one JSON document" if read else "print the result as JSON")
+        return p
+
+    add(sub, "migrate", cmd_migrate, "apply database migrations (Alembic) up to the newest")
+    add(sub, "serve", cmd_serve, "run the scheduler and the reaper")
+    p = add(sub, "worker", cmd_worker, "run a Python worker for some topics")
+    p.add_argument("--topic", action="append", required=True, help="a topic to claim (repeat)")
+    p.add_argument("--handler", required=True, help="module:function to call per job")
+    p.add_argument("--concurrency", type=int, default=4, help="jobs at once (default 4)")
+    p.add_argument("--name", help="worker name recorded on claimed jobs")
+    p.add_argument("--shutdown-timeout", type=float, default=30.0,
+                   help="seconds to let in-flight jobs finish on SIGTERM (default 30)")
+    p = add(sub, "demo", cmd_demo, "run the incident-remediation demo with sample workers")
+    p.add_argument("--approve", action="store_true",
+                   help="approve the waiting demo run as a demo operator and run it to the end")
+    p.add_argument("--reset", action="store_true", help="start from an empty embedded database")
+
+    wf = sub.add_parser("workflows", help="store workflow definitions").add_subparsers(
+        dest="sub", required=True, metavar="SUBCOMMAND")
+    p = add(wf, "apply", cmd_workflows_apply, "validate and store a definition (YAML or JSON)")
+    p.add_argument("file", metavar="FILE")
+
+    add(wf, "list", cmd_workflows_list, "the newest version of each workflow", read=True)
+    p = add(wf, "show", cmd_workflows_show, "every version of a workflow", read=True)
+    p.add_argument("workflow_id", metavar="WORKFLOW_ID")
+
+    rn = sub.add_parser("runs", help="start and inspect runs").add_subparsers(
+        dest="sub", required=True, metavar="SUBCOMMAND")
+    p = add(rn, "start", cmd_runs_start, "start a run of a workflow's newest version")
+    p.add_argument("workflow_id", metavar="WORKFLOW_ID")
+    p.add_argument("--input", type=json_arg, default={}, help="the run input as a JSON object")
+    p.add_argument("--idempotency-key", help="start at most one run per key")
+    p.add_argument("--version", help="a specific workflow version (default: newest)")
+    p = add(rn, "show", cmd_runs_show, "a run with its steps", read=True)
+    p.add_argument("run_id", type=uuid_arg, metavar="RUN_ID")
+    p = add(rn, "list", cmd_runs_list, "runs, newest first", read=True)
+    p.add_argument("--status", type=RunStatus, choices=list(RunStatus))
+    p.add_argument("--workflow", help="only runs of this workflow id")
+    p.add_argument("--limit", type=int, default=50)
+    p = add(rn, "cancel", cmd_runs_cancel, "cancel a run")
+    p.add_argument("run_id", type=uuid_arg, metavar="RUN_ID")
+    p.add_argument("--reason", help="why (recorded in the timeline)")
+    p = add(rn, "rerun", cmd_runs_rerun, "rerun a finished run from a step")
+    p.add_argument("run_id", type=uuid_arg, metavar="RUN_ID")
+    p.add_argument("--from-step", required=True, help="the step to run again, with its "
+                   "descendants")
+    p.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
+
+    ap = sub.add_parser("approvals", help="the approvals queue").add_subparsers(
+        dest="sub", required=True, metavar="SUBCOMMAND")
+    p = add(ap, "list", cmd_approvals_list, "list approvals (default: pending)", read=True)
+    p.add_argument("--status", type=ApprovalStatus, default=ApprovalStatus.PENDING,
+                   choices=list(ApprovalStatus))
+    p.add_argument("--limit", type=int, default=100)
+    for name, approve in (("approve", True), ("reject", False)):
+        p = add(ap, name, decide_command(approve), f"{name} a pending approval")
+        p.add_argument("approval_id", type=uuid_arg, metavar="APPROVAL_ID")
+        p.add_argument("--reason", help="why (recorded in the timeline)")
+        p.add_argument("--job-hash", help="the job hash you reviewed; refused if it changed")
+
+    po = sub.add_parser("policy", help="policy bundles and snapshots").add_subparsers(
+        dest="sub", required=True, metavar="SUBCOMMAND")
+    p = add(po, "apply", cmd_policy_apply, "validate and store a policy bundle as a snapshot")
+    p.add_argument("file", metavar="FILE")
+    p.add_argument("--activate", action="store_true", help="make it the tenant's active policy")
+    p = add(po, "activate", cmd_policy_activate, "make a stored snapshot the active one")
+    p.add_argument("snapshot_hash", metavar="SNAPSHOT_HASH")
+    add(po, "show", cmd_policy_show, "the active snapshot and the stored ones", read=True)
+    p = add(po, "evaluate", cmd_policy_evaluate,
+            "what the active policy decides for some facts (records nothing)", read=True)
+    p.add_argument("--topic", required=True)
+    p.add_argument("--input", type=json_arg, default={}, help="the input as JSON")
+    p.add_argument("--workflow", help="workflow id")
+    p.add_argument("--step", help="step id")
+    p.add_argument("--risk-tag", action="append", default=[], help="a risk tag (repeat)")
+    p.add_argument("--capability")
+    p.add_argument("--label", action="append", default=[], type=label_arg,
+                   help="key=value (repeat)")
+
+    ks = sub.add_parser("keys", help="API keys").add_subparsers(
+        dest="sub", required=True, metavar="SUBCOMMAND")
+    p = add(ks, "create", cmd_keys_create, "create an API key (printed once)")
+    p.add_argument("--role", action="append", required=True,
+                   choices=["submitter", "approver", "operator", "admin", "worker"],
+                   help="a role (repeat for several)")
+    p.add_argument("--grant", dest="tenant_grant", action="append",
+                   help="a tenant the key may act for (repeat; default: the --tenant)")
+    p.add_argument("--name", help="the principal the key acts as (default: key-<id>)")
+    add(ks, "list", cmd_keys_list, "list keys (never their secrets)", read=True)
+    p = add(ks, "revoke", cmd_keys_revoke, "revoke a key")
+    p.add_argument("key_id", metavar="KEY_ID")
+
+    p = add(sub, "timeline", cmd_timeline, "print a run's timeline", read=True)
+    p.add_argument("run_id", type=uuid_arg, metavar="RUN_ID")
+    au = sub.add_parser("audit", help="audit checks").add_subparsers(
+        dest="sub", required=True, metavar="SUBCOMMAND")
+    p = add(au, "verify", cmd_audit_verify, "verify timeline hash chains (exit 1 if broken)",
+            read=True)
+    p.add_argument("run_id", type=uuid_arg, nargs="?", metavar="RUN_ID")
+
+    for action in _all_subparsers(parser):
+        action.add_argument("--tenant", default=None,
+                            help="tenant (default: 'default' for writes, all for reads)")
+        action.add_argument("--as", dest="principal", default="cli",
+                            help="the principal recorded as actor (default: cli)")
+    return parser
+
+
+def _all_subparsers(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
+    found = []
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                nested = _all_subparsers(child)
+                found.extend(nested or [child])
+    return found
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        settings = load()
+        if args.tenant is None and args.func in _WRITES:
+            args.tenant = "default"
+        command: Command = args.func
+        return asyncio.run(command(args, settings))
+    except errors.WardenError as exc:
+        print(f"warden: {exc}", file=sys.stderr)
+        return next((code for cls, code in EXIT_CODES if isinstance(exc, cls)), 1)
+    except KeyboardInterrupt:
+        return 130
+
+
+# Commands that act for one tenant: --tenant defaults to "default" (reads span tenants).
+
+
+_WRITES: frozenset[Command] = frozenset({
+    cmd_workflows_apply, cmd_runs_start, cmd_policy_apply, cmd_policy_activate,
+    cmd_policy_show, cmd_policy_evaluate, cmd_runs_list, cmd_workflows_list,
+    cmd_workflows_show})
