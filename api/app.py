@@ -14,6 +14,7 @@ from typing import Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -21,6 +22,7 @@ from starlette.routing import Route
 from api import problems
 from api.auth import NotAllowed, Unauthenticated
 from api.http import BadRequest
+from api.limits import BodyLimit
 from api.registry import ENDPOINTS
 from api.routes import approvals, health, jobs, policy, runs, workflows  # noqa: F401 - register
 from api.spec import document
@@ -86,7 +88,8 @@ def create_app(*, svc: Services | None = None, secret_key: bytes | None = None,
     routes.append(Route(f"{PREFIX}/openapi.json", openapi_json, methods=["GET"]))
     routes.append(Route("/openapi.json", openapi_json, methods=["GET"]))
     routes += extra_routes or []
-    app = Starlette(routes=routes, lifespan=lifespan, max_body_size=max_body_size,
+    app = Starlette(routes=routes, lifespan=lifespan,
+                    middleware=[Middleware(BodyLimit, max_body_size=max_body_size)],
                     exception_handlers={WardenError: _warden_error, HTTPException: _http_error,
                                         Exception: _unexpected})
     if svc is not None:  # usable at once, with or without a lifespan run (in-process clients)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from starlette.requests import Request
 
 from engine.apikeys import Principal, Role, authenticate
-from engine.errors import WardenError
+from engine.errors import NotFound, WardenError
 
 TENANT_HEADER = "X-Tenant-ID"
 DEFAULT_TENANT = "default"
@@ -47,6 +47,9 @@ async def authorize(request: Request, *roles: Role) -> Caller:
     principal = await authenticate(state.svc.db, state.secret_key, presented)
     if principal is None:
         raise Unauthenticated("invalid or revoked API key")
+    if any("\x00" in value for value in request.path_params.values()):
+        # no stored id can hold U+0000, so the path names nothing (and never reaches SQL)
+        raise NotFound("no such object")
     tenant = request.headers.get(TENANT_HEADER, DEFAULT_TENANT)
     if not _TENANT.match(tenant):
         raise NotAllowed(f"{TENANT_HEADER} {tenant[:70]!r} is not a valid tenant id")

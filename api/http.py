@@ -63,9 +63,31 @@ async def json_body(request: Request, *, required: bool = True) -> Any:
     if nesting_depth(raw) > MAX_JSON_DEPTH:
         raise BadRequest(f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
     try:
-        return json.loads(raw)
+        body = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise BadRequest(f"body is not valid JSON: {exc}") from None
+    where = _nul_path(body, "")
+    if where is not None:  # PostgreSQL text and jsonb cannot hold U+0000
+        raise BadRequest(f"{where or 'the body'} contains U+0000", field=where or None)
+    return body
+
+
+def _nul_path(value: Any, path: str) -> str | None:
+    """The path of the first string (or key) holding U+0000, if any; depth is bounded."""
+    if isinstance(value, str):
+        return path if "\x00" in value else None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            child = f"{path}.{key}" if path else str(key)
+            found = child if "\x00" in key else _nul_path(item, child)
+            if found is not None:
+                return found
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            found = _nul_path(item, f"{path}[{index}]")
+            if found is not None:
+                return found
+    return None
 
 
 def json_object(body: Any, allowed: set[str]) -> dict[str, Any]:
@@ -80,6 +102,9 @@ def json_object(body: Any, allowed: set[str]) -> dict[str, Any]:
 
 def query(request: Request, allowed: set[str]) -> dict[str, str]:
     params = request.query_params
+    for name, value in params.multi_items():
+        if "\x00" in value:
+            raise BadRequest(f"query parameter {name!r} contains U+0000", field=name)
     for name in params:
         if name not in allowed:
             raise BadRequest(f"unknown query parameter {name!r} (allowed: "
@@ -121,7 +146,9 @@ def decode_cursor(value: str | None) -> tuple[datetime, str] | None:
     try:
         padded = value + "=" * (-len(value) % 4)
         at, key = json.loads(base64.urlsafe_b64decode(padded.encode()))
-        return datetime.fromisoformat(at), str(key)
+        if not isinstance(key, str) or "\x00" in key:
+            raise ValueError("bad key")
+        return datetime.fromisoformat(at), key
     except (ValueError, TypeError, json.JSONDecodeError):
         raise BadRequest("cursor is not one this API issued", "cursor") from None
 

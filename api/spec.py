@@ -77,7 +77,7 @@ SCHEMAS: S = {
         "decisions": {"type": "object"}, "approvals_needed": {"type": "array", "items": STR}}),
     "RerunCreated": _obj(["run", "plan"], {"dry_run": {"type": "boolean"}, "run": _ref("Run"),
                                            "plan": _ref("RerunPlan")}),
-    "Cancel": _obj([], {"reason": STR}, extra=False),
+    "Cancel": _obj([], {"reason": NSTR}, extra=False),
     "Job": _obj(["job_id", "run_id", "step_id", "attempt", "topic", "status"], {
         "job_id": STR, "run_id": STR, "step_id": STR, "attempt": INT, "topic": STR,
         "status": STR, "input": ANY, "upstream": ANY, "constraints": ANY, "checkpoint": ANY,
@@ -95,7 +95,7 @@ SCHEMAS: S = {
         "decided_at": TIME, "reason": NSTR}),
     "ApprovalDetail": {"allOf": [_ref("Approval"), _obj([], {"job": {"type": "object"}})]},
     "ApprovalList": _list("Approval"),
-    "ApprovalDecision": _obj([], {"reason": STR, "job_hash": STR}, extra=False),
+    "ApprovalDecision": _obj([], {"reason": NSTR, "job_hash": NSTR}, extra=False),
     "PolicyBundle": {"type": "object", "description": "DESIGN §6, as YAML or JSON"},
     "Snapshot": _obj(["snapshot_hash", "bundle", "active"], {
         "snapshot_hash": STR, "bundle": {"type": "object"}, "created_by": STR,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
+import re
 import secrets
 from dataclasses import dataclass
 from enum import StrEnum
@@ -23,6 +24,7 @@ from engine.store import api_keys as q
 from engine.store.records import ApiKeyRow
 
 PREFIX = "wdn_"
+_HEX = re.compile(r"[0-9a-f]{16}")
 MIN_SECRET_KEY = 32
 
 
@@ -87,7 +89,7 @@ async def authenticate(db: Database, secret_key: bytes, presented: str) -> Princ
     if not presented.startswith(PREFIX):
         return None
     key_id, _, secret = presented[len(PREFIX):].partition("_")
-    if len(key_id) != 16 or not secret:
+    if len(key_id) != 16 or not secret or not _HEX.fullmatch(key_id):
         return None
     async with db.connection() as conn:
         row = await q.get(conn, key_id)

@@ -65,6 +65,9 @@ async def start(svc: Services, *, tenant_id: str, workflow_id: str, input: Any,
         raise InvalidInput("input", "must be a JSON object")
     if idempotency_key is not None and not 1 <= len(idempotency_key) <= MAX_IDEMPOTENCY_KEY:
         raise InvalidInput("Idempotency-Key", f"must be 1 to {MAX_IDEMPOTENCY_KEY} characters")
+    if idempotency_key is not None and "\x00" in idempotency_key:
+        # keys are opaque and stored verbatim; only U+0000 cannot live in PostgreSQL text
+        raise InvalidInput("Idempotency-Key", "must not contain U+0000")
     # The digest covers the request as sent (not the resolved version), so a replay after a
     # newer version was stored still returns the run the key created.
     digest = sha256_hex({"input": input, "version": version})

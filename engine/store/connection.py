@@ -54,6 +54,11 @@ def translate(exc: BaseException) -> errors.WardenError | None:
     if isinstance(exc, psycopg.OperationalError | pg_errors.AdminShutdown
                   | pg_errors.CannotConnectNow):
         return errors.DatabaseUnavailable(f"database unavailable: {exc}")
+    if isinstance(exc, psycopg.DataError) and exc.sqlstate in (None, "22P05", "22021"):
+        # a value PostgreSQL cannot store: NUL in text or jsonb (refused client-side by the
+        # driver, sqlstate None) or a character the encoding lacks — the caller's input
+        return errors.InvalidInput("value", "contains a character PostgreSQL cannot store "
+                                            "(such as U+0000)")
     if isinstance(exc, psycopg.Error) and exc.diag is not None:
         code = exc.sqlstate or ""
         message = exc.diag.message_primary or str(exc)
