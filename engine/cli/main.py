@@ -35,6 +35,7 @@ from engine.cli.runs import (
     cmd_runs_rerun,
     cmd_runs_show,
     cmd_runs_start,
+    cmd_runs_watch,
     cmd_timeline,
     cmd_workflows_apply,
     cmd_workflows_list,
@@ -93,6 +94,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--status", type=RunStatus, choices=list(RunStatus))
     p.add_argument("--workflow", help="only runs of this workflow id")
     p.add_argument("--limit", type=int, default=50)
+    p = add(rn, "watch", cmd_runs_watch, "follow a run's timeline live until it ends")
+    p.add_argument("run_id", type=uuid_arg, metavar="RUN_ID")
     p = add(rn, "cancel", cmd_runs_cancel, "cancel a run")
     p.add_argument("run_id", type=uuid_arg, metavar="RUN_ID")
     p.add_argument("--reason", help="why (recorded in the timeline)")

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
 from pathlib import Path
 
 from engine import errors, runs, timeline, views, workflows
 from engine.cli.common import print_json, with_db
 from engine.cli_format import format_timeline
-from engine.enums import ApprovalStatus
+from engine.enums import ApprovalStatus, RunStatus
 from engine.services import Services
 from engine.settings import Settings
 
@@ -175,5 +177,38 @@ async def cmd_audit_verify(args: argparse.Namespace, settings: Settings) -> int:
                 print(f"TAMPERED: run {run_id} {tenant}".rstrip())
             print(f"{len(results)} run(s) checked, {len(broken)} with a broken chain")
         return 1 if broken else 0
+
+    return await with_db(settings, body)
+
+
+async def cmd_runs_watch(args: argparse.Namespace, settings: Settings) -> int:
+    """Prints the run's timeline as it grows, until the run ends (exit 0 if it succeeded)."""
+    from engine.store.listener import SCHEDULER_CHANNEL, Listener
+
+    async def body(svc: Services) -> int:
+        wake = asyncio.Event()
+        listener = Listener(svc.db.url, SCHEDULER_CHANNEL, lambda _payload: wake.set())
+        listening = asyncio.create_task(listener.run())
+        after = 0
+        try:
+            while True:
+                events = await timeline.page(svc.db, None, args.run_id, after=after, limit=500)
+                for line in format_timeline(events):
+                    print(line, flush=True)
+                if events:
+                    after = events[-1].seq
+                    continue
+                async with svc.db.connection() as conn:
+                    run = await runs.get_row(conn, None, args.run_id)
+                if run.status.is_final:
+                    print(f"run {run.run_id} {run.status.value}")
+                    return 0 if run.status is RunStatus.SUCCEEDED else 1
+                wake.clear()
+                # NOTIFY says something moved; the short timeout covers events that wake no
+                # scheduler (a worker's claim or checkpoint)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(wake.wait(), timeout=0.5)
+        finally:
+            listening.cancel()
 
     return await with_db(settings, body)

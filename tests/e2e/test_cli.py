@@ -135,3 +135,31 @@ def test_without_a_policy_the_default_denies_and_says_so(cli: Cli) -> None:
     assert denied.returncode == 5
     assert "denied by policy at submit" in denied.stderr
     assert "no policy is active for this tenant (default: deny)" in denied.stderr
+
+
+def test_runs_watch_follows_a_run_live_until_it_ends(cli: Cli, db_url: str) -> None:
+    cli.run("workflows", "apply", str(REPO / "tests/e2e/gate.yaml"))
+    run_id = cli.run("runs", "start", "gate", "--as", "alice").stdout.strip()
+    watch = subprocess.Popen([sys.executable, "-m", "engine.cli", "runs", "watch", run_id],
+                             env=cli.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True)
+    from tests.e2e.processes import Processes
+
+    procs = Processes(db_url, Path(cli.env["WARDEN_DATA_DIR"]))
+    procs.env["WARDEN_POLICY_DEFAULT"] = "allow"
+    procs.serve()
+    try:
+        pending: list[Any] = []
+        for _ in range(200):
+            pending = cli.json("approvals", "list")
+            if pending:
+                break
+        cli.run("approvals", "approve", pending[0]["id"], "--as", "bob")
+        out, err = watch.communicate(timeout=60)
+    finally:
+        watch.kill()
+        procs.stop_all()
+    assert watch.returncode == 0, err
+    lines = out.splitlines()
+    assert "run.created" in lines[0] and "approval.approved" in out
+    assert lines[-1] == f"run {run_id} succeeded"
