@@ -8,14 +8,16 @@ import contextlib
 import uvicorn
 
 from api.app import create_app
+from api.ui import ui_routes
 from engine.services import Services
 
 
 async def serve_api(svc: Services, secret_key: bytes, host: str, port: int,
                     stop: asyncio.Event) -> None:
     """Serves until ``stop`` is set, then stops accepting and finishes open requests."""
-    config = uvicorn.Config(create_app(svc=svc, secret_key=secret_key), host=host, port=port,
-                            log_level="warning", lifespan="on", access_log=False)
+    app = create_app(svc=svc, secret_key=secret_key, extra_routes=ui_routes())
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on",
+                            access_log=False)
     server = uvicorn.Server(config)
     # the process's own handlers set ``stop``; uvicorn must not take SIGTERM over
     server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign,assignment]

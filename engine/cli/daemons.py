@@ -42,7 +42,8 @@ async def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
 
         host, port = settings.http_addr
         api = asyncio.create_task(serve_api(svc, server_secret(settings), host, port, stop))
-        print(f"warden serve: scheduler, reaper and API on http://{host}:{port}/api/v1 "
+        print(f"warden serve: API http://{host}:{port}/api/v1, operator page "
+              f"http://{host}:{port}/ui, scheduler, reaper and reconciler "
               f"(poll {settings.poll_interval_s}s)", file=sys.stderr, flush=True)
         await run_engine(svc, config, stop)
         await api

@@ -1,0 +1,102 @@
+"""HTML shells of the operator page: headings, labels and empty regions, no tenant data.
+
+Every page is the same for every caller; `static/warden.js` fills it from the JSON API
+with the key the operator typed. Pages are sent with a strict Content-Security-Policy:
+scripts and styles from this server only, no inline code, no framing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+from uuid import UUID
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.templating import Jinja2Templates
+
+from engine.enums import ApprovalStatus, RunStatus
+
+HERE = Path(__file__).resolve().parent
+STATIC = HERE / "static"
+TEMPLATES = Jinja2Templates(directory=HERE / "templates")
+
+HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+        "connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'"),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+}
+
+
+def _asset_version() -> str:
+    """A digest of the static files, appended to their URLs so a new release is fetched."""
+    digest = hashlib.sha256()
+    for path in sorted(STATIC.iterdir()):
+        digest.update(path.name.encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:12]
+
+
+ASSET_VERSION = _asset_version()
+
+
+def _filters(request: Request, values: list[str], default: str) -> list[dict[str, Any]]:
+    """Links for a status filter ("" is all), keeping the page's workflow filter."""
+    current = request.query_params.get("status", default)
+    keep = {k: v for k, v in request.query_params.items() if k == "workflow_id" and v}
+    return [{"label": value or "all", "current": value == current,
+             "query": urlencode({**keep, "status": value})} for value in ["", *values]]
+
+
+def _render(request: Request, template: str, *, title: str, page: str, nav: str,
+            status_code: int = 200, **context: Any) -> Response:
+    return TEMPLATES.TemplateResponse(
+        request, template,
+        {"title": title, "page": page, "nav": nav, "asset": ASSET_VERSION, **context},
+        status_code=status_code, headers=HEADERS)
+
+
+def _uuid(request: Request, name: str) -> str | None:
+    try:
+        return str(UUID(request.path_params[name]))
+    except ValueError:
+        return None
+
+
+def _missing(request: Request, what: str, nav: str) -> Response:
+    return _render(request, "missing.html", title="Not found", page="missing", nav=nav,
+                   status_code=404, what=what)
+
+
+async def runs_page(request: Request) -> Response:
+    statuses = [s.value for s in RunStatus]
+    return _render(request, "runs.html", title="Runs", page="runs", nav="runs",
+                   filters=_filters(request, statuses, ""),
+                   workflow_id=request.query_params.get("workflow_id", ""))
+
+
+async def run_page(request: Request) -> Response:
+    run_id = _uuid(request, "run_id")
+    if run_id is None:
+        return _missing(request, "run", "runs")
+    return _render(request, "run.html", title=f"Run {run_id[:8]}", page="run", nav="runs",
+                   run_id=run_id)
+
+
+async def approvals_page(request: Request) -> Response:
+    statuses = [s.value for s in ApprovalStatus]
+    return _render(request, "approvals.html", title="Approvals", page="approvals",
+                   nav="approvals", filters=_filters(request, statuses, "pending"))
+
+
+async def approval_page(request: Request) -> Response:
+    approval_id = _uuid(request, "approval_id")
+    if approval_id is None:
+        return _missing(request, "approval", "approvals")
+    return _render(request, "approval.html", title=f"Approval {approval_id[:8]}",
+                   page="approval", nav="approvals", approval_id=approval_id)

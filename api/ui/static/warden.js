@@ -1,0 +1,609 @@
+/* Warden operator page: asks for the API key once (sessionStorage), reads and acts through
+   the JSON API with X-API-Key / X-Tenant-ID headers, and renders with DOM calls only
+   (textContent, never innerHTML): run inputs and outputs are untrusted data. */
+(() => {
+  'use strict';
+  const KEY = 'warden.apiKey', TENANT = 'warden.tenant';
+  const FINAL = new Set(['succeeded', 'failed', 'denied', 'cancelled', 'timed_out']);
+  // glyphs every DejaVu/Liberation install has; the status word always follows them
+  const ICON = {pending: '○', running: '▶', waiting: '‖', blocked: '‖', succeeded: '✓', approved: '✓',
+    failed: '✗', rejected: '✗', denied: '⊘', deny: '⊘', cancelled: '⊗', superseded: '↻',
+    timed_out: '◷', expired: '◷', skipped: '↷', allow: '✓', allow_with_constraints: '✓',
+    require_approval: '‖'};
+  const $ = (sel) => document.querySelector(sel);
+
+  // ------------------------------------------------------------------ DOM helpers
+  function h(tag, attrs, ...kids) {
+    const el = document.createElement(tag);
+    return fill(el, attrs, kids);
+  }
+  function svg(tag, attrs, ...kids) {
+    return fill(document.createElementNS('http://www.w3.org/2000/svg', tag), attrs, kids);
+  }
+  function fill(el, attrs, kids) {
+    for (const [k, v] of Object.entries(attrs || {})) {
+      if (v === null || v === undefined || v === false) continue;
+      if (k.startsWith('on')) el.addEventListener(k.slice(2), v);
+      else el.setAttribute(k === 'cls' ? 'class' : k, v === true ? '' : String(v));
+    }
+    for (const kid of kids.flat(Infinity)) {
+      if (kid !== null && kid !== undefined && kid !== false) el.append(kid instanceof Node ? kid : String(kid));
+    }
+    return el;
+  }
+  const dash = () => h('span', {cls: 'muted', 'aria-label': 'none'}, '—');
+  function setText(el, text) { if (el.textContent !== text) el.textContent = text; }
+  function rows(tbody, list, render, empty) {
+    tbody.replaceChildren(...(list.length ? list.map(render)
+      : [h('tr', {cls: 'empty'}, h('td', {colspan: 20}, empty))]));
+  }
+  const td = (...kids) => h('td', {}, ...kids);
+
+  // ------------------------------------------------------------------ formatting
+  function badge(status, extra) {
+    return h('span', {cls: `status s-${status}`},
+      h('span', {'aria-hidden': 'true'}, ICON[status] || '•'), status, extra ? ` · ${extra}` : '');
+  }
+  /* A pending approval is someone's to-do: drawn like a waiting step. */
+  const approvalBadge = (status) => {
+    const b = badge(status); if (status === 'pending') b.classList.add('s-asks'); return b;
+  };
+  /* "Type: message" of an error document, the whole document behind it. */
+  function errorText(err) {
+    if (!err) return dash();
+    const text = err.message || err.reason;
+    if (!text) return json(err, 'error');
+    const line = `${err.type ? `${err.type}: ` : ''}${text}`;
+    return h('details', {}, h('summary', {cls: 'err'}, line.length > 140 ? line.slice(0, 139) + '…' : line),
+      h('pre', {}, JSON.stringify(err, null, 2)));
+  }
+  function copyButton(value, what) {
+    const b = h('button', {type: 'button', cls: 'copy', title: `Copy ${what}`, 'aria-label': `Copy ${what}`}, 'copy');
+    b.addEventListener('click', async () => {
+      try { await navigator.clipboard.writeText(value); } catch (e) {
+        const t = h('textarea', {}, value); document.body.append(t); t.select();
+        document.execCommand('copy'); t.remove();
+      }
+      b.textContent = 'copied'; setTimeout(() => { b.textContent = 'copy'; }, 1500);
+    });
+    return b;
+  }
+  function shortId(full, n = 8) { return full.length > n + 1 ? full.slice(0, n) + '…' : full; }
+  function jobLabel(jobId) {  // run_id:step@attempt -> step@attempt
+    const i = jobId.lastIndexOf(':'); return i > 0 ? jobId.slice(i + 1) : jobId;
+  }
+  function ident(full, what, {href, short, copy = true} = {}) {
+    if (!full) return dash();
+    const code = h('code', {title: full}, short || shortId(full));
+    return h('span', {cls: 'ident'}, href ? h('a', {href}, code) : code, copy ? copyButton(full, what) : null);
+  }
+  const pad = (n) => String(n).padStart(2, '0');
+  function clock(d) {
+    const today = new Date().toDateString() === d.toDateString();
+    const t = `${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}`;
+    return today ? t : `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())} ${t}`;
+  }
+  function span(ms) {
+    const s = Math.abs(ms) / 1000, f = Math.floor;
+    if (s < 1) return `${Math.round(s * 1000)} ms`;
+    if (s < 60) return `${s < 10 ? s.toFixed(1) : f(s)} s`;
+    if (s < 3600) return `${f(s / 60)} min ${f(s % 60)} s`;
+    if (s < 86400) return `${f(s / 3600)} h ${f((s % 3600) / 60)} min`;
+    return `${f(s / 86400)} d ${f((s % 86400) / 3600)} h`;
+  }
+  function relative(iso) {
+    const ms = new Date(iso) - Date.now();
+    return ms > 0 ? `in ${span(ms)}` : `${span(ms)} ago`;
+  }
+  function when(iso, {rel = true, only = false} = {}) {
+    if (!iso) return dash();
+    const d = new Date(iso);
+    if (only) return h('time', {datetime: iso, title: `${clock(d)} (${d.toISOString()})`}, relative(iso));
+    return h('time', {datetime: iso, title: d.toISOString()}, clock(d), rel ? h('span', {cls: 'muted'}, ` (${relative(iso)})`) : null);
+  }
+  function took(start, end) {
+    if (!start) return dash();
+    const ms = (end ? new Date(end) : new Date()) - new Date(start);
+    return end ? span(ms) : h('span', {}, span(ms), h('span', {cls: 'muted'}, ' so far'));
+  }
+  function json(value, label = 'show') {
+    if (value === null || value === undefined) return dash();
+    const text = JSON.stringify(value, null, 2);
+    const flat = JSON.stringify(value);
+    if (flat.length <= 60) return h('code', {}, flat);
+    return h('details', {}, h('summary', {}, `${label} (${flat.length} chars)`), h('pre', {}, text));
+  }
+  /* One line of an event's scalar fields (the telling ones first, hashes shortened); the
+     whole data behind it when there is more. */
+  const FIRST = ['decision', 'rule', 'stage', 'status', 'topic', 'reason'];
+  function brief(data) {
+    if (!data || typeof data !== 'object') return json(data);
+    const keys = Object.keys(data).filter((k) => k !== 'decision_id')
+      .sort((a, b) => (FIRST.indexOf(a) + 1 || 99) - (FIRST.indexOf(b) + 1 || 99));
+    const scalar = keys.filter((k) => data[k] !== null && typeof data[k] !== 'object');
+    if (!keys.length) return dash();
+    const line = scalar.map((k) => `${k}=${/hash$/.test(k) ? shortId(String(data[k]), 10) : data[k]}`).join('  ');
+    const shown = line.length > 110 ? line.slice(0, 109) + '…' : line;
+    if (shown === line && scalar.length === keys.length && !/hash$/m.test(keys.join('\n'))) return h('span', {cls: 'small'}, line);
+    return h('details', {}, h('summary', {}, shown || 'data'), h('pre', {}, JSON.stringify(data, null, 2)));
+  }
+  /* Constraints and the like: one key=value a line (nested values as compact JSON). */
+  function kv(obj) {
+    if (!obj || typeof obj !== 'object' || !Object.keys(obj).length) return dash();
+    return h('span', {}, Object.entries(obj).map(([k, v]) =>
+      h('span', {cls: 'kv'}, `${k}=${typeof v === 'object' ? JSON.stringify(v) : v}`)));
+  }
+  const block = (title, value) => h('div', {}, h('h3', {}, title),
+    value === undefined || value === null ? dash() : h('pre', {}, JSON.stringify(value, null, 2)));
+  function summary(dl, pairs) {
+    dl.replaceChildren(...pairs.filter(Boolean).flatMap(([k, v]) => [h('dt', {}, k), h('dd', {}, v)]));
+  }
+
+  // ------------------------------------------------------------------ API
+  class ApiError extends Error {
+    constructor(status, doc) {
+      super(doc.detail || doc.title || `HTTP ${status}`);
+      this.status = status; this.doc = doc;
+    }
+  }
+  const tenant = () => sessionStorage.getItem(TENANT) || 'default';
+  async function api(path, {method = 'GET', body} = {}) {
+    const key = sessionStorage.getItem(KEY);
+    if (!key) { signIn(); throw new ApiError(401, {detail: 'sign in first'}); }
+    const headers = {'X-API-Key': key, 'X-Tenant-ID': tenant(), Accept: 'application/json'};
+    if (body !== undefined) headers['Content-Type'] = 'application/json';
+    let res;
+    try {
+      res = await fetch(path, {method, headers, credentials: 'omit', cache: 'no-store',
+        body: body === undefined ? undefined : JSON.stringify(body)});
+    } catch (e) {
+      throw new ApiError(0, {detail: `the server did not answer (${e.message}); retrying`});
+    }
+    const doc = await res.json().catch(() => ({}));
+    if (res.status === 401) { signIn(doc.detail); }
+    if (!res.ok) throw new ApiError(res.status, doc);
+    return doc;
+  }
+  function pageError(err) {
+    const el = $('#page-error');
+    if (!err) { el.hidden = true; return; }
+    setText(el, err instanceof ApiError ? `${err.doc.title || 'Error'}: ${err.message}` : String(err));
+    el.hidden = false;
+  }
+  /* Calls fn now and then every ms while it returns true; errors are shown and retried,
+     but a 401 stops the loop (the sign-in form is back). The returned function runs fn
+     at once (after the call in flight, if any). */
+  function every(ms, fn) {
+    let timer = null, busy = false, queued = false;
+    const tick = async () => {
+      if (busy) { queued = true; return; }
+      clearTimeout(timer); busy = true;
+      let again = true;
+      try { again = (await fn()) !== false; pageError(null); } catch (e) {
+        pageError(e.status === 401 ? null : e);
+        // a refused or unknown request will not start working by itself: stop asking
+        if (e instanceof ApiError && e.status >= 400 && e.status < 500 && ![408, 409, 429].includes(e.status)) again = false;
+      }
+      busy = false;
+      if (queued) { queued = false; tick(); } else if (again) timer = setTimeout(tick, document.hidden ? ms * 4 : ms);
+    };
+    tick();
+    return tick;
+  }
+
+  // ------------------------------------------------------------------ sign-in
+  function signIn(message) {
+    sessionStorage.removeItem(KEY);
+    $('#content').hidden = true; $('#who').hidden = true; $('#sign-in').hidden = false;
+    setText($('#sign-in-error'), message ? `Not accepted: ${message}` : '');
+    $('#sign-in-tenant').value = tenant();
+    $('#sign-in-key').focus();
+  }
+  function signedIn() {
+    const key = sessionStorage.getItem(KEY);
+    $('#sign-in').hidden = true; $('#content').hidden = false; $('#who').hidden = false;
+    setText($('#who-tenant'), tenant());
+    setText($('#who-key'), key.split('_').slice(0, 2).join('_'));  // wdn_<key_id>: not secret
+  }
+  function setupSignIn(start) {
+    $('#sign-in-form').addEventListener('submit', async (ev) => {
+      ev.preventDefault();
+      sessionStorage.setItem(KEY, $('#sign-in-key').value.trim());
+      sessionStorage.setItem(TENANT, $('#sign-in-tenant').value.trim() || 'default');
+      try {
+        await api('/api/v1/workflow-runs?limit=1');
+      } catch (e) {
+        if (e.status !== 401) { sessionStorage.removeItem(KEY); setText($('#sign-in-error'), `Not accepted: ${e.message}`); }
+        return;
+      }
+      $('#sign-in-key').value = '';
+      signedIn(); start(); $('#main').focus();
+    });
+    $('#sign-out').addEventListener('click', () => { sessionStorage.clear(); location.reload(); });
+  }
+  async function approvalCount() {
+    try {
+      const doc = await api('/api/v1/approvals?status=pending&limit=100');
+      const n = doc.items.length;
+      const el = $('#approval-count');
+      setText(el, n ? `${n}${doc.next_cursor ? '+' : ''}` : ''); el.hidden = !n;
+      el.setAttribute('aria-label', `${n} pending`);
+    } catch (e) { return false; }  // no approver role: no count
+    return true;
+  }
+
+  let refreshCount = () => {};
+
+  // ------------------------------------------------------------------ runs list
+  function runsPage() {
+    const q = new URLSearchParams(location.search);
+    const cursors = [null];  // cursor of each page shown so far
+    let next = null;
+    const load = async () => {
+      const params = new URLSearchParams({limit: '50'});
+      for (const k of ['status', 'workflow_id']) if (q.get(k)) params.set(k, q.get(k));
+      const cursor = cursors[cursors.length - 1];
+      if (cursor) params.set('cursor', cursor);
+      const doc = await api(`/api/v1/workflow-runs?${params}`);
+      next = doc.next_cursor;
+      const why = (r) => {  // the first step error of an ended run, in one line
+        const [step, err] = Object.entries(r.error || {})[0] || [];
+        if (!step || !err || typeof err !== 'object') return null;
+        const text = `${step}: ${err.message || err.reason || err.type || ''}${err.rule ? ` (rule ${err.rule})` : ''}`;
+        return h('div', {cls: 'small muted', title: text}, text.length > 70 ? text.slice(0, 69) + '…' : text);
+      };
+      rows($('#runs-table tbody'), doc.items, (r) => h('tr', {},
+        td(badge(r.status), why(r)),
+        td(ident(r.run_id, 'run id', {href: `/ui/runs/${r.run_id}`})),
+        td(h('code', {}, r.workflow_id), h('span', {cls: 'muted'}, ` ${r.workflow_version}`)),
+        td(r.created_by), td(when(r.created_at)), td(took(r.started_at || r.created_at, r.finished_at))),
+      'No runs match.');
+      setText($('#runs-live'), `${doc.items.length} run${doc.items.length === 1 ? '' : 's'} shown` +
+        (cursors.length > 1 ? ` (page ${cursors.length})` : '') + `, updated ${clock(new Date())}`);
+      $('#runs-older').disabled = !next; $('#runs-newest').disabled = cursors.length === 1;
+      return true;
+    };
+    let force = true;
+    const refresh = every(5000, async () => {
+      if (force || (cursors.length === 1 && $('#auto-refresh').checked)) { force = false; await load(); }
+      return true;
+    });
+    $('#runs-older').addEventListener('click', () => { cursors.push(next); force = true; refresh(); });
+    $('#runs-newest').addEventListener('click', () => { cursors.length = 1; force = true; refresh(); });
+    $('#auto-refresh').addEventListener('change', refresh);
+  }
+
+  // ------------------------------------------------------------------ DAG
+  /* Layered drawing: column = longest path from a root; rows ordered by parents' rows. */
+  function dag(steps, onPick) {
+    const W = 150, H = 64, GX = 40, GY = 18, P = 10;
+    const byId = new Map(steps.map((s) => [s.step_id, s]));
+    const depth = new Map();
+    const depthOf = (id, seen = new Set()) => {
+      if (depth.has(id)) return depth.get(id);
+      if (seen.has(id)) return 0; seen.add(id);
+      const deps = byId.get(id).depends_on.filter((d) => byId.has(d));
+      const d = deps.length ? Math.max(...deps.map((x) => depthOf(x, seen) + 1)) : 0;
+      depth.set(id, d); return d;
+    };
+    const layers = [];
+    steps.forEach((s) => { const d = depthOf(s.step_id); (layers[d] = layers[d] || []).push(s); });
+    const row = new Map();
+    layers.forEach((layer) => {
+      const bary = (s) => { const r = s.depends_on.filter((d) => row.has(d)).map((d) => row.get(d));
+        return r.length ? r.reduce((a, b) => a + b, 0) / r.length : 0; };
+      layer.map((s, i) => [s, bary(s), i]).sort((a, b) => a[1] - b[1] || a[2] - b[2])
+        .forEach(([s], i) => row.set(s.step_id, i));
+    });
+    const tallest = Math.max(...layers.map((l) => l.length));
+    const pos = new Map();
+    layers.forEach((layer, d) => layer.forEach((s) => {
+      const off = (tallest - layer.length) * (H + GY) / 2;
+      pos.set(s.step_id, [P + d * (W + GX), P + off + row.get(s.step_id) * (H + GY)]);
+    }));
+    const width = P * 2 + layers.length * W + (layers.length - 1) * GX;
+    const height = P * 2 + tallest * H + (tallest - 1) * GY;
+    const counts = {};
+    steps.forEach((s) => { counts[s.status] = (counts[s.status] || 0) + 1; });
+    const said = Object.entries(counts).map(([k, n]) => `${n} ${k}`).join(', ');
+    const root = svg('svg', {role: 'img', width, height, viewBox: `0 0 ${width} ${height}`,
+      'aria-labelledby': 'dag-title dag-desc'},
+    svg('title', {id: 'dag-title'}, `Step graph: ${steps.length} steps`),
+    svg('desc', {id: 'dag-desc'}, `${said}. The steps table below lists each step, its status and what it depends on.`),
+    svg('defs', {}, svg('marker', {id: 'arrow', viewBox: '0 0 10 10', refX: 9, refY: 5, markerWidth: 7,
+      markerHeight: 7, orient: 'auto-start-reverse'}, svg('path', {d: 'M0,0 L10,5 L0,10 z'}))));
+    for (const s of steps) {
+      const [x2, y2] = pos.get(s.step_id);
+      for (const d of s.depends_on.filter((x) => pos.has(x))) {
+        const [x1, y1] = pos.get(d);
+        const ax = x1 + W, ay = y1 + H / 2, bx = x2 - 2, by = y2 + H / 2, mid = (bx - ax) / 2;
+        const done = byId.get(d).status === 'succeeded';
+        root.append(svg('path', {cls: `edge ${done ? 'done' : 'open'}`, 'marker-end': 'url(#arrow)',
+          d: `M${ax},${ay} C${ax + mid},${ay} ${bx - mid},${by} ${bx},${by}`}));
+      }
+    }
+    for (const s of steps) {
+      const [x, y] = pos.get(s.step_id);
+      const name = s.step_id.length > 17 ? s.step_id.slice(0, 16) + '…' : s.step_id;
+      const extra = s.attempts > 1 ? ` · ${s.attempts} attempts` : '';
+      const third = s.type + (s.attempts > 1 ? ` · ${s.attempts} attempts` : '');
+      const g = svg('g', {cls: `node s-${s.status} t-${s.type}`, 'data-step': s.step_id,
+        'data-status': s.status, transform: `translate(${x},${y})`},
+      svg('title', {}, `${s.step_id} (${s.type}): ${s.status}${extra}`),
+      svg('rect', {width: W, height: H, rx: s.type === 'notify' ? H / 2 : s.type === 'approval' ? 2 : 7}),
+      svg('text', {x: 10, y: 20, cls: 'id'}, name),
+      svg('text', {x: 10, y: 39, cls: 'st'}, `${ICON[s.status] || '•'} ${s.status}`),
+      svg('text', {x: 10, y: 55, cls: 'ty'}, third));
+      g.addEventListener('click', () => onPick(s.step_id));
+      root.append(g);
+    }
+    return root;
+  }
+
+  // ------------------------------------------------------------------ run page
+  function runPage(runId) {
+    let lastSeq = 0, more = false, decisionsDirty = true, lastStatus = null;
+    const pick = (stepId) => {
+      const tr = document.getElementById(`step-${stepId}`);
+      document.querySelectorAll('.picked').forEach((el) => el.classList.remove('picked'));
+      if (tr) { tr.classList.add('picked'); tr.scrollIntoView({block: 'center'}); tr.focus(); }
+    };
+    const renderRun = (run) => {
+      $('#run-status').replaceChildren(badge(run.status));
+      $('#run-title').replaceChildren(h('code', {title: run.run_id}, shortId(run.run_id)), copyButton(run.run_id, 'run id'));
+      document.title = `Run ${shortId(run.run_id)} · ${run.status} · Warden`;
+      $('#run-cancel').hidden = FINAL.has(run.status);
+      summary($('#run-summary'), [
+        ['Workflow', h('span', {}, h('code', {}, run.workflow_id), ` version ${run.workflow_version}`)],
+        ['Started by', run.created_by],
+        ['Created', when(run.created_at)],
+        ['Finished', run.finished_at ? h('span', {}, when(run.finished_at), ` after ${span(new Date(run.finished_at) - new Date(run.created_at))}`) : 'not yet'],
+        run.idempotency_key && ['Idempotency key', h('code', {}, run.idempotency_key)],
+        run.rerun_of && ['Rerun of', ident(run.rerun_of, 'run id', {href: `/ui/runs/${run.rerun_of}`})],
+      ]);
+      renderLive(run);
+      $('#dag').replaceChildren(dag(run.steps, pick));
+      rows($('#steps-table tbody'), run.steps, (s) => h('tr', {id: `step-${s.step_id}`, tabindex: -1},
+        td(h('code', {}, s.step_id)), td(s.type),
+        td(badge(s.status), s.retry_at ? h('div', {cls: 'small muted'}, 'next attempt ', when(s.retry_at)) : null),
+        h('td', {cls: 'num'}, s.attempts),
+        td(s.depends_on.length ? s.depends_on.map((d, i) => [i ? ', ' : '', h('code', {}, d)]) : dash()),
+        td(when(s.started_at, {rel: false})), td(took(s.started_at, s.finished_at)),
+        td(s.error ? errorText(s.error) : json(s.output, 'output'))), 'No steps.');
+      const aps = run.approvals;
+      $('#approvals-empty').hidden = aps.length > 0;
+      $('#run-approvals').hidden = !aps.length;
+      rows($('#run-approvals tbody'), aps, (a) => h('tr', {},
+        td(h('code', {}, a.step_id), a.kind === 'policy' ? h('div', {cls: 'small muted'}, 'asked by policy') : null),
+        td(approvalBadge(a.status)), td(a.requested_by), td(when(a.requested_at, {rel: false})),
+        td(a.decided_by || dash()), td(when(a.decided_at, {rel: false})), td(a.reason || dash()),
+        td(ident(a.job_hash, 'job hash', {short: shortId(a.job_hash, 12)})),
+        td(ident(a.policy_snapshot_hash, 'snapshot hash', {short: shortId(a.policy_snapshot_hash || '', 12)})),
+        td(h('a', {href: `/ui/approvals/${a.approval_id}`}, a.status === 'pending' ? 'Review and decide' : 'Details'))), '');
+      $('#attempts-empty').hidden = run.jobs.length > 0;
+      $('#attempts-table').hidden = !run.jobs.length;
+      rows($('#attempts-table tbody'), run.jobs, (j) => h('tr', {},
+        td(ident(j.job_id, 'job id', {short: jobLabel(j.job_id)}), h('div', {cls: 'small muted'}, j.topic)),
+        td(badge(j.status), j.status === 'pending' && new Date(j.available_at) > Date.now()
+          ? h('div', {cls: 'small muted'}, 'claimable ', when(j.available_at)) : null),
+        td(j.worker || dash()), td(when(j.created_at, {rel: false})), td(when(j.started_at, {rel: false})),
+        td(took(j.started_at, j.finished_at)), td(errorText(j.error)),
+        td(json(j.checkpoint, 'checkpoint'))), '');
+      $('#run-io').replaceChildren(block('Input', run.input), block('Output', run.output),
+        run.error ? block('Error', run.error) : '');
+    };
+    const renderLive = (run) => {
+      const live = $('#run-live');
+      const waiting = run.approvals.filter((a) => a.status === 'pending');
+      const failedStep = run.steps.find((s) => ['failed', 'denied', 'timed_out'].includes(s.status));
+      const active = run.steps.filter((s) => s.status === 'running').map((s) => s.step_id);
+      let cls = 'info', parts;
+      if (run.status === 'waiting' || waiting.length) {
+        cls = 'warn';
+        parts = waiting.length ? waiting.map((a) => h('p', {}, h('strong', {}, 'Waiting for approval'), ' of step ',
+          h('code', {}, a.step_id), ` (requested ${relative(a.requested_at)}`, a.expires_at ? `, expires ${relative(a.expires_at)}` : '',
+          '). ', h('a', {href: `/ui/approvals/${a.approval_id}`}, 'Review and decide')))
+          : [h('p', {}, h('strong', {}, 'Waiting'), ' for a decision.')];
+      } else if (run.status === 'succeeded') {
+        cls = 'good'; parts = [h('p', {}, h('strong', {}, 'Succeeded'), ` after ${span(new Date(run.finished_at) - new Date(run.created_at))}.`)];
+      } else if (FINAL.has(run.status)) {
+        cls = 'bad';
+        const why = failedStep && failedStep.error ? (failedStep.error.message || failedStep.error.reason || JSON.stringify(failedStep.error)) : '';
+        parts = [h('p', {}, h('strong', {}, `Ended ${run.status}`), failedStep ? [' at step ', h('code', {}, failedStep.step_id), why ? `: ${why}` : ''] : '', '.')];
+      } else {
+        parts = [h('p', {}, h('strong', {}, run.status === 'pending' ? 'Pending' : 'Running'),
+          active.length ? [': ', active.map((a, i) => [i ? ', ' : '', h('code', {}, a)])] : '', '.')];
+      }
+      const next = h('div', {}, ...parts);
+      if (live.textContent !== next.textContent) { live.className = `callout ${cls}`; live.replaceChildren(...parts); }
+    };
+    const loadEvents = async () => {
+      const doc = await api(`/api/v1/workflow-runs/${runId}/timeline?limit=200&after=${lastSeq}`);
+      const tbody = $('#timeline-table tbody');
+      for (const e of doc.items) {
+        if (e.kind === 'policy.decision') decisionsDirty = true;
+        tbody.append(h('tr', {},
+          h('td', {cls: 'num'}, e.seq), td(when(e.at, {rel: false})), td(h('code', {}, e.kind)),
+          td(e.step_id ? h('code', {}, e.step_id) : dash()), h('td', {cls: 'num'}, e.attempt ?? ''),
+          td(e.actor || dash()), td(brief(e.data))));
+        lastSeq = e.seq;
+      }
+      more = doc.next_after !== null;
+      $('#timeline-more').hidden = !more;
+      setText($('#timeline-live'), `${lastSeq} event${lastSeq === 1 ? '' : 's'} loaded` +
+        (more ? '; more below the last one' : '; up to date') +
+        (doc.items.length ? `, last: ${doc.items[doc.items.length - 1].kind}` : ''));
+    };
+    const loadDecisions = async () => {
+      decisionsDirty = false;  // set again by any decision event that arrives meanwhile
+      const doc = await api(`/ui/api/runs/${runId}/decisions`);
+      rows($('#decisions-table tbody'), doc.items, (d) => h('tr', {},
+        td(d.stage), td(h('code', {}, d.job_id ? jobLabel(d.job_id) : d.step_id)),
+        td(badge(d.decision)), td(d.rule ? h('code', {}, d.rule) : h('span', {cls: 'muted'}, 'default')),
+        td(d.reason || dash()), td(kv(d.constraints)),
+        td(ident(d.snapshot_hash, 'snapshot hash', {short: shortId(d.snapshot_hash || '', 12)})),
+        td(when(d.at, {rel: false}))), 'No policy decisions yet.');
+    };
+    let seen = '';
+    every(2000, async () => {
+      const run = await api(`/api/v1/workflow-runs/${runId}`);
+      const now = JSON.stringify(run);
+      if (now !== seen) renderRun(run); else renderLive(run);  // keep opened details open
+      seen = now;
+      // new events only when the operator has read to the end; decisions when they changed
+      await Promise.all([more ? null : loadEvents(), decisionsDirty ? loadDecisions() : null]);
+      if (decisionsDirty) await loadDecisions();
+      lastStatus = run.status;
+      return !FINAL.has(run.status);
+    });
+    $('#timeline-more').addEventListener('click', () => loadEvents().catch(pageError));
+    $('#run-cancel').addEventListener('click', async () => {
+      const reason = window.prompt('Cancel this run? Running jobs are told to stop.\n\nReason:');
+      if (reason === null) return;
+      try { await api(`/api/v1/workflow-runs/${runId}/cancel`, {method: 'POST', body: {reason}}); } catch (e) { pageError(e); }
+    });
+    return () => lastStatus;
+  }
+
+  // ------------------------------------------------------------------ approvals list
+  function approvalsPage() {
+    const q = new URLSearchParams(location.search);
+    const status = q.has('status') ? q.get('status') : 'pending';
+    let cursor = null;
+    const tbody = $('#approvals-table tbody');
+    const row = (a) => h('tr', {},
+      td(approvalBadge(a.status)),
+      td(h('code', {}, a.step_id), h('div', {cls: 'small'}, 'run ', ident(a.run_id, 'run id', {href: `/ui/runs/${a.run_id}`}))),
+      td(a.kind === 'step' ? 'approval step' : 'policy'),
+      td(when(a.requested_at, {only: true}), h('div', {cls: 'small muted'}, `run started by ${a.requested_by}`)),
+      td(a.status === 'pending' && a.expires_at ? when(a.expires_at, {only: true}) : dash()),
+      td(h('div', {cls: 'small'}, 'job ', ident(a.job_hash, 'job hash', {short: shortId(a.job_hash, 10)})),
+        h('div', {cls: 'small'}, 'policy ', a.policy_snapshot_hash ? ident(a.policy_snapshot_hash, 'snapshot hash', {short: shortId(a.policy_snapshot_hash, 10)}) : 'none')),
+      td(a.decided_by ? h('span', {}, h('strong', {}, a.decided_by), ' ', when(a.decided_at, {only: true}),
+        a.reason ? h('div', {cls: 'small muted quote'}, a.reason) : '') : dash()),
+      td(h('a', {href: `/ui/approvals/${a.approval_id}`, 'aria-label': `${a.status === 'pending' ? 'Review' : 'Details of'} approval of ${a.step_id}, run ${shortId(a.run_id)}`},
+        a.status === 'pending' ? 'Review' : 'Details')));
+    const load = async (append) => {
+      const params = new URLSearchParams({limit: '100'});
+      if (status) params.set('status', status);
+      if (append && cursor) params.set('cursor', cursor);
+      const doc = await api(`/api/v1/approvals?${params}`);
+      cursor = doc.next_cursor;
+      if (append) tbody.append(...doc.items.map(row));
+      else rows(tbody, doc.items, row, status === 'pending' ? 'Nothing waits for a decision.' : 'No approvals match.');
+      $('#approvals-more').hidden = !cursor;
+      setText($('#approvals-live'), `${tbody.querySelectorAll('tr:not(.empty)').length} ${status || ''} approval(s), updated ${clock(new Date())}`);
+      return true;
+    };
+    every(5000, () => (cursor ? true : load(false)));
+    $('#approvals-more').addEventListener('click', () => load(true).catch(pageError));
+  }
+
+  // ------------------------------------------------------------------ one approval
+  function approvalPage(id) {
+    let shown = null;
+    const render = (ap, plan) => {
+      shown = ap;
+      $('#approval-status').replaceChildren(approvalBadge(ap.status));
+      const wf = plan.run.workflow_name || plan.run.workflow_id;
+      $('#approval-title').replaceChildren(...(ap.status === 'pending'
+        ? ['Approve ', h('code', {}, ap.step_id), ` of ${wf}?`] : ['Approval of ', h('code', {}, ap.step_id), ` in ${wf}`]));
+      document.title = `Approval ${ap.step_id} · ${ap.status} · Warden`;
+      const stale = plan.active_snapshot_hash !== ap.policy_snapshot_hash;
+      summary($('#approval-bound'), [
+        ['Run', h('span', {}, ident(ap.run_id, 'run id', {href: `/ui/runs/${ap.run_id}`}), ' ',
+          h('code', {}, plan.run.workflow_id), ` ${plan.run.workflow_version} · `, badge(plan.run.status))],
+        ['Step', h('span', {}, h('code', {}, ap.step_id), ap.kind === 'step' ? ' (an approval step)'
+          : [' — a job on topic ', h('code', {}, plan.covers.topic), ', held by policy'])],
+        ['Job hash', h('span', {}, h('code', {cls: 'full', id: 'job-hash'}, ap.job_hash), copyButton(ap.job_hash, 'job hash'),
+          h('div', {cls: 'small ' + (plan.job_hash_matches ? 'muted' : 'error')}, plan.job_hash_matches
+            ? '✓ recomputed by the server from the values shown below: they are exactly what it binds'
+            : '✗ the values below no longer hash to this job hash: do not approve; reload'))],
+        ['Policy snapshot', ap.policy_snapshot_hash ? h('span', {}, h('code', {cls: 'full'}, ap.policy_snapshot_hash),
+          copyButton(ap.policy_snapshot_hash, 'snapshot hash'), stale ? h('div', {cls: 'small error'},
+            'no longer the active snapshot: the step will be judged again under the new policy') : h('div', {cls: 'small muted'}, 'the active snapshot'))
+          : h('span', {cls: 'muted'}, 'none (no policy was active)')],
+        ['Requested', h('span', {}, when(ap.requested_at), ' for the run started by ', h('strong', {}, ap.requested_by))],
+        ['Expires', ap.expires_at ? when(ap.expires_at) : 'never'],
+        ap.decided_by && ['Decided', h('span', {}, badge(ap.status), ' by ', h('strong', {}, ap.decided_by), ' ', when(ap.decided_at))],
+        ap.reason && ['Reason', ap.reason],
+      ]);
+      const asked = plan.asked_by;
+      $('#approval-asked').replaceChildren(asked.kind === 'step'
+        ? h('p', {}, 'Workflow ', h('code', {}, asked.workflow_id), ` ${asked.workflow_version} has an approval step `,
+          h('code', {}, asked.step_id), plan.gate.depends_on.length ? [' after ', plan.gate.depends_on.map((d, i) => [i ? ', ' : '', h('code', {}, d)])] : '',
+          ': a person other than the run\'s starter must approve before the next steps run.')
+        : asked.decision ? h('p', {}, 'Policy rule ', h('code', {}, asked.decision.rule || '(default)'), ' decided ',
+          badge(asked.decision.decision), ` at ${asked.decision.stage}: ${asked.decision.reason} (snapshot `,
+          ident(asked.decision.snapshot_hash, 'snapshot hash', {short: shortId(asked.decision.snapshot_hash || '', 12)}), ').')
+          : h('p', {}, 'A policy decision asked for it (its decision row was not found).'));
+      const c = plan.covers;
+      $('#approval-covers').replaceChildren(
+        block(c.topic ? 'Rendered input' : 'Run input', c.input),
+        ...Object.entries(c.upstream || {}).map(([k, v]) => block(`Output of ${k}`, v)),
+        c.constraints && Object.keys(c.constraints).length ? block('Constraints', c.constraints) : '');
+      $('#approval-then').replaceChildren(...(plan.then.length ? plan.then.map((s) => h('div', {cls: 'later'},
+        h('h3', {}, h('code', {}, s.step_id), h('span', {cls: 'muted small'}, s.type + (s.topic ? ` · ${s.topic}` : '')), s.status ? badge(s.status) : ''),
+        s.decision ? h('p', {cls: 'small'}, 'Policy at submit: ', badge(s.decision.decision), ' by rule ',
+          h('code', {}, s.decision.rule || '(default)'), ` — ${s.decision.reason}`,
+          s.decision.constraints && Object.keys(s.decision.constraints).length ? [' · constraints: ', Object.entries(s.decision.constraints).map(([k, v]) => `${k}=${JSON.stringify(v)}`).join(', ')] : '') : '',
+        s.type === 'job' ? (s.input !== null ? h('div', {}, h('p', {cls: 'small muted'}, 'Input, rendered from the values above:'), h('pre', {}, JSON.stringify(s.input, null, 2)))
+          : h('p', {cls: 'small muted'}, s.input_note || '')) : '',
+        s.message ? h('p', {cls: 'small'}, 'Message: ', s.message) : ''))
+        : [h('p', {cls: 'muted'}, 'Nothing depends on this step.')]));
+      const pending = ap.status === 'pending';
+      $('#decide-form').hidden = !pending;
+      setText($('#decide-hash'), ap.job_hash);
+      $('#approval-outcome').replaceChildren(pending ? '' : h('p', {}, 'This approval is ', badge(ap.status),
+        ap.decided_by ? [' — decided by ', h('strong', {}, ap.decided_by), ' ', when(ap.decided_at)] : '', '. ',
+        h('a', {href: `/ui/runs/${ap.run_id}`}, 'Open the run')));
+      const live = $('#approval-live');
+      const outcome = {approved: 'the run goes on', rejected: 'the run ends denied',
+        expired: 'the run ended timed_out', superseded: 'a newer approval replaced it after a policy change'}[ap.status] || '';
+      const text = pending ? `Waiting for a decision; requested for the run started by ${ap.requested_by}.`
+        : `${ap.status[0].toUpperCase()}${ap.status.slice(1)}${ap.decided_by ? ` by ${ap.decided_by}` : ''}: ${outcome}.`;
+      if (live.textContent !== text) { live.className = `callout ${pending ? 'warn' : ap.status === 'approved' ? 'good' : 'bad'}`; live.textContent = text; }
+      return pending;
+    };
+    const load = async () => {
+      const [ap, plan] = await Promise.all([api(`/api/v1/approvals/${id}`), api(`/ui/api/approvals/${id}/plan`)]);
+      if (shown && shown.status === ap.status && shown.job_hash === ap.job_hash) return ap.status === 'pending';
+      return render(ap, plan);
+    };
+    every(5000, load);
+    $('#decide-form').addEventListener('submit', async (ev) => {
+      ev.preventDefault();
+      const verdict = ev.submitter ? ev.submitter.value : 'approve';
+      const reason = $('#decide-reason').value.trim();
+      const err = $('#decide-error');
+      if (verdict === 'reject' && !reason) { setText(err, 'Write a reason to reject.'); $('#decide-reason').focus(); return; }
+      const buttons = ev.target.querySelectorAll('button');
+      buttons.forEach((b) => { b.disabled = true; });
+      let failure = null;
+      try {
+        await api(`/api/v1/approvals/${id}/${verdict}`, {method: 'POST', body: {reason: reason || null, job_hash: shown.job_hash}});
+      } catch (e) { failure = e; }
+      buttons.forEach((b) => { b.disabled = false; });
+      setText(err, !failure ? '' : failure.status === 409 && /job hash/.test(failure.message)
+        ? `Refused: what would run changed since this page loaded. Review it again. (${failure.message})`
+        : `Refused (${failure.status || 'no answer'}): ${failure.message}`);
+      shown = null;  // show what the server holds now, whatever happened
+      await load().catch(pageError);
+      if (!failure) { $('#approval-live').focus(); refreshCount(); }
+    });
+  }
+
+  // ------------------------------------------------------------------ start
+  document.addEventListener('DOMContentLoaded', () => {
+    const body = document.body;
+    const start = () => {
+      refreshCount = every(15000, approvalCount);
+      if (body.dataset.page === 'runs') runsPage();
+      else if (body.dataset.page === 'run') runPage(body.dataset.runId);
+      else if (body.dataset.page === 'approvals') approvalsPage();
+      else if (body.dataset.page === 'approval') approvalPage(body.dataset.approvalId);
+    };
+    setupSignIn(start);
+    if (sessionStorage.getItem(KEY)) { signedIn(); start(); } else signIn();
+  });
+})();
