@@ -48,6 +48,9 @@ class RunPass:
     workflow: WorkflowDef
     steps: dict[str, StepRow]
     topics: set[str] = field(default_factory=set)
+    # the pass's events, written in one call at its end (the run stays locked meanwhile,
+    # so their seq is still assigned in commit order)
+    events: list[timeline_q.Event] = field(default_factory=list)
     _policy: ActivePolicy | None = None
 
     async def policy(self, svc: Services, conn: Conn) -> ActivePolicy:
@@ -58,9 +61,11 @@ class RunPass:
     async def event(self, conn: Conn, kind: str, step_id: str | None = None, *,
                     job_id: str | None = None, attempt: int | None = None,
                     data: dict[str, Any] | None = None) -> None:
-        await timeline_q.append(conn, self.run.tenant_id, self.run.run_id, kind,
-                                step_id=step_id, job_id=job_id, attempt=attempt, actor=ACTOR,
-                                data=data)
+        self.events.append(timeline_q.Event(kind, step_id, job_id, attempt, ACTOR, data or {}))
+
+    async def flush(self, conn: Conn) -> None:
+        await timeline_q.append_many(conn, self.run.tenant_id, self.run.run_id, self.events)
+        self.events.clear()
 
 
 class Dispatcher:
@@ -86,7 +91,8 @@ class Dispatcher:
                           workflow_id=state.run.workflow_id, input=job_input)
         evaluated = await self.svc.policies.decide(conn, stage="dispatch", facts=facts,
                                                    run_id=step.run_id, job_id=job_id,
-                                                   attempt=attempt, policy=policy)
+                                                   attempt=attempt, policy=policy,
+                                                   events=state.events)
         verdict = evaluated.decision.verdict
         constraints = dict(evaluated.decision.constraints)
         step = await moved(steps_q.start_attempt(conn, step))
@@ -111,7 +117,8 @@ class Dispatcher:
                           workflow_id=state.run.workflow_id, input=job.input)
         evaluated = await self.svc.policies.decide(
             conn, stage="dispatch", facts=facts, run_id=job.run_id, job_id=job.job_id,
-            attempt=job.attempt, policy=await state.policy(self.svc, conn))
+            attempt=job.attempt, policy=await state.policy(self.svc, conn),
+            events=state.events)
         if job.status is JobStatus.BLOCKED:
             await self._supersede(conn, state, step, evaluated)
         if step.status is StepStatus.WAITING:

@@ -22,6 +22,8 @@ from engine.store import policy as q
 from engine.store import timeline as timeline_q
 from engine.store.records import PolicyActivationRow, PolicyDecisionRow, PolicySnapshotRow
 
+EventSink = list[timeline_q.Event]
+
 
 @dataclass(frozen=True)
 class ActivePolicy:
@@ -79,27 +81,35 @@ class Policies:
 
     async def decide(self, conn: Conn, *, stage: str, facts: Facts, run_id: UUID,
                      job_id: str | None = None, attempt: int | None = None,
-                     policy: ActivePolicy | None = None) -> Evaluated:
+                     policy: ActivePolicy | None = None,
+                     events: EventSink | None = None) -> Evaluated:
         """Evaluates and records the decision (row + timeline event) in ``conn``'s transaction."""
         policy = policy or await self.active(conn, facts.tenant_id)
         evaluated = Evaluated(policy.snapshot_hash, policy.bundle.evaluate(facts))
         await record(conn, stage=stage, facts=facts, run_id=run_id, job_id=job_id,
-                     attempt=attempt, evaluated=evaluated)
+                     attempt=attempt, evaluated=evaluated, events=events)
         return evaluated
 
 
 async def record(conn: Conn, *, stage: str, facts: Facts, run_id: UUID, job_id: str | None,
-                 attempt: int | None, evaluated: Evaluated) -> PolicyDecisionRow:
+                 attempt: int | None, evaluated: Evaluated,
+                 events: EventSink | None = None) -> PolicyDecisionRow:
+    """The decision row, and its policy.decision event: appended now, or handed to
+    ``events`` when the caller batches a transaction's events (keeping their order)."""
     decision = evaluated.decision
     row = await q.insert_decision(
         conn, tenant_id=facts.tenant_id, stage=stage, snapshot_hash=evaluated.snapshot_hash,
         rule=decision.rule, decision=decision.verdict.value, reason=decision.reason,
         constraints=dict(decision.constraints), run_id=run_id, step_id=facts.step_id,
         job_id=job_id)
-    await timeline_q.append(conn, facts.tenant_id, run_id, "policy.decision",
-                            step_id=facts.step_id, job_id=job_id, attempt=attempt,
-                            actor="policy", data={"stage": stage, **evaluated.to_doc(),
-                                                  "decision_id": row.decision_id})
+    event = timeline_q.Event("policy.decision", step_id=facts.step_id, job_id=job_id,
+                             attempt=attempt, actor="policy",
+                             data={"stage": stage, **evaluated.to_doc(),
+                                   "decision_id": row.decision_id})
+    if events is not None:
+        events.append(event)
+    else:
+        await timeline_q.append_many(conn, facts.tenant_id, run_id, [event])
     return row
 
 

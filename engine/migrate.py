@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from alembic.config import Config
     from sqlalchemy import Engine
 
-HEAD = "0005_release"
+HEAD = "0006_batched_events"
 VERSION_TABLE = "warden_alembic_version"
 
 

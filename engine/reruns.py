@@ -97,17 +97,18 @@ async def rerun(svc: Services, *, tenant_id: str | None, run_id: UUID, from_step
         assert run is not None  # no idempotency key: nothing can conflict
         link = {"rerun_of": str(source.run_id), "from_step": from_step,
                 "reused": sorted(the_plan.reused), "to_run": the_plan.to_run}
-        await timeline_q.append(conn, run.tenant_id, run.run_id, "run.rerun", actor=created_by,
-                                data=link)
-        await timeline_q.append(conn, run.tenant_id, run.run_id, "run.created", actor=created_by,
-                                data={"workflow_id": run.workflow_id,
-                                      "version": run.workflow_version})
+        events = [timeline_q.Event("run.rerun", actor=created_by, data=link),
+                  timeline_q.Event("run.created", actor=created_by,
+                                   data={"workflow_id": run.workflow_id,
+                                         "version": run.workflow_version})]
         await steps_q.insert_all(conn, run.tenant_id, run.run_id, step_rows(workflow))
         for step in await steps_q.of_run(conn, run.tenant_id, run.run_id):
             if step.step_id in the_plan.reused:
                 await steps_q.transition(conn, step, StepStatus.SUCCEEDED,
                                          output=the_plan.reused[step.step_id])
-        run = await submit_gate(svc, conn, run, workflow, skip=set(the_plan.reused))
+        run = await submit_gate(svc, conn, run, workflow, events=events,
+                                skip=set(the_plan.reused))
+        await timeline_q.append_many(conn, run.tenant_id, run.run_id, events)
         await runs_q.wake(conn, run.tenant_id, run.run_id)
         await timeline_q.append(conn, source.tenant_id, source.run_id, "run.rerun",
                                 actor=created_by,

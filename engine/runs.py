@@ -89,10 +89,11 @@ async def start(svc: Services, *, tenant_id: str, workflow_id: str, input: Any,
             started = StartedRun(existing, replayed=True)
         else:
             await steps_q.insert_all(conn, tenant_id, run.run_id, step_rows(workflow))
-            await timeline_q.append(conn, tenant_id, run.run_id, "run.created", actor=created_by,
-                                    data={"workflow_id": workflow_id, "version": row.version,
-                                          "idempotency_key": idempotency_key})
-            run = await submit_gate(svc, conn, run, workflow)
+            events = [timeline_q.Event("run.created", actor=created_by, data={
+                "workflow_id": workflow_id, "version": row.version,
+                "idempotency_key": idempotency_key})]
+            run = await submit_gate(svc, conn, run, workflow, events=events)
+            await timeline_q.append_many(conn, tenant_id, run.run_id, events)
             if run.status is RunStatus.PENDING:
                 await q.wake(conn, tenant_id, run.run_id)
             started = StartedRun(run, replayed=False)
@@ -102,7 +103,7 @@ async def start(svc: Services, *, tenant_id: str, workflow_id: str, input: Any,
 
 
 async def submit_gate(svc: Services, conn: Conn, run: RunRow, workflow: WorkflowDef, *,
-                       skip: set[str] | None = None) -> RunRow:
+                      events: list[timeline_q.Event], skip: set[str] | None = None) -> RunRow:
     """Evaluates every job step (but those in ``skip``: reused by a rerun) against the run
     input; on any deny, stores the run ``denied`` with every step ended."""
     policy = await svc.policies.active(conn, run.tenant_id)
@@ -113,7 +114,7 @@ async def submit_gate(svc: Services, conn: Conn, run: RunRow, workflow: Workflow
         facts = facts_for(step, tenant_id=run.tenant_id, workflow_id=run.workflow_id,
                           input=run.input)
         evaluated = await svc.policies.decide(conn, stage="submit", facts=facts,
-                                              run_id=run.run_id, policy=policy)
+                                              run_id=run.run_id, policy=policy, events=events)
         if evaluated.decision.verdict is Verdict.DENY:
             denials[step.id] = evaluated
     if not denials:
@@ -129,8 +130,8 @@ async def submit_gate(svc: Services, conn: Conn, run: RunRow, workflow: Workflow
                                  error=errors.get(row.step_id))
     ended = await q.transition(conn, run, RunStatus.DENIED, error=errors)
     assert ended is not None  # we inserted the run in this transaction
-    await timeline_q.append(conn, run.tenant_id, run.run_id, "run.denied", actor="policy",
-                            data={"stage": "submit", "denied_steps": sorted(denials)})
+    events.append(timeline_q.Event("run.denied", actor="policy",
+                                   data={"stage": "submit", "denied_steps": sorted(denials)}))
     await q.mark_scheduled(conn, run.tenant_id, run.run_id)
     return ended
 

@@ -73,6 +73,7 @@ class Scheduler:
                 break
             state.steps[action.step_id] = await self._apply(conn, state, action)
         await self._settle(conn, state, dag.run_status(_states(state)))
+        await state.flush(conn)
         await runs_q.mark_scheduled(conn, run.tenant_id, run.run_id)
         return state.topics
 

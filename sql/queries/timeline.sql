@@ -20,3 +20,7 @@ SELECT r.tenant_id, r.run_id, warden.verify_timeline(r.run_id) AS ok
   FROM warden.runs r
  WHERE %(tenant_id)s::text IS NULL OR r.tenant_id = %(tenant_id)s::text
  ORDER BY r.tenant_id, r.created_at;
+
+-- name: events_append :one
+-- Appends a batch of one run's events in order (locks the run once; returns the last seq).
+SELECT warden.append_events(%(tenant_id)s, %(run_id)s, %(events)s);
