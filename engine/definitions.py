@@ -147,15 +147,8 @@ def version_key(version: str) -> VersionKey:
 
 def parse_workflow(source: str | bytes, *, media_type: str | None = None) -> WorkflowDef:
     """Decode and validate a definition; media_type None means JSON if it starts with '{'."""
-    # A str longer than the limit is over it in bytes too; only shorter ones are encoded.
-    if isinstance(source, bytes) or len(source) > MAX_DEFINITION_BYTES:
-        size = len(source)
-    else:
-        size = len(source.encode("utf-8", "surrogatepass"))
-    if size > MAX_DEFINITION_BYTES:
-        raise InvalidDefinition([Problem("", f"the definition is {size} bytes; "
-                                             f"the limit is {MAX_DEFINITION_BYTES} bytes")])
-    return parse_workflow_doc(decode(source, media_type))
+    return parse_workflow_doc(decode(source, media_type, limit=MAX_DEFINITION_BYTES,
+                                     what="the definition"))
 
 
 def parse_workflow_doc(doc: Any) -> WorkflowDef:

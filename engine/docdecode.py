@@ -52,8 +52,20 @@ def child_path(parent: str, key: object) -> str:
     return f"{parent}.{key}" if parent else str(key)
 
 
-def decode(source: str | bytes, media_type: str | None) -> Any:
-    """Decode ``source``; ``media_type`` None means JSON if it starts with '{', else YAML."""
+def decode(source: str | bytes, media_type: str | None, *, limit: int | None = None,
+           what: str = "the document") -> Any:
+    """Decode ``source``; ``media_type`` None means JSON if it starts with '{', else YAML.
+
+    With ``limit``, a source over that many bytes is refused before any decoding.
+    """
+    if limit is not None:
+        # a str longer than the limit is over it in bytes too; only shorter ones are encoded
+        if isinstance(source, bytes) or len(source) > limit:
+            size = len(source)
+        else:
+            size = len(source.encode("utf-8", "surrogatepass"))
+        if size > limit:
+            raise _fail("", f"{what} is {size} bytes; the limit is {limit} bytes")
     if isinstance(source, bytes):
         try:
             text = source.decode("utf-8-sig")

@@ -208,15 +208,8 @@ def default_bundle(verdict: Verdict) -> Bundle:
 
 def parse_bundle(source: str | bytes, *, media_type: str | None = None) -> Bundle:
     """Decode and validate a bundle; media_type None means JSON if it starts with '{'."""
-    # A str longer than the limit is over it in bytes too; only shorter ones are encoded.
-    if isinstance(source, bytes) or len(source) > MAX_BUNDLE_BYTES:
-        size = len(source)
-    else:
-        size = len(source.encode("utf-8", "surrogatepass"))
-    if size > MAX_BUNDLE_BYTES:
-        raise InvalidDefinition([Problem("", f"the policy bundle is {size} bytes; "
-                                             f"the limit is {MAX_BUNDLE_BYTES} bytes")])
-    return parse_bundle_doc(decode(source, media_type))
+    return parse_bundle_doc(decode(source, media_type, limit=MAX_BUNDLE_BYTES,
+                                   what="the policy bundle"))
 
 
 def parse_bundle_doc(doc: Any) -> Bundle:
