@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import asdict, dataclass, field
 from typing import Any
 from uuid import UUID
 
 from engine.store.connection import Conn, fetch_all, fetch_dicts, fetch_value, jsonb
 from engine.store.records import TimelineEvent
+
+log = logging.getLogger("engine.events")
 
 
 async def append(conn: Conn, tenant_id: str, run_id: UUID, kind: str, *,
@@ -17,7 +20,18 @@ async def append(conn: Conn, tenant_id: str, run_id: UUID, kind: str, *,
     seq: int = await fetch_value(conn, "event_append", {
         "tenant_id": tenant_id, "run_id": run_id, "kind": kind, "step_id": step_id,
         "job_id": job_id, "attempt": attempt, "actor": actor, "data": jsonb(data or {})})
+    _log(tenant_id, run_id, Event(kind, step_id, job_id, attempt, actor))
     return seq
+
+
+def _log(tenant_id: str, run_id: UUID, event: Event) -> None:
+    """Every engine-side state change writes an event here, so this is the one place that
+    logs them: one INFO line each, with stable keys for JSON logs. (Logged before the
+    commit; a rolled-back change has a log line and no event.)"""
+    log.info("%s run=%s step=%s job=%s by=%s", event.kind, run_id, event.step_id or "-",
+             event.job_id or "-", event.actor or "-",
+             extra={"event": event.kind, "tenant_id": tenant_id, "run_id": str(run_id),
+                    "step_id": event.step_id, "job_id": event.job_id, "actor": event.actor})
 
 
 async def page(conn: Conn, tenant_id: str, run_id: UUID, *, after: int,
@@ -55,4 +69,6 @@ async def append_many(conn: Conn, tenant_id: str, run_id: UUID, events: list[Eve
     seq: int = await fetch_value(conn, "events_append", {
         "tenant_id": tenant_id, "run_id": run_id,
         "events": jsonb([asdict(event) for event in events])})
+    for event in events:
+        _log(tenant_id, run_id, event)
     return seq

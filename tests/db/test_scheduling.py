@@ -191,3 +191,19 @@ async def test_two_schedulers_never_dispatch_the_same_attempt_twice(
     assert total == distinct == 3 * len(run_ids)
     assert started == len(run_ids)
     assert all(j.status is JobStatus.PENDING for j in (await support.detail(db, run_ids[0])).jobs)
+
+
+async def test_each_state_change_logs_one_info_line_with_its_ids(
+        db: Database, scheduler: Scheduler, caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    await support.store(db, FAN_OUT)
+    with caplog.at_level(logging.INFO, logger="engine.events"):
+        run = await support.start(db, "fan", {"who": "ops"})
+        await support.settle(scheduler)
+    logged = [(r.event, r.run_id, r.step_id) for r in caplog.records  # type: ignore[attr-defined]
+              if r.name == "engine.events"]
+    kinds = await support.kinds(db, run.run_id)
+    assert [k for k, _, _ in logged] == kinds  # one line per event, in the same order
+    assert {r for _, r, _ in logged} == {str(run.run_id)}
+    assert ("job.dispatched", str(run.run_id), "a") in logged
