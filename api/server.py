@@ -1,27 +1,46 @@
-"""Serving the API inside `warden serve`, on the engine's event loop and pool."""
+"""Serving the API and the operator page inside `warden serve`, on the engine's event loop
+and pool."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 
 import uvicorn
 
 from api.app import create_app
 from api.ui import ui_routes
+from engine.errors import ConfigError
 from engine.services import Services
 
 
-async def serve_api(svc: Services, secret_key: bytes, host: str, port: int,
+def bind(host: str, port: int) -> socket.socket:
+    """The listening socket, bound here so a taken port is a clear error (uvicorn would
+    exit the whole process from inside its task)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise ConfigError(f"cannot listen on {host}:{port} (WARDEN_HTTP_ADDR): "
+                          f"{exc.strerror}") from exc
+    sock.listen(2048)
+    sock.setblocking(False)
+    return sock
+
+
+async def serve_api(svc: Services, secret_key: bytes, sock: socket.socket,
                     stop: asyncio.Event) -> None:
     """Serves until ``stop`` is set, then stops accepting and finishes open requests."""
     app = create_app(svc=svc, secret_key=secret_key, extra_routes=ui_routes())
-    config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on",
-                            access_log=False)
+    config = uvicorn.Config(app, log_level="warning", lifespan="on", access_log=False)
     server = uvicorn.Server(config)
     # the process's own handlers set ``stop``; uvicorn must not take SIGTERM over
     server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign,assignment]
-    task = asyncio.create_task(server.serve())
+    task = asyncio.create_task(server.serve(sockets=[sock]))
     stopper = asyncio.create_task(stop.wait())
     await asyncio.wait([task, stopper], return_when=asyncio.FIRST_COMPLETED)
     server.should_exit = True

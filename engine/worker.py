@@ -167,9 +167,9 @@ class Worker:
             await self._fail(row, _error_doc(exc, "handler returned a non-JSON value"),
                              retryable=False)
             return
-        await self._settle(row, jobs_q.complete, result=result)
-        self.completed += 1
-        log.info("job %s succeeded", row.job_id, extra=extra)
+        if await self._settle(row, jobs_q.complete, result=result):
+            self.completed += 1
+            log.info("job %s succeeded", row.job_id, extra=extra)
 
     def _job(self, row: ClaimedJob) -> Job:
         loop = asyncio.get_running_loop()
@@ -222,22 +222,24 @@ class Worker:
         await self._settle(row, jobs_q.fail, error=error, retryable=retryable)
 
     async def _settle(self, row: ClaimedJob, call: Callable[..., Awaitable[None]],
-                      **kwargs: Any) -> None:
-        """Completes or fails under the lease token, retrying while the database is away.
-        A fenced write (lease lost) is logged and dropped: someone else owns the job now."""
+                      **kwargs: Any) -> bool:
+        """Completes, fails or releases under the lease token, retrying while the database
+        is away; True if the write landed. A fenced write (lease lost) is logged and
+        dropped: someone else owns the job now."""
         for delay in (0.1, 0.5, 1, 2, 5, 5, 5):
             try:
                 async with self.db.connection() as conn:
                     await call(conn, job_id=row.job_id, lease_token=row.lease_token, **kwargs)
-                return
+                return True
             except LeaseLost as exc:
                 log.warning("job %s: result fenced (%s)", row.job_id, exc,
                             extra={"job_id": row.job_id})
-                return
+                return False
             except DatabaseUnavailable:
                 await asyncio.sleep(delay)
         log.error("job %s: could not record its result; the lease will expire and the "
                   "attempt will be retried", row.job_id, extra={"job_id": row.job_id})
+        return False
 
     async def _drain(self) -> None:
         if not self._inflight:

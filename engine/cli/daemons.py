@@ -37,11 +37,12 @@ async def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
 
     async def body(svc: Services) -> int:
         # the CLI is the composition root: the one engine module that may reach the API
-        from api.server import serve_api
+        from api.server import bind, serve_api
         from engine.apikeys import server_secret
 
         host, port = settings.http_addr
-        api = asyncio.create_task(serve_api(svc, server_secret(settings), host, port, stop))
+        sock = bind(host, port)  # before any loop starts: a taken port fails at once
+        api = asyncio.create_task(serve_api(svc, server_secret(settings), sock, stop))
         print(f"warden serve: API http://{host}:{port}/api/v1, operator page "
               f"http://{host}:{port}/ui, scheduler, reaper and reconciler "
               f"(poll {settings.poll_interval_s}s)", file=sys.stderr, flush=True)

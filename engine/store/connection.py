@@ -117,8 +117,13 @@ async def connect(url: str, *, autocommit: bool = True) -> Conn:
 class Database:
     """A pool of connections to one Warden database."""
 
-    def __init__(self, url: str, *, min_size: int = 1, max_size: int = 8) -> None:
+    def __init__(self, url: str, *, min_size: int = 1, max_size: int = 8,
+                 acquire_timeout: float = 2.0) -> None:
         self.url = url
+        # How long a caller waits for a pooled connection. Short on purpose: while the
+        # server is down no connection will come, and the API must answer 503 now (the
+        # loops back off and retry) rather than hold each request for half a minute.
+        self.acquire_timeout = acquire_timeout
         self._pool: AsyncConnectionPool[Conn] = AsyncConnectionPool(
             url, min_size=min_size, max_size=max_size, open=False,
             kwargs={"autocommit": True, "options": SESSION_OPTIONS, "connect_timeout": 5},
@@ -144,13 +149,14 @@ class Database:
     @asynccontextmanager
     async def connection(self) -> AsyncIterator[Conn]:
         """A pooled autocommit connection: each statement is its own transaction."""
-        async with translated(), self._pool.connection(timeout=30) as conn:
+        async with translated(), self._pool.connection(timeout=self.acquire_timeout) as conn:
             yield conn
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Conn]:
         """A pooled connection inside one transaction, committed on normal exit."""
-        async with translated(), self._pool.connection(timeout=30) as conn, conn.transaction():
+        async with translated(), \
+                self._pool.connection(timeout=self.acquire_timeout) as conn, conn.transaction():
             yield conn
 
 

@@ -4,12 +4,19 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 @dataclass
@@ -40,7 +47,8 @@ class Processes:
         return self.warden(*args, **env)
 
     def serve(self) -> subprocess.Popen[bytes]:
-        return self.warden("serve")
+        # each serve its own API port: two on one port would leave one engine, not two
+        return self.warden("serve", WARDEN_HTTP_ADDR=f"127.0.0.1:{free_port()}")
 
     def stop_all(self) -> None:
         for proc in self.started:

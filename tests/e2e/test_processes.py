@@ -191,3 +191,17 @@ async def test_two_servers_and_four_workers_run_200_seed_runs_exactly_once(
     assert broken == (0,)
     executions = (marks / "executions").read_text().split()
     assert len(executions) // 2 == 800 and len(run_ids) == 200
+
+
+def test_serve_on_a_taken_port_exits_with_a_clear_message(procs: Processes) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        proc = procs.warden("serve", WARDEN_HTTP_ADDR=f"127.0.0.1:{port}")
+        assert proc.wait(timeout=30) == 2  # a configuration problem, not "not found"
+    log = procs.dump_logs()
+    assert f"cannot listen on 127.0.0.1:{port} (WARDEN_HTTP_ADDR)" in log
+    assert "Task exception was never retrieved" not in log
