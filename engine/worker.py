@@ -99,10 +99,12 @@ class Worker:
         listen_task = asyncio.create_task(listener.run())
         try:
             while not stop.is_set():
+                # cleared before claiming, never after: a NOTIFY that arrives while the
+                # claim runs must wake the next wait, not be thrown away
+                self._wake.clear()
                 claimed = await self._claim_batch()
                 if claimed and len(self._inflight) < self.config.concurrency:
                     continue  # the queue may hold more: claim again before sleeping
-                self._wake.clear()
                 await wait_any(stop, self._wake, self.config.poll_interval_s)
         finally:
             listen_task.cancel()
@@ -124,6 +126,9 @@ class Worker:
         except DatabaseUnavailable as exc:
             log.warning("claim failed, database unavailable: %s", exc)
             await asyncio.sleep(min(self.config.poll_interval_s, 1.0))
+            # try again soon rather than after a whole poll interval: the wake-up that
+            # brought us here (often the catch-up after a reconnect) is spent
+            self._wake.set()
             return 0
         for row in claimed:
             task = asyncio.create_task(self._execute(row), name=row.job_id)

@@ -37,10 +37,18 @@ class Listener:
         while True:
             try:
                 await self._listen_once()
+                log.warning("LISTEN %s: the connection ended; reconnecting", self.channel,
+                            extra={"channel": self.channel})
                 backoff = 0.1
             except (DatabaseUnavailable, psycopg.OperationalError, OSError) as exc:
                 log.warning("LISTEN %s lost (%s); reconnecting in %.1fs", self.channel, exc,
                             backoff, extra={"channel": self.channel})
+            except Exception as exc:
+                # a dying server surfaces as other driver errors too (InterfaceError, …);
+                # whatever it is, this task must not die: its owner would wait a whole
+                # poll interval for every piece of work from then on
+                log.warning("LISTEN %s failed (%s: %s); reconnecting in %.1fs", self.channel,
+                            type(exc).__name__, exc, backoff, extra={"channel": self.channel})
             self.connected.clear()
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, self.max_backoff_s)
