@@ -1,7 +1,10 @@
-"""The bench's databases: one template migrated once, cloned fresh for every measurement.
+"""The bench's databases, all named after its pid and all dropped at the end.
 
-A fresh clone per measurement keeps them independent: no bloat, dead tuples or pending
-autovacuum from the previous one, and pg_stat_* counters that start at zero.
+``warden_bench_<pid>_template`` is migrated once. A shape's runs are enqueued once into
+``warden_bench_<pid>_seed`` (cloned from the template); every drain of that shape then
+runs in ``warden_bench_<pid>``, a fresh clone of the seed. So the configurations of one
+shape start from the same rows, and no measurement inherits the previous one's bloat,
+dead tuples, pending autovacuum or pg_stat_* counters.
 """
 
 from __future__ import annotations
@@ -29,8 +32,16 @@ class BenchDatabases:
         return f"{self.name}_template"
 
     @property
+    def seed(self) -> str:
+        return f"{self.name}_seed"
+
+    @property
     def url(self) -> str:
         return pg.with_database(self.admin_url, self.name)
+
+    @property
+    def seed_url(self) -> str:
+        return pg.with_database(self.admin_url, self.seed)
 
     def url_as(self, application_name: str) -> str:
         return pg.with_database(self.admin_url, self.name, application_name)
@@ -44,21 +55,31 @@ class BenchDatabases:
 
     async def prepare(self) -> None:
         """Creates and migrates the template (alembic is sync: off the event loop)."""
-        await self._admin("database_create_empty", name=self.template)
+        await self._admin("database_create_empty", database=self.template)
         await asyncio.to_thread(upgrade, pg.with_database(self.admin_url, self.template))
 
-    async def fresh(self) -> str:
-        """Drops the previous measurement's database and clones a new one; returns its URL."""
-        await self._admin("database_drop", name=self.name)
-        await self._admin("database_create", name=self.name, template=self.template)
-        await self._admin("database_track_functions", name=self.name)
+    async def fresh_seed(self) -> str:
+        """An empty migrated database to enqueue a shape's runs into; returns its URL."""
+        await self._clone(self.seed, self.template)
+        return self.seed_url
+
+    async def fresh(self, *, from_seed: bool) -> str:
+        """The measurement database, cloned from the seed (or the empty template)."""
+        await self._clone(self.name, self.seed if from_seed else self.template)
+        await self._admin("database_track_functions", database=self.name)
         return self.url
 
     async def drop_all(self) -> None:
-        await self._admin("database_drop", name=self.name)
-        await self._admin("database_drop", name=self.template)
+        for database in (self.name, self.seed, self.template):
+            await self._admin("database_drop", database=database)
 
-    async def _admin(self, statement: str, **identifiers: str) -> None:
+    async def _clone(self, database: str, source: str) -> None:
+        await self._admin("database_drop", database=database)
+        await self._admin("database_create", database=database, template=source)
+        # a no-op at head; it catches a migration added to the tree since prepare()
+        await asyncio.to_thread(upgrade, pg.with_database(self.admin_url, database))
+
+    async def _admin(self, statement: str, /, **identifiers: str) -> None:
         conn = await pg.connect(self.admin_url)
         try:
             await pg.ddl(conn, statement, **identifiers)

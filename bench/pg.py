@@ -58,9 +58,22 @@ async def one(conn: Conn, name: str, params: Mapping[str, Any] | None = None) ->
     return found[0]
 
 
-async def ddl(conn: Conn, name: str, **identifiers: str) -> None:
+async def execute(conn: Conn, name: str) -> None:
+    await conn.execute(_queries()[name].sql)
+
+
+async def try_execute(conn: Conn, name: str) -> bool:
+    """For optional steps (CHECKPOINT needs superuser or pg_checkpoint): False if refused."""
+    try:
+        await execute(conn, name)
+    except psycopg.errors.InsufficientPrivilege:
+        return False
+    return True
+
+
+async def ddl(conn: Conn, name: str, /, **identifiers: str) -> None:
     """A named DDL statement whose {placeholders} are identifiers (never values)."""
-    text = sql.SQL(_queries()[name].sql).format(  # type: ignore[arg-type]  # from our file
+    text = sql.SQL(_queries()[name].sql).format(
         **{key: sql.Identifier(value) for key, value in identifiers.items()})
     await conn.execute(text)
 

@@ -18,25 +18,20 @@ SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = %(name)s) AS found;
 
 -- name: database_create :exec
 -- A measurement database cloned from the migrated template (identifiers, not values).
-CREATE DATABASE {name} TEMPLATE {template};
+CREATE DATABASE {database} TEMPLATE {template};
 
 -- name: database_create_empty :exec
 -- The template itself, migrated once.
-CREATE DATABASE {name};
+CREATE DATABASE {database};
 
 -- name: database_drop :exec
 -- WITH (FORCE): a child process that survived its SIGKILL must not keep the drop waiting.
-DROP DATABASE IF EXISTS {name} WITH (FORCE);
+DROP DATABASE IF EXISTS {database} WITH (FORCE);
 
 -- name: database_track_functions :exec
 -- Per-database, so no server restart: pg_stat_user_functions then times claim_jobs,
 -- complete_job, append_event… (pg_stat_statements would need shared_preload_libraries).
-ALTER DATABASE {name} SET track_functions = 'all';
-
--- name: analyze :exec
--- Planner statistics for the freshly enqueued rows, so the drain does not start on the
--- plans of empty tables and then switch when autovacuum's ANALYZE lands mid-measurement.
-ANALYZE;
+ALTER DATABASE {database} SET track_functions = 'all';
 
 -- name: checkpoint :exec
 -- Every measurement starts right after a checkpoint, so each pays the same full-page
@@ -63,14 +58,23 @@ SELECT pid, application_name FROM pg_stat_activity
    AND pid <> pg_backend_pid();
 
 -- name: activity_sample :many
--- One sample of what every busy backend of the children is doing right now.
-SELECT application_name, state,
-       coalesce(wait_event_type || ':' || wait_event, 'CPU') AS wait,
-       left(regexp_replace(query, '\s+', ' ', 'g'), 70) AS query
-  FROM pg_stat_activity
- WHERE datname = current_database() AND backend_type = 'client backend'
-   AND pid <> pg_backend_pid() AND state NOT IN ('idle')
-   AND application_name LIKE 'bench-%%';
+-- One sample of what every busy backend of the children is doing right now; for a lock
+-- wait, also what it waits for (a relation, or an object such as the NOTIFY queue's).
+SELECT a.application_name, a.state,
+       coalesce(a.wait_event_type || ':' || a.wait_event, 'CPU')
+       || coalesce(' ' || (SELECT coalesce(l.relation::regclass::text,
+                                           l.classid::regclass::text || '/' || l.objid)
+                             FROM pg_locks l
+                            WHERE l.pid = a.pid AND NOT l.granted
+                              AND (l.relation IS NOT NULL OR l.classid IS NOT NULL)
+                            LIMIT 1), '') AS wait,
+       -- the engine's named queries start with their comment lines: show the SQL instead
+       left(regexp_replace(regexp_replace(a.query, '^(\s*--[^\n]*\n)+', ''),
+                           '\s+', ' ', 'g'), 70) AS query
+  FROM pg_stat_activity a
+ WHERE a.datname = current_database() AND a.backend_type = 'client backend'
+   AND a.pid <> pg_backend_pid() AND a.state <> 'idle'
+   AND a.application_name LIKE 'bench-%%';
 
 -- name: db_counters :one
 -- Cumulative counters, diffed around a drain. pg_stat_wal is server-wide (others' load
@@ -89,9 +93,11 @@ SELECT funcname AS name, calls, total_time AS total_ms, self_time AS self_ms
  ORDER BY total_time DESC;
 
 -- name: table_stats :many
--- Row churn per table; HOT updates avoid index writes, so their share matters.
+-- Row churn per table (HOT updates avoid index writes, so their share matters), and
+-- sequential scans: on a queue table they mean a plan chosen when the table looked empty.
 SELECT relname AS name, n_tup_ins AS inserted, n_tup_upd AS updated,
-       n_tup_hot_upd AS hot_updated, n_dead_tup AS dead
+       n_tup_hot_upd AS hot_updated, n_dead_tup AS dead, seq_scan, seq_tup_read,
+       last_autoanalyze IS NOT NULL AS autoanalyzed
   FROM pg_stat_user_tables
  WHERE schemaname = 'warden' AND n_tup_ins + n_tup_upd > 0
  ORDER BY n_tup_ins + n_tup_upd DESC;
@@ -103,7 +109,9 @@ SELECT (SELECT count(*) FROM warden.runs) AS runs,
        (SELECT count(*) FROM warden.jobs) AS jobs,
        (SELECT count(*) FROM warden.jobs WHERE status = 'succeeded') AS jobs_succeeded,
        (SELECT count(*) FROM warden.timeline) AS timeline_events,
-       (SELECT count(*) FROM warden.policy_decisions) AS policy_decisions;
+       (SELECT count(*) FROM warden.policy_decisions) AS policy_decisions,
+       -- the reconciler repairs what should not happen: a clean drain has none
+       (SELECT count(*) FROM warden.timeline WHERE kind = 'reconciler.repaired') AS repairs;
 
 -- name: timeline_count :one
 -- Events written so far (the enqueue's share is subtracted from the drain's).
@@ -117,20 +125,34 @@ SELECT extract(epoch FROM (SELECT min(started_at) FROM warden.jobs) - %(since)s)
            AS last_finish_s;
 
 -- name: claim_latency :one
--- Enqueue → claim per job: jobs.started_at − runs.created_at (both database time), and
--- its two halves: the scheduler's dispatch (job row created) and the worker's claim.
-WITH lat AS (
-    SELECT extract(epoch FROM j.started_at - r.created_at) * 1000 AS total_ms,
-           extract(epoch FROM j.created_at - r.created_at) * 1000 AS dispatch_ms,
-           extract(epoch FROM j.started_at - j.created_at) * 1000 AS claim_ms
+-- Enqueue → claim per job: jobs.started_at − runs.created_at (both database time). The
+-- stages come from the run's own timeline (clock_timestamp() per event): the scheduler
+-- picking the run up (run.created → run.started), dispatching the job (→ job.dispatched)
+-- and a worker claiming it (→ job.claimed; includes the scheduler's commit and NOTIFY).
+WITH stage AS (
+    SELECT t.run_id,
+           min(t.at) FILTER (WHERE t.kind = 'run.created') AS created,
+           min(t.at) FILTER (WHERE t.kind = 'run.started') AS picked,
+           min(t.at) FILTER (WHERE t.kind = 'job.dispatched') AS dispatched,
+           min(t.at) FILTER (WHERE t.kind = 'job.claimed') AS claimed
+      FROM warden.timeline t
+     GROUP BY t.run_id
+), lat AS (
+    SELECT (extract(epoch FROM j.started_at - r.created_at) * 1000)::float8 AS total_ms,
+           (extract(epoch FROM s.picked - s.created) * 1000)::float8 AS pickup_ms,
+           (extract(epoch FROM s.dispatched - s.picked) * 1000)::float8 AS dispatch_ms,
+           (extract(epoch FROM s.claimed - s.dispatched) * 1000)::float8 AS claim_ms
       FROM warden.jobs j
       JOIN warden.runs r ON r.tenant_id = j.tenant_id AND r.run_id = j.run_id
+      JOIN stage s ON s.run_id = j.run_id
      WHERE j.attempt = 1 AND j.started_at IS NOT NULL
 )
 SELECT count(*) AS jobs,
        percentile_cont(0.5) WITHIN GROUP (ORDER BY total_ms) AS p50_ms,
        percentile_cont(0.99) WITHIN GROUP (ORDER BY total_ms) AS p99_ms,
        max(total_ms) AS max_ms, avg(total_ms) AS mean_ms,
+       percentile_cont(0.5) WITHIN GROUP (ORDER BY pickup_ms) AS pickup_p50_ms,
+       percentile_cont(0.99) WITHIN GROUP (ORDER BY pickup_ms) AS pickup_p99_ms,
        percentile_cont(0.5) WITHIN GROUP (ORDER BY dispatch_ms) AS dispatch_p50_ms,
        percentile_cont(0.99) WITHIN GROUP (ORDER BY dispatch_ms) AS dispatch_p99_ms,
        percentile_cont(0.5) WITHIN GROUP (ORDER BY claim_ms) AS claim_p50_ms,
@@ -139,23 +161,40 @@ SELECT count(*) AS jobs,
 
 -- name: step_latency :one
 -- Step → step per dependency edge: the next job's started_at − the previous job's
--- finished_at, split into the scheduler's reaction (next job created) and the claim.
-WITH edge AS (
-    SELECT extract(epoch FROM nj.started_at - pj.finished_at) * 1000 AS total_ms,
-           extract(epoch FROM nj.created_at - pj.finished_at) * 1000 AS dispatch_ms,
-           extract(epoch FROM nj.started_at - nj.created_at) * 1000 AS claim_ms
+-- finished_at. Stages from the timeline: the scheduler reacting to the completion
+-- (job.succeeded → next step.ready), dispatching (→ job.dispatched), the claim.
+WITH ev AS (
+    SELECT run_id, step_id, kind, min(at) AS at
+      FROM warden.timeline
+     WHERE kind IN ('job.succeeded', 'step.ready', 'job.dispatched', 'job.claimed')
+     GROUP BY run_id, step_id, kind
+), edge AS (
+    SELECT (extract(epoch FROM nj.started_at - pj.finished_at) * 1000)::float8 AS total_ms,
+           (extract(epoch FROM ready.at - done.at) * 1000)::float8 AS pickup_ms,
+           (extract(epoch FROM disp.at - ready.at) * 1000)::float8 AS dispatch_ms,
+           (extract(epoch FROM claim.at - disp.at) * 1000)::float8 AS claim_ms
       FROM warden.steps s
      CROSS JOIN LATERAL unnest(s.depends_on) AS dep(step_id)
       JOIN warden.jobs nj ON nj.tenant_id = s.tenant_id AND nj.run_id = s.run_id
                          AND nj.step_id = s.step_id AND nj.attempt = 1
       JOIN warden.jobs pj ON pj.tenant_id = s.tenant_id AND pj.run_id = s.run_id
                          AND pj.step_id = dep.step_id AND pj.attempt = 1
+      JOIN ev done ON done.run_id = s.run_id AND done.step_id = dep.step_id
+                  AND done.kind = 'job.succeeded'
+      JOIN ev ready ON ready.run_id = s.run_id AND ready.step_id = s.step_id
+                   AND ready.kind = 'step.ready'
+      JOIN ev disp ON disp.run_id = s.run_id AND disp.step_id = s.step_id
+                  AND disp.kind = 'job.dispatched'
+      JOIN ev claim ON claim.run_id = s.run_id AND claim.step_id = s.step_id
+                   AND claim.kind = 'job.claimed'
      WHERE nj.started_at IS NOT NULL AND pj.finished_at IS NOT NULL
 )
 SELECT count(*) AS edges,
        percentile_cont(0.5) WITHIN GROUP (ORDER BY total_ms) AS p50_ms,
        percentile_cont(0.99) WITHIN GROUP (ORDER BY total_ms) AS p99_ms,
        max(total_ms) AS max_ms, avg(total_ms) AS mean_ms,
+       percentile_cont(0.5) WITHIN GROUP (ORDER BY pickup_ms) AS pickup_p50_ms,
+       percentile_cont(0.99) WITHIN GROUP (ORDER BY pickup_ms) AS pickup_p99_ms,
        percentile_cont(0.5) WITHIN GROUP (ORDER BY dispatch_ms) AS dispatch_p50_ms,
        percentile_cont(0.99) WITHIN GROUP (ORDER BY dispatch_ms) AS dispatch_p99_ms,
        percentile_cont(0.5) WITHIN GROUP (ORDER BY claim_ms) AS claim_p50_ms,
@@ -166,5 +205,12 @@ SELECT count(*) AS edges,
 -- Whole-run latency (created → finished), for the chain measurement.
 SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY d) AS p50_ms,
        percentile_cont(0.99) WITHIN GROUP (ORDER BY d) AS p99_ms
-  FROM (SELECT extract(epoch FROM finished_at - created_at) * 1000 AS d
+  FROM (SELECT (extract(epoch FROM finished_at - created_at) * 1000)::float8 AS d
           FROM warden.runs WHERE finished_at IS NOT NULL) AS runs;
+
+-- name: created_rate :one
+-- How fast runs were really created (database time), next to the rate that was asked for.
+SELECT count(*) AS runs,
+       ((count(*) - 1) / nullif(extract(epoch FROM max(created_at) - min(created_at)), 0))::float8
+           AS created_per_s
+  FROM warden.runs;

@@ -1,0 +1,168 @@
+"""Warden's benchmark: `python bench/run.py [--quick] [--profile] [--keep-logs]`.
+
+Prints ONE JSON document on stdout (progress goes to stderr). It creates its own
+databases on the server named by WARDEN_BENCH_DATABASE_URL (an admin URL, default
+postgresql://postgres@127.0.0.1:5432/postgres), measures, and drops them at the end,
+also on Ctrl-C, SIGTERM or errors. Durability settings are reported, never changed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import signal
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict
+from datetime import UTC, datetime
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):  # run as a script: make the repository root importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench import drain, latency  # after the path is set: ruff knows sys.path.insert
+from bench.cpu import cpu_count
+from bench.databases import BenchDatabases
+from bench.plan import POLL_INTERVAL_MS, Bench, Plan
+from bench.workload import fan_out, one_step
+
+DEFAULT_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+# (name, worker processes, serve processes); the fan-out shape runs the first two
+CONFIGS = [("1_worker", 1, 1), ("2_workers", 2, 1), ("2_workers_2_serves", 2, 2)]
+_T0 = time.monotonic()
+
+
+def progress(message: str) -> None:
+    print(f"[bench {time.monotonic() - _T0:6.1f}s] {message}", file=sys.stderr, flush=True)
+
+
+async def phase(name: str, errors: list[str],
+                body: Callable[[], Awaitable[dict[str, Any]]]) -> dict[str, Any]:
+    """One measurement; a failure is reported in the JSON and the others still run."""
+    progress(f"{name} …")
+    try:
+        result = await body()
+    except Exception as exc:
+        progress(f"{name} FAILED: {exc!r}")
+        errors.append(f"{name}: {exc!r}")
+        return {"error": repr(exc)}
+    progress(f"{name}: {_headline(result)}")
+    return result
+
+
+def _headline(result: dict[str, Any]) -> str:
+    if "jobs_per_s" in result:
+        return (f"{result['jobs_per_s']} jobs/s, {result['runs_per_s']} runs/s "
+                f"in {result['drain_s']} s")
+    if "runs_per_s" in result:
+        return f"{result['runs_per_s']} runs/s ({result['events_per_s']} events/s)"
+    latency = result.get("latency", {})
+    return f"p50 {latency.get('p50_ms')} ms, p99 {latency.get('p99_ms')} ms"
+
+
+async def throughput(bench: Bench, errors: list[str]) -> dict[str, Any]:
+    """Each shape is enqueued once, then drained by each configuration from a clone."""
+    plan = bench.plan
+    shapes = [("one_step", one_step(plan.jobs), CONFIGS),
+              (f"fan_out_{plan.fan_width}", fan_out(plan.jobs // plan.fan_width, plan.fan_width),
+               CONFIGS[:2])]
+    out: dict[str, Any] = {}
+    for key, shape, configs in shapes:
+        title = f"{shape.runs} runs x {len(shape.steps)} steps"
+        enqueued = await phase(f"enqueue {title}", errors, partial(drain.enqueue, bench, shape))
+        out[key] = {"enqueue": enqueued}
+        if "error" in enqueued:
+            continue
+        for name, workers, serves in configs:
+            out[key][name] = await phase(
+                f"drain {title}, {name}", errors,
+                partial(drain.drain, bench, shape, enqueued, workers=workers, serves=serves))
+    return out
+
+
+def summary(report: dict[str, Any]) -> dict[str, Any]:
+    """The headline numbers, repeated at the top of the document."""
+    out: dict[str, Any] = {}
+    for shape, results in report.get("throughput", {}).items():
+        out[f"{shape}.enqueue_runs_per_s"] = results["enqueue"].get("runs_per_s")
+        for name, _, _ in CONFIGS:
+            if name in results:
+                out[f"{shape}.{name}.jobs_per_s"] = results[name].get("jobs_per_s")
+    for name in ("claim_latency", "claim_latency_low_rate", "step_latency"):
+        latency = report.get(name, {}).get("latency", {})
+        out[f"{name}.p50_ms"] = latency.get("p50_ms")
+        out[f"{name}.p99_ms"] = latency.get("p99_ms")
+    return out
+
+
+async def run(args: argparse.Namespace) -> tuple[dict[str, Any], list[str]]:
+    admin_url = os.environ.get("WARDEN_BENCH_DATABASE_URL") or DEFAULT_ADMIN_URL
+    dbs = BenchDatabases.for_this_process(admin_url)
+    plan = Plan.make(quick=args.quick, profile=args.profile)
+    logs = Path(tempfile.mkdtemp(prefix="warden-bench-"))
+    errors: list[str] = []
+    report: dict[str, Any] = {
+        "benchmark": "warden", "mode": "quick" if args.quick else "full",
+        "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "server": {**await dbs.server_facts(), "client_cpu_count": cpu_count(),
+                   "loadavg_at_start": list(os.getloadavg())},
+        "config": {**asdict(plan), "poll_interval_ms": POLL_INTERVAL_MS,
+                   "policy_default": "allow", "database": dbs.name},
+    }
+    try:
+        progress(f"migrating template {dbs.template} (logs in {logs})")
+        await dbs.prepare()
+        bench = Bench(plan, dbs, logs)
+        report["throughput"] = await throughput(bench, errors)
+        report["claim_latency"] = await phase(
+            f"enqueue→claim latency at {plan.latency_rate:g}/s", errors,
+            partial(latency.claim_latency, bench, plan.latency_rate))
+        report["claim_latency_low_rate"] = await phase(
+            f"enqueue→claim latency at {plan.idle_rate:g}/s", errors,
+            partial(latency.claim_latency, bench, plan.idle_rate))
+        report["step_latency"] = await phase("step→step latency", errors,
+                                             partial(latency.step_latency, bench))
+    finally:
+        await dbs.drop_all()
+        if args.keep_logs:
+            progress(f"logs kept in {logs}")
+        else:
+            shutil.rmtree(logs, ignore_errors=True)
+    report["duration_s"] = round(time.monotonic() - _T0, 1)
+    report["errors"] = errors
+    return {"summary": summary(report), **report}, errors
+
+
+async def main_async(args: argparse.Namespace) -> int:
+    # SIGTERM cancels the run like Ctrl-C does, so the finally blocks stop the children
+    # and drop the databases
+    task = asyncio.current_task()
+    assert task is not None
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+    report, errors = await run(args)
+    print(json.dumps(report, indent=2, default=str))
+    return 1 if errors else 0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="~10x smaller: 2,000 jobs per drain")
+    parser.add_argument("--profile", action="store_true",
+                        help="py-spy the first serve and worker during each drain")
+    parser.add_argument("--keep-logs", action="store_true", help="keep the children's logs")
+    try:
+        return asyncio.run(main_async(parser.parse_args()))
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        progress("interrupted: children stopped, databases dropped")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
