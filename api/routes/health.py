@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
@@ -12,6 +13,9 @@ from api.registry import endpoint
 from engine import migrate
 from engine.errors import DatabaseUnavailable, SchemaMismatch
 from engine.store import health
+
+# the reconciler's default dispatch timeout (WARDEN_DISPATCH_TIMEOUT_MS)
+UNCLAIMED_AFTER = timedelta(minutes=5)
 
 
 @endpoint("GET", "/healthz", "The process is up", responses={200: "Health"})
@@ -42,6 +46,7 @@ async def metrics(request: Request) -> Response:
         jobs = await health.jobs_by_state(conn)
         runs = await health.runs_by_status(conn)
         pending = await health.approvals_pending(conn)
+        unclaimed = await health.unclaimed(conn, UNCLAIMED_AFTER)
     lines += ["# HELP warden_jobs Jobs by status and topic.", "# TYPE warden_jobs gauge"]
     lines += [f'warden_jobs{{status="{r["status"]}",topic="{_label(r["topic"])}"}} {r["n"]}'
               for r in jobs]
@@ -52,6 +57,14 @@ async def metrics(request: Request) -> Response:
               "# HELP warden_approvals_pending_oldest_seconds Age of the oldest pending one.",
               "# TYPE warden_approvals_pending_oldest_seconds gauge",
               f"warden_approvals_pending_oldest_seconds {float(pending['oldest_age_s']):.3f}"]
+    lines += ["# HELP warden_jobs_unclaimed Claimable jobs nobody claimed within the "
+              "dispatch timeout.", "# TYPE warden_jobs_unclaimed gauge"]
+    lines += [f'warden_jobs_unclaimed{{topic="{_label(r["topic"])}"}} {r["unclaimed"]}'
+              for r in unclaimed]
+    lines += ["# HELP warden_oldest_claimable_seconds Age of the oldest claimable job.",
+              "# TYPE warden_oldest_claimable_seconds gauge"]
+    lines += [f'warden_oldest_claimable_seconds{{topic="{_label(r["topic"])}"}} '
+              f'{float(r["oldest_age_s"]):.3f}' for r in unclaimed]
     return PlainTextResponse("\n".join(lines) + "\n",
                              media_type="text/plain; version=0.0.4; charset=utf-8")
 

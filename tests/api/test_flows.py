@@ -228,8 +228,14 @@ async def test_policy_endpoints_store_activate_and_evaluate(api: Harness) -> Non
 async def test_health_and_openapi_describe_every_route(api: Harness) -> None:
     assert (await api.client.get("/healthz")).json() == {"status": "ok"}
     assert (await api.client.get("/api/v1/readyz")).status_code == 200
+    await upload(api)
+    await api.client.post("/api/v1/workflows/incident-remediation/runs", json={"input": {}},
+                          headers=api.as_("alice"))
+    await support.settle(api.scheduler)
     metrics = await api.client.get("/metrics")
-    assert "warden_runs" in metrics.text or "warden_approvals_pending" in metrics.text
+    assert 'warden_runs{status="running"} 1' in metrics.text
+    assert 'warden_jobs_unclaimed{topic="job.incident.detect"} 0' in metrics.text
+    assert 'warden_oldest_claimable_seconds{topic="job.incident.detect"}' in metrics.text
     spec = (await api.client.get("/openapi.json")).json()
     from api.app import PREFIX
     from api.registry import ENDPOINTS
