@@ -8,6 +8,10 @@ SELECT split_part(version(), ' on ', 1) AS version,
        current_setting('wal_sync_method') AS wal_sync_method,
        current_setting('commit_delay') AS commit_delay,
        current_setting('shared_buffers') AS shared_buffers,
+       -- off: dead tuples of the queue tables are never reclaimed while the bench runs
+       current_setting('autovacuum') AS autovacuum,
+       current_setting('max_wal_size') AS max_wal_size,
+       current_setting('checkpoint_timeout') AS checkpoint_timeout,
        current_setting('max_connections')::int AS max_connections,
        current_setting('shared_preload_libraries') AS shared_preload_libraries,
        inet_server_addr()::text AS server_addr;
@@ -129,6 +133,8 @@ SELECT extract(epoch FROM (SELECT min(started_at) FROM warden.jobs) - %(since)s)
 -- stages come from the run's own timeline (clock_timestamp() per event): the scheduler
 -- picking the run up (run.created → run.started), dispatching the job (→ job.dispatched)
 -- and a worker claiming it (→ job.claimed; includes the scheduler's commit and NOTIFY).
+-- A scheduler pass that buffers its events stamps them all when it writes them, at its
+-- end: then "pickup" holds the whole pass and "dispatch" is close to zero.
 WITH stage AS (
     SELECT t.run_id,
            min(t.at) FILTER (WHERE t.kind = 'run.created') AS created,
