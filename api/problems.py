@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from engine import errors
@@ -66,7 +65,3 @@ def from_error(exc: errors.WardenError) -> Response:
     return problem(status, slug, title, str(exc), errors_=field_errors, headers=headers,
                    **extra)
 
-
-async def handle_warden_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, errors.WardenError)
-    return from_error(exc)

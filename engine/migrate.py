@@ -14,13 +14,13 @@ import psycopg
 
 from engine.errors import DatabaseUnavailable, SchemaMismatch
 from engine.resources import data_dir
+from engine.store import sqlfiles
 
 if TYPE_CHECKING:
     from alembic.config import Config
     from sqlalchemy import Engine
 
 HEAD = "0006_batched_events"
-VERSION_TABLE = "warden_alembic_version"
 
 
 def _config() -> Config:
@@ -79,14 +79,10 @@ def known_revisions() -> set[str]:
 def current_revision(url: str) -> str | None:
     try:
         with psycopg.connect(url, connect_timeout=5) as conn:
-            exists = conn.execute("SELECT to_regclass(%s) IS NOT NULL",
-                                  [f"public.{VERSION_TABLE}"]).fetchone()
-            if not exists or not exists[0]:
-                return None
-            row = conn.execute(f"SELECT version_num FROM public.{VERSION_TABLE}").fetchone()
+            row = conn.execute(sqlfiles.get("schema_revision").sql).fetchone()
     except psycopg.OperationalError as exc:
         raise DatabaseUnavailable(f"database unavailable: {exc}") from exc
-    return None if row is None else str(row[0])
+    return None if row is None or row[0] is None else str(row[0])
 
 
 def require_head(url: str) -> None:
