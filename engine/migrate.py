@@ -79,6 +79,9 @@ def known_revisions() -> set[str]:
 def current_revision(url: str) -> str | None:
     try:
         with psycopg.connect(url, connect_timeout=5) as conn:
+            present = conn.execute(sqlfiles.get("schema_version_table_exists").sql).fetchone()
+            if present is None or not present[0]:
+                return None
             row = conn.execute(sqlfiles.get("schema_revision").sql).fetchone()
     except psycopg.OperationalError as exc:
         raise DatabaseUnavailable(f"database unavailable: {exc}") from exc

@@ -1,8 +1,9 @@
+-- name: schema_version_table_exists :one
+-- Whether Alembic's version table exists: an unmigrated database has none, and
+-- schema_revision below would fail on it. (Plain SQL on purpose: the embedded server
+-- is built without libxml, so query_to_xml tricks are not available everywhere.)
+SELECT to_regclass('public.warden_alembic_version') IS NOT NULL AS present;
+
 -- name: schema_revision :one
--- The Alembic revision the database is at; NULL when it has no Warden schema yet.
--- query_to_xml defers the table reference, so an unmigrated database is not an error.
-SELECT CASE WHEN to_regclass('public.warden_alembic_version') IS NULL THEN NULL
-            ELSE (xpath('/row/version_num/text()',
-                        query_to_xml('SELECT version_num FROM public.warden_alembic_version',
-                                     false, true, '')))[1]::text
-       END AS version_num;
+-- The Alembic revision the database is at (ask schema_version_table_exists first).
+SELECT version_num FROM public.warden_alembic_version;
