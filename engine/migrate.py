@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from alembic.config import Config
     from sqlalchemy import Engine
 
-HEAD = "0006_batched_events"
+HEAD = "0007_batched_completion"
 
 
 def _config() -> Config:

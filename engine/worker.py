@@ -25,10 +25,12 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from engine.errors import DatabaseUnavailable, JobCancelled, LeaseLost
+from engine.completer import Completer
+from engine.errors import DatabaseUnavailable, JobCancelled, LeaseLost, WardenError
 from engine.loops import wait_any
 from engine.store import Database
 from engine.store import jobs as jobs_q
+from engine.store.jobs import Outcome
 from engine.store.listener import JOBS_CHANNEL, Listener
 from engine.store.records import ClaimedJob
 
@@ -90,6 +92,7 @@ class Worker:
         self._is_async = inspect.iscoroutinefunction(handler)
         self._inflight: dict[str, asyncio.Task[None]] = {}
         self._wake = asyncio.Event()
+        self.completer = Completer(db)
         self.completed = 0
         self.failed = 0
 
@@ -97,6 +100,7 @@ class Worker:
         """Works until ``stop`` is set, then drains in-flight jobs (within the deadline)."""
         listener = Listener(self.db.url, JOBS_CHANNEL, self._on_notify)
         listen_task = asyncio.create_task(listener.run())
+        completer_task = asyncio.create_task(self.completer.run())
         try:
             while not stop.is_set():
                 # cleared before claiming, never after: a NOTIFY that arrives while the
@@ -109,6 +113,8 @@ class Worker:
         finally:
             listen_task.cancel()
             await self._drain()
+            self.completer.close()
+            await completer_task
 
     def _on_notify(self, topic: str) -> None:
         if not topic or topic in self.config.topics:
@@ -172,9 +178,17 @@ class Worker:
             await self._fail(row, _error_doc(exc, "handler returned a non-JSON value"),
                              retryable=False)
             return
-        if await self._settle(row, jobs_q.complete, result=result):
+        try:
+            outcome = await self.completer.complete(row.job_id, row.lease_token, result)
+        except WardenError as exc:  # the database refuses the result itself
+            await self._fail(row, _error_doc(exc, f"result could not be stored: {exc}"),
+                             retryable=False)
+            return
+        if outcome is Outcome.COMPLETED:
             self.completed += 1
             log.info("job %s succeeded", row.job_id, extra=extra)
+        elif outcome is not None:
+            log.warning("job %s: result fenced (%s)", row.job_id, outcome, extra=extra)
 
     def _job(self, row: ClaimedJob) -> Job:
         loop = asyncio.get_running_loop()

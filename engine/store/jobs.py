@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
+from enum import StrEnum
 from typing import Any
 from uuid import UUID
 
@@ -50,6 +52,40 @@ async def heartbeat(conn: Conn, *, job_id: str, lease_token: UUID, extend: timed
 async def complete(conn: Conn, *, job_id: str, lease_token: UUID, result: Any) -> None:
     await execute(conn, "job_complete", {
         "job_id": job_id, "lease_token": lease_token, "result": jsonb(result)})
+
+
+class Outcome(StrEnum):
+    """What warden.complete_jobs did with one job of a batch."""
+
+    COMPLETED = "completed"
+    """the lease held: the job and its step succeeded"""
+    LEASE_LOST = "lease_lost"
+    """the lease expired or was taken over: nothing was written"""
+    CANCELLED = "cancelled"
+    """the run was cancelled meanwhile: nothing was written"""
+    NOT_FOUND = "not_found"
+    """no such job"""
+
+
+@dataclass(frozen=True)
+class Completion:
+    job_id: str
+    lease_token: UUID
+    result: Any
+
+
+@dataclass(frozen=True)
+class CompletionOutcome:
+    job_id: str
+    outcome: Outcome
+
+
+async def complete_many(conn: Conn, batch: Sequence[Completion]) -> dict[str, Outcome]:
+    """Completes a batch in one statement; each job's outcome by its id."""
+    rows = await fetch_all(conn, "jobs_complete_many", {
+        "job_ids": [c.job_id for c in batch], "lease_tokens": [c.lease_token for c in batch],
+        "results": [jsonb(c.result) for c in batch]}, CompletionOutcome)
+    return {row.job_id: Outcome(row.outcome) for row in rows}
 
 
 async def fail(conn: Conn, *, job_id: str, lease_token: UUID, error: Any,

@@ -118,3 +118,8 @@ SELECT * FROM warden.jobs
 -- Gives a job back (worker stopping): the next attempt is scheduled at once and the
 -- released one is not counted against the step's retries.
 SELECT warden.release_job(%(job_id)s, %(lease_token)s, %(reason)s);
+
+-- name: jobs_complete_many :many
+-- Completes a worker's batch of jobs in one transaction (one commit for all of them);
+-- each job's outcome says whether its lease still held (see warden.complete_jobs).
+SELECT * FROM warden.complete_jobs(%(job_ids)s, %(lease_tokens)s, %(results)s);

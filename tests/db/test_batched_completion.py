@@ -1,0 +1,145 @@
+"""warden.complete_jobs and the worker's group commit (engine.completer)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+from uuid import uuid4
+
+import psycopg
+import pytest
+
+from engine import stopping
+from engine.completer import Completer
+from engine.enums import JobStatus, RunStatus, StepStatus
+from engine.errors import WardenError
+from engine.scheduler import Scheduler
+from engine.store import Database
+from engine.store import jobs as jobs_q
+from engine.store.jobs import Completion, Outcome
+from tests import support
+
+pytestmark = pytest.mark.anyio
+
+FAN = """
+id: fan
+name: fan
+version: 1.0.0
+steps:
+  a: {type: job, topic: t.fan}
+  b: {type: job, topic: t.fan}
+  c: {type: job, topic: t.fan}
+  join: {type: job, topic: t.join, depends_on: [a, b, c]}
+"""
+
+
+async def _sql(db: Database, query: str, *params: Any) -> list[tuple[Any, ...]]:
+    async with db.connection() as conn:
+        cur = await conn.execute(query, params)  # type: ignore[arg-type]
+        return await cur.fetchall() if cur.description else []
+
+
+async def _two_fanned_out_runs(db: Database, scheduler: Scheduler) -> list[Any]:
+    await support.store(db, FAN)
+    await support.start(db, "fan")
+    await support.start(db, "fan")
+    await support.settle(scheduler)
+    claimed = await support.claim(db, ["t.fan"], n=10)
+    assert len(claimed) == 6
+    return claimed
+
+
+async def test_a_batch_across_runs_completes_every_job_its_steps_and_wakes_each_run_once(
+        db: Database, scheduler: Scheduler) -> None:
+    claimed = await _two_fanned_out_runs(db, scheduler)
+    await _sql(db, "UPDATE warden.runs SET needs_scheduling = false")
+    async with db.connection() as conn:
+        outcomes = await jobs_q.complete_many(conn, [
+            Completion(j.job_id, j.lease_token, {"done": j.job_id}) for j in claimed])
+    assert outcomes == {j.job_id: Outcome.COMPLETED for j in claimed}
+    rows = await _sql(db, "SELECT j.status, s.status, s.output = j.result, j.finished_at "
+                          "IS NOT NULL FROM warden.jobs j JOIN warden.steps s "
+                          "USING (tenant_id, run_id, step_id) WHERE j.topic = 't.fan'")
+    assert rows == [(JobStatus.SUCCEEDED, StepStatus.SUCCEEDED, True, True)] * 6
+    assert await _sql(db, "SELECT count(*) FROM warden.runs WHERE needs_scheduling") == [(2,)]
+    # one job.succeeded per job, chained after the claim events, in job order per run
+    for run_id in {j.run_id for j in claimed}:
+        succeeded = [e.job_id for e in await support.events(db, run_id)
+                     if e.kind == "job.succeeded"]
+        assert succeeded == sorted(j.job_id for j in claimed if j.run_id == run_id)
+        assert (await _sql(db, "SELECT warden.verify_timeline(%s)", run_id)) == [(True,)]
+    # and the runs move on: the join steps are dispatched, then the runs finish
+    await support.settle(scheduler)
+    joins = await support.claim(db, ["t.join"], n=10)
+    assert len(joins) == 2
+    for job in joins:
+        await support.complete(db, job)
+    await support.settle(scheduler)
+    assert await _sql(db, "SELECT DISTINCT status FROM warden.runs") == [(RunStatus.SUCCEEDED,)]
+
+
+async def test_fenced_jobs_in_a_batch_change_nothing_and_do_not_sink_the_others(
+        db: Database, scheduler: Scheduler) -> None:
+    claimed = await _two_fanned_out_runs(db, scheduler)
+    run_a, run_b = sorted({j.run_id for j in claimed})
+    good, stale, *_ = [j for j in claimed if j.run_id == run_a]
+    cancelled = next(j for j in claimed if j.run_id == run_b)
+    cancelled_run = run_b
+    await stopping.cancel(db, tenant_id="default", run_id=cancelled_run, by="op",
+                          reason="test")
+    before = await _sql(db, "SELECT job_id, status, result FROM warden.jobs "
+                            "WHERE job_id IN (%s, %s) ORDER BY job_id",
+                        stale.job_id, cancelled.job_id)
+    async with db.connection() as conn:
+        outcomes = await jobs_q.complete_many(conn, [
+            Completion(good.job_id, good.lease_token, {"ok": 1}),
+            Completion(stale.job_id, uuid4(), {"late": 1}),
+            Completion(cancelled.job_id, cancelled.lease_token, {"late": 1}),
+            Completion("no-such-job", uuid4(), {}),
+        ])
+    assert outcomes == {good.job_id: Outcome.COMPLETED, stale.job_id: Outcome.LEASE_LOST,
+                        cancelled.job_id: Outcome.CANCELLED,
+                        "no-such-job": Outcome.NOT_FOUND}
+    after = await _sql(db, "SELECT job_id, status, result FROM warden.jobs "
+                           "WHERE job_id IN (%s, %s) ORDER BY job_id",
+                       stale.job_id, cancelled.job_id)
+    assert before == after
+    assert await _sql(db, "SELECT status FROM warden.jobs WHERE job_id = %s",
+                      good.job_id) == [(JobStatus.SUCCEEDED,)]
+    # a completed job cannot be completed twice, even by its own lease holder
+    async with db.connection() as conn:
+        again = await jobs_q.complete_many(conn, [Completion(good.job_id, good.lease_token,
+                                                             {"twice": 1})])
+    assert again == {good.job_id: Outcome.LEASE_LOST}
+
+
+async def test_arrays_of_different_lengths_are_refused(db: Database) -> None:
+    with pytest.raises(psycopg.errors.InvalidParameterValue, match="same length"):
+        await _sql(db, "SELECT * FROM warden.complete_jobs(ARRAY['a','b'], "
+                       "ARRAY[gen_random_uuid()], ARRAY['{}'::jsonb])")
+
+
+async def test_the_completer_groups_concurrent_completions_and_isolates_a_refused_result(
+        db: Database, scheduler: Scheduler) -> None:
+    claimed = await _two_fanned_out_runs(db, scheduler)
+    completer = Completer(db)
+    task = asyncio.create_task(completer.run())
+    bad, *good = claimed
+    try:
+        first = await asyncio.gather(*(completer.complete(j.job_id, j.lease_token, {"ok": 1})
+                                       for j in good[:3]))
+        assert first == [Outcome.COMPLETED] * 3
+        assert completer.flushes == 1  # three completions, one transaction
+        results = await asyncio.gather(
+            completer.complete(bad.job_id, bad.lease_token, {"text": "nul \u0000 byte"}),
+            *(completer.complete(j.job_id, j.lease_token, {"ok": 2}) for j in good[3:]),
+            return_exceptions=True)
+    finally:
+        completer.close()
+        await asyncio.wait_for(task, 10)
+    assert isinstance(results[0], WardenError)
+    assert results[1:] == [Outcome.COMPLETED] * len(good[3:])
+    assert await _sql(db, "SELECT status FROM warden.jobs WHERE job_id = %s",
+                      bad.job_id) == [(JobStatus.RUNNING,)]
+    assert await _sql(db, "SELECT count(*) FROM warden.jobs WHERE status = 'succeeded'") \
+        == [(len(good),)]
