@@ -13,21 +13,31 @@ A job dispatched under one snapshot is claimable only while that snapshot is act
 from __future__ import annotations
 
 from collections.abc import Awaitable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, TypeVar
 
 from engine.definitions import StepDef, WorkflowDef
 from engine.enums import ApprovalStatus, JobStatus, StepStatus
 from engine.errors import InvalidInput, InvalidTransition
-from engine.governance import ActivePolicy, Evaluated, facts_for, job_hash
-from engine.policy import Verdict
+from engine.governance import (
+    ActivePolicy,
+    Evaluated,
+    decision_event,
+    facts_for,
+    job_hash,
+    record,
+)
+from engine.passwrites import PassWrites
+from engine.policy import Facts, Verdict
 from engine.services import Services
 from engine.store import Conn
 from engine.store import approvals as approvals_q
 from engine.store import jobs as jobs_q
 from engine.store import steps as steps_q
 from engine.store import timeline as timeline_q
+from engine.store.jobs import NewJob
+from engine.store.policy import NewDecision
 from engine.store.records import JobRow, RunRow, StepRow
 from engine.templates import render
 
@@ -47,25 +57,25 @@ class RunPass:
     run: RunRow
     workflow: WorkflowDef
     steps: dict[str, StepRow]
+    # the whole pass's deferred writes, which this run's join
+    writes: PassWrites
+    # the active policy of each tenant, read once per pass
+    policies: dict[str, ActivePolicy]
     topics: set[str] = field(default_factory=set)
-    # the pass's events, written in one call at its end (the run stays locked meanwhile,
-    # so their seq is still assigned in commit order)
+    # the run's events, written with the pass's at its end (the run stays locked
+    # meanwhile, so their seq is still assigned in commit order)
     events: list[timeline_q.Event] = field(default_factory=list)
-    _policy: ActivePolicy | None = None
 
     async def policy(self, svc: Services, conn: Conn) -> ActivePolicy:
-        if self._policy is None:
-            self._policy = await svc.policies.active(conn, self.run.tenant_id)
-        return self._policy
+        tenant_id = self.run.tenant_id
+        if tenant_id not in self.policies:
+            self.policies[tenant_id] = await svc.policies.active(conn, tenant_id)
+        return self.policies[tenant_id]
 
     async def event(self, conn: Conn, kind: str, step_id: str | None = None, *,
                     job_id: str | None = None, attempt: int | None = None,
                     data: dict[str, Any] | None = None) -> None:
         self.events.append(timeline_q.Event(kind, step_id, job_id, attempt, ACTOR, data or {}))
-
-    async def flush(self, conn: Conn) -> None:
-        await timeline_q.append_many(conn, self.run.tenant_id, self.run.run_id, self.events)
-        self.events.clear()
 
 
 class Dispatcher:
@@ -89,11 +99,13 @@ class Dispatcher:
         policy = await state.policy(self.svc, conn)
         facts = facts_for(definition, tenant_id=step.tenant_id,
                           workflow_id=state.run.workflow_id, input=job_input)
-        evaluated = await self.svc.policies.decide(conn, stage="dispatch", facts=facts,
-                                                   run_id=step.run_id, job_id=job_id,
-                                                   attempt=attempt, policy=policy,
-                                                   events=state.events)
+        evaluated = Evaluated(policy.snapshot_hash, policy.bundle.evaluate(facts))
         verdict = evaluated.decision.verdict
+        if verdict in (Verdict.ALLOW, Verdict.ALLOW_WITH_CONSTRAINTS):
+            return await self._dispatch_claimable(conn, state, definition, step, facts,
+                                                  evaluated, job_input, upstream, available_at)
+        await record(conn, stage="dispatch", facts=facts, run_id=step.run_id, job_id=job_id,
+                     attempt=attempt, evaluated=evaluated, events=state.events)
         constraints = dict(evaluated.decision.constraints)
         step = await moved(steps_q.start_attempt(conn, step))
         if verdict is not Verdict.DENY and "max_attempts" in constraints:
@@ -150,6 +162,44 @@ class Dispatcher:
         return await moved(steps_q.transition(conn, step, StepStatus.WAITING))
 
     # ------------------------------------------------------------ internals
+
+    async def _dispatch_claimable(self, conn: Conn, state: RunPass, definition: StepDef,
+                                  step: StepRow, facts: Facts, evaluated: Evaluated,
+                                  job_input: Any, upstream: dict[str, Any],
+                                  available_at: datetime | None) -> StepRow:
+        """The common case, allowed: decision, attempt count and job are deferred to the
+        pass's set-based writes (engine.passwrites)."""
+        assert definition.topic is not None  # validated: job steps have a topic
+        writes = state.writes
+        attempt = step.attempts + 1
+        job_id = f"{step.run_id}:{step.step_id}@{attempt}"
+        decision = evaluated.decision
+        constraints = dict(decision.constraints)
+        writes.decisions.append(NewDecision(
+            step.tenant_id, "dispatch", evaluated.snapshot_hash, decision.rule,
+            decision.verdict.value, decision.reason, constraints, step.run_id, step.step_id,
+            job_id))
+        event = decision_event("dispatch", facts, job_id=job_id, attempt=attempt,
+                               evaluated=evaluated, decision_id=None)
+        state.events.append(event)
+        writes.decision_events[job_id] = event.data
+        max_attempts = int(constraints["max_attempts"]) if "max_attempts" in constraints \
+            else None
+        writes.attempts.append(steps_q.AttemptStart(step.tenant_id, step.run_id, step.step_id,
+                                                    step.attempts, max_attempts))
+        writes.jobs.append(NewJob(
+            step.tenant_id, step.run_id, step.step_id, attempt, definition.topic,
+            definition.priority, job_input, upstream, constraints,
+            _timeout(definition, constraints), available_at, evaluated.snapshot_hash))
+        now = await writes.now(conn)
+        await state.event(conn, "job.dispatched", step.step_id, job_id=job_id, attempt=attempt,
+                          data={"topic": definition.topic,
+                                "available_at": max(now, available_at or now).isoformat(),
+                                "constraints": constraints})
+        state.topics.add(definition.topic)
+        return replace(step, status=StepStatus.RUNNING, attempts=attempt, retry_at=None,
+                       max_attempts=max_attempts or step.max_attempts,
+                       started_at=step.started_at or now)
 
     def _render(self, state: RunPass, definition: StepDef) -> Any:
         if definition.input is None:

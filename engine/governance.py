@@ -102,15 +102,23 @@ async def record(conn: Conn, *, stage: str, facts: Facts, run_id: UUID, job_id: 
         rule=decision.rule, decision=decision.verdict.value, reason=decision.reason,
         constraints=dict(decision.constraints), run_id=run_id, step_id=facts.step_id,
         job_id=job_id)
-    event = timeline_q.Event("policy.decision", step_id=facts.step_id, job_id=job_id,
-                             attempt=attempt, actor="policy",
-                             data={"stage": stage, **evaluated.to_doc(),
-                                   "decision_id": row.decision_id})
+    event = decision_event(stage, facts, job_id=job_id, attempt=attempt, evaluated=evaluated,
+                           decision_id=row.decision_id)
     if events is not None:
         events.append(event)
     else:
         await timeline_q.append_many(conn, facts.tenant_id, run_id, [event])
     return row
+
+
+def decision_event(stage: str, facts: Facts, *, job_id: str | None, attempt: int | None,
+                   evaluated: Evaluated, decision_id: int | None) -> timeline_q.Event:
+    """The policy.decision event of a decision (a batched writer fills decision_id in
+    once the row is inserted)."""
+    return timeline_q.Event("policy.decision", step_id=facts.step_id, job_id=job_id,
+                            attempt=attempt, actor="policy",
+                            data={"stage": stage, **evaluated.to_doc(),
+                                  "decision_id": decision_id})
 
 
 def facts_for(step: StepDef, *, tenant_id: str, workflow_id: str, input: Any) -> Facts:

@@ -1,32 +1,50 @@
 """The scheduler: moves runs along their DAG.
 
 Each pass locks a batch of runs flagged ``needs_scheduling`` (SKIP LOCKED, so any number
-of `warden serve` processes share the work and none advances a run twice), re-evaluates
-jobs whose policy snapshot is no longer active, asks `engine.dag` what to do, applies it
-through the dispatch gate (`engine.dispatch`) — jobs, approvals, notifications, skips, the
-run's own status — with every change's timeline event in the same transaction, and clears
-the flag.
+of `warden serve` processes share the work and none advances a run twice), reads all
+their steps at once, re-evaluates jobs whose policy snapshot is no longer active, asks
+`engine.dag` what to do, applies it through the dispatch gate (`engine.dispatch`) — jobs,
+approvals, notifications, skips, the run's own status — and clears the flags. Every
+change and its timeline event commit together; the common changes are written set-based
+at the end of the pass (`engine.passwrites`).
+
+A run that cannot advance fails its whole pass (no savepoint per run: that cost two round
+trips per run on every pass); the scheduler then takes that batch's runs one per
+transaction, so the bad run holds up no other and stays flagged.
 """
 
 from __future__ import annotations
 
 import logging
+from collections import defaultdict
+from collections.abc import Sequence
 from typing import Any
 
 from engine import dag
 from engine.definitions import StepDef
 from engine.dispatch import Busy, Dispatcher, RunPass, moved
 from engine.enums import RunStatus, StepStatus, StepType
-from engine.errors import WardenError
+from engine.errors import DatabaseUnavailable, WardenError
+from engine.governance import ActivePolicy
+from engine.passwrites import PassWrites
 from engine.services import Services
 from engine.store import Conn
 from engine.store import jobs as jobs_q
 from engine.store import notifications as notifications_q
 from engine.store import runs as runs_q
 from engine.store import steps as steps_q
-from engine.store.records import RunRow, StepRow
+from engine.store.records import JobRow, RunRow, StepRow
+from engine.store.runs import RunKey
 
 log = logging.getLogger(__name__)
+
+
+class _PassFailed(Exception):
+    """A run of the pass could not advance; the pass was rolled back."""
+
+    def __init__(self, keys: list[RunKey]) -> None:
+        super().__init__(f"a pass over {len(keys)} runs failed")
+        self.keys = keys
 
 
 class Scheduler:
@@ -37,34 +55,62 @@ class Scheduler:
 
     async def run_once(self) -> int:
         """One pass over up to ``batch_size`` runs; returns how many were taken."""
-        async with self.svc.db.transaction() as conn:
-            runs = await runs_q.lock_for_scheduling(conn, self.batch_size)
-            topics: set[str] = set()
-            for run in runs:
-                try:
-                    # a savepoint per run: one run that cannot advance never blocks the rest
-                    async with conn.transaction():
-                        topics |= await self._advance(conn, run)
-                except Busy:
-                    log.debug("run %s: an approval is being decided; next pass", run.run_id)
-                except WardenError:
-                    log.exception("run %s could not advance; it stays flagged", run.run_id,
-                                  extra={"run_id": str(run.run_id)})
-            await jobs_q.announce(conn, topics)
-        return len(runs)
+        try:
+            async with self.svc.db.transaction() as conn:
+                runs = await runs_q.lock_for_scheduling(conn, self.batch_size)
+                await self._pass(conn, runs)
+            return len(runs)
+        except _PassFailed as failed:
+            await self._one_at_a_time(failed.keys)
+            return len(failed.keys)
 
-    async def _advance(self, conn: Conn, run: RunRow) -> set[str]:
-        if run.status.is_final:
-            await runs_q.mark_scheduled(conn, run.tenant_id, run.run_id)
-            return set()
+    async def _one_at_a_time(self, keys: Sequence[RunKey]) -> None:
+        for key in keys:
+            try:
+                async with self.svc.db.transaction() as conn:
+                    await self._pass(conn, await runs_q.lock_for_scheduling_ids(conn, [key]))
+            except _PassFailed as failed:
+                cause = failed.__cause__
+                if isinstance(cause, Busy):
+                    log.debug("run %s: an approval is being decided; next pass", key[1])
+                else:
+                    log.error("run %s could not advance; it stays flagged", key[1],
+                              exc_info=cause, extra={"run_id": str(key[1])})
+
+    async def _pass(self, conn: Conn, runs: list[RunRow]) -> None:
+        if not runs:
+            return
+        keys = [(run.tenant_id, run.run_id) for run in runs]
+        steps: dict[RunKey, list[StepRow]] = defaultdict(list)
+        for step in await steps_q.of_runs(conn, keys):
+            steps[(step.tenant_id, step.run_id)].append(step)
+        drifted: dict[RunKey, list[JobRow]] = defaultdict(list)
+        for job in await jobs_q.drifted_of_runs(conn, keys):
+            drifted[(job.tenant_id, job.run_id)].append(job)
+        writes = PassWrites()
+        policies: dict[str, ActivePolicy] = {}
+        try:
+            for run, key in zip(runs, keys, strict=True):
+                writes.scheduled.append(key)
+                if not run.status.is_final:
+                    await self._advance(conn, run, steps[key], drifted[key], writes, policies)
+            await writes.flush(conn)
+        except DatabaseUnavailable:
+            raise
+        except (Busy, WardenError) as exc:
+            raise _PassFailed(keys) from exc
+
+    async def _advance(self, conn: Conn, run: RunRow, rows: list[StepRow],
+                       drifted: list[JobRow], writes: PassWrites,
+                       policies: dict[str, ActivePolicy]) -> None:
         workflow = await self.svc.definitions.get(conn, run.tenant_id, run.workflow_id,
                                                   run.workflow_version)
-        rows = await steps_q.of_run(conn, run.tenant_id, run.run_id)
-        state = RunPass(run, workflow, {s.step_id: s for s in rows})
+        state = RunPass(run, workflow, {s.step_id: s for s in rows}, writes, policies)
         if run.status is RunStatus.PENDING:  # so run.started precedes the first step event
-            state.run = await moved(runs_q.transition(conn, run, RunStatus.RUNNING))
+            state.run = writes.move_run(run, RunStatus.RUNNING)
             await state.event(conn, "run.started")
-        await self._recheck_policy(conn, state)
+        for job in drifted:  # dispatched under a snapshot that is no longer active
+            await self.dispatcher.reevaluate(conn, state, job)
         # every action moves one step forward for good, so this bound is never reached by
         # a healthy run; it only stops a bug from looping inside a held transaction
         for _ in range(3 * len(workflow.steps) + 1):
@@ -73,19 +119,8 @@ class Scheduler:
                 break
             state.steps[action.step_id] = await self._apply(conn, state, action)
         await self._settle(conn, state, dag.run_status(_states(state)))
-        await state.flush(conn)
-        await runs_q.mark_scheduled(conn, run.tenant_id, run.run_id)
-        return state.topics
-
-    async def _recheck_policy(self, conn: Conn, state: RunPass) -> None:
-        """Jobs not yet claimed, dispatched under a snapshot that is no longer active."""
-        waiting = await jobs_q.awaiting_claim(conn, state.run.tenant_id, state.run.run_id)
-        if not waiting:
-            return
-        active = (await state.policy(self.svc, conn)).snapshot_hash
-        for job in waiting:
-            if job.policy_snapshot_hash != active:
-                await self.dispatcher.reevaluate(conn, state, job)
+        writes.events[(run.tenant_id, run.run_id)] = state.events
+        writes.topics |= state.topics
 
     async def _apply(self, conn: Conn, state: RunPass, action: dag.Action) -> StepRow:
         step = state.steps[action.step_id]
@@ -133,7 +168,7 @@ class Scheduler:
                      and s.error is not None} or None
         else:
             kind = "run.waiting" if target is RunStatus.WAITING else "run.resumed"
-        state.run = await moved(runs_q.transition(conn, run, target, output=output, error=error))
+        state.run = state.writes.move_run(run, target, output=output, error=error)
         await state.event(conn, kind, data={"status": target.value})
 
 

@@ -7,9 +7,11 @@ run the named queries of `sql/queries` and map rows onto frozen dataclasses.
 
 from __future__ import annotations
 
+import json
 import logging
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import asynccontextmanager
+from dataclasses import asdict
 from enum import StrEnum
 from typing import Any, TypeVar
 
@@ -111,6 +113,16 @@ async def register_enums(conn: Conn) -> None:
 
 def jsonb(value: Any) -> Jsonb:
     return Jsonb(value)
+
+
+def json_rows(rows: Iterable[Any]) -> Jsonb:
+    """Dataclass rows as one JSON array, for the set-based writes that read it back with
+    jsonb_to_recordset (UUIDs and times as their text forms, which Postgres parses)."""
+    return Jsonb([asdict(row) for row in rows], dumps=_dumps_plain)
+
+
+def _dumps_plain(value: Any) -> str:
+    return json.dumps(value, default=str)
 
 
 async def connect(url: str, *, autocommit: bool = True) -> Conn:

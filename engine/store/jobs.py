@@ -11,7 +11,15 @@ from uuid import UUID
 
 from engine.enums import FINAL_JOB, JOB_TRANSITIONS, JobStatus
 from engine.errors import InvalidTransition
-from engine.store.connection import Conn, execute, fetch_all, fetch_one, fetch_value, jsonb
+from engine.store.connection import (
+    Conn,
+    execute,
+    fetch_all,
+    fetch_one,
+    fetch_value,
+    json_rows,
+    jsonb,
+)
 from engine.store.records import ClaimedJob, JobRow
 
 
@@ -109,11 +117,6 @@ async def of_run(conn: Conn, tenant_id: str, run_id: UUID) -> list[JobRow]:
                            JobRow)
 
 
-async def awaiting_claim(conn: Conn, tenant_id: str, run_id: UUID) -> list[JobRow]:
-    return await fetch_all(conn, "jobs_awaiting_claim", {"tenant_id": tenant_id,
-                                                         "run_id": run_id}, JobRow)
-
-
 async def transition(conn: Conn, job: JobRow, to: JobStatus, *, snapshot_hash: str | None = None,
                      constraints: Any = None, timeout_ms: int | None = None,
                      error: Any = None) -> JobRow | None:
@@ -154,3 +157,31 @@ async def page(conn: Conn, tenant_id: str, *, status: JobStatus | None, topic: s
 async def release(conn: Conn, *, job_id: str, lease_token: UUID, reason: str) -> None:
     await execute(conn, "job_release", {"job_id": job_id, "lease_token": lease_token,
                                         "reason": reason})
+
+
+@dataclass(frozen=True)
+class NewJob:
+    """A claimable (pending) attempt that a scheduler pass dispatches."""
+
+    tenant_id: str
+    run_id: UUID
+    step_id: str
+    attempt: int
+    topic: str
+    priority: int
+    input: Any
+    upstream: Any
+    constraints: Any
+    timeout_ms: int | None
+    available_at: datetime | None
+    policy_snapshot_hash: str | None
+
+
+async def insert_many(conn: Conn, jobs: Sequence[NewJob]) -> None:
+    if jobs:
+        await execute(conn, "jobs_insert_many", {"jobs": json_rows(jobs)})
+
+
+async def drifted_of_runs(conn: Conn, keys: Sequence[tuple[str, UUID]]) -> list[JobRow]:
+    return await fetch_all(conn, "jobs_drifted_of_runs", {
+        "tenant_ids": [k[0] for k in keys], "run_ids": [k[1] for k in keys]}, JobRow)

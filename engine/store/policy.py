@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
-from engine.store.connection import Conn, execute, fetch_all, fetch_dicts, fetch_one, jsonb
+from engine.store.connection import (
+    Conn,
+    execute,
+    fetch_all,
+    fetch_dicts,
+    fetch_one,
+    json_rows,
+    jsonb,
+)
 from engine.store.records import (
     PolicyActivationRow,
     PolicyActiveRow,
@@ -79,3 +89,28 @@ async def decisions_of_job(conn: Conn, tenant_id: str, job_id: str) -> list[Poli
 async def decisions_of_run(conn: Conn, tenant_id: str, run_id: UUID) -> list[PolicyDecisionRow]:
     return await fetch_all(conn, "policy_decisions_of_run", {
         "tenant_id": tenant_id, "run_id": run_id}, PolicyDecisionRow)
+
+
+@dataclass(frozen=True)
+class NewDecision:
+    """A dispatch decision a scheduler pass records with its batch of jobs."""
+
+    tenant_id: str
+    stage: str
+    snapshot_hash: str | None
+    rule: str | None
+    decision: str
+    reason: str
+    constraints: Any
+    run_id: UUID
+    step_id: str
+    job_id: str
+
+
+async def insert_decisions(conn: Conn, decisions: Sequence[NewDecision]) -> dict[str, int]:
+    """Records the decisions; each one's decision_id by its job id."""
+    if not decisions:
+        return {}
+    rows = await fetch_dicts(conn, "policy_decisions_insert_many",
+                             {"decisions": json_rows(decisions)})
+    return {row["job_id"]: row["decision_id"] for row in rows}

@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 from uuid import UUID
 
 from engine.enums import RUN_TRANSITIONS, RunStatus
 from engine.errors import InvalidTransition
-from engine.store.connection import Conn, execute, fetch_all, fetch_one, jsonb
+from engine.store.connection import (
+    Conn,
+    execute,
+    fetch_all,
+    fetch_one,
+    fetch_value,
+    json_rows,
+    jsonb,
+)
 from engine.store.records import RunRow
 
 
@@ -69,3 +79,44 @@ async def mark_scheduled(conn: Conn, tenant_id: str, run_id: UUID) -> None:
 
 async def wake(conn: Conn, tenant_id: str, run_id: UUID) -> None:
     await execute(conn, "run_wake", {"tenant_id": tenant_id, "run_id": run_id})
+
+
+RunKey = tuple[str, UUID]  # (tenant_id, run_id)
+
+
+def _keys(keys: Sequence[RunKey]) -> dict[str, Any]:
+    return {"tenant_ids": [k[0] for k in keys], "run_ids": [k[1] for k in keys]}
+
+
+async def lock_for_scheduling_ids(conn: Conn, keys: Sequence[RunKey]) -> list[RunRow]:
+    return await fetch_all(conn, "runs_lock_for_scheduling_ids", _keys(keys), RunRow)
+
+
+@dataclass(frozen=True)
+class RunChange:
+    """One run's status change in a scheduler pass, from the status the pass saw."""
+
+    tenant_id: str
+    run_id: UUID
+    from_status: RunStatus
+    to_status: RunStatus
+    final: bool
+    output: Any
+    error: Any
+
+
+async def transition_many(conn: Conn, changes: Sequence[RunChange]) -> int:
+    """Applies the changes; returns how many runs were still in their ``from_status``."""
+    if not changes:
+        return 0
+    return await execute(conn, "runs_transition_many", {"changes": json_rows(changes)})
+
+
+async def mark_scheduled_many(conn: Conn, keys: Sequence[RunKey]) -> None:
+    if keys:
+        await execute(conn, "runs_mark_scheduled_many", _keys(keys))
+
+
+async def transaction_now(conn: Conn) -> datetime:
+    now: datetime = await fetch_value(conn, "transaction_now", {})
+    return now

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
 from engine.enums import STEP_TRANSITIONS, StepStatus
 from engine.errors import InvalidTransition
-from engine.store.connection import Conn, execute, fetch_all, fetch_one, jsonb
+from engine.store.connection import Conn, execute, fetch_all, fetch_one, json_rows, jsonb
 from engine.store.records import StepRow
 
 
@@ -51,3 +53,27 @@ async def limit_attempts(conn: Conn, step: StepRow, max_attempts: int) -> StepRo
     return await fetch_one(conn, "step_limit_attempts", {
         "tenant_id": step.tenant_id, "run_id": step.run_id, "step_id": step.step_id,
         "max_attempts": max_attempts}, StepRow)
+
+
+async def of_runs(conn: Conn, keys: Sequence[tuple[str, UUID]]) -> list[StepRow]:
+    return await fetch_all(conn, "steps_of_runs", {
+        "tenant_ids": [k[0] for k in keys], "run_ids": [k[1] for k in keys]}, StepRow)
+
+
+@dataclass(frozen=True)
+class AttemptStart:
+    """A dispatched attempt: the step's attempt count as the pass saw it, and the policy's
+    max_attempts when it set one."""
+
+    tenant_id: str
+    run_id: UUID
+    step_id: str
+    attempts: int
+    max_attempts: int | None
+
+
+async def start_attempts(conn: Conn, starts: Sequence[AttemptStart]) -> int:
+    """Returns how many steps still had the attempt count the pass saw."""
+    if not starts:
+        return 0
+    return await execute(conn, "steps_start_attempts", {"attempts": json_rows(starts)})

@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 from uuid import UUID
 
-from engine.store.connection import Conn, fetch_all, fetch_dicts, fetch_value, jsonb
+from engine.store.connection import Conn, execute, fetch_all, fetch_dicts, fetch_value, jsonb
 from engine.store.records import TimelineEvent
 
 log = logging.getLogger("engine.events")
@@ -72,3 +72,17 @@ async def append_many(conn: Conn, tenant_id: str, run_id: UUID, events: list[Eve
     for event in events:
         _log(tenant_id, run_id, event)
     return seq
+
+
+async def append_for_runs(conn: Conn, batch: dict[tuple[str, UUID], list[Event]]) -> None:
+    """Appends several runs' events, each run's in order, in one statement (the caller
+    holds the runs' locks, as a scheduler pass does)."""
+    docs = [{"tenant_id": tenant_id, "run_id": str(run_id),
+             "events": [asdict(event) for event in events]}
+            for (tenant_id, run_id), events in batch.items() if events]
+    if not docs:
+        return
+    await execute(conn, "events_append_for_runs", {"batch": jsonb(docs)})
+    for (tenant_id, run_id), events in batch.items():
+        for event in events:
+            _log(tenant_id, run_id, event)

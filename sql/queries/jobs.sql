@@ -51,13 +51,6 @@ SELECT * FROM warden.jobs
  WHERE tenant_id = %(tenant_id)s AND run_id = %(run_id)s
  ORDER BY created_at, step_id, attempt;
 
--- name: jobs_awaiting_claim :many
--- A run's jobs not yet claimed (pending or blocked), for the scheduler's drift check.
--- Uses the partial index jobs_awaiting_claim.
-SELECT * FROM warden.jobs
- WHERE tenant_id = %(tenant_id)s AND run_id = %(run_id)s
-   AND status IN ('pending', 'blocked');
-
 -- name: job_transition :one
 -- Moves an unclaimed job from the status the caller saw (re-evaluation, approval,
 -- expiry); a denied, cancelled or timed-out job is final. No row = it moved meanwhile.
@@ -123,3 +116,33 @@ SELECT warden.release_job(%(job_id)s, %(lease_token)s, %(reason)s);
 -- Completes a worker's batch of jobs in one transaction (one commit for all of them);
 -- each job's outcome says whether its lease still held (see warden.complete_jobs).
 SELECT * FROM warden.complete_jobs(%(job_ids)s, %(lease_tokens)s, %(results)s);
+
+-- name: jobs_insert_many :exec
+-- job_insert for a pass's batch of claimable jobs (pending), set-based; each carries the
+-- previous attempt's last checkpoint.
+INSERT INTO warden.jobs
+    (tenant_id, job_id, run_id, step_id, attempt, topic, status, priority, input, upstream,
+     constraints, checkpoint, timeout_ms, available_at, policy_snapshot_hash)
+SELECT x.tenant_id, x.run_id::text || ':' || x.step_id || '@' || x.attempt, x.run_id,
+       x.step_id, x.attempt, x.topic, 'pending', x.priority, x.input, x.upstream,
+       x.constraints,
+       (SELECT p.checkpoint FROM warden.jobs p
+         WHERE p.tenant_id = x.tenant_id AND p.run_id = x.run_id
+           AND p.step_id = x.step_id AND p.attempt = x.attempt - 1),
+       x.timeout_ms, greatest(now(), coalesce(x.available_at, now())),
+       x.policy_snapshot_hash
+  FROM jsonb_to_recordset(%(jobs)s) AS x(
+       tenant_id text, run_id uuid, step_id text, attempt integer, topic text,
+       priority smallint, input jsonb, upstream jsonb, constraints jsonb, timeout_ms integer,
+       available_at timestamptz, policy_snapshot_hash text);
+
+-- name: jobs_drifted_of_runs :many
+-- Jobs of these runs not yet claimed (pending or blocked) whose recorded policy snapshot
+-- is no longer their tenant's active one: the scheduler re-evaluates them. Uses the
+-- partial index jobs_awaiting_claim.
+SELECT j.* FROM warden.jobs j
+  JOIN unnest(%(tenant_ids)s::text[], %(run_ids)s::uuid[]) AS k(tenant_id, run_id)
+    ON j.tenant_id = k.tenant_id AND j.run_id = k.run_id
+  LEFT JOIN warden.policy_active a ON a.tenant_id = j.tenant_id
+ WHERE j.status IN ('pending', 'blocked')
+   AND j.policy_snapshot_hash IS DISTINCT FROM a.snapshot_hash;

@@ -84,3 +84,16 @@ SELECT * FROM warden.policy_decisions
 SELECT * FROM warden.policy_decisions
  WHERE tenant_id = %(tenant_id)s AND run_id = %(run_id)s
  ORDER BY decision_id;
+
+-- name: policy_decisions_insert_many :many
+-- A scheduler pass's dispatch decisions, set-based; returns each one's id by job.
+INSERT INTO warden.policy_decisions
+    (tenant_id, stage, snapshot_hash, rule, decision, reason, constraints, run_id, step_id,
+     job_id)
+SELECT x.tenant_id, x.stage, x.snapshot_hash, x.rule, x.decision, x.reason, x.constraints,
+       x.run_id, x.step_id, x.job_id
+  FROM jsonb_to_recordset(%(decisions)s) AS x(
+       tenant_id text, stage warden.policy_stage, snapshot_hash text, rule text,
+       decision warden.policy_decision, reason text, constraints jsonb, run_id uuid,
+       step_id text, job_id text)
+RETURNING job_id, decision_id;

@@ -71,3 +71,37 @@ UPDATE warden.runs SET needs_scheduling = false
 -- name: run_wake :exec
 -- Asks the schedulers to look at a run again.
 SELECT warden.wake_run(%(tenant_id)s, %(run_id)s);
+
+-- name: runs_lock_for_scheduling_ids :many
+-- Re-takes given runs, still flagged, one scheduler transaction each (after a batch
+-- failed as a whole). SKIP LOCKED for the same reason as runs_lock_for_scheduling.
+SELECT r.* FROM warden.runs r
+  JOIN unnest(%(tenant_ids)s::text[], %(run_ids)s::uuid[]) AS k(tenant_id, run_id)
+    ON r.tenant_id = k.tenant_id AND r.run_id = k.run_id
+ WHERE r.needs_scheduling
+ ORDER BY r.tenant_id, r.run_id
+   FOR NO KEY UPDATE OF r SKIP LOCKED;
+
+-- name: runs_transition_many :exec
+-- A scheduler pass's run status changes, set-based; each guarded by the status the pass
+-- saw (the caller compares the row count). Same stamping rules as run_transition.
+UPDATE warden.runs r
+   SET status = x.to_status,
+       started_at = coalesce(r.started_at, CASE WHEN x.to_status <> 'pending' THEN now() END),
+       finished_at = CASE WHEN x.final THEN now() END,
+       output = coalesce(x.output, r.output),
+       error = coalesce(x.error, r.error)
+  FROM jsonb_to_recordset(%(changes)s) AS x(
+       tenant_id text, run_id uuid, from_status warden.run_status,
+       to_status warden.run_status, final boolean, output jsonb, error jsonb)
+ WHERE r.tenant_id = x.tenant_id AND r.run_id = x.run_id AND r.status = x.from_status;
+
+-- name: runs_mark_scheduled_many :exec
+-- Clears the scheduler flag of every run of a pass (all locked by the caller).
+UPDATE warden.runs r SET needs_scheduling = false
+  FROM unnest(%(tenant_ids)s::text[], %(run_ids)s::uuid[]) AS k(tenant_id, run_id)
+ WHERE r.tenant_id = k.tenant_id AND r.run_id = k.run_id AND r.needs_scheduling;
+
+-- name: transaction_now :one
+-- The transaction's timestamp: what now() is in every statement of this transaction.
+SELECT now() AS now;

@@ -42,3 +42,22 @@ RETURNING *;
 UPDATE warden.steps SET max_attempts = %(max_attempts)s
  WHERE tenant_id = %(tenant_id)s AND run_id = %(run_id)s AND step_id = %(step_id)s
 RETURNING *;
+
+-- name: steps_of_runs :many
+-- All steps of several runs (a scheduler pass reads its whole batch at once).
+SELECT s.* FROM warden.steps s
+  JOIN unnest(%(tenant_ids)s::text[], %(run_ids)s::uuid[]) AS k(tenant_id, run_id)
+    ON s.tenant_id = k.tenant_id AND s.run_id = k.run_id;
+
+-- name: steps_start_attempts :exec
+-- step_start_attempt for a pass's batch of dispatched attempts, with the policy's
+-- max_attempts applied where it set one; each guarded by the attempt count the pass saw
+-- (the caller compares the row count).
+UPDATE warden.steps s
+   SET status = 'running', attempts = s.attempts + 1, retry_at = NULL,
+       started_at = coalesce(s.started_at, now()),
+       max_attempts = coalesce(x.max_attempts, s.max_attempts)
+  FROM jsonb_to_recordset(%(attempts)s) AS x(
+       tenant_id text, run_id uuid, step_id text, attempts integer, max_attempts integer)
+ WHERE s.tenant_id = x.tenant_id AND s.run_id = x.run_id AND s.step_id = x.step_id
+   AND s.attempts = x.attempts AND s.status IN ('pending', 'running');

@@ -24,3 +24,11 @@ SELECT r.tenant_id, r.run_id, warden.verify_timeline(r.run_id) AS ok
 -- name: events_append :one
 -- Appends a batch of one run's events in order (locks the run once; returns the last seq).
 SELECT warden.append_events(%(tenant_id)s, %(run_id)s, %(events)s);
+
+-- name: events_append_for_runs :exec
+-- Appends the events of several runs, each run's batch in order (append_events per run).
+-- The runs are already locked by the caller; ORDER BY keeps the (tenant, run) lock order
+-- anyway (volatile functions in the target list are evaluated after the sort).
+SELECT warden.append_events(x.tenant_id, x.run_id, x.events)
+  FROM jsonb_to_recordset(%(batch)s) AS x(tenant_id text, run_id uuid, events jsonb)
+ ORDER BY x.tenant_id, x.run_id;

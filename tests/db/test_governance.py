@@ -383,3 +383,28 @@ async def test_seed_workflow_waits_twice_gate_and_policy_with_both_hashes_record
     async with gov.db.connection() as conn:
         blocked = await jobs_q.of_run(conn, "default", run.run_id)
     assert [j.status for j in blocked] == [JobStatus.SUCCEEDED] * 4
+
+
+async def test_a_run_that_cannot_advance_holds_up_no_other_run_of_its_batch(
+        gov: Services, gov_scheduler: Scheduler) -> None:
+    """Its approval is locked by someone deciding it while a policy change needs it
+    superseded: that run's pass fails (Busy), the scheduler retries the batch one run at a
+    time, the others advance, and the busy run stays flagged until the lock goes."""
+    await support.store(gov.db, TWO_STEPS)
+    await activate(gov, bundle(rule("ask", "require_approval", '{topics: ["pay.charge"]}')))
+    stuck = await to_charge(gov, gov_scheduler)
+    await activate(gov, ALLOW_ALL)
+    other = await support.start(gov, "pay", {"amount": 5})
+    async with gov.db.transaction() as holder:
+        await holder.execute("SELECT 1 FROM warden.approvals WHERE run_id = %s FOR UPDATE",
+                             [stuck.run_id])
+        assert await gov_scheduler.run_once() == 2  # both taken in one batch
+        assert await support.claim(gov.db, ["pay.quote"]) != []  # the other run advanced
+        flagged = await rows(gov.db, "SELECT run_id FROM warden.runs WHERE needs_scheduling")
+        assert flagged == [(stuck.run_id,)]
+    await support.settle(gov_scheduler)
+    [charge] = await support.claim(gov.db, ["pay.charge"])
+    assert charge.run_id == stuck.run_id
+    assert other.run_id != stuck.run_id
+    for run_id in (stuck.run_id, other.run_id):
+        assert (await rows(gov.db, "SELECT warden.verify_timeline(%s)", run_id)) == [(True,)]
