@@ -1,4 +1,4 @@
-"""A one-line live status for long commands (`warden demo`).
+"""A one-line live status for long commands (`warden demo`, `warden runs watch`).
 
 On a terminal the line is redrawn in place and stays below the messages printed above
 it. Anywhere else (a pipe, a log file, CI) each new status is one plain line, printed
@@ -19,15 +19,23 @@ _CLEAR_LINE = "\r\x1b[2K"
 
 
 class StatusLine:
-    def __init__(self, stream: TextIO | None = None) -> None:
+    def __init__(self, stream: TextIO | None = None, *, terminal_only: bool = False) -> None:
+        """``terminal_only``: off a terminal show() prints nothing, for commands whose
+        other output already tells the progress (`runs watch` prints the timeline)."""
         self._stream = stream or sys.stdout
         self._tty = self._stream.isatty()
+        self._silent = terminal_only and not self._tty
         self._text: str | None = None
         self._drawn = False  # a TTY status line is on screen, without its newline
 
+    @property
+    def shown(self) -> bool:
+        """Whether show() prints anything (callers may skip computing the status)."""
+        return not self._silent
+
     def show(self, text: str) -> None:
         """The current status; printed only if it differs from the last one."""
-        if text == self._text:
+        if text == self._text or self._silent:
             return
         self._text = text
         if self._tty:
