@@ -239,7 +239,8 @@ class _Demo:
             if interrupted:
                 async with db.connection() as conn:
                     now = (await runs.get_row(conn, TENANT, run_id)).status
-                print(f"\nstopped; run {run_id} is {now}. `warden demo` picks it up again.")
+                again = "" if now.is_final else f" `{_invocation()} demo` picks it up again."
+                print(f"\nstopped; run {run_id} is {now}.{again}")
                 return 0
             return 1
         if not status.is_final:  # --exit-at-gate, at the gate

@@ -68,11 +68,15 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--name", help="worker name recorded on claimed jobs")
     p.add_argument("--shutdown-timeout", type=float, default=30.0,
                    help="seconds to let in-flight jobs finish on SIGTERM (default 30)")
-    p = add(sub, "demo", cmd_demo, (
-        "run the incident-remediation demo: its database (embedded unless "
-        "WARDEN_DATABASE_URL), engine, sample workers, and the API and operator page on "
-        "WARDEN_HTTP_ADDR; follows the run, stops at the approval gate to say how to "
-        "decide it, and serves until the run ends or Ctrl-C"))
+    p = add(sub, "demo", cmd_demo, "run the incident-remediation demo, serving the "
+            "operator page")
+    p.description = (
+        "Run the incident-remediation demo in one process: its database (embedded unless "
+        "WARDEN_DATABASE_URL), the engine, sample workers, and the API and operator page "
+        "on WARDEN_HTTP_ADDR. Prints the page's URL and a demo operator key, follows the "
+        "run, says how to decide its approval gate, and serves until the run ends "
+        "(exit 0 if it succeeded) or Ctrl-C/SIGTERM (exit 0). A second start picks up "
+        "the run left open.")
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--approve", action="store_true",
                       help="approve the waiting demo run as a demo operator and run it to "
