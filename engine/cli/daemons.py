@@ -12,6 +12,7 @@ from typing import Any
 
 from engine import errors
 from engine.cli.common import with_db
+from engine.cli.serving import api_starter, http_base, process_started, wait_ready
 from engine.runtime import configure_logging, database_url, stop_on_signals
 from engine.services import Services
 from engine.settings import Settings
@@ -36,16 +37,11 @@ async def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
                           dispatch_timeout=timedelta(milliseconds=settings.dispatch_timeout_ms))
 
     async def body(svc: Services) -> int:
-        # the CLI is the composition root: the one engine module that may reach the API
-        from api.server import bind, serve_api
-        from engine.apikeys import server_secret
-
-        host, port = settings.http_addr
-        sock = bind(host, port)  # before any loop starts: a taken port fails at once
-        api = asyncio.create_task(serve_api(svc, server_secret(settings), sock, stop))
-        print(f"warden serve: API http://{host}:{port}/api/v1, operator page "
-              f"http://{host}:{port}/ui, scheduler, reaper and reconciler "
-              f"(poll {settings.poll_interval_s}s)", file=sys.stderr, flush=True)
+        start_api = api_starter(settings)  # before any loop starts: a taken port fails at once
+        api = await start_api(svc, stop)
+        base = http_base(settings)
+        print(f"warden serve: API {base}/api/v1, operator page {base}/ui, scheduler, reaper "
+              f"and reconciler (poll {settings.poll_interval_s}s)", file=sys.stderr, flush=True)
         await run_engine(svc, config, stop)
         await api
         return 0
@@ -90,6 +86,18 @@ async def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
-    from engine.demo import run_demo
+    from engine.demo import DemoOptions, run_demo
 
-    return await run_demo(settings, approve=args.approve, reset=args.reset)
+    options = DemoOptions(approve=args.approve, reset=args.reset,
+                          exit_at_gate=args.exit_at_gate, began=process_started())
+    if args.exit_at_gate:
+        return await run_demo(settings, options, api=None)
+    start_api = api_starter(settings)  # a taken port fails now, before the database starts
+
+    async def serve_and_wait(svc: Services, stop: asyncio.Event) -> asyncio.Task[None]:
+        api = await start_api(svc, stop)
+        await wait_ready(settings, api)
+        return api
+
+    return await run_demo(settings, options, api=serve_and_wait,
+                          page_url=f"{http_base(settings)}/ui")

@@ -59,7 +59,8 @@ def _parser() -> argparse.ArgumentParser:
         return p
 
     add(sub, "migrate", cmd_migrate, "apply database migrations (Alembic) up to the newest")
-    add(sub, "serve", cmd_serve, "run the scheduler and the reaper")
+    add(sub, "serve", cmd_serve, "run the API, the operator page, the scheduler, the reaper "
+        "and the reconciler")
     p = add(sub, "worker", cmd_worker, "run a Python worker for some topics")
     p.add_argument("--topic", action="append", required=True, help="a topic to claim (repeat)")
     p.add_argument("--handler", required=True, help="module:function to call per job")
@@ -67,9 +68,22 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--name", help="worker name recorded on claimed jobs")
     p.add_argument("--shutdown-timeout", type=float, default=30.0,
                    help="seconds to let in-flight jobs finish on SIGTERM (default 30)")
-    p = add(sub, "demo", cmd_demo, "run the incident-remediation demo with sample workers")
-    p.add_argument("--approve", action="store_true",
-                   help="approve the waiting demo run as a demo operator and run it to the end")
+    p = add(sub, "demo", cmd_demo, "run the incident-remediation demo, serving the "
+            "operator page")
+    p.description = (
+        "Run the incident-remediation demo in one process: its database (embedded unless "
+        "WARDEN_DATABASE_URL), the engine, sample workers, and the API and operator page "
+        "on WARDEN_HTTP_ADDR. Prints the page's URL and a demo operator key, follows the "
+        "run, says how to decide its approval gate, and serves until the run ends "
+        "(exit 0 if it succeeded) or Ctrl-C/SIGTERM (exit 0). A second start picks up "
+        "the run left open.")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--approve", action="store_true",
+                      help="approve the waiting demo run as a demo operator and run it to "
+                      "the end (serving the page meanwhile)")
+    mode.add_argument("--exit-at-gate", action="store_true",
+                      help="exit 0 once the run waits at the approval gate, serving no "
+                      "API (for scripts)")
     p.add_argument("--reset", action="store_true", help="start from an empty embedded database")
 
     wf = sub.add_parser("workflows", help="store workflow definitions").add_subparsers(

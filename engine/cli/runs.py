@@ -9,6 +9,7 @@ from pathlib import Path
 
 from engine import errors, runs, timeline, views, workflows
 from engine.cli.common import print_json, with_db
+from engine.cli.progress import StatusLine, run_summary
 from engine.cli_format import format_timeline
 from engine.enums import ApprovalStatus, RunStatus
 from engine.services import Services
@@ -189,18 +190,27 @@ async def cmd_runs_watch(args: argparse.Namespace, settings: Settings) -> int:
         wake = asyncio.Event()
         listener = Listener(svc.db.url, SCHEDULER_CHANNEL, lambda _payload: wake.set())
         listening = asyncio.create_task(listener.run())
+        # on a terminal, the steps' statuses stay in view below the timeline; elsewhere the
+        # output is the timeline alone, as scripts read it
+        status_line = StatusLine(terminal_only=True)
         after = 0
         try:
             while True:
                 events = await timeline.page(svc.db, None, args.run_id, after=after, limit=500)
                 for line in format_timeline(events):
-                    print(line, flush=True)
+                    status_line.say(line)
                 if events:
                     after = events[-1].seq
                     continue
-                async with svc.db.connection() as conn:
-                    run = await runs.get_row(conn, None, args.run_id)
+                if status_line.shown:
+                    detail = await runs.detail(svc, None, args.run_id)
+                    run = detail.run
+                    status_line.show(run_summary(run.status, detail.steps))
+                else:
+                    async with svc.db.connection() as conn:
+                        run = await runs.get_row(conn, None, args.run_id)
                 if run.status.is_final:
+                    status_line.close()
                     print(f"run {run.run_id} {run.status.value}")
                     return 0 if run.status is RunStatus.SUCCEEDED else 1
                 wake.clear()

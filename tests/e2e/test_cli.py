@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import pty
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -163,3 +166,44 @@ def test_runs_watch_follows_a_run_live_until_it_ends(cli: Cli, db_url: str) -> N
     lines = out.splitlines()
     assert "run.created" in lines[0] and "approval.approved" in out
     assert lines[-1] == f"run {run_id} succeeded"
+
+
+def test_runs_watch_on_a_terminal_keeps_the_steps_in_view_below_the_timeline(
+        cli: Cli) -> None:
+    cli.run("workflows", "apply", str(REPO / "tests/e2e/gate.yaml"))
+    run_id = cli.run("runs", "start", "gate", "--as", "alice").stdout.strip()
+    terminal, child_end = pty.openpty()
+    watch = subprocess.Popen([sys.executable, "-m", "engine.cli", "runs", "watch", run_id],
+                             env=cli.env, stdin=subprocess.DEVNULL, stdout=child_end,
+                             stderr=subprocess.DEVNULL)
+    os.close(child_end)
+    seen: list[bytes] = []
+
+    def read() -> None:
+        while True:
+            try:
+                chunk = os.read(terminal, 4096)
+            except OSError:  # EIO: the child closed its end
+                return
+            if not chunk:
+                return
+            seen.append(chunk)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        deadline = time.monotonic() + 30
+        while b"run pending | ask:pending" not in b"".join(seen):
+            assert time.monotonic() < deadline and watch.poll() is None, b"".join(seen)
+            time.sleep(0.05)
+        cli.run("runs", "cancel", run_id, "--as", "olga")
+        assert watch.wait(timeout=30) == 1
+        reader.join(timeout=5)
+    finally:
+        watch.kill()
+        os.close(terminal)
+    out = b"".join(seen).decode()
+    # redrawn in place below the timeline, then left on screen above the final word
+    assert "\r\x1b[2Krun pending | ask:pending" in out
+    assert "run.created" in out and "run.cancelled" in out
+    assert out.rstrip().endswith(f"run {run_id} cancelled")
