@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from engine import dag
+from engine import dag, metrics
 from engine.definitions import StepDef
 from engine.dispatch import Busy, Dispatcher, RunPass, moved
 from engine.enums import RunStatus, StepStatus, StepType
@@ -134,6 +134,7 @@ class Scheduler:
         else:
             kind = "run.waiting" if target is RunStatus.WAITING else "run.resumed"
         state.run = await moved(runs_q.transition(conn, run, target, output=output, error=error))
+        metrics.run_ended(state.run)
         await state.event(conn, kind, data={"status": target.value})
 
 
