@@ -1,6 +1,9 @@
 """Runs a background pass (`run_once`) forever: at once while it finds work, otherwise on a
 wake-up (NOTIFY) or after the poll interval, whichever comes first. A database outage is
 logged and retried with backoff; the loop itself never dies of it.
+
+Every wait is counted by what ended it (`engine.metrics.woke`): a NOTIFY that never wakes
+anyone shows as polls doing all the work.
 """
 
 from __future__ import annotations
@@ -9,9 +12,23 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
+from engine import metrics
 from engine.errors import DatabaseUnavailable
+from engine.metrics import NOTIFY, POLL, STOP
 
 log = logging.getLogger(__name__)
+
+
+class Wake(asyncio.Event):
+    """An Event that remembers why it was set first since it was last cleared, for waiters
+    that are woken by more than NOTIFY (a worker also wakes when a job frees a slot)."""
+
+    cause: str = NOTIFY
+
+    def set(self, cause: str = NOTIFY) -> None:
+        if not self.is_set():
+            self.cause = cause
+        super().set()
 
 
 async def run_forever(name: str, run_once: Callable[[], Awaitable[bool]], *,
@@ -31,10 +48,12 @@ async def run_forever(name: str, run_once: Callable[[], Awaitable[bool]], *,
             backoff = min(backoff * 2, 5.0)
             continue
         if not busy:
-            await wait_any(stop, wake, poll_interval_s)
+            metrics.woke(name, await wait_any(stop, wake, poll_interval_s))
 
 
-async def wait_any(stop: asyncio.Event, wake: asyncio.Event | None, timeout: float) -> None:
+async def wait_any(stop: asyncio.Event, wake: asyncio.Event | None, timeout: float) -> str:
+    """Waits for ``stop``, ``wake`` or the timeout; returns what ended the wait: STOP, the
+    wake-up's cause (NOTIFY unless a `Wake` says otherwise), or POLL."""
     waiters = [asyncio.create_task(stop.wait())]
     if wake is not None:
         waiters.append(asyncio.create_task(wake.wait()))
@@ -43,3 +62,8 @@ async def wait_any(stop: asyncio.Event, wake: asyncio.Event | None, timeout: flo
     finally:
         for waiter in waiters:
             waiter.cancel()
+    if stop.is_set():
+        return STOP
+    if wake is not None and wake.is_set():
+        return wake.cause if isinstance(wake, Wake) else NOTIFY
+    return POLL

@@ -55,17 +55,19 @@ class PassWrites:
             self._now = await runs_q.transaction_now(conn)
         return self._now
 
-    def move_run(self, run: RunRow, to: RunStatus, *, output: Any = None,
+    def move_run(self, run: RunRow, to: RunStatus, now: datetime, *, output: Any = None,
                  error: Any = None) -> RunRow:
         """Checks the transition and defers it; several moves of one run in a pass become
-        one update from the status the pass first saw."""
+        one update from the status the pass first saw. ``now`` is the pass's `now`: the
+        returned row carries the times the update will stamp."""
         if to not in RUN_TRANSITIONS.get(run.status, frozenset()):
             raise InvalidTransition(f"run {run.run_id} cannot move from {run.status} to {to}")
         key = (run.tenant_id, run.run_id)
         seen = self._runs[key][0] if key in self._runs else run.status
         self._runs[key] = (seen, RunChange(run.tenant_id, run.run_id, seen, to, to.is_final,
                                            output, error))
-        return replace(run, status=to)
+        return replace(run, status=to, started_at=run.started_at or now,
+                       finished_at=now if to.is_final else None)
 
     async def flush(self, conn: Conn) -> None:
         ids = await policy_q.insert_decisions(conn, self.decisions)

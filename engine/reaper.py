@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+from engine import metrics
 from engine.enums import JobStatus, StepStatus
 from engine.store import Database
 from engine.store import approvals as approvals_q
@@ -38,6 +39,7 @@ class Reaper:
         async with self.db.connection() as conn:
             jobs = await jobs_q.reap_expired(conn, self.batch_size)
         approvals = await self._expire_approvals()
+        metrics.reaped(leases=jobs, approvals=approvals)
         if jobs or approvals:
             log.info("reaped %d expired leases, %d expired approvals", jobs, approvals,
                      extra={"reaped_jobs": jobs, "expired_approvals": approvals})

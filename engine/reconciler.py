@@ -14,9 +14,10 @@ timeout (reported once, and their topics announced again — never lost).
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import timedelta
 
+from engine import metrics
 from engine.enums import StepStatus
 from engine.errors import InvalidTransition
 from engine.services import Services
@@ -55,6 +56,7 @@ class Reconciler:
     async def run_once(self) -> Repairs:
         repairs = Repairs(await self._deadlines(), await self._flag_stuck(),
                           await self._stalled(), await self._unclaimed())
+        metrics.repaired(asdict(repairs))
         if repairs.total:
             log.warning("reconciler repaired %s", repairs, extra={"repairs": repairs.total})
         return repairs

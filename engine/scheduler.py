@@ -20,7 +20,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
 
-from engine import dag
+from engine import dag, metrics
 from engine.definitions import StepDef
 from engine.dispatch import Busy, Dispatcher, RunPass, moved
 from engine.enums import RunStatus, StepStatus, StepType
@@ -107,7 +107,7 @@ class Scheduler:
                                                   run.workflow_version)
         state = RunPass(run, workflow, {s.step_id: s for s in rows}, writes, policies)
         if run.status is RunStatus.PENDING:  # so run.started precedes the first step event
-            state.run = writes.move_run(run, RunStatus.RUNNING)
+            state.run = writes.move_run(run, RunStatus.RUNNING, await writes.now(conn))
             await state.event(conn, "run.started")
         for job in drifted:  # dispatched under a snapshot that is no longer active
             await self.dispatcher.reevaluate(conn, state, job)
@@ -168,7 +168,9 @@ class Scheduler:
                      and s.error is not None} or None
         else:
             kind = "run.waiting" if target is RunStatus.WAITING else "run.resumed"
-        state.run = state.writes.move_run(run, target, output=output, error=error)
+        state.run = state.writes.move_run(run, target, await state.writes.now(conn),
+                                          output=output, error=error)
+        metrics.run_ended(state.run)
         await state.event(conn, kind, data={"status": target.value})
 
 

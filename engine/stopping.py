@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
+from engine import metrics
 from engine.enums import ApprovalStatus, JobStatus, RunStatus, StepStatus
 from engine.errors import InvalidTransition
 from engine.runs import get_row
@@ -81,6 +82,7 @@ async def end_run(conn: Conn, run: RunRow, ending: Ending, *, by: str,
                 error=error)
     ended = await runs_q.transition(conn, locked, ending.run, error=error)
     assert ended is not None  # the run is locked and was not final
+    metrics.run_ended(ended)
     await timeline_q.append(conn, tenant, run_id, f"run.{ending.run.value}", actor=by,
                             data={**error, "jobs_ended": len(jobs)})
     return ended

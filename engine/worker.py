@@ -25,9 +25,10 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
+from engine import metrics
 from engine.completer import Completer
 from engine.errors import DatabaseUnavailable, JobCancelled, LeaseLost, WardenError
-from engine.loops import wait_any
+from engine.loops import Wake, wait_any
 from engine.store import Database
 from engine.store import jobs as jobs_q
 from engine.store.jobs import Outcome
@@ -91,7 +92,7 @@ class Worker:
         self.config = config
         self._is_async = inspect.iscoroutinefunction(handler)
         self._inflight: dict[str, asyncio.Task[None]] = {}
-        self._wake = asyncio.Event()
+        self._wake = Wake()
         self.completer = Completer(db)
         self.completed = 0
         self.failed = 0
@@ -109,7 +110,8 @@ class Worker:
                 claimed = await self._claim_batch()
                 if claimed and len(self._inflight) < self.config.concurrency:
                     continue  # the queue may hold more: claim again before sleeping
-                await wait_any(stop, self._wake, self.config.poll_interval_s)
+                woken_by = await wait_any(stop, self._wake, self.config.poll_interval_s)
+                metrics.woke("worker", woken_by)
         finally:
             listen_task.cancel()
             await self._drain()
@@ -134,17 +136,19 @@ class Worker:
             await asyncio.sleep(min(self.config.poll_interval_s, 1.0))
             # try again soon rather than after a whole poll interval: the wake-up that
             # brought us here (often the catch-up after a reconnect) is spent
-            self._wake.set()
+            self._wake.set(metrics.RETRY)
             return 0
+        metrics.claimed(claimed)
         for row in claimed:
-            task = asyncio.create_task(self._execute(row), name=row.job_id)
+            task = asyncio.create_task(metrics.timed_job(row.topic, self._execute(row)),
+                                       name=row.job_id)
             self._inflight[row.job_id] = task
             task.add_done_callback(self._finished)
         return len(claimed)
 
     def _finished(self, task: asyncio.Task[None]) -> None:
         self._inflight.pop(task.get_name(), None)
-        self._wake.set()  # a slot is free: claim again
+        self._wake.set(metrics.SLOT)  # a slot is free: claim again
 
     async def _execute(self, row: ClaimedJob) -> None:
         job = self._job(row)

@@ -6,7 +6,8 @@ import argparse
 import asyncio
 import importlib
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any
 
@@ -82,7 +83,35 @@ async def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
         await Worker(svc.db, handler, config).run(stop)
         return 0
 
-    return await with_db(settings, body)
+    with _metrics_server(args.metrics_host, args.metrics_port):
+        return await with_db(settings, body)
+
+
+@contextmanager
+def _metrics_server(host: str, port: int | None) -> Iterator[None]:
+    """A worker has no API: with --metrics-port, its own counters and histograms (claim
+    latency, job durations, wake-ups) get an HTTP endpoint of their own. The database's
+    gauges stay on `warden serve`'s /metrics, so they are not scraped once per worker."""
+    if port is None:
+        yield
+        return
+    if not 0 <= port <= 65535:
+        raise errors.InvalidInput("--metrics-port", f"must be 0-65535, got {port}")
+    from engine import metrics
+
+    try:
+        server, thread = metrics.serve_http(host, port)
+    except OSError as exc:
+        raise errors.InvalidInput("--metrics-port", f"cannot listen on {host}:{port}: "
+                                                    f"{exc.strerror}") from exc
+    print(f"warden worker: metrics on http://{host}:{server.server_port}/metrics",
+          file=sys.stderr, flush=True)
+    try:
+        yield
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
 
 
 async def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:

@@ -68,6 +68,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--name", help="worker name recorded on claimed jobs")
     p.add_argument("--shutdown-timeout", type=float, default=30.0,
                    help="seconds to let in-flight jobs finish on SIGTERM (default 30)")
+    p.add_argument("--metrics-port", type=int, metavar="PORT",
+                   help="serve this worker's Prometheus metrics on PORT (0: any free port)")
+    p.add_argument("--metrics-host", default="127.0.0.1",
+                   help="address for --metrics-port (default 127.0.0.1)")
     p = add(sub, "demo", cmd_demo, "run the incident-remediation demo, serving the "
             "operator page")
     p.description = (

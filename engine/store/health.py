@@ -27,3 +27,11 @@ async def approvals_pending(conn: Conn) -> dict[str, Any]:
 
 async def unclaimed(conn: Conn, timeout: timedelta) -> list[dict[str, Any]]:
     return await fetch_dicts(conn, "metrics_unclaimed", {"timeout": timeout})
+
+
+async def table_health(conn: Conn) -> list[dict[str, Any]]:
+    return await fetch_dicts(conn, "metrics_table_health", {})
+
+
+async def oldest_transaction_s(conn: Conn) -> float:
+    return float(await fetch_value(conn, "metrics_oldest_transaction", {}))

@@ -109,7 +109,7 @@ class JobRow:
 
 @dataclass(frozen=True)
 class ClaimedJob:
-    """One row of warden.claim_jobs()."""
+    """One row of warden.claim_jobs(), with its claim latency (sql/queries/jobs.sql)."""
 
     job_id: str
     run_id: UUID
@@ -123,6 +123,7 @@ class ClaimedJob:
     lease_token: UUID
     lease_expires_at: datetime
     tenant_id: str
+    waited_s: float  # from available_at to this claim, database clock
 
 
 @dataclass(frozen=True)

@@ -25,3 +25,19 @@ SELECT topic,
   FROM warden.jobs
  WHERE status = 'pending' AND available_at <= now()
  GROUP BY topic;
+
+-- name: metrics_table_health :many
+-- Live and dead tuples of the hot tables (the statistics collector's estimates): dead ones
+-- piling up mean vacuum cannot keep up, or an old transaction holds it back.
+SELECT relname AS table_name, n_live_tup AS live, n_dead_tup AS dead
+  FROM pg_stat_user_tables
+ WHERE schemaname = 'warden' AND relname IN ('jobs', 'runs', 'steps', 'timeline');
+
+-- name: metrics_oldest_transaction :one
+-- Age in seconds of the oldest transaction open in this database (other than ours), 0 if
+-- none: it holds back vacuum of every table. Other roles' sessions are visible only to a
+-- role with pg_read_all_stats.
+SELECT coalesce(extract(epoch FROM now() - min(xact_start)), 0)::float8 AS age_s
+  FROM pg_stat_activity
+ WHERE datname = current_database() AND pid <> pg_backend_pid()
+   AND xact_start IS NOT NULL AND backend_type = 'client backend';

@@ -22,8 +22,17 @@ RETURNING *;
 SELECT pg_notify('warden_jobs', t) FROM unnest(%(topics)s::text[]) AS t;
 
 -- name: jobs_claim :many
--- Claims up to max_jobs claimable jobs of the topics (see warden.claim_jobs).
-SELECT * FROM warden.claim_jobs(%(topics)s, %(worker)s, %(max_jobs)s, %(lease)s);
+-- Claims up to max_jobs claimable jobs of the topics (warden.claim_jobs, unchanged: it is
+-- the protocol for workers in other languages), each with its claim latency in seconds.
+-- The lookup sees the row as it was before this statement claimed it: available_at is the
+-- same, and now() is the claim's started_at. A job committed after the statement began is
+-- invisible to it but was claimed the moment it appeared: a wait of 0.
+SELECT c.*,
+       coalesce((SELECT extract(epoch FROM now() - j.available_at)
+                   FROM warden.jobs j
+                  WHERE j.tenant_id = c.tenant_id AND j.job_id = c.job_id), 0)::float8
+           AS waited_s
+  FROM warden.claim_jobs(%(topics)s, %(worker)s, %(max_jobs)s, %(lease)s) AS c;
 
 -- name: job_heartbeat :one
 -- Extends a lease (and stores a checkpoint); raises WD001/WD002 if the lease is gone.
