@@ -10,12 +10,15 @@ at the end of the pass (`engine.passwrites`).
 
 A run that cannot advance fails its whole pass (no savepoint per run: that cost two round
 trips per run on every pass); the scheduler then takes that batch's runs one per
-transaction, so the bad run holds up no other and stays flagged.
+transaction, so the bad run holds up no other and stays flagged. It is then left out of
+this scheduler's batches for a while, doubling each time it fails again, so a run that
+keeps failing costs one lone transaction now and then instead of halving every batch.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
@@ -48,34 +51,54 @@ class _PassFailed(Exception):
 
 
 class Scheduler:
-    def __init__(self, svc: Services, *, batch_size: int = 50) -> None:
+    def __init__(self, svc: Services, *, batch_size: int = 50,
+                 retry_delays_s: tuple[float, float] = (0.5, 60.0)) -> None:
         self.svc = svc
         self.dispatcher = Dispatcher(svc)
         self.batch_size = batch_size
+        # runs that failed alone: when this scheduler may take them again, and the delay
+        # that set it (first, then doubled up to the cap)
+        self._retry_delays_s = retry_delays_s
+        self._held: dict[RunKey, tuple[float, float]] = {}
 
     async def run_once(self) -> int:
         """One pass over up to ``batch_size`` runs; returns how many were taken."""
+        now = time.monotonic()
+        # forget runs long past their hold: another scheduler may have moved them on
+        cap = self._retry_delays_s[1]
+        self._held = {k: v for k, v in self._held.items() if v[0] + cap > now}
+        held = [key for key, (until, _) in self._held.items() if until > now]
         try:
             async with self.svc.db.transaction() as conn:
-                runs = await runs_q.lock_for_scheduling(conn, self.batch_size)
+                runs = await runs_q.lock_for_scheduling(conn, self.batch_size, held)
                 await self._pass(conn, runs)
-            return len(runs)
         except _PassFailed as failed:
             await self._one_at_a_time(failed.keys)
             return len(failed.keys)
+        for run in runs:
+            self._held.pop((run.tenant_id, run.run_id), None)
+        return len(runs)
 
     async def _one_at_a_time(self, keys: Sequence[RunKey]) -> None:
         for key in keys:
             try:
                 async with self.svc.db.transaction() as conn:
                     await self._pass(conn, await runs_q.lock_for_scheduling_ids(conn, [key]))
+                self._held.pop(key, None)
             except _PassFailed as failed:
+                self._hold(key)
                 cause = failed.__cause__
                 if isinstance(cause, Busy):
-                    log.debug("run %s: an approval is being decided; next pass", key[1])
+                    log.debug("run %s: an approval is being decided; later", key[1])
                 else:
                     log.error("run %s could not advance; it stays flagged", key[1],
                               exc_info=cause, extra={"run_id": str(key[1])})
+
+    def _hold(self, key: RunKey) -> None:
+        first, cap = self._retry_delays_s
+        previous = self._held.get(key)
+        delay = min(previous[1] * 2, cap) if previous else first
+        self._held[key] = (time.monotonic() + delay, delay)
 
     async def _pass(self, conn: Conn, runs: list[RunRow]) -> None:
         if not runs:

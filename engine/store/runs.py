@@ -54,8 +54,11 @@ async def page(conn: Conn, tenant_id: str, *, status: RunStatus | None, workflow
         "before_run": before[1] if before else None, "limit": limit}, RunRow)
 
 
-async def lock_for_scheduling(conn: Conn, limit: int) -> list[RunRow]:
-    return await fetch_all(conn, "runs_lock_for_scheduling", {"limit": limit}, RunRow)
+async def lock_for_scheduling(conn: Conn, limit: int,
+                              skip: Sequence[tuple[str, UUID]] = ()) -> list[RunRow]:
+    return await fetch_all(conn, "runs_lock_for_scheduling", {
+        "limit": limit, "skip_tenant_ids": [k[0] for k in skip],
+        "skip_run_ids": [k[1] for k in skip]}, RunRow)
 
 
 async def lock(conn: Conn, tenant_id: str, run_id: UUID) -> RunRow | None:

@@ -36,12 +36,18 @@ SELECT * FROM warden.runs
  LIMIT %(limit)s;
 
 -- name: runs_lock_for_scheduling :many
--- Takes up to `limit` runs that may move. SKIP LOCKED: several schedulers share the work
--- and none waits for a run another one (or a worker's transaction) is touching; the
--- partial index runs_to_schedule keeps this cheap however many runs exist.
-SELECT * FROM warden.runs
- WHERE needs_scheduling
- ORDER BY tenant_id, run_id
+-- Takes up to `limit` runs that may move, but the given ones (runs this scheduler saw
+-- fail lately: retried later, alone, so they do not fail every batch). SKIP LOCKED:
+-- several schedulers share the work and none waits for a run another one (or a worker's
+-- transaction) is touching; the partial index runs_to_schedule keeps this cheap however
+-- many runs exist.
+SELECT * FROM warden.runs r
+ WHERE r.needs_scheduling
+   AND NOT EXISTS (
+       SELECT 1 FROM unnest(%(skip_tenant_ids)s::text[], %(skip_run_ids)s::uuid[])
+                  AS k(tenant_id, run_id)
+        WHERE k.tenant_id = r.tenant_id AND k.run_id = r.run_id)
+ ORDER BY r.tenant_id, r.run_id
  LIMIT %(limit)s
    FOR NO KEY UPDATE SKIP LOCKED;
 
