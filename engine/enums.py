@@ -97,6 +97,17 @@ class ApprovalStatus(StrEnum):
     """Replaced by a newer approval after a policy change."""
 
 
+class NotificationStatus(StrEnum):
+    PENDING = "pending"
+    """A webhook to deliver: the next attempt is due at ``next_attempt_at``."""
+    DELIVERING = "delivering"
+    """A notifier is posting it; its lease ends at ``next_attempt_at``."""
+    DELIVERED = "delivered"
+    """The webhook answered 2xx (or there is no webhook: the outbox row is the delivery)."""
+    FAILED = "failed"
+    """Given up: a permanent refusal (4xx) or every attempt used."""
+
+
 class StepType(StrEnum):
     JOB = "job"
     """Work for a worker, claimed from ``warden.jobs``."""

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from alembic.config import Config
     from sqlalchemy import Engine
 
-HEAD = "0007_batched_completion"
+HEAD = "0008_webhook_delivery"
 
 
 def _config() -> Config:

@@ -24,7 +24,14 @@ from psycopg_pool import AsyncConnectionPool
 from psycopg_pool.base import AttemptWithBackoff
 
 from engine import errors
-from engine.enums import ApprovalStatus, JobStatus, RunStatus, StepStatus, StepType
+from engine.enums import (
+    ApprovalStatus,
+    JobStatus,
+    NotificationStatus,
+    RunStatus,
+    StepStatus,
+    StepType,
+)
 from engine.store.sqlfiles import get
 
 log = logging.getLogger(__name__)
@@ -100,6 +107,7 @@ _ENUMS: dict[str, type[StrEnum]] = {
     "warden.job_status": JobStatus,
     "warden.approval_status": ApprovalStatus,
     "warden.step_type": StepType,
+    "warden.notification_status": NotificationStatus,
 }
 
 

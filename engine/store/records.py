@@ -11,7 +11,14 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from engine.enums import ApprovalStatus, JobStatus, RunStatus, StepStatus, StepType
+from engine.enums import (
+    ApprovalStatus,
+    JobStatus,
+    NotificationStatus,
+    RunStatus,
+    StepStatus,
+    StepType,
+)
 
 
 @dataclass(frozen=True)
@@ -156,6 +163,13 @@ class NotificationRow:
     payload: Any
     created_at: datetime
     delivered_at: datetime | None
+    status: NotificationStatus
+    attempts: int
+    next_attempt_at: datetime | None
+    last_attempt_at: datetime | None
+    last_status_code: int | None
+    last_error: str | None
+    failed_at: datetime | None
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,14 @@ import pytest
 
 from engine import migrate
 from engine.apikeys import Role
-from engine.enums import ApprovalStatus, JobStatus, RunStatus, StepStatus, StepType
+from engine.enums import (
+    ApprovalStatus,
+    JobStatus,
+    NotificationStatus,
+    RunStatus,
+    StepStatus,
+    StepType,
+)
 from engine.policy import Verdict
 from engine.scheduler import Scheduler
 from engine.store import Database, records
@@ -22,7 +29,7 @@ ENUMS: list[tuple[str, type[StrEnum]]] = [
     ("warden.run_status", RunStatus), ("warden.step_status", StepStatus),
     ("warden.job_status", JobStatus), ("warden.approval_status", ApprovalStatus),
     ("warden.step_type", StepType), ("warden.policy_decision", Verdict),
-    ("warden.api_role", Role),
+    ("warden.api_role", Role), ("warden.notification_status", NotificationStatus),
 ]
 
 TABLE_RECORDS = [
