@@ -12,6 +12,8 @@ from pathlib import Path
 
 from engine.errors import ConfigError
 
+MIN_WEBHOOK_SECRET = 16
+
 
 @dataclass(frozen=True)
 class Settings:
@@ -37,6 +39,13 @@ class Settings:
     policy_default: str
     """WARDEN_POLICY_DEFAULT: the decision for a tenant with no active policy snapshot:
     deny (default: nothing runs ungoverned), allow, or require_approval."""
+    webhook_secret: bytes | None
+    """WARDEN_WEBHOOK_SECRET: signs webhook bodies (X-Warden-Signature: sha256=HMAC);
+    unset sends them unsigned. At least 16 characters, no surrounding whitespace."""
+    webhook_max_attempts: int
+    """WARDEN_WEBHOOK_MAX_ATTEMPTS: attempts per webhook before giving up (default 10)."""
+    webhook_timeout_ms: int
+    """WARDEN_WEBHOOK_TIMEOUT_MS: one webhook request, connect to answer (default 10000)."""
 
 
 def _int(env: Mapping[str, str], name: str, default: int, *, minimum: int) -> int:
@@ -50,6 +59,21 @@ def _int(env: Mapping[str, str], name: str, default: int, *, minimum: int) -> in
     if value < minimum:
         raise ConfigError(f"{name} must be at least {minimum}, got {value}")
     return value
+
+
+def _webhook_secret(env: Mapping[str, str]) -> bytes | None:
+    raw = env.get("WARDEN_WEBHOOK_SECRET")
+    if raw is None:
+        return None
+    # set but empty is most likely an unset variable interpolated by a deployment script:
+    # refuse it rather than silently sending unsigned webhooks
+    if len(raw) < MIN_WEBHOOK_SECRET:
+        raise ConfigError(f"WARDEN_WEBHOOK_SECRET must be at least {MIN_WEBHOOK_SECRET} "
+                          f"characters (got {len(raw)}); unset it to send unsigned webhooks")
+    if raw != raw.strip():
+        raise ConfigError("WARDEN_WEBHOOK_SECRET has leading or trailing whitespace; "
+                          "receivers would compute another signature")
+    return raw.encode()
 
 
 def _choice(env: Mapping[str, str], name: str, default: str, allowed: tuple[str, ...]) -> str:
@@ -87,4 +111,7 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         http_addr=_addr(env.get("WARDEN_HTTP_ADDR") or "127.0.0.1:8081"),
         policy_default=_choice(env, "WARDEN_POLICY_DEFAULT", "deny",
                                ("deny", "allow", "require_approval")),
+        webhook_secret=_webhook_secret(env),
+        webhook_max_attempts=_int(env, "WARDEN_WEBHOOK_MAX_ATTEMPTS", 10, minimum=1),
+        webhook_timeout_ms=_int(env, "WARDEN_WEBHOOK_TIMEOUT_MS", 10_000, minimum=100),
     )

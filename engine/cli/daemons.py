@@ -29,20 +29,26 @@ async def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    from engine.notifier import NotifierConfig
     from engine.serve import EngineConfig, run_engine
 
     configure_logging(settings)
     stop = asyncio.Event()
     stop_on_signals(stop)
     config = EngineConfig(poll_interval_s=settings.poll_interval_s,
-                          dispatch_timeout=timedelta(milliseconds=settings.dispatch_timeout_ms))
+                          dispatch_timeout=timedelta(milliseconds=settings.dispatch_timeout_ms),
+                          notifier=NotifierConfig(
+                              secret=settings.webhook_secret,
+                              max_attempts=settings.webhook_max_attempts,
+                              timeout_s=settings.webhook_timeout_ms / 1000))
 
     async def body(svc: Services) -> int:
         start_api = api_starter(settings)  # before any loop starts: a taken port fails at once
         api = await start_api(svc, stop)
         base = http_base(settings)
-        print(f"warden serve: API {base}/api/v1, operator page {base}/ui, scheduler, reaper "
-              f"and reconciler (poll {settings.poll_interval_s}s)", file=sys.stderr, flush=True)
+        print(f"warden serve: API {base}/api/v1, operator page {base}/ui, scheduler, reaper, "
+              f"reconciler and notifier (poll {settings.poll_interval_s}s)", file=sys.stderr,
+              flush=True)
         await run_engine(svc, config, stop)
         await api
         return 0

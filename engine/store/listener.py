@@ -20,6 +20,7 @@ log = logging.getLogger(__name__)
 
 SCHEDULER_CHANNEL = "warden_scheduler"
 JOBS_CHANNEL = "warden_jobs"
+NOTIFICATIONS_CHANNEL = "warden_notifications"
 
 
 class Listener:
