@@ -58,10 +58,9 @@ async def run_engine(svc: Services, config: EngineConfig, stop: asyncio.Event) -
     async def notify_once() -> bool:
         return (await notifier.run_once()).attempts >= config.notifier.batch_size
 
-    listeners = [Listener(svc.db.url, SCHEDULER_CHANNEL, lambda _payload: wake_scheduler.set()),
-                 Listener(svc.db.url, NOTIFICATIONS_CHANNEL,
-                          lambda _payload: wake_notifier.set())]
-    listening = [asyncio.create_task(listener.run()) for listener in listeners]
+    listener = Listener(svc.db.url, SCHEDULER_CHANNEL, lambda _payload: wake_scheduler.set(),
+                        also={NOTIFICATIONS_CHANNEL: lambda _payload: wake_notifier.set()})
+    listen = asyncio.create_task(listener.run())
     try:
         await asyncio.gather(
             run_forever("scheduler", schedule_once, wake=wake_scheduler,
@@ -74,7 +73,6 @@ async def run_engine(svc: Services, config: EngineConfig, stop: asyncio.Event) -
                         poll_interval_s=config.notify_interval_s, stop=stop),
         )
     finally:
-        for task in listening:
-            task.cancel()
+        listen.cancel()
         notifier.close()
     log.info("engine stopped")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import psycopg
 from psycopg import sql
@@ -24,11 +24,15 @@ NOTIFICATIONS_CHANNEL = "warden_notifications"
 
 
 class Listener:
+    """LISTENs to ``channel``, and to the channels of ``also`` on the same connection (one
+    LISTEN connection per process, not one per loop), calling each channel's callback."""
+
     def __init__(self, url: str, channel: str, on_wake: Callable[[str], None], *,
+                 also: Mapping[str, Callable[[str], None]] | None = None,
                  max_backoff_s: float = 5.0) -> None:
         self.url = url
-        self.channel = channel
-        self.on_wake = on_wake
+        self.handlers = {channel: on_wake, **(also or {})}
+        self.channel = ", ".join(self.handlers)  # for log lines
         self.max_backoff_s = max_backoff_s
         self.connected = asyncio.Event()
 
@@ -57,10 +61,13 @@ class Listener:
     async def _listen_once(self) -> None:
         conn = await connect(self.url)
         try:
-            await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self.channel)))
+            # one statement: one round trip, and pg_stat_activity shows every channel
+            await conn.execute(sql.SQL("; ").join(
+                sql.SQL("LISTEN {}").format(sql.Identifier(c)) for c in self.handlers))
             self.connected.set()
-            self.on_wake("")  # catch up on whatever was sent while we were not listening
+            for on_wake in self.handlers.values():
+                on_wake("")  # catch up on whatever was sent while we were not listening
             async for notify in conn.notifies():
-                self.on_wake(notify.payload)
+                self.handlers[notify.channel](notify.payload)
         finally:
             await conn.close()

@@ -164,8 +164,10 @@ async def test_every_acknowledged_run_finishes_across_postgres_restarts(
              WHERE datname = current_database() AND query ILIKE 'LISTEN %%'
              GROUP BY 1 ORDER BY 1""")
         found = [(str(q), int(n)) for q, n in rows]
-        return found if found == [('LISTEN "warden_jobs"', 2),
-                                  ('LISTEN "warden_scheduler"', 1)] else None
+        return found if found == [
+            ('LISTEN "warden_jobs"', 2),  # the workers
+            ('LISTEN "warden_scheduler"; LISTEN "warden_notifications"', 1),  # serve
+        ] else None
 
     await wait_until(listening, deadline, "the LISTEN connections to come back", timeout=15)
 
