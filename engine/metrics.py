@@ -6,7 +6,7 @@ several apps (or test harnesses) in one process share one set without clashing a
 nothing registered by an unrelated library leaks into /metrics.
 
 Each process counts only what it did itself: `warden serve` exposes its scheduler,
-reaper and reconciler (wake-ups, actions, run durations) on the API's ``/metrics``,
+reaper, reconciler and notifier (wake-ups, actions, run durations) on the API's ``/metrics``,
 together with the gauges read from the database at scrape time (`engine.dbgauges`). A
 `warden worker` has no HTTP server, so its claim latency, job durations and wake-ups are
 exposed only when it is started with ``--metrics-port`` (`serve_http`). Prometheus adds
@@ -55,7 +55,8 @@ RUN_DURATION = Histogram(
     "never ran and are not observed.", ["status"], buckets=_RUNS, registry=REGISTRY)
 WAKEUPS = Counter(
     "warden_wakeups",
-    "Waits of a loop (scheduler, worker, reaper, reconciler) ended by a NOTIFY or the "
+    "Waits of a loop (scheduler, worker, reaper, reconciler, notifier) ended by a NOTIFY or "
+    "the "
     "listener's catch-up after a reconnect (notify), by the poll interval (poll), or in a "
     "worker by a finished job freeing a slot (slot) or a failed claim's retry (retry).",
     ["loop", "cause"], registry=REGISTRY)
@@ -68,6 +69,12 @@ RECONCILER_REPAIRS = Counter(
     "What the reconciler repaired: runs ended past their deadline (deadlines), stuck runs "
     "woken (flagged), stalled steps retried or failed (stalled), unclaimed jobs reported "
     "and announced again (unclaimed).", ["action"], registry=REGISTRY)
+WEBHOOK_ATTEMPTS = Counter(
+    "warden_webhook_attempts",
+    "Webhook POSTs of the notifier by outcome: delivered (2xx), retry (to be posted again "
+    "after a backoff), failed (given up: a permanent 4xx or the last attempt), lease_lost "
+    "(answered after the row's lease ended; another notifier owns it, nothing recorded).",
+    ["outcome"], registry=REGISTRY)
 
 
 def claimed(rows: Iterable[ClaimedJob]) -> None:
@@ -102,6 +109,11 @@ def woke(loop: str, cause: str) -> None:
 def reaped(*, leases: int, approvals: int) -> None:
     REAPER_ACTIONS.labels("lease_expired").inc(leases)
     REAPER_ACTIONS.labels("approval_expired").inc(approvals)
+
+
+def webhook_attempts(counts: Mapping[str, int]) -> None:
+    for outcome, n in counts.items():
+        WEBHOOK_ATTEMPTS.labels(outcome).inc(n)
 
 
 def repaired(counts: Mapping[str, int]) -> None:

@@ -22,7 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from engine import webhooks
+from engine import metrics, webhooks
 from engine.enums import NotificationStatus
 from engine.store import Database
 from engine.store import notifications as q
@@ -96,11 +96,14 @@ class Notifier:
             if isinstance(outcome, BaseException):
                 raise outcome
         recorded = [o for o in outcomes if not isinstance(o, BaseException)]
-        return Deliveries(
+        done = Deliveries(
             delivered=sum(r is NotificationStatus.DELIVERED for r in recorded),
             retrying=sum(r is NotificationStatus.PENDING for r in recorded),
             failed=sum(r is NotificationStatus.FAILED for r in recorded),
             fenced=sum(r is None for r in recorded))
+        metrics.webhook_attempts({"delivered": done.delivered, "retry": done.retrying,
+                                  "failed": done.failed, "lease_lost": done.fenced})
+        return done
 
     async def _deliver(self, note: NotificationRow) -> NotificationStatus | None:
         """Posts one leased row and records the outcome: its new status, or None if the

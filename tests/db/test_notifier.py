@@ -15,7 +15,7 @@ from uuid import UUID
 
 import pytest
 
-from engine import approvals, webhooks
+from engine import approvals, metrics, webhooks
 from engine.enums import NotificationStatus, RunStatus
 from engine.notifier import Notifier, NotifierConfig
 from engine.scheduler import Scheduler
@@ -85,6 +85,11 @@ async def sql(db: Database, statement: str, *params: Any) -> Any:
     async with db.connection() as conn:
         cur = await conn.execute(statement, list(params))
         return await cur.fetchone() if cur.description else None
+
+
+def attempts_counted(outcome: str) -> float:
+    return metrics.REGISTRY.get_sample_value(
+        "warden_webhook_attempts_total", {"outcome": outcome}) or 0.0
 
 
 async def make_due(db: Database) -> None:
@@ -208,10 +213,14 @@ async def test_what_each_answer_means(
         make_notifier: NotifierFactory, status: int, expected: NotificationStatus) -> None:
     run_id = await notify_steps(svc, scheduler, receiver.url)
     receiver.status, receiver.headers = status, {"Location": "http://127.0.0.1:1/elsewhere"}
+    outcome = {NotificationStatus.DELIVERED: "delivered", NotificationStatus.FAILED: "failed",
+               NotificationStatus.PENDING: "retry"}[expected]
+    before = attempts_counted(outcome)
     await make_notifier().run_once()
     note = await one_row(svc.db, run_id)
     assert (note.status, note.last_status_code, len(receiver.requests())) == (
         expected, status, 1)
+    assert attempts_counted(outcome) - before == 1  # /metrics: warden_webhook_attempts_total
 
 
 async def test_a_4xx_fails_for_good_and_is_never_posted_again(
