@@ -16,7 +16,6 @@ from engine.store.connection import (
     fetch_all,
     fetch_one,
     fetch_value,
-    json_rows,
     jsonb,
 )
 from engine.store.records import RunRow
@@ -112,7 +111,13 @@ async def transition_many(conn: Conn, changes: Sequence[RunChange]) -> int:
     """Applies the changes; returns how many runs were still in their ``from_status``."""
     if not changes:
         return 0
-    return await execute(conn, "runs_transition_many", {"changes": json_rows(changes)})
+    return await execute(conn, "runs_transition_many", {
+        "tenant_ids": [c.tenant_id for c in changes], "run_ids": [c.run_id for c in changes],
+        "from_statuses": [c.from_status.value for c in changes],
+        "to_statuses": [c.to_status.value for c in changes],
+        "finals": [c.final for c in changes],
+        "outputs": [None if c.output is None else jsonb(c.output) for c in changes],
+        "errors": [None if c.error is None else jsonb(c.error) for c in changes]})
 
 
 async def mark_scheduled_many(conn: Conn, keys: Sequence[RunKey]) -> None:

@@ -9,7 +9,7 @@ from uuid import UUID
 
 from engine.enums import STEP_TRANSITIONS, StepStatus
 from engine.errors import InvalidTransition
-from engine.store.connection import Conn, execute, fetch_all, fetch_one, json_rows, jsonb
+from engine.store.connection import Conn, execute, fetch_all, fetch_one, jsonb
 from engine.store.records import StepRow
 
 
@@ -76,4 +76,7 @@ async def start_attempts(conn: Conn, starts: Sequence[AttemptStart]) -> int:
     """Returns how many steps still had the attempt count the pass saw."""
     if not starts:
         return 0
-    return await execute(conn, "steps_start_attempts", {"attempts": json_rows(starts)})
+    return await execute(conn, "steps_start_attempts", {
+        "tenant_ids": [s.tenant_id for s in starts], "run_ids": [s.run_id for s in starts],
+        "step_ids": [s.step_id for s in starts], "attempts": [s.attempts for s in starts],
+        "max_attempts": [s.max_attempts for s in starts]})

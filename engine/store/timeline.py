@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
 
-from engine.store.connection import Conn, execute, fetch_all, fetch_dicts, fetch_value, jsonb
+from engine.store.connection import (
+    Conn,
+    execute,
+    fetch_all,
+    fetch_dicts,
+    fetch_value,
+    jsonb,
+    shallow_dict,
+)
 from engine.store.records import TimelineEvent
 
 log = logging.getLogger("engine.events")
@@ -68,7 +76,7 @@ async def append_many(conn: Conn, tenant_id: str, run_id: UUID, events: list[Eve
         return 0
     seq: int = await fetch_value(conn, "events_append", {
         "tenant_id": tenant_id, "run_id": run_id,
-        "events": jsonb([asdict(event) for event in events])})
+        "events": jsonb([shallow_dict(event) for event in events])})
     for event in events:
         _log(tenant_id, run_id, event)
     return seq
@@ -78,7 +86,7 @@ async def append_for_runs(conn: Conn, batch: dict[tuple[str, UUID], list[Event]]
     """Appends several runs' events, each run's in order, in one statement (the caller
     holds the runs' locks, as a scheduler pass does)."""
     docs = [{"tenant_id": tenant_id, "run_id": str(run_id),
-             "events": [asdict(event) for event in events]}
+             "events": [shallow_dict(event) for event in events]}
             for (tenant_id, run_id), events in batch.items() if events]
     if not docs:
         return

@@ -91,15 +91,20 @@ SELECT r.* FROM warden.runs r
 -- name: runs_transition_many :exec
 -- A scheduler pass's run status changes, set-based; each guarded by the status the pass
 -- saw (the caller compares the row count). Same stamping rules as run_transition.
+-- Parallel arrays through unnest, not a JSON recordset: the planner guesses 10 rows for
+-- unnest of a parameter (an index nested loop over runs_pkey) but 100 for
+-- jsonb_to_recordset, enough for a hash join that reads the whole table on every pass.
 UPDATE warden.runs r
    SET status = x.to_status,
        started_at = coalesce(r.started_at, CASE WHEN x.to_status <> 'pending' THEN now() END),
        finished_at = CASE WHEN x.final THEN now() END,
        output = coalesce(x.output, r.output),
        error = coalesce(x.error, r.error)
-  FROM jsonb_to_recordset(%(changes)s) AS x(
-       tenant_id text, run_id uuid, from_status warden.run_status,
-       to_status warden.run_status, final boolean, output jsonb, error jsonb)
+  FROM unnest(%(tenant_ids)s::text[], %(run_ids)s::uuid[],
+              %(from_statuses)s::text[]::warden.run_status[],
+              %(to_statuses)s::text[]::warden.run_status[], %(finals)s::boolean[],
+              %(outputs)s::jsonb[], %(errors)s::jsonb[])
+       AS x(tenant_id, run_id, from_status, to_status, final, output, error)
  WHERE r.tenant_id = x.tenant_id AND r.run_id = x.run_id AND r.status = x.from_status;
 
 -- name: runs_mark_scheduled_many :exec

@@ -52,12 +52,14 @@ SELECT s.* FROM warden.steps s
 -- name: steps_start_attempts :exec
 -- step_start_attempt for a pass's batch of dispatched attempts, with the policy's
 -- max_attempts applied where it set one; each guarded by the attempt count the pass saw
--- (the caller compares the row count).
+-- (the caller compares the row count). Parallel arrays, for the reason given at
+-- runs_transition_many: an index nested loop over steps_pkey.
 UPDATE warden.steps s
    SET status = 'running', attempts = s.attempts + 1, retry_at = NULL,
        started_at = coalesce(s.started_at, now()),
        max_attempts = coalesce(x.max_attempts, s.max_attempts)
-  FROM jsonb_to_recordset(%(attempts)s) AS x(
-       tenant_id text, run_id uuid, step_id text, attempts integer, max_attempts integer)
+  FROM unnest(%(tenant_ids)s::text[], %(run_ids)s::uuid[], %(step_ids)s::text[],
+              %(attempts)s::integer[], %(max_attempts)s::integer[])
+       AS x(tenant_id, run_id, step_id, attempts, max_attempts)
  WHERE s.tenant_id = x.tenant_id AND s.run_id = x.run_id AND s.step_id = x.step_id
    AND s.attempts = x.attempts AND s.status IN ('pending', 'running');
