@@ -3,12 +3,12 @@
 A pass used to spend ~11 round trips on each run it dispatched one job for, and ~7 on
 each run it then finished, one statement per change. The common changes are now
 collected while the pass walks its runs and written at its end with one statement per
-kind: run status changes, dispatched claimable attempts (their policy decision, the
-step's attempt count, the job row), every run's timeline events, and the cleared
-scheduler flags. The pass holds its runs' locks from its first statement to its commit,
-so nothing else moves those rows meanwhile, and every deferred update is still guarded
-by the state the pass saw: a row count short of what was deferred is an
-InvalidTransition, which rolls the whole pass back.
+kind: dispatched claimable attempts (their policy decision, the step's attempt count,
+the job row), every run's status change with its scheduler flag cleared (one update per
+run), and every run's timeline events. The pass holds its runs' locks from its first
+statement to its commit, so nothing else moves those rows meanwhile, and every deferred
+update is still guarded by the state the pass saw: a row count short of what was
+deferred is an InvalidTransition, which rolls the whole pass back.
 
 Rarer changes (approvals, denials, skips, notifications, drift re-evaluation) are still
 written when they happen: they touch rows no deferred write touches in the same pass.
@@ -78,11 +78,10 @@ class PassWrites:
             raise InvalidTransition(f"{len(self.attempts) - started} dispatched steps changed "
                                     "under the scheduler's run lock")
         await jobs_q.insert_many(conn, self.jobs)
-        changes = [change for _, change in self._runs.values()]
-        moved = await runs_q.transition_many(conn, changes)
-        if moved != len(changes):
-            raise InvalidTransition(f"{len(changes) - moved} runs changed under the "
+        changes = {key: change for key, (_, change) in self._runs.items()}
+        ended = await runs_q.end_pass(conn, self.scheduled, changes)
+        if ended != len(self.scheduled):
+            raise InvalidTransition(f"{len(self.scheduled) - ended} runs changed under the "
                                     "scheduler's lock")
         await timeline_q.append_for_runs(conn, self.events)
-        await runs_q.mark_scheduled_many(conn, self.scheduled)
         await jobs_q.announce(conn, self.topics)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -107,22 +107,20 @@ class RunChange:
     error: Any
 
 
-async def transition_many(conn: Conn, changes: Sequence[RunChange]) -> int:
-    """Applies the changes; returns how many runs were still in their ``from_status``."""
-    if not changes:
+async def end_pass(conn: Conn, keys: Sequence[RunKey],
+                   changes: Mapping[RunKey, RunChange]) -> int:
+    """Clears the scheduler flag of every run of a pass and applies the status changes it
+    decided; returns how many runs matched (all of them unless one moved meanwhile)."""
+    if not keys:
         return 0
-    return await execute(conn, "runs_transition_many", {
-        "tenant_ids": [c.tenant_id for c in changes], "run_ids": [c.run_id for c in changes],
-        "from_statuses": [c.from_status.value for c in changes],
-        "to_statuses": [c.to_status.value for c in changes],
-        "finals": [c.final for c in changes],
-        "outputs": [None if c.output is None else jsonb(c.output) for c in changes],
-        "errors": [None if c.error is None else jsonb(c.error) for c in changes]})
-
-
-async def mark_scheduled_many(conn: Conn, keys: Sequence[RunKey]) -> None:
-    if keys:
-        await execute(conn, "runs_mark_scheduled_many", _keys(keys))
+    found = [changes.get(key) for key in keys]
+    return await execute(conn, "runs_end_pass", {
+        **_keys(keys),
+        "from_statuses": [c.from_status.value if c else None for c in found],
+        "to_statuses": [c.to_status.value if c else None for c in found],
+        "finals": [c.final if c else False for c in found],
+        "outputs": [jsonb(c.output) if c and c.output is not None else None for c in found],
+        "errors": [jsonb(c.error) if c and c.error is not None else None for c in found]})
 
 
 async def transaction_now(conn: Conn) -> datetime:

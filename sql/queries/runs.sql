@@ -88,30 +88,31 @@ SELECT r.* FROM warden.runs r
  ORDER BY r.tenant_id, r.run_id
    FOR NO KEY UPDATE OF r SKIP LOCKED;
 
--- name: runs_transition_many :exec
--- A scheduler pass's run status changes, set-based; each guarded by the status the pass
--- saw (the caller compares the row count). Same stamping rules as run_transition.
--- Parallel arrays through unnest, not a JSON recordset: the planner guesses 10 rows for
--- unnest of a parameter (an index nested loop over runs_pkey) but 100 for
--- jsonb_to_recordset, enough for a hash join that reads the whole table on every pass.
+-- name: runs_end_pass :exec
+-- The end of a scheduler pass for each of its runs, in one update per run: the status
+-- change the pass decided, if any (guarded by the status the pass saw; the caller
+-- compares the row count), and the scheduler flag cleared. Same stamping rules as
+-- run_transition. Parallel arrays through unnest, not a JSON recordset: the planner
+-- guesses 10 rows for unnest of a parameter (an index nested loop over runs_pkey) but
+-- 100 for jsonb_to_recordset, enough for a hash join that reads the whole table on
+-- every pass.
 UPDATE warden.runs r
-   SET status = x.to_status,
-       started_at = coalesce(r.started_at, CASE WHEN x.to_status <> 'pending' THEN now() END),
-       finished_at = CASE WHEN x.final THEN now() END,
+   SET status = coalesce(x.to_status, r.status),
+       started_at = CASE WHEN x.to_status IS NULL THEN r.started_at
+                         ELSE coalesce(r.started_at,
+                                       CASE WHEN x.to_status <> 'pending' THEN now() END) END,
+       finished_at = CASE WHEN x.to_status IS NULL THEN r.finished_at
+                          WHEN x.final THEN now() END,
        output = coalesce(x.output, r.output),
-       error = coalesce(x.error, r.error)
+       error = coalesce(x.error, r.error),
+       needs_scheduling = false
   FROM unnest(%(tenant_ids)s::text[], %(run_ids)s::uuid[],
               %(from_statuses)s::text[]::warden.run_status[],
               %(to_statuses)s::text[]::warden.run_status[], %(finals)s::boolean[],
               %(outputs)s::jsonb[], %(errors)s::jsonb[])
        AS x(tenant_id, run_id, from_status, to_status, final, output, error)
- WHERE r.tenant_id = x.tenant_id AND r.run_id = x.run_id AND r.status = x.from_status;
-
--- name: runs_mark_scheduled_many :exec
--- Clears the scheduler flag of every run of a pass (all locked by the caller).
-UPDATE warden.runs r SET needs_scheduling = false
-  FROM unnest(%(tenant_ids)s::text[], %(run_ids)s::uuid[]) AS k(tenant_id, run_id)
- WHERE r.tenant_id = k.tenant_id AND r.run_id = k.run_id AND r.needs_scheduling;
+ WHERE r.tenant_id = x.tenant_id AND r.run_id = x.run_id
+   AND r.status = coalesce(x.from_status, r.status);
 
 -- name: transaction_now :one
 -- The transaction's timestamp: what now() is in every statement of this transaction.
