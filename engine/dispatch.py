@@ -23,7 +23,6 @@ from engine.errors import InvalidInput, InvalidTransition
 from engine.governance import (
     ActivePolicy,
     Evaluated,
-    decision_event,
     facts_for,
     job_hash,
     record,
@@ -37,7 +36,6 @@ from engine.store import jobs as jobs_q
 from engine.store import steps as steps_q
 from engine.store import timeline as timeline_q
 from engine.store.jobs import NewJob
-from engine.store.policy import NewDecision
 from engine.store.records import JobRow, RunRow, StepRow
 from engine.templates import render
 
@@ -57,7 +55,7 @@ class RunPass:
     run: RunRow
     workflow: WorkflowDef
     steps: dict[str, StepRow]
-    # the whole pass's deferred writes, which this run's join
+    # the whole pass's deferred writes, which this run's writes join
     writes: PassWrites
     # the active policy of each tenant, read once per pass
     policies: dict[str, ActivePolicy]
@@ -173,16 +171,10 @@ class Dispatcher:
         writes = state.writes
         attempt = step.attempts + 1
         job_id = f"{step.run_id}:{step.step_id}@{attempt}"
-        decision = evaluated.decision
-        constraints = dict(decision.constraints)
-        writes.decisions.append(NewDecision(
-            step.tenant_id, "dispatch", evaluated.snapshot_hash, decision.rule,
-            decision.verdict.value, decision.reason, constraints, step.run_id, step.step_id,
-            job_id))
-        event = decision_event("dispatch", facts, job_id=job_id, attempt=attempt,
-                               evaluated=evaluated, decision_id=None)
-        state.events.append(event)
-        writes.decision_events[job_id] = event.data
+        constraints = dict(evaluated.decision.constraints)
+        state.events.append(writes.decisions.add("dispatch", facts, run_id=step.run_id,
+                                                  job_id=job_id, attempt=attempt,
+                                                  evaluated=evaluated))
         max_attempts = int(constraints["max_attempts"]) if "max_attempts" in constraints \
             else None
         writes.attempts.append(steps_q.AttemptStart(step.tenant_id, step.run_id, step.step_id,

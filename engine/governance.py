@@ -9,7 +9,7 @@ event in the caller's transaction.
 from __future__ import annotations
 
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
 
@@ -109,6 +109,33 @@ async def record(conn: Conn, *, stage: str, facts: Facts, run_id: UUID, job_id: 
     else:
         await timeline_q.append_many(conn, facts.tenant_id, run_id, [event])
     return row
+
+
+@dataclass
+class DecisionBatch:
+    """Decisions recorded together: the rows in one statement at `write`, each one's
+    policy.decision event handed out at `add` (so the caller keeps its place in the run's
+    event order) and completed with the row's id once the row exists."""
+
+    rows: list[q.NewDecision] = field(default_factory=list)
+    _events: dict[q.DecisionKey, dict[str, Any]] = field(default_factory=dict)
+
+    def add(self, stage: str, facts: Facts, *, run_id: UUID, job_id: str | None,
+            attempt: int | None, evaluated: Evaluated) -> timeline_q.Event:
+        decision = evaluated.decision
+        self.rows.append(q.NewDecision(
+            facts.tenant_id, stage, evaluated.snapshot_hash, decision.rule,
+            decision.verdict.value, decision.reason, dict(decision.constraints), run_id,
+            facts.step_id, job_id))
+        event = decision_event(stage, facts, job_id=job_id, attempt=attempt,
+                               evaluated=evaluated, decision_id=None)
+        self._events[(run_id, facts.step_id, job_id)] = event.data
+        return event
+
+    async def write(self, conn: Conn) -> None:
+        ids = await q.insert_decisions(conn, self.rows)
+        for key, data in self._events.items():
+            data["decision_id"] = ids[key]
 
 
 def decision_event(stage: str, facts: Facts, *, job_id: str | None, attempt: int | None,

@@ -22,14 +22,13 @@ from typing import Any
 
 from engine.enums import RUN_TRANSITIONS, RunStatus
 from engine.errors import InvalidTransition
+from engine.governance import DecisionBatch
 from engine.store import Conn
 from engine.store import jobs as jobs_q
-from engine.store import policy as policy_q
 from engine.store import runs as runs_q
 from engine.store import steps as steps_q
 from engine.store import timeline as timeline_q
 from engine.store.jobs import NewJob
-from engine.store.policy import NewDecision
 from engine.store.records import RunRow
 from engine.store.runs import RunChange, RunKey
 from engine.store.steps import AttemptStart
@@ -39,10 +38,8 @@ from engine.store.steps import AttemptStart
 class PassWrites:
     attempts: list[AttemptStart] = field(default_factory=list)
     jobs: list[NewJob] = field(default_factory=list)
-    decisions: list[NewDecision] = field(default_factory=list)
-    # the data of each deferred decision's policy.decision event, by job id: the
-    # decision_id is filled in once the decisions are inserted, before the events are
-    decision_events: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # written before the events, so each policy.decision event has its decision_id
+    decisions: DecisionBatch = field(default_factory=DecisionBatch)
     events: dict[RunKey, list[timeline_q.Event]] = field(default_factory=dict)
     scheduled: list[RunKey] = field(default_factory=list)
     topics: set[str] = field(default_factory=set)
@@ -70,9 +67,7 @@ class PassWrites:
                        finished_at=now if to.is_final else None)
 
     async def flush(self, conn: Conn) -> None:
-        ids = await policy_q.insert_decisions(conn, self.decisions)
-        for job_id, data in self.decision_events.items():
-            data["decision_id"] = ids[job_id]
+        await self.decisions.write(conn)
         started = await steps_q.start_attempts(conn, self.attempts)
         if started != len(self.attempts):
             raise InvalidTransition(f"{len(self.attempts) - started} dispatched steps changed "

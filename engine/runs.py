@@ -11,7 +11,7 @@ from engine.canonical import sha256_hex
 from engine.definitions import WorkflowDef
 from engine.enums import RunStatus, StepStatus, StepType
 from engine.errors import IdempotencyConflict, InvalidInput, NotFound, PolicyDenied
-from engine.governance import Evaluated, facts_for
+from engine.governance import DecisionBatch, Evaluated, facts_for
 from engine.policy import Verdict
 from engine.store import Conn, Database
 from engine.store import approvals as approvals_q
@@ -108,15 +108,18 @@ async def submit_gate(svc: Services, conn: Conn, run: RunRow, workflow: Workflow
     input; on any deny, stores the run ``denied`` with every step ended."""
     policy = await svc.policies.active(conn, run.tenant_id)
     denials: dict[str, Evaluated] = {}
+    decisions = DecisionBatch()  # one statement for every step (a fan-out has hundreds)
     for step in workflow.steps.values():
         if step.type is not StepType.JOB or step.id in (skip or ()):
             continue
         facts = facts_for(step, tenant_id=run.tenant_id, workflow_id=run.workflow_id,
                           input=run.input)
-        evaluated = await svc.policies.decide(conn, stage="submit", facts=facts,
-                                              run_id=run.run_id, policy=policy, events=events)
+        evaluated = Evaluated(policy.snapshot_hash, policy.bundle.evaluate(facts))
+        events.append(decisions.add("submit", facts, run_id=run.run_id, job_id=None,
+                                    attempt=None, evaluated=evaluated))
         if evaluated.decision.verdict is Verdict.DENY:
             denials[step.id] = evaluated
+    await decisions.write(conn)
     if not denials:
         return run
     # Nothing will ever run: end every step now, so a final run never has open steps.

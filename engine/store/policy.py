@@ -91,9 +91,12 @@ async def decisions_of_run(conn: Conn, tenant_id: str, run_id: UUID) -> list[Pol
         "tenant_id": tenant_id, "run_id": run_id}, PolicyDecisionRow)
 
 
+DecisionKey = tuple[UUID, str, str | None]  # run, step, job (None at submit)
+
+
 @dataclass(frozen=True)
 class NewDecision:
-    """A dispatch decision a scheduler pass records with its batch of jobs."""
+    """A decision recorded with others in one statement."""
 
     tenant_id: str
     stage: str
@@ -104,13 +107,14 @@ class NewDecision:
     constraints: Any
     run_id: UUID
     step_id: str
-    job_id: str
+    job_id: str | None
 
 
-async def insert_decisions(conn: Conn, decisions: Sequence[NewDecision]) -> dict[str, int]:
-    """Records the decisions; each one's decision_id by its job id."""
+async def insert_decisions(conn: Conn,
+                           decisions: Sequence[NewDecision]) -> dict[DecisionKey, int]:
+    """Records the decisions; each one's decision_id by (run, step, job)."""
     if not decisions:
         return {}
     rows = await fetch_dicts(conn, "policy_decisions_insert_many",
                              {"decisions": json_rows(decisions)})
-    return {row["job_id"]: row["decision_id"] for row in rows}
+    return {(row["run_id"], row["step_id"], row["job_id"]): row["decision_id"] for row in rows}

@@ -86,7 +86,8 @@ SELECT * FROM warden.policy_decisions
  ORDER BY decision_id;
 
 -- name: policy_decisions_insert_many :many
--- A scheduler pass's dispatch decisions, set-based; returns each one's id by job.
+-- Decisions recorded together (a run's submit gate, a scheduler pass's dispatches),
+-- set-based; returns each one's id with its (run, step, job).
 INSERT INTO warden.policy_decisions
     (tenant_id, stage, snapshot_hash, rule, decision, reason, constraints, run_id, step_id,
      job_id)
@@ -96,4 +97,4 @@ SELECT x.tenant_id, x.stage, x.snapshot_hash, x.rule, x.decision, x.reason, x.co
        tenant_id text, stage warden.policy_stage, snapshot_hash text, rule text,
        decision warden.policy_decision, reason text, constraints jsonb, run_id uuid,
        step_id text, job_id text)
-RETURNING job_id, decision_id;
+RETURNING run_id, step_id, job_id, decision_id;
