@@ -14,6 +14,7 @@ from engine.reaper import Reaper
 from engine.scheduler import Scheduler
 from engine.store import Database
 from engine.store import jobs as jobs_q
+from engine.store.connection import connect
 from tests import support
 
 pytestmark = pytest.mark.anyio
@@ -216,6 +217,40 @@ async def test_claim_uses_the_partial_index(db: Database, scheduler: Scheduler) 
             "LIMIT 10 FOR UPDATE SKIP LOCKED", [["t.work", "t.after"]])
         plan = "\n".join(r[0] for r in await cur.fetchall())
     assert "jobs_claimable" in plan, plan
+
+
+async def test_a_claim_reads_about_as_many_jobs_as_it_takes(db: Database,
+                                                            scheduler: Scheduler) -> None:
+    """With thousands claimable, a claim of 10 must not read them all (it did, sorting
+    every pending job of its topics, until the index order was used per topic)."""
+    await support.store(db, RETRYING)
+    await support.start(db, "retrying")
+    await support.settle(scheduler)
+    await _sql(db, """
+        INSERT INTO warden.jobs (tenant_id, job_id, run_id, step_id, attempt, topic, status,
+                                 available_at)
+        SELECT j.tenant_id, j.run_id::text || ':work@' || n, j.run_id, 'work', n, j.topic,
+               'pending', now() - make_interval(secs => n)
+          FROM warden.jobs j, generate_series(2, 3001) AS n""")
+    # a connection of its own: a backend's pending statistics can still hold counts of
+    # its earlier transactions
+    conn = await connect(db.url, autocommit=False)
+    try:
+        cur = await conn.execute("SELECT job_id FROM warden.claim_jobs(%s, 'w', 10, '30 s')",
+                                 [["t.work", "t.after", "t.none"]])
+        claimed = [r[0] for r in await cur.fetchall()]
+        cur = await conn.execute("SELECT idx_tup_fetch FROM pg_stat_xact_user_tables "
+                                 "WHERE relid = 'warden.jobs'::regclass")
+        row = await cur.fetchone()
+        assert row is not None
+        fetched = row[0]
+        await conn.commit()
+    finally:
+        await conn.close()
+    assert len(claimed) == 10
+    # the oldest first (priority ties): attempts 3001, 3000, … were made available earliest
+    assert sorted(int(c.rsplit("@", 1)[1]) for c in claimed) == list(range(2992, 3002))
+    assert fetched < 100, f"a claim of 10 fetched {fetched} job rows through indexes"
 
 
 async def test_sql_worker_protocol_from_plain_sql(db_url: str, db: Database,
