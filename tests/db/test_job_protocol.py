@@ -291,3 +291,37 @@ async def test_a_released_job_is_retried_at_once_without_spending_a_retry(
     detail = await support.detail(db, run.run_id)
     assert detail.steps[0].status is StepStatus.SUCCEEDED
     assert detail.jobs[0].error["type"] == "Released"
+
+
+FAN = """
+id: fan
+name: fan
+version: 1.0.0
+steps:
+  a: {type: job, topic: t.fan}
+  b: {type: job, topic: t.fan}
+  c: {type: job, topic: t.fan}
+"""
+
+
+async def test_a_claim_hands_out_no_job_of_a_run_that_ended_meanwhile(
+        db: Database, scheduler: Scheduler) -> None:
+    """The run ended between dispatch and claim (here by hand, as a race would leave it):
+    its jobs end cancelled with their events; the other run's jobs are claimed, each run's
+    events appended once, in job order, with an intact chain."""
+    await support.store(db, FAN)
+    ended = await support.start(db, "fan")
+    live = await support.start(db, "fan")
+    await support.settle(scheduler)
+    await _sql(db, "UPDATE warden.runs SET status = 'cancelled', finished_at = now() "
+                   "WHERE run_id = %s", ended.run_id)
+    claimed = await support.claim(db, ["t.fan"], n=10)
+    assert sorted(j.job_id for j in claimed) == [f"{live.run_id}:{s}@1" for s in "abc"]
+    statuses = await _sql(db, "SELECT status::text, error->>'type' FROM warden.jobs "
+                              "WHERE run_id = %s ORDER BY job_id", ended.run_id)
+    assert statuses == [("cancelled", "RunEnded")] * 3
+    for run_id, kind in ((ended.run_id, "job.cancelled"), (live.run_id, "job.claimed")):
+        events = [(e.kind, e.job_id) for e in await support.events(db, run_id)
+                  if e.kind in ("job.cancelled", "job.claimed")]
+        assert events == [(kind, f"{run_id}:{s}@1") for s in "abc"]
+        assert await _sql(db, "SELECT warden.verify_timeline(%s)", run_id) == [(True,)]
