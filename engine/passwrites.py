@@ -29,8 +29,8 @@ from engine.store import runs as runs_q
 from engine.store import steps as steps_q
 from engine.store import timeline as timeline_q
 from engine.store.jobs import NewJob
-from engine.store.records import RunRow
-from engine.store.runs import RunChange, RunKey
+from engine.store.records import RunKey, RunRow
+from engine.store.runs import RunChange
 from engine.store.steps import AttemptStart
 
 
@@ -43,7 +43,7 @@ class PassWrites:
     events: dict[RunKey, list[timeline_q.Event]] = field(default_factory=dict)
     scheduled: list[RunKey] = field(default_factory=list)
     topics: set[str] = field(default_factory=set)
-    _runs: dict[RunKey, tuple[RunStatus, RunChange]] = field(default_factory=dict)
+    _runs: dict[RunKey, RunChange] = field(default_factory=dict)
     _now: datetime | None = None
 
     async def now(self, conn: Conn) -> datetime:
@@ -60,9 +60,8 @@ class PassWrites:
         if to not in RUN_TRANSITIONS.get(run.status, frozenset()):
             raise InvalidTransition(f"run {run.run_id} cannot move from {run.status} to {to}")
         key = (run.tenant_id, run.run_id)
-        seen = self._runs[key][0] if key in self._runs else run.status
-        self._runs[key] = (seen, RunChange(run.tenant_id, run.run_id, seen, to, to.is_final,
-                                           output, error))
+        seen = self._runs[key].from_status if key in self._runs else run.status
+        self._runs[key] = RunChange(run.tenant_id, run.run_id, seen, to, output, error)
         return replace(run, status=to, started_at=run.started_at or now,
                        finished_at=now if to.is_final else None)
 
@@ -73,8 +72,7 @@ class PassWrites:
             raise InvalidTransition(f"{len(self.attempts) - started} dispatched steps changed "
                                     "under the scheduler's run lock")
         await jobs_q.insert_many(conn, self.jobs)
-        changes = {key: change for key, (_, change) in self._runs.items()}
-        ended = await runs_q.end_pass(conn, self.scheduled, changes)
+        ended = await runs_q.end_pass(conn, self.scheduled, self._runs)
         if ended != len(self.scheduled):
             raise InvalidTransition(f"{len(self.scheduled) - ended} runs changed under the "
                                     "scheduler's lock")

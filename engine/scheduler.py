@@ -36,8 +36,7 @@ from engine.store import jobs as jobs_q
 from engine.store import notifications as notifications_q
 from engine.store import runs as runs_q
 from engine.store import steps as steps_q
-from engine.store.records import JobRow, RunRow, StepRow
-from engine.store.runs import RunKey
+from engine.store.records import JobRow, RunKey, RunRow, StepRow
 
 log = logging.getLogger(__name__)
 

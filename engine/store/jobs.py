@@ -20,7 +20,7 @@ from engine.store.connection import (
     json_rows,
     jsonb,
 )
-from engine.store.records import ClaimedJob, JobRow
+from engine.store.records import ClaimedJob, JobRow, RunKey, run_key_params
 
 
 async def insert(conn: Conn, *, tenant_id: str, run_id: UUID, step_id: str, attempt: int,
@@ -182,6 +182,5 @@ async def insert_many(conn: Conn, jobs: Sequence[NewJob]) -> None:
         await execute(conn, "jobs_insert_many", {"jobs": json_rows(jobs)})
 
 
-async def drifted_of_runs(conn: Conn, keys: Sequence[tuple[str, UUID]]) -> list[JobRow]:
-    return await fetch_all(conn, "jobs_drifted_of_runs", {
-        "tenant_ids": [k[0] for k in keys], "run_ids": [k[1] for k in keys]}, JobRow)
+async def drifted_of_runs(conn: Conn, keys: Sequence[RunKey]) -> list[JobRow]:
+    return await fetch_all(conn, "jobs_drifted_of_runs", run_key_params(keys), JobRow)

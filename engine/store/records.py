@@ -6,6 +6,7 @@ test compares each with information_schema so a migration cannot drift from them
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -20,6 +21,13 @@ from engine.enums import (
     StepType,
 )
 
+RunKey = tuple[str, UUID]
+"""(tenant_id, run_id): how set-based queries name several runs."""
+
+
+def run_key_params(keys: Sequence[RunKey], prefix: str = "") -> dict[str, list[Any]]:
+    """Parallel arrays for ``unnest(%(tenant_ids)s::text[], %(run_ids)s::uuid[])``."""
+    return {f"{prefix}tenant_ids": [k[0] for k in keys], f"{prefix}run_ids": [k[1] for k in keys]}
 
 @dataclass(frozen=True)
 class WorkflowRow:

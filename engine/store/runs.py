@@ -18,7 +18,7 @@ from engine.store.connection import (
     fetch_value,
     jsonb,
 )
-from engine.store.records import RunRow
+from engine.store.records import RunKey, RunRow, run_key_params
 
 
 async def insert(conn: Conn, *, tenant_id: str, workflow_id: str, workflow_version: str,
@@ -54,10 +54,9 @@ async def page(conn: Conn, tenant_id: str, *, status: RunStatus | None, workflow
 
 
 async def lock_for_scheduling(conn: Conn, limit: int,
-                              skip: Sequence[tuple[str, UUID]] = ()) -> list[RunRow]:
-    return await fetch_all(conn, "runs_lock_for_scheduling", {
-        "limit": limit, "skip_tenant_ids": [k[0] for k in skip],
-        "skip_run_ids": [k[1] for k in skip]}, RunRow)
+                              skip: Sequence[RunKey] = ()) -> list[RunRow]:
+    return await fetch_all(conn, "runs_lock_for_scheduling",
+                           {"limit": limit, **run_key_params(skip, "skip_")}, RunRow)
 
 
 async def lock(conn: Conn, tenant_id: str, run_id: UUID) -> RunRow | None:
@@ -83,15 +82,8 @@ async def wake(conn: Conn, tenant_id: str, run_id: UUID) -> None:
     await execute(conn, "run_wake", {"tenant_id": tenant_id, "run_id": run_id})
 
 
-RunKey = tuple[str, UUID]  # (tenant_id, run_id)
-
-
-def _keys(keys: Sequence[RunKey]) -> dict[str, Any]:
-    return {"tenant_ids": [k[0] for k in keys], "run_ids": [k[1] for k in keys]}
-
-
 async def lock_for_scheduling_ids(conn: Conn, keys: Sequence[RunKey]) -> list[RunRow]:
-    return await fetch_all(conn, "runs_lock_for_scheduling_ids", _keys(keys), RunRow)
+    return await fetch_all(conn, "runs_lock_for_scheduling_ids", run_key_params(keys), RunRow)
 
 
 @dataclass(frozen=True)
@@ -102,7 +94,6 @@ class RunChange:
     run_id: UUID
     from_status: RunStatus
     to_status: RunStatus
-    final: bool
     output: Any
     error: Any
 
@@ -115,10 +106,10 @@ async def end_pass(conn: Conn, keys: Sequence[RunKey],
         return 0
     found = [changes.get(key) for key in keys]
     return await execute(conn, "runs_end_pass", {
-        **_keys(keys),
+        **run_key_params(keys),
         "from_statuses": [c.from_status.value if c else None for c in found],
         "to_statuses": [c.to_status.value if c else None for c in found],
-        "finals": [c.final if c else False for c in found],
+        "finals": [c.to_status.is_final if c else False for c in found],
         "outputs": [jsonb(c.output) if c and c.output is not None else None for c in found],
         "errors": [jsonb(c.error) if c and c.error is not None else None for c in found]})
 

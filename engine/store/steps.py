@@ -10,7 +10,7 @@ from uuid import UUID
 from engine.enums import STEP_TRANSITIONS, StepStatus
 from engine.errors import InvalidTransition
 from engine.store.connection import Conn, execute, fetch_all, fetch_one, jsonb
-from engine.store.records import StepRow
+from engine.store.records import RunKey, StepRow, run_key_params
 
 
 async def insert_all(conn: Conn, tenant_id: str, run_id: UUID,
@@ -55,9 +55,8 @@ async def limit_attempts(conn: Conn, step: StepRow, max_attempts: int) -> StepRo
         "max_attempts": max_attempts}, StepRow)
 
 
-async def of_runs(conn: Conn, keys: Sequence[tuple[str, UUID]]) -> list[StepRow]:
-    return await fetch_all(conn, "steps_of_runs", {
-        "tenant_ids": [k[0] for k in keys], "run_ids": [k[1] for k in keys]}, StepRow)
+async def of_runs(conn: Conn, keys: Sequence[RunKey]) -> list[StepRow]:
+    return await fetch_all(conn, "steps_of_runs", run_key_params(keys), StepRow)
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from engine.store.connection import (
     jsonb,
     shallow_dict,
 )
-from engine.store.records import TimelineEvent
+from engine.store.records import RunKey, TimelineEvent
 
 log = logging.getLogger("engine.events")
 
@@ -82,7 +82,7 @@ async def append_many(conn: Conn, tenant_id: str, run_id: UUID, events: list[Eve
     return seq
 
 
-async def append_for_runs(conn: Conn, batch: dict[tuple[str, UUID], list[Event]]) -> None:
+async def append_for_runs(conn: Conn, batch: dict[RunKey, list[Event]]) -> None:
     """Appends several runs' events, each run's in order, in one statement (the caller
     holds the runs' locks, as a scheduler pass does)."""
     docs = [{"tenant_id": tenant_id, "run_id": str(run_id),
