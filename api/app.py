@@ -26,8 +26,8 @@ from api.limits import BodyLimit
 from api.registry import ENDPOINTS
 from api.routes import approvals, health, jobs, policy, runs, workflows  # noqa: F401 - register
 from api.spec import document
-from engine.errors import WardenError
-from engine.services import Services
+from engine.core.errors import WardenError
+from engine.runs.services import Services
 
 log = logging.getLogger(__name__)
 

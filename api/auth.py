@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 from starlette.requests import Request
 
-from engine.apikeys import Principal, Role, authenticate
-from engine.errors import NotFound, WardenError
+from engine.core.errors import NotFound, WardenError
+from engine.governance.apikeys import Principal, Role, authenticate
 
 TENANT_HEADER = "X-Tenant-ID"
 DEFAULT_TENANT = "default"

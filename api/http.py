@@ -11,7 +11,7 @@ from uuid import UUID
 
 from starlette.requests import Request
 
-from engine.errors import WardenError
+from engine.core.errors import WardenError
 
 MAX_JSON_DEPTH = 32
 DEFAULT_LIMIT = 50

@@ -6,7 +6,7 @@ from typing import Any
 
 from starlette.responses import JSONResponse, Response
 
-from engine import errors
+from engine.core import errors
 
 PROBLEM_TYPE = "https://warden.dev/problems/"
 

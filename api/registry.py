@@ -9,7 +9,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from engine.apikeys import Role
+from engine.governance.apikeys import Role
 
 Handler = Callable[[Request], Awaitable[Response]]
 

@@ -11,8 +11,8 @@ import uvicorn
 
 from api.app import create_app
 from api.ui import ui_routes
-from engine.errors import ConfigError
-from engine.services import Services
+from engine.core.errors import ConfigError
+from engine.runs.services import Services
 
 
 def bind(host: str, port: int) -> socket.socket:

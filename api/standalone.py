@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from engine.apikeys import server_secret
-from engine.policy import Verdict
-from engine.runtime import database_url
-from engine.services import Services
-from engine.settings import load
+from engine.core.settings import load
+from engine.governance.apikeys import server_secret
+from engine.governance.policy import Verdict
+from engine.process.runtime import database_url
+from engine.runs.services import Services
 from engine.store import Database
 
 

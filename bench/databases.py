@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bench import pg
-from engine.migrate import upgrade
+from engine.store.migrate import upgrade
 
 
 @dataclass(frozen=True)

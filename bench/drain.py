@@ -1,6 +1,6 @@
 """Measurement 1: how fast real processes drain a queue of enqueued runs.
 
-The runs of a shape are enqueued once (through `engine.runs.start`) into the seed
+The runs of a shape are enqueued once (through `engine.runs.lifecycle.start`) into the seed
 database; each configuration (workers, serves) then drains its own clone of it, timed
 from spawning the processes until the poll sees no unfinished run.
 """

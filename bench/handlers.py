@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from engine.worker import Job
+from engine.worker.runner import Job
 
 
 async def noop(job: Job) -> None:

@@ -26,7 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a plain script
 
-from engine.policy import Bundle, Facts, parse_bundle
+from engine.governance.policy import Bundle, Facts, parse_bundle
 
 RULES = 100
 DECISIONS = ("allow", "deny", "require_approval", "allow_with_constraints")

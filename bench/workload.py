@@ -1,4 +1,4 @@
-"""The workflows the bench runs and how it starts them: only through `engine.runs.start`.
+"""The workflows the bench runs and how it starts them: only through `engine.runs.lifecycle.start`.
 
 Every run is started the way an API call would start it (policy gate, timeline, wake-up),
 so the enqueue rate measured here is the engine's, not a bulk-insert shortcut's.
@@ -13,9 +13,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from bench.children import TOPIC
-from engine import runs, workflows
-from engine.policy import Verdict
-from engine.services import Services
+from engine.definitions import workflows
+from engine.governance.policy import Verdict
+from engine.runs import lifecycle
+from engine.runs.services import Services
 from engine.store import Database
 
 TENANT = "default"
@@ -76,7 +77,7 @@ class Starter:
                               media_type=None, created_by="bench")
 
     async def start_one(self, shape: Shape) -> None:
-        await runs.start(self.svc, tenant_id=TENANT, workflow_id=shape.workflow_id, input={},
+        await lifecycle.start(self.svc, tenant_id=TENANT, workflow_id=shape.workflow_id, input={},
                          created_by="bench")
 
     async def start_all(self, shape: Shape) -> dict[str, Any]:

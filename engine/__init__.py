@@ -10,14 +10,14 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from engine.worker import Job, NonRetryable
+    from engine.worker.runner import Job, NonRetryable
 
 __all__ = ["Job", "NonRetryable"]
 
 
 def __getattr__(name: str) -> Any:
     if name in __all__:
-        from engine import worker
+        from engine.worker import runner
 
-        return getattr(worker, name)
+        return getattr(runner, name)
     raise AttributeError(f"module 'engine' has no attribute {name!r}")

@@ -61,7 +61,7 @@ def _databases(pg_server_url: str) -> Iterator[Databases]:
 @pytest.fixture(scope="session")
 def migrated_template(_databases: Databases) -> str:
     """Name of a database migrated to head, to copy with CREATE DATABASE ... TEMPLATE."""
-    from engine.migrate import upgrade
+    from engine.store.migrate import upgrade
 
     name = _databases.new_name("tmpl")
     upgrade(_databases.create(name))

@@ -123,8 +123,8 @@ def _local_server(passed_over: list[str]) -> Server | None:
 
 
 def _embedded_server(passed_over: list[str]) -> Server | None:
-    from engine.embedded import start_embedded
-    from engine.errors import WardenError
+    from engine.core.errors import WardenError
+    from engine.store.embedded import start_embedded
 
     parent = Path(tempfile.mkdtemp(prefix="warden-test-pg-"))
     try:

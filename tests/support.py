@@ -9,11 +9,12 @@ from datetime import timedelta
 from typing import Any, TypeVar
 from uuid import UUID
 
-from engine import runs, workflows
-from engine.policy import Verdict
-from engine.runs import RunDetail
-from engine.scheduler import Scheduler
-from engine.services import Services
+from engine.definitions import workflows
+from engine.governance.policy import Verdict
+from engine.runs import lifecycle
+from engine.runs.lifecycle import RunDetail
+from engine.runs.services import Services
+from engine.scheduling.scheduler import Scheduler
 from engine.store import Database
 from engine.store import jobs as jobs_q
 from engine.store import timeline as timeline_q
@@ -56,7 +57,7 @@ def services(db: Database | Services) -> Services:
 async def start(db: Database | Services, workflow_id: str, input: dict[str, Any] | None = None,
                 *, by: str = "alice", key: str | None = None,
                 tenant: str = "default") -> RunRow:
-    started = await runs.start(services(db), tenant_id=tenant, workflow_id=workflow_id,
+    started = await lifecycle.start(services(db), tenant_id=tenant, workflow_id=workflow_id,
                                input=input or {}, created_by=by, idempotency_key=key)
     return started.run
 
@@ -89,7 +90,7 @@ async def fail(db: Database, job: ClaimedJob, *, retryable: bool = True) -> None
 
 
 async def detail(db: Database | Services, run_id: UUID) -> RunDetail:
-    return await runs.detail(services(db), None, run_id)
+    return await lifecycle.detail(services(db), None, run_id)
 
 
 async def events(db: Database, run_id: UUID, tenant: str = "default") -> list[TimelineEvent]:

@@ -21,10 +21,11 @@ from api.http import (
     uuid_cursor,
 )
 from api.registry import endpoint
-from engine import approvals, jobs, views
-from engine.apikeys import Role
-from engine.enums import ApprovalStatus
-from engine.errors import NotFound
+from engine.core.enums import ApprovalStatus
+from engine.core.errors import NotFound
+from engine.governance import approvals
+from engine.governance.apikeys import Role
+from engine.runs import job_reads, views
 
 READ = (Role.APPROVER, Role.OPERATOR)
 
@@ -59,7 +60,7 @@ async def get_approval(request: Request) -> Response:
     row = await approvals.show(db, caller.tenant_id, _approval_id(request))
     doc: dict[str, Any] = views.approval(row)
     if row.job_id is not None:
-        job = await jobs.get(db, caller.tenant_id, row.job_id)
+        job = await job_reads.get(db, caller.tenant_id, row.job_id)
         doc["job"] = {"topic": job.topic, "input": job.input, "upstream": job.upstream,
                       "constraints": job.constraints, "status": job.status.value}
     return JSONResponse(doc)

@@ -1,6 +1,6 @@
 """Liveness, readiness (database reachable and schema at head), and Prometheus metrics:
-this process's own (`engine.metrics`) and the database's state at scrape time
-(`engine.dbgauges`)."""
+this process's own (`engine.process.metrics`) and the database's state at scrape time
+(`engine.process.dbgauges`)."""
 
 from __future__ import annotations
 
@@ -12,10 +12,10 @@ from starlette.responses import JSONResponse, Response
 
 from api.problems import problem
 from api.registry import endpoint
-from engine import dbgauges, migrate
-from engine import metrics as own_metrics
-from engine.errors import DatabaseUnavailable, SchemaMismatch
-from engine.store import health
+from engine.core.errors import DatabaseUnavailable, SchemaMismatch
+from engine.process import dbgauges
+from engine.process import metrics as own_metrics
+from engine.store import health, migrate
 
 # the reconciler's default dispatch timeout (WARDEN_DISPATCH_TIMEOUT_MS)
 UNCLAIMED_AFTER = timedelta(minutes=5)

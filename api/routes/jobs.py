@@ -8,8 +8,9 @@ from starlette.responses import JSONResponse, Response
 from api.auth import authorize
 from api.http import decode_cursor, encode_cursor, enum_param, limit, query
 from api.registry import READ_JOBS, endpoint
-from engine import governance, jobs, views
-from engine.enums import JobStatus
+from engine.core.enums import JobStatus
+from engine.governance import decisions
+from engine.runs import job_reads, views
 
 
 @endpoint("GET", "/jobs", "Jobs, newest first (keyset-paginated)", roles=READ_JOBS,
@@ -18,7 +19,7 @@ async def list_jobs(request: Request) -> Response:
     caller = await authorize(request, *READ_JOBS)
     params = query(request, {"status", "topic", "limit", "cursor"})
     page_size = limit(params)
-    rows = await jobs.page(request.app.state.svc.db, caller.tenant_id,
+    rows = await job_reads.page(request.app.state.svc.db, caller.tenant_id,
                            status=enum_param(params, "status", JobStatus),
                            topic=params.get("topic") or None,
                            before=decode_cursor(params.get("cursor")), limit=page_size)
@@ -31,7 +32,8 @@ async def list_jobs(request: Request) -> Response:
           responses={200: "Job", 404: "Problem"})
 async def get_job(request: Request) -> Response:
     caller = await authorize(request, *READ_JOBS)
-    row = await jobs.get(request.app.state.svc.db, caller.tenant_id, request.path_params["job_id"])
+    row = await job_reads.get(request.app.state.svc.db, caller.tenant_id,
+                              request.path_params["job_id"])
     return JSONResponse(views.job(row))
 
 
@@ -40,6 +42,6 @@ async def get_job(request: Request) -> Response:
 async def job_decisions(request: Request) -> Response:
     caller = await authorize(request, *READ_JOBS)
     db = request.app.state.svc.db
-    job = await jobs.get(db, caller.tenant_id, request.path_params["job_id"])  # 404 first
-    rows = await governance.decisions_of_job(db, caller.tenant_id, job.job_id)
+    job = await job_reads.get(db, caller.tenant_id, request.path_params["job_id"])  # 404 first
+    rows = await decisions.decisions_of_job(db, caller.tenant_id, job.job_id)
     return JSONResponse({"items": [views.decision(d) for d in rows]})

@@ -10,9 +10,9 @@ from starlette.responses import JSONResponse, Response
 from api.auth import authorize
 from api.http import BadRequest, json_body, json_object, query
 from api.registry import endpoint
-from engine import governance
-from engine.apikeys import Role
-from engine.policy import Facts
+from engine.governance import decisions
+from engine.governance.apikeys import Role
+from engine.governance.policy import Facts
 from engine.store.records import PolicySnapshotRow
 
 YAML_TYPES = ("application/yaml", "application/x-yaml", "text/yaml")
@@ -35,10 +35,10 @@ async def create_bundle(request: Request) -> Response:
         raise BadRequest("Content-Type must be application/yaml or application/json",
                          "Content-Type")
     db = request.app.state.svc.db
-    stored = await governance.store_bundle(db, tenant_id=caller.tenant_id,
+    stored = await decisions.store_bundle(db, tenant_id=caller.tenant_id,
                                            source=await request.body(), media_type=media,
                                            created_by=caller.actor)
-    active = await governance.active_pointer(db, caller.tenant_id)
+    active = await decisions.active_pointer(db, caller.tenant_id)
     return JSONResponse(snapshot_view(stored.row, active),
                         status_code=201 if stored.created else 200)
 
@@ -49,8 +49,8 @@ async def list_snapshots(request: Request) -> Response:
     caller = await authorize(request, Role.ADMIN, Role.OPERATOR)
     query(request, set())
     db = request.app.state.svc.db
-    active = await governance.active_pointer(db, caller.tenant_id)
-    rows = await governance.snapshots(db, caller.tenant_id)
+    active = await decisions.active_pointer(db, caller.tenant_id)
+    rows = await decisions.snapshots(db, caller.tenant_id)
     return JSONResponse({"active": active, "items": [snapshot_view(r, active) for r in rows]})
 
 
@@ -59,7 +59,7 @@ async def list_snapshots(request: Request) -> Response:
           responses={200: "Activation", 404: "Problem"})
 async def activate(request: Request) -> Response:
     caller = await authorize(request, Role.ADMIN)
-    row = await governance.activate(request.app.state.svc.db, tenant_id=caller.tenant_id,
+    row = await decisions.activate(request.app.state.svc.db, tenant_id=caller.tenant_id,
                                     snapshot_hash=request.path_params["snapshot_hash"],
                                     activated_by=caller.actor)
     return JSONResponse({"snapshot_hash": row.snapshot_hash, "previous_hash": row.previous_hash,

@@ -20,10 +20,10 @@ from api.http import (
     uuid_cursor,
 )
 from api.registry import READ_RUNS, endpoint
-from engine import reruns, runs, stopping, timeline, views
-from engine.apikeys import Role
-from engine.enums import RunStatus
-from engine.errors import NotFound
+from engine.core.enums import RunStatus
+from engine.core.errors import NotFound
+from engine.governance.apikeys import Role
+from engine.runs import lifecycle, reruns, stopping, timeline, views
 
 
 def _run_id(request: Request) -> UUID:
@@ -39,7 +39,7 @@ async def list_runs(request: Request) -> Response:
     caller = await authorize(request, *READ_RUNS)
     params = query(request, {"status", "workflow_id", "limit", "cursor"})
     page_size = limit(params)
-    rows = await runs.page(request.app.state.svc.db, caller.tenant_id,
+    rows = await lifecycle.page(request.app.state.svc.db, caller.tenant_id,
                            status=enum_param(params, "status", RunStatus),
                            workflow_id=params.get("workflow_id") or None,
                            before=uuid_cursor(params.get("cursor")), limit=page_size)
@@ -52,7 +52,7 @@ async def list_runs(request: Request) -> Response:
           roles=READ_RUNS, responses={200: "RunDetail", 404: "Problem"})
 async def get_run(request: Request) -> Response:
     caller = await authorize(request, *READ_RUNS)
-    detail = await runs.detail(request.app.state.svc, caller.tenant_id, _run_id(request))
+    detail = await lifecycle.detail(request.app.state.svc, caller.tenant_id, _run_id(request))
     return JSONResponse(views.run_detail(detail))
 
 

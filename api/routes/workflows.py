@@ -10,8 +10,9 @@ from starlette.responses import JSONResponse, Response
 from api.auth import authorize
 from api.http import MAX_JSON_DEPTH, BadRequest, json_body, json_object, nesting_depth
 from api.registry import READ_RUNS, endpoint
-from engine import runs, views, workflows
-from engine.apikeys import Role
+from engine.definitions import workflows
+from engine.governance.apikeys import Role
+from engine.runs import lifecycle, views
 from engine.store.records import WorkflowRow
 
 YAML_TYPES = ("application/yaml", "application/x-yaml", "text/yaml")
@@ -78,11 +79,11 @@ async def start_run(request: Request) -> Response:
         raise BadRequest("version must be a string", "version")
     key = request.headers.get("Idempotency-Key")
     svc = request.app.state.svc
-    started = await runs.start(svc, tenant_id=caller.tenant_id,
+    started = await lifecycle.start(svc, tenant_id=caller.tenant_id,
                                workflow_id=request.path_params["workflow_id"],
                                input=body.get("input", {}), created_by=caller.actor,
                                idempotency_key=key, version=version)
-    doc = views.run_detail(await runs.detail(svc, caller.tenant_id, started.run.run_id))
+    doc = views.run_detail(await lifecycle.detail(svc, caller.tenant_id, started.run.run_id))
     headers = {"Location": f"/api/v1/workflow-runs/{started.run.run_id}"}
     if started.replayed:
         headers["Idempotent-Replayed"] = "true"

@@ -22,14 +22,16 @@ from starlette.responses import JSONResponse, Response
 from api.auth import authorize
 from api.http import path_uuid
 from api.registry import READ_RUNS
-from engine import approvals, governance, runs, timeline, views, workflows
-from engine.apikeys import Role
-from engine.definitions import StepDef, WorkflowDef
-from engine.enums import StepStatus, StepType
-from engine.errors import InvalidInput, NotFound
-from engine.runs import RunDetail
+from engine.core.enums import StepStatus, StepType
+from engine.core.errors import InvalidInput, NotFound
+from engine.definitions import workflows
+from engine.definitions.model import StepDef, WorkflowDef
+from engine.definitions.templates import render
+from engine.governance import approvals, decisions
+from engine.governance.apikeys import Role
+from engine.runs import lifecycle, timeline, views
+from engine.runs.lifecycle import RunDetail
 from engine.store.records import ApprovalRow, PolicyDecisionRow
-from engine.templates import render
 
 READ_APPROVALS = (Role.APPROVER, Role.OPERATOR)
 
@@ -46,7 +48,7 @@ async def run_decisions(request: Request) -> Response:
     run_id = _uuid(request, "run_id", "run")
     db = request.app.state.svc.db
     await timeline.page(db, caller.tenant_id, run_id, after=0, limit=1)  # 404 if not ours
-    rows = await governance.decisions_of_run(db, caller.tenant_id, run_id)
+    rows = await decisions.decisions_of_run(db, caller.tenant_id, run_id)
     return JSONResponse({"items": [views.decision(d) for d in rows]})
 
 
@@ -55,11 +57,11 @@ async def approval_plan(request: Request) -> Response:
     svc = request.app.state.svc
     approval = await approvals.show(svc.db, caller.tenant_id,
                                     _uuid(request, "approval_id", "approval"))
-    detail = await runs.detail(svc, caller.tenant_id, approval.run_id)
+    detail = await lifecycle.detail(svc, caller.tenant_id, approval.run_id)
     workflow = await _workflow(svc.db, detail)
-    decisions = await governance.decisions_of_run(svc.db, caller.tenant_id, approval.run_id)
-    active = await governance.active_pointer(svc.db, caller.tenant_id)
-    return JSONResponse(plan_doc(approval, detail, workflow, decisions, active))
+    made = await decisions.decisions_of_run(svc.db, caller.tenant_id, approval.run_id)
+    active = await decisions.active_pointer(svc.db, caller.tenant_id)
+    return JSONResponse(plan_doc(approval, detail, workflow, made, active))
 
 
 async def _workflow(db: Any, detail: RunDetail) -> WorkflowDef:
@@ -71,12 +73,12 @@ async def _workflow(db: Any, detail: RunDetail) -> WorkflowDef:
 
 
 def plan_doc(approval: ApprovalRow, detail: RunDetail, workflow: WorkflowDef,
-             decisions: list[PolicyDecisionRow], active_snapshot: str | None) -> dict[str, Any]:
+             made: list[PolicyDecisionRow], active_snapshot: str | None) -> dict[str, Any]:
     run = detail.run
     outputs = {s.step_id: s.output for s in detail.steps if s.status is StepStatus.SUCCEEDED}
     gate = workflow.steps[approval.step_id]
     covers = _covers(approval, detail, gate, outputs)
-    recomputed = governance.job_hash(tenant_id=run.tenant_id, run_id=run.run_id,
+    recomputed = decisions.job_hash(tenant_id=run.tenant_id, run_id=run.run_id,
                                      step_id=approval.step_id, **covers)
     statuses = {s.step_id: s.status.value for s in detail.steps}
     later = workflow.descendants(gate.id)
@@ -88,20 +90,20 @@ def plan_doc(approval: ApprovalRow, detail: RunDetail, workflow: WorkflowDef,
                 "status": run.status.value, "created_by": run.created_by},
         "gate": {"step_id": gate.id, "type": gate.type.value, "depends_on": list(gate.depends_on),
                  "expires_in_ms": gate.expires_in_ms},
-        "asked_by": _asked_by(approval, workflow, gate, decisions),
+        "asked_by": _asked_by(approval, workflow, gate, made),
         "covers": covers,
         "job_hash": approval.job_hash,
         "job_hash_matches": recomputed == approval.job_hash,
         "policy_snapshot_hash": approval.policy_snapshot_hash,
         "active_snapshot_hash": active_snapshot,
         "then": [_later_step(workflow.steps[sid], statuses.get(sid), run.input, outputs,
-                             decisions) for sid in workflow.steps if sid in later],
+                             made) for sid in workflow.steps if sid in later],
     }
 
 
 def _covers(approval: ApprovalRow, detail: RunDetail, gate: StepDef,
             outputs: dict[str, Any]) -> dict[str, Any]:
-    """The values the job hash binds, as the dispatcher hashed them (engine.dispatch)."""
+    """The values the job hash binds, as the dispatcher hashed them (engine.scheduling.dispatch)."""
     if approval.job_id is None:  # an approval step: the run input and what its deps produced
         return {"topic": None, "input": detail.run.input,
                 "upstream": {dep: outputs.get(dep) for dep in gate.depends_on},

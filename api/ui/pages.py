@@ -17,7 +17,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.templating import Jinja2Templates
 
-from engine.enums import ApprovalStatus, RunStatus
+from engine.core.enums import ApprovalStatus, RunStatus
 
 HERE = Path(__file__).resolve().parent
 STATIC = HERE / "static"

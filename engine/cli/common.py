@@ -9,11 +9,11 @@ from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 from uuid import UUID
 
-from engine import errors
-from engine.policy import Verdict
-from engine.runtime import database_url
-from engine.services import Services
-from engine.settings import Settings
+from engine.core import errors
+from engine.core.settings import Settings
+from engine.governance.policy import Verdict
+from engine.process.runtime import database_url
+from engine.runs.services import Services
 from engine.store import Database
 
 EXIT_CODES: tuple[tuple[type[errors.WardenError], int], ...] = (
@@ -46,7 +46,7 @@ def json_arg(value: str) -> Any:
 
 
 async def with_db(settings: Settings, body: Callable[[Services], Awaitable[int]]) -> int:
-    from engine.migrate import require_head
+    from engine.store.migrate import require_head
 
     with database_url(settings, announce=False) as url:
         await asyncio.to_thread(require_head, url)

@@ -11,16 +11,16 @@ from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any
 
-from engine import errors
 from engine.cli.common import with_db
 from engine.cli.serving import api_starter, http_base, process_started, wait_ready
-from engine.runtime import configure_logging, database_url, stop_on_signals
-from engine.services import Services
-from engine.settings import Settings
+from engine.core import errors
+from engine.core.settings import Settings
+from engine.process.runtime import configure_logging, database_url, stop_on_signals
+from engine.runs.services import Services
 
 
 async def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
-    from engine.migrate import current_revision, upgrade
+    from engine.store.migrate import current_revision, upgrade
 
     with database_url(settings) as url:
         await asyncio.to_thread(upgrade, url)
@@ -29,8 +29,8 @@ async def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
-    from engine.notifier import NotifierConfig
-    from engine.serve import EngineConfig, run_engine
+    from engine.daemons.notifier import NotifierConfig
+    from engine.daemons.serve import EngineConfig, run_engine
 
     configure_logging(settings)
     stop = asyncio.Event()
@@ -70,7 +70,7 @@ def _load_handler(spec: str) -> Callable[..., Any]:
 
 
 async def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
-    from engine.worker import Worker, WorkerConfig
+    from engine.worker.runner import Worker, WorkerConfig
 
     configure_logging(settings)
     if args.concurrency < 1:
@@ -103,7 +103,7 @@ def _metrics_server(host: str, port: int | None) -> Iterator[None]:
         return
     if not 0 <= port <= 65535:
         raise errors.InvalidInput("--metrics-port", f"must be 0-65535, got {port}")
-    from engine import metrics
+    from engine.process import metrics
 
     try:
         server, thread = metrics.serve_http(host, port)
@@ -121,7 +121,7 @@ def _metrics_server(host: str, port: int | None) -> Iterator[None]:
 
 
 async def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
-    from engine.demo import DemoOptions, run_demo
+    from engine.cli.demo import DemoOptions, run_demo
 
     options = DemoOptions(approve=args.approve, reset=args.reset,
                           exit_at_gate=args.exit_at_gate, began=process_started())

@@ -6,11 +6,13 @@ import argparse
 import sys
 from pathlib import Path
 
-from engine import approvals, errors, governance, views
 from engine.cli.common import Command, print_json, with_db
-from engine.policy import Facts
-from engine.services import Services
-from engine.settings import Settings
+from engine.core import errors
+from engine.core.settings import Settings
+from engine.governance import approvals, decisions
+from engine.governance.policy import Facts
+from engine.runs import views
+from engine.runs.services import Services
 
 
 async def cmd_approvals_list(args: argparse.Namespace, settings: Settings) -> int:
@@ -56,13 +58,13 @@ async def cmd_policy_apply(args: argparse.Namespace, settings: Settings) -> int:
         raise errors.InvalidInput("FILE", f"cannot read {path}: {exc.strerror}") from exc
 
     async def body(svc: Services) -> int:
-        stored = await governance.store_bundle(
+        stored = await decisions.store_bundle(
             svc.db, tenant_id=args.tenant, source=source,
             media_type="application/json" if path.suffix == ".json" else None,
             created_by=args.principal)
         activated = None
         if args.activate:
-            activated = await governance.activate(svc.db, tenant_id=args.tenant,
+            activated = await decisions.activate(svc.db, tenant_id=args.tenant,
                                                   snapshot_hash=stored.row.snapshot_hash,
                                                   activated_by=args.principal)
         if args.json:
@@ -79,7 +81,7 @@ async def cmd_policy_apply(args: argparse.Namespace, settings: Settings) -> int:
 
 async def cmd_policy_activate(args: argparse.Namespace, settings: Settings) -> int:
     async def body(svc: Services) -> int:
-        row = await governance.activate(svc.db, tenant_id=args.tenant,
+        row = await decisions.activate(svc.db, tenant_id=args.tenant,
                                         snapshot_hash=args.snapshot_hash,
                                         activated_by=args.principal)
         print(f"{row.snapshot_hash} active for tenant {row.tenant_id} "
@@ -91,8 +93,8 @@ async def cmd_policy_activate(args: argparse.Namespace, settings: Settings) -> i
 
 async def cmd_policy_show(args: argparse.Namespace, settings: Settings) -> int:
     async def body(svc: Services) -> int:
-        active = await governance.active_pointer(svc.db, args.tenant)
-        snapshots = await governance.snapshots(svc.db, args.tenant)
+        active = await decisions.active_pointer(svc.db, args.tenant)
+        snapshots = await decisions.snapshots(svc.db, args.tenant)
         if args.json:
             print_json({"tenant_id": args.tenant, "active": active,
                          "default_decision_without_policy": settings.policy_default,
@@ -134,7 +136,7 @@ def label_arg(value: str) -> str:
 
 
 async def cmd_keys_create(args: argparse.Namespace, settings: Settings) -> int:
-    from engine import apikeys
+    from engine.governance import apikeys
 
     async def body(svc: Services) -> int:
         row, plaintext = await apikeys.create(
@@ -157,7 +159,7 @@ async def cmd_keys_create(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def cmd_keys_list(args: argparse.Namespace, settings: Settings) -> int:
-    from engine import apikeys
+    from engine.governance import apikeys
 
     async def body(svc: Services) -> int:
         rows = await apikeys.list_keys(svc.db)
@@ -178,7 +180,7 @@ async def cmd_keys_list(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def cmd_keys_revoke(args: argparse.Namespace, settings: Settings) -> int:
-    from engine import apikeys
+    from engine.governance import apikeys
 
     async def body(svc: Services) -> int:
         row = await apikeys.revoke(svc.db, args.key_id)

@@ -13,7 +13,6 @@ import asyncio
 import sys
 from typing import Any
 
-from engine import errors
 from engine.cli.common import EXIT_CODES, Command, json_arg, uuid_arg
 from engine.cli.daemons import cmd_demo, cmd_migrate, cmd_serve, cmd_worker
 from engine.cli.governance import (
@@ -41,8 +40,9 @@ from engine.cli.runs import (
     cmd_workflows_list,
     cmd_workflows_show,
 )
-from engine.enums import ApprovalStatus, RunStatus
-from engine.settings import load
+from engine.core import errors
+from engine.core.enums import ApprovalStatus, RunStatus
+from engine.core.settings import load
 
 
 def _parser() -> argparse.ArgumentParser:

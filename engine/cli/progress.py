@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 from typing import TextIO
 
-from engine.enums import RunStatus
+from engine.core.enums import RunStatus
 from engine.store.records import StepRow
 
 _CLEAR_LINE = "\r\x1b[2K"

@@ -7,13 +7,15 @@ import asyncio
 import contextlib
 from pathlib import Path
 
-from engine import errors, runs, timeline, views, workflows
 from engine.cli.common import print_json, with_db
+from engine.cli.format import format_timeline
 from engine.cli.progress import StatusLine, run_summary
-from engine.cli_format import format_timeline
-from engine.enums import ApprovalStatus, RunStatus
-from engine.services import Services
-from engine.settings import Settings
+from engine.core import errors
+from engine.core.enums import ApprovalStatus, RunStatus
+from engine.core.settings import Settings
+from engine.definitions import workflows
+from engine.runs import lifecycle, timeline, views
+from engine.runs.services import Services
 
 
 async def cmd_workflows_apply(args: argparse.Namespace, settings: Settings) -> int:
@@ -40,7 +42,7 @@ async def cmd_workflows_apply(args: argparse.Namespace, settings: Settings) -> i
 
 async def cmd_runs_start(args: argparse.Namespace, settings: Settings) -> int:
     async def body(svc: Services) -> int:
-        started = await runs.start(
+        started = await lifecycle.start(
             svc, tenant_id=args.tenant,
             workflow_id=args.workflow_id, input=args.input, created_by=args.principal,
             idempotency_key=args.idempotency_key, version=args.version)
@@ -55,7 +57,7 @@ async def cmd_runs_start(args: argparse.Namespace, settings: Settings) -> int:
 
 async def cmd_runs_show(args: argparse.Namespace, settings: Settings) -> int:
     async def body(svc: Services) -> int:
-        detail = await runs.detail(svc, None, args.run_id)
+        detail = await lifecycle.detail(svc, None, args.run_id)
         if args.json:
             print_json(views.run_detail(detail))
             return 0
@@ -74,7 +76,7 @@ async def cmd_runs_show(args: argparse.Namespace, settings: Settings) -> int:
 
 async def cmd_runs_list(args: argparse.Namespace, settings: Settings) -> int:
     async def body(svc: Services) -> int:
-        rows = await runs.page(svc.db, args.tenant, status=args.status,
+        rows = await lifecycle.page(svc.db, args.tenant, status=args.status,
                                workflow_id=args.workflow, limit=args.limit)
         if args.json:
             print_json([views.run(r) for r in rows])
@@ -88,7 +90,7 @@ async def cmd_runs_list(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def cmd_runs_cancel(args: argparse.Namespace, settings: Settings) -> int:
-    from engine import stopping
+    from engine.runs import stopping
 
     async def body(svc: Services) -> int:
         row = await stopping.cancel(svc.db, tenant_id=None, run_id=args.run_id,
@@ -100,7 +102,7 @@ async def cmd_runs_cancel(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def cmd_runs_rerun(args: argparse.Namespace, settings: Settings) -> int:
-    from engine import reruns
+    from engine.runs import reruns
 
     async def body(svc: Services) -> int:
         if args.dry_run:
@@ -203,12 +205,12 @@ async def cmd_runs_watch(args: argparse.Namespace, settings: Settings) -> int:
                     after = events[-1].seq
                     continue
                 if status_line.shown:
-                    detail = await runs.detail(svc, None, args.run_id)
+                    detail = await lifecycle.detail(svc, None, args.run_id)
                     run = detail.run
                     status_line.show(run_summary(run.status, detail.steps))
                 else:
                     async with svc.db.connection() as conn:
-                        run = await runs.get_row(conn, None, args.run_id)
+                        run = await lifecycle.get_row(conn, None, args.run_id)
                 if run.status.is_final:
                     status_line.close()
                     print(f"run {run.run_id} {run.status.value}")

@@ -13,9 +13,9 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from engine import errors
-from engine.services import Services
-from engine.settings import Settings
+from engine.core import errors
+from engine.core.settings import Settings
+from engine.runs.services import Services
 
 ApiStarter = Callable[[Services, asyncio.Event], Awaitable["asyncio.Task[None]"]]
 """Starts the API and operator page on an opened engine; the task serves until the event
@@ -26,7 +26,7 @@ def api_starter(settings: Settings) -> ApiStarter:
     """Binds WARDEN_HTTP_ADDR now, so a taken port is a clear error (exit 2) before
     anything starts, and returns what serves the API and operator page on it."""
     from api.server import bind, serve_api
-    from engine.apikeys import server_secret
+    from engine.governance.apikeys import server_secret
 
     sock = bind(*settings.http_addr)
 

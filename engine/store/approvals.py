@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from uuid import UUID
 
-from engine.enums import ApprovalStatus
+from engine.core.enums import ApprovalStatus
 from engine.store.connection import Conn, fetch_all, fetch_one
 from engine.store.records import ApprovalRow
 

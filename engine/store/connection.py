@@ -23,8 +23,8 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 from psycopg_pool.base import AttemptWithBackoff
 
-from engine import errors
-from engine.enums import (
+from engine.core import errors
+from engine.core.enums import (
     ApprovalStatus,
     JobStatus,
     NotificationStatus,

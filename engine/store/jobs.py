@@ -9,8 +9,8 @@ from enum import StrEnum
 from typing import Any
 from uuid import UUID
 
-from engine.enums import FINAL_JOB, JOB_TRANSITIONS, JobStatus
-from engine.errors import InvalidTransition
+from engine.core.enums import FINAL_JOB, JOB_TRANSITIONS, JobStatus
+from engine.core.errors import InvalidTransition
 from engine.store.connection import (
     Conn,
     execute,

@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 import psycopg
 from psycopg import sql
 
-from engine.errors import DatabaseUnavailable
+from engine.core.errors import DatabaseUnavailable
 from engine.store.connection import connect
 
 log = logging.getLogger(__name__)

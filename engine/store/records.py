@@ -12,7 +12,7 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from engine.enums import (
+from engine.core.enums import (
     ApprovalStatus,
     JobStatus,
     NotificationStatus,

@@ -8,8 +8,8 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from engine.enums import RUN_TRANSITIONS, RunStatus
-from engine.errors import InvalidTransition
+from engine.core.enums import RUN_TRANSITIONS, RunStatus
+from engine.core.errors import InvalidTransition
 from engine.store.connection import (
     Conn,
     execute,

@@ -14,7 +14,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Literal
 
-from engine.resources import data_dir
+from engine.core.resources import data_dir
 
 _HEADER = re.compile(r"^--\s*name:\s*(?P<name>[a-z][a-z0-9_]*)\s+:(?P<kind>one|many|exec)\s*$")
 

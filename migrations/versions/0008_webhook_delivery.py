@@ -4,7 +4,7 @@ Revision ID: 0008_webhook_delivery
 Revises: 0007_batched_completion
 Create Date: 2026-12-02
 
-Frozen. The notifier (engine/notifier.py) leases due rows with SKIP LOCKED, POSTs outside
+Frozen. The notifier (engine/daemons/notifier.py) leases due rows with SKIP LOCKED, POSTs outside
 any transaction and records the outcome fenced by ``attempts``; these columns are that
 state, readable by DBAs. A notification without a webhook is delivered when written (the
 outbox row is its delivery), as before.

@@ -7,11 +7,11 @@ import httpx
 import pytest
 
 from api.app import create_app
-from engine import apikeys
-from engine.apikeys import Role
-from engine.policy import Verdict
-from engine.scheduler import Scheduler
-from engine.services import Services
+from engine.governance import apikeys
+from engine.governance.apikeys import Role
+from engine.governance.policy import Verdict
+from engine.runs.services import Services
+from engine.scheduling.scheduler import Scheduler
 from engine.store import Database
 
 SECRET = b"test-secret-key-of-at-least-32-bytes!!"

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from engine.resources import package_file
+from engine.core.resources import package_file
 from tests import support
 from tests.api.conftest import Harness
 

@@ -1,6 +1,6 @@
 """GET /metrics: the database's state at scrape time and what this process counted.
 
-Counters and histograms live in one registry per process (engine.metrics), shared by
+Counters and histograms live in one registry per process (engine.process.metrics), shared by
 every test of the session, so each test compares what it reads after acting with what
 it read before.
 """
@@ -17,12 +17,12 @@ from uuid import UUID
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from engine.enums import RunStatus
-from engine.reaper import Reaper
-from engine.reconciler import Reconciler
-from engine.serve import EngineConfig, run_engine
+from engine.core.enums import RunStatus
+from engine.daemons.reaper import Reaper
+from engine.daemons.reconciler import Reconciler
+from engine.daemons.serve import EngineConfig, run_engine
 from engine.store import connect
-from engine.worker import Job, Worker, WorkerConfig
+from engine.worker.runner import Job, Worker, WorkerConfig
 from tests import support
 from tests.api.conftest import Harness
 

@@ -23,8 +23,8 @@ from psycopg import sql
 
 from api.app import PREFIX
 from api.registry import ENDPOINTS, Endpoint
-from engine import apikeys
-from engine.apikeys import Role
+from engine.governance import apikeys
+from engine.governance.apikeys import Role
 from tests.api.conftest import KEYS, SECRET, Harness
 from tests.api.contract import ContractRecorder
 from tests.api.worlds import (

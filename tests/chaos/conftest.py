@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from engine.policy import Verdict
-from engine.services import Services
+from engine.governance.policy import Verdict
+from engine.runs.services import Services
 from engine.store import Database
 from tests.chaos.cluster import Cluster
 from tests.chaos.harness import SECRET_KEY, kill_all

@@ -18,7 +18,7 @@ from typing import Any
 
 import psycopg
 
-from engine.worker import Job
+from engine.worker.runner import Job
 
 FAILPOINT_EXIT = 137  # what a process killed by a failpoint exits with
 

@@ -19,7 +19,7 @@ from uuid import UUID
 import httpx
 import pytest
 
-from engine.services import Services
+from engine.runs.services import Services
 from engine.store import Database
 from tests import support
 from tests.chaos.conftest import Chaos

@@ -15,7 +15,7 @@ from uuid import UUID
 
 import pytest
 
-from engine.services import Services
+from engine.runs.services import Services
 from tests import support
 from tests.chaos.conftest import Chaos
 from tests.chaos.harness import (

@@ -14,7 +14,7 @@ from uuid import UUID
 
 import pytest
 
-from engine.services import Services
+from engine.runs.services import Services
 from tests import support
 from tests.chaos.conftest import Chaos
 from tests.chaos.handlers import FAILPOINT_EXIT, SIDE_EFFECTS_DDL

@@ -4,9 +4,9 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from engine.policy import Verdict
-from engine.scheduler import Scheduler
-from engine.services import Services
+from engine.governance.policy import Verdict
+from engine.runs.services import Services
+from engine.scheduling.scheduler import Scheduler
 from engine.store import Database
 
 

@@ -1,4 +1,4 @@
-"""warden.complete_jobs and the worker's group commit (engine.completer)."""
+"""warden.complete_jobs and the worker's group commit (engine.worker.completer)."""
 
 from __future__ import annotations
 
@@ -9,15 +9,15 @@ from uuid import uuid4
 import psycopg
 import pytest
 
-from engine import stopping
-from engine.completer import Completer
-from engine.enums import JobStatus, RunStatus, StepStatus
-from engine.errors import WardenError
-from engine.scheduler import Scheduler
+from engine.core.enums import JobStatus, RunStatus, StepStatus
+from engine.core.errors import WardenError
+from engine.runs import stopping
+from engine.scheduling.scheduler import Scheduler
 from engine.store import Database
 from engine.store import jobs as jobs_q
 from engine.store.connection import connect
 from engine.store.jobs import Completion, Outcome
+from engine.worker.completer import Completer
 from tests import support
 
 pytestmark = pytest.mark.anyio

@@ -13,7 +13,7 @@ import psycopg
 import pytest
 
 import engine
-from engine.embedded import MIN_SERVER_VERSION, start_embedded
+from engine.store.embedded import MIN_SERVER_VERSION, start_embedded
 
 _REPO = Path(engine.__file__).resolve().parent.parent
 
@@ -44,7 +44,7 @@ _CHILD = """
 import sys
 from pathlib import Path
 import psycopg
-from engine.embedded import start_embedded
+from engine.store.embedded import start_embedded
 server = start_embedded(Path(sys.argv[1]))
 with psycopg.connect(server.url) as conn:
     print(conn.execute("SELECT pg_postmaster_start_time()").fetchone()[0].isoformat())

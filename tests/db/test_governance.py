@@ -8,13 +8,14 @@ from uuid import UUID
 
 import pytest
 
-from engine import approvals, governance, reruns
-from engine.enums import ApprovalStatus, JobStatus, RunStatus, StepStatus
-from engine.errors import Conflict, PolicyDenied
-from engine.policy import Facts, Verdict
-from engine.reaper import Reaper
-from engine.scheduler import Scheduler
-from engine.services import Services
+from engine.core.enums import ApprovalStatus, JobStatus, RunStatus, StepStatus
+from engine.core.errors import Conflict, PolicyDenied
+from engine.daemons.reaper import Reaper
+from engine.governance import approvals, decisions
+from engine.governance.policy import Facts, Verdict
+from engine.runs import reruns
+from engine.runs.services import Services
+from engine.scheduling.scheduler import Scheduler
 from engine.store import Database
 from engine.store import jobs as jobs_q
 from tests import support
@@ -64,9 +65,9 @@ def gov_scheduler(gov: Services) -> Scheduler:
 
 
 async def activate(svc: Services, source: str, tenant: str = "default") -> str:
-    stored = await governance.store_bundle(svc.db, tenant_id=tenant, source=source,
+    stored = await decisions.store_bundle(svc.db, tenant_id=tenant, source=source,
                                            media_type=None, created_by="admin")
-    await governance.activate(svc.db, tenant_id=tenant, snapshot_hash=stored.row.snapshot_hash,
+    await decisions.activate(svc.db, tenant_id=tenant, snapshot_hash=stored.row.snapshot_hash,
                               activated_by="admin")
     return stored.row.snapshot_hash
 
@@ -97,9 +98,9 @@ async def test_without_an_active_snapshot_the_configured_default_denies_at_submi
     assert denied.value.rule is None and "no policy is active" in (denied.value.reason or "")
     [(status,)] = await rows(gov.db, "SELECT status::text FROM warden.runs")
     assert status == "denied"
-    decisions = await rows(gov.db, "SELECT stage::text, decision::text, snapshot_hash, job_id "
-                                   "FROM warden.policy_decisions ORDER BY decision_id")
-    assert decisions == [("submit", "deny", None, None)] * 2
+    recorded = await rows(gov.db, "SELECT stage::text, decision::text, snapshot_hash, job_id "
+                                  "FROM warden.policy_decisions ORDER BY decision_id")
+    assert recorded == [("submit", "deny", None, None)] * 2
     assert await rows(gov.db, "SELECT * FROM warden.jobs") == []  # nothing dispatched
 
 
@@ -175,7 +176,7 @@ async def test_require_approval_at_dispatch_blocks_the_job_until_approved(
     [approval] = detail.approvals
     assert (approval.kind, approval.job_id, approval.policy_snapshot_hash) == (
         "policy", job.job_id, snapshot)
-    expected = governance.job_hash(tenant_id="default", run_id=run.run_id, step_id="charge",
+    expected = decisions.job_hash(tenant_id="default", run_id=run.run_id, step_id="charge",
                                    topic="pay.charge", input=job.input, upstream=job.upstream,
                                    constraints=job.constraints)
     assert approval.job_hash == expected
@@ -206,8 +207,8 @@ async def test_deny_at_dispatch_denies_job_step_and_run(gov: Services,
     assert detail.steps[1].status is StepStatus.DENIED
     assert detail.steps[1].error["rule"] == "no-charges"
     assert detail.run.status is RunStatus.DENIED
-    decisions = await governance.decisions_of_job(gov.db, "default", job.job_id)
-    assert [(d.stage, d.decision, d.rule) for d in decisions] == [
+    made = await decisions.decisions_of_job(gov.db, "default", job.job_id)
+    assert [(d.stage, d.decision, d.rule) for d in made] == [
         ("dispatch", "deny", "no-charges")]
 
 
@@ -333,15 +334,15 @@ async def test_evaluate_has_no_side_effects(gov: Services) -> None:
 
 async def test_storing_a_bundle_twice_yields_one_snapshot_and_activation_is_recorded(
         gov: Services) -> None:
-    first = await governance.store_bundle(gov.db, tenant_id="default", source=ALLOW_ALL,
+    first = await decisions.store_bundle(gov.db, tenant_id="default", source=ALLOW_ALL,
                                           media_type=None, created_by="admin")
-    again = await governance.store_bundle(
+    again = await decisions.store_bundle(
         gov.db, tenant_id="default", source='{"rules": [], "default_decision": "allow"}',
         media_type="application/json", created_by="admin")
     assert (first.created, again.created) == (True, False)
     assert first.row.snapshot_hash == again.row.snapshot_hash
     other = await activate(gov, bundle(rule("x", "deny")))
-    await governance.activate(gov.db, tenant_id="default",
+    await decisions.activate(gov.db, tenant_id="default",
                               snapshot_hash=first.row.snapshot_hash, activated_by="carol")
     history = await rows(gov.db, "SELECT snapshot_hash, previous_hash, activated_by FROM "
                                  "warden.policy_activations ORDER BY activation_id")

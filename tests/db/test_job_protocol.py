@@ -8,10 +8,10 @@ from typing import Any
 import psycopg
 import pytest
 
-from engine.enums import JobStatus, RunStatus, StepStatus
-from engine.errors import LeaseLost
-from engine.reaper import Reaper
-from engine.scheduler import Scheduler
+from engine.core.enums import JobStatus, RunStatus, StepStatus
+from engine.core.errors import LeaseLost
+from engine.daemons.reaper import Reaper
+from engine.scheduling.scheduler import Scheduler
 from engine.store import Database
 from engine.store import jobs as jobs_q
 from engine.store.connection import connect

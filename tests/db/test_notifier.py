@@ -1,4 +1,4 @@
-"""Webhook delivery (engine/notifier.py) against the real database and a receiver on
+"""Webhook delivery (engine/daemons/notifier.py) against the real database and a receiver on
 127.0.0.1: at-least-once, signed, retried with backoff from database time, given up."""
 
 from __future__ import annotations
@@ -15,12 +15,14 @@ from uuid import UUID
 
 import pytest
 
-from engine import approvals, metrics, webhooks
-from engine.enums import NotificationStatus, RunStatus
-from engine.notifier import Notifier, NotifierConfig
-from engine.scheduler import Scheduler
-from engine.serve import EngineConfig, run_engine
-from engine.services import Services
+from engine.core.enums import NotificationStatus, RunStatus
+from engine.daemons import webhooks
+from engine.daemons.notifier import Notifier, NotifierConfig
+from engine.daemons.serve import EngineConfig, run_engine
+from engine.governance import approvals
+from engine.process import metrics
+from engine.runs.services import Services
+from engine.scheduling.scheduler import Scheduler
 from engine.store import Database, sqlfiles
 from engine.store import notifications as q
 from engine.store.notifications import Backoff

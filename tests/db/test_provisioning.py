@@ -5,7 +5,7 @@ from __future__ import annotations
 import psycopg
 import pytest
 
-from engine.migrate import current_revision, head_revision
+from engine.store.migrate import current_revision, head_revision
 from tests.dbprovision import MIN_VERSION, Databases, database_url
 
 

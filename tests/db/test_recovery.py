@@ -8,12 +8,13 @@ from typing import Any
 
 import pytest
 
-from engine import approvals, stopping
-from engine.enums import JobStatus, RunStatus, StepStatus
-from engine.errors import JobCancelled, LeaseLost
-from engine.reconciler import Reconciler
-from engine.scheduler import Scheduler
-from engine.services import Services
+from engine.core.enums import JobStatus, RunStatus, StepStatus
+from engine.core.errors import JobCancelled, LeaseLost
+from engine.daemons.reconciler import Reconciler
+from engine.governance import approvals
+from engine.runs import stopping
+from engine.runs.services import Services
+from engine.scheduling.scheduler import Scheduler
 from engine.store import Database
 from engine.store import jobs as jobs_q
 from tests import support

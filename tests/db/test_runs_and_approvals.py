@@ -7,12 +7,14 @@ import asyncio
 import psycopg
 import pytest
 
-from engine import approvals, runs, workflows
-from engine.enums import ApprovalStatus, RunStatus, StepStatus
-from engine.errors import Conflict, Forbidden, IdempotencyConflict, InvalidDefinition, NotFound
-from engine.reaper import Reaper
-from engine.scheduler import Scheduler
-from engine.services import Services
+from engine.core.enums import ApprovalStatus, RunStatus, StepStatus
+from engine.core.errors import Conflict, Forbidden, IdempotencyConflict, InvalidDefinition, NotFound
+from engine.daemons.reaper import Reaper
+from engine.definitions import workflows
+from engine.governance import approvals
+from engine.runs import lifecycle
+from engine.runs.services import Services
+from engine.scheduling.scheduler import Scheduler
 from engine.store import Database
 from engine.store.records import ApprovalRow, RunRow
 from tests import support
@@ -32,18 +34,18 @@ steps:
 async def test_same_key_same_body_replays_and_different_body_conflicts(
         db: Database, svc: Services) -> None:
     await support.store(db, GATE)
-    first = await runs.start(svc, tenant_id="default", workflow_id="gate",
+    first = await lifecycle.start(svc, tenant_id="default", workflow_id="gate",
                              input={"n": 1}, created_by="alice", idempotency_key="k")
-    again = await runs.start(svc, tenant_id="default", workflow_id="gate",
+    again = await lifecycle.start(svc, tenant_id="default", workflow_id="gate",
                              input={"n": 1}, created_by="alice", idempotency_key="k")
     assert (first.replayed, again.replayed) == (False, True)
     assert again.run.run_id == first.run.run_id
     with pytest.raises(IdempotencyConflict):
-        await runs.start(svc, tenant_id="default", workflow_id="gate", input={"n": 2},
+        await lifecycle.start(svc, tenant_id="default", workflow_id="gate", input={"n": 2},
                          created_by="alice", idempotency_key="k")
     # keys are tenant-scoped: another tenant's identical key starts its own run
     await support.store(db, GATE, tenant="other")
-    other = await runs.start(svc, tenant_id="other", workflow_id="gate", input={"n": 2},
+    other = await lifecycle.start(svc, tenant_id="other", workflow_id="gate", input={"n": 2},
                              created_by="alice", idempotency_key="k")
     assert not other.replayed and other.run.run_id != first.run.run_id
 
@@ -52,7 +54,7 @@ async def test_sixteen_concurrent_starts_with_one_key_make_one_run(
         db: Database, svc: Services) -> None:
     await support.store(db, GATE)
     results = await asyncio.gather(*(
-        runs.start(svc, tenant_id="default", workflow_id="gate", input={"n": 1},
+        lifecycle.start(svc, tenant_id="default", workflow_id="gate", input={"n": 1},
                    created_by="alice", idempotency_key="storm") for _ in range(16)))
     assert len({r.run.run_id for r in results}) == 1
     assert sum(not r.replayed for r in results) == 1
@@ -67,7 +69,7 @@ async def test_run_input_must_be_an_object_and_nothing_is_stored(
         db: Database, svc: Services) -> None:
     await support.store(db, GATE)
     with pytest.raises(Exception, match="input: must be a JSON object"):
-        await runs.start(svc, tenant_id="default", workflow_id="gate", input=[1, 2],
+        await lifecycle.start(svc, tenant_id="default", workflow_id="gate", input=[1, 2],
                          created_by="alice")
     with pytest.raises(NotFound):
         await support.start(db, "no-such-workflow")

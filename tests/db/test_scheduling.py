@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from engine.enums import JobStatus, RunStatus, StepStatus
-from engine.scheduler import Scheduler
+from engine.core.enums import JobStatus, RunStatus, StepStatus
+from engine.scheduling.scheduler import Scheduler
 from engine.store import Database
 from tests import support
 
@@ -39,7 +39,7 @@ async def test_seed_workflow_runs_to_the_end_with_every_transition_in_order(
     detail = await support.detail(db, run.run_id)
     assert detail.run.status is RunStatus.WAITING
     [approval] = detail.approvals
-    from engine import approvals
+    from engine.governance import approvals
     await approvals.decide(db, tenant_id="default", approval_id=approval.approval_id,
                            approve=True, principal="bob", reason="ok")
     await support.settle(scheduler)
@@ -104,7 +104,7 @@ async def test_failed_step_skips_its_dependents_and_fails_the_run(
 
 async def test_rejected_approval_denies_the_run_and_skips_what_follows(
         db: Database, scheduler: Scheduler) -> None:
-    from engine import approvals
+    from engine.governance import approvals
 
     await support.store(db, support.SEED_WORKFLOW)
     run = await support.start(db, "incident-remediation")

@@ -8,9 +8,7 @@ from enum import StrEnum
 import psycopg
 import pytest
 
-from engine import migrate
-from engine.apikeys import Role
-from engine.enums import (
+from engine.core.enums import (
     ApprovalStatus,
     JobStatus,
     NotificationStatus,
@@ -18,9 +16,10 @@ from engine.enums import (
     StepStatus,
     StepType,
 )
-from engine.policy import Verdict
-from engine.scheduler import Scheduler
-from engine.store import Database, records
+from engine.governance.apikeys import Role
+from engine.governance.policy import Verdict
+from engine.scheduling.scheduler import Scheduler
+from engine.store import Database, migrate, records
 from tests import support
 
 pytestmark = pytest.mark.anyio

@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from engine.worker import Job
+from engine.worker.runner import Job
 
 
 async def handle(job: Job) -> Any:

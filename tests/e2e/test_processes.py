@@ -9,9 +9,9 @@ from uuid import UUID
 
 import pytest
 
-from engine import approvals
-from engine.enums import ApprovalStatus, JobStatus, RunStatus
-from engine.resources import package_file
+from engine.core.enums import ApprovalStatus, JobStatus, RunStatus
+from engine.core.resources import package_file
+from engine.governance import approvals
 from engine.store import Database
 from tests import support
 from tests.e2e.processes import Processes
@@ -40,7 +40,7 @@ async def test_seed_workflow_end_to_end_with_worker_processes(
         db: Database, procs: Processes) -> None:
     await support.store(db, package_file("examples/incident-remediation.yaml").read_text())
     procs.serve()
-    procs.worker(*DEMO_TOPICS, handler="engine.demo_handlers:handle")
+    procs.worker(*DEMO_TOPICS, handler="engine.examples.handlers:handle")
     run = await support.start(db, "incident-remediation", {"incident_id": "INC-7781"},
                               by="alice")
     await _until_status(db, run.run_id, RunStatus.WAITING)

@@ -7,8 +7,8 @@ import subprocess
 
 import pytest
 
-from engine.enums import RunStatus
-from engine.scheduler import Scheduler
+from engine.core.enums import RunStatus
+from engine.scheduling.scheduler import Scheduler
 from engine.store import Database
 from tests import support
 from tests.e2e.processes import REPO

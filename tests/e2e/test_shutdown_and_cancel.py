@@ -17,8 +17,8 @@ from uuid import UUID
 import httpx
 import pytest
 
-from engine import stopping
-from engine.enums import JobStatus, RunStatus
+from engine.core.enums import JobStatus, RunStatus
+from engine.runs import stopping
 from engine.store import Database
 from engine.store.connection import connect
 from tests import support

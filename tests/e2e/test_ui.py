@@ -26,16 +26,18 @@ import uvicorn
 
 from api.app import create_app
 from api.ui import ui_routes
-from engine import apikeys, demo_handlers, governance, workflows
-from engine.apikeys import Role
-from engine.enums import ApprovalStatus, RunStatus
-from engine.policy import Verdict
-from engine.resources import package_file
-from engine.scheduler import Scheduler
-from engine.serve import EngineConfig, run_engine
-from engine.services import Services
+from engine.core.enums import ApprovalStatus, RunStatus
+from engine.core.resources import package_file
+from engine.daemons.serve import EngineConfig, run_engine
+from engine.definitions import workflows
+from engine.examples import handlers
+from engine.governance import apikeys, decisions
+from engine.governance.apikeys import Role
+from engine.governance.policy import Verdict
+from engine.runs.services import Services
+from engine.scheduling.scheduler import Scheduler
 from engine.store import Database
-from engine.worker import Worker, WorkerConfig
+from engine.worker.runner import Worker, WorkerConfig
 from tests import support
 
 pytestmark = pytest.mark.anyio
@@ -82,10 +84,10 @@ async def stack(db_url: str) -> AsyncIterator[Stack]:
         svc = Services.create(db, policy_default=Verdict.DENY)
         await workflows.store(db, tenant_id="default", media_type=None, created_by="alice",
                               source=package_file("examples/incident-remediation.yaml").read_text())
-        stored = await governance.store_bundle(
+        stored = await decisions.store_bundle(
             db, tenant_id="default", media_type=None, created_by="root",
             source=package_file("examples/demo-policy.yaml").read_text())
-        await governance.activate(db, tenant_id="default", activated_by="root",
+        await decisions.activate(db, tenant_id="default", activated_by="root",
                                   snapshot_hash=stored.row.snapshot_hash)
         keys = {}
         for name, roles in {"alice": [Role.SUBMITTER],
@@ -102,8 +104,8 @@ async def stack(db_url: str) -> AsyncIterator[Stack]:
                                                lifespan="off"))
         server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign,assignment]
         stop = asyncio.Event()
-        worker = Worker(db, demo_handlers.handle,
-                        WorkerConfig(topics=demo_handlers.TOPICS, poll_interval_s=0.2,
+        worker = Worker(db, handlers.handle,
+                        WorkerConfig(topics=handlers.TOPICS, poll_interval_s=0.2,
                                      name="ui-test-worker"))
         tasks = [asyncio.create_task(server.serve(sockets=[sock])),
                  asyncio.create_task(run_engine(svc, EngineConfig(poll_interval_s=0.2,

@@ -8,7 +8,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from engine.enums import RunStatus
+from engine.core.enums import RunStatus
 from engine.store import Database
 from tests import support
 from tests.e2e.processes import Processes, free_port

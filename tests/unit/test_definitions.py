@@ -8,7 +8,9 @@ from typing import Any
 
 import pytest
 
-from engine.definitions import (
+from engine.core.enums import StepType
+from engine.core.errors import InvalidDefinition, InvalidInput, NotFound, Problem
+from engine.definitions.model import (
     MAX_DEFINITION_BYTES,
     MAX_DEPTH,
     MAX_STEPS,
@@ -19,8 +21,6 @@ from engine.definitions import (
     parse_workflow_doc,
     version_key,
 )
-from engine.enums import StepType
-from engine.errors import InvalidDefinition, InvalidInput, NotFound, Problem
 
 INCIDENT_YAML = """\
 id: incident-remediation          # stable id within the tenant

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from engine.errors import InvalidDefinition, InvalidInput, Problem
-from engine.policy import (
+from engine.core.errors import InvalidDefinition, InvalidInput, Problem
+from engine.governance.policy import (
     MAX_BUNDLE_BYTES,
     MAX_CACHED_STEPS,
     MAX_RULES,
@@ -22,7 +22,7 @@ from engine.policy import (
     parse_bundle,
     parse_bundle_doc,
 )
-from engine.policy_match import parse_comparison
+from engine.governance.policy_match import parse_comparison
 
 GUARDRAILS_YAML = """\
 # the DESIGN §6 example, with every match key

@@ -4,8 +4,8 @@ from typing import Any
 
 import pytest
 
-from engine.errors import InvalidInput
-from engine.templates import Reference, parse_references, render
+from engine.core.errors import InvalidInput
+from engine.definitions.templates import Reference, parse_references, render
 
 RUN_INPUT: dict[str, Any] = {
     "n": 5,

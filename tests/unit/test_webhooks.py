@@ -7,11 +7,12 @@ from uuid import UUID
 
 import pytest
 
-from engine import settings, webhooks
-from engine.enums import NotificationStatus
-from engine.errors import ConfigError
+from engine.core import settings
+from engine.core.enums import NotificationStatus
+from engine.core.errors import ConfigError
+from engine.daemons import webhooks
+from engine.daemons.webhooks import Outcome
 from engine.store.records import NotificationRow
-from engine.webhooks import Outcome
 
 NOTE = NotificationRow(
     tenant_id="acme", notification_id=UUID("00000000-0000-4000-8000-000000000001"),

@@ -1,0 +1,69 @@
+"""The reaper: ends attempts whose lease expired, and approvals nobody decided in time.
+
+Both use database time only. Expired leases become ``timed_out`` attempts whose retry is
+scheduled by the same SQL as a failure (warden.end_attempt); expired approvals end their
+step ``timed_out`` and the scheduler then ends the run.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from engine.core.enums import JobStatus, StepStatus
+from engine.process import metrics
+from engine.store import Database
+from engine.store import approvals as approvals_q
+from engine.store import jobs as jobs_q
+from engine.store import runs as runs_q
+from engine.store import steps as steps_q
+from engine.store import timeline as timeline_q
+
+log = logging.getLogger(__name__)
+
+ACTOR = "reaper"
+
+
+@dataclass(frozen=True)
+class Reaped:
+    jobs: int
+    approvals: int
+
+
+class Reaper:
+    def __init__(self, db: Database, *, batch_size: int = 100) -> None:
+        self.db = db
+        self.batch_size = batch_size
+
+    async def run_once(self) -> Reaped:
+        async with self.db.connection() as conn:
+            jobs = await jobs_q.reap_expired(conn, self.batch_size)
+        approvals = await self._expire_approvals()
+        metrics.reaped(leases=jobs, approvals=approvals)
+        if jobs or approvals:
+            log.info("reaped %d expired leases, %d expired approvals", jobs, approvals,
+                     extra={"reaped_jobs": jobs, "expired_approvals": approvals})
+        return Reaped(jobs, approvals)
+
+    async def _expire_approvals(self) -> int:
+        async with self.db.transaction() as conn:
+            expired = await approvals_q.expire_due(conn, self.batch_size)
+            # runs are locked by the events below in (tenant, run) order: two reapers
+            # holding disjoint approvals of the same runs never wait in a cycle
+            for approval in sorted(expired, key=lambda a: (a.tenant_id, str(a.run_id))):
+                await timeline_q.append(
+                    conn, approval.tenant_id, approval.run_id, "approval.expired",
+                    step_id=approval.step_id, job_id=approval.job_id, actor=ACTOR,
+                    data={"approval_id": str(approval.approval_id),
+                          "expires_at": approval.expires_at.isoformat()
+                          if approval.expires_at else None})
+                error = {"type": "ApprovalExpired", "approval_id": str(approval.approval_id)}
+                await steps_q.transition_by_key(
+                    conn, approval.tenant_id, approval.run_id, approval.step_id,
+                    StepStatus.WAITING, StepStatus.TIMED_OUT, error=error)
+                if approval.job_id is not None:  # the job it held back will never run
+                    job = await jobs_q.get(conn, approval.tenant_id, approval.job_id)
+                    if job is not None and job.status is JobStatus.BLOCKED:
+                        await jobs_q.transition(conn, job, JobStatus.TIMED_OUT, error=error)
+                await runs_q.wake(conn, approval.tenant_id, approval.run_id)
+        return len(expired)

@@ -1,0 +1,78 @@
+"""The engine's background loops: scheduler, reaper, reconciler and notifier (the API runs
+beside them in `warden serve`).
+
+Stateless: run as many as you like against one database; SKIP LOCKED shares the work.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from engine.daemons.notifier import Notifier, NotifierConfig
+from engine.daemons.reaper import Reaper
+from engine.daemons.reconciler import Reconciler
+from engine.process.loops import run_forever
+from engine.runs.services import Services
+from engine.scheduling.scheduler import Scheduler
+from engine.store.listener import NOTIFICATIONS_CHANNEL, SCHEDULER_CHANNEL, Listener
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    poll_interval_s: float = 1.0
+    reap_interval_s: float = 1.0
+    reconcile_interval_s: float = 10.0
+    # new notifications wake the notifier by NOTIFY; the poll finds retries coming due
+    notify_interval_s: float = 1.0
+    dispatch_timeout: timedelta = timedelta(minutes=5)
+    batch_size: int = 50
+    notifier: NotifierConfig = field(default_factory=NotifierConfig)
+
+
+async def run_engine(svc: Services, config: EngineConfig, stop: asyncio.Event) -> None:
+    """Runs the loops until ``stop`` is set; each finishes its current pass."""
+    scheduler = Scheduler(svc, batch_size=config.batch_size)
+    reaper = Reaper(svc.db)
+    reconciler = Reconciler(svc, dispatch_timeout=config.dispatch_timeout)
+    notifier = Notifier(svc.db, config.notifier)
+    wake_scheduler = asyncio.Event()
+    wake_notifier = asyncio.Event()
+    never = asyncio.Event()  # the reaper has no NOTIFY: expiry is a matter of time only
+
+    async def schedule_once() -> bool:
+        return await scheduler.run_once() >= config.batch_size
+
+    async def reap_once() -> bool:
+        reaped = await reaper.run_once()
+        return reaped.jobs >= reaper.batch_size
+
+    async def reconcile_once() -> bool:
+        await reconciler.run_once()
+        return False
+
+    async def notify_once() -> bool:
+        return (await notifier.run_once()).attempts >= config.notifier.batch_size
+
+    listener = Listener(svc.db.url, SCHEDULER_CHANNEL, lambda _payload: wake_scheduler.set(),
+                        also={NOTIFICATIONS_CHANNEL: lambda _payload: wake_notifier.set()})
+    listen = asyncio.create_task(listener.run())
+    try:
+        await asyncio.gather(
+            run_forever("scheduler", schedule_once, wake=wake_scheduler,
+                        poll_interval_s=config.poll_interval_s, stop=stop),
+            run_forever("reaper", reap_once, wake=never,
+                        poll_interval_s=config.reap_interval_s, stop=stop),
+            run_forever("reconciler", reconcile_once, wake=never,
+                        poll_interval_s=config.reconcile_interval_s, stop=stop),
+            run_forever("notifier", notify_once, wake=wake_notifier,
+                        poll_interval_s=config.notify_interval_s, stop=stop),
+        )
+    finally:
+        listen.cancel()
+        notifier.close()
+    log.info("engine stopped")

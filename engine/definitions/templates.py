@@ -1,0 +1,190 @@
+"""``${...}`` references in step inputs, parsed by one grammar and resolved without eval.
+
+Two roots exist: ``${input}`` / ``${input.a.b}`` (the run's input) and
+``${steps.<id>.output}`` / ``${steps.<id>.output.a.0}`` (a finished step's output).
+Path segments are ``[A-Za-z0-9_-]+``; a numeric segment also indexes a list. ``$${``
+is a literal ``${``. ``engine.definitions.model`` validates templates with
+:func:`parse_references` at store time; :func:`render` resolves them at dispatch.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from engine.core.errors import InvalidInput
+
+# Step ids may contain dots, so the id is matched lazily up to the first ".output" that
+# is followed only by a path. Bounded quantifiers keep the backtracking linear.
+_STEP_REF = re.compile(
+    r"steps\.(?P<step>[A-Za-z0-9][A-Za-z0-9._-]{0,63}?)\.output(?P<path>(?:\.[A-Za-z0-9_-]+)*)"
+)
+_INPUT_REF = re.compile(r"input(?P<path>(?:\.[A-Za-z0-9_-]+)*)")
+_OPEN = re.compile(r"\$?\$\{")
+_FORMS = "${input}, ${input.<path>}, ${steps.<id>.output} or ${steps.<id>.output.<path>}"
+_MAX_SHOWN = 60
+
+
+@dataclass(frozen=True)
+class Reference:
+    """One ``${...}`` occurrence; ``step`` is None for ``${input...}``."""
+
+    text: str
+    step: str | None
+    path: tuple[str, ...]
+    start: int
+    end: int
+
+    @property
+    def base(self) -> str:
+        """The root the path starts from, as it appears in messages."""
+        return "input" if self.step is None else f"steps.{self.step}.output"
+
+
+def parse_references(template: str) -> list[Reference]:
+    """Every reference in ``template``, in order; raises InvalidInput on a malformed one."""
+    return [part for part in _tokenize(template) if isinstance(part, Reference)]
+
+
+def render(template: Any, *, run_input: Any, step_outputs: Mapping[str, Any]) -> Any:
+    """Resolve every reference inside ``template`` (dicts and lists are walked).
+
+    A string that is exactly one reference becomes the referenced value with its JSON
+    type; references embedded in text are substituted as text (compact JSON for
+    non-strings). Raises InvalidInput naming the reference when a path is missing.
+    """
+    if isinstance(template, str):
+        return _render_string(template, run_input, step_outputs)
+    if isinstance(template, Mapping):
+        return {key: render(value, run_input=run_input, step_outputs=step_outputs)
+                for key, value in template.items()}
+    if isinstance(template, list | tuple):
+        return [render(value, run_input=run_input, step_outputs=step_outputs)
+                for value in template]
+    return template
+
+
+def _render_string(template: str, run_input: Any, step_outputs: Mapping[str, Any]) -> Any:
+    parts = _tokenize(template)
+    if len(parts) == 1 and isinstance(parts[0], Reference):
+        # A copy, so a consumer mutating its input cannot alter a stored output.
+        return copy.deepcopy(_lookup(parts[0], run_input, step_outputs))
+    pieces: list[str] = []
+    for part in parts:
+        if isinstance(part, str):
+            pieces.append(part)
+        else:
+            pieces.append(_as_text(part, _lookup(part, run_input, step_outputs)))
+    return "".join(pieces)
+
+
+def _tokenize(template: str) -> list[str | Reference]:
+    if "${" not in template:
+        return [template] if template else []
+    parts: list[str | Reference] = []
+    text: list[str] = []
+    pos = 0
+    while (match := _OPEN.search(template, pos)) is not None:
+        text.append(template[pos:match.start()])
+        if match.group() == "$${":
+            text.append("${")
+            pos = match.end()
+            continue
+        close = template.find("}", match.end())
+        if close < 0:
+            raise InvalidInput(_shorten(template[match.start():]),
+                               "unterminated '${' (no closing '}')")
+        if before := "".join(text):
+            parts.append(before)
+        text = []
+        parts.append(_parse_expression(template, match.start(), close + 1))
+        pos = close + 1
+    text.append(template[pos:])
+    if rest := "".join(text):
+        parts.append(rest)
+    return parts
+
+
+def _parse_expression(template: str, start: int, end: int) -> Reference:
+    written = template[start:end]
+    expr = written[2:-1]
+    if match := _INPUT_REF.fullmatch(expr):
+        return Reference(written, None, _segments(match["path"]), start, end)
+    if match := _STEP_REF.fullmatch(expr):
+        return Reference(written, match["step"], _segments(match["path"]), start, end)
+    raise InvalidInput(_shorten(written), _diagnose(expr))
+
+
+def _segments(path: str) -> tuple[str, ...]:
+    return tuple(path[1:].split(".")) if path else ()
+
+
+def _diagnose(expr: str) -> str:
+    if not expr.strip():
+        return f"empty reference; use {_FORMS}"
+    root = expr.split(".", 1)[0]
+    if root == "input":
+        return ("malformed path: segments are letters, digits, '_' or '-', "
+                f"separated by '.'; use {_FORMS}")
+    if root == "steps":
+        return f"malformed step reference; use {_FORMS}"
+    return f"unknown root {root!r}; use {_FORMS}"
+
+
+def _shorten(text: str) -> str:
+    return text if len(text) <= _MAX_SHOWN else text[:_MAX_SHOWN] + "..."
+
+
+def _lookup(ref: Reference, run_input: Any, step_outputs: Mapping[str, Any]) -> Any:
+    if ref.step is None:
+        value = run_input
+    elif ref.step in step_outputs:
+        value = step_outputs[ref.step]
+    else:
+        raise InvalidInput(ref.text, f"step {ref.step!r} has no output (it has not succeeded)")
+    trail = ref.base
+    for segment in ref.path:
+        value = _descend(value, segment, ref, trail)
+        trail = f"{trail}.{segment}"
+    return value
+
+
+def _descend(value: Any, segment: str, ref: Reference, trail: str) -> Any:
+    if isinstance(value, Mapping):
+        if segment in value:
+            return value[segment]
+        keys = sorted(str(key) for key in value)
+        shown = ", ".join(keys[:10]) + (", ..." if len(keys) > 10 else "")
+        raise InvalidInput(ref.text, f"{trail} has no key {segment!r} "
+                                     f"(keys: {shown or 'none, it is empty'})")
+    if isinstance(value, Sequence) and not isinstance(value, str | bytes):
+        if segment.isdigit() and int(segment) < len(value):
+            return value[int(segment)]
+        raise InvalidInput(ref.text, f"{trail} is a list of {len(value)} items; "
+                                     f"{segment!r} is not an index in it")
+    raise InvalidInput(ref.text, f"{trail} is {_kind(value)}, which has no field {segment!r}")
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    return f"a {type(value).__name__}"
+
+
+def _as_text(ref: Reference, value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    try:
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise InvalidInput(ref.text, f"value is not JSON ({exc})") from exc

@@ -1,0 +1,36 @@
+"""Sample workers for the incident-remediation demo: one handler for all four topics.
+
+Usable from the CLI too: ``warden worker --topic job.incident.detect … --handler
+engine.examples.handlers:handle``. They show the handler contract, not real remediation.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from engine.worker.runner import Job, NonRetryable
+
+TOPICS = ("job.incident.detect", "job.incident.classify", "job.incident.patch.plan",
+          "job.incident.patch.apply")
+
+
+async def handle(job: Job) -> Any:
+    incident = job.input.get("incident_id", "INC-unknown")
+    if job.topic == "job.incident.detect":
+        return {"incident_id": incident, "signal": "error-rate > 5% on checkout"}
+    if job.topic == "job.incident.classify":
+        return {"severity": "sev2", "service": "checkout",
+                "evidence": job.upstream["detect"]["signal"]}
+    if job.topic == "job.incident.patch.plan":
+        return {"action": "rollback", "service": job.upstream["classify"]["service"],
+                "to_release": "2026.11.24-3"}
+    if job.topic == "job.incident.patch.apply":
+        # A checkpoint before the side effect: a retry after a crash sees it and can ask
+        # the deploy system whether the rollback (keyed by side_effect_key) already ran.
+        if job.checkpoint is None:
+            await job.save_checkpoint({"phase": "rollback-requested",
+                                       "idempotency_key": job.side_effect_key})
+        plan = job.input["plan"]
+        return {"rolled_back": plan["service"], "to_release": plan["to_release"],
+                "idempotency_key": job.side_effect_key}
+    raise NonRetryable(f"the demo has no handler for topic {job.topic!r}")

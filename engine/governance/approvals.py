@@ -1,0 +1,114 @@
+"""Deciding approvals: approve or reject, once, by someone other than the run's starter."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from engine.core.enums import ApprovalStatus, JobStatus, StepStatus
+from engine.core.errors import Conflict, Forbidden, InvalidTransition, NotFound
+from engine.store import Conn, Database
+from engine.store import approvals as q
+from engine.store import jobs as jobs_q
+from engine.store import runs as runs_q
+from engine.store import steps as steps_q
+from engine.store import timeline as timeline_q
+from engine.store.records import ApprovalRow
+
+
+async def get(conn: Conn, tenant_id: str | None, approval_id: UUID) -> ApprovalRow:
+    """An approval of the tenant (None: any tenant, for host-side operator tools)."""
+    row = (await q.get_any_tenant(conn, approval_id) if tenant_id is None
+           else await q.get(conn, tenant_id, approval_id))
+    if row is None:
+        raise NotFound(f"approval {approval_id} not found")
+    return row
+
+
+async def decide(db: Database, *, tenant_id: str | None, approval_id: UUID, approve: bool,
+                 principal: str, reason: str | None = None,
+                 job_hash: str | None = None) -> ApprovalRow:
+    """Approves or rejects a pending approval; the first decision stands.
+
+    Rejection ends the step ``denied`` (never failed). ``job_hash``, when given, must equal
+    the hash the approval is bound to: the approver approves exactly what will run.
+    """
+    to = ApprovalStatus.APPROVED if approve else ApprovalStatus.REJECTED
+    async with db.transaction() as conn:
+        current = await get(conn, tenant_id, approval_id)
+        if job_hash is not None and job_hash != current.job_hash:
+            raise Conflict(f"approval {approval_id} is bound to job hash {current.job_hash}, "
+                           f"not {job_hash}: what would run has changed since it was shown")
+        if principal == current.requested_by:
+            # the database refuses it too (approvals_no_self_approval); this says it clearly
+            raise Forbidden(f"{principal!r} started run {current.run_id} and cannot decide "
+                            "its approvals")
+        # lock order: the approval (by this UPDATE) before the run (by the event)
+        decided = await q.decide(conn, tenant_id=current.tenant_id, approval_id=approval_id,
+                                 to=to, decided_by=principal, reason=reason)
+        if decided is None:
+            await _explain_undecidable(conn, current)
+        assert decided is not None
+        await timeline_q.append(
+            conn, decided.tenant_id, decided.run_id, f"approval.{to.value}",
+            step_id=decided.step_id, job_id=decided.job_id, actor=principal,
+            data={"approval_id": str(approval_id), "reason": reason,
+                  "job_hash": decided.job_hash,
+                  "policy_snapshot_hash": decided.policy_snapshot_hash})
+        detail = {"approval_id": str(approval_id), "decided_by": principal, "reason": reason}
+        if decided.job_id is None:  # an approval step: the decision is the step's outcome
+            outcome = StepStatus.SUCCEEDED if approve else StepStatus.DENIED
+        else:  # a policy approval: it releases (or denies) the blocked job
+            outcome = StepStatus.RUNNING if approve else StepStatus.DENIED
+            await _settle_blocked_job(conn, decided, approve=approve, detail=detail)
+        moved = await steps_q.transition_by_key(
+            conn, decided.tenant_id, decided.run_id, decided.step_id, StepStatus.WAITING,
+            outcome, output=detail if outcome is StepStatus.SUCCEEDED else None,
+            error=None if approve else {"type": "ApprovalRejected", **detail})
+        if moved is None:
+            raise InvalidTransition(f"step {decided.step_id} is no longer waiting for approval")
+        await runs_q.wake(conn, decided.tenant_id, decided.run_id)
+    return decided
+
+
+async def _settle_blocked_job(conn: Conn, approval: ApprovalRow, *, approve: bool,
+                              detail: dict[str, Any]) -> None:
+    assert approval.job_id is not None
+    job = await jobs_q.get(conn, approval.tenant_id, approval.job_id)
+    if job is None or job.status is not JobStatus.BLOCKED:
+        raise InvalidTransition(f"job {approval.job_id} is no longer blocked for approval")
+    if approve:
+        await jobs_q.transition(conn, job, JobStatus.PENDING)
+        await timeline_q.append(conn, job.tenant_id, job.run_id, "job.dispatched",
+                                step_id=job.step_id, job_id=job.job_id, attempt=job.attempt,
+                                actor=detail["decided_by"],
+                                data={"topic": job.topic, "approval_id": detail["approval_id"],
+                                      "constraints": job.constraints})
+        await jobs_q.announce(conn, [job.topic])
+    else:
+        await jobs_q.transition(conn, job, JobStatus.DENIED,
+                                error={"type": "ApprovalRejected", **detail})
+
+
+async def _explain_undecidable(conn: Conn, before: ApprovalRow) -> None:
+    now = await q.get(conn, before.tenant_id, before.approval_id)
+    status = now.status if now is not None else before.status
+    if status is ApprovalStatus.PENDING:
+        raise InvalidTransition(f"approval {before.approval_id} has expired")
+    raise Conflict(f"approval {before.approval_id} is already {status}; the first decision "
+                   "stands")
+
+
+async def page(db: Database, *, tenant_id: str | None, status: ApprovalStatus | None,
+               after: tuple[datetime, UUID] | None = None,
+               limit: int = 100) -> list[ApprovalRow]:
+    """The approvals queue, oldest request first (tenant None: every tenant)."""
+    async with db.connection() as conn:
+        return await q.page(conn, tenant_id=tenant_id, status=status, after=after,
+                            limit=max(1, min(limit, 1000)))
+
+
+async def show(db: Database, tenant_id: str | None, approval_id: UUID) -> ApprovalRow:
+    async with db.connection() as conn:
+        return await get(conn, tenant_id, approval_id)

@@ -1,0 +1,68 @@
+"""Process set-up shared by every entry point: which database, logging, signals."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import signal
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from engine.core.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+@contextmanager
+def database_url(settings: Settings, *, announce: bool = True) -> Iterator[str]:
+    """WARDEN_DATABASE_URL, or else the embedded server in the data folder Warden owns
+    (started if needed, stopped afterwards unless another process is using it)."""
+    if settings.database_url:
+        yield settings.database_url
+        return
+    from engine.store.embedded import start_embedded  # only when needed: it starts a server
+
+    data_dir = settings.data_dir / "pgdata"
+    if announce:
+        print(f"warden: no WARDEN_DATABASE_URL; using the embedded PostgreSQL in {data_dir}",
+              file=sys.stderr)
+    server = start_embedded(data_dir)
+    try:
+        yield server.url
+    finally:
+        server.stop()
+
+
+class _JsonFormatter(logging.Formatter):
+    _STANDARD = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
+
+    def format(self, record: logging.LogRecord) -> str:
+        doc: dict[str, Any] = {"at": self.formatTime(record), "level": record.levelname,
+                               "logger": record.name, "message": record.getMessage()}
+        doc.update({k: v for k, v in record.__dict__.items() if k not in self._STANDARD})
+        if record.exc_info:
+            doc["exception"] = self.formatException(record.exc_info)
+        return json.dumps(doc, default=str)
+
+
+def configure_logging(settings: Settings) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    if settings.log_format == "json":
+        handler.setFormatter(_JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(settings.log_level)
+    for noisy in ("psycopg.pool", "alembic"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def stop_on_signals(stop: asyncio.Event) -> None:
+    """SIGTERM and SIGINT set ``stop``: loops finish their current pass and exit."""
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)

@@ -1,0 +1,177 @@
+"""Starting runs (idempotently) and reading them with their steps."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+from uuid import UUID
+
+from engine.core.canonical import sha256_hex
+from engine.core.enums import RunStatus, StepStatus, StepType
+from engine.core.errors import IdempotencyConflict, InvalidInput, NotFound, PolicyDenied
+from engine.definitions.model import WorkflowDef
+from engine.definitions.workflows import resolve
+from engine.governance.decisions import DecisionBatch, Evaluated, facts_for
+from engine.governance.policy import Verdict
+from engine.store import Conn, Database
+from engine.store import approvals as approvals_q
+from engine.store import jobs as jobs_q
+from engine.store import runs as q
+from engine.store import steps as steps_q
+from engine.store import timeline as timeline_q
+from engine.store.records import ApprovalRow, JobRow, RunRow, StepRow
+
+if TYPE_CHECKING:
+    from engine.runs.services import Services
+
+MAX_IDEMPOTENCY_KEY = 255
+
+
+@dataclass(frozen=True)
+class StartedRun:
+    run: RunRow
+    replayed: bool  # True: the idempotency key had already started this run
+
+
+@dataclass(frozen=True)
+class RunDetail:
+    run: RunRow
+    steps: list[StepRow]  # in the definition's topological order
+    jobs: list[JobRow]
+    approvals: list[ApprovalRow]
+
+
+def step_rows(workflow: WorkflowDef) -> list[dict[str, Any]]:
+    return [{
+        "step_id": step.id, "type": step.type.value, "depends_on": list(step.depends_on),
+        "topic": step.topic, "max_attempts": step.retries.max_attempts,
+        "backoff_ms": step.retries.backoff_ms, "max_backoff_ms": step.retries.max_backoff_ms,
+        "multiplier": step.retries.multiplier, "jitter": step.retries.jitter,
+        "timeout_ms": step.timeout_ms, "priority": step.priority,
+    } for step in workflow.steps.values()]
+
+
+async def start(svc: Services, *, tenant_id: str, workflow_id: str, input: Any,
+                created_by: str, idempotency_key: str | None = None,
+                version: str | None = None) -> StartedRun:
+    """Creates a run pinned to one workflow version, or replays the run an idempotency key
+    already created. The unique constraint runs_idempotency arbitrates concurrent starts.
+
+    The submit gate evaluates every job step against the run input; on any deny the run
+    is stored ``denied`` with its decisions and PolicyDenied is raised after the commit.
+    """
+    if not isinstance(input, dict):
+        raise InvalidInput("input", "must be a JSON object")
+    if idempotency_key is not None and not 1 <= len(idempotency_key) <= MAX_IDEMPOTENCY_KEY:
+        raise InvalidInput("Idempotency-Key", f"must be 1 to {MAX_IDEMPOTENCY_KEY} characters")
+    if idempotency_key is not None and "\x00" in idempotency_key:
+        # keys are opaque and stored verbatim; only U+0000 cannot live in PostgreSQL text
+        raise InvalidInput("Idempotency-Key", "must not contain U+0000")
+    # The digest covers the request as sent (not the resolved version), so a replay after a
+    # newer version was stored still returns the run the key created.
+    digest = sha256_hex({"input": input, "version": version})
+    async with svc.db.transaction() as conn:
+        row = await resolve(conn, tenant_id, workflow_id, version)
+        workflow = await svc.definitions.get(conn, tenant_id, workflow_id, row.version)
+        run = await q.insert(conn, tenant_id=tenant_id, workflow_id=workflow_id,
+                             workflow_version=row.version, input=input,
+                             idempotency_key=idempotency_key, request_digest=digest,
+                             rerun_of=None, created_by=created_by, timeout_ms=workflow.timeout_ms)
+        if run is None:
+            assert idempotency_key is not None  # only the idempotency constraint can conflict
+            existing = await q.by_idempotency_key(conn, tenant_id, workflow_id, idempotency_key)
+            assert existing is not None
+            if existing.request_digest != digest:
+                raise IdempotencyConflict(
+                    f"Idempotency-Key {idempotency_key!r} was already used for workflow "
+                    f"{workflow_id!r} with a different request body")
+            started = StartedRun(existing, replayed=True)
+        else:
+            await steps_q.insert_all(conn, tenant_id, run.run_id, step_rows(workflow))
+            events = [timeline_q.Event("run.created", actor=created_by, data={
+                "workflow_id": workflow_id, "version": row.version,
+                "idempotency_key": idempotency_key})]
+            run = await submit_gate(svc, conn, run, workflow, events=events)
+            await timeline_q.append_many(conn, tenant_id, run.run_id, events)
+            if run.status is RunStatus.PENDING:
+                await q.wake(conn, tenant_id, run.run_id)
+            started = StartedRun(run, replayed=False)
+    if not started.replayed and started.run.status is RunStatus.DENIED:
+        raise denial(started.run)  # the denied run and its decisions are committed
+    return started
+
+
+async def submit_gate(svc: Services, conn: Conn, run: RunRow, workflow: WorkflowDef, *,
+                      events: list[timeline_q.Event], skip: set[str] | None = None) -> RunRow:
+    """Evaluates every job step (but those in ``skip``: reused by a rerun) against the run
+    input; on any deny, stores the run ``denied`` with every step ended."""
+    policy = await svc.policies.active(conn, run.tenant_id)
+    denials: dict[str, Evaluated] = {}
+    decisions = DecisionBatch()  # one statement for every step (a fan-out has hundreds)
+    for step in workflow.steps.values():
+        if step.type is not StepType.JOB or step.id in (skip or ()):
+            continue
+        facts = facts_for(step, tenant_id=run.tenant_id, workflow_id=run.workflow_id,
+                          input=run.input)
+        evaluated = Evaluated(policy.snapshot_hash, policy.bundle.evaluate(facts))
+        events.append(decisions.add("submit", facts, run_id=run.run_id, job_id=None,
+                                    attempt=None, evaluated=evaluated))
+        if evaluated.decision.verdict is Verdict.DENY:
+            denials[step.id] = evaluated
+    await decisions.write(conn)
+    if not denials:
+        return run
+    # Nothing will ever run: end every step now, so a final run never has open steps.
+    errors = {sid: {"type": "PolicyDenied", **e.to_doc()} for sid, e in denials.items()}
+    for row in await steps_q.of_run(conn, run.tenant_id, run.run_id):
+        if row.status.is_final:  # reused by a rerun
+            continue
+        denied = row.step_id in denials
+        await steps_q.transition(conn, row,
+                                 StepStatus.DENIED if denied else StepStatus.SKIPPED,
+                                 error=errors.get(row.step_id))
+    ended = await q.transition(conn, run, RunStatus.DENIED, error=errors)
+    assert ended is not None  # we inserted the run in this transaction
+    events.append(timeline_q.Event("run.denied", actor="policy",
+                                   data={"stage": "submit", "denied_steps": sorted(denials)}))
+    await q.mark_scheduled(conn, run.tenant_id, run.run_id)
+    return ended
+
+
+def denial(run: RunRow) -> PolicyDenied:
+    step_id, error = sorted((run.error or {}).items())[0]
+    return PolicyDenied(
+        f"run {run.run_id} denied by policy at submit: step {step_id!r}, rule "
+        f"{error.get('rule')!r}: {error.get('reason')}",
+        run_id=str(run.run_id), step_id=step_id, rule=error.get("rule"),
+        reason=error.get("reason"))
+
+
+async def get_row(conn: Conn, tenant_id: str | None, run_id: UUID) -> RunRow:
+    """A run of the tenant (None: any tenant, for host-side operator tools)."""
+    run = (await q.get_any_tenant(conn, run_id) if tenant_id is None
+           else await q.get(conn, tenant_id, run_id))
+    if run is None:
+        raise NotFound(f"run {run_id} not found")
+    return run
+
+
+async def detail(svc: Services, tenant_id: str | None, run_id: UUID) -> RunDetail:
+    async with svc.db.transaction() as conn:
+        run = await get_row(conn, tenant_id, run_id)
+        workflow = await svc.definitions.get(conn, run.tenant_id, run.workflow_id,
+                                         run.workflow_version)
+        by_id = {s.step_id: s for s in await steps_q.of_run(conn, run.tenant_id, run_id)}
+        jobs = await jobs_q.of_run(conn, run.tenant_id, run_id)
+        approvals = await approvals_q.of_run(conn, run.tenant_id, run_id)
+    return RunDetail(run, [by_id[s] for s in workflow.steps if s in by_id], jobs, approvals)
+
+
+async def page(db: Database, tenant_id: str, *, status: RunStatus | None = None,
+               workflow_id: str | None = None, before: tuple[datetime, UUID] | None = None,
+               limit: int = 50) -> list[RunRow]:
+    """A page of runs, newest first; pass the last row's (created_at, run_id) as ``before``."""
+    async with db.connection() as conn:
+        return await q.page(conn, tenant_id, status=status, workflow_id=workflow_id,
+                            before=before, limit=max(1, min(limit, 500)))

@@ -1,0 +1,118 @@
+"""Rerun from a step (DESIGN §8): a new run of the same workflow version and input that
+reuses the outputs of every succeeded step not downstream of ``from_step``, and runs
+``from_step``, its descendants, and anything that did not succeed, again.
+
+A dry run writes nothing and returns the plan, with the decision each step to run would
+get under the policy active now.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+from uuid import UUID
+
+from engine.core.canonical import sha256_hex
+from engine.core.enums import StepStatus, StepType
+from engine.core.errors import InvalidInput, InvalidTransition
+from engine.governance.decisions import Evaluated, facts_for
+from engine.governance.policy import Verdict
+from engine.runs.lifecycle import StartedRun, denial, get_row, step_rows, submit_gate
+from engine.runs.services import Services
+from engine.store import runs as runs_q
+from engine.store import steps as steps_q
+from engine.store import timeline as timeline_q
+from engine.store.records import RunRow
+
+
+@dataclass(frozen=True)
+class RerunPlan:
+    rerun_of: UUID
+    from_step: str
+    reused: dict[str, Any]  # step id -> the output carried over
+    to_run: list[str]  # in topological order
+    decisions: dict[str, Evaluated]  # job steps to run -> the decision they would get now
+    approvals_needed: list[str]  # approval steps, and job steps policy would hold
+
+    def to_doc(self) -> dict[str, Any]:
+        return {"rerun_of": str(self.rerun_of), "from_step": self.from_step,
+                "reused": [{"step_id": s, "output": o} for s, o in self.reused.items()],
+                "to_run": self.to_run,
+                "decisions": {s: e.to_doc() for s, e in self.decisions.items()},
+                "approvals_needed": self.approvals_needed}
+
+
+async def plan(svc: Services, *, tenant_id: str | None, run_id: UUID,
+               from_step: str) -> RerunPlan:
+    async with svc.db.transaction() as conn:
+        source = await get_row(conn, tenant_id, run_id)
+        return await _plan(svc, conn, source, from_step)
+
+
+async def _plan(svc: Services, conn: Any, source: RunRow, from_step: str) -> RerunPlan:
+    workflow = await svc.definitions.get(conn, source.tenant_id, source.workflow_id,
+                                         source.workflow_version)
+    if from_step not in workflow.steps:
+        raise InvalidInput("from_step", f"workflow {source.workflow_id} "
+                           f"{source.workflow_version} has no step {from_step!r} (steps: "
+                           f"{', '.join(workflow.steps)})")
+    again = {from_step} | set(workflow.descendants(from_step))
+    steps = {s.step_id: s for s in await steps_q.of_run(conn, source.tenant_id, source.run_id)}
+    reused = {sid: steps[sid].output for sid in workflow.steps
+              if sid not in again and steps[sid].status is StepStatus.SUCCEEDED}
+    to_run = [sid for sid in workflow.steps if sid not in reused]
+    decisions: dict[str, Evaluated] = {}
+    approvals: list[str] = []
+    for sid in to_run:
+        step = workflow.steps[sid]
+        if step.type is StepType.APPROVAL:
+            approvals.append(sid)
+        elif step.type is StepType.JOB:
+            decisions[sid] = await svc.policies.evaluate(conn, source.tenant_id, facts_for(
+                step, tenant_id=source.tenant_id, workflow_id=source.workflow_id,
+                input=source.input))
+            if decisions[sid].decision.verdict is Verdict.REQUIRE_APPROVAL:
+                approvals.append(sid)
+    return RerunPlan(source.run_id, from_step, reused, to_run, decisions, approvals)
+
+
+async def rerun(svc: Services, *, tenant_id: str | None, run_id: UUID, from_step: str,
+                created_by: str) -> tuple[RerunPlan, StartedRun]:
+    """Creates the new run; its first timeline event (run.rerun) links the original, and
+    the original's timeline records the rerun too."""
+    async with svc.db.transaction() as conn:
+        source = await get_row(conn, tenant_id, run_id)
+        the_plan = await _plan(svc, conn, source, from_step)  # validates from_step first
+        if not source.status.is_final:
+            raise InvalidTransition(f"run {run_id} is still {source.status}; cancel it or let "
+                                    "it finish before rerunning")
+        workflow = await svc.definitions.get(conn, source.tenant_id, source.workflow_id,
+                                             source.workflow_version)
+        run = await runs_q.insert(
+            conn, tenant_id=source.tenant_id, workflow_id=source.workflow_id,
+            workflow_version=source.workflow_version, input=source.input,
+            idempotency_key=None,
+            request_digest=sha256_hex({"rerun_of": str(run_id), "from_step": from_step}),
+            rerun_of=source.run_id, created_by=created_by, timeout_ms=workflow.timeout_ms)
+        assert run is not None  # no idempotency key: nothing can conflict
+        link = {"rerun_of": str(source.run_id), "from_step": from_step,
+                "reused": sorted(the_plan.reused), "to_run": the_plan.to_run}
+        events = [timeline_q.Event("run.rerun", actor=created_by, data=link),
+                  timeline_q.Event("run.created", actor=created_by,
+                                   data={"workflow_id": run.workflow_id,
+                                         "version": run.workflow_version})]
+        await steps_q.insert_all(conn, run.tenant_id, run.run_id, step_rows(workflow))
+        for step in await steps_q.of_run(conn, run.tenant_id, run.run_id):
+            if step.step_id in the_plan.reused:
+                await steps_q.transition(conn, step, StepStatus.SUCCEEDED,
+                                         output=the_plan.reused[step.step_id])
+        run = await submit_gate(svc, conn, run, workflow, events=events,
+                                skip=set(the_plan.reused))
+        await timeline_q.append_many(conn, run.tenant_id, run.run_id, events)
+        await runs_q.wake(conn, run.tenant_id, run.run_id)
+        await timeline_q.append(conn, source.tenant_id, source.run_id, "run.rerun",
+                                actor=created_by,
+                                data={"rerun_run_id": str(run.run_id), "from_step": from_step})
+    if run.status.is_final:
+        raise denial(run)
+    return the_plan, StartedRun(run, replayed=False)

@@ -1,0 +1,203 @@
+"""The scheduler: moves runs along their DAG.
+
+Each pass locks a batch of runs flagged ``needs_scheduling`` (SKIP LOCKED, so any number
+of `warden serve` processes share the work and none advances a run twice), reads all
+their steps at once, re-evaluates jobs whose policy snapshot is no longer active, asks
+`engine.definitions.dag` what to do, applies it through the dispatch gate
+(`engine.scheduling.dispatch`) — jobs, approvals, notifications, skips, the run's own
+status — and clears the flags. Every change and its timeline event commit together; the
+common changes are written set-based at the end of the pass
+(`engine.scheduling.passwrites`).
+
+A run that cannot advance fails its whole pass (no savepoint per run: that cost two round
+trips per run on every pass); the scheduler then takes that batch's runs one per
+transaction, so the bad run holds up no other and stays flagged. It is then left out of
+this scheduler's batches for a while, doubling each time it fails again, so a run that
+keeps failing costs one lone transaction now and then instead of halving every batch.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import Any
+
+from engine.core.enums import RunStatus, StepStatus, StepType
+from engine.core.errors import DatabaseUnavailable, WardenError
+from engine.definitions import dag
+from engine.definitions.model import StepDef
+from engine.governance.decisions import ActivePolicy
+from engine.process import metrics
+from engine.runs.services import Services
+from engine.scheduling.dispatch import Busy, Dispatcher, RunPass, moved
+from engine.scheduling.passwrites import PassWrites
+from engine.store import Conn
+from engine.store import jobs as jobs_q
+from engine.store import notifications as notifications_q
+from engine.store import runs as runs_q
+from engine.store import steps as steps_q
+from engine.store.records import JobRow, RunKey, RunRow, StepRow
+
+log = logging.getLogger(__name__)
+
+
+class _PassFailed(Exception):
+    """A run of the pass could not advance; the pass was rolled back."""
+
+    def __init__(self, keys: list[RunKey]) -> None:
+        super().__init__(f"a pass over {len(keys)} runs failed")
+        self.keys = keys
+
+
+class Scheduler:
+    def __init__(self, svc: Services, *, batch_size: int = 50,
+                 retry_delays_s: tuple[float, float] = (0.5, 60.0)) -> None:
+        self.svc = svc
+        self.dispatcher = Dispatcher(svc)
+        self.batch_size = batch_size
+        # runs that failed alone: when this scheduler may take them again, and the delay
+        # that set it (first, then doubled up to the cap)
+        self._retry_delays_s = retry_delays_s
+        self._held: dict[RunKey, tuple[float, float]] = {}
+
+    async def run_once(self) -> int:
+        """One pass over up to ``batch_size`` runs; returns how many were taken."""
+        now = time.monotonic()
+        # forget runs long past their hold: another scheduler may have moved them on
+        cap = self._retry_delays_s[1]
+        self._held = {k: v for k, v in self._held.items() if v[0] + cap > now}
+        held = [key for key, (until, _) in self._held.items() if until > now]
+        try:
+            async with self.svc.db.transaction() as conn:
+                runs = await runs_q.lock_for_scheduling(conn, self.batch_size, held)
+                await self._pass(conn, runs)
+        except _PassFailed as failed:
+            await self._one_at_a_time(failed.keys)
+            return len(failed.keys)
+        for run in runs:
+            self._held.pop((run.tenant_id, run.run_id), None)
+        return len(runs)
+
+    async def _one_at_a_time(self, keys: Sequence[RunKey]) -> None:
+        for key in keys:
+            try:
+                async with self.svc.db.transaction() as conn:
+                    await self._pass(conn, await runs_q.lock_for_scheduling_ids(conn, [key]))
+                self._held.pop(key, None)
+            except _PassFailed as failed:
+                self._hold(key)
+                cause = failed.__cause__
+                if isinstance(cause, Busy):
+                    log.debug("run %s: an approval is being decided; later", key[1])
+                else:
+                    log.error("run %s could not advance; it stays flagged", key[1],
+                              exc_info=cause, extra={"run_id": str(key[1])})
+
+    def _hold(self, key: RunKey) -> None:
+        first, cap = self._retry_delays_s
+        previous = self._held.get(key)
+        delay = min(previous[1] * 2, cap) if previous else first
+        self._held[key] = (time.monotonic() + delay, delay)
+
+    async def _pass(self, conn: Conn, runs: list[RunRow]) -> None:
+        if not runs:
+            return
+        keys = [(run.tenant_id, run.run_id) for run in runs]
+        steps: dict[RunKey, list[StepRow]] = defaultdict(list)
+        for step in await steps_q.of_runs(conn, keys):
+            steps[(step.tenant_id, step.run_id)].append(step)
+        drifted: dict[RunKey, list[JobRow]] = defaultdict(list)
+        for job in await jobs_q.drifted_of_runs(conn, keys):
+            drifted[(job.tenant_id, job.run_id)].append(job)
+        writes = PassWrites()
+        policies: dict[str, ActivePolicy] = {}
+        try:
+            for run, key in zip(runs, keys, strict=True):
+                writes.scheduled.append(key)
+                if not run.status.is_final:
+                    await self._advance(conn, run, steps[key], drifted[key], writes, policies)
+            await writes.flush(conn)
+        except DatabaseUnavailable:
+            raise
+        except (Busy, WardenError) as exc:
+            raise _PassFailed(keys) from exc
+
+    async def _advance(self, conn: Conn, run: RunRow, rows: list[StepRow],
+                       drifted: list[JobRow], writes: PassWrites,
+                       policies: dict[str, ActivePolicy]) -> None:
+        workflow = await self.svc.definitions.get(conn, run.tenant_id, run.workflow_id,
+                                                  run.workflow_version)
+        state = RunPass(run, workflow, {s.step_id: s for s in rows}, writes, policies)
+        if run.status is RunStatus.PENDING:  # so run.started precedes the first step event
+            state.run = writes.move_run(run, RunStatus.RUNNING, await writes.now(conn))
+            await state.event(conn, "run.started")
+        for job in drifted:  # dispatched under a snapshot that is no longer active
+            await self.dispatcher.reevaluate(conn, state, job)
+        # every action moves one step forward for good, so this bound is never reached by
+        # a healthy run; it only stops a bug from looping inside a held transaction
+        for _ in range(3 * len(workflow.steps) + 1):
+            action = dag.next_action(workflow, _states(state))
+            if action is None:
+                break
+            state.steps[action.step_id] = await self._apply(conn, state, action)
+        await self._settle(conn, state, dag.run_status(_states(state)))
+        writes.events[(run.tenant_id, run.run_id)] = state.events
+        writes.topics |= state.topics
+
+    async def _apply(self, conn: Conn, state: RunPass, action: dag.Action) -> StepRow:
+        step = state.steps[action.step_id]
+        definition = state.workflow.steps[action.step_id]
+        if isinstance(action, dag.Skip):
+            await state.event(conn, "step.skipped", step.step_id,
+                              data={"because": action.because})
+            return await moved(steps_q.transition(conn, step, StepStatus.SKIPPED))
+        if isinstance(action, dag.Retry):
+            return await self.dispatcher.dispatch_job(conn, state, definition, step,
+                                                      action.available_at)
+        await state.event(conn, "step.ready", step.step_id)
+        if definition.type is StepType.JOB:
+            return await self.dispatcher.dispatch_job(conn, state, definition, step, None)
+        if definition.type is StepType.APPROVAL:
+            return await self.dispatcher.request_step_approval(conn, state, definition, step)
+        return await self._notify(conn, state, definition, step)
+
+    async def _notify(self, conn: Conn, state: RunPass, definition: StepDef,
+                      step: StepRow) -> StepRow:
+        payload = {"run_id": str(step.run_id), "workflow_id": state.run.workflow_id,
+                   "step_id": step.step_id}
+        note = await notifications_q.insert(
+            conn, tenant_id=step.tenant_id, run_id=step.run_id, step_id=step.step_id,
+            message=definition.message, webhook=definition.webhook, payload=payload)
+        await state.event(conn, "notify.sent", step.step_id, data={
+            "notification_id": str(note.notification_id), "webhook": note.webhook is not None})
+        return await moved(steps_q.transition(
+            conn, step, StepStatus.SUCCEEDED,
+            output={"notification_id": str(note.notification_id)}))
+
+    async def _settle(self, conn: Conn, state: RunPass, target: RunStatus) -> None:
+        """Moves the run (already out of pending) to ``target``."""
+        run = state.run
+        if run.status is target:
+            return
+        output: Any = None
+        error: Any = None
+        if target.is_final:
+            kind = f"run.{target.value}"
+            output = {sid: state.steps[sid].output for sid in dag.sink_steps(state.workflow)
+                      if state.steps[sid].status is StepStatus.SUCCEEDED}
+            error = {sid: s.error for sid, s in state.steps.items()
+                     if s.status in (StepStatus.FAILED, StepStatus.DENIED, StepStatus.TIMED_OUT)
+                     and s.error is not None} or None
+        else:
+            kind = "run.waiting" if target is RunStatus.WAITING else "run.resumed"
+        state.run = state.writes.move_run(run, target, await state.writes.now(conn),
+                                          output=output, error=error)
+        metrics.run_ended(state.run)
+        await state.event(conn, kind, data={"status": target.value})
+
+
+def _states(state: RunPass) -> dict[str, dag.StepState]:
+    return {sid: dag.StepState(s.status, s.attempts, s.retry_at)
+            for sid, s in state.steps.items()}

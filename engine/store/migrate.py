@@ -1,0 +1,102 @@
+"""Alembic, driven from code: `warden migrate`, the test suite and the start-up schema check.
+
+The connection is passed to `migrations/env.py` through ``config.attributes`` so every
+caller shares one code path (Alembic cookbook, "Sharing a Connection"). Alembic and
+SQLAlchemy are imported only when migrating: the schema check every command runs at
+start is one query against ``HEAD``, which a test pins to Alembic's own head.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import psycopg
+
+from engine.core.errors import DatabaseUnavailable, SchemaMismatch
+from engine.core.resources import data_dir
+from engine.store import sqlfiles
+
+if TYPE_CHECKING:
+    from alembic.config import Config
+    from sqlalchemy import Engine
+
+HEAD = "0009_claim_per_topic"
+
+
+def _config() -> Config:
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(data_dir("migrations")))
+    return config
+
+
+def _engine(url: str) -> Engine:
+    from sqlalchemy import create_engine, pool
+
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            url = "postgresql+psycopg://" + url[len(prefix):]
+            break
+    return create_engine(url, poolclass=pool.NullPool)
+
+
+def upgrade(url: str, revision: str = "head") -> None:
+    """Apply migrations up to ``revision`` (default: the newest)."""
+    from alembic import command
+
+    config = _config()
+    with _engine(url).begin() as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, revision)
+
+
+def downgrade(url: str, revision: str = "base") -> None:
+    """Revert migrations down to ``revision`` (default: an empty schema)."""
+    from alembic import command
+
+    config = _config()
+    with _engine(url).begin() as connection:
+        config.attributes["connection"] = connection
+        command.downgrade(config, revision)
+
+
+def head_revision() -> str:
+    """Alembic's own idea of the head (slow: parses every revision file)."""
+    from alembic.script import ScriptDirectory
+
+    head = ScriptDirectory.from_config(_config()).get_current_head()
+    assert head is not None, "the migrations folder has no revision"
+    return head
+
+
+def known_revisions() -> set[str]:
+    from alembic.script import ScriptDirectory
+
+    return {rev.revision for rev in ScriptDirectory.from_config(_config()).walk_revisions()}
+
+
+def current_revision(url: str) -> str | None:
+    try:
+        with psycopg.connect(url, connect_timeout=5) as conn:
+            present = conn.execute(sqlfiles.get("schema_version_table_exists").sql).fetchone()
+            if present is None or not present[0]:
+                return None
+            row = conn.execute(sqlfiles.get("schema_revision").sql).fetchone()
+    except psycopg.OperationalError as exc:
+        raise DatabaseUnavailable(f"database unavailable: {exc}") from exc
+    return None if row is None or row[0] is None else str(row[0])
+
+
+def require_head(url: str) -> None:
+    """Refuse to run on an unmigrated or newer schema, saying what to do."""
+    current = current_revision(url)
+    if current == HEAD:
+        return
+    if current is None:
+        raise SchemaMismatch("the database has no Warden schema: run `warden migrate` first")
+    if current not in known_revisions():
+        raise SchemaMismatch(
+            f"the database schema is at {current}, newer than this Warden ({HEAD}): "
+            "upgrade Warden")
+    raise SchemaMismatch(f"the database schema is at {current}, not {HEAD}: run `warden migrate`")

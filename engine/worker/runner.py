@@ -1,0 +1,287 @@
+"""The Python worker: claims jobs in batches, runs a handler, heartbeats, completes or fails.
+
+Handler contract (other code is written against it): ``def handler(job)`` or
+``async def handler(job)``; ``job`` is a `Job`. The return value (JSON-serialisable) is
+the step's output; any exception fails the attempt (retried per the step's policy);
+`NonRetryable` fails it without retry. ``job.save_checkpoint(state)`` stores state that
+the next attempt receives as ``job.checkpoint`` — awaitable in async handlers, blocking
+in sync ones, stored before it returns.
+
+No transaction is held while a handler runs: claim, heartbeat and completion are each
+one short statement.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import json
+import logging
+import os
+import socket
+import traceback
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from engine.core.errors import DatabaseUnavailable, JobCancelled, LeaseLost, WardenError
+from engine.process import metrics
+from engine.process.loops import Wake, wait_any
+from engine.store import Database
+from engine.store import jobs as jobs_q
+from engine.store.jobs import Outcome
+from engine.store.listener import JOBS_CHANNEL, Listener
+from engine.store.records import ClaimedJob
+from engine.worker.completer import Completer
+
+log = logging.getLogger(__name__)
+
+
+class NonRetryable(Exception):
+    """Raised by a handler: fail this attempt and do not retry the step."""
+
+
+@dataclass
+class Job:
+    """What a handler receives."""
+
+    job_id: str
+    run_id: str
+    step_id: str
+    attempt: int
+    topic: str
+    input: Any
+    upstream: dict[str, Any]
+    constraints: dict[str, Any]
+    checkpoint: Any
+    tenant_id: str
+    save_checkpoint: Callable[[Any], Any] = field(repr=False)
+    cancelled: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
+
+    @property
+    def side_effect_key(self) -> str:
+        """Stable across attempts: deduplicate the handler's side effects downstream by it."""
+        return f"{self.run_id}:{self.step_id}"
+
+    @property
+    def is_cancelled(self) -> bool:
+        """For sync handlers: True once the run was cancelled or the lease was lost."""
+        return self.cancelled.is_set()
+
+
+Handler = Callable[[Job], Any]
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    topics: tuple[str, ...]
+    concurrency: int = 4
+    name: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
+    lease_s: float = 30.0
+    poll_interval_s: float = 1.0
+    shutdown_timeout_s: float = 30.0
+
+
+class Worker:
+    def __init__(self, db: Database, handler: Handler, config: WorkerConfig) -> None:
+        if not config.topics:
+            raise ValueError("a worker needs at least one topic")
+        self.db = db
+        self.handler = handler
+        self.config = config
+        self._is_async = inspect.iscoroutinefunction(handler)
+        self._inflight: dict[str, asyncio.Task[None]] = {}
+        self._wake = Wake()
+        self.completer = Completer(db)
+        self.completed = 0
+        self.failed = 0
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Works until ``stop`` is set, then drains in-flight jobs (within the deadline)."""
+        listener = Listener(self.db.url, JOBS_CHANNEL, self._on_notify)
+        listen_task = asyncio.create_task(listener.run())
+        completer_task = asyncio.create_task(self.completer.run())
+        try:
+            while not stop.is_set():
+                # cleared before claiming, never after: a NOTIFY that arrives while the
+                # claim runs must wake the next wait, not be thrown away
+                self._wake.clear()
+                claimed = await self._claim_batch()
+                if claimed and len(self._inflight) < self.config.concurrency:
+                    continue  # the queue may hold more: claim again before sleeping
+                woken_by = await wait_any(stop, self._wake, self.config.poll_interval_s)
+                metrics.woke("worker", woken_by)
+        finally:
+            listen_task.cancel()
+            await self._drain()
+            self.completer.close()
+            await completer_task
+
+    def _on_notify(self, topic: str) -> None:
+        if not topic or topic in self.config.topics:
+            self._wake.set()
+
+    async def _claim_batch(self) -> int:
+        free = self.config.concurrency - len(self._inflight)
+        if free <= 0:
+            return 0
+        try:
+            async with self.db.connection() as conn:
+                claimed = await jobs_q.claim(
+                    conn, topics=list(self.config.topics), worker=self.config.name,
+                    max_jobs=free, lease=timedelta(seconds=self.config.lease_s))
+        except DatabaseUnavailable as exc:
+            log.warning("claim failed, database unavailable: %s", exc)
+            await asyncio.sleep(min(self.config.poll_interval_s, 1.0))
+            # try again soon rather than after a whole poll interval: the wake-up that
+            # brought us here (often the catch-up after a reconnect) is spent
+            self._wake.set(metrics.RETRY)
+            return 0
+        metrics.claimed(claimed)
+        for row in claimed:
+            task = asyncio.create_task(metrics.timed_job(row.topic, self._execute(row)),
+                                       name=row.job_id)
+            self._inflight[row.job_id] = task
+            task.add_done_callback(self._finished)
+        return len(claimed)
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._inflight.pop(task.get_name(), None)
+        self._wake.set(metrics.SLOT)  # a slot is free: claim again
+
+    async def _execute(self, row: ClaimedJob) -> None:
+        job = self._job(row)
+        extra = {"job_id": row.job_id, "run_id": str(row.run_id), "step_id": row.step_id}
+        log.info("job %s claimed", row.job_id, extra=extra)
+        work: asyncio.Future[Any] = (
+            asyncio.ensure_future(self.handler(job)) if self._is_async
+            else asyncio.ensure_future(asyncio.to_thread(self.handler, job)))
+        beat = asyncio.create_task(self._heartbeat(row, job, work))
+        try:
+            result = await work
+        except asyncio.CancelledError:
+            if job.is_cancelled:  # we cancelled it: lease lost or run cancelled
+                return
+            # the worker is stopping past its deadline: give the job back, spending no retry
+            await self._settle(row, jobs_q.release, reason=f"worker {self.config.name} stopped")
+            raise
+        except NonRetryable as exc:
+            await self._fail(row, _error_doc(exc), retryable=False)
+            return
+        except Exception as exc:
+            await self._fail(row, _error_doc(exc), retryable=True)
+            return
+        finally:
+            beat.cancel()
+        if job.is_cancelled:
+            return
+        try:
+            json.dumps(result)
+        except (TypeError, ValueError) as exc:
+            await self._fail(row, _error_doc(exc, "handler returned a non-JSON value"),
+                             retryable=False)
+            return
+        try:
+            outcome = await self.completer.complete(row.job_id, row.lease_token, result)
+        except WardenError as exc:  # the database refuses the result itself
+            await self._fail(row, _error_doc(exc, f"result could not be stored: {exc}"),
+                             retryable=False)
+            return
+        if outcome is Outcome.COMPLETED:
+            self.completed += 1
+            log.info("job %s succeeded", row.job_id, extra=extra)
+        elif outcome is not None:
+            log.warning("job %s: result fenced (%s)", row.job_id, outcome, extra=extra)
+
+    def _job(self, row: ClaimedJob) -> Job:
+        loop = asyncio.get_running_loop()
+        holder: list[Job] = []
+
+        async def save_async(state: Any) -> None:
+            await self._save_checkpoint(row, holder[0], state)
+
+        def save_blocking(state: Any) -> None:
+            asyncio.run_coroutine_threadsafe(save_async(state), loop).result()
+
+        job = Job(job_id=row.job_id, run_id=str(row.run_id), step_id=row.step_id,
+                  attempt=row.attempt, topic=row.topic, input=row.input,
+                  upstream=dict(row.upstream or {}), constraints=dict(row.constraints or {}),
+                  checkpoint=row.checkpoint, tenant_id=row.tenant_id,
+                  save_checkpoint=save_async if self._is_async else save_blocking)
+        holder.append(job)
+        return job
+
+    async def _save_checkpoint(self, row: ClaimedJob, job: Job, state: Any) -> None:
+        async with self.db.connection() as conn:
+            await jobs_q.heartbeat(conn, job_id=row.job_id, lease_token=row.lease_token,
+                                   extend=timedelta(seconds=self.config.lease_s),
+                                   checkpoint=state)
+        job.checkpoint = state
+
+    async def _heartbeat(self, row: ClaimedJob, job: Job, work: asyncio.Future[Any]) -> None:
+        interval = self.config.lease_s / 3
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                async with self.db.connection() as conn:
+                    await jobs_q.heartbeat(conn, job_id=row.job_id, lease_token=row.lease_token,
+                                           extend=timedelta(seconds=self.config.lease_s))
+            except LeaseLost as exc:
+                cancelled = isinstance(exc, JobCancelled)
+                log.warning("job %s: %s; stopping its handler", row.job_id,
+                            "run cancelled" if cancelled else "lease lost",
+                            extra={"job_id": row.job_id})
+                job.cancelled.set()
+                work.cancel()  # a sync handler's thread cannot be killed: it sees is_cancelled
+                return
+            except DatabaseUnavailable as exc:
+                log.warning("job %s: heartbeat failed (%s); retrying", row.job_id, exc)
+
+    async def _fail(self, row: ClaimedJob, error: dict[str, Any], *, retryable: bool) -> None:
+        self.failed += 1
+        log.info("job %s failed (%s)", row.job_id, error.get("type"),
+                 extra={"job_id": row.job_id, "retryable": retryable})
+        await self._settle(row, jobs_q.fail, error=error, retryable=retryable)
+
+    async def _settle(self, row: ClaimedJob, call: Callable[..., Awaitable[None]],
+                      **kwargs: Any) -> bool:
+        """Completes, fails or releases under the lease token, retrying while the database
+        is away; True if the write landed. A fenced write (lease lost) is logged and
+        dropped: someone else owns the job now."""
+        for delay in (0.1, 0.5, 1, 2, 5, 5, 5):
+            try:
+                async with self.db.connection() as conn:
+                    await call(conn, job_id=row.job_id, lease_token=row.lease_token, **kwargs)
+                return True
+            except LeaseLost as exc:
+                log.warning("job %s: result fenced (%s)", row.job_id, exc,
+                            extra={"job_id": row.job_id})
+                return False
+            except DatabaseUnavailable:
+                await asyncio.sleep(delay)
+        log.error("job %s: could not record its result; the lease will expire and the "
+                  "attempt will be retried", row.job_id, extra={"job_id": row.job_id})
+        return False
+
+    async def _drain(self) -> None:
+        if not self._inflight:
+            return
+        log.info("stopping: waiting up to %.0fs for %d in-flight jobs",
+                 self.config.shutdown_timeout_s, len(self._inflight))
+        _done, pending = await asyncio.wait(list(self._inflight.values()),
+                                            timeout=self.config.shutdown_timeout_s)
+        for task in pending:
+            task.cancel()  # each releases its job on the way out
+        if pending:
+            await asyncio.wait(pending, timeout=5)
+
+
+class _Shutdown(Exception):
+    """The worker stopped before the handler finished."""
+
+
+def _error_doc(exc: BaseException, message: str | None = None) -> dict[str, Any]:
+    return {"type": type(exc).__name__, "message": message or str(exc),
+            "traceback": "".join(traceback.format_exception(exc))[-4000:]}
+
