@@ -14,6 +14,7 @@ from typing import Any
 import psycopg
 import pytest
 
+from tests import state_guard
 from tests.dbprovision import Databases, NoServer, Server, find_server
 
 _SERVER = pytest.StashKey[Server]()
@@ -60,11 +61,15 @@ def _databases(pg_server_url: str) -> Iterator[Databases]:
 
 @pytest.fixture(scope="session")
 def migrated_template(_databases: Databases) -> str:
-    """Name of a database migrated to head, to copy with CREATE DATABASE ... TEMPLATE."""
+    """Name of a database migrated to head, to copy with CREATE DATABASE ... TEMPLATE, with
+    the state-machine guard of tests/state_guard.py installed."""
     from engine.store.migrate import upgrade
 
     name = _databases.new_name("tmpl")
-    upgrade(_databases.create(name))
+    url = _databases.create(name)
+    upgrade(url)
+    with psycopg.connect(url, autocommit=True) as conn:
+        state_guard.install(conn)
     _databases.disconnect(name)
     return name
 

@@ -89,6 +89,16 @@ async def fail(db: Database, job: ClaimedJob, *, retryable: bool = True) -> None
                           error={"type": "Boom", "message": "test failure"}, retryable=retryable)
 
 
+async def advance_clock(db: Database, seconds: float) -> None:
+    """Moves the database clock (warden.now(), sql/functions/now.sql) forward: tests of
+    leases, backoff, deadlines and expiry move time instead of sleeping."""
+    async with db.connection() as conn:
+        await conn.execute(
+            "INSERT INTO warden.clock (shift) VALUES (make_interval(secs => %s)) "
+            "ON CONFLICT (one) DO UPDATE SET shift = warden.clock.shift + excluded.shift",
+            [seconds])
+
+
 async def detail(db: Database | Services, run_id: UUID) -> RunDetail:
     return await lifecycle.detail(services(db), None, run_id)
 

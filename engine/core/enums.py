@@ -117,34 +117,5 @@ class StepType(StrEnum):
     """A message to the outbox (and a webhook, if configured)."""
 
 
-# The allowed transitions, written once. The store's transition functions refuse any
-# other move (InvalidTransition) before touching the database, and every UPDATE also
-# names the status it expects, so a concurrent move is caught there.
-RUN_TRANSITIONS: dict[RunStatus, frozenset[RunStatus]] = {
-    RunStatus.PENDING: frozenset({RunStatus.RUNNING, RunStatus.DENIED, RunStatus.CANCELLED}),
-    RunStatus.RUNNING: frozenset({RunStatus.WAITING} | _FINAL_RUN),
-    RunStatus.WAITING: frozenset({RunStatus.RUNNING} | _FINAL_RUN),
-}
-
-STEP_TRANSITIONS: dict[StepStatus, frozenset[StepStatus]] = {
-    StepStatus.PENDING: frozenset({StepStatus.RUNNING, StepStatus.WAITING, StepStatus.SUCCEEDED,
-                                   StepStatus.FAILED, StepStatus.DENIED, StepStatus.CANCELLED,
-                                   StepStatus.SKIPPED}),
-    StepStatus.RUNNING: frozenset({StepStatus.WAITING} | _FINAL_STEP) - {StepStatus.SKIPPED},
-    StepStatus.WAITING: frozenset({StepStatus.RUNNING} | _FINAL_STEP) - {StepStatus.SKIPPED},
-}
-
-# Claims (pending -> running) and the worker's endings (running -> …) happen inside the
-# SQL functions of the job protocol; these are the moves the engine makes itself.
-# An unclaimed job may also "move" to its own status: re-stamped with a new policy
-# snapshot after a re-evaluation that did not change what happens to it.
-JOB_TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
-    JobStatus.BLOCKED: frozenset({JobStatus.BLOCKED, JobStatus.PENDING, JobStatus.DENIED,
-                                  JobStatus.CANCELLED, JobStatus.TIMED_OUT}),
-    JobStatus.PENDING: frozenset({JobStatus.PENDING, JobStatus.BLOCKED, JobStatus.DENIED,
-                                  JobStatus.CANCELLED}),
-    JobStatus.RUNNING: frozenset({JobStatus.CANCELLED}),
-}
-
 FINAL_JOB = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.TIMED_OUT,
                        JobStatus.CANCELLED, JobStatus.DENIED})

@@ -20,8 +20,9 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
-from engine.core.enums import RUN_TRANSITIONS, RunStatus
+from engine.core.enums import RunStatus
 from engine.core.errors import InvalidTransition
+from engine.core.states import RUN_TRANSITIONS
 from engine.governance.decisions import DecisionBatch
 from engine.store import Conn
 from engine.store import jobs as jobs_q

@@ -6,6 +6,8 @@ from datetime import datetime
 from uuid import UUID
 
 from engine.core.enums import ApprovalStatus
+from engine.core.errors import InvalidTransition
+from engine.core.states import APPROVAL_TRANSITIONS
 from engine.store.connection import Conn, fetch_all, fetch_one
 from engine.store.records import ApprovalRow
 
@@ -23,6 +25,7 @@ async def insert(conn: Conn, *, tenant_id: str, run_id: UUID, step_id: str, job_
 
 async def decide(conn: Conn, *, tenant_id: str, approval_id: UUID, to: ApprovalStatus,
                  decided_by: str, reason: str | None) -> ApprovalRow | None:
+    _check(approval_id, to)
     return await fetch_one(conn, "approval_decide", {
         "tenant_id": tenant_id, "approval_id": approval_id, "to_status": to,
         "decided_by": decided_by, "reason": reason}, ApprovalRow)
@@ -63,6 +66,7 @@ async def lock_pending_of_step(conn: Conn, tenant_id: str, run_id: UUID,
 
 async def close(conn: Conn, approval: ApprovalRow, to: ApprovalStatus,
                 reason: str) -> ApprovalRow | None:
+    _check(approval.approval_id, to)
     return await fetch_one(conn, "approval_close", {
         "tenant_id": approval.tenant_id, "approval_id": approval.approval_id,
         "to_status": to, "reason": reason}, ApprovalRow)
@@ -71,3 +75,10 @@ async def close(conn: Conn, approval: ApprovalRow, to: ApprovalStatus,
 async def lock_pending_of_run(conn: Conn, tenant_id: str, run_id: UUID) -> list[ApprovalRow]:
     return await fetch_all(conn, "approvals_lock_pending_of_run", {
         "tenant_id": tenant_id, "run_id": run_id}, ApprovalRow)
+
+
+def _check(approval_id: UUID, to: ApprovalStatus) -> None:
+    """Only a pending approval is ever decided or closed (approval_decide and approval_close
+    name that status in their WHERE clause too)."""
+    if to not in APPROVAL_TRANSITIONS[ApprovalStatus.PENDING]:
+        raise InvalidTransition(f"approval {approval_id} cannot move from pending to {to}")

@@ -9,8 +9,9 @@ from enum import StrEnum
 from typing import Any
 from uuid import UUID
 
-from engine.core.enums import FINAL_JOB, JOB_TRANSITIONS, JobStatus
+from engine.core.enums import FINAL_JOB, JobStatus
 from engine.core.errors import InvalidTransition
+from engine.core.states import JOB_TRANSITIONS
 from engine.store.connection import (
     Conn,
     execute,
@@ -136,9 +137,12 @@ async def lock_open_of_run(conn: Conn, tenant_id: str, run_id: UUID) -> list[Job
 
 
 async def end(conn: Conn, job: JobRow, to: JobStatus, error: Any) -> JobRow | None:
-    """Ends an unfinished job because its run ended; None if it had finished meanwhile."""
-    return await fetch_one(conn, "job_end", {"tenant_id": job.tenant_id, "job_id": job.job_id,
-                                             "to_status": to, "error": jsonb(error)}, JobRow)
+    """Ends an unfinished job because its run ended; None if it moved meanwhile."""
+    if to not in JOB_TRANSITIONS.get(job.status, frozenset()):
+        raise InvalidTransition(f"job {job.job_id} cannot move from {job.status} to {to}")
+    return await fetch_one(conn, "job_end", {
+        "tenant_id": job.tenant_id, "job_id": job.job_id, "from_status": job.status,
+        "to_status": to, "error": jsonb(error)}, JobRow)
 
 
 async def lock_new_of_run(conn: Conn, tenant_id: str, run_id: UUID) -> list[JobRow]:

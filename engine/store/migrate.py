@@ -20,7 +20,14 @@ if TYPE_CHECKING:
     from alembic.config import Config
     from sqlalchemy import Engine
 
-HEAD = "0009_claim_per_topic"
+HEAD = "0001_baseline"
+
+# Revisions of the pre-release schema, squashed into 0001_baseline: a database still at
+# one of them was made by a development build and has no upgrade path.
+_SQUASHED = frozenset({
+    "0001_core", "0002_governance", "0003_api_keys", "0004_recovery", "0005_release",
+    "0006_batched_events", "0007_batched_completion", "0008_webhook_delivery",
+    "0009_claim_per_topic"})
 
 
 def _config() -> Config:
@@ -95,6 +102,10 @@ def require_head(url: str) -> None:
         return
     if current is None:
         raise SchemaMismatch("the database has no Warden schema: run `warden migrate` first")
+    if current in _SQUASHED:
+        raise SchemaMismatch(
+            f"the database schema is at {current}, a pre-release revision with no upgrade "
+            "path: recreate the database (`warden demo --reset` for the demo's data folder)")
     if current not in known_revisions():
         raise SchemaMismatch(
             f"the database schema is at {current}, newer than this Warden ({HEAD}): "

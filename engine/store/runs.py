@@ -8,8 +8,9 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from engine.core.enums import RUN_TRANSITIONS, RunStatus
+from engine.core.enums import RunStatus
 from engine.core.errors import InvalidTransition
+from engine.core.states import RUN_TRANSITIONS
 from engine.store.connection import (
     Conn,
     execute,

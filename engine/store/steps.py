@@ -7,8 +7,9 @@ from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
-from engine.core.enums import STEP_TRANSITIONS, StepStatus
+from engine.core.enums import StepStatus
 from engine.core.errors import InvalidTransition
+from engine.core.states import STEP_TRANSITIONS
 from engine.store.connection import Conn, execute, fetch_all, fetch_one, jsonb
 from engine.store.records import RunKey, StepRow, run_key_params
 

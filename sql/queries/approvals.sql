@@ -5,7 +5,7 @@ INSERT INTO warden.approvals
      expires_at)
 VALUES (%(tenant_id)s, %(run_id)s, %(step_id)s, %(job_id)s, %(kind)s, %(policy_snapshot_hash)s,
         %(job_hash)s, %(requested_by)s,
-        now() + make_interval(secs => %(expires_in_ms)s::bigint / 1000.0))
+        warden.now() + make_interval(secs => %(expires_in_ms)s::bigint / 1000.0))
 RETURNING *;
 
 -- name: approval_decide :one
@@ -13,10 +13,10 @@ RETURNING *;
 -- any more (decided, expired or superseded). Self-approval is refused by the
 -- approvals_no_self_approval constraint, whatever the caller checked before.
 UPDATE warden.approvals
-   SET status = %(to_status)s, decided_by = %(decided_by)s, decided_at = now(),
+   SET status = %(to_status)s, decided_by = %(decided_by)s, decided_at = warden.now(),
        reason = %(reason)s
  WHERE tenant_id = %(tenant_id)s AND approval_id = %(approval_id)s AND status = 'pending'
-   AND (expires_at IS NULL OR expires_at > now())
+   AND (expires_at IS NULL OR expires_at > warden.now())
 RETURNING *;
 
 -- name: approval_get :one
@@ -50,13 +50,13 @@ SELECT * FROM warden.approvals
 -- left to its decider (whose own guard refuses it if it has expired).
 WITH due AS (
     SELECT tenant_id, approval_id FROM warden.approvals
-     WHERE status = 'pending' AND expires_at <= now()
+     WHERE status = 'pending' AND expires_at <= warden.now()
      ORDER BY expires_at
      LIMIT %(limit)s
        FOR UPDATE SKIP LOCKED
 )
 UPDATE warden.approvals a
-   SET status = 'expired', decided_at = now(), reason = 'expired without a decision'
+   SET status = 'expired', decided_at = warden.now(), reason = 'expired without a decision'
   FROM due
  WHERE a.tenant_id = due.tenant_id AND a.approval_id = due.approval_id
 RETURNING a.*;
@@ -73,7 +73,7 @@ SELECT * FROM warden.approvals
 -- name: approval_close :one
 -- Ends a pending approval without a human decision (superseded or expired).
 UPDATE warden.approvals
-   SET status = %(to_status)s, decided_at = now(), reason = %(reason)s
+   SET status = %(to_status)s, decided_at = warden.now(), reason = %(reason)s
  WHERE tenant_id = %(tenant_id)s AND approval_id = %(approval_id)s AND status = 'pending'
 RETURNING *;
 

@@ -14,16 +14,16 @@ SELECT status::text AS status, count(*) AS n FROM warden.runs GROUP BY status;
 -- name: metrics_approvals_pending :one
 -- Pending approvals and the age of the oldest, in seconds.
 SELECT count(*) AS n,
-       coalesce(extract(epoch FROM now() - min(requested_at)), 0) AS oldest_age_s
+       coalesce(extract(epoch FROM warden.now() - min(requested_at)), 0) AS oldest_age_s
   FROM warden.approvals WHERE status = 'pending';
 
 -- name: metrics_unclaimed :many
 -- Claimable jobs older than the dispatch timeout, and the oldest claimable job's age, by topic.
 SELECT topic,
-       count(*) FILTER (WHERE available_at < now() - %(timeout)s::interval) AS unclaimed,
-       extract(epoch FROM now() - min(available_at)) AS oldest_age_s
+       count(*) FILTER (WHERE available_at < warden.now() - %(timeout)s::interval) AS unclaimed,
+       extract(epoch FROM warden.now() - min(available_at)) AS oldest_age_s
   FROM warden.jobs
- WHERE status = 'pending' AND available_at <= now()
+ WHERE status = 'pending' AND available_at <= warden.now()
  GROUP BY topic;
 
 -- name: metrics_table_health :many

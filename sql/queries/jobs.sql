@@ -11,9 +11,9 @@ VALUES (%(tenant_id)s, %(run_id)s::text || ':' || %(step_id)s || '@' || %(attemp
         (SELECT p.checkpoint FROM warden.jobs p
           WHERE p.tenant_id = %(tenant_id)s AND p.run_id = %(run_id)s
             AND p.step_id = %(step_id)s AND p.attempt = %(attempt)s - 1),
-        %(timeout_ms)s, greatest(now(), coalesce(%(available_at)s, now())),
+        %(timeout_ms)s, greatest(warden.now(), coalesce(%(available_at)s, warden.now())),
         %(policy_snapshot_hash)s,
-        CASE WHEN %(status)s::warden.job_status = 'denied' THEN now() END)
+        CASE WHEN %(status)s::warden.job_status = 'denied' THEN warden.now() END)
 RETURNING *;
 
 -- name: jobs_announce :exec
@@ -25,10 +25,10 @@ SELECT pg_notify('warden_jobs', t) FROM unnest(%(topics)s::text[]) AS t;
 -- Claims up to max_jobs claimable jobs of the topics (warden.claim_jobs, unchanged: it is
 -- the protocol for workers in other languages), each with its claim latency in seconds.
 -- The lookup sees the row as it was before this statement claimed it: available_at is the
--- same, and now() is the claim's started_at. A job committed after the statement began is
+-- same, and warden.now() is the claim's started_at. A job committed after the statement began is
 -- invisible to it but was claimed the moment it appeared: a wait of 0.
 SELECT c.*,
-       coalesce((SELECT extract(epoch FROM now() - j.available_at)
+       coalesce((SELECT extract(epoch FROM warden.now() - j.available_at)
                    FROM warden.jobs j
                   WHERE j.tenant_id = c.tenant_id AND j.job_id = c.job_id), 0)::float8
            AS waited_s
@@ -69,8 +69,8 @@ UPDATE warden.jobs
        constraints = coalesce(%(constraints)s, constraints),
        timeout_ms = coalesce(%(timeout_ms)s, timeout_ms),
        available_at = CASE WHEN %(to_status)s::warden.job_status = 'pending'
-                           THEN greatest(available_at, now()) ELSE available_at END,
-       finished_at = CASE WHEN %(final)s THEN now() END,
+                           THEN greatest(available_at, warden.now()) ELSE available_at END,
+       finished_at = CASE WHEN %(final)s THEN warden.now() END,
        error = coalesce(%(error)s, error)
  WHERE tenant_id = %(tenant_id)s AND job_id = %(job_id)s AND status = %(from_status)s
 RETURNING *;
@@ -87,11 +87,11 @@ SELECT * FROM warden.jobs
 -- name: job_end :one
 -- Ends an unfinished job because its run ended (cancelled, or timed out). A running one
 -- learns it at its next heartbeat (WD002 or WD001), and its late completion is fenced:
--- complete_job requires status running.
+-- complete_job requires status running. The caller holds the job's lock (it read the row
+-- FOR UPDATE), so the status it names is the one the row still has.
 UPDATE warden.jobs
-   SET status = %(to_status)s, finished_at = now(), error = %(error)s
- WHERE tenant_id = %(tenant_id)s AND job_id = %(job_id)s
-   AND status IN ('blocked', 'pending', 'running')
+   SET status = %(to_status)s, finished_at = warden.now(), error = %(error)s
+ WHERE tenant_id = %(tenant_id)s AND job_id = %(job_id)s AND status = %(from_status)s
 RETURNING *;
 
 -- name: jobs_lock_new_of_run :many
@@ -138,7 +138,7 @@ SELECT x.tenant_id, x.run_id::text || ':' || x.step_id || '@' || x.attempt, x.ru
        (SELECT p.checkpoint FROM warden.jobs p
          WHERE p.tenant_id = x.tenant_id AND p.run_id = x.run_id
            AND p.step_id = x.step_id AND p.attempt = x.attempt - 1),
-       x.timeout_ms, greatest(now(), coalesce(x.available_at, now())),
+       x.timeout_ms, greatest(warden.now(), coalesce(x.available_at, warden.now())),
        x.policy_snapshot_hash
   FROM jsonb_to_recordset(%(jobs)s) AS x(
        tenant_id text, run_id uuid, step_id text, attempt integer, topic text,

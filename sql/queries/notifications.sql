@@ -4,10 +4,10 @@
 INSERT INTO warden.notifications (tenant_id, run_id, step_id, message, webhook, payload,
                                   delivered_at, status, next_attempt_at)
 VALUES (%(tenant_id)s, %(run_id)s, %(step_id)s, %(message)s, %(webhook)s, %(payload)s,
-        CASE WHEN %(webhook)s::text IS NULL THEN now() END,
+        CASE WHEN %(webhook)s::text IS NULL THEN warden.now() END,
         CASE WHEN %(webhook)s::text IS NULL THEN 'delivered'
              ELSE 'pending' END::warden.notification_status,
-        CASE WHEN %(webhook)s::text IS NOT NULL THEN now() END)
+        CASE WHEN %(webhook)s::text IS NOT NULL THEN warden.now() END)
 RETURNING *;
 
 -- name: notification_announce :exec
@@ -23,15 +23,15 @@ SELECT pg_notify('warden_notifications', %(notification_id)s::text);
 -- Each claim counts an attempt, which fences the outcome. Uses notifications_due.
 WITH due AS (
     SELECT tenant_id, notification_id FROM warden.notifications
-     WHERE status IN ('pending', 'delivering') AND next_attempt_at <= now()
+     WHERE status IN ('pending', 'delivering') AND next_attempt_at <= warden.now()
        AND attempts < %(max_attempts)s
      ORDER BY next_attempt_at
      LIMIT %(limit)s
        FOR UPDATE SKIP LOCKED
 )
 UPDATE warden.notifications n
-   SET status = 'delivering', attempts = n.attempts + 1, last_attempt_at = now(),
-       next_attempt_at = now() + %(lease)s
+   SET status = 'delivering', attempts = n.attempts + 1, last_attempt_at = warden.now(),
+       next_attempt_at = warden.now() + %(lease)s
   FROM due
  WHERE n.tenant_id = due.tenant_id AND n.notification_id = due.notification_id
 RETURNING n.*;
@@ -42,14 +42,14 @@ RETURNING n.*;
 -- Same rows and lock discipline as notifications_claim.
 WITH exhausted AS (
     SELECT tenant_id, notification_id FROM warden.notifications
-     WHERE status IN ('pending', 'delivering') AND next_attempt_at <= now()
+     WHERE status IN ('pending', 'delivering') AND next_attempt_at <= warden.now()
        AND attempts >= %(max_attempts)s
      ORDER BY next_attempt_at
      LIMIT %(limit)s
        FOR UPDATE SKIP LOCKED
 )
 UPDATE warden.notifications n
-   SET status = 'failed', failed_at = now(), next_attempt_at = NULL,
+   SET status = 'failed', failed_at = warden.now(), next_attempt_at = NULL,
        last_error = CASE WHEN n.status = 'delivering'
                          THEN 'the notifier stopped during the last attempt; '
                               'its outcome is unknown'
@@ -62,7 +62,7 @@ RETURNING n.*;
 -- Records a 2xx answer to attempt `attempt`. Fenced: no row back when that attempt no
 -- longer holds the row (its lease ended and another notifier took it over).
 UPDATE warden.notifications
-   SET status = 'delivered', delivered_at = now(), next_attempt_at = NULL,
+   SET status = 'delivered', delivered_at = warden.now(), next_attempt_at = NULL,
        last_status_code = %(status_code)s::integer, last_error = NULL
  WHERE tenant_id = %(tenant_id)s AND notification_id = %(notification_id)s
    AND status = 'delivering' AND attempts = %(attempt)s
@@ -77,8 +77,8 @@ RETURNING *;
 UPDATE warden.notifications
    SET status = CASE WHEN %(give_up)s THEN 'failed'
                      ELSE 'pending' END::warden.notification_status,
-       failed_at = CASE WHEN %(give_up)s THEN now() END,
-       next_attempt_at = CASE WHEN NOT %(give_up)s THEN now() + make_interval(secs => least(
+       failed_at = CASE WHEN %(give_up)s THEN warden.now() END,
+       next_attempt_at = CASE WHEN NOT %(give_up)s THEN warden.now() + make_interval(secs => least(
            greatest(least(%(backoff_s)s::float8 * power(2, attempts - 1),
                           %(max_backoff_s)s::float8) * (1 + %(jitter)s::float8 * random()),
                     coalesce(%(retry_after_s)s::float8, 0)),

@@ -36,7 +36,7 @@ INSERT INTO warden.policy_active (tenant_id, snapshot_hash, activated_by)
 VALUES (%(tenant_id)s, %(snapshot_hash)s, %(activated_by)s)
 ON CONFLICT (tenant_id) DO UPDATE
    SET snapshot_hash = EXCLUDED.snapshot_hash, activated_by = EXCLUDED.activated_by,
-       activated_at = now();
+       activated_at = warden.now();
 
 -- name: policy_activation_insert :one
 -- Records an activation with the snapshot it replaced.

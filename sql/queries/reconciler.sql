@@ -2,7 +2,7 @@
 -- Open runs whose run-level deadline (definition timeout_ms) has passed.
 -- Uses index runs_open_deadline.
 SELECT * FROM warden.runs
- WHERE deadline_at <= now() AND finished_at IS NULL
+ WHERE deadline_at <= warden.now() AND finished_at IS NULL
  ORDER BY deadline_at
  LIMIT %(limit)s;
 
@@ -22,7 +22,7 @@ WITH stuck AS (
                 ELSE 'a step is ready but has no job or approval' END AS reason
       FROM warden.runs r
      WHERE r.finished_at IS NULL AND NOT r.needs_scheduling
-       AND r.created_at < now() - %(grace)s::interval
+       AND r.created_at < warden.now() - %(grace)s::interval
        AND (NOT EXISTS (SELECT 1 FROM warden.steps s
                          WHERE s.tenant_id = r.tenant_id AND s.run_id = r.run_id
                            AND s.finished_at IS NULL)
@@ -57,14 +57,14 @@ SELECT s.* FROM warden.steps s
    AND NOT EXISTS (SELECT 1 FROM warden.jobs j
                     WHERE j.tenant_id = s.tenant_id AND j.run_id = s.run_id
                       AND j.step_id = s.step_id
-                      AND j.finished_at > now() - %(grace)s::interval)
+                      AND j.finished_at > warden.now() - %(grace)s::interval)
  ORDER BY s.tenant_id, s.run_id, s.step_id
  LIMIT %(limit)s
    FOR NO KEY UPDATE OF r SKIP LOCKED;
 
 -- name: reconcile_retry_step :one
 -- Schedules the next attempt of a stalled step now.
-UPDATE warden.steps SET retry_at = now()
+UPDATE warden.steps SET retry_at = warden.now()
  WHERE tenant_id = %(tenant_id)s AND run_id = %(run_id)s AND step_id = %(step_id)s
    AND status = 'running' AND retry_at IS NULL
 RETURNING *;
@@ -75,12 +75,12 @@ RETURNING *;
 WITH due AS (
     SELECT tenant_id, job_id FROM warden.jobs
      WHERE status = 'pending' AND unclaimed_reported_at IS NULL
-       AND available_at < now() - %(timeout)s::interval
+       AND available_at < warden.now() - %(timeout)s::interval
      ORDER BY available_at
      LIMIT %(limit)s
        FOR UPDATE SKIP LOCKED
 )
-UPDATE warden.jobs j SET unclaimed_reported_at = now()
+UPDATE warden.jobs j SET unclaimed_reported_at = warden.now()
   FROM due
  WHERE j.tenant_id = due.tenant_id AND j.job_id = due.job_id
 RETURNING j.*;

@@ -6,7 +6,7 @@ INSERT INTO warden.runs
      rerun_of, created_by, deadline_at)
 VALUES (%(tenant_id)s, %(workflow_id)s, %(workflow_version)s, %(input)s, %(idempotency_key)s,
         %(request_digest)s, %(rerun_of)s, %(created_by)s,
-        now() + make_interval(secs => %(timeout_ms)s::bigint / 1000.0))
+        warden.now() + make_interval(secs => %(timeout_ms)s::bigint / 1000.0))
 ON CONFLICT ON CONSTRAINT runs_idempotency DO NOTHING
 RETURNING *;
 
@@ -62,8 +62,8 @@ SELECT * FROM warden.runs
 -- meanwhile. Final statuses stamp finished_at, leaving pending stamps started_at.
 UPDATE warden.runs
    SET status = %(to_status)s,
-       started_at = coalesce(started_at, CASE WHEN %(to_status)s <> 'pending' THEN now() END),
-       finished_at = CASE WHEN %(final)s THEN now() END,
+       started_at = coalesce(started_at, CASE WHEN %(to_status)s <> 'pending' THEN warden.now() END),
+       finished_at = CASE WHEN %(final)s THEN warden.now() END,
        output = coalesce(%(output)s, output),
        error = coalesce(%(error)s, error)
  WHERE tenant_id = %(tenant_id)s AND run_id = %(run_id)s AND status = %(from_status)s
@@ -100,9 +100,9 @@ UPDATE warden.runs r
    SET status = coalesce(x.to_status, r.status),
        started_at = CASE WHEN x.to_status IS NULL THEN r.started_at
                          ELSE coalesce(r.started_at,
-                                       CASE WHEN x.to_status <> 'pending' THEN now() END) END,
+                                       CASE WHEN x.to_status <> 'pending' THEN warden.now() END) END,
        finished_at = CASE WHEN x.to_status IS NULL THEN r.finished_at
-                          WHEN x.final THEN now() END,
+                          WHEN x.final THEN warden.now() END,
        output = coalesce(x.output, r.output),
        error = coalesce(x.error, r.error),
        needs_scheduling = false
@@ -115,5 +115,6 @@ UPDATE warden.runs r
    AND r.status = coalesce(x.from_status, r.status);
 
 -- name: transaction_now :one
--- The transaction's timestamp: what now() is in every statement of this transaction.
-SELECT now() AS now;
+-- The transaction's timestamp on the database clock (warden.now()): what every statement of
+-- this transaction compares with.
+SELECT warden.now() AS now;

@@ -18,8 +18,8 @@ SELECT * FROM warden.steps WHERE tenant_id = %(tenant_id)s AND run_id = %(run_id
 -- Moves a step from the status the caller saw; final statuses stamp finished_at.
 UPDATE warden.steps
    SET status = %(to_status)s,
-       started_at = coalesce(started_at, now()),
-       finished_at = CASE WHEN %(final)s THEN now() END,
+       started_at = coalesce(started_at, warden.now()),
+       finished_at = CASE WHEN %(final)s THEN warden.now() END,
        output = coalesce(%(output)s, output),
        error = coalesce(%(error)s, error),
        retry_at = NULL
@@ -32,7 +32,7 @@ RETURNING *;
 -- the caller saw, so two schedulers can never dispatch the same attempt.
 UPDATE warden.steps
    SET status = 'running', attempts = attempts + 1, retry_at = NULL,
-       started_at = coalesce(started_at, now())
+       started_at = coalesce(started_at, warden.now())
  WHERE tenant_id = %(tenant_id)s AND run_id = %(run_id)s AND step_id = %(step_id)s
    AND attempts = %(attempts)s AND status IN ('pending', 'running')
 RETURNING *;
@@ -56,7 +56,7 @@ SELECT s.* FROM warden.steps s
 -- runs_transition_many: an index nested loop over steps_pkey.
 UPDATE warden.steps s
    SET status = 'running', attempts = s.attempts + 1, retry_at = NULL,
-       started_at = coalesce(s.started_at, now()),
+       started_at = coalesce(s.started_at, warden.now()),
        max_attempts = coalesce(x.max_attempts, s.max_attempts)
   FROM unnest(%(tenant_ids)s::text[], %(run_ids)s::uuid[], %(step_ids)s::text[],
               %(attempts)s::integer[], %(max_attempts)s::integer[])

@@ -284,9 +284,9 @@ async def test_a_policy_approval_expires_and_times_out_job_step_and_run(
         gov: Services, gov_scheduler: Scheduler) -> None:
     await support.store(gov.db, TWO_STEPS)
     await activate(gov, bundle(rule("ask", "require_approval", '{topics: ["pay.charge"]}',
-                                    "{approval_expires_in_ms: 100}")))
+                                    "{approval_expires_in_ms: 600000}")))
     run = await to_charge(gov, gov_scheduler)
-    await rows(gov.db, "SELECT pg_sleep(0.15)")
+    await support.advance_clock(gov.db, 601)
     assert (await Reaper(gov.db).run_once()).approvals == 1
     await support.settle(gov_scheduler)
     detail = await support.detail(gov, run.run_id)

@@ -50,11 +50,11 @@ async def test_stale_lease_token_can_neither_heartbeat_complete_nor_fail(
         db: Database, scheduler: Scheduler) -> None:
     await support.store(db, RETRYING)
     await support.start(db, "retrying")
-    first = await _one(db, scheduler, lease_s=0.2)
+    first = await _one(db, scheduler, lease_s=30)
     # the lease expires, the reaper ends the attempt and the retry is claimed by another
-    await _sql(db, "SELECT pg_sleep(0.3)")
+    await support.advance_clock(db, 31)
     assert (await Reaper(db).run_once()).jobs == 1
-    await _sql(db, "UPDATE warden.steps SET retry_at = now() WHERE retry_at IS NOT NULL")
+    await _sql(db, "UPDATE warden.steps SET retry_at = warden.now() WHERE retry_at IS NOT NULL")
     second = await _one(db, scheduler, worker="w2")
     assert (second.attempt, first.attempt) == (2, 1)
     before = await _sql(db, "SELECT job_id, status, result, lease_expires_at FROM warden.jobs "
@@ -165,8 +165,10 @@ async def test_reaper_times_out_expired_leases_and_schedules_the_retry(
         db: Database, scheduler: Scheduler) -> None:
     await support.store(db, RETRYING)
     run = await support.start(db, "retrying")
-    await _one(db, scheduler, lease_s=0.1)
-    await _sql(db, "SELECT pg_sleep(0.15)")
+    await _one(db, scheduler, lease_s=30)
+    await support.advance_clock(db, 29)
+    assert (await Reaper(db).run_once()).jobs == 0  # not yet
+    await support.advance_clock(db, 2)
     assert (await Reaper(db).run_once()).jobs == 1
     detail = await support.detail(db, run.run_id)
     assert detail.jobs[0].status is JobStatus.TIMED_OUT

@@ -98,11 +98,12 @@ async def test_a_stalled_running_step_gets_its_next_attempt(
 
 async def test_a_run_past_its_deadline_times_out_and_its_running_job_is_fenced(
         db: Database, svc: Services, scheduler: Scheduler) -> None:
-    await support.store(db, "timeout_ms: 100\n" + CHAIN)
+    await support.store(db, "timeout_ms: 3600000\n" + CHAIN)
     run = await support.start(db, "chain")
     await support.settle(scheduler)
     [job] = await support.claim(db, ["t.a"])
-    await sql(db, "SELECT pg_sleep(0.15)")
+    assert (await reconciler(svc).run_once()).deadlines == 0
+    await support.advance_clock(db, 3601)
     assert (await reconciler(svc).run_once()).deadlines == 1
     detail = await support.detail(db, run.run_id)
     assert detail.run.status is RunStatus.TIMED_OUT
@@ -121,7 +122,7 @@ async def test_an_unclaimed_job_is_reported_once_and_announced_again(
     await support.store(db, CHAIN)
     run = await support.start(db, "chain")
     await support.settle(scheduler)
-    await sql(db, "SELECT pg_sleep(0.15)")
+    await support.advance_clock(db, 0.2)  # past the reconciler's dispatch timeout (100 ms)
     listener = await psycopg.AsyncConnection.connect(db_url, autocommit=True)
     await listener.execute("LISTEN warden_jobs")
     assert (await reconciler(svc).run_once()).unclaimed == 1

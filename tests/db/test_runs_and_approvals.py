@@ -145,12 +145,11 @@ async def test_a_job_hash_that_differs_is_refused(db: Database, scheduler: Sched
 
 async def test_an_expired_approval_times_out_the_step_and_the_run(
         db: Database, scheduler: Scheduler) -> None:
-    await support.store(db, GATE.replace("expires_in_ms: 600000", "expires_in_ms: 100"))
+    await support.store(db, GATE)  # expires in 10 minutes
     run = await support.start(db, "gate")
     await support.settle(scheduler)
     [approval] = (await support.detail(db, run.run_id)).approvals
-    async with db.connection() as conn:
-        await conn.execute("SELECT pg_sleep(0.15)")
+    await support.advance_clock(db, 601)
     with pytest.raises(Exception, match="expired"):
         await approvals.decide(db, tenant_id="default", approval_id=approval.approval_id,
                                approve=True, principal="bob")

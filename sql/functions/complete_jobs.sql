@@ -1,29 +1,11 @@
-"""complete_jobs: a worker completes a batch of jobs in one transaction.
-
-Revision ID: 0007_batched_completion
-Revises: 0006_batched_events
-Create Date: 2026-12-01
-
-Frozen. One commit per completed job made the commit (an fsync with durability on) the
-price of every job: ~5 ms here, so ~200 jobs/s per worker connection whatever the
-handler did. complete_jobs takes what a worker finished since its last flush and records
-all of it in one statement, fenced exactly like complete_job, set-based where it can be.
-
-Unlike complete_job it does not raise for a fenced job (one stale lease must not throw
-away the rest of the batch): each job gets an outcome row instead.
-"""
-
-from alembic import op
-
-revision = "0007_batched_completion"
-down_revision = "0006_batched_events"
-branch_labels = None
-depends_on = None
-
-UPGRADE = r"""
--- outcome: 'completed', or why the write was fenced: 'lease_lost', 'cancelled',
--- 'not_found' (the same cases as raise_fenced's WD001 / WD002 / WD404).
-CREATE FUNCTION warden.complete_jobs(job_ids text[], lease_tokens uuid[], results jsonb[])
+-- Completes a worker's batch of jobs in one statement (one commit for all of them: with
+-- durability on, a commit per job capped a worker at a few hundred jobs/s). Each job is
+-- fenced like every worker write (warden.lease_held), and gets an outcome row instead of
+-- an error, so one stale lease does not throw the rest of the batch away: 'completed',
+-- or why the write was fenced (warden.fence_outcome: 'lease_lost', 'cancelled',
+-- 'not_found').
+CREATE OR REPLACE FUNCTION warden.complete_jobs(
+    job_ids text[], lease_tokens uuid[], results jsonb[])
 RETURNS TABLE (job_id text, outcome text) LANGUAGE plpgsql AS $$
 #variable_conflict use_column
 DECLARE
@@ -44,11 +26,13 @@ BEGIN
         SELECT * FROM unnest(complete_jobs.job_ids, complete_jobs.lease_tokens,
                              complete_jobs.results) AS u(job_id, lease_token, result)
     ), done AS (
+        -- job_id = ANY(...) lets jobs_by_job_id find the rows whatever the planner makes
+        -- of the join (it chose a hash join over a scan of all of warden.jobs per batch)
         UPDATE warden.jobs t
-           SET status = 'succeeded', result = i.result, finished_at = now()
+           SET status = 'succeeded', result = i.result, finished_at = warden.now()
           FROM input i
-         WHERE t.job_id = i.job_id AND t.status = 'running'
-           AND t.lease_token = i.lease_token AND t.lease_expires_at > now()
+         WHERE t.job_id = ANY (complete_jobs.job_ids) AND t.job_id = i.job_id
+           AND warden.lease_held(t, i.lease_token)
         RETURNING t AS j
     )
     SELECT coalesce(array_agg(d.j ORDER BY (d.j).tenant_id, (d.j).run_id, (d.j).job_id), '{}')
@@ -68,7 +52,7 @@ BEGIN
     END LOOP;
 
     UPDATE warden.steps s
-       SET status = 'succeeded', output = c.result, error = NULL, finished_at = now()
+       SET status = 'succeeded', output = c.result, error = NULL, finished_at = warden.now()
       FROM unnest(v_done) c
      WHERE s.tenant_id = c.tenant_id AND s.run_id = c.run_id AND s.step_id = c.step_id
        AND s.status = 'running';
@@ -81,26 +65,11 @@ BEGIN
         PERFORM pg_notify('warden_scheduler', '');
     END IF;
 
+    -- the job row is looked up again (by index, one per job) only for the fenced ones
     RETURN QUERY
         SELECT i.job_id,
                CASE WHEN c.job_id IS NOT NULL THEN 'completed'
-                    WHEN j.job_id IS NULL THEN 'not_found'
-                    WHEN j.status = 'cancelled' THEN 'cancelled'
-                    ELSE 'lease_lost' END
+                    ELSE warden.fence_outcome(i.job_id) END
           FROM unnest(complete_jobs.job_ids) AS i(job_id)
-          LEFT JOIN unnest(v_done) c ON c.job_id = i.job_id
-          LEFT JOIN warden.jobs j ON c.job_id IS NULL AND j.job_id = i.job_id;
+          LEFT JOIN unnest(v_done) c ON c.job_id = i.job_id;
 END $$;
-"""
-
-DOWNGRADE = r"""
-DROP FUNCTION warden.complete_jobs(text[], uuid[], jsonb[]);
-"""
-
-
-def upgrade() -> None:
-    op.execute(UPGRADE)
-
-
-def downgrade() -> None:
-    op.execute(DOWNGRADE)

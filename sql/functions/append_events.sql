@@ -1,26 +1,12 @@
-"""append_events: a batch of one run's events in one call, the run row updated once.
-
-Revision ID: 0006_batched_events
-Revises: 0005_release
-Create Date: 2026-11-25
-
-Frozen. The scheduler buffers the events of a pass over a run (it holds the run's lock
-for the whole pass) and writes them here: one round trip and one update of the run's
-timeline head instead of one of each per event. Same chain, same seq rules as
-append_event.
-"""
-
-from alembic import op
-
-revision = "0006_batched_events"
-down_revision = "0005_release"
-branch_labels = None
-depends_on = None
-
-UPGRADE = r"""
--- p_events: a JSON array of {kind, step_id, job_id, attempt, actor, data}, in order.
--- Returns the seq of the last event appended (0 for an empty array).
-CREATE FUNCTION warden.append_events(p_tenant text, p_run uuid, p_events jsonb)
+-- Appends a run's events, in order, and returns the seq of the last one (the head's seq
+-- for an empty array). p_events: a JSON array of {kind, step_id, job_id, attempt, actor,
+-- data}.
+--
+-- The run row is locked first (FOR NO KEY UPDATE: it does not block the foreign-key
+-- checks of rows that reference the run), so seq is gapless and follows commit order:
+-- whoever appends next waits for this transaction and reads the head it leaves. One
+-- update of the run's timeline head per call, however many events.
+CREATE OR REPLACE FUNCTION warden.append_events(p_tenant text, p_run uuid, p_events jsonb)
 RETURNS bigint LANGUAGE plpgsql AS $$
 DECLARE
     e      jsonb;
@@ -38,7 +24,7 @@ BEGIN
     END IF;
     FOR e IN SELECT value FROM jsonb_array_elements(p_events) LOOP
         v_seq := v_seq + 1;
-        v_at := clock_timestamp();
+        v_at := warden.clock_timestamp();
         v_kind := (e->>'kind')::warden.timeline_kind;
         v_hash := warden.event_hash(v_prev, p_tenant, p_run, v_seq, v_at, v_kind,
                                     e->>'step_id', e->>'job_id', (e->>'attempt')::integer,
@@ -54,16 +40,3 @@ BEGIN
      WHERE tenant_id = p_tenant AND run_id = p_run;
     RETURN v_seq;
 END $$;
-"""
-
-DOWNGRADE = r"""
-DROP FUNCTION warden.append_events(text, uuid, jsonb);
-"""
-
-
-def upgrade() -> None:
-    op.execute(UPGRADE)
-
-
-def downgrade() -> None:
-    op.execute(DOWNGRADE)

@@ -1,22 +1,4 @@
-"""API keys: only an HMAC of each secret is stored; a key is granted roles and tenants.
-
-Revision ID: 0003_api_keys
-Revises: 0002_governance
-Create Date: 2026-11-25
-
-Frozen.
-"""
-
-from alembic import op
-
-revision = "0003_api_keys"
-down_revision = "0002_governance"
-branch_labels = None
-depends_on = None
-
-UPGRADE = r"""
-CREATE TYPE warden.api_role AS ENUM ('submitter', 'approver', 'operator', 'admin', 'worker');
-
+-- API keys: only an HMAC of each secret is stored; a key is granted roles and tenants.
 CREATE TABLE warden.api_keys (
     -- the public half of a key (shown in lists and logs); the secret half is never stored
     key_id       text            NOT NULL PRIMARY KEY CHECK (key_id ~ '^[0-9a-f]{16}$'),
@@ -33,17 +15,3 @@ CREATE TABLE warden.api_keys (
     revoked_at   timestamptz,
     last_used_at timestamptz
 );
-"""
-
-DOWNGRADE = r"""
-DROP TABLE warden.api_keys;
-DROP TYPE warden.api_role;
-"""
-
-
-def upgrade() -> None:
-    op.execute(UPGRADE)
-
-
-def downgrade() -> None:
-    op.execute(DOWNGRADE)

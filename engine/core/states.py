@@ -1,0 +1,185 @@
+"""The state machines of runs, steps, jobs and approvals, written once.
+
+Every move a status may make is one `Move` below, naming who makes it: a SQL function of
+the job protocol (``warden.…``, in sql/functions) or an engine module. Everything else
+reads this table:
+
+- the Python transition maps (``RUN_TRANSITIONS`` …) the store checks before each guarded
+  UPDATE are derived from it;
+- the test suite installs a trigger in every test database that refuses any status
+  change not listed here, whoever makes it (tests/db/state_guard.py), so a SQL function
+  cannot make a move the table does not allow without the suite failing;
+- docs/states.md is rendered from it (``python -m engine.core.states``), and a test
+  keeps the two equal.
+
+A move from a status to itself is a re-stamp of an unclaimed job (dispatched again under
+a new policy snapshot with the same outcome), not a change of state.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections import defaultdict
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Literal, TypeVar
+
+from engine.core.enums import ApprovalStatus, JobStatus, RunStatus, StepStatus
+
+Entity = Literal["run", "step", "job", "approval"]
+E = TypeVar("E", bound=StrEnum)
+
+SCHEDULER = "engine.scheduling.scheduler"
+DISPATCH = "engine.scheduling.dispatch"
+SUBMIT = "engine.runs.lifecycle"
+RERUNS = "engine.runs.reruns"
+STOPPING = "engine.runs.stopping"
+APPROVALS = "engine.governance.approvals"
+REAPER = "engine.daemons.reaper"
+RECONCILER = "engine.daemons.reconciler"
+
+
+@dataclass(frozen=True)
+class Move:
+    entity: Entity
+    source: str
+    target: str
+    owners: tuple[str, ...]
+    why: str
+
+
+def _moves(entity: Entity, source: StrEnum, targets: tuple[StrEnum, ...],
+           owners: tuple[str, ...], why: str) -> list[Move]:
+    return [Move(entity, source.value, t.value, owners, why) for t in targets]
+
+
+R, S, J, A = RunStatus, StepStatus, JobStatus, ApprovalStatus
+
+MOVES: tuple[Move, ...] = tuple([
+    # ---------------------------------------------------------------- runs
+    *_moves("run", R.PENDING, (R.RUNNING,), (SCHEDULER,), "its first scheduler pass"),
+    *_moves("run", R.PENDING, (R.WAITING, R.SUCCEEDED, R.FAILED, R.TIMED_OUT), (SCHEDULER,),
+            "its first pass started it and paused or ended it: one update (engine/"
+            "scheduling/passwrites.py)"),
+    *_moves("run", R.PENDING, (R.DENIED,), (SUBMIT, SCHEDULER),
+            "a step denied at the submit gate; or at dispatch in its first pass"),
+    *_moves("run", R.PENDING, (R.CANCELLED,), (STOPPING,), "cancelled by an operator"),
+    *_moves("run", R.RUNNING, (R.WAITING,), (SCHEDULER,),
+            "only approvals are open, nothing runs"),
+    *_moves("run", R.WAITING, (R.RUNNING,), (SCHEDULER,), "an approval let work go on"),
+    *_moves("run", R.RUNNING, (R.SUCCEEDED, R.FAILED, R.DENIED), (SCHEDULER,),
+            "every step is final: the outcome of its steps"),
+    *_moves("run", R.WAITING, (R.SUCCEEDED, R.FAILED, R.DENIED), (SCHEDULER,),
+            "every step is final: the outcome of its steps"),
+    *_moves("run", R.RUNNING, (R.TIMED_OUT,), (SCHEDULER, STOPPING),
+            "a step or approval timed out; or the run's deadline passed"),
+    *_moves("run", R.WAITING, (R.TIMED_OUT,), (SCHEDULER, STOPPING),
+            "an approval expired; or the run's deadline passed"),
+    *_moves("run", R.RUNNING, (R.CANCELLED,), (SCHEDULER, STOPPING),
+            "cancelled by an operator"),
+    *_moves("run", R.WAITING, (R.CANCELLED,), (SCHEDULER, STOPPING),
+            "cancelled by an operator"),
+    # ---------------------------------------------------------------- steps
+    *_moves("step", S.PENDING, (S.RUNNING,), (DISPATCH,), "its first attempt is dispatched"),
+    *_moves("step", S.PENDING, (S.WAITING,), (DISPATCH,),
+            "an approval step, or a require_approval decision, asks a human"),
+    *_moves("step", S.PENDING, (S.SUCCEEDED,), (SCHEDULER, RERUNS),
+            "a notify step wrote its notification; a rerun reuses the output"),
+    *_moves("step", S.PENDING, (S.FAILED,), (DISPATCH,),
+            "its input cannot be rendered from the data (no retry can help)"),
+    *_moves("step", S.PENDING, (S.DENIED,), (DISPATCH, SUBMIT),
+            "policy denied it at dispatch, or at the submit gate"),
+    *_moves("step", S.PENDING, (S.SKIPPED,), (SCHEDULER, SUBMIT, STOPPING),
+            "a dependency did not succeed; the run was denied or ran out of time first"),
+    *_moves("step", S.PENDING, (S.CANCELLED,), (STOPPING,), "the run was cancelled"),
+    *_moves("step", S.RUNNING, (S.WAITING,), (DISPATCH,),
+            "a new policy snapshot requires an approval for its next attempt"),
+    *_moves("step", S.RUNNING, (S.SUCCEEDED,), ("warden.complete_jobs",),
+            "its job completed under a held lease"),
+    *_moves("step", S.RUNNING, (S.FAILED,), ("warden.end_attempt", DISPATCH, RECONCILER),
+            "its last attempt failed; a retry's input cannot be rendered; stuck for good"),
+    *_moves("step", S.RUNNING, (S.DENIED,), (DISPATCH,),
+            "policy denied its next attempt or re-evaluated its job as denied"),
+    *_moves("step", S.RUNNING, (S.TIMED_OUT,), ("warden.end_attempt", STOPPING),
+            "its last attempt's lease expired; the run's deadline passed"),
+    *_moves("step", S.RUNNING, (S.CANCELLED,), (STOPPING,), "the run was cancelled"),
+    *_moves("step", S.WAITING, (S.RUNNING,), (APPROVALS, DISPATCH),
+            "its policy approval was approved, or a new snapshot no longer requires one"),
+    *_moves("step", S.WAITING, (S.SUCCEEDED,), (APPROVALS,), "its approval step was approved"),
+    *_moves("step", S.WAITING, (S.DENIED,), (APPROVALS, DISPATCH),
+            "its approval was rejected, or a new snapshot denies its job"),
+    *_moves("step", S.WAITING, (S.TIMED_OUT,), (REAPER, STOPPING),
+            "its approval expired; the run's deadline passed"),
+    *_moves("step", S.WAITING, (S.CANCELLED,), (STOPPING,), "the run was cancelled"),
+    # ---------------------------------------------------------------- jobs
+    *_moves("job", J.PENDING, (J.RUNNING,), ("warden.claim_jobs",), "a worker claimed it"),
+    *_moves("job", J.RUNNING, (J.SUCCEEDED,), ("warden.complete_jobs",),
+            "its lease holder completed it"),
+    *_moves("job", J.RUNNING, (J.FAILED,), ("warden.fail_job", "warden.release_job"),
+            "its lease holder failed it, or gave it back when stopping"),
+    *_moves("job", J.RUNNING, (J.TIMED_OUT,), ("warden.reap_expired_jobs", STOPPING),
+            "its lease expired; the run's deadline passed"),
+    *_moves("job", J.RUNNING, (J.CANCELLED,), ("warden.claim_jobs", STOPPING),
+            "its run ended while the claim waited; the run was cancelled"),
+    *_moves("job", J.PENDING, (J.PENDING, J.BLOCKED, J.DENIED), (DISPATCH,),
+            "re-evaluated under a new policy snapshot before any claim"),
+    *_moves("job", J.PENDING, (J.CANCELLED, J.TIMED_OUT), (STOPPING,),
+            "the run was cancelled or ran out of time"),
+    *_moves("job", J.BLOCKED, (J.BLOCKED,), (DISPATCH,),
+            "re-evaluated under a new snapshot: still requires an approval"),
+    *_moves("job", J.BLOCKED, (J.PENDING,), (APPROVALS, DISPATCH),
+            "its approval was approved, or a new snapshot allows it"),
+    *_moves("job", J.BLOCKED, (J.DENIED,), (APPROVALS, DISPATCH),
+            "its approval was rejected, or a new snapshot denies it"),
+    *_moves("job", J.BLOCKED, (J.TIMED_OUT,), (REAPER, STOPPING),
+            "its approval expired; the run's deadline passed"),
+    *_moves("job", J.BLOCKED, (J.CANCELLED,), (STOPPING,), "the run was cancelled"),
+    # ---------------------------------------------------------------- approvals
+    *_moves("approval", A.PENDING, (A.APPROVED, A.REJECTED), (APPROVALS,),
+            "a principal other than the run's starter decided it"),
+    *_moves("approval", A.PENDING, (A.EXPIRED,), (REAPER, STOPPING),
+            "nobody decided before expires_at; the run ended first"),
+    *_moves("approval", A.PENDING, (A.SUPERSEDED,), (DISPATCH,),
+            "a new policy snapshot asked again (or no longer asks)"),
+])
+
+
+def transitions(entity: Entity) -> dict[str, frozenset[str]]:
+    """Every allowed target of each status of ``entity``."""
+    found: dict[str, set[str]] = defaultdict(set)
+    for move in MOVES:
+        if move.entity == entity:
+            found[move.source].add(move.target)
+    return {source: frozenset(targets) for source, targets in found.items()}
+
+
+def _typed(entity: Entity, kind: type[E]) -> dict[E, frozenset[E]]:
+    return {kind(s): frozenset(kind(t) for t in ts) for s, ts in transitions(entity).items()}
+
+
+RUN_TRANSITIONS = _typed("run", RunStatus)
+STEP_TRANSITIONS = _typed("step", StepStatus)
+JOB_TRANSITIONS = _typed("job", JobStatus)
+APPROVAL_TRANSITIONS = _typed("approval", ApprovalStatus)
+
+
+def render_markdown() -> str:
+    """docs/states.md: one table per entity, who moves each state and why."""
+    out = ["# State machines", "",
+           "Generated from `engine/core/states.py` by `python -m engine.core.states > "
+           "docs/states.md`; a test keeps the two equal. Every status change in the "
+           "database is one of these moves (the test suite refuses any other, whoever "
+           "makes it). An owner named `warden.…` is a SQL function in `sql/functions/`; "
+           "the others are engine modules.", ""]
+    for entity in ("run", "step", "job", "approval"):
+        out += [f"## {entity}", "", "| from | to | moved by | why |", "|---|---|---|---|"]
+        for move in MOVES:
+            if move.entity == entity:
+                owners = ", ".join(f"`{o}`" for o in move.owners)
+                out.append(f"| {move.source} | {move.target} | {owners} | {move.why} |")
+        out.append("")
+    return "\n".join(out)
+
+
+if __name__ == "__main__":
+    sys.stdout.write(render_markdown())

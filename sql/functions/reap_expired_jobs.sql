@@ -1,0 +1,37 @@
+-- Ends attempts whose lease expired as timed_out and schedules their retries; returns
+-- the number reaped. The complement of warden.lease_held: a job it reaps is one no
+-- worker write can land on any more. SKIP LOCKED lets any number of reapers run side by
+-- side, and skips a job whose worker is writing to it right now.
+CREATE OR REPLACE FUNCTION warden.reap_expired_jobs(p_limit integer) RETURNS integer
+LANGUAGE plpgsql AS $$
+DECLARE
+    j     warden.jobs;
+    v_n   integer := 0;
+    v_now timestamptz := warden.now();
+BEGIN
+    FOR j IN
+        WITH expired AS (
+            -- jobs_running_lease serves this scan in expiry order
+            SELECT t.tenant_id, t.job_id FROM warden.jobs t
+             WHERE t.status = 'running' AND t.lease_expires_at <= v_now
+             ORDER BY t.lease_expires_at
+             LIMIT p_limit
+               FOR UPDATE SKIP LOCKED
+        ), reaped AS (
+            UPDATE warden.jobs t
+               SET status = 'timed_out', finished_at = v_now,
+                   error = jsonb_build_object('type', 'LeaseExpired',
+                       'message', 'lease expired at ' || t.lease_expires_at)
+              FROM expired e
+             WHERE t.tenant_id = e.tenant_id AND t.job_id = e.job_id
+            RETURNING t.*
+        )
+        SELECT * FROM reaped r ORDER BY r.tenant_id, r.run_id, r.job_id  -- run lock order
+    LOOP
+        PERFORM warden.append_event(j.tenant_id, j.run_id, 'job.timed_out', j.step_id, j.job_id,
+                                    j.attempt, 'reaper', jsonb_build_object('error', j.error));
+        PERFORM warden.end_attempt(j, 'timed_out', j.error, true);
+        v_n := v_n + 1;
+    END LOOP;
+    RETURN v_n;
+END $$;

@@ -1,0 +1,139 @@
+-- Runs, their steps and the jobs (attempts) of their job steps.
+--
+-- Lock order, followed by every function in sql/functions and by the engine, so that
+-- concurrent transactions never wait on each other in a cycle:
+--
+--     jobs  ->  approvals  ->  runs  ->  steps
+--
+-- A transaction that touches several runs locks them in (tenant_id, run_id) order. The
+-- scheduler takes runs with SKIP LOCKED and only *inserts* jobs and approvals, so it never
+-- waits on a lock that a worker holds while the worker waits for the run.
+
+CREATE TABLE warden.runs (
+    tenant_id         text              NOT NULL,
+    run_id            uuid              NOT NULL DEFAULT gen_random_uuid(),
+    workflow_id       text              NOT NULL,
+    workflow_version  text              NOT NULL,
+    status            warden.run_status NOT NULL DEFAULT 'pending',
+    input             jsonb             NOT NULL DEFAULT '{}',
+    output            jsonb,
+    error             jsonb,
+    idempotency_key   text,
+    -- sha256 of the canonical start request: same key + same digest replays the run
+    request_digest    text              NOT NULL,
+    rerun_of          uuid,
+    created_by        text              NOT NULL,
+    created_at        timestamptz       NOT NULL DEFAULT now(),
+    started_at        timestamptz,
+    finished_at       timestamptz,
+    deadline_at       timestamptz,
+    -- set by anything that may let the run move; the scheduler clears it
+    needs_scheduling  boolean           NOT NULL DEFAULT true,
+    -- head of the per-run timeline: the next event takes seq + 1 and chains on hash
+    timeline_seq      bigint            NOT NULL DEFAULT 0,
+    timeline_hash     text              NOT NULL DEFAULT repeat('0', 64),
+    PRIMARY KEY (tenant_id, run_id),
+    FOREIGN KEY (tenant_id, workflow_id, workflow_version)
+        REFERENCES warden.workflows (tenant_id, workflow_id, version),
+    CONSTRAINT runs_idempotency UNIQUE (tenant_id, workflow_id, idempotency_key),
+    CONSTRAINT runs_finished_iff_final CHECK (
+        (finished_at IS NOT NULL) =
+        (status IN ('succeeded', 'failed', 'denied', 'cancelled', 'timed_out'))),
+    CONSTRAINT runs_idempotency_key_length CHECK (length(idempotency_key) BETWEEN 1 AND 255)
+);
+-- The scheduler's work queue: tiny, because the flag is cleared right after each pass.
+CREATE INDEX runs_to_schedule ON warden.runs (tenant_id, run_id) WHERE needs_scheduling;
+CREATE INDEX runs_by_created ON warden.runs (tenant_id, created_at DESC, run_id DESC);
+CREATE INDEX runs_by_status ON warden.runs (tenant_id, status, created_at DESC);
+CREATE INDEX runs_open_deadline ON warden.runs (deadline_at)
+    WHERE deadline_at IS NOT NULL AND finished_at IS NULL;
+-- The reconciler looks at open runs only; finished ones are the vast majority.
+CREATE INDEX runs_open ON warden.runs (tenant_id, run_id) WHERE finished_at IS NULL;
+
+CREATE TABLE warden.steps (
+    tenant_id       text               NOT NULL,
+    run_id          uuid               NOT NULL,
+    step_id         text               NOT NULL,
+    type            warden.step_type   NOT NULL,
+    status          warden.step_status NOT NULL DEFAULT 'pending',
+    depends_on      text[]             NOT NULL DEFAULT '{}',
+    topic           text,
+    attempts        integer            NOT NULL DEFAULT 0,
+    -- retry contract copied from the pinned definition, so SQL workers' fail_job can
+    -- schedule the retry without reading YAML
+    max_attempts    integer            NOT NULL DEFAULT 1 CHECK (max_attempts >= 1),
+    backoff_ms      integer            NOT NULL DEFAULT 1000 CHECK (backoff_ms >= 0),
+    max_backoff_ms  integer            NOT NULL DEFAULT 300000 CHECK (max_backoff_ms >= 0),
+    multiplier      double precision   NOT NULL DEFAULT 2 CHECK (multiplier >= 1),
+    jitter          double precision   NOT NULL DEFAULT 0.1 CHECK (jitter BETWEEN 0 AND 1),
+    timeout_ms      integer            CHECK (timeout_ms >= 1),
+    priority        smallint           NOT NULL DEFAULT 5,
+    -- when set, the scheduler dispatches attempt (attempts + 1), claimable from this time
+    retry_at        timestamptz,
+    output          jsonb,
+    error           jsonb,
+    started_at      timestamptz,
+    finished_at     timestamptz,
+    PRIMARY KEY (tenant_id, run_id, step_id),
+    FOREIGN KEY (tenant_id, run_id) REFERENCES warden.runs (tenant_id, run_id),
+    CONSTRAINT steps_finished_iff_final CHECK (
+        (finished_at IS NOT NULL) =
+        (status IN ('succeeded', 'failed', 'denied', 'cancelled', 'timed_out', 'skipped'))),
+    CONSTRAINT steps_topic_iff_job CHECK ((topic IS NOT NULL) = (type = 'job')),
+    CONSTRAINT steps_retry_only_while_running CHECK (retry_at IS NULL OR status = 'running')
+);
+
+CREATE TABLE warden.jobs (
+    tenant_id             text              NOT NULL,
+    job_id                text              NOT NULL,
+    run_id                uuid              NOT NULL,
+    step_id               text              NOT NULL,
+    attempt               integer           NOT NULL CHECK (attempt >= 1),
+    topic                 text              NOT NULL,
+    status                warden.job_status NOT NULL DEFAULT 'pending',
+    priority              smallint          NOT NULL DEFAULT 5,
+    input                 jsonb             NOT NULL DEFAULT '{}',
+    upstream              jsonb             NOT NULL DEFAULT '{}',
+    constraints           jsonb             NOT NULL DEFAULT '{}',
+    checkpoint            jsonb,
+    result                jsonb,
+    error                 jsonb,
+    worker                text,
+    lease_token           uuid,
+    lease_expires_at      timestamptz,
+    timeout_ms            integer           CHECK (timeout_ms >= 1),
+    -- started_at + timeout_ms: heartbeats never extend a lease past it
+    deadline_at           timestamptz,
+    available_at          timestamptz       NOT NULL DEFAULT now(),
+    policy_snapshot_hash  text,
+    created_at            timestamptz       NOT NULL DEFAULT now(),
+    started_at            timestamptz,
+    finished_at           timestamptz,
+    -- set when the job waited past the dispatch timeout without a claim and was
+    -- reported (once) by the reaper
+    unclaimed_reported_at timestamptz,
+    PRIMARY KEY (tenant_id, job_id),
+    CONSTRAINT jobs_one_row_per_attempt UNIQUE (tenant_id, run_id, step_id, attempt),
+    FOREIGN KEY (tenant_id, run_id, step_id) REFERENCES warden.steps (tenant_id, run_id, step_id),
+    CONSTRAINT jobs_id_format CHECK (job_id = run_id::text || ':' || step_id || '@' || attempt),
+    CONSTRAINT jobs_running_has_lease CHECK (status <> 'running' OR (
+        lease_token IS NOT NULL AND lease_expires_at IS NOT NULL
+        AND worker IS NOT NULL AND started_at IS NOT NULL)),
+    CONSTRAINT jobs_finished_iff_final CHECK (
+        (finished_at IS NOT NULL) =
+        (status IN ('succeeded', 'failed', 'timed_out', 'cancelled', 'denied')))
+);
+-- The claim index: only claimable rows, in claim order. Kept small because a job leaves
+-- it the moment it is claimed (warden.claim_jobs walks it once per topic; a test checks
+-- the plan).
+CREATE INDEX jobs_claimable ON warden.jobs (topic, priority, available_at)
+    WHERE status = 'pending';
+-- The reaper's index: running jobs by lease expiry.
+CREATE INDEX jobs_running_lease ON warden.jobs (lease_expires_at) WHERE status = 'running';
+-- Worker functions address a job by its id alone (workers are tenant-agnostic).
+CREATE INDEX jobs_by_job_id ON warden.jobs (job_id);
+CREATE INDEX jobs_by_status_topic ON warden.jobs (tenant_id, status, topic, created_at DESC);
+-- Unclaimed jobs (pending, or blocked for a policy approval) per run: the scheduler's
+-- check for jobs dispatched under a policy snapshot that is no longer active.
+CREATE INDEX jobs_awaiting_claim ON warden.jobs (tenant_id, run_id)
+    WHERE status IN ('pending', 'blocked');

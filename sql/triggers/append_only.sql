@@ -1,0 +1,18 @@
+-- Append-only tables refuse changes at the database, whoever asks (privileges refuse them
+-- too: sql/schema/50_timeline.sql, 60_policy.sql). A superuser can still disable these;
+-- docs/dba.md says what the hash chain then does and does not prove.
+CREATE OR REPLACE TRIGGER timeline_no_update_delete BEFORE UPDATE OR DELETE ON warden.timeline
+    FOR EACH ROW EXECUTE FUNCTION warden.refuse_change();
+CREATE OR REPLACE TRIGGER timeline_no_truncate BEFORE TRUNCATE ON warden.timeline
+    FOR EACH STATEMENT EXECUTE FUNCTION warden.refuse_change();
+CREATE OR REPLACE TRIGGER policy_decisions_append_only
+    BEFORE UPDATE OR DELETE ON warden.policy_decisions
+    FOR EACH ROW EXECUTE FUNCTION warden.refuse_change();
+CREATE OR REPLACE TRIGGER policy_activations_append_only
+    BEFORE UPDATE OR DELETE ON warden.policy_activations
+    FOR EACH ROW EXECUTE FUNCTION warden.refuse_change();
+CREATE OR REPLACE TRIGGER policy_snapshots_immutable
+    BEFORE UPDATE OR DELETE ON warden.policy_snapshots
+    FOR EACH ROW EXECUTE FUNCTION warden.refuse_change();
+CREATE OR REPLACE TRIGGER policy_append_only_no_truncate BEFORE TRUNCATE ON warden.policy_decisions
+    FOR EACH STATEMENT EXECUTE FUNCTION warden.refuse_change();
