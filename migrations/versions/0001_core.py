@@ -26,7 +26,7 @@ depends_on = None
 UPGRADE = r"""
 CREATE SCHEMA warden;
 
--- ---------------------------------------------------------------- enums (DESIGN §3)
+-- ---------------------------------------------------------------- enums
 CREATE TYPE warden.run_status AS ENUM
     ('pending', 'running', 'waiting', 'succeeded', 'failed', 'denied', 'cancelled', 'timed_out');
 CREATE TYPE warden.step_status AS ENUM
@@ -239,7 +239,7 @@ CREATE TABLE warden.notifications (
 CREATE INDEX notifications_undelivered ON warden.notifications (created_at)
     WHERE delivered_at IS NULL AND webhook IS NOT NULL;
 
--- ---------------------------------------------------------------- timeline (DESIGN §7)
+-- ---------------------------------------------------------------- timeline
 CREATE TABLE warden.timeline (
     tenant_id  text                 NOT NULL,
     run_id     uuid                 NOT NULL,
@@ -350,7 +350,7 @@ CREATE FUNCTION warden.wake_run(p_tenant text, p_run uuid) RETURNS void LANGUAGE
     SELECT pg_notify('warden_scheduler', '');
 $$;
 
--- ---------------------------------------------------------------- job protocol (DESIGN §5)
+-- ---------------------------------------------------------------- job protocol
 -- Explains why a fenced write matched no row, as a typed error.
 CREATE FUNCTION warden.raise_fenced(p_job_id text) RETURNS void LANGUAGE plpgsql AS $$
 DECLARE
