@@ -39,7 +39,7 @@ SCHEMAS: S = {
         "errors": {"type": "array", "items": _obj(["message"], {"field": NSTR,
                                                                "message": STR})}}),
     "Health": _obj(["status"], {"status": STR}),
-    "WorkflowDefinition": {"type": "object", "description": "DESIGN §2, as YAML or JSON"},
+    "WorkflowDefinition": {"type": "object", "description": "docs/workflows.md, as YAML or JSON"},
     "Workflow": _obj(["workflow_id", "version", "name", "digest", "definition"], {
         "workflow_id": STR, "version": STR, "name": STR, "digest": STR,
         "definition": {"type": "object"}, "created_by": STR, "created_at": TIME}),
@@ -96,7 +96,7 @@ SCHEMAS: S = {
     "ApprovalDetail": {"allOf": [_ref("Approval"), _obj([], {"job": {"type": "object"}})]},
     "ApprovalList": _list("Approval"),
     "ApprovalDecision": _obj([], {"reason": NSTR, "job_hash": NSTR}, extra=False),
-    "PolicyBundle": {"type": "object", "description": "DESIGN §6, as YAML or JSON"},
+    "PolicyBundle": {"type": "object", "description": "docs/policy.md, as YAML or JSON"},
     "Snapshot": _obj(["snapshot_hash", "bundle", "active"], {
         "snapshot_hash": STR, "bundle": {"type": "object"}, "created_by": STR,
         "created_at": TIME, "active": {"type": "boolean"}}),
@@ -155,7 +155,7 @@ def document(endpoints: list[Endpoint], prefix: str) -> S:
     return {
         "openapi": "3.1.0",
         "info": {"title": "Warden", "version": "1",
-                 "description": "Durable, governed workflow runs (DESIGN §9)."},
+                 "description": "Durable, governed workflow runs."},
         "paths": paths,
         "components": {"schemas": SCHEMAS, "securitySchemes": {
             "ApiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"}}},

@@ -1,4 +1,4 @@
-"""Database fixtures for the whole suite (DESIGN §10, STYLE "Tests").
+"""Database fixtures for the whole suite (docs/design.md#test-databases).
 
 The server is chosen once per session by ``dbprovision.find_server`` and named in the
 report header. The schema is migrated once into a template database; each test that asks

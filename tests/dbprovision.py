@@ -1,4 +1,5 @@
-"""Find a PostgreSQL server for the test suite and hand out databases on it (DESIGN §10).
+"""Find a PostgreSQL server for the test suite and hand out databases on it
+(docs/design.md#test-databases).
 
 Order: ``WARDEN_TEST_DATABASE_URL``; a server on 127.0.0.1:5432 (unless
 ``WARDEN_TEST_PROBE_LOCAL=0``); the embedded server in a temp dir; a testcontainers
@@ -27,7 +28,7 @@ ENV_URL = "WARDEN_TEST_DATABASE_URL"
 ENV_PROBE_LOCAL = "WARDEN_TEST_PROBE_LOCAL"
 LOCAL_HOST, LOCAL_PORT = "127.0.0.1", 5432
 LOCAL_URL = f"postgresql://postgres@{LOCAL_HOST}:{LOCAL_PORT}/postgres"
-CONTAINER_IMAGE = "postgres:15"  # the version Warden targets (DESIGN §10)
+CONTAINER_IMAGE = "postgres:15"  # the version Warden targets
 MIN_VERSION = 150000
 
 # CREATE DATABASE ... TEMPLATE of the migrated template (~8 MB), median of interleaved

@@ -1,4 +1,4 @@
-"""Python mirrors of the Postgres enums of DESIGN §3.
+"""Python mirrors of the Postgres enums (docs/design.md#state-machines).
 
 Each enum is compared with ``enum_range(NULL::warden.<type>)`` by a test, so the two
 cannot drift. No bare status strings anywhere else in the code.

@@ -6,7 +6,7 @@ One root, subclasses by what the caller should do next::
     ├── ConfigError            a WARDEN_* setting is missing or malformed
     ├── DatabaseUnavailable    PostgreSQL cannot be reached; retry later
     ├── SchemaMismatch         the database is not migrated to this code's head
-    ├── InvalidDefinition      a workflow definition breaks DESIGN §2 (carries problems)
+    ├── InvalidDefinition      a workflow definition breaks docs/workflows.md (carries problems)
     ├── InvalidInput           a request value is malformed (names the field)
     ├── NotFound               no such object for this tenant
     ├── Conflict               the request contradicts what is stored

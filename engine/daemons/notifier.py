@@ -11,7 +11,7 @@ them again — hence at-least-once, and the ``Idempotency-Key`` receivers dedupe
 Any number of `warden serve` processes may run this; each attempt happens once per lease.
 Outcomes live on the row (``attempts``, ``last_status_code``, ``last_error``,
 ``delivered_at``, ``failed_at``); the timeline already has ``notify.sent`` and gets no
-delivery events (DESIGN §7's kinds are fixed).
+delivery events (its kinds are fixed: docs/design.md#the-timeline).
 """
 
 from __future__ import annotations

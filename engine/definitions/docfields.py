@@ -1,6 +1,6 @@
 """Reading fields of a decoded document while collecting problems instead of raising.
 
-Validation reports every problem at once (DESIGN §2), so readers here never raise: a
+Validation reports every problem at once (docs/workflows.md), so readers here never raise: a
 bad field records a Problem at its dotted path and reads as None.
 """
 

@@ -1,4 +1,4 @@
-"""Workflow definitions (DESIGN §2): parsing, validation and the canonical stored form.
+"""Workflow definitions (docs/workflows.md): parsing, validation and the canonical stored form.
 
 Validation collects every problem and raises one InvalidDefinition listing them, each
 located by a dotted path such as ``steps.apply_patch.depends_on[0]``. An explicit null

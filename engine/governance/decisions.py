@@ -157,7 +157,8 @@ def facts_for(step: StepDef, *, tenant_id: str, workflow_id: str, input: Any) ->
 
 def job_hash(*, tenant_id: str, run_id: UUID, step_id: str, topic: str | None, input: Any,
              upstream: Any, constraints: Any) -> str:
-    """sha256 of the canonical job: exactly what an approver approves (DESIGN §6)."""
+    """sha256 of the canonical job: exactly what an approver approves
+    (docs/design.md#approvals-are-bound-to-what-runs)."""
     return sha256_hex({"tenant_id": tenant_id, "run_id": str(run_id), "step_id": step_id,
                        "topic": topic, "input": input, "upstream": upstream,
                        "constraints": constraints})

@@ -1,4 +1,4 @@
-"""Policy bundles (DESIGN §6): parse, validate, normalise, hash and evaluate. No I/O.
+"""Policy bundles (docs/policy.md): parse, validate, normalise, hash and evaluate. No I/O.
 
 A bundle is an ordered list of rules and a default decision; the first rule whose
 ``match`` holds decides, otherwise the default does. Validation collects every problem

@@ -1,6 +1,7 @@
-"""Rerun from a step (DESIGN §8): a new run of the same workflow version and input that
-reuses the outputs of every succeeded step not downstream of ``from_step``, and runs
-``from_step``, its descendants, and anything that did not succeed, again.
+"""Rerun from a step (docs/design.md#reruns-and-cancellation): a new run of the same
+workflow version and input that reuses the outputs of every succeeded step not downstream
+of ``from_step``, and runs ``from_step``, its descendants, and anything that did not
+succeed, again.
 
 A dry run writes nothing and returns the plan, with the decision each step to run would
 get under the policy active now.

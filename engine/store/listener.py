@@ -1,7 +1,8 @@
 """A LISTEN connection that survives server restarts, used only as a wake-up hint.
 
-NOTIFY is never delivery (DESIGN §5): after every (re)connect the listener calls
-``on_wake`` once, so its owner polls and catches up on anything sent while it was away.
+NOTIFY is never delivery (docs/design.md#notify-is-a-hint): after every (re)connect the
+listener calls ``on_wake`` once, so its owner polls and catches up on anything sent while
+it was away.
 """
 
 from __future__ import annotations

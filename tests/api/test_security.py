@@ -1,5 +1,5 @@
 """Security of the REST API: tenant isolation (BOLA), the role matrix, authentication,
-hostile input, and tenant-scoped idempotency (DESIGN §9).
+hostile input, and tenant-scoped idempotency.
 
 Routes come from `api.registry.ENDPOINTS`, so a route added later is covered by every
 test here without editing it; a route whose path parameter or body these tests cannot

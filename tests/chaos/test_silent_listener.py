@@ -1,4 +1,5 @@
-"""Case 6: a silent LISTEN connection. NOTIFY is a hint, never delivery (DESIGN §5).
+"""Case 6: a silent LISTEN connection. NOTIFY is a hint, never delivery
+(docs/design.md#notify-is-a-hint).
 
 Engine and worker reach the test cluster through a proxy that, once both LISTEN, turns
 their LISTEN connections into black holes (open, healthy-looking, silent), so no NOTIFY

@@ -1,4 +1,4 @@
-"""The worker-facing SQL functions (DESIGN §5): claims, leases, fencing, retries."""
+"""The worker-facing SQL functions (docs/sql-worker.md): claims, leases, fencing, retries."""
 
 from __future__ import annotations
 

@@ -105,7 +105,7 @@ def _one_problem(source: Any, **kwargs: Any) -> Problem:
     return problems[0]
 
 
-# --- the DESIGN §2 example ---------------------------------------------------------
+# --- the incident-remediation example ---------------------------------------------
 
 @pytest.mark.parametrize(("source", "media_type"), [
     (INCIDENT_YAML, None),

@@ -25,7 +25,7 @@ from engine.governance.policy import (
 from engine.governance.policy_match import parse_comparison
 
 GUARDRAILS_YAML = """\
-# the DESIGN §6 example, with every match key
+# a bundle like the one in docs/policy.md, with every match key
 name: prod-guardrails
 description: what production may run
 default_decision: deny
