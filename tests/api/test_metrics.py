@@ -178,12 +178,24 @@ async def test_a_reconciler_repair_counts_by_what_it_did(api: Harness) -> None:
     for action, done in (("unclaimed", 1), ("deadlines", 0), ("flagged", 0), ("stalled", 0)):
         assert (value(after, "warden_reconciler_repairs_total", action=action)
                 - value(before, "warden_reconciler_repairs_total", action=action)) == done
-    assert value(after, "warden_oldest_claimable_seconds", topic="t.metrics.a") >= 0
     assert value(after, "warden_jobs_unclaimed", topic="t.metrics.a") == 0  # 5 min default
+
+    # the oldest claimable job's age is the database's now() - available_at, read at the
+    # scrape: set it two minutes back and the gauge lies between two readings around it
+    age = "SELECT extract(epoch FROM now() - available_at)::float8 FROM warden.jobs " \
+          "WHERE topic = 't.metrics.a' AND status = 'pending'"
+    await _sql(api, "UPDATE warden.jobs SET available_at = now() - interval '120 s' "
+                    "WHERE topic = 't.metrics.a' AND status = 'pending'")
+    [(low,)] = await _sql(api, age)
+    scraped = value(await scrape(api), "warden_oldest_claimable_seconds", topic="t.metrics.a")
+    [(high,)] = await _sql(api, age)
+    assert 120 <= low <= scraped <= high < 130, (low, scraped, high)
 
 
 async def test_table_health_shows_dead_tuples_and_an_old_open_transaction(
         api: Harness, db_url: str) -> None:
+    before = await scrape(api)
+    counted_before = await _row_counts(api)
     await start_run(api)
     await support.settle(api.scheduler)
     [job] = await support.claim(api.svc.db, list(TOPICS))
@@ -195,9 +207,25 @@ async def test_table_health_shows_dead_tuples_and_an_old_open_transaction(
     # the statistics are flushed by each backend within about a second of going idle
     assert await support.wait_for(dead_jobs, timeout=15, what="dead tuples of jobs") > 0
     samples = await scrape(api)
-    for table in ("jobs", "runs", "steps", "timeline"):
+    for table in HOT_TABLES:
         assert ("warden_table_dead_tuples", frozenset({("table", table)})) in samples
-        assert value(samples, "warden_table_live_tuples", table=table) >= 0
+
+    # live tuples grew by exactly the rows the run added (nothing was deleted), once every
+    # backend has flushed its statistics
+    async def live_grew_by_the_rows_added() -> dict[str, int] | None:
+        counted = await _row_counts(api)
+        added = {t: n - counted_before[t] for t, n in counted.items()}
+        now = await scrape(api)
+        live = {t: value(now, "warden_table_live_tuples", table=t) for t in HOT_TABLES}
+        grew = {t: live[t] - value(before, "warden_table_live_tuples", table=t)
+                for t in HOT_TABLES}
+        # a fresh database: the estimate is exact, the rows themselves
+        return added if grew == added and live == counted else None
+
+    added = await support.wait_for(live_grew_by_the_rows_added, timeout=15,
+                                   what="live tuples to match the rows added")
+    assert added["runs"] == 1 and added["steps"] == 3 and added["jobs"] == 1
+    assert added["timeline"] >= 5
 
     holder = await connect(db_url, autocommit=False)
     try:
@@ -216,6 +244,23 @@ async def test_table_health_shows_dead_tuples_and_an_old_open_transaction(
         await support.wait_for(none_old, timeout=10, what="the transaction to end")
     finally:
         await holder.close()
+
+
+HOT_TABLES = ("jobs", "runs", "steps", "timeline")
+
+
+async def _sql(api: Harness, query: str) -> list[tuple[Any, ...]]:
+    async with api.svc.db.connection() as conn:
+        cur = await conn.execute(query)  # type: ignore[arg-type]
+        return await cur.fetchall() if cur.description else []
+
+
+async def _row_counts(api: Harness) -> dict[str, int]:
+    rows = await _sql(api, "SELECT 'jobs', count(*) FROM warden.jobs UNION ALL "
+                           "SELECT 'runs', count(*) FROM warden.runs UNION ALL "
+                           "SELECT 'steps', count(*) FROM warden.steps UNION ALL "
+                           "SELECT 'timeline', count(*) FROM warden.timeline")
+    return {str(t): int(n) for t, n in rows}
 
 
 async def test_openmetrics_is_served_when_asked_for(api: Harness) -> None:

@@ -46,7 +46,6 @@ def chaos(cluster: Cluster, tmp_path: Path, request: pytest.FixtureRequest) -> I
     logs.mkdir()
     marks = tmp_path / "marks"
     marks.mkdir()
-    (marks / "executions").touch()
     procs = Processes(url, logs, {"WARDEN_SECRET_KEY": SECRET_KEY})
     try:
         yield Chaos(cluster, url, procs, marks)

@@ -4,6 +4,23 @@ database restart, and the figures each case prints.
 Each case prints one line, ``chaos <case>: acknowledged=… lost=… duplicated_completions=…
 re_executions=… recovered=…``, to the terminal even under output capture, before it
 asserts (so a failing case still shows its figures).
+
+The figures come from two sides that must agree (`audit`): the handlers' own record
+(tests/chaos/handlers.py: an fsynced file per worker process, which Warden never
+writes) and Warden's tables. Their terms:
+
+- an *accepted completion* of a job step of a run: a handler execution whose result
+  Warden recorded, i.e. a job row in status ``succeeded`` (its result names the
+  execution), a ``job.succeeded`` event, or the step's stored output;
+- *lost*: an acknowledged run that did not succeed in Warden, or one of whose job steps
+  no handler execution recorded as completed;
+- *duplicated completions*: job steps of a run with more than one accepted completion
+  (two succeeded job rows, two ``job.succeeded`` events, or results of two different
+  executions stored);
+- *unrecorded*: accepted completions whose execution the record does not show as
+  completed exactly once, by that very job (Warden kept a result no handler returned);
+- *re-executions*: handler executions of a job step beyond its first, accepted or not
+  (a crash or a fenced attempt makes the next attempt run the step again).
 """
 
 from __future__ import annotations
@@ -27,6 +44,7 @@ from uuid import UUID
 import psycopg
 import pytest
 
+from tests.chaos.handlers import COMPLETED, STARTED, Recorded, read_record
 from tests.e2e.processes import Processes
 
 T = TypeVar("T")
@@ -146,19 +164,6 @@ async def lost_runs(url: str, acknowledged: Sequence[UUID], deadline: Deadline
             if status.get(str(r)) != "succeeded"}
 
 
-async def duplicated_completions(url: str, deadline: Deadline) -> int:
-    """(run, step) pairs completed more than once: by `job.succeeded` events, or by job
-    rows in status succeeded."""
-    [(n,)] = await query(url, """
-        SELECT count(*) FROM (
-            SELECT run_id, step_id FROM warden.timeline WHERE kind = 'job.succeeded'
-             GROUP BY 1, 2 HAVING count(*) > 1
-            UNION
-            SELECT run_id, step_id FROM warden.jobs WHERE status = 'succeeded'
-             GROUP BY 1, 2 HAVING count(*) > 1) AS d""", deadline=deadline)
-    return int(n)
-
-
 async def steps_without_success(url: str, deadline: Deadline) -> int:
     [(n,)] = await query(url, """
         SELECT count(*) FROM warden.steps s
@@ -177,21 +182,96 @@ async def recovered_steps(url: str, deadline: Deadline) -> int:
     return int(n)
 
 
-def executions(marks: Path) -> Counter[tuple[str, str]]:
-    """Executions recorded by the handlers, per (run_id, step_id)."""
-    counts: Counter[tuple[str, str]] = Counter()
-    path = marks / "executions"
-    for line in path.read_text().splitlines() if path.exists() else []:
-        job_id = line.split()[0]
-        run_and_step, _, _attempt = job_id.rpartition("@")
-        run_id, _, step_id = run_and_step.partition(":")
-        counts[run_id, step_id] += 1
-    return counts
+@dataclass
+class Audit:
+    """The acknowledged runs as the handlers' record and Warden's tables show them."""
+
+    not_succeeded: dict[str, str]  # run_id -> its status in Warden (or 'missing')
+    never_completed: list[tuple[str, str]]  # (run, step) no handler recorded as completed
+    duplicated: dict[tuple[str, str], int]  # (run, step) -> its accepted completions
+    unrecorded: list[str]  # accepted completions (job ids) the record does not back
+    started: Counter[tuple[str, str]]  # handler executions per (run, step)
+    completed: int  # handler executions recorded as completed, accepted or not
+
+    @property
+    def lost(self) -> set[str]:
+        return set(self.not_succeeded) | {run for run, _step in self.never_completed}
+
+    @property
+    def re_executions(self) -> int:
+        return sum(self.started.values()) - len(self.started)
+
+    def figures(self, acknowledged: int, recovered: int, **extra: Any) -> Figures:
+        return Figures(acknowledged=acknowledged, lost=len(self.lost),
+                       duplicated_completions=len(self.duplicated),
+                       re_executions=self.re_executions, recovered=recovered,
+                       extra={**extra, "handler_completions": self.completed,
+                              "unrecorded": len(self.unrecorded)})
+
+    def assert_clean(self) -> None:
+        """Nothing lost, nothing completed twice, every accepted result backed by the
+        record: each message names a few of the offenders."""
+        assert not self.not_succeeded, f"acknowledged runs that did not succeed: " \
+            f"{dict(list(self.not_succeeded.items())[:5])}"
+        assert not self.never_completed, (
+            f"{len(self.never_completed)} job steps of acknowledged runs that no handler "
+            f"recorded as completed: {self.never_completed[:5]}")
+        assert not self.duplicated, (
+            f"job steps with more than one accepted completion: "
+            f"{dict(list(self.duplicated.items())[:5])}")
+        assert not self.unrecorded, (
+            f"{len(self.unrecorded)} accepted completions that the handlers' record does "
+            f"not show completed exactly once: {self.unrecorded[:5]}")
 
 
-def re_executions(marks: Path) -> int:
-    counts = executions(marks)
-    return sum(counts.values()) - len(counts)
+async def audit(url: str, marks: Path, acknowledged: Sequence[UUID], steps: Sequence[str],
+                deadline: Deadline) -> Audit:
+    """Checks Warden against the handlers' record (see the module docstring). ``steps``:
+    the job steps of the workflow every acknowledged run belongs to, as the test wrote it."""
+    record = read_record(marks)
+    started: Counter[tuple[str, str]] = Counter(
+        r.run_step for r in record if r.event == STARTED)
+    completions = [r for r in record if r.event == COMPLETED]
+    by_execution: dict[str, list[Recorded]] = {}
+    for r in completions:
+        by_execution.setdefault(r.execution, []).append(r)
+    completed_steps = {r.run_step for r in completions}
+    never_completed = [(str(run), step) for run in acknowledged for step in steps
+                       if (str(run), step) not in completed_steps]
+
+    jobs = await query(url, "SELECT run_id::text, step_id, job_id, result->>'execution' "
+                            "FROM warden.jobs WHERE status = 'succeeded'", deadline=deadline)
+    events = await query(url, "SELECT run_id::text, step_id, count(*)::int FROM "
+                              "warden.timeline WHERE kind = 'job.succeeded' GROUP BY 1, 2",
+                         deadline=deadline)
+    outputs = await query(url, "SELECT run_id::text, step_id, output->>'execution' FROM "
+                               "warden.steps WHERE type = 'job' AND status = 'succeeded'",
+                          deadline=deadline)
+    rows: Counter[tuple[str, str]] = Counter()
+    executions: dict[tuple[str, str], set[str | None]] = {}
+    unrecorded: list[str] = []
+    for run, step, job_id, execution in jobs:
+        rows[run, step] += 1
+        executions.setdefault((run, step), set()).add(execution)
+        backing = by_execution.get(execution, []) if execution else []
+        if [r.job_id for r in backing] != [job_id]:
+            unrecorded.append(job_id)
+    for run, step, execution in outputs:
+        executions.setdefault((run, step), set()).add(execution)
+    accepted = Counter({key: len(found) for key, found in executions.items()})
+    for run, step, n in events:
+        accepted[run, step] = max(accepted[run, step], n)
+    accepted |= rows  # Counter union: the largest of the three views
+    return Audit(
+        not_succeeded=await lost_runs(url, acknowledged, deadline),
+        never_completed=never_completed,
+        duplicated={key: n for key, n in accepted.items() if n > 1},
+        unrecorded=unrecorded, started=started, completed=len(completions))
+
+
+def started_jobs(marks: Path) -> set[str]:
+    """Job ids some handler started, by the handlers' record."""
+    return {r.job_id for r in read_record(marks) if r.event == STARTED}
 
 
 # ------------------------------------------------------------------ processes

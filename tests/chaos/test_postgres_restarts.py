@@ -27,11 +27,10 @@ from tests.chaos.harness import (
     Api,
     Deadline,
     Figures,
-    duplicated_completions,
+    audit,
     lost_runs,
     open_runs,
     query,
-    re_executions,
     retries,
     serve,
     show,
@@ -54,6 +53,7 @@ steps:
   left: {{type: job, topic: {TOPIC}, depends_on: [fetch], retries: {RETRY}}}
   right: {{type: job, topic: {TOPIC}, depends_on: [fetch], retries: {RETRY}}}
 """
+STEPS = ["fetch", "left", "right"]
 RUNS = 300
 MIN_RESTARTS = 5
 
@@ -130,7 +130,7 @@ async def test_every_acknowledged_run_finishes_across_postgres_restarts(
         storm.cancel()
 
     run_ids = list(submitter.acknowledged.values())
-    lost = await lost_runs(chaos.url, run_ids, deadline)
+    seen = await audit(chaos.url, chaos.marks, run_ids, STEPS, deadline)
     [(stored_runs,)] = await query(chaos.url, "SELECT count(*) FROM warden.runs",
                                    deadline=deadline)
     spans: list[tuple[datetime, datetime]] = [
@@ -140,19 +140,15 @@ async def test_every_acknowledged_run_finishes_across_postgres_restarts(
         created.timestamp() < at < finished.timestamp() for at in restarts_at))
     [(broken,)] = await query(chaos.url, "SELECT count(*) FROM warden.runs "
                                          "WHERE NOT warden.verify_timeline(run_id)")
-    figures = Figures(acknowledged=len(run_ids), lost=len(lost),
-                      duplicated_completions=await duplicated_completions(chaos.url, deadline),
-                      re_executions=re_executions(chaos.marks), recovered=recovered,
-                      extra={"restarts": len(restarts_at),
-                             "api": ",".join(f"{k}:{v}" for k, v in
-                                             sorted(submitter.outcomes.items()))})
+    figures = seen.figures(len(run_ids), recovered, restarts=len(restarts_at),
+                           api=",".join(f"{k}:{v}" for k, v in
+                                        sorted(submitter.outcomes.items())))
     show(capsys, "postgres_restarts", figures)
 
     assert len(restarts_at) >= MIN_RESTARTS
     assert len(run_ids) == RUNS
-    assert lost == {}
+    seen.assert_clean()
     assert stored_runs == RUNS  # a retried POST never started a second run
-    assert figures.duplicated_completions == 0
     assert broken == 0
     assert "500" not in submitter.outcomes
     # engine and workers lived through it, and listen again
@@ -295,9 +291,7 @@ async def test_listeners_reconnect_and_catch_up_on_what_they_missed(
                      "the run created while nobody listened to finish", timeout=20)
     took = time.monotonic() - started
     runs = [warm, missed]
-    figures = Figures(acknowledged=len(runs), lost=len(await lost_runs(chaos.url, runs, deadline)),
-                      duplicated_completions=await duplicated_completions(chaos.url, deadline),
-                      re_executions=re_executions(chaos.marks), recovered=1,
-                      extra={"caught_up_in_s": round(took, 1), "poll_interval_s": 60})
+    seen = await audit(chaos.url, chaos.marks, runs, STEPS, deadline)
+    figures = seen.figures(len(runs), 1, caught_up_in_s=round(took, 1), poll_interval_s=60)
     show(capsys, "listen_catch_up", figures)
-    assert figures.lost == 0 and figures.duplicated_completions == 0
+    seen.assert_clean()

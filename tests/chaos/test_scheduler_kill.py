@@ -20,15 +20,12 @@ from tests import support
 from tests.chaos.conftest import Chaos
 from tests.chaos.harness import (
     Deadline,
-    Figures,
-    duplicated_completions,
+    audit,
     fan_out_workflow,
     kill,
     log_of,
-    lost_runs,
     open_runs,
     query,
-    re_executions,
     serve,
     show,
     worker_args,
@@ -40,6 +37,7 @@ TOPIC = "chaos.sched"
 RUNS = 100
 WIDTH = 8
 MIN_KILLS = 10
+STEPS = ["root", *(f"f{i}" for i in range(1, WIDTH + 1)), "join"]
 
 
 async def test_killing_the_engine_mid_run_leaves_no_gap_and_loses_no_run(
@@ -91,7 +89,7 @@ async def test_killing_the_engine_mid_run_leaves_no_gap_and_loses_no_run(
     finally:
         submitting.cancel()
     submitting.result()
-    lost = await lost_runs(chaos.url, run_ids, deadline)
+    seen = await audit(chaos.url, chaos.marks, run_ids, STEPS, deadline)
     [(gapped,)] = await query(chaos.url, """
         SELECT count(*) FROM (SELECT run_id FROM warden.timeline GROUP BY run_id
                                HAVING min(seq) <> 1 OR max(seq) <> count(*)) AS g""")
@@ -105,15 +103,12 @@ async def test_killing_the_engine_mid_run_leaves_no_gap_and_loses_no_run(
     spans = await query(chaos.url, "SELECT created_at, finished_at FROM warden.runs")
     recovered = sum(1 for created, finished in spans if finished is not None and any(
         created.timestamp() < at < finished.timestamp() for at in kill_times))
-    figures = Figures(acknowledged=len(run_ids), lost=len(lost),
-                      duplicated_completions=await duplicated_completions(chaos.url, deadline),
-                      re_executions=re_executions(chaos.marks), recovered=recovered,
-                      extra={"engine_kills": kills, "timeline_gaps": gapped,
-                             "broken_chains": broken, "reconciler_repairs": repairs})
+    figures = seen.figures(len(run_ids), recovered, engine_kills=kills,
+                           timeline_gaps=gapped, broken_chains=broken,
+                           reconciler_repairs=repairs)
     show(capsys, "scheduler_kill", figures)
 
-    assert lost == {}
-    assert figures.duplicated_completions == 0
+    seen.assert_clean()
     assert gapped == 0
     assert broken == 0
     assert unended == 0  # each timeline ends with run.succeeded, nothing after it

@@ -20,13 +20,10 @@ from tests.chaos.conftest import Chaos
 from tests.chaos.handlers import FAILPOINT_EXIT, SIDE_EFFECTS_DDL
 from tests.chaos.harness import (
     Deadline,
-    Figures,
     Fleet,
-    duplicated_completions,
-    lost_runs,
+    audit,
     open_runs,
     query,
-    re_executions,
     retries,
     serve,
     show,
@@ -67,20 +64,17 @@ async def test_a_crash_after_the_side_effect_retries_without_repeating_it(
         deaths += fleet.replace_dead(expected_code=FAILPOINT_EXIT)
         await asyncio.sleep(0.2)
 
-    lost = await lost_runs(chaos.url, list(die_at), deadline)
+    seen = await audit(chaos.url, chaos.marks, list(die_at), ["effect"], deadline)
     effects = dict(await query(chaos.url, "SELECT key, job_id FROM chaos.side_effects"))
     fired = sorted(p.name for p in chaos.marks.glob("fired-*"))
     outputs = {UUID(str(run_id)): output for run_id, output in await query(
         chaos.url, "SELECT run_id, output FROM warden.steps WHERE step_id = 'effect'")}
     saw_key = [r for r, out in outputs.items() if out and out["applied_now"] is False]
-    figures = Figures(acknowledged=len(die_at), lost=len(lost),
-                      duplicated_completions=await duplicated_completions(chaos.url, deadline),
-                      re_executions=re_executions(chaos.marks), recovered=len(saw_key),
-                      extra={"worker_deaths": deaths, "failpoints_fired": len(fired)})
+    figures = seen.figures(len(die_at), len(saw_key), worker_deaths=deaths,
+                           failpoints_fired=len(fired))
     show(capsys, "side_effect_crash", figures)
 
-    assert lost == {}
-    assert figures.duplicated_completions == 0
+    seen.assert_clean()
     assert len(fired) == RUNS, "each key's failpoint fires once"
     # the side effect happened once per key (the key is the table's primary key), by an
     # attempt before the one that completed
@@ -94,4 +88,7 @@ async def test_a_crash_after_the_side_effect_retries_without_repeating_it(
         if where == "after_checkpoint":  # the retry resumed from the checkpoint it was handed
             assert output["resumed_from"] == {
                 "effect_applied_by": effects[f"{run_id}:effect"]}, output
+    # each key ran at least twice (the failpoint's attempt, then the completing one), and
+    # only the attempts a failpoint killed, or that overlapped a dying one, ran again
+    assert all(n >= 2 for n in seen.started.values()) and len(seen.started) == RUNS
     assert figures.re_executions >= RUNS

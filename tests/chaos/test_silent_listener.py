@@ -22,11 +22,9 @@ from tests import support
 from tests.chaos.conftest import Chaos
 from tests.chaos.harness import (
     Deadline,
-    Figures,
-    duplicated_completions,
+    audit,
     lost_runs,
     query,
-    re_executions,
     serve,
     show,
     wait_until,
@@ -84,10 +82,13 @@ async def test_jobs_start_within_the_poll_interval_when_listen_goes_silent(
 
     await wait_until(both_listening, deadline, "serve and worker to LISTEN", timeout=30)
 
+    acknowledged: list[UUID] = []
+
     async def run_and_time(count: int) -> list[tuple[float, float]]:
         run_ids = []
         for _ in range(count):
             run_ids.append((await support.start(svc, "quiet", {"marks": marks})).run_id)
+            acknowledged.append(run_ids[-1])
             await asyncio.sleep(0.37)  # land anywhere in the poll cycle
 
         async def all_done() -> bool:
@@ -101,16 +102,17 @@ async def test_jobs_start_within_the_poll_interval_when_listen_goes_silent(
     silent = await run_and_time(8)
 
     worst = max(max(h) for h in silent)
-    figures = Figures(acknowledged=11, lost=len(await lost_runs(
-        chaos.url, [r for (r,) in await query(chaos.url, "SELECT run_id FROM warden.runs")],
-        deadline)), duplicated_completions=await duplicated_completions(chaos.url, deadline),
-        re_executions=re_executions(chaos.marks), recovered=len(silent), extra={
-            "worst_hop_with_notify_s": round(max(max(h) for h in with_notify), 2),
-            "worst_hop_silent_s": round(worst, 2), "poll_interval_s": POLL_S,
-            "notify_bytes_dropped": proxy.dropped})
+    seen = await audit(chaos.url, chaos.marks, acknowledged, ["only"], deadline)
+    figures = seen.figures(
+        len(acknowledged), len(silent),
+        worst_hop_with_notify_s=round(max(max(h) for h in with_notify), 2),
+        worst_hop_silent_s=round(worst, 2), poll_interval_s=POLL_S,
+        notify_bytes_dropped=proxy.dropped)
     show(capsys, "silent_listener", figures)
 
     assert proxy.dropped > 0, "no NOTIFY reached the black hole: the test proved nothing"
     assert proxy.listeners == 2  # still the same, silent connections: nobody noticed
-    assert figures.lost == 0 and figures.duplicated_completions == 0
+    assert len(acknowledged) == 11
+    assert await query(chaos.url, "SELECT count(*) FROM warden.runs") == [(11,)]
+    seen.assert_clean()
     assert worst <= POLL_S + SLACK_S, silent
