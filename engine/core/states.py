@@ -58,12 +58,14 @@ R, S, J, A = RunStatus, StepStatus, JobStatus, ApprovalStatus
 MOVES: tuple[Move, ...] = tuple([
     # ---------------------------------------------------------------- runs
     *_moves("run", R.PENDING, (R.RUNNING,), (SCHEDULER,), "its first scheduler pass"),
-    *_moves("run", R.PENDING, (R.WAITING, R.SUCCEEDED, R.FAILED, R.TIMED_OUT), (SCHEDULER,),
+    *_moves("run", R.PENDING, (R.WAITING, R.SUCCEEDED, R.FAILED), (SCHEDULER,),
             "its first pass started it and paused or ended it: one update (engine/"
             "scheduling/passwrites.py)"),
     *_moves("run", R.PENDING, (R.DENIED,), (SUBMIT, SCHEDULER),
             "a step denied at the submit gate; or at dispatch in its first pass"),
     *_moves("run", R.PENDING, (R.CANCELLED,), (STOPPING,), "cancelled by an operator"),
+    *_moves("run", R.PENDING, (R.TIMED_OUT,), (SCHEDULER, STOPPING),
+            "its deadline passed before its first scheduler pass"),
     *_moves("run", R.RUNNING, (R.WAITING,), (SCHEDULER,),
             "only approvals are open, nothing runs"),
     *_moves("run", R.WAITING, (R.RUNNING,), (SCHEDULER,), "an approval let work go on"),

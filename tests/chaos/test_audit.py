@@ -7,7 +7,7 @@ from uuid import uuid4
 
 import pytest
 
-from engine.services import Services
+from engine.runs.services import Services
 from tests import support
 from tests.chaos.conftest import Chaos
 from tests.chaos.handlers import COMPLETED

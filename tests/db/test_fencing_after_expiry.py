@@ -16,8 +16,8 @@ from uuid import UUID
 
 import pytest
 
-from engine.errors import LeaseLost
-from engine.scheduler import Scheduler
+from engine.core.errors import LeaseLost
+from engine.scheduling.scheduler import Scheduler
 from engine.store import Database
 from engine.store import jobs as jobs_q
 from engine.store.jobs import Completion, Outcome

@@ -14,9 +14,17 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from engine.dag import Ready, Retry, Skip, StepState, next_action, run_status, sink_steps
-from engine.definitions import WorkflowDef, parse_workflow
-from engine.enums import RunStatus, StepStatus, StepType
+from engine.core.enums import RunStatus, StepStatus, StepType
+from engine.definitions.dag import (
+    Ready,
+    Retry,
+    Skip,
+    StepState,
+    next_action,
+    run_status,
+    sink_steps,
+)
+from engine.definitions.model import WorkflowDef, parse_workflow
 
 S = StepStatus
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
