@@ -11,6 +11,7 @@ from uuid import UUID
 
 from starlette.requests import Request
 
+from engine.canonical import DECODE_HOOKS, unstorable
 from engine.errors import WardenError
 
 MAX_JSON_DEPTH = 32
@@ -62,32 +63,15 @@ async def json_body(request: Request, *, required: bool = True) -> Any:
         return {}
     if nesting_depth(raw) > MAX_JSON_DEPTH:
         raise BadRequest(f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
-    try:
-        body = json.loads(raw)
+    try:  # one decoding for every body: numbers JSON cannot carry come back marked
+        body = json.loads(raw, **DECODE_HOOKS)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise BadRequest(f"body is not valid JSON: {exc}") from None
-    where = _nul_path(body, "")
-    if where is not None:  # PostgreSQL text and jsonb cannot hold U+0000
-        raise BadRequest(f"{where or 'the body'} contains U+0000", field=where or None)
+    found = unstorable(body)  # NaN, 1e400, 4,301 digits, "\ud800", U+0000: jsonb holds none
+    if found is not None:
+        where, problem = found
+        raise BadRequest(f"{where or 'the body'}: {problem}", field=where or None)
     return body
-
-
-def _nul_path(value: Any, path: str) -> str | None:
-    """The path of the first string (or key) holding U+0000, if any; depth is bounded."""
-    if isinstance(value, str):
-        return path if "\x00" in value else None
-    if isinstance(value, dict):
-        for key, item in value.items():
-            child = f"{path}.{key}" if path else str(key)
-            found = child if "\x00" in key else _nul_path(item, child)
-            if found is not None:
-                return found
-    elif isinstance(value, list):
-        for index, item in enumerate(value):
-            found = _nul_path(item, f"{path}[{index}]")
-            if found is not None:
-                return found
-    return None
 
 
 def json_object(body: Any, allowed: set[str]) -> dict[str, Any]:

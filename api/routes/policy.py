@@ -10,7 +10,7 @@ from starlette.responses import JSONResponse, Response
 from api.auth import authorize
 from api.http import BadRequest, json_body, json_object, query
 from api.registry import endpoint
-from engine import governance
+from engine import governance, runs
 from engine.apikeys import Role
 from engine.policy import Facts
 from engine.store.records import PolicySnapshotRow
@@ -72,7 +72,7 @@ _FACT_FIELDS = {"topic", "workflow_id", "step_id", "risk_tags", "capability", "l
 
 @endpoint("POST", "/policy/evaluate", "What the active policy decides (records nothing)",
           roles=(Role.ADMIN, Role.OPERATOR, Role.SUBMITTER), request="Facts",
-          responses={200: "Evaluation"})
+          responses={200: "Evaluation", 422: "Problem"})
 async def evaluate(request: Request) -> Response:
     caller = await authorize(request, Role.ADMIN, Role.OPERATOR, Role.SUBMITTER)
     body = json_object(await json_body(request), _FACT_FIELDS)
@@ -89,7 +89,7 @@ async def evaluate(request: Request) -> Response:
     facts = Facts(tenant_id=caller.tenant_id, workflow_id=body.get("workflow_id") or "",
                   step_id=body.get("step_id") or "", topic=body["topic"],
                   risk_tags=tuple(tags), capability=body.get("capability"), labels=labels,
-                  input=body.get("input", {}))
+                  input=runs.check_input(body.get("input", {})))
     svc = request.app.state.svc
     async with svc.db.connection() as conn:
         evaluated = await svc.policies.evaluate(conn, caller.tenant_id, facts)

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from engine import approvals, errors, governance, views
+from engine import approvals, errors, governance, runs, views
 from engine.cli.common import Command, print_json, with_db
 from engine.policy import Facts
 from engine.services import Services
@@ -118,7 +118,8 @@ async def cmd_policy_evaluate(args: argparse.Namespace, settings: Settings) -> i
     async def body(svc: Services) -> int:
         facts = Facts(tenant_id=args.tenant, workflow_id=args.workflow or "", step_id=args.step
                       or "", topic=args.topic, risk_tags=tuple(args.risk_tag),
-                      capability=args.capability, labels=labels, input=args.input)
+                      capability=args.capability, labels=labels,
+                      input=runs.check_input(args.input))
         async with svc.db.connection() as conn:
             evaluated = await svc.policies.evaluate(conn, args.tenant, facts)
         print_json(evaluated.to_doc())
