@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any, TypeVar
@@ -98,15 +99,24 @@ def query(request: Request, allowed: set[str]) -> dict[str, str]:
     return dict(params)
 
 
-def limit(params: dict[str, str], default: int = DEFAULT_LIMIT) -> int:
-    raw = params.get("limit")
-    if raw is None:
+_WHOLE = re.compile(r"-?[0-9]+")
+
+
+def whole_number(params: dict[str, str], name: str, default: int) -> int:
+    """An integer query parameter; empty is absent (``?limit=``), as the document says."""
+    raw = params.get(name) or ""
+    if not raw:
         return default
     try:
-        value = int(raw)
-    except ValueError:
-        raise BadRequest(f"limit must be a whole number, got {raw[:40]!r}", "limit") from None
-    return max(1, min(value, MAX_LIMIT))  # clamped, as documented
+        if _WHOLE.fullmatch(raw):  # int() alone would also take " 5", "+5" and "1_000"
+            return int(raw)
+    except ValueError:  # more digits than int() converts
+        pass
+    raise BadRequest(f"{name} must be a whole number, got {raw[:40]!r}", name)
+
+
+def limit(params: dict[str, str], default: int = DEFAULT_LIMIT) -> int:
+    return max(1, min(whole_number(params, "limit", default), MAX_LIMIT))  # clamped, as documented
 
 
 def enum_param(params: dict[str, str], name: str, parse: Callable[[str], T]) -> T | None:
