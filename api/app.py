@@ -19,7 +19,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from api import problems
+from api import problems, registry
 from api.auth import NotAllowed, Unauthenticated
 from api.http import BadRequest
 from api.limits import BodyLimit
@@ -82,9 +82,9 @@ def create_app(*, svc: Services | None = None, secret_key: bytes | None = None,
     async def openapi_json(request: Request) -> Response:
         return JSONResponse(openapi)
 
-    routes = [ep.route(PREFIX) for ep in ENDPOINTS]
+    routes = registry.routes(PREFIX, ENDPOINTS)
     # probes and scrapers look at the root; the same handlers answer there
-    routes += [ep.route("") for ep in ENDPOINTS if ep.path in ROOT_ALIASES]
+    routes += registry.routes("", [ep for ep in ENDPOINTS if ep.path in ROOT_ALIASES])
     routes.append(Route(f"{PREFIX}/openapi.json", openapi_json, methods=["GET"]))
     routes.append(Route("/openapi.json", openapi_json, methods=["GET"]))
     routes += extra_routes or []

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any, TypeVar
@@ -11,6 +12,7 @@ from uuid import UUID
 
 from starlette.requests import Request
 
+from engine.core.canonical import DECODE_HOOKS, unstorable
 from engine.core.errors import WardenError
 
 MAX_JSON_DEPTH = 32
@@ -62,32 +64,15 @@ async def json_body(request: Request, *, required: bool = True) -> Any:
         return {}
     if nesting_depth(raw) > MAX_JSON_DEPTH:
         raise BadRequest(f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
-    try:
-        body = json.loads(raw)
+    try:  # one decoding for every body: numbers JSON cannot carry come back marked
+        body = json.loads(raw, **DECODE_HOOKS)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise BadRequest(f"body is not valid JSON: {exc}") from None
-    where = _nul_path(body, "")
-    if where is not None:  # PostgreSQL text and jsonb cannot hold U+0000
-        raise BadRequest(f"{where or 'the body'} contains U+0000", field=where or None)
+    found = unstorable(body)  # NaN, 1e400, 4,301 digits, "\ud800", U+0000: jsonb holds none
+    if found is not None:
+        where, problem = found
+        raise BadRequest(f"{where or 'the body'}: {problem}", field=where or None)
     return body
-
-
-def _nul_path(value: Any, path: str) -> str | None:
-    """The path of the first string (or key) holding U+0000, if any; depth is bounded."""
-    if isinstance(value, str):
-        return path if "\x00" in value else None
-    if isinstance(value, dict):
-        for key, item in value.items():
-            child = f"{path}.{key}" if path else str(key)
-            found = child if "\x00" in key else _nul_path(item, child)
-            if found is not None:
-                return found
-    elif isinstance(value, list):
-        for index, item in enumerate(value):
-            found = _nul_path(item, f"{path}[{index}]")
-            if found is not None:
-                return found
-    return None
 
 
 def json_object(body: Any, allowed: set[str]) -> dict[str, Any]:
@@ -114,15 +99,24 @@ def query(request: Request, allowed: set[str]) -> dict[str, str]:
     return dict(params)
 
 
-def limit(params: dict[str, str], default: int = DEFAULT_LIMIT) -> int:
-    raw = params.get("limit")
-    if raw is None:
+_WHOLE = re.compile(r"-?[0-9]+")
+
+
+def whole_number(params: dict[str, str], name: str, default: int) -> int:
+    """An integer query parameter; empty is absent (``?limit=``), as the document says."""
+    raw = params.get(name) or ""
+    if not raw:
         return default
     try:
-        value = int(raw)
-    except ValueError:
-        raise BadRequest(f"limit must be a whole number, got {raw[:40]!r}", "limit") from None
-    return max(1, min(value, MAX_LIMIT))  # clamped, as documented
+        if _WHOLE.fullmatch(raw):  # int() alone would also take " 5", "+5" and "1_000"
+            return int(raw)
+    except ValueError:  # more digits than int() converts
+        pass
+    raise BadRequest(f"{name} must be a whole number, got {raw[:40]!r}", name)
+
+
+def limit(params: dict[str, str], default: int = DEFAULT_LIMIT) -> int:
+    return max(1, min(whole_number(params, "limit", default), MAX_LIMIT))  # clamped, as documented
 
 
 def enum_param(params: dict[str, str], name: str, parse: Callable[[str], T]) -> T | None:

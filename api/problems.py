@@ -42,8 +42,10 @@ def problem(status: int, slug: str, title: str, detail: str, *,
 
 
 def bad_request(detail: str, field: str | None = None) -> Response:
+    # the field is named once: "input.x: NaN is not a JSON number" -> field + message
+    message = detail.removeprefix(f"{field}: ") if field else detail
     return problem(400, "bad-request", "Bad request", detail,
-                   errors_=[{"field": field, "message": detail}] if field else None)
+                   errors_=[{"field": field, "message": message}] if field else None)
 
 
 def from_error(exc: errors.WardenError) -> Response:

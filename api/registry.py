@@ -27,12 +27,32 @@ class Endpoint:
     query: tuple[str, ...] = ()
     headers: tuple[str, ...] = ()
 
-    def route(self, prefix: str) -> Route:
-        return Route(prefix + self.path, self.handler, methods=[self.method],
-                     name=self.handler.__name__)
 
 
 ENDPOINTS: list[Endpoint] = []
+
+
+def routes(prefix: str, endpoints: list[Endpoint]) -> list[Route]:
+    """One route per path, answering every method the path has: Starlette matches the
+    first route whose path fits, so one route per (path, method) would answer OPTIONS or
+    an unknown method with only that route's methods in `Allow`."""
+    by_path: dict[str, dict[str, Handler]] = {}
+    for ep in endpoints:
+        by_path.setdefault(ep.path, {})[ep.method] = ep.handler
+    return [_route(prefix + path, handlers) for path, handlers in by_path.items()]
+
+
+def _route(path: str, handlers: dict[str, Handler]) -> Route:
+    if len(handlers) == 1:
+        [(method, handler)] = handlers.items()
+        return Route(path, handler, methods=[method], name=handler.__name__)
+
+    async def by_method(request: Request) -> Response:
+        method = "GET" if request.method == "HEAD" else request.method  # the Route allows
+        return await handlers[method](request)  # only the methods it was given (and HEAD)
+
+    return Route(path, by_method, methods=list(handlers),
+                 name="_".join(h.__name__ for h in handlers.values()))
 
 
 def endpoint(method: str, path: str, summary: str, *, roles: tuple[Role, ...] = (),

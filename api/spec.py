@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import re
+from enum import StrEnum
 from typing import Any
 
 from api.registry import Endpoint
+from engine.core.enums import ApprovalStatus, JobStatus, RunStatus
 
 S = dict[str, Any]
 
@@ -27,26 +29,40 @@ def _list(item: str, *, cursor: bool = True) -> S:
 
 
 STR, NSTR = {"type": "string"}, {"type": ["string", "null"]}
+# What a request may send: PostgreSQL text and jsonb hold no U+0000 (refused with a 400),
+# and JSON values nest as "Json" does (NaN, Infinity and 1e400 are no JSON numbers).
+NO_NUL = "^[^\\u0000]*$"
+TEXT, NTEXT = {**STR, "pattern": NO_NUL}, {**NSTR, "pattern": NO_NUL}
+JSON_OBJECT: S = {"type": "object", "propertyNames": TEXT,
+                  "additionalProperties": {"$ref": "#/components/schemas/Json"}}
 INT: S = {"type": "integer"}
 ANY: S = {}
 TIME = {"type": ["string", "null"], "format": "date-time"}
-RUN_STATUS = {"enum": ["pending", "running", "waiting", "succeeded", "failed", "denied",
-                       "cancelled", "timed_out"]}
+RUN_STATUS = {"enum": [s.value for s in RunStatus]}
 
 SCHEMAS: S = {
+    "Json": {"anyOf": [{"type": ["null", "boolean", "number"]}, TEXT,
+                       {"type": "array", "items": {"$ref": "#/components/schemas/Json"}},
+                       JSON_OBJECT]},
     "Problem": _obj(["type", "title", "status", "detail"], {
         "type": STR, "title": STR, "status": INT, "detail": STR,
         "errors": {"type": "array", "items": _obj(["message"], {"field": NSTR,
                                                                "message": STR})}}),
     "Health": _obj(["status"], {"status": STR}),
-    "WorkflowDefinition": {"type": "object", "description": "docs/workflows.md, as YAML or JSON"},
+    # the fields the server demands are required here; the rest of a definition's rules
+    # (step fields, the DAG, references) are docs/workflows.md's and docs/policy.md's,
+    # refused with a 422 naming the field. An optional field may be null (= absent).
+    "WorkflowDefinition": {**_obj(["id", "name", "version", "steps"], {
+        "id": STR, "name": STR, "version": STR, "timeout_ms": {"type": ["integer", "null"]},
+        "steps": {"type": "object", "additionalProperties": {"type": "object"}}}, extra=False),
+        "description": "a workflow (docs/workflows.md), as YAML or JSON"},
     "Workflow": _obj(["workflow_id", "version", "name", "digest", "definition"], {
         "workflow_id": STR, "version": STR, "name": STR, "digest": STR,
         "definition": {"type": "object"}, "created_by": STR, "created_at": TIME}),
     "WorkflowList": _list("Workflow", cursor=False),
     "WorkflowVersions": _obj(["workflow_id", "versions"], {
         "workflow_id": STR, "versions": {"type": "array", "items": _ref("Workflow")}}),
-    "StartRun": _obj([], {"input": {"type": "object"}, "version": STR}, extra=False),
+    "StartRun": _obj([], {"input": JSON_OBJECT, "version": NTEXT}, extra=False),
     "Run": _obj(["run_id", "workflow_id", "workflow_version", "status", "input"], {
         "run_id": STR, "tenant_id": STR, "workflow_id": STR, "workflow_version": STR,
         "status": RUN_STATUS, "input": ANY, "output": ANY, "error": ANY,
@@ -68,8 +84,8 @@ SCHEMAS: S = {
     "Timeline": _obj(["items", "next_after"], {
         "items": {"type": "array", "items": _ref("TimelineEvent")},
         "next_after": {"type": ["integer", "null"]}}),
-    "Rerun": _obj(["from_step"], {"from_step": STR, "dry_run": {"type": "boolean"}},
-                  extra=False),
+    "Rerun": _obj(["from_step"], {"from_step": {**TEXT, "minLength": 1},
+                                  "dry_run": {"type": "boolean"}}, extra=False),
     "RerunPlan": _obj(["rerun_of", "from_step", "reused", "to_run", "decisions",
                        "approvals_needed"], {
         "dry_run": {"type": "boolean"}, "rerun_of": STR, "from_step": STR,
@@ -77,7 +93,7 @@ SCHEMAS: S = {
         "decisions": {"type": "object"}, "approvals_needed": {"type": "array", "items": STR}}),
     "RerunCreated": _obj(["run", "plan"], {"dry_run": {"type": "boolean"}, "run": _ref("Run"),
                                            "plan": _ref("RerunPlan")}),
-    "Cancel": _obj([], {"reason": NSTR}, extra=False),
+    "Cancel": _obj([], {"reason": NTEXT}, extra=False),
     "Job": _obj(["job_id", "run_id", "step_id", "attempt", "topic", "status"], {
         "job_id": STR, "run_id": STR, "step_id": STR, "attempt": INT, "topic": STR,
         "status": STR, "input": ANY, "upstream": ANY, "constraints": ANY, "checkpoint": ANY,
@@ -95,8 +111,12 @@ SCHEMAS: S = {
         "decided_at": TIME, "reason": NSTR}),
     "ApprovalDetail": {"allOf": [_ref("Approval"), _obj([], {"job": {"type": "object"}})]},
     "ApprovalList": _list("Approval"),
-    "ApprovalDecision": _obj([], {"reason": NSTR, "job_hash": NSTR}, extra=False),
-    "PolicyBundle": {"type": "object", "description": "docs/policy.md, as YAML or JSON"},
+    "ApprovalDecision": _obj([], {"reason": NTEXT, "job_hash": NTEXT}, extra=False),
+    "PolicyBundle": {**_obj(["default_decision"], {
+        "name": NSTR, "description": NSTR,
+        "default_decision": {"enum": ["allow", "deny", "require_approval"]},
+        "default_reason": NSTR, "rules": {"type": ["array", "null"], "items": {"type": "object"}}},
+        extra=False), "description": "a policy bundle (docs/policy.md), as YAML or JSON"},
     "Snapshot": _obj(["snapshot_hash", "bundle", "active"], {
         "snapshot_hash": STR, "bundle": {"type": "object"}, "created_by": STR,
         "created_at": TIME, "active": {"type": "boolean"}}),
@@ -106,14 +126,22 @@ SCHEMAS: S = {
         "snapshot_hash": STR, "previous_hash": NSTR, "activated_by": STR,
         "activated_at": TIME}),
     "Facts": _obj(["topic"], {
-        "topic": STR, "workflow_id": STR, "step_id": STR,
-        "risk_tags": {"type": "array", "items": STR}, "capability": STR,
-        "labels": {"type": "object", "additionalProperties": STR}, "input": ANY}, extra=False),
+        "topic": TEXT, "workflow_id": NTEXT, "step_id": NTEXT,
+        "risk_tags": {"type": "array", "items": TEXT}, "capability": NTEXT,
+        "labels": {"type": "object", "propertyNames": TEXT, "additionalProperties": TEXT},
+        "input": JSON_OBJECT}, extra=False),
     "Evaluation": _obj(["decision", "rule", "reason", "constraints", "snapshot_hash"], {
         "decision": {"enum": ["allow", "deny", "require_approval", "allow_with_constraints"]},
         "rule": NSTR, "reason": STR, "constraints": {"type": "object"},
         "snapshot_hash": NSTR}),
 }
+
+# parameters that are not free text (limits are clamped to 1..500, `after` to 0..)
+QUERY: S = {"limit": {"type": "integer", "description": "page size, clamped to 1..500"},
+            "after": {"type": "integer", "description": "the last seq seen (default 0)"}}
+STATUS_OF: dict[str, type[StrEnum]] = {"/workflow-runs": RunStatus, "/jobs": JobStatus,
+                                       "/approvals": ApprovalStatus}
+HEADERS: S = {"Idempotency-Key": {"type": "string", "minLength": 1, "maxLength": 255}}
 
 _PARAM = re.compile(r"{(\w+)}")
 
@@ -122,8 +150,12 @@ def _operation(ep: Endpoint) -> S:
     op: S = {"summary": ep.summary, "operationId": ep.handler.__name__, "responses": {}}
     params: list[S] = [{"name": n, "in": "path", "required": True, "schema": STR}
                        for n in _PARAM.findall(ep.path)]
-    params += [{"name": n, "in": "query", "required": False, "schema": STR} for n in ep.query]
-    params += [{"name": h, "in": "header", "required": False, "schema": STR}
+    # an empty query parameter (?limit=) is read as an absent one
+    queries = {**QUERY, "status": {"enum": [s.value for s in STATUS_OF[ep.path]]}
+               } if ep.path in STATUS_OF else QUERY
+    params += [{"name": n, "in": "query", "required": False, "allowEmptyValue": True,
+                "schema": queries.get(n, TEXT)} for n in ep.query]
+    params += [{"name": h, "in": "header", "required": False, "schema": HEADERS.get(h, STR)}
                for h in ep.headers]
     if ep.roles:
         params += [{"name": "X-Tenant-ID", "in": "header", "required": False, "schema": STR}]

@@ -13,6 +13,7 @@ from api.registry import endpoint
 from engine.governance import decisions
 from engine.governance.apikeys import Role
 from engine.governance.policy import Facts
+from engine.runs import lifecycle
 from engine.store.records import PolicySnapshotRow
 
 YAML_TYPES = ("application/yaml", "application/x-yaml", "text/yaml")
@@ -72,7 +73,7 @@ _FACT_FIELDS = {"topic", "workflow_id", "step_id", "risk_tags", "capability", "l
 
 @endpoint("POST", "/policy/evaluate", "What the active policy decides (records nothing)",
           roles=(Role.ADMIN, Role.OPERATOR, Role.SUBMITTER), request="Facts",
-          responses={200: "Evaluation"})
+          responses={200: "Evaluation", 422: "Problem"})
 async def evaluate(request: Request) -> Response:
     caller = await authorize(request, Role.ADMIN, Role.OPERATOR, Role.SUBMITTER)
     body = json_object(await json_body(request), _FACT_FIELDS)
@@ -89,7 +90,7 @@ async def evaluate(request: Request) -> Response:
     facts = Facts(tenant_id=caller.tenant_id, workflow_id=body.get("workflow_id") or "",
                   step_id=body.get("step_id") or "", topic=body["topic"],
                   risk_tags=tuple(tags), capability=body.get("capability"), labels=labels,
-                  input=body.get("input", {}))
+                  input=lifecycle.check_input(body.get("input", {})))
     svc = request.app.state.svc
     async with svc.db.connection() as conn:
         evaluated = await svc.policies.evaluate(conn, caller.tenant_id, facts)

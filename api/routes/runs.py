@@ -18,6 +18,7 @@ from api.http import (
     path_uuid,
     query,
     uuid_cursor,
+    whole_number,
 )
 from api.registry import READ_RUNS, endpoint
 from engine.core.enums import RunStatus
@@ -61,10 +62,7 @@ async def get_run(request: Request) -> Response:
 async def get_timeline(request: Request) -> Response:
     caller = await authorize(request, *READ_RUNS)
     params = query(request, {"limit", "after"})
-    try:
-        after = int(params.get("after", "0"))
-    except ValueError:
-        raise BadRequest("after must be a seq number", "after") from None
+    after = whole_number(params, "after", 0)
     page_size = limit(params, default=200)
     events = await timeline.page(request.app.state.svc.db, caller.tenant_id, _run_id(request),
                                  after=max(after, 0), limit=page_size)

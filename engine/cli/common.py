@@ -10,6 +10,7 @@ from typing import Any
 from uuid import UUID
 
 from engine.core import errors
+from engine.core.canonical import DECODE_HOOKS, require_storable, unstorable
 from engine.core.settings import Settings
 from engine.governance.policy import Verdict
 from engine.process.runtime import database_url
@@ -39,10 +40,34 @@ def uuid_arg(value: str) -> UUID:
 
 
 def json_arg(value: str) -> Any:
+    """--input: JSON decoded as request bodies are (NaN, 1e400, huge integers, lone
+    surrogates and U+0000 refused by their path inside ``input``)."""
     try:
-        return json.loads(value)
+        decoded = json.loads(value, **DECODE_HOOKS)
     except json.JSONDecodeError as exc:
         raise argparse.ArgumentTypeError(f"--input is not valid JSON: {exc}") from None
+    try:
+        require_storable(decoded, "input")
+    except errors.InvalidInput as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return decoded
+
+
+def unreadable_argument(argv: list[str]) -> str | None:
+    """Arguments that were not UTF-8 reach Python as lone surrogates (PEP 383), which no
+    database text can hold: the message naming the first such option, or None."""
+    for index, arg in enumerate(argv):
+        found = unstorable(arg)
+        if found is None:
+            continue
+        if arg.startswith("-"):
+            name = arg.split("=", 1)[0]
+        elif index and argv[index - 1].startswith("-"):
+            name = argv[index - 1]
+        else:
+            name = f"argument {index + 1}"
+        return f"{name}: not valid UTF-8 ({found[1]})"
+    return None
 
 
 async def with_db(settings: Settings, body: Callable[[Services], Awaitable[int]]) -> int:

@@ -11,7 +11,7 @@ from engine.core import errors
 from engine.core.settings import Settings
 from engine.governance import approvals, decisions
 from engine.governance.policy import Facts
-from engine.runs import views
+from engine.runs import lifecycle, views
 from engine.runs.services import Services
 
 
@@ -120,7 +120,8 @@ async def cmd_policy_evaluate(args: argparse.Namespace, settings: Settings) -> i
     async def body(svc: Services) -> int:
         facts = Facts(tenant_id=args.tenant, workflow_id=args.workflow or "", step_id=args.step
                       or "", topic=args.topic, risk_tags=tuple(args.risk_tag),
-                      capability=args.capability, labels=labels, input=args.input)
+                      capability=args.capability, labels=labels,
+                      input=lifecycle.check_input(args.input))
         async with svc.db.connection() as conn:
             evaluated = await svc.policies.evaluate(conn, args.tenant, facts)
         print_json(evaluated.to_doc())

@@ -13,7 +13,7 @@ import asyncio
 import sys
 from typing import Any
 
-from engine.cli.common import EXIT_CODES, Command, json_arg, uuid_arg
+from engine.cli.common import EXIT_CODES, Command, json_arg, unreadable_argument, uuid_arg
 from engine.cli.daemons import cmd_demo, cmd_migrate, cmd_serve, cmd_worker
 from engine.cli.governance import (
     cmd_approvals_list,
@@ -194,6 +194,10 @@ def _all_subparsers(parser: argparse.ArgumentParser) -> list[argparse.ArgumentPa
 
 
 def main(argv: list[str] | None = None) -> int:
+    unreadable = unreadable_argument(sys.argv[1:] if argv is None else argv)
+    if unreadable is not None:
+        print(f"warden: {unreadable}", file=sys.stderr)
+        return 2
     args = _parser().parse_args(argv)
     try:
         settings = load()

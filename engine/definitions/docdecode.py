@@ -8,7 +8,9 @@ not by PyYAML's composer and constructor, so that:
   strings, and tags such as ``!!python/object`` or ``!!binary`` are refused;
 * a repeated mapping key is an error instead of silently overwriting the first one.
 
-JSON goes through ``json.loads`` with duplicate keys and NaN/Infinity refused. Every
+JSON goes through ``json.loads`` with duplicate keys refused. Either way, a value jsonb
+cannot hold (NaN, ±Infinity or ``.nan``/``.inf``, ``1e400``, a huge integer, a lone
+surrogate, U+0000) is refused by its path (``engine.core.canonical.unstorable``). Every
 failure is an InvalidDefinition with one Problem, located by line and column or path.
 """
 
@@ -22,6 +24,7 @@ from typing import Any, NoReturn
 import yaml
 from yaml import events
 
+from engine.core.canonical import DECODE_HOOKS, unstorable
 from engine.core.errors import InvalidDefinition, Problem
 
 # Self-protection only (the document is built iteratively); definitions enforce their own,
@@ -75,11 +78,16 @@ def decode(source: str | bytes, media_type: str | None, *, limit: int | None = N
         text = source
     kind = (media_type or "").split(";", 1)[0].strip().lower()
     if kind in _JSON_TYPES or (not kind and text.lstrip().startswith("{")):
-        return _decode_json(text)
-    if kind in _YAML_TYPES or not kind:
-        return _decode_yaml(text)
-    raise _fail("", f"unsupported media type {media_type!r}; "
-                    "use application/json or application/yaml")
+        document = _decode_json(text)
+    elif kind in _YAML_TYPES or not kind:
+        document = _decode_yaml(text)
+    else:
+        raise _fail("", f"unsupported media type {media_type!r}; "
+                        "use application/json or application/yaml")
+    found = unstorable(document)
+    if found is not None:
+        raise _fail(*found)
+    return document
 
 
 def _fail(path: str, message: str) -> InvalidDefinition:
@@ -88,23 +96,17 @@ def _fail(path: str, message: str) -> InvalidDefinition:
 
 def _decode_json(text: str) -> Any:
     try:
-        raw = json.loads(text, object_pairs_hook=_Pairs, parse_constant=_refuse_constant)
+        raw = json.loads(text, object_pairs_hook=_Pairs, **DECODE_HOOKS)
     except json.JSONDecodeError as exc:
         raise _fail("", f"invalid JSON at line {exc.lineno}, column {exc.colno}: "
                         f"{exc.msg}") from exc
     except RecursionError as exc:
         raise _fail("", "invalid JSON: nested too deeply") from exc
-    except ValueError as exc:  # NaN/Infinity, or an integer beyond Python's digit limit
-        raise _fail("", f"invalid JSON: {exc}") from exc
     return _objects(raw, "", 0)
 
 
 class _Pairs(list[tuple[str, Any]]):
     """A JSON object as its raw key/value pairs, so duplicates survive to be reported."""
-
-
-def _refuse_constant(name: str) -> NoReturn:
-    raise ValueError(f"{name} is not allowed")
 
 
 def _objects(value: Any, path: str, depth: int) -> Any:
@@ -141,7 +143,11 @@ def _decode_yaml(text: str) -> Any:
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise _fail("", f"invalid YAML{where}: {exc.problem or exc.context}") from exc
+        # a bad quoted scalar (an escape such as "\ud800" that names no character) is
+        # located by the key it is the value of: the stack is where the parser stopped
+        in_scalar = "quoted scalar" in (exc.context or "")
+        raise _fail(_stack_path(stack) if in_scalar else "",
+                    f"invalid YAML{where}: {exc.problem or exc.context}") from exc
     except yaml.YAMLError as exc:
         raise _fail("", f"invalid YAML: {exc}") from exc
 
@@ -241,14 +247,19 @@ def _resolve_plain(value: str, event: events.Event, stack: list[_Frame]) -> Any:
     return value
 
 
-def _refuse(event: events.Event, stack: list[_Frame], message: str,
-            *, key: object = None) -> NoReturn:
+def _stack_path(stack: list[_Frame]) -> str:
     path = ""
     for frame in stack:
         if isinstance(frame.container, list):
             path = child_path(path, len(frame.container))
         elif not frame.want_key:
             path = child_path(path, frame.key)
+    return path
+
+
+def _refuse(event: events.Event, stack: list[_Frame], message: str,
+            *, key: object = None) -> NoReturn:
+    path = _stack_path(stack)
     if key is not None:
         path = child_path(path, key)
     mark = event.start_mark

@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
-from engine.core.canonical import sha256_hex
+from engine.core.canonical import require_storable, sha256_hex
 from engine.core.enums import RunStatus, StepStatus, StepType
 from engine.core.errors import IdempotencyConflict, InvalidInput, NotFound, PolicyDenied
 from engine.definitions.model import WorkflowDef
@@ -52,6 +52,15 @@ def step_rows(workflow: WorkflowDef) -> list[dict[str, Any]]:
     } for step in workflow.steps.values()]
 
 
+def check_input(value: Any) -> dict[str, Any]:
+    """A run input as the submit gate sees it, and as /policy/evaluate takes it: a JSON
+    object that PostgreSQL can store (InvalidInput names the field inside ``input``)."""
+    if not isinstance(value, dict):
+        raise InvalidInput("input", "must be a JSON object")
+    require_storable(value, "input")
+    return value
+
+
 async def start(svc: Services, *, tenant_id: str, workflow_id: str, input: Any,
                 created_by: str, idempotency_key: str | None = None,
                 version: str | None = None) -> StartedRun:
@@ -61,8 +70,7 @@ async def start(svc: Services, *, tenant_id: str, workflow_id: str, input: Any,
     The submit gate evaluates every job step against the run input; on any deny the run
     is stored ``denied`` with its decisions and PolicyDenied is raised after the commit.
     """
-    if not isinstance(input, dict):
-        raise InvalidInput("input", "must be a JSON object")
+    check_input(input)
     if idempotency_key is not None and not 1 <= len(idempotency_key) <= MAX_IDEMPOTENCY_KEY:
         raise InvalidInput("Idempotency-Key", f"must be 1 to {MAX_IDEMPOTENCY_KEY} characters")
     if idempotency_key is not None and "\x00" in idempotency_key:

@@ -19,6 +19,7 @@ from uuid import uuid4
 
 import httpx
 import pytest
+import yaml
 from psycopg import sql
 
 from api.app import PREFIX
@@ -418,7 +419,8 @@ def json_routes(spec: dict[str, Any]) -> list[tuple[Endpoint, dict[str, Any]]]:
 
 def body_with(schema_name: str, field: str, value: Any) -> dict[str, Any]:
     """A valid body for the schema, with ``field`` set to ``value``."""
-    base = dict(valid_bodies(schema_name, tag="types")[0]["json"])
+    valid = valid_bodies(schema_name, tag="types")[0]
+    base = dict(valid["json"] if "json" in valid else yaml.safe_load(valid["content"]))
     base[field] = value
     return base
 

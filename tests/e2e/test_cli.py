@@ -12,7 +12,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
+from psycopg import sql
 
 from tests.e2e.processes import REPO
 
@@ -207,3 +209,77 @@ def test_runs_watch_on_a_terminal_keeps_the_steps_in_view_below_the_timeline(
     assert "\r\x1b[2Krun pending | ask:pending" in out
     assert "run.created" in out and "run.cancelled" in out
     assert out.rstrip().endswith(f"run {run_id} cancelled")
+
+
+# --- values no column can hold: exit 2 naming the field, nothing stored ----------------------
+
+BIG = "9" * 4301  # one digit past Python's limit for int <-> str
+NOT_UTF8 = "\udcff"  # what a non-UTF-8 argument byte (0xFF) becomes in sys.argv (PEP 383)
+HOSTILE_WORKFLOW_YAML = ("id: hostile\nname: H\nversion: 1.0.0\nsteps:\n  only:\n"
+                         "    type: job\n    topic: job.hostile\n    input: {x: .nan}\n")
+HOSTILE_WORKFLOW_JSON = ('{"id": "hostile", "name": "\\ud800", "version": "1.0.0", "steps": '
+                         '{"only": {"type": "job", "topic": "job.hostile"}}}')
+# id -> (argv, with FILE standing for a file holding the text below; file suffix; text;
+#        what stderr must name)
+CLI_CASES: dict[str, tuple[tuple[str, ...], str, str, str]] = {
+    **{f"{word} in a run input": (("runs", "start", "incident-remediation", "--input",
+                                   f'{{"x": {{"y": [{word}]}}}}'), "", "", "input.x.y[0]")
+       for word in ("NaN", "Infinity", "-Infinity", "1e400")},
+    "huge integer in a run input": (("runs", "start", "incident-remediation", "--input",
+                                     f'{{"n": {BIG}}}'), "", "", "input.n"),
+    "surrogate in a run input": (("runs", "start", "incident-remediation", "--input",
+                                  '{"x": "\\ud800"}'), "", "", "input.x"),
+    "NaN in evaluated input": (("policy", "evaluate", "--topic", "job.x", "--input",
+                                '{"x": NaN}'), "", "", "input.x"),
+    "a list as evaluated input": (("policy", "evaluate", "--topic", "job.x", "--input", "[1]"),
+                                  "", "", "input"),
+    "YAML .nan in a workflow": (("workflows", "apply", "FILE"), ".yaml", HOSTILE_WORKFLOW_YAML,
+                                "steps.only.input.x"),
+    "surrogate as a JSON workflow name": (("workflows", "apply", "FILE"), ".json",
+                                          HOSTILE_WORKFLOW_JSON, "name"),
+    "huge integer in a JSON workflow": (
+        ("workflows", "apply", "FILE"), ".json",
+        HOSTILE_WORKFLOW_JSON.replace('"\\ud800"', f'"H", "timeout_ms": {BIG}'), "timeout_ms"),
+    "YAML .inf as a policy name": (("policy", "apply", "FILE"), ".yaml",
+                                   "default_decision: allow\nname: .inf\n", "name"),
+    "surrogate as a JSON rule name": (
+        ("policy", "apply", "FILE"), ".json",
+        '{"default_decision": "allow", "rules": [{"name": "\\udfff", "decision": "deny", '
+        '"reason": "r", "match": {"topics": ["job.x"]}}]}', "rules[0].name"),
+    "non-UTF-8 cancel reason": (("runs", "cancel", "RUN", "--reason", f"a{NOT_UTF8}"),
+                                "", "", "--reason"),
+    "non-UTF-8 approve reason": (("approvals", "approve", "00000000-0000-0000-0000-000000000001",
+                                  f"--reason=x{NOT_UTF8}"), "", "", "--reason"),
+}
+
+
+def table_digests(db_url: str) -> dict[str, Any]:
+    """Every warden table but the keys: row count and a digest of its rows."""
+    with psycopg.connect(db_url) as conn:
+        tables = [r[0] for r in conn.execute(
+            "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+            " WHERE n.nspname = 'warden' AND c.relkind IN ('r', 'p') AND NOT c.relispartition"
+            " AND c.relname <> 'api_keys' ORDER BY 1").fetchall()]
+        return {t: conn.execute(sql.SQL(
+            "SELECT count(*), md5(coalesce(string_agg(t::text, '|' ORDER BY t::text), ''))"
+            " FROM warden.{} t").format(sql.Identifier(t))).fetchone() for t in tables}
+
+
+@pytest.mark.parametrize("case", list(CLI_CASES))
+def test_a_value_no_column_can_hold_exits_2_naming_the_field(
+        cli: Cli, db_url: str, tmp_path: Path, case: str) -> None:
+    argv, suffix, text, field = CLI_CASES[case]
+    if "RUN" in argv:  # a run to (not) cancel
+        cli.run("workflows", "apply", SEED)
+        run_id = cli.run("runs", "start", "incident-remediation").stdout.strip()
+        argv = tuple(run_id if a == "RUN" else a for a in argv)
+    if "FILE" in argv:
+        path = tmp_path / f"hostile{suffix}"
+        path.write_text(text)
+        argv = tuple(str(path) if a == "FILE" else a for a in argv)
+    before = table_digests(db_url)
+    done = cli.run(*argv, ok=False)
+    assert done.returncode == 2, (done.stdout, done.stderr)
+    assert field in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr, done.stderr
+    assert table_digests(db_url) == before

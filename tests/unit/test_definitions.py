@@ -462,7 +462,15 @@ def test_a_yaml_alias_bomb_is_refused_at_once() -> None:
     ("? [a, b]\n: c\n", "", "mapping keys must be plain values, not collections"),
     ("id: x\n---\nid: y\n", "", "a definition must be a single YAML document"),
     ("id: x\nsteps: [a\n", "", "invalid YAML at line 3, column 1"),
-    ("id: 'x\n", "", "invalid YAML at line 2"),
+    ("id: 'x\n", "id", "invalid YAML at line 2"),  # located by the scalar's key
+    # values no jsonb can hold, by their path
+    ("timeout_ms: .nan\n", "timeout_ms", "NaN is not a JSON number"),
+    ("steps: {a: {input: {x: [1, .inf]}}}\n", "steps.a.input.x[1]",
+     "Infinity is not a JSON number"),
+    ("timeout_ms: -.Inf\n", "timeout_ms", "-Infinity is not a JSON number"),
+    ("timeout_ms: 1e400\n", "timeout_ms", "Infinity is not a JSON number"),
+    ('name: "\\ud800"\n', "name", "found invalid Unicode character escape code"),
+    ('name: "a\\0b"\n', "name", "contains U+0000"),
     ("a: " + "[" * 150 + "]" * 150 + "\n", "a" + "[0]" * 99, "nested more than 100 levels"),
 ])
 def test_yaml_mistakes(source: str, path: str, message: str) -> None:
@@ -497,7 +505,13 @@ def test_yaml_keys_that_are_not_strings_are_reported() -> None:
      "duplicate key 'x'"),
     ('{"id": "a", "id": "b"}', "id", "duplicate key 'id'"),
     ('{"id": "a",\n "name": }', "", "invalid JSON at line 2, column 10: Expecting value"),
-    ('{"id": NaN}', "", "invalid JSON: NaN is not allowed"),
+    ('{"id": NaN}', "id", "NaN is not a JSON number"),
+    ('{"steps": {"a": {"input": [-Infinity]}}}', "steps.a.input[0]",
+     "-Infinity is not a JSON number"),
+    ('{"timeout_ms": 1e400}', "timeout_ms", "1e400 is out of range"),
+    ('{"timeout_ms": ' + "9" * 4301 + "}", "timeout_ms", "an integer of 4301 digits is too large"),
+    ('{"name": "\\ud800"}', "name", "contains a lone surrogate (U+D800)"),
+    ('{"steps": {"\\udc00": {}}}', "steps.\\udc00", "the key contains a lone surrogate"),
     ('{"a":' * 50 + "[" * 60 + "]" * 60 + "}" * 50, ".".join(["a"] * 50) + "[0]" * 50,
      "nested more than 100 levels deep"),
 ])

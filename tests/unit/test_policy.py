@@ -509,7 +509,7 @@ def test_the_normalised_document_fills_in_defaults() -> None:
      "Expecting value"),
     (doc(rule_doc(match={"input": ["input.a == NaN"]})),
      "rules[0].match.input[0]: the value after '==' must be JSON (a number, a \"quoted "
-     "string\", true, false, null or a list): invalid JSON: NaN is not allowed"),
+     "string\", true, false, null or a list): NaN is not a JSON number"),
     (doc(rule_doc(match={"input": ["input.a exists true"]})),
      "rules[0].match.input[0]: 'exists' takes no value, got 'true'"),
     (doc(rule_doc(match={"input": ["input.a in \"gold\""]})),
