@@ -26,6 +26,7 @@ from api.limits import BodyLimit
 from api.registry import ENDPOINTS
 from api.routes import approvals, health, jobs, policy, runs, workflows  # noqa: F401 - register
 from api.spec import document
+from api.tenancy import NoTenantScope
 from engine.core.errors import WardenError
 from engine.runs.services import Services
 
@@ -89,7 +90,8 @@ def create_app(*, svc: Services | None = None, secret_key: bytes | None = None,
     routes.append(Route("/openapi.json", openapi_json, methods=["GET"]))
     routes += extra_routes or []
     app = Starlette(routes=routes, lifespan=lifespan,
-                    middleware=[Middleware(BodyLimit, max_body_size=max_body_size)],
+                    middleware=[Middleware(NoTenantScope),
+                                Middleware(BodyLimit, max_body_size=max_body_size)],
                     exception_handlers={WardenError: _warden_error, HTTPException: _http_error,
                                         Exception: _unexpected})
     if svc is not None:  # usable at once, with or without a lifespan run (in-process clients)

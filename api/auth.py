@@ -14,6 +14,7 @@ from starlette.requests import Request
 
 from engine.core.errors import NotFound, WardenError
 from engine.governance.apikeys import Principal, Role, authenticate
+from engine.store.scope import set_tenant
 
 TENANT_HEADER = "X-Tenant-ID"
 DEFAULT_TENANT = "default"
@@ -58,4 +59,5 @@ async def authorize(request: Request, *roles: Role) -> Caller:
     if Role.ADMIN not in principal.roles and not principal.roles.intersection(roles):
         wanted = ", ".join(sorted(r.value for r in roles))
         raise NotAllowed(f"this key lacks a role for this call (one of: {wanted})")
+    set_tenant(tenant)  # row-level security: this request sees this tenant's rows only
     return Caller(principal, tenant)

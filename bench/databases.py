@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from bench import pg
+from engine.governance import worker_grants
+from engine.store import Database
 from engine.store.migrate import upgrade
 
 
@@ -56,7 +58,12 @@ class BenchDatabases:
     async def prepare(self) -> None:
         """Creates and migrates the template (alembic is sync: off the event loop)."""
         await self._admin("database_create_empty", database=self.template)
-        await asyncio.to_thread(upgrade, pg.with_database(self.admin_url, self.template))
+        template_url = pg.with_database(self.admin_url, self.template)
+        await asyncio.to_thread(upgrade, template_url)
+        # the bench's workers claim as the admin role: every tenant, every topic
+        async with Database(template_url, max_size=1) as db:
+            await worker_grants.grant(db, role=None, tenant_id=worker_grants.ALL_TENANTS,
+                                      topic_glob="*", granted_by="bench")
 
     async def fresh_seed(self) -> str:
         """An empty migrated database to enqueue a shape's runs into; returns its URL."""

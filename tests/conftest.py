@@ -70,6 +70,10 @@ def migrated_template(_databases: Databases) -> str:
     upgrade(url)
     with psycopg.connect(url, autocommit=True) as conn:
         state_guard.install(conn)
+        # the suite's own role claims as every worker it starts (tests of the grants
+        # themselves connect as roles of their own: tests/db/test_least_privilege.py)
+        conn.execute("INSERT INTO warden.worker_grants (role_name, tenant_id, topic_glob, "
+                     "granted_by) VALUES (session_user, '*', '*', 'tests/conftest.py')")
     _databases.disconnect(name)
     return name
 

@@ -19,7 +19,8 @@ TABLES = {"runs": "run", "steps": "step", "jobs": "job", "approvals": "approval"
 SQLSTATE = "WT001"
 
 _FUNCTION = """
-CREATE FUNCTION warden_test.guard_move() RETURNS trigger LANGUAGE plpgsql AS $$
+CREATE FUNCTION warden_test.guard_move() RETURNS trigger LANGUAGE plpgsql
+SECURITY DEFINER SET search_path = pg_catalog AS $$
 BEGIN
     IF NOT EXISTS (SELECT 1 FROM warden_test.allowed_moves m
                     WHERE m.entity = TG_ARGV[0] AND m.source = OLD.status::text

@@ -16,6 +16,7 @@ from engine.core.errors import DatabaseUnavailable, SchemaMismatch
 from engine.process import dbgauges
 from engine.process import metrics as own_metrics
 from engine.store import health, migrate
+from engine.store.scope import across_tenants
 
 # the reconciler's default dispatch timeout (WARDEN_DISPATCH_TIMEOUT_MS)
 UNCLAIMED_AFTER = timedelta(minutes=5)
@@ -44,6 +45,7 @@ async def readyz(request: Request) -> Response:
 
 @endpoint("GET", "/metrics", "Prometheus metrics", responses={200: None})
 async def metrics(request: Request) -> Response:
+    across_tenants()  # aggregate gauges over every tenant; no row leaves this process
     families = await dbgauges.read(request.app.state.svc.db, unclaimed_after=UNCLAIMED_AFTER)
     body, content_type = own_metrics.exposition(families, request.headers.get("accept"))
     return Response(body, headers={"Content-Type": content_type})

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # A Warden worker in plain bash + psql: claims jobs of one topic, "handles" them, and
 # completes them under their lease token. Any language can do the same with the four
-# SQL functions (warden.claim_jobs, heartbeat_job, complete_job, fail_job).
+# SQL functions (warden.claim_jobs, heartbeat_job, complete_job, fail_job). It needs
+# nothing else: log in as a role that is a member of warden_worker and was granted the
+# topic (`warden workers grant ROLE --tenant T --topic GLOB`, docs/sql-worker.md).
 #
 #   WARDEN_DATABASE_URL=postgresql://… docs/examples/psql_worker.sh TOPIC [MAX_JOBS]
 #

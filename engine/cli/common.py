@@ -16,6 +16,7 @@ from engine.governance.policy import Verdict
 from engine.process.runtime import database_url
 from engine.runs.services import Services
 from engine.store import Database
+from engine.store.scope import across_tenants
 
 EXIT_CODES: tuple[tuple[type[errors.WardenError], int], ...] = (
     (errors.InvalidDefinition, 2), (errors.InvalidInput, 2), (errors.ConfigError, 2),
@@ -73,6 +74,9 @@ def unreadable_argument(argv: list[str]) -> str | None:
 async def with_db(settings: Settings, body: Callable[[Services], Awaitable[int]]) -> int:
     from engine.store.migrate import require_head
 
+    # operator commands on the host act across tenants (engine/store/scope.py); an API
+    # served from here scopes each request itself (api/tenancy.py)
+    across_tenants()
     with database_url(settings, announce=False) as url:
         await asyncio.to_thread(require_head, url)
         async with Database(url, max_size=4) as db:

@@ -43,13 +43,14 @@ from engine.core.settings import Settings
 from engine.daemons.serve import EngineConfig, run_engine
 from engine.definitions import workflows
 from engine.examples import handlers
-from engine.governance import apikeys, approvals, decisions
+from engine.governance import apikeys, approvals, decisions, worker_grants
 from engine.governance.policy import Verdict
 from engine.process.runtime import database_url, stop_on_signals
 from engine.runs import lifecycle, timeline
 from engine.runs.services import Services
 from engine.store import Database, migrate
 from engine.store.records import RunRow
+from engine.store.scope import across_tenants
 from engine.worker.runner import Worker, WorkerConfig
 
 TENANT = "default"
@@ -81,7 +82,13 @@ async def run_demo(settings: Settings, options: DemoOptions, api: ApiStarter | N
         _reset(settings)
     with database_url(settings) as url:
         await asyncio.to_thread(migrate.upgrade, url)
+        # the demo is the engine, an operator and workers in one process: it acts across
+        # tenants (engine/store/scope.py), and its built-in workers claim every tenant's
+        # jobs of every topic, which a worker role may only do when granted explicitly
+        across_tenants()
         async with Database(url, max_size=10) as db:
+            await worker_grants.grant(db, role=None, tenant_id=worker_grants.ALL_TENANTS,
+                                      topic_glob="*", granted_by="warden demo")
             print(f"database ready in {time.monotonic() - options.began:.1f}s", flush=True)
             if stop.is_set():
                 return 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
 from engine.cli.common import Command, print_json, with_db
 from engine.core import errors
@@ -13,6 +14,7 @@ from engine.governance import approvals, decisions
 from engine.governance.policy import Facts
 from engine.runs import lifecycle, views
 from engine.runs.services import Services
+from engine.store.records import WorkerGrantRow
 
 
 async def cmd_approvals_list(args: argparse.Namespace, settings: Settings) -> int:
@@ -189,3 +191,55 @@ async def cmd_keys_revoke(args: argparse.Namespace, settings: Settings) -> int:
         return 0
 
     return await with_db(settings, body)
+
+
+async def cmd_workers_grant(args: argparse.Namespace, settings: Settings) -> int:
+    from engine.governance import worker_grants
+
+    async def body(svc: Services) -> int:
+        row = await worker_grants.grant(svc.db, role=args.role, tenant_id=args.grant_tenant,
+                                        topic_glob=args.topic, granted_by=args.principal)
+        if args.json:
+            print_json(_grant_doc(row))
+        else:
+            print(f"{row.role_name} may work on tenant {row.tenant_id}, topics {row.topic_glob}")
+        return 0
+
+    return await with_db(settings, body)
+
+
+async def cmd_workers_revoke(args: argparse.Namespace, settings: Settings) -> int:
+    from engine.governance import worker_grants
+
+    async def body(svc: Services) -> int:
+        row = await worker_grants.revoke(svc.db, role=args.role, tenant_id=args.grant_tenant,
+                                         topic_glob=args.topic)
+        if args.json:
+            print_json(_grant_doc(row))
+        else:
+            print(f"{row.role_name} may no longer work on tenant {row.tenant_id}, "
+                  f"topics {row.topic_glob}")
+        return 0
+
+    return await with_db(settings, body)
+
+
+async def cmd_workers_grants(args: argparse.Namespace, settings: Settings) -> int:
+    from engine.governance import worker_grants
+
+    async def body(svc: Services) -> int:
+        rows = await worker_grants.grants(svc.db, args.role)
+        if args.json:
+            print_json([_grant_doc(r) for r in rows])
+            return 0
+        for r in rows:
+            print(f"{r.role_name:<24} tenant={r.tenant_id:<16} topics={r.topic_glob:<32} "
+                  f"by {r.granted_by} at {r.granted_at.isoformat(timespec='seconds')}")
+        return 0
+
+    return await with_db(settings, body)
+
+
+def _grant_doc(row: WorkerGrantRow) -> dict[str, Any]:
+    return {"role": row.role_name, "tenant_id": row.tenant_id, "topic_glob": row.topic_glob,
+            "granted_by": row.granted_by, "granted_at": row.granted_at.isoformat()}

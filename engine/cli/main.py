@@ -24,6 +24,9 @@ from engine.cli.governance import (
     cmd_policy_apply,
     cmd_policy_evaluate,
     cmd_policy_show,
+    cmd_workers_grant,
+    cmd_workers_grants,
+    cmd_workers_revoke,
     decide_command,
     label_arg,
 )
@@ -167,6 +170,19 @@ def _parser() -> argparse.ArgumentParser:
     p = add(ks, "revoke", cmd_keys_revoke, "revoke a key")
     p.add_argument("key_id", metavar="KEY_ID")
 
+    wk = sub.add_parser("workers", help="workers and what they may claim").add_subparsers(
+        dest="sub", required=True, metavar="SUBCOMMAND")
+    for name, func, text in (
+            ("grant", cmd_workers_grant, "let a login role claim a tenant's jobs of some topics"),
+            ("revoke", cmd_workers_revoke, "take a grant back (its claims and writes stop)")):
+        p = add(wk, name, func, text)
+        p.add_argument("role", metavar="ROLE", help="a PostgreSQL login role")
+        p.add_argument("--tenant", dest="grant_tenant", required=True,
+                       help="a tenant id, or '*' for every tenant")
+        p.add_argument("--topic", required=True, help="a topic glob ('*', '?')")
+    p = add(wk, "grants", cmd_workers_grants, "who may claim what", read=True)
+    p.add_argument("--role", help="only this login role's grants")
+
     p = add(sub, "timeline", cmd_timeline, "print a run's timeline", read=True)
     p.add_argument("run_id", type=uuid_arg, metavar="RUN_ID")
     au = sub.add_parser("audit", help="audit checks").add_subparsers(
@@ -176,8 +192,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("run_id", type=uuid_arg, nargs="?", metavar="RUN_ID")
 
     for action in _all_subparsers(parser):
-        action.add_argument("--tenant", default=None,
-                            help="tenant (default: 'default' for writes, all for reads)")
+        if "--tenant" not in action._option_string_actions:  # workers grant has its own
+            action.add_argument("--tenant", default=None,
+                                help="tenant (default: 'default' for writes, all for reads)")
         action.add_argument("--as", dest="principal", default="cli",
                             help="the principal recorded as actor (default: cli)")
     return parser

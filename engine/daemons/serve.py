@@ -18,6 +18,7 @@ from engine.process.loops import run_forever
 from engine.runs.services import Services
 from engine.scheduling.scheduler import Scheduler
 from engine.store.listener import NOTIFICATIONS_CHANNEL, SCHEDULER_CHANNEL, Listener
+from engine.store.scope import across_tenants
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +37,8 @@ class EngineConfig:
 
 async def run_engine(svc: Services, config: EngineConfig, stop: asyncio.Event) -> None:
     """Runs the loops until ``stop`` is set; each finishes its current pass."""
+    # the loops move every tenant's runs (engine/store/scope.py); the tasks below inherit it
+    across_tenants()
     scheduler = Scheduler(svc, batch_size=config.batch_size)
     reaper = Reaper(svc.db)
     reconciler = Reconciler(svc, dispatch_timeout=config.dispatch_timeout)

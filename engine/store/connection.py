@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import weakref
 from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import fields
@@ -32,6 +33,7 @@ from engine.core.enums import (
     StepStatus,
     StepType,
 )
+from engine.store import scope
 from engine.store.sqlfiles import get
 
 log = logging.getLogger(__name__)
@@ -189,14 +191,29 @@ class Database:
     async def connection(self) -> AsyncIterator[Conn]:
         """A pooled autocommit connection: each statement is its own transaction."""
         async with translated(), self._pool.connection(timeout=self.acquire_timeout) as conn:
+            await _apply_scope(conn)
             yield conn
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Conn]:
         """A pooled connection inside one transaction, committed on normal exit."""
-        async with translated(), \
-                self._pool.connection(timeout=self.acquire_timeout) as conn, conn.transaction():
-            yield conn
+        async with translated(), self._pool.connection(timeout=self.acquire_timeout) as conn:
+            await _apply_scope(conn)
+            async with conn.transaction():
+                yield conn
+
+
+# The tenant scope each pooled connection's session carries now, so a connection that goes
+# back to work of the same scope costs no extra round trip (engine/store/scope.py).
+_SESSION_SCOPES: weakref.WeakKeyDictionary[Conn, str] = weakref.WeakKeyDictionary()
+
+
+async def _apply_scope(conn: Conn) -> None:
+    wanted = scope.current()
+    if _SESSION_SCOPES.get(conn) != wanted:
+        async with conn.cursor() as cur:
+            await cur.execute(get("session_tenant_scope").sql, {"tenant": wanted})
+        _SESSION_SCOPES[conn] = wanted
 
 
 async def fetch_one(conn: Conn, name: str, params: Params, row: type[T]) -> T | None:

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 import psycopg
 
-from engine.core.errors import DatabaseUnavailable, SchemaMismatch
+from engine.core.errors import DatabaseUnavailable, Forbidden, SchemaMismatch
 from engine.core.resources import data_dir
 from engine.store import sqlfiles
 
@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from alembic.config import Config
     from sqlalchemy import Engine
 
-HEAD = "0001_baseline"
+HEAD = "0002_least_privilege"
 
 # Revisions of the pre-release schema, squashed into 0001_baseline: a database still at
 # one of them was made by a development build and has no upgrade path.
@@ -52,10 +52,22 @@ def upgrade(url: str, revision: str = "head") -> None:
     """Apply migrations up to ``revision`` (default: the newest)."""
     from alembic import command
 
+    from sqlalchemy.exc import DBAPIError
+
     config = _config()
-    with _engine(url).begin() as connection:
-        config.attributes["connection"] = connection
-        command.upgrade(config, revision)
+    try:
+        with _engine(url).begin() as connection:
+            config.attributes["connection"] = connection
+            command.upgrade(config, revision)
+    except DBAPIError as exc:
+        cause = exc.orig
+        if isinstance(cause, psycopg.Error) and cause.sqlstate in ("42501", "WD403"):
+            # a role that may not do what migrating needs (create the schema, the roles,
+            # hand objects to warden_owner): say what, and what an administrator runs
+            hint = cause.diag.message_hint
+            raise Forbidden(f"warden migrate: {cause.diag.message_primary}"
+                            + (f"; {hint}" if hint else "")) from exc
+        raise
 
 
 def downgrade(url: str, revision: str = "base") -> None:

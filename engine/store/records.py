@@ -250,3 +250,13 @@ class ApiKeyRow:
     created_at: datetime
     revoked_at: datetime | None
     last_used_at: datetime | None
+
+
+@dataclass(frozen=True)
+class WorkerGrantRow:
+    role_name: str
+    tenant_id: str
+    topic_glob: str
+    topic_like: str
+    granted_by: str
+    granted_at: datetime

@@ -7,7 +7,8 @@
 -- whoever appends next waits for this transaction and reads the head it leaves. One
 -- update of the run's timeline head per call, however many events.
 CREATE OR REPLACE FUNCTION warden.append_events(p_tenant text, p_run uuid, p_events jsonb)
-RETURNS bigint LANGUAGE plpgsql AS $$
+RETURNS bigint
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     e      jsonb;
     v_seq  bigint;

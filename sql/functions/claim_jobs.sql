@@ -2,16 +2,24 @@
 -- for `lease` (never past the attempt's timeout), and returns what the worker needs.
 -- The job protocol's entry point for workers in any language (docs/sql-worker.md).
 --
--- Claimable: pending, available_at reached, and dispatched under the policy snapshot
--- that is still its tenant's active one (a drifted job is skipped here and re-evaluated
--- by the scheduler, which the activation woke).
+-- Claimable: pending, available_at reached, of a tenant and topic the login role is
+-- granted (warden.worker_grants), and dispatched under the policy snapshot that is still
+-- its tenant's active one (a drifted job is skipped here and re-evaluated by the
+-- scheduler, which the activation woke).
+--
+-- SECURITY DEFINER, like every worker function: a worker role holds EXECUTE on these and
+-- no table privilege at all (sql/grants/20_privileges.sql), so this body is the only way
+-- its claims reach warden.jobs. The search_path is fixed and every name qualified, so a
+-- caller's objects can never stand in for warden's. available_at and started_at say how
+-- long the job waited for this claim.
 CREATE OR REPLACE FUNCTION warden.claim_jobs(
     topics text[], worker text, max_jobs integer, lease interval
 ) RETURNS TABLE (
     job_id text, run_id uuid, step_id text, attempt integer, topic text, input jsonb,
     upstream jsonb, checkpoint jsonb, constraints jsonb, lease_token uuid,
-    lease_expires_at timestamptz, tenant_id text
-) LANGUAGE plpgsql AS $$
+    lease_expires_at timestamptz, tenant_id text, available_at timestamptz,
+    started_at timestamptz
+) LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 #variable_conflict use_column
 DECLARE
     c            record;
@@ -41,6 +49,8 @@ BEGIN
                      FROM warden.jobs j
                     WHERE j.status = 'pending' AND j.topic = t.topic
                       AND j.available_at <= v_now
+                      -- only what the login role is granted (warden.worker_grants)
+                      AND warden.granted(j.tenant_id, j.topic)
                       -- one primary-key probe per candidate row
                       AND j.policy_snapshot_hash IS NOT DISTINCT FROM (
                           SELECT a.snapshot_hash FROM warden.policy_active a
@@ -99,6 +109,7 @@ BEGIN
         topic := c.topic; input := c.input; upstream := c.upstream; checkpoint := c.checkpoint;
         constraints := c.constraints; lease_token := c.lease_token;
         lease_expires_at := c.lease_expires_at; tenant_id := c.tenant_id;
+        available_at := c.available_at; started_at := c.started_at;
         RETURN NEXT;
     END LOOP;
     IF v_run IS NOT NULL THEN

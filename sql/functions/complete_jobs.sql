@@ -6,7 +6,8 @@
 -- 'not_found').
 CREATE OR REPLACE FUNCTION warden.complete_jobs(
     job_ids text[], lease_tokens uuid[], results jsonb[])
-RETURNS TABLE (job_id text, outcome text) LANGUAGE plpgsql AS $$
+RETURNS TABLE (job_id text, outcome text)
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 #variable_conflict use_column
 DECLARE
     v_done warden.jobs[];

@@ -2,7 +2,8 @@
 -- step's next attempt when one is left and the error is retryable (end_attempt).
 CREATE OR REPLACE FUNCTION warden.fail_job(job_id text, lease_token uuid, error jsonb,
                                            retryable boolean)
-RETURNS void LANGUAGE plpgsql AS $$
+RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     j warden.jobs;
 BEGIN

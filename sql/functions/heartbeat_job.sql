@@ -4,7 +4,8 @@
 -- worker learns that its run was cancelled.
 CREATE OR REPLACE FUNCTION warden.heartbeat_job(
     job_id text, lease_token uuid, extend interval, checkpoint jsonb DEFAULT NULL
-) RETURNS timestamptz LANGUAGE plpgsql AS $$
+) RETURNS timestamptz
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     j warden.jobs;
 BEGIN

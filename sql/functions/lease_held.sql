@@ -1,11 +1,12 @@
 -- THE fence: a worker's write to a job lands only while the worker still holds the job's
 -- lease — the job is running, the token is the one this claim handed out, and the lease
--- has not expired, whether or not the reaper has seen it yet. Every worker write
+-- has not expired, whether or not the reaper has seen it yet — and while its login role
+-- is still granted the job's tenant and topic (warden.granted). Every worker write
 -- (heartbeat_job, complete_job(s), fail_job, release_job) filters on this and nothing
 -- else. A SQL function so the planner inlines it into each UPDATE's WHERE clause: the
 -- job is still found by its index (jobs_by_job_id), the fence is evaluated on that row.
 CREATE OR REPLACE FUNCTION warden.lease_held(j warden.jobs, presented uuid) RETURNS boolean
 LANGUAGE sql STABLE PARALLEL SAFE AS $$
     SELECT j.status = 'running' AND j.lease_token = presented
-       AND j.lease_expires_at > warden.now()
+       AND j.lease_expires_at > warden.now() AND warden.granted(j.tenant_id, j.topic)
 $$;

@@ -3,7 +3,7 @@
 -- worker write can land on any more. SKIP LOCKED lets any number of reapers run side by
 -- side, and skips a job whose worker is writing to it right now.
 CREATE OR REPLACE FUNCTION warden.reap_expired_jobs(p_limit integer) RETURNS integer
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     j     warden.jobs;
     v_n   integer := 0;

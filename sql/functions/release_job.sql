@@ -3,7 +3,8 @@
 -- worker's decision, not the job's failure: the step's max_attempts grows by one so the
 -- released attempt is not counted against its retries.
 CREATE OR REPLACE FUNCTION warden.release_job(job_id text, lease_token uuid, reason text)
-RETURNS void LANGUAGE plpgsql AS $$
+RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     j     warden.jobs;
     v_err jsonb;

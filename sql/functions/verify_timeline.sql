@@ -2,7 +2,7 @@
 -- hash recomputes, and the head stored on the run matches the last event (so a deleted
 -- tail is caught too).
 CREATE OR REPLACE FUNCTION warden.verify_timeline(p_run uuid) RETURNS boolean
-LANGUAGE plpgsql STABLE AS $$
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     e          record;
     v_expected bigint := 1;

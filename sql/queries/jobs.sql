@@ -22,16 +22,13 @@ RETURNING *;
 SELECT pg_notify('warden_jobs', t) FROM unnest(%(topics)s::text[]) AS t;
 
 -- name: jobs_claim :many
--- Claims up to max_jobs claimable jobs of the topics (warden.claim_jobs, unchanged: it is
--- the protocol for workers in other languages), each with its claim latency in seconds.
--- The lookup sees the row as it was before this statement claimed it: available_at is the
--- same, and warden.now() is the claim's started_at. A job committed after the statement began is
--- invisible to it but was claimed the moment it appeared: a wait of 0.
-SELECT c.*,
-       coalesce((SELECT extract(epoch FROM warden.now() - j.available_at)
-                   FROM warden.jobs j
-                  WHERE j.tenant_id = c.tenant_id AND j.job_id = c.job_id), 0)::float8
-           AS waited_s
+-- Claims up to max_jobs claimable jobs of the topics through warden.claim_jobs — the
+-- protocol every worker uses, whatever its language — each with its claim latency in
+-- seconds: from the job becoming available to this claim, on the database clock. Nothing
+-- here reads a table: a worker role may only execute the protocol's functions.
+SELECT c.job_id, c.run_id, c.step_id, c.attempt, c.topic, c.input, c.upstream,
+       c.checkpoint, c.constraints, c.lease_token, c.lease_expires_at, c.tenant_id,
+       extract(epoch FROM c.started_at - c.available_at)::float8 AS waited_s
   FROM warden.claim_jobs(%(topics)s, %(worker)s, %(max_jobs)s, %(lease)s) AS c;
 
 -- name: job_heartbeat :one

@@ -85,6 +85,9 @@ class Cluster:
 
         url = self.create_database(name)
         upgrade(url)
+        with psycopg.connect(url, autocommit=True) as conn:  # the chaos workers' grant
+            conn.execute("INSERT INTO warden.worker_grants (role_name, tenant_id, topic_glob, "
+                         "granted_by) VALUES (session_user, '*', '*', 'tests/chaos')")
         return url
 
     # ------------------------------------------------------------ control

@@ -4,19 +4,30 @@ from __future__ import annotations
 
 import os
 import subprocess
+from collections.abc import Iterator
 
 import pytest
 
 from engine.core.enums import RunStatus
+from engine.governance import worker_grants
 from engine.scheduling.scheduler import Scheduler
 from engine.store import Database
+from tests import roles as roles_mod
 from tests import support
 from tests.e2e.processes import REPO
+from tests.roles import LoginRoles, as_role
 
 pytestmark = pytest.mark.anyio
 
 
-async def test_the_documented_psql_worker_completes_jobs(db: Database, db_url: str) -> None:
+@pytest.fixture(scope="module")
+def login_roles(pg_server_url: str, migrated_template: str) -> Iterator[LoginRoles]:
+    yield from roles_mod.create(pg_server_url)
+
+
+async def test_the_documented_psql_worker_completes_jobs(db: Database, db_url: str,
+                                                         login_roles: LoginRoles) -> None:
+    """Run as a login role that is only a member of warden_worker, granted the topic."""
     await support.store(db, """
 id: sqlish
 name: done by psql
@@ -28,8 +39,14 @@ steps:
     scheduler = Scheduler(support.services(db))
     run = await support.start(db, "sqlish", {"ticket": "T-1"})
     await support.settle(scheduler)
+    worker_url = as_role(db_url, login_roles.worker_a)
+    again = subprocess.run([str(REPO / "docs/examples/psql_worker.sh"), "t.psql"],
+                           env={**os.environ, "WARDEN_DATABASE_URL": worker_url, "ONCE": "1"},
+                           capture_output=True, text=True, timeout=60, check=False)
+    assert (again.returncode, again.stdout) == (0, "")  # not granted yet: claims nothing
+    await grant_worker(db, login_roles.worker_a)
     done = subprocess.run([str(REPO / "docs/examples/psql_worker.sh"), "t.psql"],
-                          env={**os.environ, "WARDEN_DATABASE_URL": db_url, "ONCE": "1"},
+                          env={**os.environ, "WARDEN_DATABASE_URL": worker_url, "ONCE": "1"},
                           capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode == 0, done.stderr
     assert done.stdout.count("completed ") == 2
@@ -37,3 +54,8 @@ steps:
     detail = await support.detail(db, run.run_id)
     assert detail.run.status is RunStatus.SUCCEEDED
     assert detail.steps[0].output == {"handled_by": "psql", "input": {"ticket": "T-1"}}
+
+
+async def grant_worker(db: Database, role: str) -> None:
+    await worker_grants.grant(db, role=role, tenant_id="default", topic_glob="t.psql",
+                              granted_by="test")

@@ -1,0 +1,56 @@
+-- What each role may do (docs/security.md). Nothing is granted to PUBLIC.
+REVOKE ALL ON SCHEMA warden FROM PUBLIC;
+REVOKE ALL ON ALL TABLES IN SCHEMA warden FROM PUBLIC;
+REVOKE ALL ON ALL FUNCTIONS IN SCHEMA warden FROM PUBLIC;
+GRANT USAGE ON SCHEMA warden TO warden_engine, warden_worker, warden_auditor;
+
+-- ---------------------------------------------------------------- warden_worker
+-- The job protocol and nothing else: no table privilege at all. Each function checks the
+-- login role's grants (warden.worker_grants) and fences every write by the lease.
+GRANT EXECUTE ON FUNCTION
+    warden.claim_jobs(text[], text, integer, interval),
+    warden.heartbeat_job(text, uuid, interval, jsonb),
+    warden.complete_job(text, uuid, jsonb),
+    warden.complete_jobs(text[], uuid[], jsonb[]),
+    warden.fail_job(text, uuid, jsonb, boolean),
+    warden.release_job(text, uuid, text)
+    TO warden_worker, warden_engine;
+
+-- ---------------------------------------------------------------- warden_engine
+-- `warden serve`: reads everything of the tenants in scope (row-level security,
+-- sql/grants/30_row_security.sql), writes the state it moves, and only appends to the
+-- audit records: never UPDATE, DELETE or TRUNCATE on the timeline or the policy records,
+-- and it owns nothing, so it cannot disable a trigger. Timeline events are written only
+-- by warden.append_events (SECURITY DEFINER), which computes the chain: the engine
+-- cannot insert an event of its own making, nor move a run's timeline head.
+GRANT SELECT ON ALL TABLES IN SCHEMA warden TO warden_engine;
+GRANT INSERT ON warden.workflows, warden.runs, warden.steps, warden.jobs, warden.approvals,
+    warden.notifications, warden.policy_snapshots, warden.policy_active,
+    warden.policy_activations, warden.policy_decisions, warden.api_keys TO warden_engine;
+GRANT UPDATE (status, output, error, started_at, finished_at, needs_scheduling)
+    ON warden.runs TO warden_engine;
+GRANT UPDATE (status, attempts, max_attempts, retry_at, output, error, started_at,
+              finished_at) ON warden.steps TO warden_engine;
+-- never result, worker, lease_token or checkpoint: those are the lease holder's
+GRANT UPDATE (status, policy_snapshot_hash, constraints, timeout_ms, available_at,
+              finished_at, error, unclaimed_reported_at) ON warden.jobs TO warden_engine;
+-- a decision only: who asked, for which run and job hash, is fixed at insert
+GRANT UPDATE (status, decided_by, decided_at, reason) ON warden.approvals TO warden_engine;
+GRANT UPDATE ON warden.notifications TO warden_engine;
+GRANT UPDATE (snapshot_hash, activated_by, activated_at) ON warden.policy_active
+    TO warden_engine;
+GRANT UPDATE (revoked_at, last_used_at) ON warden.api_keys TO warden_engine;
+GRANT EXECUTE ON FUNCTION
+    warden.now(), warden.clock_timestamp(), warden.in_scope(text),
+    warden.append_event(text, uuid, warden.timeline_kind, text, text, integer, text, jsonb),
+    warden.append_events(text, uuid, jsonb), warden.wake_run(text, uuid),
+    warden.reap_expired_jobs(integer), warden.verify_timeline(uuid)
+    TO warden_engine;
+
+-- ---------------------------------------------------------------- warden_auditor
+-- Read-only: the records an audit reads, across tenants (docs/dba.md).
+GRANT SELECT ON warden.timeline, warden.policy_decisions, warden.policy_snapshots,
+    warden.policy_activations, warden.policy_active, warden.approvals, warden.runs,
+    warden.steps, warden.jobs, warden.workflows TO warden_auditor;
+GRANT EXECUTE ON FUNCTION warden.verify_timeline(uuid), warden.now(),
+    warden.in_scope(text) TO warden_auditor;

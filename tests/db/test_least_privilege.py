@@ -1,0 +1,275 @@
+"""Least privilege at the SQL level (docs/security.md), against real PostgreSQL with the
+four roles: each attack of the issue that opened this work now does no harm, and the
+positive paths still work for exactly the roles that should have them."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+import pytest
+
+from engine.core.enums import RunStatus
+from engine.scheduling.scheduler import Scheduler
+from engine.store import Database
+from tests import roles as roles_mod
+from tests import support
+from tests.roles import LoginRoles, as_role
+
+pytestmark = pytest.mark.anyio
+
+TWO_STEPS = """
+id: two
+name: two
+version: 1.0.0
+steps:
+  a: {type: job, topic: t.work}
+  gate: {type: approval, depends_on: [a]}
+  b: {type: job, topic: t.work, depends_on: [gate]}
+"""
+
+
+@pytest.fixture(scope="session")
+def login_roles(pg_server_url: str, migrated_template: str) -> Iterator[LoginRoles]:
+    # migrated_template first: the group roles exist once a database was migrated
+    yield from roles_mod.create(pg_server_url)
+
+
+def connect(db_url: str, role: str) -> psycopg.Connection[tuple[Any, ...]]:
+    return psycopg.connect(as_role(db_url, role), autocommit=True)
+
+
+def grant(db_url: str, role: str, tenant: str, topic: str = "*") -> None:
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute("INSERT INTO warden.worker_grants (role_name, tenant_id, topic_glob, "
+                     "granted_by) VALUES (%s, %s, %s, 'test')", [role, tenant, topic])
+
+
+async def two_tenants(db: Database) -> dict[str, Any]:
+    """A run of `two` in tenants t1 and t2, each with job `a` claimable."""
+    runs = {}
+    for tenant in ("t1", "t2"):
+        await support.store(db, TWO_STEPS, tenant=tenant)
+        runs[tenant] = await support.start(db, "two", {"secret": f"{tenant}-input"},
+                                           tenant=tenant)
+    await support.settle(Scheduler(support.services(db)))
+    return runs
+
+
+def claim(conn: psycopg.Connection[tuple[Any, ...]], n: int = 10) -> list[tuple[Any, ...]]:
+    return conn.execute("SELECT tenant_id, job_id, lease_token, input FROM "
+                        "warden.claim_jobs(ARRAY['t.work'], 'w', %s, interval '1 minute')",
+                        [n]).fetchall()
+
+
+# ---------------------------------------------------------------- the worker role
+
+@pytest.mark.parametrize("statement", [
+    "SELECT tenant_id, input FROM warden.runs",
+    "SELECT * FROM warden.jobs",
+    "SELECT * FROM warden.timeline",
+    "UPDATE warden.steps SET status = 'succeeded' WHERE step_id = 'gate'",
+    "UPDATE warden.approvals SET status = 'approved'",
+    "INSERT INTO warden.worker_grants (role_name, tenant_id, topic_glob, granted_by) "
+    "VALUES (session_user, '*', '*', 'me')",
+    "SELECT warden.append_event('t2', gen_random_uuid(), 'approval.approved', 'gate', NULL, "
+    "NULL, 'mallory', '{}')",
+    "SELECT warden.wake_run('t2', gen_random_uuid())",
+    "SELECT warden.reap_expired_jobs(10)",
+    "SELECT warden.now()",
+])
+async def test_a_worker_role_has_no_table_privilege_and_no_other_function(
+        db_url: str, login_roles: LoginRoles, statement: str) -> None:
+    with connect(db_url, login_roles.worker_a) as conn, \
+            pytest.raises(psycopg.errors.InsufficientPrivilege):
+        conn.execute(statement)
+
+
+async def test_a_worker_claims_only_the_tenants_it_is_granted(
+        db: Database, db_url: str, login_roles: LoginRoles) -> None:
+    await two_tenants(db)
+    with connect(db_url, login_roles.worker_a) as conn:
+        assert claim(conn) == []  # no grant: nothing
+    grant(db_url, login_roles.worker_a, "t1")
+    with connect(db_url, login_roles.worker_a) as conn:
+        claimed = claim(conn)
+    assert [(tenant, job_input) for tenant, _, _, job_input in claimed] == [
+        ("t1", {"secret": "t1-input"})]
+    # t2's job is still there for a role granted it
+    grant(db_url, login_roles.worker_b, "t2", "t.*")
+    with connect(db_url, login_roles.worker_b) as conn:
+        assert [row[0] for row in claim(conn)] == ["t2"]
+
+
+async def test_a_worker_cannot_write_to_a_job_of_a_tenant_it_is_not_granted(
+        db: Database, db_url: str, login_roles: LoginRoles) -> None:
+    runs = await two_tenants(db)
+    grant(db_url, login_roles.worker_a, "t1")
+    grant(db_url, login_roles.worker_b, "t2")
+    with connect(db_url, login_roles.worker_b) as conn:
+        [(_, job_id, token, _)] = claim(conn)  # t2's job, and its lease token
+    with connect(db_url, login_roles.worker_a) as conn:
+        for call, args in [
+                ("SELECT warden.complete_job(%s, %s, '{\"forged\": true}')", [job_id, token]),
+                ("SELECT warden.heartbeat_job(%s, %s, interval '1 hour', '{\"cp\": 1}')",
+                 [job_id, token]),
+                ("SELECT warden.fail_job(%s, %s, '{}', false)", [job_id, token]),
+                ("SELECT warden.release_job(%s, %s, 'x')", [job_id, token])]:
+            with pytest.raises(psycopg.Error) as refused:
+                conn.execute(call, args)
+            assert refused.value.sqlstate == "WD404"  # not even its existence is told
+        [(outcome,)] = conn.execute(
+            "SELECT outcome FROM warden.complete_jobs(ARRAY[%s], ARRAY[%s::uuid], "
+            "ARRAY['{}'::jsonb])", [job_id, token]).fetchall()
+        assert outcome == "not_found"
+    [job] = [j for j in (await support.detail(db, runs["t2"].run_id)).jobs
+             if j.job_id == job_id]
+    assert (job.status.value, job.result, job.checkpoint) == ("running", None, None)
+
+
+async def test_a_revoked_grant_fences_the_lease_it_already_holds(
+        db: Database, db_url: str, login_roles: LoginRoles) -> None:
+    await two_tenants(db)
+    grant(db_url, login_roles.worker_a, "t1")
+    with connect(db_url, login_roles.worker_a) as conn:
+        [(_, job_id, token, _)] = claim(conn)
+    with psycopg.connect(db_url, autocommit=True) as admin:
+        admin.execute("DELETE FROM warden.worker_grants WHERE role_name = %s",
+                      [login_roles.worker_a])
+    with connect(db_url, login_roles.worker_a) as conn, pytest.raises(psycopg.Error) as fenced:
+        conn.execute("SELECT warden.complete_job(%s, %s, '{}')", [job_id, token])
+    assert fenced.value.sqlstate == "WD404"
+
+
+async def test_a_granted_sql_worker_claims_checkpoints_and_completes(
+        db: Database, db_url: str, login_roles: LoginRoles) -> None:
+    runs = await two_tenants(db)
+    grant(db_url, login_roles.worker_a, "t1", "t.wo?k")
+    with connect(db_url, login_roles.worker_a) as conn:
+        [(_, job_id, token, _)] = claim(conn)
+        conn.execute("SELECT warden.heartbeat_job(%s, %s, interval '1 minute', "
+                     "'{\"page\": 3}')", [job_id, token])
+        conn.execute("SELECT warden.complete_job(%s, %s, '{\"done\": true}')", [job_id, token])
+    await support.settle(Scheduler(support.services(db)))
+    detail = await support.detail(db, runs["t1"].run_id)
+    assert detail.steps[0].output == {"done": True}
+    assert detail.jobs[0].checkpoint == {"page": 3}
+    events = await support.events(db, runs["t1"].run_id, tenant="t1")
+    assert "job.checkpointed" in [e.kind for e in events]
+
+
+async def test_the_forged_approval_of_another_tenant_does_nothing(
+        db: Database, db_url: str, login_roles: LoginRoles) -> None:
+    """The attack that opened this work: a worker skips another tenant's approval gate by
+    writing the event, the step and the wake-up itself. Every write is refused, and the
+    gated step never runs."""
+    runs = await two_tenants(db)
+    grant(db_url, login_roles.worker_a, "*")
+    with connect(db_url, login_roles.worker_a) as conn:
+        for _, job_id, token, _ in claim(conn):
+            conn.execute("SELECT warden.complete_job(%s, %s, '{}')", [job_id, token])
+    scheduler = Scheduler(support.services(db))
+    await support.settle(scheduler)
+    victim = runs["t2"].run_id
+    with connect(db_url, login_roles.worker_a) as conn:
+        for attack in [
+                "SELECT warden.append_event('t2', %s, 'approval.approved', 'gate', NULL, NULL, "
+                "'mallory', '{}')",
+                "UPDATE warden.steps SET status = 'succeeded' WHERE run_id = %s "
+                "AND step_id = 'gate'",
+                "SELECT warden.wake_run('t2', %s)"]:
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                conn.execute(attack, [victim])
+    await support.settle(scheduler)
+    detail = await support.detail(db, victim)
+    assert detail.run.status is RunStatus.WAITING
+    assert [a.status.value for a in detail.approvals] == ["pending"]
+    with connect(db_url, login_roles.worker_a) as conn:
+        assert claim(conn) == []  # b is still behind its gate
+
+
+# ---------------------------------------------------------------- the engine role
+
+@pytest.mark.parametrize("statement", [
+    "UPDATE warden.timeline SET actor = 'mallory'",
+    "DELETE FROM warden.timeline",
+    "TRUNCATE warden.timeline",
+    "INSERT INTO warden.timeline (tenant_id, run_id, seq, at, kind, prev_hash, hash) "
+    "SELECT tenant_id, run_id, 99, now(), 'run.succeeded', 'x', 'y' FROM warden.runs",
+    "UPDATE warden.policy_decisions SET decision = 'allow'",
+    "DELETE FROM warden.policy_decisions",
+    "UPDATE warden.policy_snapshots SET bundle = '{}'",
+    "DELETE FROM warden.policy_activations",
+    "UPDATE warden.runs SET timeline_hash = repeat('0', 64)",
+    "UPDATE warden.approvals SET requested_by = 'nobody'",
+    "UPDATE warden.jobs SET result = '{\"forged\": true}'",
+    "ALTER TABLE warden.timeline DISABLE TRIGGER ALL",
+    "ALTER TABLE warden.runs DISABLE ROW LEVEL SECURITY",
+    "DROP TABLE warden.timeline",
+    "INSERT INTO warden.worker_grants (role_name, tenant_id, topic_glob, granted_by) "
+    "VALUES ('x', '*', '*', 'me')",
+    "INSERT INTO warden.clock (shift) VALUES (interval '1 day')",
+])
+async def test_the_engine_role_only_appends_to_the_audit_records_and_owns_nothing(
+        db: Database, db_url: str, login_roles: LoginRoles, statement: str) -> None:
+    await two_tenants(db)
+    with connect(db_url, login_roles.engine) as conn:
+        conn.execute("SET warden.tenant = '*'")
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute(statement)
+
+
+async def test_row_level_security_shows_an_engine_session_its_scope_only(
+        db: Database, db_url: str, login_roles: LoginRoles) -> None:
+    await two_tenants(db)
+    with connect(db_url, login_roles.engine) as conn:
+        def tenants(table: str) -> set[str]:
+            return {r[0] for r in conn.execute(f"SELECT tenant_id FROM warden.{table}")}
+
+        for table in ("runs", "steps", "jobs", "timeline", "workflows", "policy_decisions"):
+            assert tenants(table) == set(), table  # no scope: no row
+            conn.execute("SELECT set_config('warden.tenant', 't1', false)")
+            assert tenants(table) == {"t1"}, table
+            conn.execute("SELECT set_config('warden.tenant', '*', false)")
+            assert tenants(table) == {"t1", "t2"}, table
+            conn.execute("RESET warden.tenant")
+        conn.execute("SELECT set_config('warden.tenant', 't1', false)")
+        assert conn.execute("UPDATE warden.runs SET needs_scheduling = true").rowcount == 1
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):  # WITH CHECK
+            conn.execute("INSERT INTO warden.workflows (tenant_id, workflow_id, version, "
+                         "version_major, version_minor, version_patch, name, definition, "
+                         "digest, source, created_by) VALUES ('t2', 'w', '1.0.0', 1, 0, 0, "
+                         "'w', '{}', 'd', 's', 'me')")
+
+
+async def test_an_auditor_reads_every_tenant_and_writes_nothing(
+        db: Database, db_url: str, login_roles: LoginRoles) -> None:
+    runs = await two_tenants(db)
+    with connect(db_url, login_roles.auditor) as conn:
+        assert {r[0] for r in conn.execute("SELECT tenant_id FROM warden.timeline")} == {
+            "t1", "t2"}
+        [(ok,)] = conn.execute("SELECT warden.verify_timeline(%s)",
+                               [runs["t1"].run_id]).fetchall()
+        assert ok
+        for statement in ["UPDATE warden.runs SET status = 'cancelled'",
+                          "INSERT INTO warden.policy_active (tenant_id, snapshot_hash, "
+                          "activated_by) VALUES ('t1', 'x', 'me')",
+                          "SELECT warden.claim_jobs(ARRAY['t.work'], 'w', 1, '1 minute')"]:
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                conn.execute(statement)
+
+
+# ---------------------------------------------------------------- migrations
+
+async def test_migrate_as_a_role_that_may_not_refuses_clearly_and_creates_nothing(
+        empty_db_url: str, login_roles: LoginRoles) -> None:
+    from engine.core.errors import Forbidden
+    from engine.store.migrate import upgrade
+
+    with psycopg.connect(empty_db_url, autocommit=True) as admin:  # PG 15: no CREATE on public
+        admin.execute("REVOKE CREATE ON SCHEMA public FROM PUBLIC")
+    with pytest.raises(Forbidden, match="permission denied"):
+        upgrade(as_role(empty_db_url, login_roles.engine))
+    with psycopg.connect(empty_db_url, autocommit=True) as admin:
+        assert admin.execute("SELECT to_regnamespace('warden')").fetchone() == (None,)
