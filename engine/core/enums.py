@@ -108,6 +108,24 @@ class NotificationStatus(StrEnum):
     """Given up: a permanent refusal (4xx) or every attempt used."""
 
 
+class Outcome(StrEnum):
+    """What a worker's write to a job came to: the one vocabulary of every write path.
+
+    warden.complete_jobs returns it per job; the single-job functions raise the fenced
+    ones as LeaseLost carrying it (SQLSTATE WD001 lease_lost, WD002 cancelled, WD003
+    not_found); the SQL side writes it once, in warden.fence_outcome."""
+
+    COMPLETED = "completed"
+    """the lease held: the write landed"""
+    LEASE_LOST = "lease_lost"
+    """the lease expired, was reaped or taken over, or the job already ended: nothing
+    was written"""
+    CANCELLED = "cancelled"
+    """the run was cancelled meanwhile: nothing was written; stop working on the job"""
+    NOT_FOUND = "not_found"
+    """no such job, or not one of the tenants and topics the worker is granted"""
+
+
 class StepType(StrEnum):
     JOB = "job"
     """Work for a worker, claimed from ``warden.jobs``."""

@@ -25,6 +25,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from engine.core.enums import Outcome
+
 
 class WardenError(Exception):
     """Root of every error Warden raises on purpose."""
@@ -90,11 +92,19 @@ class InvalidTransition(WardenError):
 
 
 class LeaseLost(WardenError):
-    """The lease token no longer owns the job: it expired and was reaped or re-claimed."""
+    """A worker's write was fenced: its lease no longer owns the job. ``outcome`` says why,
+    in the vocabulary the batched path returns (engine.core.enums.Outcome)."""
+
+    def __init__(self, message: str, outcome: Outcome = Outcome.LEASE_LOST) -> None:
+        self.outcome = outcome
+        super().__init__(message)
 
 
 class JobCancelled(LeaseLost):
     """The job's run was cancelled; the worker must stop and must not complete it."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, Outcome.CANCELLED)
 
 
 class PolicyDenied(WardenError):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import weakref
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import fields
 from enum import StrEnum
@@ -29,6 +29,7 @@ from engine.core.enums import (
     ApprovalStatus,
     JobStatus,
     NotificationStatus,
+    Outcome,
     RunStatus,
     StepStatus,
     StepType,
@@ -59,9 +60,10 @@ SESSION_OPTIONS = ("-c statement_timeout=30000 -c idle_in_transaction_session_ti
                    "-c plan_cache_mode=force_custom_plan")
 
 # SQLSTATEs raised on purpose by the functions in migrations/ (class WD).
-_WARDEN_CODES: dict[str, type[errors.WardenError]] = {
+_WARDEN_CODES: dict[str, Callable[[str], errors.WardenError]] = {
     "WD001": errors.LeaseLost,
     "WD002": errors.JobCancelled,
+    "WD003": lambda message: errors.LeaseLost(message, Outcome.NOT_FOUND),
     "WD404": errors.NotFound,
     "WD409": errors.Conflict,
     "WD010": errors.InvalidTransition,

@@ -5,11 +5,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from enum import StrEnum
 from typing import Any
 from uuid import UUID
 
-from engine.core.enums import FINAL_JOB, JobStatus
+from engine.core.enums import FINAL_JOB, JobStatus, Outcome
 from engine.core.errors import InvalidTransition
 from engine.core.states import JOB_TRANSITIONS
 from engine.store.connection import (
@@ -61,19 +60,6 @@ async def heartbeat(conn: Conn, *, job_id: str, lease_token: UUID, extend: timed
 async def complete(conn: Conn, *, job_id: str, lease_token: UUID, result: Any) -> None:
     await execute(conn, "job_complete", {
         "job_id": job_id, "lease_token": lease_token, "result": jsonb(result)})
-
-
-class Outcome(StrEnum):
-    """What warden.complete_jobs did with one job of a batch."""
-
-    COMPLETED = "completed"
-    """the lease held: the job and its step succeeded"""
-    LEASE_LOST = "lease_lost"
-    """the lease expired or was taken over: nothing was written"""
-    CANCELLED = "cancelled"
-    """the run was cancelled meanwhile: nothing was written"""
-    NOT_FOUND = "not_found"
-    """no such job"""
 
 
 @dataclass(frozen=True)

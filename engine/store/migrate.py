@@ -51,7 +51,6 @@ def _engine(url: str) -> Engine:
 def upgrade(url: str, revision: str = "head") -> None:
     """Apply migrations up to ``revision`` (default: the newest)."""
     from alembic import command
-
     from sqlalchemy.exc import DBAPIError
 
     config = _config()

@@ -15,10 +15,11 @@ from collections.abc import Sequence
 from typing import Any
 from uuid import UUID
 
+from engine.core.enums import Outcome
 from engine.core.errors import DatabaseUnavailable, WardenError
 from engine.store import Database
 from engine.store import jobs as jobs_q
-from engine.store.jobs import Completion, Outcome
+from engine.store.jobs import Completion
 
 log = logging.getLogger(__name__)
 

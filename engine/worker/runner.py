@@ -25,15 +25,15 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from engine.core.errors import DatabaseUnavailable, JobCancelled, LeaseLost, WardenError
+from engine.core.enums import Outcome
+from engine.core.errors import DatabaseUnavailable, LeaseLost, WardenError
 from engine.process import metrics
 from engine.process.loops import Wake, wait_any
 from engine.store import Database
 from engine.store import jobs as jobs_q
-from engine.store.jobs import Outcome
 from engine.store.listener import JOBS_CHANNEL, Listener
 from engine.store.records import ClaimedJob
-from engine.worker.completer import Completer
+from engine.worker.completer import RETRY_DELAYS_S, Completer
 
 log = logging.getLogger(__name__)
 
@@ -192,7 +192,7 @@ class Worker:
             self.completed += 1
             log.info("job %s succeeded", row.job_id, extra=extra)
         elif outcome is not None:
-            log.warning("job %s: result fenced (%s)", row.job_id, outcome, extra=extra)
+            _fenced(row, outcome, "result")
 
     def _job(self, row: ClaimedJob) -> Job:
         loop = asyncio.get_running_loop()
@@ -228,10 +228,7 @@ class Worker:
                     await jobs_q.heartbeat(conn, job_id=row.job_id, lease_token=row.lease_token,
                                            extend=timedelta(seconds=self.config.lease_s))
             except LeaseLost as exc:
-                cancelled = isinstance(exc, JobCancelled)
-                log.warning("job %s: %s; stopping its handler", row.job_id,
-                            "run cancelled" if cancelled else "lease lost",
-                            extra={"job_id": row.job_id})
+                _fenced(row, exc.outcome, "heartbeat")
                 job.cancelled.set()
                 work.cancel()  # a sync handler's thread cannot be killed: it sees is_cancelled
                 return
@@ -249,14 +246,13 @@ class Worker:
         """Completes, fails or releases under the lease token, retrying while the database
         is away; True if the write landed. A fenced write (lease lost) is logged and
         dropped: someone else owns the job now."""
-        for delay in (0.1, 0.5, 1, 2, 5, 5, 5):
+        for delay in RETRY_DELAYS_S:
             try:
                 async with self.db.connection() as conn:
                     await call(conn, job_id=row.job_id, lease_token=row.lease_token, **kwargs)
                 return True
             except LeaseLost as exc:
-                log.warning("job %s: result fenced (%s)", row.job_id, exc,
-                            extra={"job_id": row.job_id})
+                _fenced(row, exc.outcome, call.__name__)
                 return False
             except DatabaseUnavailable:
                 await asyncio.sleep(delay)
@@ -279,6 +275,13 @@ class Worker:
 
 class _Shutdown(Exception):
     """The worker stopped before the handler finished."""
+
+
+def _fenced(row: ClaimedJob, outcome: Outcome, write: str) -> None:
+    """A write of this worker was fenced, on whichever path (single or batched): someone
+    else owns the job now, or its run was cancelled. Logged, and the handler stopped."""
+    log.warning("job %s: %s fenced (%s); no longer ours", row.job_id, write, outcome.value,
+                extra={"job_id": row.job_id, "outcome": outcome.value})
 
 
 def _error_doc(exc: BaseException, message: str | None = None) -> dict[str, Any]:

@@ -61,6 +61,23 @@ LANGUAGE sql STABLE PARALLEL SAFE AS $$
         OR current_setting('warden.tenant', true) = '*'
 $$;
 
+-- Raises the typed error of a fenced single-job write, one SQLSTATE per outcome of
+-- warden.fence_outcome: WD001 lease_lost, WD002 cancelled, WD003 not_found (no such job,
+-- or not the caller's to touch). engine/store/connection.py maps each to LeaseLost
+-- carrying the same outcome complete_jobs would have returned.
+CREATE OR REPLACE FUNCTION warden.raise_fenced(p_job_id text) RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_outcome text := warden.fence_outcome(p_job_id);
+BEGIN
+    IF v_outcome = 'not_found' THEN
+        RAISE EXCEPTION 'job % not found', p_job_id USING ERRCODE = 'WD003';
+    ELSIF v_outcome = 'cancelled' THEN
+        RAISE EXCEPTION 'job % was cancelled', p_job_id USING ERRCODE = 'WD002';
+    END IF;
+    RAISE EXCEPTION 'lease on job % lost', p_job_id USING ERRCODE = 'WD001';
+END $$;
+
 -- THE fence: a worker's write to a job lands only while the worker still holds the job's
 -- lease — the job is running, the token is the one this claim handed out, and the lease
 -- has not expired, whether or not the reaper has seen it yet — and while its login role
@@ -783,6 +800,21 @@ BEGIN
     IF v_run IS NOT NULL THEN
         PERFORM warden.append_events(v_tenant, v_run, v_events);
     END IF;
+END $$;
+
+-- Raises the typed error of a fenced single-job write: WD002 cancelled, WD404 not found,
+-- WD001 lease lost (engine/store/connection.py maps each to its WardenError).
+CREATE OR REPLACE FUNCTION warden.raise_fenced(p_job_id text) RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_outcome text := warden.fence_outcome(p_job_id);
+BEGIN
+    IF v_outcome = 'not_found' THEN
+        RAISE EXCEPTION 'job % not found', p_job_id USING ERRCODE = 'WD404';
+    ELSIF v_outcome = 'cancelled' THEN
+        RAISE EXCEPTION 'job % was cancelled', p_job_id USING ERRCODE = 'WD002';
+    END IF;
+    RAISE EXCEPTION 'lease on job % lost', p_job_id USING ERRCODE = 'WD001';
 END $$;
 
 -- THE fence: a worker's write to a job lands only while the worker still holds the job's

@@ -90,14 +90,14 @@ async def test_a_worker_frozen_past_its_lease_is_fenced_and_moves_on(
 
     async def logged() -> bool:
         log = log_of(chaos.procs, worker_a)
-        return all(f"job {job_id}: lease lost" in log or f"job {job_id}: result fenced" in log
-                   for job_id in first.values())
+        return all(f"job {job_id}: heartbeat fenced (lease_lost)" in log
+                   or f"job {job_id}: result fenced" in log for job_id in first.values())
 
     await wait_until(logged, deadline, "worker A to log the lost leases", timeout=15)
     log_a = log_of(chaos.procs, worker_a)
     # the long handler is stopped by its heartbeat, which found the lease gone; the
     # blocked one returned and its completion was refused
-    assert f"job {first[long_run]}: lease lost; stopping its handler" in log_a, log_a
+    assert f"job {first[long_run]}: heartbeat fenced (lease_lost)" in log_a, log_a
     assert f"job {first[short_run]}: result fenced" in log_a, log_a
 
     # worker A changed nothing: its attempts ended timed_out by the reaper, with no result
@@ -126,7 +126,7 @@ async def test_a_worker_frozen_past_its_lease_is_fenced_and_moves_on(
                               [next_run])
     runs = [long_run, short_run, next_run]
     seen = await audit(chaos.url, chaos.marks, runs, ["work"], deadline)
-    figures = seen.figures(len(runs), 2, fenced_heartbeats=log_a.count(": lease lost;"),
+    figures = seen.figures(len(runs), 2, fenced_heartbeats=log_a.count(": heartbeat fenced ("),
                            fenced_completions=log_a.count(": result fenced"))
     show(capsys, "fencing", figures)
     assert worker == "worker-a" and worker_a.poll() is None

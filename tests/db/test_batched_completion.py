@@ -9,14 +9,14 @@ from uuid import uuid4
 import psycopg
 import pytest
 
-from engine.core.enums import JobStatus, RunStatus, StepStatus
+from engine.core.enums import JobStatus, Outcome, RunStatus, StepStatus
 from engine.core.errors import WardenError
 from engine.runs import stopping
 from engine.scheduling.scheduler import Scheduler
 from engine.store import Database
 from engine.store import jobs as jobs_q
 from engine.store.connection import connect
-from engine.store.jobs import Completion, Outcome
+from engine.store.jobs import Completion
 from engine.worker.completer import Completer
 from tests import support
 

@@ -16,11 +16,12 @@ from uuid import UUID
 
 import pytest
 
+from engine.core.enums import Outcome
 from engine.core.errors import LeaseLost
 from engine.scheduling.scheduler import Scheduler
 from engine.store import Database
 from engine.store import jobs as jobs_q
-from engine.store.jobs import Completion, Outcome
+from engine.store.jobs import Completion
 from engine.store.records import ClaimedJob
 from tests import support
 

@@ -118,7 +118,7 @@ async def test_a_worker_cannot_write_to_a_job_of_a_tenant_it_is_not_granted(
                 ("SELECT warden.release_job(%s, %s, 'x')", [job_id, token])]:
             with pytest.raises(psycopg.Error) as refused:
                 conn.execute(call, args)
-            assert refused.value.sqlstate == "WD404"  # not even its existence is told
+            assert refused.value.sqlstate == "WD003"  # not even its existence is told
         [(outcome,)] = conn.execute(
             "SELECT outcome FROM warden.complete_jobs(ARRAY[%s], ARRAY[%s::uuid], "
             "ARRAY['{}'::jsonb])", [job_id, token]).fetchall()
@@ -139,7 +139,7 @@ async def test_a_revoked_grant_fences_the_lease_it_already_holds(
                       [login_roles.worker_a])
     with connect(db_url, login_roles.worker_a) as conn, pytest.raises(psycopg.Error) as fenced:
         conn.execute("SELECT warden.complete_job(%s, %s, '{}')", [job_id, token])
-    assert fenced.value.sqlstate == "WD404"
+    assert fenced.value.sqlstate == "WD003"
 
 
 async def test_a_granted_sql_worker_claims_checkpoints_and_completes(

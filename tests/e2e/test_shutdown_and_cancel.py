@@ -158,7 +158,7 @@ async def test_cancelling_a_run_stops_its_running_handler_and_fences_the_job(
     assert not (marks / "finished-work").exists()
     assert worker.poll() is None  # the worker goes on
     log = next(procs.logs.glob("*-worker.log")).read_text()
-    assert "run cancelled; stopping its handler" in log
+    assert "heartbeat fenced (cancelled); no longer ours" in log
 
 
 async def test_engine_sessions_cut_off_runaway_statements_and_idle_transactions(
