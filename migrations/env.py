@@ -14,6 +14,18 @@ from sqlalchemy import Connection, create_engine, pool
 
 VERSION_TABLE_SCHEMA = "public"
 
+_VERSION_TABLE_READABLE = """
+DO $grant$
+BEGIN
+    IF to_regclass('public.warden_alembic_version') IS NOT NULL
+       AND (SELECT count(*) FROM pg_catalog.pg_roles
+             WHERE rolname IN ('warden_engine', 'warden_worker', 'warden_auditor')) = 3 THEN
+        GRANT SELECT ON public.warden_alembic_version
+            TO warden_engine, warden_worker, warden_auditor;
+    END IF;
+END $grant$
+"""
+
 
 def _run(connection: Connection) -> None:
     context.configure(
@@ -24,6 +36,9 @@ def _run(connection: Connection) -> None:
     )
     with context.begin_transaction():
         context.run_migrations()
+        # every Warden process checks the schema revision at start (engine/store/migrate.py):
+        # the roles of docs/security.md may read which one it is, nothing more
+        connection.exec_driver_sql(_VERSION_TABLE_READABLE)
 
 
 def _sqlalchemy_url(url: str) -> str:

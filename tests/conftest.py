@@ -14,7 +14,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from tests import state_guard
+from tests import roles, state_guard
 from tests.dbprovision import Databases, NoServer, Server, find_server
 
 _SERVER = pytest.StashKey[Server]()
@@ -76,6 +76,13 @@ def migrated_template(_databases: Databases) -> str:
                      "granted_by) VALUES (session_user, '*', '*', 'tests/conftest.py')")
     _databases.disconnect(name)
     return name
+
+
+@pytest.fixture(scope="session")
+def login_roles(pg_server_url: str, migrated_template: str) -> Iterator[roles.LoginRoles]:
+    """A login role in each group role of docs/security.md (they exist once a database was
+    migrated on the server), dropped at the end of the session."""
+    yield from roles.create(pg_server_url)
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ flow (start, schedule, claim, approve) still works with exactly that role's priv
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -25,7 +25,6 @@ from engine.runs.services import Services
 from engine.scheduling.scheduler import Scheduler
 from engine.store import Database
 from engine.store.scope import ACROSS_TENANTS, scoped
-from tests import roles as roles_mod
 from tests import support
 from tests.roles import LoginRoles, as_role
 
@@ -40,11 +39,6 @@ steps:
   a: {type: job, topic: t.rls}
   gate: {type: approval, depends_on: [a]}
 """
-
-
-@pytest.fixture(scope="module")
-def login_roles(pg_server_url: str, migrated_template: str) -> Iterator[LoginRoles]:
-    yield from roles_mod.create(pg_server_url)
 
 
 async def unfiltered(request: Request) -> Response:

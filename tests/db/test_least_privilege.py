@@ -4,7 +4,6 @@ positive paths still work for exactly the roles that should have them."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import psycopg
@@ -13,7 +12,6 @@ import pytest
 from engine.core.enums import RunStatus
 from engine.scheduling.scheduler import Scheduler
 from engine.store import Database
-from tests import roles as roles_mod
 from tests import support
 from tests.roles import LoginRoles, as_role
 
@@ -28,12 +26,6 @@ steps:
   gate: {type: approval, depends_on: [a]}
   b: {type: job, topic: t.work, depends_on: [gate]}
 """
-
-
-@pytest.fixture(scope="session")
-def login_roles(pg_server_url: str, migrated_template: str) -> Iterator[LoginRoles]:
-    # migrated_template first: the group roles exist once a database was migrated
-    yield from roles_mod.create(pg_server_url)
 
 
 def connect(db_url: str, role: str) -> psycopg.Connection[tuple[Any, ...]]:

@@ -11,10 +11,11 @@ import pytest
 
 from engine.core.enums import ApprovalStatus, JobStatus, RunStatus
 from engine.core.resources import package_file
-from engine.governance import approvals
+from engine.governance import approvals, worker_grants
 from engine.store import Database
 from tests import support
-from tests.e2e.processes import Processes
+from tests.e2e.processes import Processes, free_port
+from tests.roles import LoginRoles, as_role
 
 pytestmark = pytest.mark.anyio
 
@@ -205,3 +206,29 @@ def test_serve_on_a_taken_port_exits_with_a_clear_message(procs: Processes) -> N
     log = procs.dump_logs()
     assert f"cannot listen on 127.0.0.1:{port} (WARDEN_HTTP_ADDR)" in log
     assert "Task exception was never retrieved" not in log
+
+
+async def test_serve_and_worker_run_the_seed_workflow_as_least_privileged_roles(
+        db: Database, db_url: str, procs: Processes, login_roles: LoginRoles) -> None:
+    """`warden serve` as a warden_engine member and `warden worker` as a granted
+    warden_worker member (docs/security.md): the same run, end to end, with exactly
+    those privileges."""
+    await support.store(db, package_file("examples/incident-remediation.yaml").read_text())
+    await worker_grants.grant(db, role=login_roles.worker_a, tenant_id="default",
+                              topic_glob="job.incident.*", granted_by="test")
+    procs.warden("serve", WARDEN_HTTP_ADDR=f"127.0.0.1:{free_port()}",
+                 WARDEN_DATABASE_URL=as_role(db_url, login_roles.engine))
+    procs.worker(*DEMO_TOPICS, handler="engine.examples.handlers:handle",
+                 WARDEN_DATABASE_URL=as_role(db_url, login_roles.worker_a))
+    run = await support.start(db, "incident-remediation", {"incident_id": "INC-1"}, by="alice")
+    try:
+        await _until_status(db, run.run_id, RunStatus.WAITING)
+        [approval] = (await support.detail(db, run.run_id)).approvals
+        await approvals.decide(db, tenant_id="default", approval_id=approval.approval_id,
+                               approve=True, principal="bob", reason="plan reviewed")
+        await _until_status(db, run.run_id, RunStatus.SUCCEEDED)
+    except AssertionError:
+        raise AssertionError(procs.dump_logs()) from None
+    async with db.connection() as conn:
+        from engine.store import timeline as timeline_q
+        assert await timeline_q.verify(conn, run.run_id)

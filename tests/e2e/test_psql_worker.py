@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-from collections.abc import Iterator
 
 import pytest
 
@@ -12,17 +11,11 @@ from engine.core.enums import RunStatus
 from engine.governance import worker_grants
 from engine.scheduling.scheduler import Scheduler
 from engine.store import Database
-from tests import roles as roles_mod
 from tests import support
 from tests.e2e.processes import REPO
 from tests.roles import LoginRoles, as_role
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture(scope="module")
-def login_roles(pg_server_url: str, migrated_template: str) -> Iterator[LoginRoles]:
-    yield from roles_mod.create(pg_server_url)
 
 
 async def test_the_documented_psql_worker_completes_jobs(db: Database, db_url: str,
