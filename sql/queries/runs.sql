@@ -27,7 +27,8 @@ SELECT * FROM warden.runs WHERE run_id = %(run_id)s;
 -- name: run_rerun_chain :many
 -- A run and every run it reruns, back to the original (depth 0 = the run itself), with who
 -- started each: those principals may never decide the run's approvals (the same walk as
--- warden.approval_bar_rerun_chain). UNION, not UNION ALL: a cycle would end the walk.
+-- warden.approval_bar_rerun_chain). The depth bound ends the walk should rerun_of ever
+-- form a cycle (the engine never makes one: a rerun names a run that already exists).
 WITH RECURSIVE chain (run_id, rerun_of, created_by, depth) AS (
     SELECT run_id, rerun_of, created_by, 0 FROM warden.runs
      WHERE tenant_id = %(tenant_id)s AND run_id = %(run_id)s
