@@ -90,7 +90,8 @@ SCHEMAS: S = {
                        "approvals_needed"], {
         "dry_run": {"type": "boolean"}, "rerun_of": STR, "from_step": STR,
         "reused": {"type": "array"}, "to_run": {"type": "array", "items": STR},
-        "decisions": {"type": "object"}, "approvals_needed": {"type": "array", "items": STR}}),
+        "decisions": {"type": "object"}, "approvals_needed": {"type": "array", "items": STR},
+        "barred_approvers": {"type": "array", "items": STR}}),
     "RerunCreated": _obj(["run", "plan"], {"dry_run": {"type": "boolean"}, "run": _ref("Run"),
                                            "plan": _ref("RerunPlan")}),
     "Cancel": _obj([], {"reason": NTEXT}, extra=False),
@@ -108,7 +109,7 @@ SCHEMAS: S = {
         "id": STR, "approval_id": STR, "run_id": STR, "step_id": STR, "job_id": NSTR,
         "kind": STR, "status": STR, "policy_snapshot_hash": NSTR, "job_hash": NSTR,
         "requested_by": STR, "requested_at": TIME, "expires_at": TIME, "decided_by": NSTR,
-        "decided_at": TIME, "reason": NSTR}),
+        "decided_at": TIME, "reason": NSTR, "barred": {"type": "array", "items": STR}}),
     "ApprovalDetail": {"allOf": [_ref("Approval"), _obj([], {"job": {"type": "object"}})]},
     "ApprovalList": _list("Approval"),
     "ApprovalDecision": _obj([], {"reason": NTEXT, "job_hash": NTEXT}, extra=False),

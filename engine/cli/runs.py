@@ -107,7 +107,7 @@ async def cmd_runs_rerun(args: argparse.Namespace, settings: Settings) -> int:
     async def body(svc: Services) -> int:
         if args.dry_run:
             plan = await reruns.plan(svc, tenant_id=None, run_id=args.run_id,
-                                     from_step=args.from_step)
+                                     from_step=args.from_step, by=args.principal)
             print_json({"dry_run": True, **plan.to_doc()})
             return 0
         plan, started = await reruns.rerun(svc, tenant_id=None, run_id=args.run_id,

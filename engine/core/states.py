@@ -138,7 +138,7 @@ MOVES: tuple[Move, ...] = tuple([
     *_moves("job", J.BLOCKED, (J.CANCELLED,), (STOPPING,), "the run was cancelled"),
     # ---------------------------------------------------------------- approvals
     *_moves("approval", A.PENDING, (A.APPROVED, A.REJECTED), (APPROVALS,),
-            "a principal other than the run's starter decided it"),
+            "a principal who started no run of its rerun chain decided it"),
     *_moves("approval", A.PENDING, (A.EXPIRED,), (REAPER, STOPPING),
             "nobody decided before expires_at; the run ended first"),
     *_moves("approval", A.PENDING, (A.SUPERSEDED,), (DISPATCH,),

@@ -1,4 +1,5 @@
-"""Deciding approvals: approve or reject, once, by someone other than the run's starter."""
+"""Deciding approvals: approve or reject, once, by nobody who started a run of the rerun
+chain (the run itself, the run it reruns, and so on back to the original)."""
 
 from __future__ import annotations
 
@@ -40,10 +41,9 @@ async def decide(db: Database, *, tenant_id: str | None, approval_id: UUID, appr
         if job_hash is not None and job_hash != current.job_hash:
             raise Conflict(f"approval {approval_id} is bound to job hash {current.job_hash}, "
                            f"not {job_hash}: what would run has changed since it was shown")
-        if principal == current.requested_by:
-            # the database refuses it too (approvals_no_self_approval); this says it clearly
-            raise Forbidden(f"{principal!r} started run {current.run_id} and cannot decide "
-                            "its approvals")
+        if principal in current.barred:
+            # the database refuses it too (approvals_no_rerun_chain_approval); this says why
+            raise await _barred(conn, current, principal)
         # lock order: the approval (by this UPDATE) before the run (by the event)
         decided = await q.decide(conn, tenant_id=current.tenant_id, approval_id=approval_id,
                                  to=to, decided_by=principal, reason=reason)
@@ -72,10 +72,27 @@ async def decide(db: Database, *, tenant_id: str | None, approval_id: UUID, appr
     return decided
 
 
+async def _barred(conn: Conn, approval: ApprovalRow, principal: str) -> Forbidden:
+    """Why ``principal`` may not decide ``approval``, naming the run it started."""
+    chain = await runs_q.rerun_chain(conn, approval.tenant_id, approval.run_id)
+    started = [r for r in chain if r.created_by == principal]
+    if started and started[0].depth == 0:
+        return Forbidden(f"{principal!r} started run {approval.run_id} and cannot decide its "
+                         "approvals")
+    if started:
+        return Forbidden(
+            f"{principal!r} started run {started[0].run_id}, which run {approval.run_id} "
+            "reruns: nobody who started a run of a rerun chain can decide its approvals")
+    return Forbidden(f"{principal!r} is barred from deciding approval {approval.approval_id} "
+                     f"(barred: {', '.join(approval.barred)})")
+
+
 async def _settle_blocked_job(conn: Conn, approval: ApprovalRow, *, approve: bool,
                               detail: dict[str, Any]) -> None:
     assert approval.job_id is not None
     job = await jobs_q.get(conn, approval.tenant_id, approval.job_id)
+    # approvals_job_of_own_run and approvals_job_of_own_step: the job is this run's, always
+    assert job is None or (job.run_id, job.step_id) == (approval.run_id, approval.step_id)
     if job is None or job.status is not JobStatus.BLOCKED:
         raise InvalidTransition(f"job {approval.job_id} is no longer blocked for approval")
     if approve:

@@ -3,8 +3,18 @@ workflow version and input that reuses the outputs of every succeeded step not d
 of ``from_step``, and runs ``from_step``, its descendants, and anything that did not
 succeed, again.
 
+Reruns ask again (docs/recovery.md): an approval is used by the run it was given for,
+once. A job step that runs again under an approval step runs after a new decision: that
+approval step is asked again in the new run, and everything downstream of it runs again
+after the decision (a reused output downstream of it would otherwise let the job start
+before anyone decided). Job steps run again pass the dispatch gate again, so a
+``require_approval`` decision asks for a new approval bound to the new run's job. Nobody
+who started a run of the rerun chain may decide the rerun's approvals
+(approvals_no_rerun_chain_approval).
+
 A dry run writes nothing and returns the plan, with the decision each step to run would
-get under the policy active now.
+get under the policy active now, the approvals the rerun will need and who may not give
+them.
 """
 
 from __future__ import annotations
@@ -16,6 +26,7 @@ from uuid import UUID
 from engine.core.canonical import sha256_hex
 from engine.core.enums import StepStatus, StepType
 from engine.core.errors import InvalidInput, InvalidTransition
+from engine.definitions.model import WorkflowDef
 from engine.governance.decisions import Evaluated, facts_for
 from engine.governance.policy import Verdict
 from engine.runs.lifecycle import StartedRun, denial, get_row, step_rows, submit_gate
@@ -34,33 +45,57 @@ class RerunPlan:
     to_run: list[str]  # in topological order
     decisions: dict[str, Evaluated]  # job steps to run -> the decision they would get now
     approvals_needed: list[str]  # approval steps, and job steps policy would hold
+    # who may not decide them: every starter of the rerun chain (and, when known, whoever
+    # starts the rerun)
+    barred_approvers: list[str]
 
     def to_doc(self) -> dict[str, Any]:
         return {"rerun_of": str(self.rerun_of), "from_step": self.from_step,
                 "reused": [{"step_id": s, "output": o} for s, o in self.reused.items()],
                 "to_run": self.to_run,
                 "decisions": {s: e.to_doc() for s, e in self.decisions.items()},
-                "approvals_needed": self.approvals_needed}
+                "approvals_needed": self.approvals_needed,
+                "barred_approvers": self.barred_approvers}
 
 
-async def plan(svc: Services, *, tenant_id: str | None, run_id: UUID,
-               from_step: str) -> RerunPlan:
+async def plan(svc: Services, *, tenant_id: str | None, run_id: UUID, from_step: str,
+               by: str | None = None) -> RerunPlan:
+    """The plan of a rerun ``by`` would start (None: the starter is not known yet)."""
     async with svc.db.transaction() as conn:
         source = await get_row(conn, tenant_id, run_id)
-        return await _plan(svc, conn, source, from_step)
+        return await _plan(svc, conn, source, from_step, by)
 
 
-async def _plan(svc: Services, conn: Any, source: RunRow, from_step: str) -> RerunPlan:
+def gated(workflow: WorkflowDef, to_run: set[str]) -> set[str]:
+    """``to_run`` with every approval step that a job step of it depends on, and everything
+    downstream of such an approval: an approval is used once, by the run it was given for,
+    so the rerun asks again before any of that work starts."""
+    approvals = [sid for sid, step in workflow.steps.items() if step.type is StepType.APPROVAL]
+    result = set(to_run)
+    grown = True
+    while grown:  # a gate added brings its descendants, which may sit under other gates
+        grown = False
+        for gate in approvals:
+            below = workflow.descendants(gate)
+            if gate not in result and any(workflow.steps[sid].type is StepType.JOB
+                                          for sid in below & result):
+                result |= {gate} | below
+                grown = True
+    return result
+
+
+async def _plan(svc: Services, conn: Any, source: RunRow, from_step: str,
+                by: str | None) -> RerunPlan:
     workflow = await svc.definitions.get(conn, source.tenant_id, source.workflow_id,
                                          source.workflow_version)
     if from_step not in workflow.steps:
         raise InvalidInput("from_step", f"workflow {source.workflow_id} "
                            f"{source.workflow_version} has no step {from_step!r} (steps: "
                            f"{', '.join(workflow.steps)})")
-    again = {from_step} | set(workflow.descendants(from_step))
     steps = {s.step_id: s for s in await steps_q.of_run(conn, source.tenant_id, source.run_id)}
-    reused = {sid: steps[sid].output for sid in workflow.steps
-              if sid not in again and steps[sid].status is StepStatus.SUCCEEDED}
+    again = gated(workflow, {from_step} | set(workflow.descendants(from_step)) | {
+        sid for sid in workflow.steps if steps[sid].status is not StepStatus.SUCCEEDED})
+    reused = {sid: steps[sid].output for sid in workflow.steps if sid not in again}
     to_run = [sid for sid in workflow.steps if sid not in reused]
     decisions: dict[str, Evaluated] = {}
     approvals: list[str] = []
@@ -74,7 +109,10 @@ async def _plan(svc: Services, conn: Any, source: RunRow, from_step: str) -> Rer
                 input=source.input))
             if decisions[sid].decision.verdict is Verdict.REQUIRE_APPROVAL:
                 approvals.append(sid)
-    return RerunPlan(source.run_id, from_step, reused, to_run, decisions, approvals)
+    chain = await runs_q.rerun_chain(conn, source.tenant_id, source.run_id)
+    barred = {r.created_by for r in chain} | ({by} if by is not None else set())
+    return RerunPlan(source.run_id, from_step, reused, to_run, decisions, approvals,
+                     sorted(barred))
 
 
 async def rerun(svc: Services, *, tenant_id: str | None, run_id: UUID, from_step: str,
@@ -83,7 +121,8 @@ async def rerun(svc: Services, *, tenant_id: str | None, run_id: UUID, from_step
     the original's timeline records the rerun too."""
     async with svc.db.transaction() as conn:
         source = await get_row(conn, tenant_id, run_id)
-        the_plan = await _plan(svc, conn, source, from_step)  # validates from_step first
+        the_plan = await _plan(svc, conn, source, from_step,  # validates from_step first
+                               created_by)
         if not source.status.is_final:
             raise InvalidTransition(f"run {run_id} is still {source.status}; cancel it or let "
                                     "it finish before rerunning")
@@ -97,7 +136,9 @@ async def rerun(svc: Services, *, tenant_id: str | None, run_id: UUID, from_step
             rerun_of=source.run_id, created_by=created_by, timeout_ms=workflow.timeout_ms)
         assert run is not None  # no idempotency key: nothing can conflict
         link = {"rerun_of": str(source.run_id), "from_step": from_step,
-                "reused": sorted(the_plan.reused), "to_run": the_plan.to_run}
+                "reused": sorted(the_plan.reused), "to_run": the_plan.to_run,
+                "approvals_needed": the_plan.approvals_needed,
+                "barred_approvers": the_plan.barred_approvers}
         events = [timeline_q.Event("run.rerun", actor=created_by, data=link),
                   timeline_q.Event("run.created", actor=created_by,
                                    data={"workflow_id": run.workflow_id,

@@ -62,7 +62,7 @@ def approval(row: ApprovalRow) -> dict[str, Any]:
         "policy_snapshot_hash": row.policy_snapshot_hash, "job_hash": row.job_hash,
         "requested_by": row.requested_by, "requested_at": _time(row.requested_at),
         "expires_at": _time(row.expires_at), "decided_by": row.decided_by,
-        "decided_at": _time(row.decided_at), "reason": row.reason,
+        "decided_at": _time(row.decided_at), "reason": row.reason, "barred": row.barred,
     }
 
 

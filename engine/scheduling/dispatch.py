@@ -232,7 +232,7 @@ class Dispatcher:
             expires_in_ms=expires_in_ms or self.svc.approval_expires_ms)
         await state.event(conn, "approval.requested", step.step_id, job_id=job_id, data={
             "approval_id": str(approval.approval_id), "kind": kind, "job_hash": digest,
-            "policy_snapshot_hash": snapshot_hash,
+            "policy_snapshot_hash": snapshot_hash, "barred": approval.barred,
             "expires_at": approval.expires_at.isoformat() if approval.expires_at else None})
 
     async def _supersede(self, conn: Conn, state: RunPass, step: StepRow,

@@ -70,6 +70,7 @@ _WARDEN_CODES: dict[str, Callable[[str], errors.WardenError]] = {
 }
 _CONSTRAINT_ERRORS: dict[str, type[errors.WardenError]] = {
     "approvals_no_self_approval": errors.Forbidden,
+    "approvals_no_rerun_chain_approval": errors.Forbidden,
     "api_keys_name_unique": errors.Conflict,
     "api_keys_name_check": errors.InvalidInput,
 }

@@ -158,6 +158,7 @@ class ApprovalRow:
     decided_by: str | None
     decided_at: datetime | None
     reason: str | None
+    barred: list[str]  # who may never decide it: every starter of the run's rerun chain
 
 
 @dataclass(frozen=True)

@@ -46,6 +46,22 @@ async def get_any_tenant(conn: Conn, run_id: UUID) -> RunRow | None:
     return await fetch_one(conn, "run_get_any_tenant", {"run_id": run_id}, RunRow)
 
 
+@dataclass(frozen=True)
+class ChainRun:
+    """One run of a rerun chain and who started it."""
+
+    run_id: UUID
+    rerun_of: UUID | None
+    created_by: str
+    depth: int  # 0: the run asked about; 1: the run it reruns; and so on
+
+
+async def rerun_chain(conn: Conn, tenant_id: str, run_id: UUID) -> list[ChainRun]:
+    """The run and every run it reruns, back to the original, nearest first."""
+    return await fetch_all(conn, "run_rerun_chain", {"tenant_id": tenant_id, "run_id": run_id},
+                           ChainRun)
+
+
 async def page(conn: Conn, tenant_id: str, *, status: RunStatus | None, workflow_id: str | None,
                before: tuple[datetime, UUID] | None, limit: int) -> list[RunRow]:
     return await fetch_all(conn, "run_list", {

@@ -563,9 +563,9 @@ BEGIN
     END LOOP;
 END $owner$;
 -- Functions created later by the owner are not executable by everyone (PostgreSQL's
--- default): each revision grants what it means to.
-ALTER DEFAULT PRIVILEGES FOR ROLE warden_owner IN SCHEMA warden
-    REVOKE EXECUTE ON FUNCTIONS FROM PUBLIC;
+-- default): each revision grants what it means to. (Global, not IN SCHEMA: a per-schema
+-- default can only add to the global one, never take PUBLIC's EXECUTE away.)
+ALTER DEFAULT PRIVILEGES FOR ROLE warden_owner REVOKE EXECUTE ON FUNCTIONS FROM PUBLIC;
 
 -- What each role may do (docs/security.md). Nothing is granted to PUBLIC.
 REVOKE ALL ON SCHEMA warden FROM PUBLIC;
@@ -673,7 +673,7 @@ BEGIN
     EXECUTE 'REVOKE ALL ON ALL FUNCTIONS IN SCHEMA warden FROM warden_engine, warden_worker, '
             'warden_auditor';
     EXECUTE 'REVOKE ALL ON SCHEMA warden FROM warden_engine, warden_worker, warden_auditor';
-    EXECUTE 'ALTER DEFAULT PRIVILEGES FOR ROLE warden_owner IN SCHEMA warden '
+    EXECUTE 'ALTER DEFAULT PRIVILEGES FOR ROLE warden_owner '
             'GRANT EXECUTE ON FUNCTIONS TO PUBLIC';
     EXECUTE format('ALTER SCHEMA warden OWNER TO %I', current_user);
     FOR v_object IN

@@ -24,6 +24,6 @@ BEGIN
     END LOOP;
 END $owner$;
 -- Functions created later by the owner are not executable by everyone (PostgreSQL's
--- default): each revision grants what it means to.
-ALTER DEFAULT PRIVILEGES FOR ROLE warden_owner IN SCHEMA warden
-    REVOKE EXECUTE ON FUNCTIONS FROM PUBLIC;
+-- default): each revision grants what it means to. (Global, not IN SCHEMA: a per-schema
+-- default can only add to the global one, never take PUBLIC's EXECUTE away.)
+ALTER DEFAULT PRIVILEGES FOR ROLE warden_owner REVOKE EXECUTE ON FUNCTIONS FROM PUBLIC;

@@ -24,6 +24,21 @@ SELECT * FROM warden.runs WHERE tenant_id = %(tenant_id)s AND run_id = %(run_id)
 -- One run by id alone, for operator tools that are not tenant-scoped (CLI on the host).
 SELECT * FROM warden.runs WHERE run_id = %(run_id)s;
 
+-- name: run_rerun_chain :many
+-- A run and every run it reruns, back to the original (depth 0 = the run itself), with who
+-- started each: those principals may never decide the run's approvals (the same walk as
+-- warden.approval_bar_rerun_chain). The depth bound ends the walk should rerun_of ever
+-- form a cycle (the engine never makes one: a rerun names a run that already exists).
+WITH RECURSIVE chain (run_id, rerun_of, created_by, depth) AS (
+    SELECT run_id, rerun_of, created_by, 0 FROM warden.runs
+     WHERE tenant_id = %(tenant_id)s AND run_id = %(run_id)s
+    UNION
+    SELECT r.run_id, r.rerun_of, r.created_by, c.depth + 1
+      FROM chain c JOIN warden.runs r ON r.tenant_id = %(tenant_id)s AND r.run_id = c.rerun_of
+     WHERE c.depth < 10000
+)
+SELECT run_id, rerun_of, created_by, depth FROM chain ORDER BY depth;
+
 -- name: run_list :many
 -- A page of a tenant's runs, newest first, keyset-paginated on (created_at, run_id).
 SELECT * FROM warden.runs

@@ -16,3 +16,8 @@ CREATE OR REPLACE TRIGGER policy_snapshots_immutable
     FOR EACH ROW EXECUTE FUNCTION warden.refuse_change();
 CREATE OR REPLACE TRIGGER policy_append_only_no_truncate BEFORE TRUNCATE ON warden.policy_decisions
     FOR EACH STATEMENT EXECUTE FUNCTION warden.refuse_change();
+CREATE OR REPLACE TRIGGER policy_activations_no_truncate
+    BEFORE TRUNCATE ON warden.policy_activations
+    FOR EACH STATEMENT EXECUTE FUNCTION warden.refuse_change();
+CREATE OR REPLACE TRIGGER policy_snapshots_no_truncate BEFORE TRUNCATE ON warden.policy_snapshots
+    FOR EACH STATEMENT EXECUTE FUNCTION warden.refuse_change();

@@ -92,11 +92,58 @@ async def test_the_seed_curl_calls_work_verbatim(api: Harness) -> None:
     assert rerun.status_code == 201, rerun.text
     new_run = rerun.json()["run"]
     assert new_run["rerun_of"] == run_id
-    assert sorted(rerun.json()["plan"]["to_run"]) == ["apply_patch", "notify"]
+    # apply_patch runs again, so the gate it sits behind is asked again (docs/recovery.md)
+    assert rerun.json()["plan"]["to_run"] == ["approval_gate", "apply_patch", "notify"]
+    assert rerun.json()["plan"]["barred_approvers"] == ["alice", "olga"]
     first = await api.client.get(f"/api/v1/workflow-runs/{new_run['run_id']}/timeline?limit=1",
                                  headers=api.as_("olga"))
     [link] = first.json()["items"]
     assert (link["kind"], link["data"]["rerun_of"]) == ("run.rerun", run_id)
+    assert await work_until_waiting_or_done(api, new_run["run_id"]) == "waiting"
+    queue = await api.client.get("/api/v1/approvals?status=pending", headers=api.as_("bob"))
+    [again] = queue.json()["items"]
+    assert (again["run_id"], again["barred"]) == (new_run["run_id"], ["alice", "olga"])
+
+
+async def test_whoever_started_the_original_cannot_approve_the_reruns_gate(
+        api: Harness) -> None:
+    """root (admin: may submit and approve) starts a run, bob approves its gate; olga
+    reruns it from apply_patch. The rerun asks the gate again, and root may not answer."""
+    await upload(api)
+    created = await api.client.post("/api/v1/workflows/incident-remediation/runs",
+                                    json={"input": {"incident_id": "I"}},
+                                    headers=api.as_("root"))
+    run_id = created.json()["run_id"]
+    assert await work_until_waiting_or_done(api, run_id) == "waiting"
+    [gate] = (await api.client.get("/api/v1/approvals?status=pending",
+                                   headers=api.as_("bob"))).json()["items"]
+    ok = await api.client.post(f"/api/v1/approvals/{gate['id']}/approve", json={},
+                               headers=api.as_("bob"))
+    assert ok.status_code == 200, ok.text
+    assert await work_until_waiting_or_done(api, run_id) == "succeeded"
+    rerun = await api.client.post(f"/api/v1/workflow-runs/{run_id}/rerun",
+                                  json={"from_step": "apply_patch"}, headers=api.as_("olga"))
+    rerun_id = rerun.json()["run"]["run_id"]
+    assert await work_until_waiting_or_done(api, rerun_id) == "waiting"
+    [again] = (await api.client.get("/api/v1/approvals?status=pending",
+                                    headers=api.as_("bob"))).json()["items"]
+    assert again["run_id"] == rerun_id and again["id"] != gate["id"]
+    refused = await api.client.post(f"/api/v1/approvals/{again['id']}/approve", json={},
+                                    headers=api.as_("root"))
+    assert refused.status_code == 403
+    assert refused.headers["Content-Type"] == "application/problem+json"
+    assert f"'root' started run {run_id}, which run {rerun_id} reruns" in \
+        refused.json()["detail"]
+    shown = await api.client.get(f"/api/v1/approvals/{again['id']}", headers=api.as_("bob"))
+    assert (shown.json()["status"], shown.json()["decided_by"]) == ("pending", None)
+    # the original's approval is spent: it cannot be decided again for the rerun
+    spent = await api.client.post(f"/api/v1/approvals/{gate['id']}/approve", json={},
+                                  headers=api.as_("bob"))
+    assert spent.status_code == 409
+    decided = await api.client.post(f"/api/v1/approvals/{again['id']}/approve", json={},
+                                    headers=api.as_("bob"))
+    assert decided.status_code == 200, decided.text
+    assert await work_until_waiting_or_done(api, rerun_id) == "succeeded"
 
 
 async def test_rerun_dry_run_writes_nothing_and_returns_the_plan(api: Harness) -> None:

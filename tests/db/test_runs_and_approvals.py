@@ -111,8 +111,9 @@ async def test_the_runs_starter_cannot_approve_even_through_raw_sql(
     with pytest.raises(Forbidden):
         await approvals.decide(db, tenant_id="default", approval_id=approval.approval_id,
                                approve=True, principal="alice")
-    with psycopg.connect(db_url) as conn, pytest.raises(psycopg.errors.CheckViolation,
-                                                        match="approvals_no_self_approval"):
+    # the starter is in barred (approvals_starter_barred), whose check names the rule
+    with psycopg.connect(db_url) as conn, pytest.raises(
+            psycopg.errors.CheckViolation, match="approvals_no_rerun_chain_approval"):
         conn.execute("UPDATE warden.approvals SET status = 'approved', decided_by = 'alice', "
                      "decided_at = now()")
     row = await approvals.show(db, None, approval.approval_id)

@@ -112,6 +112,27 @@ def test_only_another_principal_can_approve_and_a_tampered_timeline_fails_audit(
         cli.run("approvals", "approve", approval["id"], "--as", "bob", "--reason", "ok")
         assert cli.run("approvals", "approve", approval["id"], "--as", "carol",
                        ok=False).returncode == 4
+        # a rerun asks again, and alice, who started the original, cannot answer it
+        for _ in range(100):
+            if cli.json("runs", "show", run_id)["status"] == "succeeded":
+                break
+            subprocess.run(["sleep", "0.1"], check=True)
+        plan = json.loads(cli.run("runs", "rerun", run_id, "--from-step", "ask", "--dry-run",
+                                  "--as", "olga").stdout)
+        assert (plan["approvals_needed"], plan["barred_approvers"]) == (["ask"],
+                                                                         ["alice", "olga"])
+        rerun_id = cli.run("runs", "rerun", run_id, "--from-step", "ask",
+                           "--as", "olga").stdout.strip()
+        for _ in range(100):
+            asked = cli.json("approvals", "list")
+            if asked:
+                break
+            subprocess.run(["sleep", "0.1"], check=True)
+        [again] = asked
+        assert (again["run_id"], again["barred"]) == (rerun_id, ["alice", "olga"])
+        chain = cli.run("approvals", "approve", again["id"], "--as", "alice", ok=False)
+        assert chain.returncode == 5
+        assert f"started run {run_id}, which run {rerun_id} reruns" in chain.stderr
     finally:
         procs.stop_all()
     with psycopg.connect(db_url, autocommit=True) as conn:

@@ -524,6 +524,8 @@
             'no longer the active snapshot: the step will be judged again under the new policy') : h('div', {cls: 'small muted'}, 'the active snapshot'))
           : h('span', {cls: 'muted'}, 'none (no policy was active)')],
         ['Requested', h('span', {}, when(ap.requested_at), ' for the run started by ', h('strong', {}, ap.requested_by))],
+        ['Cannot decide', h('span', {}, (ap.barred || []).map((p, i) => [i ? ', ' : '', h('strong', {}, p)]),
+          h('div', {cls: 'small muted'}, 'they started this run or a run it reruns'))],
         ['Expires', ap.expires_at ? when(ap.expires_at) : 'never'],
         ap.decided_by && ['Decided', h('span', {}, badge(ap.status), ' by ', h('strong', {}, ap.decided_by), ' ', when(ap.decided_at))],
         ap.reason && ['Reason', ap.reason],
@@ -532,7 +534,7 @@
       $('#approval-asked').replaceChildren(asked.kind === 'step'
         ? h('p', {}, 'Workflow ', h('code', {}, asked.workflow_id), ` ${asked.workflow_version} has an approval step `,
           h('code', {}, asked.step_id), plan.gate.depends_on.length ? [' after ', plan.gate.depends_on.map((d, i) => [i ? ', ' : '', h('code', {}, d)])] : '',
-          ': a person other than the run\'s starter must approve before the next steps run.')
+          ': a person who started no run of its rerun chain must approve before the next steps run.')
         : asked.decision ? h('p', {}, 'Policy rule ', h('code', {}, asked.decision.rule || '(default)'), ' decided ',
           badge(asked.decision.decision), ` at ${asked.decision.stage}: ${asked.decision.reason} (snapshot `,
           ident(asked.decision.snapshot_hash, 'snapshot hash', {short: shortId(asked.decision.snapshot_hash || '', 12)}), ').')
