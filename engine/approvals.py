@@ -6,8 +6,9 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
+from engine import ids
 from engine.enums import ApprovalStatus, JobStatus, StepStatus
-from engine.errors import Conflict, Forbidden, InvalidTransition, NotFound
+from engine.errors import Conflict, Forbidden, InvalidInput, InvalidTransition, NotFound
 from engine.store import Conn, Database
 from engine.store import approvals as q
 from engine.store import jobs as jobs_q
@@ -34,6 +35,9 @@ async def decide(db: Database, *, tenant_id: str | None, approval_id: UUID, appr
     Rejection ends the step ``denied`` (never failed). ``job_hash``, when given, must equal
     the hash the approval is bound to: the approver approves exactly what will run.
     """
+    if not approve and not (reason or "").strip():
+        # the audit trail says why a run was stopped, as the page has always required
+        raise InvalidInput("reason", "a rejection needs a reason (why the run must not go on)")
     to = ApprovalStatus.APPROVED if approve else ApprovalStatus.REJECTED
     async with db.transaction() as conn:
         current = await get(conn, tenant_id, approval_id)
@@ -112,3 +116,14 @@ async def page(db: Database, *, tenant_id: str | None, status: ApprovalStatus | 
 async def show(db: Database, tenant_id: str | None, approval_id: UUID) -> ApprovalRow:
     async with db.connection() as conn:
         return await get(conn, tenant_id, approval_id)
+
+
+async def resolve_id(db: Database, tenant_id: str | None, value: str) -> UUID:
+    """An approval id from a full id or a unique prefix (8 hex digits, as the page shows)."""
+    found = ids.full(value)
+    if found is not None:
+        return found
+    low, high = ids.prefix_range(value, "APPROVAL_ID")
+    async with db.connection() as conn:
+        rows = await q.by_id_prefix(conn, tenant_id, low, high, limit=11)
+    return ids.one(value, [r.approval_id for r in rows], kind="approval", field="APPROVAL_ID")

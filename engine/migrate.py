@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from alembic.config import Config
     from sqlalchemy import Engine
 
-HEAD = "0009_claim_per_topic"
+HEAD = "0010_workers"
 
 
 def _config() -> Config:

@@ -24,6 +24,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
+from uuid import UUID
 
 from engine import metrics
 from engine.completer import Completer
@@ -31,6 +32,7 @@ from engine.errors import DatabaseUnavailable, JobCancelled, LeaseLost, WardenEr
 from engine.loops import Wake, wait_any
 from engine.store import Database
 from engine.store import jobs as jobs_q
+from engine.store import workers as workers_q
 from engine.store.jobs import Outcome
 from engine.store.listener import JOBS_CHANNEL, Listener
 from engine.store.records import ClaimedJob
@@ -81,6 +83,7 @@ class WorkerConfig:
     lease_s: float = 30.0
     poll_interval_s: float = 1.0
     shutdown_timeout_s: float = 30.0
+    presence_interval_s: float = 5.0  # how often the warden.workers row is refreshed
 
 
 class Worker:
@@ -96,12 +99,14 @@ class Worker:
         self.completer = Completer(db)
         self.completed = 0
         self.failed = 0
+        self.worker_id: UUID | None = None  # our warden.workers row, once registered
 
     async def run(self, stop: asyncio.Event) -> None:
         """Works until ``stop`` is set, then drains in-flight jobs (within the deadline)."""
         listener = Listener(self.db.url, JOBS_CHANNEL, self._on_notify)
         listen_task = asyncio.create_task(listener.run())
         completer_task = asyncio.create_task(self.completer.run())
+        presence_task = asyncio.create_task(self._presence())
         try:
             while not stop.is_set():
                 # cleared before claiming, never after: a NOTIFY that arrives while the
@@ -117,6 +122,37 @@ class Worker:
             await self._drain()
             self.completer.close()
             await completer_task
+            presence_task.cancel()
+            await self._leave()
+
+    async def _presence(self) -> None:
+        """Registers this worker in warden.workers and refreshes its row (last seen, jobs in
+        flight) every presence interval, so operators see who polls which topic. Best
+        effort: a database outage delays a beat, it never stops the worker."""
+        while True:
+            try:
+                async with self.db.connection() as conn:
+                    row = (None if self.worker_id is None else await workers_q.heartbeat(
+                        conn, self.worker_id, len(self._inflight)))
+                    if row is None:  # first beat, or our row was pruned while cut off
+                        row = await workers_q.register(
+                            conn, name=self.config.name, host=socket.gethostname(),
+                            pid=os.getpid(), topics=self.config.topics,
+                            concurrency=self.config.concurrency, version=_version(),
+                            heartbeat_ms=int(self.config.presence_interval_s * 1000))
+                        self.worker_id = row.worker_id
+            except DatabaseUnavailable as exc:
+                log.warning("worker presence not recorded, database unavailable: %s", exc)
+            await asyncio.sleep(self.config.presence_interval_s)
+
+    async def _leave(self) -> None:
+        if self.worker_id is None:
+            return
+        try:
+            async with self.db.connection() as conn:
+                await workers_q.stop(conn, self.worker_id)
+        except DatabaseUnavailable as exc:  # the row turns dead after three missed beats
+            log.warning("worker stop not recorded, database unavailable: %s", exc)
 
     def _on_notify(self, topic: str) -> None:
         if not topic or topic in self.config.topics:
@@ -279,6 +315,15 @@ class Worker:
 
 class _Shutdown(Exception):
     """The worker stopped before the handler finished."""
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("pgwarden")
+    except PackageNotFoundError:
+        return "unknown"
 
 
 def _error_doc(exc: BaseException, message: str | None = None) -> dict[str, Any]:

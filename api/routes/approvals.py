@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
 from uuid import UUID
 
 from starlette.requests import Request
@@ -11,7 +10,6 @@ from starlette.responses import JSONResponse, Response
 from api.auth import authorize
 from api.http import (
     BadRequest,
-    encode_cursor,
     enum_param,
     json_body,
     json_object,
@@ -21,7 +19,7 @@ from api.http import (
     uuid_cursor,
 )
 from api.registry import endpoint
-from engine import approvals, jobs, views
+from engine import approval_plan, approvals, jobs, views
 from engine.apikeys import Role
 from engine.enums import ApprovalStatus
 from engine.errors import NotFound
@@ -45,10 +43,7 @@ async def list_approvals(request: Request) -> Response:
     rows = await approvals.page(request.app.state.svc.db, tenant_id=caller.tenant_id,
                                 status=enum_param(params, "status", ApprovalStatus),
                                 after=uuid_cursor(params.get("cursor")), limit=page_size)
-    next_cursor = (encode_cursor(rows[-1].requested_at, str(rows[-1].approval_id))
-                   if len(rows) == page_size else None)
-    return JSONResponse({"items": [views.approval(a) for a in rows],
-                         "next_cursor": next_cursor})
+    return JSONResponse(views.approval_page(rows, page_size))
 
 
 @endpoint("GET", "/approvals/{approval_id}", "An approval and exactly what it would let run",
@@ -57,12 +52,9 @@ async def get_approval(request: Request) -> Response:
     caller = await authorize(request, *READ)
     db = request.app.state.svc.db
     row = await approvals.show(db, caller.tenant_id, _approval_id(request))
-    doc: dict[str, Any] = views.approval(row)
-    if row.job_id is not None:
-        job = await jobs.get(db, caller.tenant_id, row.job_id)
-        doc["job"] = {"topic": job.topic, "input": job.input, "upstream": job.upstream,
-                      "constraints": job.constraints, "status": job.status.value}
-    return JSONResponse(doc)
+    job = await jobs.get(db, caller.tenant_id, row.job_id) if row.job_id is not None else None
+    lets_run = await approval_plan.plan(request.app.state.svc, caller.tenant_id, row.approval_id)
+    return JSONResponse(views.approval_detail(row, job, lets_run))
 
 
 async def _decide(request: Request, approve: bool) -> Response:
@@ -85,8 +77,10 @@ async def approve(request: Request) -> Response:
     return await _decide(request, approve=True)
 
 
-@endpoint("POST", "/approvals/{approval_id}/reject", "Reject (the run ends denied)",
+@endpoint("POST", "/approvals/{approval_id}/reject",
+          "Reject, saying why in a non-empty reason (the run ends denied)",
           roles=(Role.APPROVER,), request="ApprovalDecision",
-          responses={200: "Approval", 403: "Problem", 404: "Problem", 409: "Problem"})
+          responses={200: "Approval", 403: "Problem", 404: "Problem", 409: "Problem",
+                     422: "Problem"})
 async def reject(request: Request) -> Response:
     return await _decide(request, approve=False)

@@ -3,28 +3,106 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+from collections.abc import Iterable
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
+from uuid import UUID
 
-from engine import approvals, errors, governance, views
-from engine.cli.common import Command, print_json, with_db
+from engine import approvals, cursors, errors, governance, jobs, views
+from engine.cli.common import Command, print_json, print_list, short, with_db
 from engine.policy import Facts
 from engine.services import Services
 from engine.settings import Settings
 
 
+def _stamp(value: str | None) -> str:
+    if value is None:
+        return "-"
+    return f"{datetime.fromisoformat(value).astimezone(UTC):%Y-%m-%d %H:%M:%SZ}"
+
+
+def _approval_rows(items: list[dict[str, Any]]) -> Iterable[str]:
+    for a in items:
+        decided = (f"  {a['status']} by {a['decided_by']}: {a['reason']}"
+                   if a["decided_by"] else "")
+        yield (f"{short(a['approval_id'])}  {a['status']:<10} {a['kind']:<6} "
+               f"run {short(a['run_id'])}  step {a['step_id']:<20} requested by "
+               f"{a['requested_by']} at {_stamp(a['requested_at'])}, expires "
+               f"{_stamp(a['expires_at'])}  job_hash {(a['job_hash'] or '-')[:12]}{decided}")
+
+
 async def cmd_approvals_list(args: argparse.Namespace, settings: Settings) -> int:
     async def body(svc: Services) -> int:
+        after = None
+        if args.cursor:
+            try:
+                at, key = cursors.decode(args.cursor)
+                after = (at, UUID(key))
+            except ValueError:
+                raise errors.InvalidInput("--cursor", "not a cursor this tool issued") from None
         rows = await approvals.page(svc.db, tenant_id=args.tenant, status=args.status,
-                                    limit=args.limit)
+                                    after=after, limit=args.limit)
+        print_list(args, views.approval_page(rows, args.limit), _approval_rows,
+                   empty="no approvals")
+        return 0
+
+    return await with_db(settings, body)
+
+
+def _show_lines(doc: dict[str, Any]) -> Iterable[str]:
+    plan = doc["lets_run"]
+    run = plan["run"]
+    yield (f"approval {doc['approval_id']}  {doc['status']}  ({doc['kind']} approval of step "
+           f"{doc['step_id']})")
+    yield (f"  run        {run['run_id']}  {run['workflow_id']}@{run['workflow_version']}  "
+           f"{run['status']}, started by {run['created_by']}")
+    yield f"  requested  by {doc['requested_by']} at {_stamp(doc['requested_at'])}"
+    yield f"  expires    {_stamp(doc['expires_at'])}"
+    asked = plan["asked_by"]
+    if asked["kind"] == "policy" and asked.get("decision"):
+        d = asked["decision"]
+        yield f"  asked by   policy rule {d['rule'] or '(default)'}: {d['reason']}"
+    elif asked["kind"] == "step":
+        yield f"  asked by   the workflow's approval step {asked['step_id']}"
+    covers = plan["covers"]
+    yield "  it lets run (what job_hash covers):"
+    yield f"    topic        {covers['topic'] or '-'}"
+    yield f"    input        {json.dumps(covers['input'], sort_keys=True)}"
+    yield f"    upstream     {json.dumps(covers['upstream'], sort_keys=True)}"
+    yield f"    constraints  {json.dumps(covers['constraints'], sort_keys=True)}"
+    match = "matches" if plan["job_hash_matches"] else "DOES NOT MATCH the values above"
+    yield f"  job hash   {doc['job_hash']} ({match})"
+    active = plan["active_snapshot_hash"]
+    same = "the active one" if active == doc["policy_snapshot_hash"] else f"active: {active}"
+    yield f"  policy     snapshot {doc['policy_snapshot_hash']} ({same})"
+    if plan["then"]:
+        yield "  then:"
+        for step in plan["then"]:
+            topic = f" {step['topic']}" if step["topic"] else ""
+            yield f"    {step['step_id']:<20} {step['type']}{topic}  ({step['status']})"
+    if doc["decided_by"]:
+        yield f"  decided    {doc['status']} by {doc['decided_by']} at " \
+              f"{_stamp(doc['decided_at'])}: {doc['reason']}"
+
+
+async def cmd_approvals_show(args: argparse.Namespace, settings: Settings) -> int:
+    from engine import approval_plan
+
+    async def body(svc: Services) -> int:
+        approval_id = await approvals.resolve_id(svc.db, args.tenant, args.approval_id)
+        row = await approvals.show(svc.db, args.tenant, approval_id)
+        job = (await jobs.get(svc.db, row.tenant_id, row.job_id)
+               if row.job_id is not None else None)
+        doc = views.approval_detail(row, job, await approval_plan.plan(svc, row.tenant_id,
+                                                                       approval_id))
         if args.json:
-            print_json([views.approval(a) for a in rows])
-            return 0
-        for a in rows:
-            print(f"{a.approval_id}  {a.status.value:<10} run {a.run_id}  step {a.step_id}  "
-                  f"requested by {a.requested_by}")
-        if not rows:
-            print("no approvals")
+            print_json(doc)
+        else:
+            for line in _show_lines(doc):
+                print(line)
         return 0
 
     return await with_db(settings, body)
@@ -33,8 +111,9 @@ async def cmd_approvals_list(args: argparse.Namespace, settings: Settings) -> in
 def decide_command(approve: bool) -> Command:
     async def command(args: argparse.Namespace, settings: Settings) -> int:
         async def body(svc: Services) -> int:
+            approval_id = await approvals.resolve_id(svc.db, args.tenant, args.approval_id)
             row = await approvals.decide(svc.db, tenant_id=args.tenant,
-                                         approval_id=args.approval_id, approve=approve,
+                                         approval_id=approval_id, approve=approve,
                                          principal=args.principal, reason=args.reason,
                                          job_hash=args.job_hash)
             if args.json:
@@ -46,6 +125,45 @@ def decide_command(approve: bool) -> Command:
         return await with_db(settings, body)
 
     return command
+
+
+async def cmd_workers_list(args: argparse.Namespace, settings: Settings) -> int:
+    from engine import fleet
+
+    def table(items: list[dict[str, Any]]) -> Iterable[str]:
+        for w in items:
+            yield (f"{w['name']:<28} {w['state']:<8} {w['host']}:{w['pid']}  "
+                   f"{w['jobs_in_flight']}/{w['concurrency']} in flight  v{w['version']}  "
+                   f"started {_stamp(w['started_at'])}  last seen {_stamp(w['last_seen_at'])}"
+                   f"  topics {','.join(w['topics'])}")
+
+    async def body(svc: Services) -> int:
+        rows = await fleet.workers(svc.db, include_gone=args.all)
+        print_list(args, {"items": [views.worker(w) for w in rows], "next_cursor": None},
+                   table, empty="no live workers")
+        return 0
+
+    return await with_db(settings, body)
+
+
+async def cmd_queues_list(args: argparse.Namespace, settings: Settings) -> int:
+    from engine import fleet
+
+    def table(items: list[dict[str, Any]]) -> Iterable[str]:
+        for q in items:
+            age = "-" if q["oldest_age_s"] is None else f"{q['oldest_age_s']:.0f}s"
+            who = (f"{q['live_workers']} live worker(s)" if q["live_workers"]
+                   else "NO LIVE WORKER" if q["depth"] else "no live worker")
+            yield (f"{q['topic']:<32} depth {q['depth']:<6} oldest {age:<8} running "
+                   f"{q['running']:<5} claims/min {q['claimed_last_minute']:<6} {who}")
+
+    async def body(svc: Services) -> int:
+        rows = await fleet.queues(svc.db, args.tenant)
+        print_list(args, {"items": [views.queue(q) for q in rows], "next_cursor": None},
+                   table, empty="no queues: no pending work and no live worker")
+        return 0
+
+    return await with_db(settings, body)
 
 
 async def cmd_policy_apply(args: argparse.Namespace, settings: Settings) -> int:

@@ -46,6 +46,13 @@ async def page(conn: Conn, *, tenant_id: str | None, status: ApprovalStatus | No
         "limit": limit}, ApprovalRow)
 
 
+async def by_id_prefix(conn: Conn, tenant_id: str | None, id_low: UUID, id_high: UUID,
+                       limit: int) -> list[ApprovalRow]:
+    return await fetch_all(conn, "approvals_by_id_prefix", {
+        "tenant_id": tenant_id, "id_low": id_low, "id_high": id_high, "limit": limit},
+        ApprovalRow)
+
+
 async def of_run(conn: Conn, tenant_id: str, run_id: UUID) -> list[ApprovalRow]:
     return await fetch_all(conn, "approvals_of_run", {"tenant_id": tenant_id, "run_id": run_id},
                            ApprovalRow)

@@ -39,6 +39,15 @@ SELECT * FROM warden.approvals
  ORDER BY requested_at, approval_id
  LIMIT %(limit)s;
 
+-- name: approvals_by_id_prefix :many
+-- Approvals whose id starts with a prefix (a uuid range on the primary key), of a tenant
+-- or of every tenant (host-side CLI); the caller asks for two to tell a unique match.
+SELECT * FROM warden.approvals
+ WHERE approval_id BETWEEN %(id_low)s::uuid AND %(id_high)s::uuid
+   AND (%(tenant_id)s::text IS NULL OR tenant_id = %(tenant_id)s::text)
+ ORDER BY approval_id
+ LIMIT %(limit)s;
+
 -- name: approvals_of_run :many
 -- Every approval of a run.
 SELECT * FROM warden.approvals
