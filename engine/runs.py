@@ -45,6 +45,7 @@ class RunDetail:
     approvals: list[ApprovalRow]
     # live workers polling the topic of each pending job (0: nobody will take it)
     live_workers: dict[str, int] = field(default_factory=dict)
+    as_of: datetime | None = None  # the database's time when this was read
 
 
 def step_rows(workflow: WorkflowDef) -> list[dict[str, Any]]:
@@ -175,8 +176,9 @@ async def detail(svc: Services, tenant_id: str | None, run_id: UUID) -> RunDetai
         approvals = await approvals_q.of_run(conn, run.tenant_id, run_id)
         live = await workers_q.live_per_topic(
             conn, [j.topic for j in jobs if j.status is JobStatus.PENDING])
+        as_of = await q.transaction_now(conn)
     return RunDetail(run, [by_id[s] for s in workflow.steps if s in by_id], jobs, approvals,
-                     live)
+                     live, as_of)
 
 
 @dataclass(frozen=True)

@@ -52,12 +52,13 @@ def run(row: RunRow) -> dict[str, Any]:
 
 
 def step(row: StepRow, job_ids: list[str], latest: JobRow | None = None,
-         live_workers: Mapping[str, int] | None = None) -> dict[str, Any]:
+         live_workers: Mapping[str, int] | None = None,
+         as_of: datetime | None = None) -> dict[str, Any]:
     """A step of a run. ``state`` is what is happening now: the step's status, but for a
     running job step whose attempt waits for a worker (``pending``) or for an approval
     (``blocked``); ``note`` says it in words (the error of a failed step, or that no live
     worker polls the topic of its pending job)."""
-    state, note = _step_state(row, latest, live_workers or {})
+    state, note = _step_state(row, latest, live_workers or {}, as_of)
     return {
         "step_id": row.step_id, "type": row.type.value, "status": row.status.value,
         "state": state, "note": note, "topic": row.topic,
@@ -67,12 +68,15 @@ def step(row: StepRow, job_ids: list[str], latest: JobRow | None = None,
     }
 
 
-def _step_state(row: StepRow, latest: JobRow | None,
-                live_workers: Mapping[str, int]) -> tuple[str, str | None]:
+def _step_state(row: StepRow, latest: JobRow | None, live_workers: Mapping[str, int],
+                as_of: datetime | None) -> tuple[str, str | None]:
     if row.error is not None and row.status.is_final:
         return row.status.value, error_text(row.error)
     if row.status is not StepStatus.RUNNING or latest is None:
         return row.status.value, None
+    if latest.status is JobStatus.PENDING and as_of is not None and latest.available_at > as_of:
+        return "retry_scheduled", (f"attempt {latest.attempt} waits for its backoff, until "
+                                   f"{latest.available_at.isoformat()}")
     if latest.status is JobStatus.PENDING:
         live = live_workers.get(latest.topic, 0)
         if live == 0:
@@ -106,6 +110,8 @@ def error_text(error: Any) -> str | None:
         return "the approval expired without a decision"
     if kind == "RunCancelled":
         return f"cancelled by {error.get('by')}" + (f": {reason}" if reason else "")
+    if kind == "RunDeadline":
+        return f"the run's deadline passed ({error.get('deadline_at')})"
     message = error.get("message") or reason
     if kind and message:
         return f"{kind}: {message}"
@@ -146,8 +152,11 @@ def run_summary(row: RunRow, steps: Sequence[dict[str, Any]] = ()) -> str:
         if not found:
             return label
         sid, error = found[0]
+        text = error_text(error) or ""
+        if sid is None and text.lower().startswith(label.lower()):
+            return text[0].upper() + text[1:]  # "Cancelled by olga: …", not "Cancelled: c…"
         where = f" at step {sid}" if sid else ""
-        return f"{label}{where}: {error_text(error)}"
+        return f"{label}{where}: {text}"
     if status is RunStatus.WAITING:
         gates = [s["step_id"] for s in steps if s["status"] == "waiting"]
         return ("Waiting for approval" + (f" of step {', '.join(gates)}" if gates else ""))
@@ -189,8 +198,8 @@ def run_detail(detail: RunDetail) -> dict[str, Any]:
         job_ids[row.step_id].append(row.job_id)
         if row.step_id not in latest or row.attempt > latest[row.step_id].attempt:
             latest[row.step_id] = row
-    steps = [step(s, job_ids[s.step_id], latest.get(s.step_id), detail.live_workers)
-             for s in detail.steps]
+    steps = [step(s, job_ids[s.step_id], latest.get(s.step_id), detail.live_workers,
+                  detail.as_of) for s in detail.steps]
     return {**run(detail.run), "summary": run_summary(detail.run, steps), "steps": steps,
             "jobs": [job(j) for j in detail.jobs],
             "approvals": [approval(a) for a in detail.approvals]}

@@ -141,8 +141,8 @@ class Worker:
                             concurrency=self.config.concurrency, version=_version(),
                             heartbeat_ms=int(self.config.presence_interval_s * 1000))
                         self.worker_id = row.worker_id
-            except DatabaseUnavailable as exc:
-                log.warning("worker presence not recorded, database unavailable: %s", exc)
+            except WardenError as exc:  # the database is away, or refused the row
+                log.warning("worker presence not recorded: %s", exc)
             await asyncio.sleep(self.config.presence_interval_s)
 
     async def _leave(self) -> None:
@@ -151,8 +151,8 @@ class Worker:
         try:
             async with self.db.connection() as conn:
                 await workers_q.stop(conn, self.worker_id)
-        except DatabaseUnavailable as exc:  # the row turns dead after three missed beats
-            log.warning("worker stop not recorded, database unavailable: %s", exc)
+        except WardenError as exc:  # the row turns dead after three missed beats
+            log.warning("worker stop not recorded: %s", exc)
 
     def _on_notify(self, topic: str) -> None:
         if not topic or topic in self.config.topics:

@@ -7,6 +7,7 @@ import asyncio
 import json
 import sys
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
+from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
@@ -68,6 +69,13 @@ def confirm(args: argparse.Namespace, question: str) -> bool:
     if not answer:
         raise errors.InvalidInput("--yes", "no answer on stdin: pass --yes to confirm")
     return answer.strip().lower() in ("y", "yes")
+
+
+def stamp(value: str | None) -> str:
+    """An ISO time of a document as the CLI prints it: date, time and zone (UTC)."""
+    if value is None:
+        return "-"
+    return f"{datetime.fromisoformat(value).astimezone(UTC):%Y-%m-%d %H:%M:%SZ}"
 
 
 def short(value: Any) -> str:

@@ -6,22 +6,15 @@ import argparse
 import json
 import sys
 from collections.abc import Iterable
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from uuid import UUID
 
 from engine import approvals, cursors, errors, governance, jobs, views
-from engine.cli.common import Command, print_json, print_list, short, with_db
+from engine.cli.common import Command, print_json, print_list, short, stamp, with_db
 from engine.policy import Facts
 from engine.services import Services
 from engine.settings import Settings
-
-
-def _stamp(value: str | None) -> str:
-    if value is None:
-        return "-"
-    return f"{datetime.fromisoformat(value).astimezone(UTC):%Y-%m-%d %H:%M:%SZ}"
 
 
 def _approval_rows(items: list[dict[str, Any]]) -> Iterable[str]:
@@ -30,8 +23,8 @@ def _approval_rows(items: list[dict[str, Any]]) -> Iterable[str]:
                    if a["decided_by"] else "")
         yield (f"{short(a['approval_id'])}  {a['status']:<10} {a['kind']:<6} "
                f"run {short(a['run_id'])}  step {a['step_id']:<20} requested by "
-               f"{a['requested_by']} at {_stamp(a['requested_at'])}, expires "
-               f"{_stamp(a['expires_at'])}  job_hash {(a['job_hash'] or '-')[:12]}{decided}")
+               f"{a['requested_by']} at {stamp(a['requested_at'])}, expires "
+               f"{stamp(a['expires_at'])}  job_hash {(a['job_hash'] or '-')[:12]}{decided}")
 
 
 async def cmd_approvals_list(args: argparse.Namespace, settings: Settings) -> int:
@@ -59,8 +52,8 @@ def _show_lines(doc: dict[str, Any]) -> Iterable[str]:
            f"{doc['step_id']})")
     yield (f"  run        {run['run_id']}  {run['workflow_id']}@{run['workflow_version']}  "
            f"{run['status']}, started by {run['created_by']}")
-    yield f"  requested  by {doc['requested_by']} at {_stamp(doc['requested_at'])}"
-    yield f"  expires    {_stamp(doc['expires_at'])}"
+    yield f"  requested  by {doc['requested_by']} at {stamp(doc['requested_at'])}"
+    yield f"  expires    {stamp(doc['expires_at'])}"
     asked = plan["asked_by"]
     if asked["kind"] == "policy" and asked.get("decision"):
         d = asked["decision"]
@@ -85,7 +78,7 @@ def _show_lines(doc: dict[str, Any]) -> Iterable[str]:
             yield f"    {step['step_id']:<20} {step['type']}{topic}  ({step['status']})"
     if doc["decided_by"]:
         yield f"  decided    {doc['status']} by {doc['decided_by']} at " \
-              f"{_stamp(doc['decided_at'])}: {doc['reason']}"
+              f"{stamp(doc['decided_at'])}: {doc['reason']}"
 
 
 async def cmd_approvals_show(args: argparse.Namespace, settings: Settings) -> int:
@@ -125,45 +118,6 @@ def decide_command(approve: bool) -> Command:
         return await with_db(settings, body)
 
     return command
-
-
-async def cmd_workers_list(args: argparse.Namespace, settings: Settings) -> int:
-    from engine import fleet
-
-    def table(items: list[dict[str, Any]]) -> Iterable[str]:
-        for w in items:
-            yield (f"{w['name']:<28} {w['state']:<8} {w['host']}:{w['pid']}  "
-                   f"{w['jobs_in_flight']}/{w['concurrency']} in flight  v{w['version']}  "
-                   f"started {_stamp(w['started_at'])}  last seen {_stamp(w['last_seen_at'])}"
-                   f"  topics {','.join(w['topics'])}")
-
-    async def body(svc: Services) -> int:
-        rows = await fleet.workers(svc.db, include_gone=args.all)
-        print_list(args, {"items": [views.worker(w) for w in rows], "next_cursor": None},
-                   table, empty="no live workers")
-        return 0
-
-    return await with_db(settings, body)
-
-
-async def cmd_queues_list(args: argparse.Namespace, settings: Settings) -> int:
-    from engine import fleet
-
-    def table(items: list[dict[str, Any]]) -> Iterable[str]:
-        for q in items:
-            age = "-" if q["oldest_age_s"] is None else f"{q['oldest_age_s']:.0f}s"
-            who = (f"{q['live_workers']} live worker(s)" if q["live_workers"]
-                   else "NO LIVE WORKER" if q["depth"] else "no live worker")
-            yield (f"{q['topic']:<32} depth {q['depth']:<6} oldest {age:<8} running "
-                   f"{q['running']:<5} claims/min {q['claimed_last_minute']:<6} {who}")
-
-    async def body(svc: Services) -> int:
-        rows = await fleet.queues(svc.db, args.tenant)
-        print_list(args, {"items": [views.queue(q) for q in rows], "next_cursor": None},
-                   table, empty="no queues: no pending work and no live worker")
-        return 0
-
-    return await with_db(settings, body)
 
 
 async def cmd_policy_apply(args: argparse.Namespace, settings: Settings) -> int:

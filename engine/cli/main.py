@@ -18,6 +18,7 @@ from typing import Any
 from engine import errors
 from engine.cli.common import EXIT_CODES, Command, id_arg, json_arg
 from engine.cli.daemons import cmd_demo, cmd_migrate, cmd_serve, cmd_worker
+from engine.cli.fleet import cmd_queues_list, cmd_workers_list
 from engine.cli.governance import (
     cmd_approvals_list,
     cmd_approvals_show,
@@ -28,8 +29,6 @@ from engine.cli.governance import (
     cmd_policy_apply,
     cmd_policy_evaluate,
     cmd_policy_show,
-    cmd_queues_list,
-    cmd_workers_list,
     decide_command,
     label_arg,
 )

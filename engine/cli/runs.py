@@ -8,13 +8,12 @@ import contextlib
 import json
 import sys
 from collections.abc import Iterable
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from uuid import UUID
 
 from engine import cursors, errors, runs, timeline, views, workflows
-from engine.cli.common import confirm, print_json, print_list, short, with_db
+from engine.cli.common import confirm, print_json, print_list, short, stamp, with_db
 from engine.cli.progress import StatusLine, run_summary
 from engine.cli_format import format_timeline
 from engine.enums import ApprovalStatus, RunStatus
@@ -42,10 +41,6 @@ async def cmd_workflows_apply(args: argparse.Namespace, settings: Settings) -> i
         return 0
 
     return await with_db(settings, body)
-
-
-def _stamp(value: datetime | None) -> str:
-    return "-" if value is None else f"{value.astimezone(UTC):%Y-%m-%d %H:%M:%SZ}"
 
 
 async def cmd_runs_start(args: argparse.Namespace, settings: Settings) -> int:
@@ -102,7 +97,7 @@ def _run_rows(items: list[dict[str, Any]]) -> Iterable[str]:
     for r in items:
         status = r["status"] + (f"/{r['denied_by']}" if r["denied_by"] else "")
         yield (f"{short(r['run_id'])}  {status:<17} {r['workflow_id']}@{r['workflow_version']}"
-               f"  {_stamp(datetime.fromisoformat(r['created_at']))}  by {r['created_by']}"
+               f"  {stamp(r['created_at'])}  by {r['created_by']}"
                f"  {r['summary']}")
 
 

@@ -237,3 +237,21 @@ steps:
     assert doc["replayed"] is False and doc["rerun_of"] == started["run_id"]
     assert doc["plan"]["to_run"] == ["alpha", "last_one"]
     assert [s["step_id"] for s in doc["steps"]] == ["zeta", "alpha", "mid", "last_one"]
+
+
+async def test_a_retry_waiting_for_its_backoff_and_a_cancel_read_as_such(api: Harness) -> None:
+    await _store(api, LONELY.replace("id: lonely", "id: patient").replace(
+        "retries: {max_attempts: 1}", "retries: {max_attempts: 2, backoff_ms: 600000}"))
+    started = await _start(api, "patient")
+    await support.settle(api.scheduler)
+    [job] = await support.claim(api.svc.db, ["job.incident.escalate"])
+    await support.fail(api.svc.db, job)  # retryable: the next attempt waits ten minutes
+    await support.settle(api.scheduler)
+    doc = await _run(api, started["run_id"])
+    [step] = doc["steps"]
+    assert (step["status"], step["state"]) == ("running", "retry_scheduled"), step
+    assert "no live worker" not in (step["note"] or "") and step["note"]
+    cancelled = await api.client.post(f"{V1}/workflow-runs/{started['run_id']}/cancel",
+                                      json={"reason": "enough"}, headers=api.as_("olga"))
+    assert cancelled.status_code == 202
+    assert cancelled.json()["summary"] == "Cancelled by olga: enough"
