@@ -192,6 +192,7 @@ class RunFilter:
     created_after: datetime | None = None
     created_before: datetime | None = None
     idempotency_key: str | None = None
+    rerun_of: UUID | None = None  # the reruns of that run
     input_match: dict[str, Any] | None = None  # jsonb containment: input @> this
 
     def params(self) -> dict[str, Any]:
@@ -200,7 +201,8 @@ class RunFilter:
         return {"status": self.status, "denied_by": self.denied_by,
                 "workflow_id": self.workflow_id, "id_low": low, "id_high": high,
                 "created_after": self.created_after, "created_before": self.created_before,
-                "idempotency_key": self.idempotency_key, "input_match": self.input_match}
+                "idempotency_key": self.idempotency_key, "rerun_of": self.rerun_of,
+                "input_match": self.input_match}
 
 
 DENIED_BY = ("policy", "approval")

@@ -34,7 +34,7 @@ def _run_id(request: Request) -> UUID:
 
 
 RUN_FILTERS = ("status", "denied_by", "workflow_id", "id_prefix", "created_after",
-               "created_before", "idempotency_key")
+               "created_before", "idempotency_key", "rerun_of")
 
 
 def _time_param(params: dict[str, str], name: str) -> datetime | None:
@@ -46,6 +46,16 @@ def _time_param(params: dict[str, str], name: str) -> datetime | None:
     except ValueError:
         raise BadRequest(f"{name} must be an ISO 8601 time, got {raw[:40]!r}", name) from None
     return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+def _uuid_param(params: dict[str, str], name: str) -> UUID | None:
+    raw = params.get(name)
+    if not raw:
+        return None
+    try:
+        return UUID(raw)
+    except ValueError:
+        raise BadRequest(f"{name} must be a run id", name) from None
 
 
 def run_filter(request: Request) -> runs.RunFilter:
@@ -64,6 +74,7 @@ def run_filter(request: Request) -> runs.RunFilter:
             created_after=_time_param(params, "created_after"),
             created_before=_time_param(params, "created_before"),
             idempotency_key=params.get("idempotency_key") or None,
+            rerun_of=_uuid_param(params, "rerun_of"),
             input_match=runs.input_filter(pairs))
         found.params()  # a malformed id prefix is refused before any query
     except InvalidInput as exc:
@@ -73,7 +84,7 @@ def run_filter(request: Request) -> runs.RunFilter:
 
 @endpoint("GET", "/workflow-runs", "Runs, newest first (keyset-paginated), filtered: status, "
           "denied_by (policy|approval), workflow_id, id_prefix, created_after, created_before, "
-          "idempotency_key, input.<field>=<value>", roles=READ_RUNS,
+          "idempotency_key, rerun_of, input.<field>=<value>", roles=READ_RUNS,
           query=(*RUN_FILTERS, "input.<field>", "limit", "cursor"), responses={200: "RunList"})
 async def list_runs(request: Request) -> Response:
     caller = await authorize(request, *READ_RUNS)

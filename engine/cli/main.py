@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from engine import errors
-from engine.cli.common import EXIT_CODES, Command, id_arg, json_arg
+from engine.cli.common import EXIT_CODES, Command, id_arg, json_arg, uuid_arg
 from engine.cli.daemons import cmd_demo, cmd_migrate, cmd_serve, cmd_worker
 from engine.cli.fleet import cmd_queues_list, cmd_workers_list
 from engine.cli.governance import (
@@ -148,6 +148,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--created-before", type=time_arg, metavar="TIME",
                    help="created before (ISO 8601; UTC if no zone)")
     p.add_argument("--idempotency-key", help="the run this key started")
+    p.add_argument("--rerun-of", type=uuid_arg, metavar="RUN_ID", help="the reruns of a run "
+                   "(its full id)")
     p.add_argument("--match", action="append", default=[], type=match_arg,
                    metavar="input.FIELD=VALUE", help="input field equals VALUE (JSON if it "
                    "parses, else a string; repeat to match several)")

@@ -106,7 +106,7 @@ async def cmd_runs_list(args: argparse.Namespace, settings: Settings) -> int:
         status=args.status, denied_by=args.denied_by, workflow_id=args.workflow,
         id_prefix=args.id_prefix, created_after=args.created_after,
         created_before=args.created_before, idempotency_key=args.idempotency_key,
-        input_match=runs.input_filter(args.match))
+        rerun_of=args.rerun_of, input_match=runs.input_filter(args.match))
     filters.params()  # a malformed prefix is refused before connecting
 
     async def body(svc: Services) -> int:

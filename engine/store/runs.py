@@ -48,7 +48,7 @@ async def get_any_tenant(conn: Conn, run_id: UUID) -> RunRow | None:
 async def page(conn: Conn, tenant_id: str, *, filters: Mapping[str, Any],
                before: tuple[datetime, UUID] | None, limit: int) -> list[RunRow]:
     """``filters``: status, denied_by, workflow_id, id_low/id_high, created_after,
-    created_before, idempotency_key, input_match (each None for no filter)."""
+    created_before, idempotency_key, rerun_of, input_match (each None for no filter)."""
     return await fetch_all(conn, "run_list", {
         "tenant_id": tenant_id, **filters,
         "input_match": None if filters["input_match"] is None else jsonb(filters["input_match"]),

@@ -29,7 +29,8 @@ SELECT * FROM warden.runs WHERE run_id = %(run_id)s;
 -- runs_by_created, each filter optional: status; who denied a denied run (policy: a rule
 -- or the default; approval: a human rejected it; the same rule as engine.views.denied_by);
 -- workflow; an id prefix as a uuid range (the primary key's order is the hex order); a
--- creation time range; the idempotency key; and input fields by jsonb containment
+-- creation time range; the idempotency key; the run a rerun came from; and input fields
+-- by jsonb containment
 -- (input @> {"incident_id": "INC-1"}). No index on input: a GIN index would be written on
 -- every non-HOT update of a run (several per run), while a page stops after `limit` rows.
 SELECT * FROM warden.runs
@@ -44,6 +45,7 @@ SELECT * FROM warden.runs
    AND (%(created_after)s::timestamptz IS NULL OR created_at >= %(created_after)s::timestamptz)
    AND (%(created_before)s::timestamptz IS NULL OR created_at < %(created_before)s::timestamptz)
    AND (%(idempotency_key)s::text IS NULL OR idempotency_key = %(idempotency_key)s::text)
+   AND (%(rerun_of)s::uuid IS NULL OR rerun_of = %(rerun_of)s::uuid)
    AND (%(input_match)s::jsonb IS NULL OR input @> %(input_match)s::jsonb)
    AND (%(before_created)s::timestamptz IS NULL
         OR (created_at, run_id) < (%(before_created)s::timestamptz, %(before_run)s::uuid))

@@ -237,6 +237,12 @@ steps:
     assert doc["replayed"] is False and doc["rerun_of"] == started["run_id"]
     assert doc["plan"]["to_run"] == ["alpha", "last_one"]
     assert [s["step_id"] for s in doc["steps"]] == ["zeta", "alpha", "mid", "last_one"]
+    reruns = await api.client.get(f"{V1}/workflow-runs", params={"rerun_of": started["run_id"]},
+                                  headers=api.as_("olga"))
+    assert [r["run_id"] for r in reruns.json()["items"]] == [doc["run_id"]]
+    bad = await api.client.get(f"{V1}/workflow-runs", params={"rerun_of": "nope"},
+                               headers=api.as_("olga"))
+    assert bad.status_code == 400 and bad.json()["errors"][0]["field"] == "rerun_of"
 
 
 async def test_a_retry_waiting_for_its_backoff_and_a_cancel_read_as_such(api: Harness) -> None:

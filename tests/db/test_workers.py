@@ -116,3 +116,34 @@ async def test_a_pending_job_nobody_polls_is_pending_not_running_and_says_why(
     doc = views.run_detail(await support.detail(db, run.run_id))
     assert doc["steps"][0]["note"] == "pending: 1 live worker polls topic job.incident.escalate"
     assert (await fleet.queues(db, "other-tenant"))[0].depth == 0  # counts only its jobs
+
+
+async def test_the_claim_rate_and_id_prefixes_read_indexes_not_tables(
+        db: Database, scheduler: Scheduler) -> None:
+    from engine.ids import prefix_range
+    from engine.store.sqlfiles import get
+
+    await support.store(db, ONE_STEP)
+    runs = [await support.start(db, "lonely") for _ in range(20)]
+    await support.settle(scheduler)
+    async with db.connection() as conn:
+        # the realistic shape: most attempts finished long ago, a few were claimed lately
+        await conn.execute("""
+            INSERT INTO warden.jobs (tenant_id, job_id, run_id, step_id, attempt, topic,
+                                     status, started_at, finished_at)
+            SELECT j.tenant_id, j.run_id::text || ':escalate@' || n, j.run_id, 'escalate', n,
+                   j.topic, 'succeeded', now() - interval '2 days', now() - interval '2 days'
+              FROM warden.jobs j, generate_series(2, 300) AS n""")
+        await conn.execute("ANALYZE warden.jobs")
+        await conn.execute("ANALYZE warden.runs")
+        cur = await conn.execute("EXPLAIN " + get("queues_list").sql, {"tenant_id": "default"})
+        plan = "\n".join(r[0] for r in await cur.fetchall())
+        assert "jobs_by_started" in plan, plan
+        low, high = prefix_range(str(runs[3].run_id)[:8], "RUN_ID")
+        # 20 runs are a page: a scan is cheaper; what matters is that the key can be used
+        await conn.execute("SET enable_seqscan = off")
+        cur = await conn.execute("EXPLAIN " + get("runs_by_id_prefix").sql, {
+            "tenant_id": "default", "id_low": low, "id_high": high, "limit": 11})
+        plan = "\n".join(r[0] for r in await cur.fetchall())
+        await conn.execute("RESET enable_seqscan")
+        assert "runs_pkey" in plan, plan

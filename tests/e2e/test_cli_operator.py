@@ -110,6 +110,8 @@ def test_a_stuck_then_failed_job_is_explained_and_acted_on_by_short_id(
         rerun_id = accepted.stdout.strip()
         listed = cli.json("runs", "list", "--id-prefix", rerun_id[:8])["items"]
         assert [r["rerun_of"] for r in listed] == [run_id]
+        reruns = cli.json("runs", "list", "--rerun-of", run_id)["items"]
+        assert [r["run_id"] for r in reruns] == [rerun_id]
         # cancel (no worker now, the rerun waits): what stops is shown first
         kept = subprocess.run(
             [sys.executable, "-m", "engine.cli", "runs", "cancel", rerun_id[:8]],
