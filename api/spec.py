@@ -116,7 +116,12 @@ SCHEMAS: S = {
             "job_hash": NSTR, "job_hash_matches": {"type": "boolean"},
             "policy_snapshot_hash": NSTR, "active_snapshot_hash": NSTR,
             "then": {"type": "array", "items": {"type": "object"}}})})]},
-    "ApprovalList": _list("Approval"),
+    "ApprovalQueueItem": {"allOf": [_ref("Approval"), _obj([], {
+        "workflow_id": STR, "workflow_version": STR, "run_status": STR, "topic": NSTR,
+        "then": {"type": "array", "items": STR,
+                 "description": "the steps that run after it once approved"},
+        "summary": {"type": "string", "description": "what it lets run, in one line"}})]},
+    "ApprovalList": _list("ApprovalQueueItem"),
     "ApprovalDecision": _obj([], {"reason": NSTR, "job_hash": NSTR}, extra=False),
     "Worker": _obj(["worker_id", "name", "state", "topics"], {
         "worker_id": STR, "name": STR,

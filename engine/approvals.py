@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 from engine import ids
@@ -16,6 +16,9 @@ from engine.store import runs as runs_q
 from engine.store import steps as steps_q
 from engine.store import timeline as timeline_q
 from engine.store.records import ApprovalRow
+
+if TYPE_CHECKING:
+    from engine.services import Services
 
 
 async def get(conn: Conn, tenant_id: str | None, approval_id: UUID) -> ApprovalRow:
@@ -111,6 +114,29 @@ async def page(db: Database, *, tenant_id: str | None, status: ApprovalStatus | 
     async with db.connection() as conn:
         return await q.page(conn, tenant_id=tenant_id, status=status, after=after,
                             limit=max(1, min(limit, 1000)))
+
+
+async def queue(svc: Services, *, tenant_id: str | None, status: ApprovalStatus | None,
+                after: tuple[datetime, UUID] | None = None,
+                limit: int = 100) -> tuple[list[ApprovalRow], dict[UUID, dict[str, Any]]]:
+    """A page of the queue and, per approval, what it is about (``context``): workflow,
+    run status, the held job's topic, and the steps that run after it once approved —
+    enough to triage a queue without opening each approval."""
+    rows = await page(svc.db, tenant_id=tenant_id, status=status, after=after, limit=limit)
+    found: dict[UUID, dict[str, Any]] = {}
+    async with svc.db.connection() as conn:
+        by_id = {r.approval_id: r for r in rows}
+        for item in await q.context(conn, [(r.tenant_id, r.approval_id) for r in rows]):
+            row = by_id[item["approval_id"]]
+            workflow = await svc.definitions.get(conn, row.tenant_id, item["workflow_id"],
+                                                 item["workflow_version"])
+            later = workflow.descendants(row.step_id) if row.step_id in workflow.steps else ()
+            found[row.approval_id] = {
+                "workflow_id": item["workflow_id"],
+                "workflow_version": item["workflow_version"],
+                "run_status": item["run_status"], "topic": item["topic"],
+                "then": [sid for sid in workflow.steps if sid in later]}
+    return rows, found
 
 
 async def show(db: Database, tenant_id: str | None, approval_id: UUID) -> ApprovalRow:

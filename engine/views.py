@@ -7,6 +7,7 @@ from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
+from uuid import UUID
 
 from engine import cursors
 from engine.enums import JobStatus, RunStatus, StepStatus
@@ -232,11 +233,29 @@ def run_page(rows: Sequence[RunRow], page_size: int) -> dict[str, Any]:
             "next_cursor": cursors.encode(last.created_at, str(last.run_id)) if last else None}
 
 
-def approval_page(rows: Sequence[ApprovalRow], page_size: int) -> dict[str, Any]:
+def approval_page(rows: Sequence[ApprovalRow], page_size: int,
+                  context: Mapping[UUID, dict[str, Any]] | None = None) -> dict[str, Any]:
+    """The approvals queue; with ``context`` (engine.approvals.queue), each item also says
+    what it is about: ``workflow_id``, ``workflow_version``, ``run_status``, ``topic``
+    (the held job's, policy approvals), ``then`` (the steps it lets run), ``summary``."""
     last = rows[-1] if len(rows) == page_size and rows else None
-    return {"items": [approval(a) for a in rows],
+    items = []
+    for a in rows:
+        doc = approval(a)
+        about = (context or {}).get(a.approval_id)
+        if about is not None:
+            doc.update(about, summary=_approval_summary(a, about))
+        items.append(doc)
+    return {"items": items,
             "next_cursor": (cursors.encode(last.requested_at, str(last.approval_id))
                             if last else None)}
+
+
+def _approval_summary(row: ApprovalRow, about: Mapping[str, Any]) -> str:
+    what = (f"job {row.step_id} on topic {about['topic']}" if about.get("topic")
+            else f"step {row.step_id}")
+    then = f", then {', '.join(about['then'])}" if about.get("then") else ""
+    return f"{what} of {about['workflow_id']}@{about['workflow_version']}{then}"
 
 
 def event_page(events: Sequence[TimelineEvent], page_size: int | None) -> dict[str, Any]:

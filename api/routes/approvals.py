@@ -40,10 +40,11 @@ async def list_approvals(request: Request) -> Response:
     caller = await authorize(request, *READ)
     params = query(request, {"status", "limit", "cursor"})
     page_size = limit(params)
-    rows = await approvals.page(request.app.state.svc.db, tenant_id=caller.tenant_id,
-                                status=enum_param(params, "status", ApprovalStatus),
-                                after=uuid_cursor(params.get("cursor")), limit=page_size)
-    return JSONResponse(views.approval_page(rows, page_size))
+    rows, context = await approvals.queue(
+        request.app.state.svc, tenant_id=caller.tenant_id,
+        status=enum_param(params, "status", ApprovalStatus),
+        after=uuid_cursor(params.get("cursor")), limit=page_size)
+    return JSONResponse(views.approval_page(rows, page_size, context))
 
 
 @endpoint("GET", "/approvals/{approval_id}", "An approval and exactly what it would let run",

@@ -25,6 +25,8 @@ def _approval_rows(items: list[dict[str, Any]]) -> Iterable[str]:
                f"run {short(a['run_id'])}  step {a['step_id']:<20} requested by "
                f"{a['requested_by']} at {stamp(a['requested_at'])}, expires "
                f"{stamp(a['expires_at'])}  job_hash {(a['job_hash'] or '-')[:12]}{decided}")
+        if a.get("summary"):
+            yield f"          lets run: {a['summary']}"
 
 
 async def cmd_approvals_list(args: argparse.Namespace, settings: Settings) -> int:
@@ -36,9 +38,9 @@ async def cmd_approvals_list(args: argparse.Namespace, settings: Settings) -> in
                 after = (at, UUID(key))
             except ValueError:
                 raise errors.InvalidInput("--cursor", "not a cursor this tool issued") from None
-        rows = await approvals.page(svc.db, tenant_id=args.tenant, status=args.status,
-                                    after=after, limit=args.limit)
-        print_list(args, views.approval_page(rows, args.limit), _approval_rows,
+        rows, context = await approvals.queue(svc, tenant_id=args.tenant, status=args.status,
+                                              after=after, limit=args.limit)
+        print_list(args, views.approval_page(rows, args.limit, context), _approval_rows,
                    empty="no approvals")
         return 0
 

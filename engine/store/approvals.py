@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 from uuid import UUID
 
 from engine.enums import ApprovalStatus
-from engine.store.connection import Conn, fetch_all, fetch_one
+from engine.store.connection import Conn, fetch_all, fetch_dicts, fetch_one
 from engine.store.records import ApprovalRow
 
 
@@ -51,6 +53,13 @@ async def by_id_prefix(conn: Conn, tenant_id: str | None, id_low: UUID, id_high:
     return await fetch_all(conn, "approvals_by_id_prefix", {
         "tenant_id": tenant_id, "id_low": id_low, "id_high": id_high, "limit": limit},
         ApprovalRow)
+
+
+async def context(conn: Conn, keys: Sequence[tuple[str, UUID]]) -> list[dict[str, Any]]:
+    """(tenant_id, approval_id) pairs → approval_id, workflow_id, workflow_version,
+    run_status, topic (of the held job; None for an approval step)."""
+    return await fetch_dicts(conn, "approvals_context", {
+        "tenant_ids": [k[0] for k in keys], "approval_ids": [k[1] for k in keys]})
 
 
 async def of_run(conn: Conn, tenant_id: str, run_id: UUID) -> list[ApprovalRow]:

@@ -48,6 +48,16 @@ SELECT * FROM warden.approvals
  ORDER BY approval_id
  LIMIT %(limit)s;
 
+-- name: approvals_context :many
+-- For a page of the approvals queue, what each one is about, in one statement: the run's
+-- workflow version and status, and the held job's topic (policy approvals).
+SELECT a.approval_id, r.workflow_id, r.workflow_version, r.status::text AS run_status,
+       j.topic
+  FROM unnest(%(tenant_ids)s::text[], %(approval_ids)s::uuid[]) AS k(tenant_id, approval_id)
+  JOIN warden.approvals a ON a.tenant_id = k.tenant_id AND a.approval_id = k.approval_id
+  JOIN warden.runs r ON r.tenant_id = a.tenant_id AND r.run_id = a.run_id
+  LEFT JOIN warden.jobs j ON j.tenant_id = a.tenant_id AND j.job_id = a.job_id;
+
 -- name: approvals_of_run :many
 -- Every approval of a run.
 SELECT * FROM warden.approvals

@@ -125,6 +125,12 @@ async def test_a_rejection_needs_a_reason_and_is_told_apart_from_a_policy_denial
     rested = await drive_to_rest(api, rejected_run["run_id"], api.as_("olga"))
     [gate] = rested["approvals"]
     assert set(gate) >= {"approval_id"} and "id" not in gate  # one id field
+    queue = (await api.client.get(f"{V1}/approvals", headers=api.as_("bob"))).json()
+    [item] = queue["items"]
+    assert (item["approval_id"], item["topic"], item["then"], item["run_status"]) == (
+        gate["approval_id"], None, ["apply_patch", "notify"], "waiting")
+    assert item["summary"] == ("step approval_gate of incident-remediation@1.0.0, then "
+                               "apply_patch, notify")
     url = f"{V1}/approvals/{gate['approval_id']}/reject"
     for body in ({}, {"reason": "  "}, {"reason": None}):
         refused = await api.client.post(url, json=body, headers=api.as_("bob"))
