@@ -24,7 +24,15 @@ from api.auth import NotAllowed, Unauthenticated
 from api.http import BadRequest
 from api.limits import BodyLimit
 from api.registry import ENDPOINTS
-from api.routes import approvals, health, jobs, policy, runs, workflows  # noqa: F401 - register
+from api.routes import (  # noqa: F401 - register
+    approvals,
+    fleet,
+    health,
+    jobs,
+    policy,
+    runs,
+    workflows,
+)
 from api.spec import document
 from api.tenancy import NoTenantScope
 from engine.core.errors import WardenError

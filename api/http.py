@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import json
 import re
 from collections.abc import Callable
@@ -12,6 +11,7 @@ from uuid import UUID
 
 from starlette.requests import Request
 
+from engine.core import cursors
 from engine.core.canonical import DECODE_HOOKS, unstorable
 from engine.core.errors import WardenError
 
@@ -129,21 +129,15 @@ def enum_param(params: dict[str, str], name: str, parse: Callable[[str], T]) -> 
         raise BadRequest(f"{name} {raw[:40]!r} is not a valid value", name) from None
 
 
-def encode_cursor(at: datetime, key: str) -> str:
-    raw = json.dumps([at.isoformat(), key]).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+encode_cursor = cursors.encode
 
 
 def decode_cursor(value: str | None) -> tuple[datetime, str] | None:
     if not value:
         return None
     try:
-        padded = value + "=" * (-len(value) % 4)
-        at, key = json.loads(base64.urlsafe_b64decode(padded.encode()))
-        if not isinstance(key, str) or "\x00" in key:
-            raise ValueError("bad key")
-        return datetime.fromisoformat(at), key
-    except (ValueError, TypeError, json.JSONDecodeError):
+        return cursors.decode(value)
+    except ValueError:
         raise BadRequest("cursor is not one this API issued", "cursor") from None
 
 

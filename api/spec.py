@@ -21,11 +21,10 @@ def _ref(name: str) -> S:
     return {"$ref": f"#/components/schemas/{name}"}
 
 
-def _list(item: str, *, cursor: bool = True) -> S:
-    props: S = {"items": {"type": "array", "items": _ref(item)}}
-    if cursor:
-        props["next_cursor"] = {"type": ["string", "null"]}
-    return _obj(["items"], props)
+def _list(item: str) -> S:
+    """Every list: its items and the cursor of the next page (null on the last one)."""
+    return _obj(["items", "next_cursor"], {"items": {"type": "array", "items": _ref(item)},
+                                           "next_cursor": {"type": ["string", "null"]}})
 
 
 STR, NSTR = {"type": "string"}, {"type": ["string", "null"]}
@@ -59,7 +58,7 @@ SCHEMAS: S = {
     "Workflow": _obj(["workflow_id", "version", "name", "digest", "definition"], {
         "workflow_id": STR, "version": STR, "name": STR, "digest": STR,
         "definition": {"type": "object"}, "created_by": STR, "created_at": TIME}),
-    "WorkflowList": _list("Workflow", cursor=False),
+    "WorkflowList": _list("Workflow"),
     "WorkflowVersions": _obj(["workflow_id", "versions"], {
         "workflow_id": STR, "versions": {"type": "array", "items": _ref("Workflow")}}),
     "StartRun": _obj([], {"input": JSON_OBJECT, "version": NTEXT}, extra=False),
@@ -67,23 +66,39 @@ SCHEMAS: S = {
         "run_id": STR, "tenant_id": STR, "workflow_id": STR, "workflow_version": STR,
         "status": RUN_STATUS, "input": ANY, "output": ANY, "error": ANY,
         "idempotency_key": NSTR, "rerun_of": NSTR, "created_by": STR, "created_at": TIME,
-        "started_at": TIME, "finished_at": TIME}),
-    "Step": _obj(["step_id", "type", "status", "attempts", "job_ids"], {
-        "step_id": STR, "type": STR, "status": STR, "attempts": INT, "output": ANY,
+        "started_at": TIME, "finished_at": TIME,
+        "denied_by": {"enum": ["policy", "approval", None],
+                      "description": "who ended a denied run: a policy rule (or the default "
+                                     "decision), or a human who rejected an approval"},
+        "summary": {"type": "string", "description": "one readable line: what the run is "
+                    "doing or how it ended (error type and message, who denied and why)"}}),
+    "Step": _obj(["step_id", "type", "status", "state", "attempts", "job_ids"], {
+        "step_id": STR, "type": STR, "status": STR,
+        "state": {"type": "string", "description": "what happens now: the status, but "
+                  "pending (waiting for a worker) or blocked (for an approval) for a running "
+                  "step whose attempt is not claimed yet"},
+        "note": {"type": ["string", "null"], "description": "the state in words, e.g. "
+                 "'pending: no live worker polls topic X', or the error of a failed step"},
+        "topic": NSTR, "attempts": INT, "output": ANY,
         "error": ANY, "depends_on": {"type": "array", "items": STR},
         "job_ids": {"type": "array", "items": STR}}),
     "RunDetail": {"allOf": [_ref("Run"), _obj(["steps", "jobs", "approvals"], {
-        "steps": {"type": "array", "items": _ref("Step")},
+        "steps": {"type": "array", "items": _ref("Step"),
+                  "description": "in the definition's order"},
         "jobs": {"type": "array", "items": _ref("Job")},
         "approvals": {"type": "array", "items": _ref("Approval")}})]},
+    "RunStarted": {"allOf": [_ref("RunDetail"), _obj(["replayed"], {
+        "replayed": {"type": "boolean", "description": "true: the Idempotency-Key had "
+                     "already started this run (200, Idempotent-Replayed: true)"},
+        "plan": _ref("RerunPlan")})],
+        "description": "What a start (201, or 200 on a replay) and a rerun (201) answer: the "
+                       "run document, plus the plan it followed for a rerun."},
     "RunList": _list("Run"),
     "TimelineEvent": _obj(["seq", "at", "kind", "data", "prev_hash", "hash"], {
         "seq": INT, "at": TIME, "kind": STR, "step_id": NSTR, "job_id": NSTR,
         "attempt": {"type": ["integer", "null"]}, "actor": NSTR, "data": ANY,
         "prev_hash": STR, "hash": STR}),
-    "Timeline": _obj(["items", "next_after"], {
-        "items": {"type": "array", "items": _ref("TimelineEvent")},
-        "next_after": {"type": ["integer", "null"]}}),
+    "Timeline": _list("TimelineEvent"),
     "Rerun": _obj(["from_step"], {"from_step": {**TEXT, "minLength": 1},
                                   "dry_run": {"type": "boolean"}}, extra=False),
     "RerunPlan": _obj(["rerun_of", "from_step", "reused", "to_run", "decisions",
@@ -104,14 +119,28 @@ SCHEMAS: S = {
         "decision_id": INT, "stage": STR, "snapshot_hash": NSTR, "rule": NSTR,
         "decision": STR, "reason": STR, "constraints": ANY, "run_id": STR, "step_id": STR,
         "job_id": NSTR, "at": TIME}),
-    "DecisionList": _list("PolicyDecision", cursor=False),
-    "Approval": _obj(["id", "run_id", "step_id", "status", "kind"], {
-        "id": STR, "approval_id": STR, "run_id": STR, "step_id": STR, "job_id": NSTR,
+    "DecisionList": _list("PolicyDecision"),
+    "Approval": _obj(["approval_id", "run_id", "step_id", "status", "kind"], {
+        "approval_id": STR, "run_id": STR, "step_id": STR, "job_id": NSTR,
         "kind": STR, "status": STR, "policy_snapshot_hash": NSTR, "job_hash": NSTR,
         "requested_by": STR, "requested_at": TIME, "expires_at": TIME, "decided_by": NSTR,
         "decided_at": TIME, "reason": NSTR, "barred": {"type": "array", "items": STR}}),
-    "ApprovalDetail": {"allOf": [_ref("Approval"), _obj([], {"job": {"type": "object"}})]},
-    "ApprovalList": _list("Approval"),
+    "ApprovalDetail": {"allOf": [_ref("Approval"), _obj(["lets_run"], {
+        "job": {"type": "object"},
+        "lets_run": _obj(["covers", "job_hash_matches", "then"], {
+            "run": {"type": "object"}, "gate": {"type": "object"},
+            "asked_by": {"type": "object"},
+            "covers": _obj([], {"topic": NSTR, "input": ANY, "upstream": ANY,
+                                "constraints": ANY}),
+            "job_hash": NSTR, "job_hash_matches": {"type": "boolean"},
+            "policy_snapshot_hash": NSTR, "active_snapshot_hash": NSTR,
+            "then": {"type": "array", "items": {"type": "object"}}})})]},
+    "ApprovalQueueItem": {"allOf": [_ref("Approval"), _obj([], {
+        "workflow_id": STR, "workflow_version": STR, "run_status": STR, "topic": NSTR,
+        "then": {"type": "array", "items": STR,
+                 "description": "the steps that run after it once approved"},
+        "summary": {"type": "string", "description": "what it lets run, in one line"}})]},
+    "ApprovalList": _list("ApprovalQueueItem"),
     "ApprovalDecision": _obj([], {"reason": NTEXT, "job_hash": NTEXT}, extra=False),
     "PolicyBundle": {**_obj(["default_decision"], {
         "name": NSTR, "description": NSTR,
@@ -122,7 +151,8 @@ SCHEMAS: S = {
         "snapshot_hash": STR, "bundle": {"type": "object"}, "created_by": STR,
         "created_at": TIME, "active": {"type": "boolean"}}),
     "SnapshotList": _obj(["active", "items"], {
-        "active": NSTR, "items": {"type": "array", "items": _ref("Snapshot")}}),
+        "active": NSTR, "items": {"type": "array", "items": _ref("Snapshot")},
+        "next_cursor": {"type": ["string", "null"]}}),
     "Activation": _obj(["snapshot_hash", "previous_hash"], {
         "snapshot_hash": STR, "previous_hash": NSTR, "activated_by": STR,
         "activated_at": TIME}),

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
 from uuid import UUID
 
 from starlette.requests import Request
@@ -11,7 +10,6 @@ from starlette.responses import JSONResponse, Response
 from api.auth import authorize
 from api.http import (
     BadRequest,
-    encode_cursor,
     enum_param,
     json_body,
     json_object,
@@ -25,7 +23,7 @@ from engine.core.enums import ApprovalStatus
 from engine.core.errors import NotFound
 from engine.governance import approvals
 from engine.governance.apikeys import Role
-from engine.runs import job_reads, views
+from engine.runs import approval_plan, job_reads, views
 
 READ = (Role.APPROVER, Role.OPERATOR)
 
@@ -43,13 +41,12 @@ async def list_approvals(request: Request) -> Response:
     caller = await authorize(request, *READ)
     params = query(request, {"status", "limit", "cursor"})
     page_size = limit(params)
-    rows = await approvals.page(request.app.state.svc.db, tenant_id=caller.tenant_id,
-                                status=enum_param(params, "status", ApprovalStatus),
-                                after=uuid_cursor(params.get("cursor")), limit=page_size)
-    next_cursor = (encode_cursor(rows[-1].requested_at, str(rows[-1].approval_id))
-                   if len(rows) == page_size else None)
-    return JSONResponse({"items": [views.approval(a) for a in rows],
-                         "next_cursor": next_cursor})
+    svc = request.app.state.svc
+    rows, context = await approvals.queue(
+        svc.db, svc.definitions, tenant_id=caller.tenant_id,
+        status=enum_param(params, "status", ApprovalStatus),
+        after=uuid_cursor(params.get("cursor")), limit=page_size)
+    return JSONResponse(views.approval_page(rows, page_size, context))
 
 
 @endpoint("GET", "/approvals/{approval_id}", "An approval and exactly what it would let run",
@@ -58,12 +55,9 @@ async def get_approval(request: Request) -> Response:
     caller = await authorize(request, *READ)
     db = request.app.state.svc.db
     row = await approvals.show(db, caller.tenant_id, _approval_id(request))
-    doc: dict[str, Any] = views.approval(row)
-    if row.job_id is not None:
-        job = await job_reads.get(db, caller.tenant_id, row.job_id)
-        doc["job"] = {"topic": job.topic, "input": job.input, "upstream": job.upstream,
-                      "constraints": job.constraints, "status": job.status.value}
-    return JSONResponse(doc)
+    job = await job_reads.get(db, caller.tenant_id, row.job_id) if row.job_id is not None else None
+    lets_run = await approval_plan.plan(request.app.state.svc, caller.tenant_id, row.approval_id)
+    return JSONResponse(views.approval_detail(row, job, lets_run))
 
 
 async def _decide(request: Request, approve: bool) -> Response:
@@ -86,8 +80,10 @@ async def approve(request: Request) -> Response:
     return await _decide(request, approve=True)
 
 
-@endpoint("POST", "/approvals/{approval_id}/reject", "Reject (the run ends denied)",
+@endpoint("POST", "/approvals/{approval_id}/reject",
+          "Reject, saying why in a non-empty reason (the run ends denied)",
           roles=(Role.APPROVER,), request="ApprovalDecision",
-          responses={200: "Approval", 403: "Problem", 404: "Problem", 409: "Problem"})
+          responses={200: "Approval", 403: "Problem", 404: "Problem", 409: "Problem",
+                     422: "Problem"})
 async def reject(request: Request) -> Response:
     return await _decide(request, approve=False)

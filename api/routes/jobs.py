@@ -44,4 +44,4 @@ async def job_decisions(request: Request) -> Response:
     db = request.app.state.svc.db
     job = await job_reads.get(db, caller.tenant_id, request.path_params["job_id"])  # 404 first
     rows = await decisions.decisions_of_job(db, caller.tenant_id, job.job_id)
-    return JSONResponse({"items": [views.decision(d) for d in rows]})
+    return JSONResponse({"items": [views.decision(d) for d in rows], "next_cursor": None})

@@ -52,7 +52,8 @@ async def list_snapshots(request: Request) -> Response:
     db = request.app.state.svc.db
     active = await decisions.active_pointer(db, caller.tenant_id)
     rows = await decisions.snapshots(db, caller.tenant_id)
-    return JSONResponse({"active": active, "items": [snapshot_view(r, active) for r in rows]})
+    return JSONResponse({"active": active, "items": [snapshot_view(r, active) for r in rows],
+                         "next_cursor": None})
 
 
 @endpoint("POST", "/policy/snapshots/{snapshot_hash}/activate",

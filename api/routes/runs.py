@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from uuid import UUID
 
 from starlette.requests import Request
@@ -10,7 +11,6 @@ from starlette.responses import JSONResponse, Response
 from api.auth import authorize
 from api.http import (
     BadRequest,
-    encode_cursor,
     enum_param,
     json_body,
     json_object,
@@ -18,11 +18,10 @@ from api.http import (
     path_uuid,
     query,
     uuid_cursor,
-    whole_number,
 )
 from api.registry import READ_RUNS, endpoint
 from engine.core.enums import RunStatus
-from engine.core.errors import NotFound
+from engine.core.errors import InvalidInput, NotFound
 from engine.governance.apikeys import Role
 from engine.runs import lifecycle, reruns, stopping, timeline, views
 
@@ -34,19 +33,67 @@ def _run_id(request: Request) -> UUID:
     return run_id
 
 
-@endpoint("GET", "/workflow-runs", "Runs, newest first (keyset-paginated)", roles=READ_RUNS,
-          query=("status", "workflow_id", "limit", "cursor"), responses={200: "RunList"})
+RUN_FILTERS = ("status", "denied_by", "workflow_id", "id_prefix", "created_after",
+               "created_before", "idempotency_key", "rerun_of")
+
+
+def _time_param(params: dict[str, str], name: str) -> datetime | None:
+    raw = params.get(name)
+    if not raw:
+        return None
+    try:
+        value = datetime.fromisoformat(raw)
+    except ValueError:
+        raise BadRequest(f"{name} must be an ISO 8601 time, got {raw[:40]!r}", name) from None
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+def _uuid_param(params: dict[str, str], name: str) -> UUID | None:
+    raw = params.get(name)
+    if not raw:
+        return None
+    try:
+        return UUID(raw)
+    except ValueError:
+        raise BadRequest(f"{name} must be a run id", name) from None
+
+
+def run_filter(request: Request) -> lifecycle.RunFilter:
+    """The filters of a runs list: the named ones, and ``input.<field>=<value>`` pairs
+    (matched by jsonb containment)."""
+    pairs = [(k, v) for k, v in request.query_params.multi_items() if k.startswith("input.")]
+    params = query(request, {*RUN_FILTERS, "limit", "cursor", *(k for k, _ in pairs)})
+    denied_by = params.get("denied_by") or None
+    if denied_by is not None and denied_by not in lifecycle.DENIED_BY:
+        raise BadRequest(f"denied_by must be one of {', '.join(lifecycle.DENIED_BY)}", "denied_by")
+    try:
+        found = lifecycle.RunFilter(
+            status=enum_param(params, "status", RunStatus), denied_by=denied_by,
+            workflow_id=params.get("workflow_id") or None,
+            id_prefix=params.get("id_prefix") or None,
+            created_after=_time_param(params, "created_after"),
+            created_before=_time_param(params, "created_before"),
+            idempotency_key=params.get("idempotency_key") or None,
+            rerun_of=_uuid_param(params, "rerun_of"),
+            input_match=lifecycle.input_filter(pairs))
+        found.params()  # a malformed id prefix is refused before any query
+    except InvalidInput as exc:
+        raise BadRequest(str(exc).split(": ", 1)[-1], exc.field) from None
+    return found
+
+
+@endpoint("GET", "/workflow-runs", "Runs, newest first (keyset-paginated), filtered: status, "
+          "denied_by (policy|approval), workflow_id, id_prefix, created_after, created_before, "
+          "idempotency_key, rerun_of, input.<field>=<value>", roles=READ_RUNS,
+          query=(*RUN_FILTERS, "input.<field>", "limit", "cursor"), responses={200: "RunList"})
 async def list_runs(request: Request) -> Response:
     caller = await authorize(request, *READ_RUNS)
-    params = query(request, {"status", "workflow_id", "limit", "cursor"})
+    filters = run_filter(request)
+    params = dict(request.query_params)
     page_size = limit(params)
-    rows = await lifecycle.page(request.app.state.svc.db, caller.tenant_id,
-                           status=enum_param(params, "status", RunStatus),
-                           workflow_id=params.get("workflow_id") or None,
+    rows = await lifecycle.page(request.app.state.svc.db, caller.tenant_id, filters=filters,
                            before=uuid_cursor(params.get("cursor")), limit=page_size)
-    next_cursor = (encode_cursor(rows[-1].created_at, str(rows[-1].run_id))
-                   if len(rows) == page_size else None)
-    return JSONResponse({"items": [views.run(r) for r in rows], "next_cursor": next_cursor})
+    return JSONResponse(views.run_page(rows, page_size))
 
 
 @endpoint("GET", "/workflow-runs/{run_id}", "A run with its steps, jobs and approvals",
@@ -57,23 +104,28 @@ async def get_run(request: Request) -> Response:
     return JSONResponse(views.run_detail(detail))
 
 
-@endpoint("GET", "/workflow-runs/{run_id}/timeline", "A page of the run's timeline after a seq",
-          roles=READ_RUNS, query=("limit", "after"), responses={200: "Timeline", 404: "Problem"})
+@endpoint("GET", "/workflow-runs/{run_id}/timeline", "A page of the run's timeline, oldest "
+          "first; pass next_cursor back as cursor (after=SEQ is a deprecated alias)",
+          roles=READ_RUNS, query=("limit", "cursor", "after"),
+          responses={200: "Timeline", 404: "Problem"})
 async def get_timeline(request: Request) -> Response:
     caller = await authorize(request, *READ_RUNS)
-    params = query(request, {"limit", "after"})
-    after = whole_number(params, "after", 0)
+    params = query(request, {"limit", "cursor", "after"})
+    name = "cursor" if "cursor" in params else "after"
+    try:
+        after = int(params.get(name) or "0")
+    except ValueError:
+        raise BadRequest(f"{name} is not one this API issued", name) from None
     page_size = limit(params, default=200)
     events = await timeline.page(request.app.state.svc.db, caller.tenant_id, _run_id(request),
                                  after=max(after, 0), limit=page_size)
-    return JSONResponse({"items": [views.event(e) for e in events],
-                         "next_after": events[-1].seq if len(events) == page_size else None})
+    return JSONResponse(views.event_page(events, page_size))
 
 
 @endpoint("POST", "/workflow-runs/{run_id}/rerun",
           "Rerun from a step (dry_run returns the plan and writes nothing)",
           roles=(Role.OPERATOR,), request="Rerun",
-          responses={200: "RerunPlan", 201: "RerunCreated", 404: "Problem", 409: "Problem",
+          responses={200: "RerunPlan", 201: "RunStarted", 404: "Problem", 409: "Problem",
                      422: "Problem"})
 async def rerun(request: Request) -> Response:
     caller = await authorize(request, Role.OPERATOR)
@@ -86,11 +138,12 @@ async def rerun(request: Request) -> Response:
     svc = request.app.state.svc
     if dry_run:
         plan = await reruns.plan(svc, tenant_id=caller.tenant_id, run_id=_run_id(request),
-                                 from_step=from_step, by=caller.actor)
-        return JSONResponse({"dry_run": True, **plan.to_doc()})
+                                 from_step=from_step)
+        return JSONResponse(views.rerun_plan(plan))
     plan, started = await reruns.rerun(svc, tenant_id=caller.tenant_id, run_id=_run_id(request),
                                        from_step=from_step, created_by=caller.actor)
-    return JSONResponse({"dry_run": False, "run": views.run(started.run), "plan": plan.to_doc()},
+    detail = await lifecycle.detail(svc, caller.tenant_id, started.run.run_id)
+    return JSONResponse(views.run_started(detail, replayed=False, plan=plan),
                         status_code=201,
                         headers={"Location": f"/api/v1/workflow-runs/{started.run.run_id}"})
 

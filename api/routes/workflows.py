@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
@@ -13,15 +11,8 @@ from api.registry import READ_RUNS, endpoint
 from engine.definitions import workflows
 from engine.governance.apikeys import Role
 from engine.runs import lifecycle, views
-from engine.store.records import WorkflowRow
 
 YAML_TYPES = ("application/yaml", "application/x-yaml", "text/yaml")
-
-
-def workflow_view(row: WorkflowRow) -> dict[str, Any]:
-    return {"workflow_id": row.workflow_id, "version": row.version, "name": row.name,
-            "digest": row.digest, "definition": row.definition, "created_by": row.created_by,
-            "created_at": row.created_at.isoformat()}
 
 
 def _media_type(request: Request) -> str:
@@ -45,7 +36,7 @@ async def create_workflow(request: Request) -> Response:
     stored = await workflows.store(request.app.state.svc.db, tenant_id=caller.tenant_id,
                                    source=raw, media_type=media, created_by=caller.actor)
     location = f"/api/v1/workflows/{stored.row.workflow_id}"
-    return JSONResponse(workflow_view(stored.row), status_code=201 if stored.created else 200,
+    return JSONResponse(views.workflow(stored.row), status_code=201 if stored.created else 200,
                         headers={"Location": location})
 
 
@@ -54,7 +45,7 @@ async def create_workflow(request: Request) -> Response:
 async def list_workflows(request: Request) -> Response:
     caller = await authorize(request, *READ_RUNS)
     rows = await workflows.list_latest(request.app.state.svc.db, caller.tenant_id)
-    return JSONResponse({"items": [workflow_view(r) for r in rows]})
+    return JSONResponse({"items": [views.workflow(r) for r in rows], "next_cursor": None})
 
 
 @endpoint("GET", "/workflows/{workflow_id}", "Every stored version of a workflow",
@@ -64,13 +55,13 @@ async def get_workflow(request: Request) -> Response:
     workflow_id = request.path_params["workflow_id"]
     rows = await workflows.versions(request.app.state.svc.db, caller.tenant_id, workflow_id)
     return JSONResponse({"workflow_id": workflow_id,
-                         "versions": [workflow_view(r) for r in rows]})
+                         "versions": [views.workflow(r) for r in rows]})
 
 
 @endpoint("POST", "/workflows/{workflow_id}/runs", "Start a run of the newest version",
           roles=(Role.SUBMITTER,), request="StartRun", headers=("Idempotency-Key",),
-          responses={201: "Run", 200: "Run", 403: "Problem", 404: "Problem", 409: "Problem",
-                     422: "Problem"})
+          responses={201: "RunStarted", 200: "RunStarted", 403: "Problem", 404: "Problem",
+                     409: "Problem", 422: "Problem"})
 async def start_run(request: Request) -> Response:
     caller = await authorize(request, Role.SUBMITTER)
     body = json_object(await json_body(request, required=False), {"input", "version"})
@@ -83,7 +74,8 @@ async def start_run(request: Request) -> Response:
                                workflow_id=request.path_params["workflow_id"],
                                input=body.get("input", {}), created_by=caller.actor,
                                idempotency_key=key, version=version)
-    doc = views.run_detail(await lifecycle.detail(svc, caller.tenant_id, started.run.run_id))
+    doc = views.run_started(await lifecycle.detail(svc, caller.tenant_id, started.run.run_id),
+                            replayed=started.replayed)
     headers = {"Location": f"/api/v1/workflow-runs/{started.run.run_id}"}
     if started.replayed:
         headers["Idempotent-Replayed"] = "true"

@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-from collections.abc import Awaitable, Callable, Coroutine
+import sys
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
+from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
@@ -31,6 +33,64 @@ Command = Callable[[argparse.Namespace, Settings], Coroutine[Any, Any, int]]
 
 def print_json(value: Any) -> None:
     print(json.dumps(value, indent=2, default=str))
+
+
+def output_mode(args: argparse.Namespace) -> str:
+    """json, jsonl or table: ``--output``, or json for ``--json``."""
+    chosen: str | None = getattr(args, "output", None)
+    return chosen or ("json" if getattr(args, "json", False) else "table")
+
+
+def print_list(args: argparse.Namespace, doc: dict[str, Any],
+               table: Callable[[list[dict[str, Any]]], Iterable[str]],
+               empty: str = "nothing found") -> None:
+    """A list as the API answers it (``{"items", "next_cursor"}``, json), one item per line
+    (jsonl), or a table for people, with a hint for the next page on stderr."""
+    mode = output_mode(args)
+    if mode == "json":
+        print_json(doc)
+        return
+    if mode == "jsonl":
+        for item in doc["items"]:
+            print(json.dumps(item, default=str))
+        return
+    lines = list(table(doc["items"]))
+    for line in lines or [empty]:
+        print(line)
+    if doc.get("next_cursor"):
+        print(f"(more: add --cursor {doc['next_cursor']})", file=sys.stderr)
+
+
+def confirm(args: argparse.Namespace, question: str) -> bool:
+    """True with --yes; otherwise asks on stderr and reads a line from stdin. No answer
+    (end of input, as in a script without --yes) refuses, naming --yes."""
+    if getattr(args, "yes", False):
+        return True
+    print(f"{question} [y/N] ", end="", file=sys.stderr, flush=True)
+    answer = sys.stdin.readline()
+    if not answer:
+        raise errors.InvalidInput("--yes", "no answer on stdin: pass --yes to confirm")
+    return answer.strip().lower() in ("y", "yes")
+
+
+def stamp(value: str | None) -> str:
+    """An ISO time of a document as the CLI prints it: date, time and zone (UTC)."""
+    if value is None:
+        return "-"
+    return f"{datetime.fromisoformat(value).astimezone(UTC):%Y-%m-%d %H:%M:%SZ}"
+
+
+def short(value: Any) -> str:
+    """The 8 hex digits the page shows of an id (the CLI accepts them back)."""
+    return str(value)[:8]
+
+
+def id_arg(value: str) -> str:
+    """A run or approval id, or a prefix of it (resolved against the database)."""
+    cleaned = value.strip()
+    if not cleaned:
+        raise argparse.ArgumentTypeError("an id or id prefix is required")
+    return cleaned
 
 
 def uuid_arg(value: str) -> UUID:

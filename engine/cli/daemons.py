@@ -23,6 +23,9 @@ async def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
     from engine.store.migrate import current_revision, upgrade
 
     with database_url(settings) as url:
+        # a database that does not exist (or no server) is said in one line, exit 6, as
+        # every other command says it, not as a page of SQLAlchemy traceback
+        await asyncio.to_thread(current_revision, url)
         await asyncio.to_thread(upgrade, url)
         print(f"schema at {await asyncio.to_thread(current_revision, url)}")
     return 0

@@ -303,7 +303,8 @@ async def _rotate_key(db: Database, settings: Settings) -> tuple[str, str]:
 async def _open_demo_run(db: Database) -> RunRow | None:
     """The newest demo run not yet finished, if any (its status tells which)."""
     for status in (RunStatus.WAITING, RunStatus.RUNNING, RunStatus.PENDING):
-        for row in await lifecycle.page(db, TENANT, status=status, workflow_id=WORKFLOW, limit=20):
+        filters = lifecycle.RunFilter(status=status, workflow_id=WORKFLOW)
+        for row in await lifecycle.page(db, TENANT, filters=filters, limit=20):
             if row.created_by == SUBMITTER:
                 return row
     return None

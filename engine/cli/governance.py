@@ -3,32 +3,104 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
-from engine.cli.common import Command, print_json, with_db
-from engine.core import errors
+from engine.cli.common import Command, print_json, print_list, short, stamp, with_db
+from engine.core import cursors, errors
 from engine.core.settings import Settings
 from engine.governance import approvals, decisions
 from engine.governance.policy import Facts
-from engine.runs import lifecycle, views
+from engine.runs import job_reads, lifecycle, views
 from engine.runs.services import Services
 from engine.store.records import WorkerGrantRow
 
 
+def _approval_rows(items: list[dict[str, Any]]) -> Iterable[str]:
+    for a in items:
+        decided = (f"  {a['status']} by {a['decided_by']}: {a['reason']}"
+                   if a["decided_by"] else "")
+        yield (f"{short(a['approval_id'])}  {a['status']:<10} {a['kind']:<6} "
+               f"run {short(a['run_id'])}  step {a['step_id']:<20} requested by "
+               f"{a['requested_by']} at {stamp(a['requested_at'])}, expires "
+               f"{stamp(a['expires_at'])}  job_hash {(a['job_hash'] or '-')[:12]}{decided}")
+        if a.get("summary"):
+            yield f"          lets run: {a['summary']}"
+
+
 async def cmd_approvals_list(args: argparse.Namespace, settings: Settings) -> int:
     async def body(svc: Services) -> int:
-        rows = await approvals.page(svc.db, tenant_id=args.tenant, status=args.status,
-                                    limit=args.limit)
+        after = None
+        if args.cursor:
+            try:
+                at, key = cursors.decode(args.cursor)
+                after = (at, UUID(key))
+            except ValueError:
+                raise errors.InvalidInput("--cursor", "not a cursor this tool issued") from None
+        rows, context = await approvals.queue(svc.db, svc.definitions, tenant_id=args.tenant,
+                                              status=args.status, after=after, limit=args.limit)
+        print_list(args, views.approval_page(rows, args.limit, context), _approval_rows,
+                   empty="no approvals")
+        return 0
+
+    return await with_db(settings, body)
+
+
+def _show_lines(doc: dict[str, Any]) -> Iterable[str]:
+    plan = doc["lets_run"]
+    run = plan["run"]
+    yield (f"approval {doc['approval_id']}  {doc['status']}  ({doc['kind']} approval of step "
+           f"{doc['step_id']})")
+    yield (f"  run        {run['run_id']}  {run['workflow_id']}@{run['workflow_version']}  "
+           f"{run['status']}, started by {run['created_by']}")
+    yield f"  requested  by {doc['requested_by']} at {stamp(doc['requested_at'])}"
+    yield f"  expires    {stamp(doc['expires_at'])}"
+    asked = plan["asked_by"]
+    if asked["kind"] == "policy" and asked.get("decision"):
+        d = asked["decision"]
+        yield f"  asked by   policy rule {d['rule'] or '(default)'}: {d['reason']}"
+    elif asked["kind"] == "step":
+        yield f"  asked by   the workflow's approval step {asked['step_id']}"
+    covers = plan["covers"]
+    yield "  it lets run (what job_hash covers):"
+    yield f"    topic        {covers['topic'] or '-'}"
+    yield f"    input        {json.dumps(covers['input'], sort_keys=True)}"
+    yield f"    upstream     {json.dumps(covers['upstream'], sort_keys=True)}"
+    yield f"    constraints  {json.dumps(covers['constraints'], sort_keys=True)}"
+    match = "matches" if plan["job_hash_matches"] else "DOES NOT MATCH the values above"
+    yield f"  job hash   {doc['job_hash']} ({match})"
+    active = plan["active_snapshot_hash"]
+    same = "the active one" if active == doc["policy_snapshot_hash"] else f"active: {active}"
+    yield f"  policy     snapshot {doc['policy_snapshot_hash']} ({same})"
+    if plan["then"]:
+        yield "  then:"
+        for step in plan["then"]:
+            topic = f" {step['topic']}" if step["topic"] else ""
+            yield f"    {step['step_id']:<20} {step['type']}{topic}  ({step['status']})"
+    if doc["decided_by"]:
+        yield f"  decided    {doc['status']} by {doc['decided_by']} at " \
+              f"{stamp(doc['decided_at'])}: {doc['reason']}"
+
+
+async def cmd_approvals_show(args: argparse.Namespace, settings: Settings) -> int:
+    from engine import approval_plan
+
+    async def body(svc: Services) -> int:
+        approval_id = await approvals.resolve_id(svc.db, args.tenant, args.approval_id)
+        row = await approvals.show(svc.db, args.tenant, approval_id)
+        job = (await job_reads.get(svc.db, row.tenant_id, row.job_id)
+               if row.job_id is not None else None)
+        doc = views.approval_detail(row, job, await approval_plan.plan(svc, row.tenant_id,
+                                                                       approval_id))
         if args.json:
-            print_json([views.approval(a) for a in rows])
-            return 0
-        for a in rows:
-            print(f"{a.approval_id}  {a.status.value:<10} run {a.run_id}  step {a.step_id}  "
-                  f"requested by {a.requested_by}")
-        if not rows:
-            print("no approvals")
+            print_json(doc)
+        else:
+            for line in _show_lines(doc):
+                print(line)
         return 0
 
     return await with_db(settings, body)
@@ -37,8 +109,9 @@ async def cmd_approvals_list(args: argparse.Namespace, settings: Settings) -> in
 def decide_command(approve: bool) -> Command:
     async def command(args: argparse.Namespace, settings: Settings) -> int:
         async def body(svc: Services) -> int:
+            approval_id = await approvals.resolve_id(svc.db, args.tenant, args.approval_id)
             row = await approvals.decide(svc.db, tenant_id=args.tenant,
-                                         approval_id=args.approval_id, approve=approve,
+                                         approval_id=approval_id, approve=approve,
                                          principal=args.principal, reason=args.reason,
                                          job_hash=args.job_hash)
             if args.json:

@@ -10,13 +10,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
+from datetime import UTC, datetime
 from typing import Any
 
-from engine.cli.common import EXIT_CODES, Command, json_arg, unreadable_argument, uuid_arg
+from engine.cli.common import EXIT_CODES, Command, id_arg, json_arg, unreadable_argument, uuid_arg
 from engine.cli.daemons import cmd_demo, cmd_migrate, cmd_serve, cmd_worker
+from engine.cli.fleet import cmd_queues_list, cmd_workers_list
 from engine.cli.governance import (
     cmd_approvals_list,
+    cmd_approvals_show,
     cmd_keys_create,
     cmd_keys_list,
     cmd_keys_revoke,
@@ -46,6 +50,29 @@ from engine.cli.runs import (
 from engine.core import errors
 from engine.core.enums import ApprovalStatus, RunStatus
 from engine.core.settings import load
+
+ID_HELP = "the id, or its first hex digits (8, as the page shows them; at least 4)"
+
+
+def time_arg(value: str) -> datetime:
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO 8601 time: {value!r}") from None
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
+
+
+def match_arg(value: str) -> tuple[str, str]:
+    path, sep, raw = value.partition("=")
+    if not sep or not path.startswith("input.") or len(path) <= len("input."):
+        raise argparse.ArgumentTypeError(f"--match takes input.FIELD=VALUE, got {value!r}")
+    return path, raw
+
+
+def output_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--output", "-o", choices=["json", "jsonl", "table"],
+                   help="json: the API's document ({items, next_cursor}; same as --json); "
+                   "jsonl: one item per line; table (default)")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -98,7 +125,8 @@ def _parser() -> argparse.ArgumentParser:
     p = add(wf, "apply", cmd_workflows_apply, "validate and store a definition (YAML or JSON)")
     p.add_argument("file", metavar="FILE")
 
-    add(wf, "list", cmd_workflows_list, "the newest version of each workflow", read=True)
+    p = add(wf, "list", cmd_workflows_list, "the newest version of each workflow", read=True)
+    output_arg(p)
     p = add(wf, "show", cmd_workflows_show, "every version of a workflow", read=True)
     p.add_argument("workflow_id", metavar="WORKFLOW_ID")
 
@@ -109,34 +137,76 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--input", type=json_arg, default={}, help="the run input as a JSON object")
     p.add_argument("--idempotency-key", help="start at most one run per key")
     p.add_argument("--version", help="a specific workflow version (default: newest)")
-    p = add(rn, "show", cmd_runs_show, "a run with its steps", read=True)
-    p.add_argument("run_id", type=uuid_arg, metavar="RUN_ID")
-    p = add(rn, "list", cmd_runs_list, "runs, newest first", read=True)
+    p = add(rn, "show", cmd_runs_show, "a run with its steps: what each is doing or why it "
+            "failed", read=True)
+    p.add_argument("run_id", type=id_arg, metavar="RUN_ID", help=ID_HELP)
+    p = add(rn, "list", cmd_runs_list, "runs, newest first, filtered", read=True)
     p.add_argument("--status", type=RunStatus, choices=list(RunStatus))
+    p.add_argument("--denied-by", choices=["policy", "approval"],
+                   help="denied runs: by a policy rule or default, or by a human rejection")
     p.add_argument("--workflow", help="only runs of this workflow id")
+    p.add_argument("--id-prefix", help="runs whose id starts with these hex digits")
+    p.add_argument("--created-after", type=time_arg, metavar="TIME",
+                   help="created at or after (ISO 8601; UTC if no zone)")
+    p.add_argument("--created-before", type=time_arg, metavar="TIME",
+                   help="created before (ISO 8601; UTC if no zone)")
+    p.add_argument("--idempotency-key", help="the run this key started")
+    p.add_argument("--rerun-of", type=uuid_arg, metavar="RUN_ID", help="the reruns of a run "
+                   "(its full id)")
+    p.add_argument("--match", action="append", default=[], type=match_arg,
+                   metavar="input.FIELD=VALUE", help="input field equals VALUE (JSON if it "
+                   "parses, else a string; repeat to match several)")
     p.add_argument("--limit", type=int, default=50)
-    p = add(rn, "watch", cmd_runs_watch, "follow a run's timeline live until it ends")
-    p.add_argument("run_id", type=uuid_arg, metavar="RUN_ID")
-    p = add(rn, "cancel", cmd_runs_cancel, "cancel a run")
-    p.add_argument("run_id", type=uuid_arg, metavar="RUN_ID")
+    p.add_argument("--cursor", help="the next page: the next_cursor of the previous one")
+    output_arg(p)
+    p = add(rn, "watch", cmd_runs_watch, "follow a run's timeline live until it ends (--json: "
+            "one event per line)")
+    p.add_argument("run_id", type=id_arg, metavar="RUN_ID", help=ID_HELP)
+    p = add(rn, "cancel", cmd_runs_cancel, "cancel a run (shows what stops, asks first)")
+    p.add_argument("run_id", type=id_arg, metavar="RUN_ID", help=ID_HELP)
     p.add_argument("--reason", help="why (recorded in the timeline)")
-    p = add(rn, "rerun", cmd_runs_rerun, "rerun a finished run from a step")
-    p.add_argument("run_id", type=uuid_arg, metavar="RUN_ID")
-    p.add_argument("--from-step", required=True, help="the step to run again, with its "
-                   "descendants")
+    p.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
+    p = add(rn, "rerun", cmd_runs_rerun, "rerun a finished run from a step (shows the plan, "
+            "asks first)")
+    p.add_argument("run_id", type=id_arg, metavar="RUN_ID", help=ID_HELP)
+    p.add_argument("--from-step", "--from", dest="from_step", required=True,
+                   help="the step to run again, with its descendants")
     p.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
+    p.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
 
     ap = sub.add_parser("approvals", help="the approvals queue").add_subparsers(
         dest="sub", required=True, metavar="SUBCOMMAND")
-    p = add(ap, "list", cmd_approvals_list, "list approvals (default: pending)", read=True)
+    p = add(ap, "list", cmd_approvals_list, "list approvals, oldest first (default: pending)",
+            read=True)
     p.add_argument("--status", type=ApprovalStatus, default=ApprovalStatus.PENDING,
                    choices=list(ApprovalStatus))
     p.add_argument("--limit", type=int, default=100)
+    p.add_argument("--cursor", help="the next page: the next_cursor of the previous one")
+    output_arg(p)
+    p = add(ap, "show", cmd_approvals_show, "what an approval lets run: step, topic, rendered "
+            "input, upstream, constraints, job hash, policy snapshot, requester, expiry",
+            read=True)
+    p.add_argument("approval_id", type=id_arg, metavar="APPROVAL_ID", help=ID_HELP)
     for name, approve in (("approve", True), ("reject", False)):
         p = add(ap, name, decide_command(approve), f"{name} a pending approval")
-        p.add_argument("approval_id", type=uuid_arg, metavar="APPROVAL_ID")
-        p.add_argument("--reason", help="why (recorded in the timeline)")
+        p.add_argument("approval_id", type=id_arg, metavar="APPROVAL_ID", help=ID_HELP)
+        p.add_argument("--reason", required=not approve,
+                       help="why (recorded in the timeline)" + ("" if approve else
+                                                                "; required to reject"))
         p.add_argument("--job-hash", help="the job hash you reviewed; refused if it changed")
+
+    wk = sub.add_parser("workers", help="the workers polling for jobs").add_subparsers(
+        dest="sub", required=True, metavar="SUBCOMMAND")
+    p = add(wk, "list", cmd_workers_list, "live workers: host, pid, topics, jobs in flight, "
+            "last heartbeat", read=True)
+    p.add_argument("--all", action="store_true", help="also dead and stopped workers "
+                   "(kept a day)")
+    output_arg(p)
+    qu = sub.add_parser("queues", help="the queue of each topic").add_subparsers(
+        dest="sub", required=True, metavar="SUBCOMMAND")
+    p = add(qu, "list", cmd_queues_list, "per topic: depth, oldest claimable age, claims in "
+            "the last minute, live workers polling it", read=True)
+    output_arg(p)
 
     po = sub.add_parser("policy", help="policy bundles and snapshots").add_subparsers(
         dest="sub", required=True, metavar="SUBCOMMAND")
@@ -184,12 +254,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--role", help="only this login role's grants")
 
     p = add(sub, "timeline", cmd_timeline, "print a run's timeline", read=True)
-    p.add_argument("run_id", type=uuid_arg, metavar="RUN_ID")
+    p.add_argument("run_id", type=id_arg, metavar="RUN_ID", help=ID_HELP)
+    output_arg(p)
     au = sub.add_parser("audit", help="audit checks").add_subparsers(
         dest="sub", required=True, metavar="SUBCOMMAND")
     p = add(au, "verify", cmd_audit_verify, "verify timeline hash chains (exit 1 if broken)",
             read=True)
-    p.add_argument("run_id", type=uuid_arg, nargs="?", metavar="RUN_ID")
+    p.add_argument("run_id", type=id_arg, nargs="?", metavar="RUN_ID", help=ID_HELP)
 
     for action in _all_subparsers(parser):
         if "--tenant" not in action._option_string_actions:  # workers grant has its own
@@ -227,6 +298,12 @@ def main(argv: list[str] | None = None) -> int:
         return next((code for cls, code in EXIT_CODES if isinstance(exc, cls)), 1)
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # the reader went away (`warden runs list | head -1`): that is its choice, not an
+        # error; point stdout at /dev/null so the interpreter's final flush is quiet too
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
 
 
 # Commands that act for one tenant: --tenant defaults to "default" (reads span tenants).

@@ -5,12 +5,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
+import sys
+from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
+from uuid import UUID
 
-from engine.cli.common import print_json, with_db
+from engine.cli.common import confirm, print_json, print_list, short, stamp, with_db
 from engine.cli.format import format_timeline
 from engine.cli.progress import StatusLine, run_summary
-from engine.core import errors
+from engine.core import cursors, errors
 from engine.core.enums import ApprovalStatus, RunStatus
 from engine.core.settings import Settings
 from engine.definitions import workflows
@@ -46,10 +51,20 @@ async def cmd_runs_start(args: argparse.Namespace, settings: Settings) -> int:
             svc, tenant_id=args.tenant,
             workflow_id=args.workflow_id, input=args.input, created_by=args.principal,
             idempotency_key=args.idempotency_key, version=args.version)
+        detail = await lifecycle.detail(svc, started.run.tenant_id, started.run.run_id)
         if args.json:
-            print_json({**views.run(started.run), "replayed": started.replayed})
+            print_json(views.run_started(detail, replayed=started.replayed))
         else:
             print(started.run.run_id)
+        if not started.replayed:
+            return 0
+        run = started.run
+        print(f"replayed: idempotency key {args.idempotency_key!r} already started run "
+              f"{run.run_id} ({run.status.value}); nothing new was started", file=sys.stderr)
+        if run.status is RunStatus.DENIED and not detail.jobs and views.denied_by(run) == \
+                "policy":
+            # denied at submit (no job ever existed): the first call exited 5, so does this
+            raise lifecycle.denial(run)
         return 0
 
     return await with_db(settings, body)
@@ -57,33 +72,56 @@ async def cmd_runs_start(args: argparse.Namespace, settings: Settings) -> int:
 
 async def cmd_runs_show(args: argparse.Namespace, settings: Settings) -> int:
     async def body(svc: Services) -> int:
-        detail = await lifecycle.detail(svc, None, args.run_id)
+        run_id = await lifecycle.resolve_id(svc.db, args.tenant, args.run_id)
+        doc = views.run_detail(await lifecycle.detail(svc, args.tenant, run_id))
         if args.json:
-            print_json(views.run_detail(detail))
+            print_json(doc)
             return 0
-        run = detail.run
-        print(f"run {run.run_id}  {run.workflow_id}@{run.workflow_version}  {run.status}")
-        for step in detail.steps:
-            attempts = f"  attempts={step.attempts}" if step.attempts else ""
-            print(f"  {step.step_id:<24} {step.type.value:<9} {step.status.value}{attempts}")
-        for approval in detail.approvals:
-            if approval.status is ApprovalStatus.PENDING:
-                print(f"  waiting for approval {approval.approval_id} ({approval.step_id})")
+        print(f"run {doc['run_id']}  {doc['workflow_id']}@{doc['workflow_version']}  "
+              f"{doc['status']}" + (f" by {doc['denied_by']}" if doc["denied_by"] else ""))
+        print(f"  {doc['summary']}")
+        for step in doc["steps"]:
+            attempts = f"  attempts={step['attempts']}" if step["attempts"] else ""
+            note = f"  {step['note']}" if step["note"] else ""
+            print(f"  {step['step_id']:<24} {step['type']:<9} {step['state']:<10}"
+                  f"{attempts}{note}")
+        for approval in doc["approvals"]:
+            if approval["status"] == ApprovalStatus.PENDING.value:
+                print(f"  waiting for approval {approval['approval_id']} "
+                      f"({approval['step_id']}): warden approvals show "
+                      f"{short(approval['approval_id'])}")
         return 0
 
     return await with_db(settings, body)
 
 
+def _run_rows(items: list[dict[str, Any]]) -> Iterable[str]:
+    for r in items:
+        status = r["status"] + (f"/{r['denied_by']}" if r["denied_by"] else "")
+        yield (f"{short(r['run_id'])}  {status:<17} {r['workflow_id']}@{r['workflow_version']}"
+               f"  {stamp(r['created_at'])}  by {r['created_by']}"
+               f"  {r['summary']}")
+
+
 async def cmd_runs_list(args: argparse.Namespace, settings: Settings) -> int:
+    filters = lifecycle.RunFilter(
+        status=args.status, denied_by=args.denied_by, workflow_id=args.workflow,
+        id_prefix=args.id_prefix, created_after=args.created_after,
+        created_before=args.created_before, idempotency_key=args.idempotency_key,
+        rerun_of=args.rerun_of, input_match=lifecycle.input_filter(args.match))
+    filters.params()  # a malformed prefix is refused before connecting
+
     async def body(svc: Services) -> int:
-        rows = await lifecycle.page(svc.db, args.tenant, status=args.status,
-                               workflow_id=args.workflow, limit=args.limit)
-        if args.json:
-            print_json([views.run(r) for r in rows])
-            return 0
-        for r in rows:
-            print(f"{r.run_id}  {r.status.value:<10} {r.workflow_id}@{r.workflow_version}  "
-                  f"{r.created_at:%Y-%m-%d %H:%M:%S}  by {r.created_by}")
+        before = None
+        if args.cursor:
+            try:
+                at, key = cursors.decode(args.cursor)
+                before = (at, UUID(key))
+            except ValueError:
+                raise errors.InvalidInput("--cursor", "not a cursor this tool issued") from None
+        rows = await lifecycle.page(svc.db, args.tenant, filters=filters, before=before,
+                               limit=args.limit)
+        print_list(args, views.run_page(rows, args.limit), _run_rows, empty="no runs")
         return 0
 
     return await with_db(settings, body)
@@ -93,27 +131,65 @@ async def cmd_runs_cancel(args: argparse.Namespace, settings: Settings) -> int:
     from engine.runs import stopping
 
     async def body(svc: Services) -> int:
-        row = await stopping.cancel(svc.db, tenant_id=None, run_id=args.run_id,
+        run_id = await lifecycle.resolve_id(svc.db, args.tenant, args.run_id)
+        doc = views.run_detail(await lifecycle.detail(svc, args.tenant, run_id))
+        if not args.yes:
+            open_steps = [s for s in doc["steps"] if s["status"] in ("pending", "running",
+                                                                     "waiting")]
+            print(f"run {run_id} ({doc['workflow_id']}, {doc['status']}): {doc['summary']}",
+                  file=sys.stderr)
+            for step in open_steps:
+                print(f"  would cancel {step['step_id']} ({step['state']})", file=sys.stderr)
+            if not confirm(args, "Cancel this run?"):
+                print("not cancelled", file=sys.stderr)
+                return 1
+        row = await stopping.cancel(svc.db, tenant_id=args.tenant, run_id=run_id,
                                     by=args.principal, reason=args.reason)
-        print(f"run {row.run_id} {row.status.value}")
+        if args.json:
+            print_json(views.run(row))
+        else:
+            print(f"run {row.run_id} {row.status.value}")
         return 0
 
     return await with_db(settings, body)
+
+
+def _plan_lines(plan: dict[str, Any]) -> Iterable[str]:
+    yield f"rerun of {plan['rerun_of']} from step {plan['from_step']}:"
+    yield "  reuse:  " + (", ".join(r["step_id"] for r in plan["reused"]) or "nothing")
+    yield "  run:    " + ", ".join(plan["to_run"])
+    for step_id, decision in plan["decisions"].items():
+        rule = decision.get("rule") or "default"
+        yield f"  policy: {step_id}: {decision['decision']} ({rule})"
+    if plan["approvals_needed"]:
+        yield "  needs approval: " + ", ".join(plan["approvals_needed"])
 
 
 async def cmd_runs_rerun(args: argparse.Namespace, settings: Settings) -> int:
     from engine.runs import reruns
 
     async def body(svc: Services) -> int:
+        run_id = await lifecycle.resolve_id(svc.db, args.tenant, args.run_id)
+        plan = await reruns.plan(svc, tenant_id=args.tenant, run_id=run_id,
+                                 from_step=args.from_step)
         if args.dry_run:
-            plan = await reruns.plan(svc, tenant_id=None, run_id=args.run_id,
-                                     from_step=args.from_step, by=args.principal)
-            print_json({"dry_run": True, **plan.to_doc()})
+            if args.json:
+                print_json(views.rerun_plan(plan))
+            else:
+                for line in _plan_lines(views.rerun_plan(plan)):
+                    print(line)
             return 0
-        plan, started = await reruns.rerun(svc, tenant_id=None, run_id=args.run_id,
+        if not args.yes:
+            for line in _plan_lines(views.rerun_plan(plan)):
+                print(line, file=sys.stderr)
+            if not confirm(args, "Start this rerun?"):
+                print("no rerun started", file=sys.stderr)
+                return 1
+        plan, started = await reruns.rerun(svc, tenant_id=args.tenant, run_id=run_id,
                                            from_step=args.from_step, created_by=args.principal)
         if args.json:
-            print_json({"run": views.run(started.run), "plan": plan.to_doc()})
+            detail = await lifecycle.detail(svc, started.run.tenant_id, started.run.run_id)
+            print_json(views.run_started(detail, replayed=False, plan=plan))
         else:
             print(started.run.run_id)
         return 0
@@ -124,12 +200,9 @@ async def cmd_runs_rerun(args: argparse.Namespace, settings: Settings) -> int:
 async def cmd_workflows_list(args: argparse.Namespace, settings: Settings) -> int:
     async def body(svc: Services) -> int:
         rows = await workflows.list_latest(svc.db, args.tenant)
-        if args.json:
-            print_json([{"workflow_id": r.workflow_id, "version": r.version, "name": r.name}
-                         for r in rows])
-            return 0
-        for r in rows:
-            print(f"{r.workflow_id:<32} {r.version:<10} {r.name}")
+        print_list(args, {"items": [views.workflow(r) for r in rows], "next_cursor": None},
+                   lambda items: (f"{w['workflow_id']:<32} {w['version']:<10} {w['name']}"
+                                  for w in items), empty="no workflows")
         return 0
 
     return await with_db(settings, body)
@@ -138,10 +211,9 @@ async def cmd_workflows_list(args: argparse.Namespace, settings: Settings) -> in
 async def cmd_workflows_show(args: argparse.Namespace, settings: Settings) -> int:
     async def body(svc: Services) -> int:
         rows = await workflows.versions(svc.db, args.tenant, args.workflow_id)
-        if args.json:
-            print_json([{"version": r.version, "digest": r.digest, "definition": r.definition,
-                          "created_by": r.created_by, "created_at": r.created_at.isoformat()}
-                         for r in rows])
+        if args.json:  # as GET /workflows/{id}
+            print_json({"workflow_id": args.workflow_id,
+                        "versions": [views.workflow(r) for r in rows]})
             return 0
         for r in rows:
             print(f"{r.workflow_id} {r.version}  {r.digest[:12]}  by {r.created_by} "
@@ -154,12 +226,12 @@ async def cmd_workflows_show(args: argparse.Namespace, settings: Settings) -> in
 
 async def cmd_timeline(args: argparse.Namespace, settings: Settings) -> int:
     async def body(svc: Services) -> int:
-        events = await timeline.all_events(svc.db, None, args.run_id)
-        if args.json:
-            print_json([views.event(e) for e in events])
-            return 0
-        for line in format_timeline(events):
-            print(line)
+        run_id = await lifecycle.resolve_id(svc.db, args.tenant, args.run_id)
+        events = await timeline.all_events(svc.db, args.tenant, run_id)
+        by_seq = {e.seq: e for e in events}
+        print_list(args, views.event_page(events, None),
+                   lambda items: format_timeline([by_seq[i["seq"]] for i in items]),
+                   empty="no events")
         return 0
 
     return await with_db(settings, body)
@@ -168,7 +240,8 @@ async def cmd_timeline(args: argparse.Namespace, settings: Settings) -> int:
 async def cmd_audit_verify(args: argparse.Namespace, settings: Settings) -> int:
     async def body(svc: Services) -> int:
         if args.run_id is not None:
-            results = [("", args.run_id, await timeline.verify(svc.db, args.run_id))]
+            run_id = await lifecycle.resolve_id(svc.db, args.tenant, args.run_id)
+            results = [("", run_id, await timeline.verify(svc.db, run_id))]
         else:
             results = await timeline.verify_all(svc.db, args.tenant)
         broken = [(t, r) for t, r, ok in results if not ok]
@@ -189,31 +262,39 @@ async def cmd_runs_watch(args: argparse.Namespace, settings: Settings) -> int:
     from engine.store.listener import SCHEDULER_CHANNEL, Listener
 
     async def body(svc: Services) -> int:
+        run_id = await lifecycle.resolve_id(svc.db, args.tenant, args.run_id)
         wake = asyncio.Event()
         listener = Listener(svc.db.url, SCHEDULER_CHANNEL, lambda _payload: wake.set())
         listening = asyncio.create_task(listener.run())
         # on a terminal, the steps' statuses stay in view below the timeline; elsewhere the
         # output is the timeline alone, as scripts read it
-        status_line = StatusLine(terminal_only=True)
+        # with --json, stdout is one JSON document per event per line (JSON lines); the
+        # steps' status line then goes to stderr, and only on a terminal
+        status_line = StatusLine(sys.stderr if args.json else None, terminal_only=True)
         after = 0
         try:
             while True:
-                events = await timeline.page(svc.db, None, args.run_id, after=after, limit=500)
-                for line in format_timeline(events):
+                events = await timeline.page(svc.db, args.tenant, run_id, after=after,
+                                             limit=500)
+                if args.json:
+                    for e in events:
+                        print(json.dumps(views.event(e), default=str), flush=True)
+                for line in [] if args.json else format_timeline(events):
                     status_line.say(line)
                 if events:
                     after = events[-1].seq
                     continue
                 if status_line.shown:
-                    detail = await lifecycle.detail(svc, None, args.run_id)
+                    detail = await lifecycle.detail(svc, args.tenant, run_id)
                     run = detail.run
                     status_line.show(run_summary(run.status, detail.steps))
                 else:
                     async with svc.db.connection() as conn:
-                        run = await lifecycle.get_row(conn, None, args.run_id)
+                        run = await lifecycle.get_row(conn, args.tenant, run_id)
                 if run.status.is_final:
                     status_line.close()
-                    print(f"run {run.run_id} {run.status.value}")
+                    if not args.json:
+                        print(f"run {run.run_id} {run.status.value}")
                     return 0 if run.status is RunStatus.SUCCEEDED else 1
                 wake.clear()
                 # NOTIFY says something moved; the short timeout covers events that wake no

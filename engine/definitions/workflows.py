@@ -7,7 +7,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 
 from engine.core.canonical import sha256_hex
-from engine.core.errors import Conflict, NotFound
+from engine.core.errors import Conflict, InvalidDefinition, NotFound
 from engine.definitions.model import WorkflowDef, parse_workflow
 from engine.store import Conn, Database
 from engine.store import workflows as q
@@ -84,11 +84,25 @@ class DefinitionCache:
         row = await q.get(conn, tenant_id, workflow_id, version)
         if row is None:
             raise NotFound(f"workflow {workflow_id!r} version {version} not found")
-        workflow = WorkflowDef.from_doc(row.definition)
+        workflow = in_definition_order(row)
         self._entries[key] = workflow
         if len(self._entries) > self._size:
             self._entries.popitem(last=False)
         return workflow
+
+
+def in_definition_order(row: WorkflowRow) -> WorkflowDef:
+    """The stored definition with its steps in the order the author wrote them (ties of
+    the topological order included): jsonb keeps keys in its own order, the source text
+    keeps the author's. The source is used only if it still means exactly the stored
+    definition (same digest); otherwise the jsonb document decides."""
+    try:
+        parsed = parse_workflow(row.source, media_type=None)
+    except InvalidDefinition:
+        parsed = None
+    if parsed is not None and sha256_hex(parsed.to_doc()) == row.digest:
+        return parsed
+    return WorkflowDef.from_doc(row.definition)
 
 
 async def list_latest(db: Database, tenant_id: str) -> list[WorkflowRow]:

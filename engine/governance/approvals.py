@@ -4,11 +4,12 @@ chain (the run itself, the run it reruns, and so on back to the original)."""
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
+from engine.core import ids
 from engine.core.enums import ApprovalStatus, JobStatus, StepStatus
-from engine.core.errors import Conflict, Forbidden, InvalidTransition, NotFound
+from engine.core.errors import Conflict, Forbidden, InvalidInput, InvalidTransition, NotFound
 from engine.store import Conn, Database
 from engine.store import approvals as q
 from engine.store import jobs as jobs_q
@@ -16,6 +17,9 @@ from engine.store import runs as runs_q
 from engine.store import steps as steps_q
 from engine.store import timeline as timeline_q
 from engine.store.records import ApprovalRow
+
+if TYPE_CHECKING:
+    from engine.definitions.workflows import DefinitionCache
 
 
 async def get(conn: Conn, tenant_id: str | None, approval_id: UUID) -> ApprovalRow:
@@ -35,6 +39,9 @@ async def decide(db: Database, *, tenant_id: str | None, approval_id: UUID, appr
     Rejection ends the step ``denied`` (never failed). ``job_hash``, when given, must equal
     the hash the approval is bound to: the approver approves exactly what will run.
     """
+    if not approve and not (reason or "").strip():
+        # the audit trail says why a run was stopped, as the page has always required
+        raise InvalidInput("reason", "a rejection needs a reason (why the run must not go on)")
     to = ApprovalStatus.APPROVED if approve else ApprovalStatus.REJECTED
     async with db.transaction() as conn:
         current = await get(conn, tenant_id, approval_id)
@@ -126,6 +133,41 @@ async def page(db: Database, *, tenant_id: str | None, status: ApprovalStatus | 
                             limit=max(1, min(limit, 1000)))
 
 
+async def queue(db: Database, definitions: DefinitionCache, *, tenant_id: str | None,
+                status: ApprovalStatus | None,
+                after: tuple[datetime, UUID] | None = None,
+                limit: int = 100) -> tuple[list[ApprovalRow], dict[UUID, dict[str, Any]]]:
+    """A page of the queue and, per approval, what it is about (``context``): workflow,
+    run status, the held job's topic, and the steps that run after it once approved —
+    enough to triage a queue without opening each approval."""
+    rows = await page(db, tenant_id=tenant_id, status=status, after=after, limit=limit)
+    found: dict[UUID, dict[str, Any]] = {}
+    async with db.connection() as conn:
+        by_id = {r.approval_id: r for r in rows}
+        for item in await q.context(conn, [(r.tenant_id, r.approval_id) for r in rows]):
+            row = by_id[item["approval_id"]]
+            workflow = await definitions.get(conn, row.tenant_id, item["workflow_id"],
+                                                 item["workflow_version"])
+            later = workflow.descendants(row.step_id) if row.step_id in workflow.steps else ()
+            found[row.approval_id] = {
+                "workflow_id": item["workflow_id"],
+                "workflow_version": item["workflow_version"],
+                "run_status": item["run_status"], "topic": item["topic"],
+                "then": [sid for sid in workflow.steps if sid in later]}
+    return rows, found
+
+
 async def show(db: Database, tenant_id: str | None, approval_id: UUID) -> ApprovalRow:
     async with db.connection() as conn:
         return await get(conn, tenant_id, approval_id)
+
+
+async def resolve_id(db: Database, tenant_id: str | None, value: str) -> UUID:
+    """An approval id from a full id or a unique prefix (8 hex digits, as the page shows)."""
+    found = ids.full(value)
+    if found is not None:
+        return found
+    low, high = ids.prefix_range(value, "APPROVAL_ID")
+    async with db.connection() as conn:
+        rows = await q.by_id_prefix(conn, tenant_id, low, high, limit=11)
+    return ids.one(value, [r.approval_id for r in rows], kind="approval", field="APPROVAL_ID")

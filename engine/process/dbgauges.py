@@ -11,7 +11,7 @@ from datetime import timedelta
 
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 
-from engine.store import Conn, Database, health
+from engine.store import Conn, Database, health, workers
 
 AT_SCRAPE = " Read from the database at scrape time."
 
@@ -54,7 +54,14 @@ async def _claimable(conn: Conn, unclaimed_after: timedelta) -> list[Metric]:
     for row in await health.unclaimed(conn, unclaimed_after):
         unclaimed.add_metric([row["topic"]], row["unclaimed"])
         oldest.add_metric([row["topic"]], float(row["oldest_age_s"]))
-    return [unclaimed, oldest]
+    unattended = GaugeMetricFamily(
+        "warden_jobs_unattended",
+        "Pending jobs of a topic that no live registered worker polls (work nobody will "
+        "take), by topic; present from the first second, unlike warden_jobs_unclaimed."
+        + AT_SCRAPE, labels=["topic"])
+    for row in await workers.unattended(conn):
+        unattended.add_metric([row["topic"]], row["n"])
+    return [unclaimed, oldest, unattended]
 
 
 async def _tables(conn: Conn) -> list[Metric]:

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
+from engine.core import ids
 from engine.core.canonical import require_storable, sha256_hex
-from engine.core.enums import RunStatus, StepStatus, StepType
+from engine.core.enums import JobStatus, RunStatus, StepStatus, StepType
 from engine.core.errors import IdempotencyConflict, InvalidInput, NotFound, PolicyDenied
 from engine.definitions.model import WorkflowDef
 from engine.definitions.workflows import resolve
@@ -20,6 +22,7 @@ from engine.store import jobs as jobs_q
 from engine.store import runs as q
 from engine.store import steps as steps_q
 from engine.store import timeline as timeline_q
+from engine.store import workers as workers_q
 from engine.store.records import ApprovalRow, JobRow, RunRow, StepRow
 
 if TYPE_CHECKING:
@@ -40,6 +43,9 @@ class RunDetail:
     steps: list[StepRow]  # in the definition's topological order
     jobs: list[JobRow]
     approvals: list[ApprovalRow]
+    # live workers polling the topic of each pending job (0: nobody will take it)
+    live_workers: dict[str, int] = field(default_factory=dict)
+    as_of: datetime | None = None  # the database's time when this was read
 
 
 def step_rows(workflow: WorkflowDef) -> list[dict[str, Any]]:
@@ -149,11 +155,14 @@ async def submit_gate(svc: Services, conn: Conn, run: RunRow, workflow: Workflow
 
 def denial(run: RunRow) -> PolicyDenied:
     step_id, error = sorted((run.error or {}).items())[0]
+    rule = error.get("rule")
+    # no rule matched: the bundle's default decided (or, without a snapshot, the default
+    # of WARDEN_POLICY_DEFAULT); never "rule None"
+    by = f"rule {rule!r}" if rule else "the default decision (no rule matched)"
     return PolicyDenied(
-        f"run {run.run_id} denied by policy at submit: step {step_id!r}, rule "
-        f"{error.get('rule')!r}: {error.get('reason')}",
-        run_id=str(run.run_id), step_id=step_id, rule=error.get("rule"),
-        reason=error.get("reason"))
+        f"run {run.run_id} denied by policy at submit: step {step_id!r}, {by}: "
+        f"{error.get('reason')}",
+        run_id=str(run.run_id), step_id=step_id, rule=rule, reason=error.get("reason"))
 
 
 async def get_row(conn: Conn, tenant_id: str | None, run_id: UUID) -> RunRow:
@@ -173,13 +182,81 @@ async def detail(svc: Services, tenant_id: str | None, run_id: UUID) -> RunDetai
         by_id = {s.step_id: s for s in await steps_q.of_run(conn, run.tenant_id, run_id)}
         jobs = await jobs_q.of_run(conn, run.tenant_id, run_id)
         approvals = await approvals_q.of_run(conn, run.tenant_id, run_id)
-    return RunDetail(run, [by_id[s] for s in workflow.steps if s in by_id], jobs, approvals)
+        live = await workers_q.live_per_topic(
+            conn, [j.topic for j in jobs if j.status is JobStatus.PENDING])
+        as_of = await q.transaction_now(conn)
+    return RunDetail(run, [by_id[s] for s in workflow.steps if s in by_id], jobs, approvals,
+                     live, as_of)
 
 
-async def page(db: Database, tenant_id: str, *, status: RunStatus | None = None,
-               workflow_id: str | None = None, before: tuple[datetime, UUID] | None = None,
-               limit: int = 50) -> list[RunRow]:
+@dataclass(frozen=True)
+class RunFilter:
+    """What `GET /workflow-runs` and `warden runs list` can filter on (None: any)."""
+
+    status: RunStatus | None = None
+    denied_by: str | None = None  # policy | approval
+    workflow_id: str | None = None
+    id_prefix: str | None = None
+    created_after: datetime | None = None
+    created_before: datetime | None = None
+    idempotency_key: str | None = None
+    rerun_of: UUID | None = None  # the reruns of that run
+    input_match: dict[str, Any] | None = None  # jsonb containment: input @> this
+
+    def params(self) -> dict[str, Any]:
+        low, high = (ids.prefix_range(self.id_prefix, "id_prefix") if self.id_prefix
+                     else (None, None))
+        return {"status": self.status, "denied_by": self.denied_by,
+                "workflow_id": self.workflow_id, "id_low": low, "id_high": high,
+                "created_after": self.created_after, "created_before": self.created_before,
+                "idempotency_key": self.idempotency_key, "rerun_of": self.rerun_of,
+                "input_match": self.input_match}
+
+
+DENIED_BY = ("policy", "approval")
+
+
+def input_filter(pairs: list[tuple[str, str]]) -> dict[str, Any] | None:
+    """``input.a.b=v`` pairs as one containment document ({"a": {"b": v}}); a value that
+    reads as JSON is that JSON (``42``, ``true``, ``"42"``), any other is a string."""
+    if not pairs:
+        return None
+    doc: dict[str, Any] = {}
+    for path, raw in pairs:
+        keys = path.split(".")[1:]
+        if path.split(".")[0] != "input" or not keys or not all(keys):
+            raise InvalidInput(path, "an input filter is input.<field>[.<field>…]=<value>")
+        try:
+            value: Any = json.loads(raw)
+        except ValueError:
+            value = raw
+        node = doc
+        for key in keys[:-1]:
+            child = node.setdefault(key, {})
+            if not isinstance(child, dict):
+                raise InvalidInput(path, "conflicts with another input filter")
+            node = child
+        if keys[-1] in node:
+            raise InvalidInput(path, "given twice")
+        node[keys[-1]] = value
+    return doc
+
+
+async def page(db: Database, tenant_id: str, *, filters: RunFilter | None = None,
+               before: tuple[datetime, UUID] | None = None, limit: int = 50) -> list[RunRow]:
     """A page of runs, newest first; pass the last row's (created_at, run_id) as ``before``."""
+    params = (filters or RunFilter()).params()
     async with db.connection() as conn:
-        return await q.page(conn, tenant_id, status=status, workflow_id=workflow_id,
-                            before=before, limit=max(1, min(limit, 500)))
+        return await q.page(conn, tenant_id, filters=params, before=before,
+                            limit=max(1, min(limit, 500)))
+
+
+async def resolve_id(db: Database, tenant_id: str | None, value: str) -> UUID:
+    """A run id from a full id or a unique prefix (as the page shows: 8 hex digits)."""
+    found = ids.full(value)
+    if found is not None:
+        return found
+    low, high = ids.prefix_range(value, "RUN_ID")
+    async with db.connection() as conn:
+        rows = await q.by_id_prefix(conn, tenant_id, low, high, limit=11)
+    return ids.one(value, [r.run_id for r in rows], kind="run", field="RUN_ID")

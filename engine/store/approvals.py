@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 from uuid import UUID
 
 from engine.core.enums import ApprovalStatus
 from engine.core.errors import InvalidTransition
 from engine.core.states import APPROVAL_TRANSITIONS
-from engine.store.connection import Conn, fetch_all, fetch_one
+from engine.store.connection import Conn, fetch_all, fetch_dicts, fetch_one
 from engine.store.records import ApprovalRow
 
 
@@ -47,6 +49,20 @@ async def page(conn: Conn, *, tenant_id: str | None, status: ApprovalStatus | No
         "tenant_id": tenant_id, "status": status,
         "after_requested": after[0] if after else None, "after_id": after[1] if after else None,
         "limit": limit}, ApprovalRow)
+
+
+async def by_id_prefix(conn: Conn, tenant_id: str | None, id_low: UUID, id_high: UUID,
+                       limit: int) -> list[ApprovalRow]:
+    return await fetch_all(conn, "approvals_by_id_prefix", {
+        "tenant_id": tenant_id, "id_low": id_low, "id_high": id_high, "limit": limit},
+        ApprovalRow)
+
+
+async def context(conn: Conn, keys: Sequence[tuple[str, UUID]]) -> list[dict[str, Any]]:
+    """(tenant_id, approval_id) pairs → approval_id, workflow_id, workflow_version,
+    run_status, topic (of the held job; None for an approval step)."""
+    return await fetch_dicts(conn, "approvals_context", {
+        "tenant_ids": [k[0] for k in keys], "approval_ids": [k[1] for k in keys]})
 
 
 async def of_run(conn: Conn, tenant_id: str, run_id: UUID) -> list[ApprovalRow]:

@@ -261,3 +261,37 @@ class WorkerGrantRow:
     topic_like: str
     granted_by: str
     granted_at: datetime
+
+
+@dataclass(frozen=True)
+class WorkerRow:
+    """A row of warden.workers, plus ``state`` (live, dead or stopped) derived by the query."""
+
+    worker_id: UUID
+    role_name: str
+    name: str
+    host: str
+    pid: int
+    topics: list[str]
+    concurrency: int
+    version: str
+    heartbeat_ms: int
+    jobs_in_flight: int
+    started_at: datetime
+    last_seen_at: datetime
+    stopped_at: datetime | None
+    state: str
+
+
+@dataclass(frozen=True)
+class QueueRow:
+    """One topic's queue: depth, age, claim rate and the live workers polling it."""
+
+    topic: str
+    depth: int
+    ready: int
+    oldest_age_s: float | None
+    running: int
+    claimed_last_minute: int
+    live_workers: int
+    workers: list[str]

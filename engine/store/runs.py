@@ -62,12 +62,21 @@ async def rerun_chain(conn: Conn, tenant_id: str, run_id: UUID) -> list[ChainRun
                            ChainRun)
 
 
-async def page(conn: Conn, tenant_id: str, *, status: RunStatus | None, workflow_id: str | None,
+async def page(conn: Conn, tenant_id: str, *, filters: Mapping[str, Any],
                before: tuple[datetime, UUID] | None, limit: int) -> list[RunRow]:
+    """``filters``: status, denied_by, workflow_id, id_low/id_high, created_after,
+    created_before, idempotency_key, rerun_of, input_match (each None for no filter)."""
     return await fetch_all(conn, "run_list", {
-        "tenant_id": tenant_id, "status": status, "workflow_id": workflow_id,
+        "tenant_id": tenant_id, **filters,
+        "input_match": None if filters["input_match"] is None else jsonb(filters["input_match"]),
         "before_created": before[0] if before else None,
         "before_run": before[1] if before else None, "limit": limit}, RunRow)
+
+
+async def by_id_prefix(conn: Conn, tenant_id: str | None, id_low: UUID, id_high: UUID,
+                       limit: int) -> list[RunRow]:
+    return await fetch_all(conn, "runs_by_id_prefix", {
+        "tenant_id": tenant_id, "id_low": id_low, "id_high": id_high, "limit": limit}, RunRow)
 
 
 async def lock_for_scheduling(conn: Conn, limit: int,

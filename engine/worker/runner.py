@@ -24,6 +24,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
+from uuid import UUID
 
 from engine.core.enums import Outcome
 from engine.core.errors import DatabaseUnavailable, LeaseLost, WardenError
@@ -31,6 +32,7 @@ from engine.process import metrics
 from engine.process.loops import Wake, wait_any
 from engine.store import Database
 from engine.store import jobs as jobs_q
+from engine.store import workers as workers_q
 from engine.store.listener import JOBS_CHANNEL, Listener
 from engine.store.records import ClaimedJob
 from engine.worker.completer import RETRY_DELAYS_S, Completer
@@ -81,6 +83,7 @@ class WorkerConfig:
     lease_s: float = 30.0
     poll_interval_s: float = 1.0
     shutdown_timeout_s: float = 30.0
+    presence_interval_s: float = 5.0  # how often the warden.workers row is refreshed
 
 
 class Worker:
@@ -96,12 +99,14 @@ class Worker:
         self.completer = Completer(db)
         self.completed = 0
         self.failed = 0
+        self.worker_id: UUID | None = None  # our warden.workers row, once registered
 
     async def run(self, stop: asyncio.Event) -> None:
         """Works until ``stop`` is set, then drains in-flight jobs (within the deadline)."""
         listener = Listener(self.db.url, JOBS_CHANNEL, self._on_notify)
         listen_task = asyncio.create_task(listener.run())
         completer_task = asyncio.create_task(self.completer.run())
+        presence_task = asyncio.create_task(self._presence())
         try:
             while not stop.is_set():
                 # cleared before claiming, never after: a NOTIFY that arrives while the
@@ -117,6 +122,37 @@ class Worker:
             await self._drain()
             self.completer.close()
             await completer_task
+            presence_task.cancel()
+            await self._leave()
+
+    async def _presence(self) -> None:
+        """Registers this worker in warden.workers and refreshes its row (last seen, jobs in
+        flight) every presence interval, so operators see who polls which topic. Best
+        effort: a database outage delays a beat, it never stops the worker."""
+        while True:
+            try:
+                async with self.db.connection() as conn:
+                    row = (None if self.worker_id is None else await workers_q.heartbeat(
+                        conn, self.worker_id, len(self._inflight)))
+                    if row is None:  # first beat, or our row was pruned while cut off
+                        row = await workers_q.register(
+                            conn, name=self.config.name, host=socket.gethostname(),
+                            pid=os.getpid(), topics=self.config.topics,
+                            concurrency=self.config.concurrency, version=_version(),
+                            heartbeat_ms=int(self.config.presence_interval_s * 1000))
+                        self.worker_id = row.worker_id
+            except WardenError as exc:  # the database is away, or refused the row
+                log.warning("worker presence not recorded: %s", exc)
+            await asyncio.sleep(self.config.presence_interval_s)
+
+    async def _leave(self) -> None:
+        if self.worker_id is None:
+            return
+        try:
+            async with self.db.connection() as conn:
+                await workers_q.stop(conn, self.worker_id)
+        except WardenError as exc:  # the row turns dead after three missed beats
+            log.warning("worker stop not recorded: %s", exc)
 
     def _on_notify(self, topic: str) -> None:
         if not topic or topic in self.config.topics:
@@ -282,6 +318,15 @@ def _fenced(row: ClaimedJob, outcome: Outcome, write: str) -> None:
     else owns the job now, or its run was cancelled. Logged, and the handler stopped."""
     log.warning("job %s: %s fenced (%s); no longer ours", row.job_id, write, outcome.value,
                 extra={"job_id": row.job_id, "outcome": outcome.value})
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("pgwarden")
+    except PackageNotFoundError:
+        return "unknown"
 
 
 def _error_doc(exc: BaseException, message: str | None = None) -> dict[str, Any]:

@@ -13,7 +13,10 @@ GRANT EXECUTE ON FUNCTION
     warden.complete_job(text, uuid, jsonb),
     warden.complete_jobs(text[], uuid[], jsonb[]),
     warden.fail_job(text, uuid, jsonb, boolean),
-    warden.release_job(text, uuid, text)
+    warden.release_job(text, uuid, text),
+    -- presence (docs/operating.md): a worker's own row of warden.workers
+    warden.worker_register(text, text, integer, text[], integer, text, integer),
+    warden.worker_heartbeat(uuid, integer), warden.worker_stop(uuid)
     TO warden_worker, warden_engine;
 
 -- ---------------------------------------------------------------- warden_engine
@@ -51,6 +54,6 @@ GRANT EXECUTE ON FUNCTION
 -- Read-only: the records an audit reads, across tenants (docs/dba.md).
 GRANT SELECT ON warden.timeline, warden.policy_decisions, warden.policy_snapshots,
     warden.policy_activations, warden.policy_active, warden.approvals, warden.runs,
-    warden.steps, warden.jobs, warden.workflows TO warden_auditor;
+    warden.steps, warden.jobs, warden.workflows, warden.workers TO warden_auditor;
 GRANT EXECUTE ON FUNCTION warden.verify_timeline(uuid), warden.now(),
     warden.in_scope(text) TO warden_auditor;

@@ -39,6 +39,25 @@ SELECT * FROM warden.approvals
  ORDER BY requested_at, approval_id
  LIMIT %(limit)s;
 
+-- name: approvals_by_id_prefix :many
+-- Approvals whose id starts with a prefix (a uuid range on the primary key), of a tenant
+-- or of every tenant (host-side CLI); the caller asks for two to tell a unique match.
+SELECT * FROM warden.approvals
+ WHERE approval_id BETWEEN %(id_low)s::uuid AND %(id_high)s::uuid
+   AND (%(tenant_id)s::text IS NULL OR tenant_id = %(tenant_id)s::text)
+ ORDER BY approval_id
+ LIMIT %(limit)s;
+
+-- name: approvals_context :many
+-- For a page of the approvals queue, what each one is about, in one statement: the run's
+-- workflow version and status, and the held job's topic (policy approvals).
+SELECT a.approval_id, r.workflow_id, r.workflow_version, r.status::text AS run_status,
+       j.topic
+  FROM unnest(%(tenant_ids)s::text[], %(approval_ids)s::uuid[]) AS k(tenant_id, approval_id)
+  JOIN warden.approvals a ON a.tenant_id = k.tenant_id AND a.approval_id = k.approval_id
+  JOIN warden.runs r ON r.tenant_id = a.tenant_id AND r.run_id = a.run_id
+  LEFT JOIN warden.jobs j ON j.tenant_id = a.tenant_id AND j.job_id = a.job_id;
+
 -- name: approvals_of_run :many
 -- Every approval of a run.
 SELECT * FROM warden.approvals

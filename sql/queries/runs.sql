@@ -40,14 +40,40 @@ WITH RECURSIVE chain (run_id, rerun_of, created_by, depth) AS (
 SELECT run_id, rerun_of, created_by, depth FROM chain ORDER BY depth;
 
 -- name: run_list :many
--- A page of a tenant's runs, newest first, keyset-paginated on (created_at, run_id).
+-- A page of a tenant's runs, newest first, keyset-paginated on (created_at, run_id) along
+-- runs_by_created, each filter optional: status; who denied a denied run (policy: a rule
+-- or the default; approval: a human rejected it; the same rule as engine.views.denied_by);
+-- workflow; an id prefix as a uuid range (the primary key's order is the hex order); a
+-- creation time range; the idempotency key; the run a rerun came from; and input fields
+-- by jsonb containment
+-- (input @> {"incident_id": "INC-1"}). No index on input: a GIN index would be written on
+-- every non-HOT update of a run (several per run), while a page stops after `limit` rows.
 SELECT * FROM warden.runs
  WHERE tenant_id = %(tenant_id)s
    AND (%(status)s::warden.run_status IS NULL OR status = %(status)s::warden.run_status)
+   AND (%(denied_by)s::text IS NULL OR %(denied_by)s::text =
+        CASE WHEN status <> 'denied' THEN NULL
+             WHEN error @? '$.*.type ? (@ == "PolicyDenied")' THEN 'policy'
+             WHEN error @? '$.*.type ? (@ == "ApprovalRejected")' THEN 'approval' END)
    AND (%(workflow_id)s::text IS NULL OR workflow_id = %(workflow_id)s::text)
+   AND (%(id_low)s::uuid IS NULL OR run_id BETWEEN %(id_low)s::uuid AND %(id_high)s::uuid)
+   AND (%(created_after)s::timestamptz IS NULL OR created_at >= %(created_after)s::timestamptz)
+   AND (%(created_before)s::timestamptz IS NULL OR created_at < %(created_before)s::timestamptz)
+   AND (%(idempotency_key)s::text IS NULL OR idempotency_key = %(idempotency_key)s::text)
+   AND (%(rerun_of)s::uuid IS NULL OR rerun_of = %(rerun_of)s::uuid)
+   AND (%(input_match)s::jsonb IS NULL OR input @> %(input_match)s::jsonb)
    AND (%(before_created)s::timestamptz IS NULL
         OR (created_at, run_id) < (%(before_created)s::timestamptz, %(before_run)s::uuid))
  ORDER BY created_at DESC, run_id DESC
+ LIMIT %(limit)s;
+
+-- name: runs_by_id_prefix :many
+-- Runs whose id starts with a prefix (a uuid range on the primary key), of a tenant or
+-- of every tenant (host-side CLI); the caller asks for two to tell a unique match.
+SELECT * FROM warden.runs
+ WHERE run_id BETWEEN %(id_low)s::uuid AND %(id_high)s::uuid
+   AND (%(tenant_id)s::text IS NULL OR tenant_id = %(tenant_id)s::text)
+ ORDER BY run_id
  LIMIT %(limit)s;
 
 -- name: runs_lock_for_scheduling :many

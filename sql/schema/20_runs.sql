@@ -133,6 +133,8 @@ CREATE INDEX jobs_running_lease ON warden.jobs (lease_expires_at) WHERE status =
 -- Worker functions address a job by its id alone (workers are tenant-agnostic).
 CREATE INDEX jobs_by_job_id ON warden.jobs (job_id);
 CREATE INDEX jobs_by_status_topic ON warden.jobs (tenant_id, status, topic, created_at DESC);
+-- The claim rate per topic (claims in the last minute) reads only recent claims.
+CREATE INDEX jobs_by_started ON warden.jobs (started_at, topic) WHERE started_at IS NOT NULL;
 -- Unclaimed jobs (pending, or blocked for a policy approval) per run: the scheduler's
 -- check for jobs dispatched under a policy snapshot that is no longer active.
 CREATE INDEX jobs_awaiting_claim ON warden.jobs (tenant_id, run_id)

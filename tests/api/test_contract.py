@@ -211,18 +211,19 @@ async def test_every_route_answers_as_documented(api: Harness,
     [gate] = detail["approvals"]
     queue = await expect(api, "GET", f"{v1}/approvals", 200, params={"status": "pending"},
                          headers=bob)
-    assert [a["id"] for a in queue["items"]] == [gate["id"]]
-    await expect(api, "GET", f"{v1}/approvals/{gate['id']}", 200, headers=olga)
-    await expect(api, "POST", f"{v1}/approvals/{gate['id']}/approve", 200, headers=bob,
+    assert [a["approval_id"] for a in queue["items"]] == [gate["approval_id"]]
+    await expect(api, "GET", f"{v1}/approvals/{gate['approval_id']}", 200, headers=olga)
+    await expect(api, "POST", f"{v1}/approvals/{gate['approval_id']}/approve", 200, headers=bob,
                  json={"reason": "fine"})
-    await expect(api, "POST", f"{v1}/approvals/{gate['id']}/approve", 409, headers=bob, json={})
+    await expect(api, "POST", f"{v1}/approvals/{gate['approval_id']}/approve", 409, headers=bob,
+                 json={})
     detail = await drive_to_rest(api, run_id, olga)
     [patch] = [a for a in detail["approvals"] if a["status"] == "pending"]
-    shown = await expect(api, "GET", f"{v1}/approvals/{patch['id']}", 200, headers=bob)
+    shown = await expect(api, "GET", f"{v1}/approvals/{patch['approval_id']}", 200, headers=bob)
     assert shown["job"]["topic"] == "job.incident.patch.apply"
-    await expect(api, "POST", f"{v1}/approvals/{patch['id']}/approve", 409, headers=bob,
+    await expect(api, "POST", f"{v1}/approvals/{patch['approval_id']}/approve", 409, headers=bob,
                  json={"job_hash": "0" * 64})
-    await expect(api, "POST", f"{v1}/approvals/{patch['id']}/approve", 200, headers=bob,
+    await expect(api, "POST", f"{v1}/approvals/{patch['approval_id']}/approve", 200, headers=bob,
                  json={"job_hash": shown["job_hash"]})
     assert (await drive_to_rest(api, run_id, olga))["status"] == "succeeded"
     # jobs and their decisions
@@ -236,23 +237,30 @@ async def test_every_route_answers_as_documented(api: Harness,
     assert decisions["items"]
     timeline = await expect(api, "GET", f"{v1}/workflow-runs/{run_id}/timeline", 200,
                             params={"limit": "3"}, headers=alice)
-    await expect(api, "GET", f"{v1}/workflow-runs/{run_id}/timeline", 200, headers=alice,
-                 params={"after": str(timeline["next_after"])})
+    later = await expect(api, "GET", f"{v1}/workflow-runs/{run_id}/timeline", 200,
+                         headers=alice, params={"cursor": timeline["next_cursor"]})
+    assert later["items"][0]["seq"] == timeline["items"][-1]["seq"] + 1
+    alias = await expect(api, "GET", f"{v1}/workflow-runs/{run_id}/timeline", 200,
+                         headers=alice, params={"after": timeline["next_cursor"]})
+    assert alias == later  # after= is the deprecated spelling of cursor=
     # rerun (planned, then done), cancel the rerun, reject another run's gate
     rerun = f"{v1}/workflow-runs/{run_id}/rerun"
     await expect(api, "POST", rerun, 200, json={"from_step": "notify", "dry_run": True},
                  headers=olga)
     again = await expect(api, "POST", rerun, 201, json={"from_step": "notify"}, headers=olga)
-    await expect(api, "POST", f"{v1}/workflow-runs/{again['run']['run_id']}/cancel", 202,
+    await expect(api, "POST", f"{v1}/workflow-runs/{again['run_id']}/cancel", 202,
                  json={"reason": "enough"}, headers=olga)
-    await expect(api, "POST", f"{v1}/workflow-runs/{again['run']['run_id']}/cancel", 409,
+    await expect(api, "POST", f"{v1}/workflow-runs/{again['run_id']}/cancel", 409,
                  headers=olga)
     second = await expect(api, "POST", start, 201, json={"input": {}}, headers=alice)
     rested = await drive_to_rest(api, second["run_id"], olga)
     rejected = await expect(api, "POST",
-                            f"{v1}/approvals/{rested['approvals'][0]['id']}/reject", 200,
+                            f"{v1}/approvals/{rested['approvals'][0]['approval_id']}/reject", 200,
                             json={"reason": "no"}, headers=bob)
     assert rejected["status"] == "rejected"
+    # the fleet: workers (none registered here) and the queues of the jobs above
+    await expect(api, "GET", f"{v1}/workers", 200, headers=olga, params={"all": "true"})
+    await expect(api, "GET", f"{v1}/queues", 200, headers=olga)
     # probes, at the root and under the prefix
     for base in ("", v1):
         for probe in ("/healthz", "/readyz", "/metrics"):

@@ -73,9 +73,11 @@ async def test_the_seed_curl_calls_work_verbatim(api: Harness) -> None:
     assert await work_until_waiting_or_done(api, run_id) == "waiting"
     queue = await api.client.get("/api/v1/approvals?status=pending", headers=api.as_("bob"))
     [approval] = queue.json()["items"]
-    seen = await api.client.get(f"/api/v1/approvals/{approval['id']}", headers=api.as_("bob"))
+    seen = await api.client.get(f"/api/v1/approvals/{approval['approval_id']}",
+                                headers=api.as_("bob"))
     decided = await api.client.post(
-        f"/api/v1/approvals/{approval['id']}/approve", headers={**api.as_("bob"), **JSON},
+        f"/api/v1/approvals/{approval['approval_id']}/approve",
+        headers={**api.as_("bob"), **JSON},
         content=json.dumps({"reason": "plan reviewed", "job_hash": seen.json()["job_hash"]}))
     assert decided.status_code == 200 and decided.json()["status"] == "approved"
     assert await work_until_waiting_or_done(api, run_id) == "succeeded"
@@ -90,7 +92,8 @@ async def test_the_seed_curl_calls_work_verbatim(api: Harness) -> None:
                                   headers={**api.as_("olga"), **JSON},
                                   content='{"from_step":"apply_patch","dry_run":false}')
     assert rerun.status_code == 201, rerun.text
-    new_run = rerun.json()["run"]
+    new_run = rerun.json()  # the run document, as a start answers, with its plan
+    assert new_run["replayed"] is False and new_run["steps"][0]["step_id"] == "detect"
     assert new_run["rerun_of"] == run_id
     # apply_patch runs again, so the gate it sits behind is asked again (docs/recovery.md)
     assert rerun.json()["plan"]["to_run"] == ["approval_gate", "apply_patch", "notify"]

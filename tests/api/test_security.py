@@ -174,7 +174,11 @@ async def test_lists_as_default_never_show_acmes_objects(api: Harness) -> None:
                                                 headers=api.as_(key, "default"))
                 assert response.status_code == 200, (label(ep), key, response.text)
                 assert not leaks(response.text, acme), (label(ep), key, name)
-        # and default's own objects are there, so the lists were not merely empty
+        # and default's own objects are there, so the lists were not merely empty (but the
+        # fleet views, which name no object: counts per topic, and workers serving every
+        # tenant; test_fleet checks that a queue counts only the caller's tenant's jobs)
+        if ep.path in ("/workers", "/queues"):
+            continue
         mine = await api.client.get(fill(ep, {}), headers=api.as_("root", "default"))
         assert leaks(mine.text, default), label(ep)
     by_filter = await api.client.get(f"{PREFIX}/workflow-runs",

@@ -120,7 +120,7 @@ async def build(api: Harness, *, tenant: str, author: str, workflow_id: str) -> 
     policy = await api.client.post("/api/v1/policy/bundles", content=bundle(f"only-{tenant}"),
                                    headers={**reader, **YAML})
     assert policy.status_code == 201, policy.text
-    return World(tenant, workflow_id, run_id, job_ids, str(approval["id"]),
+    return World(tenant, workflow_id, run_id, job_ids, str(approval["approval_id"]),
                  str(policy.json()["snapshot_hash"]))
 
 

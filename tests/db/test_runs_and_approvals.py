@@ -128,7 +128,7 @@ async def test_an_approval_is_decided_once_and_the_first_decision_stands(
                            principal="bob", reason="fine")
     with pytest.raises(Conflict, match="already approved"):
         await approvals.decide(db, tenant_id="default", approval_id=approval_id,
-                               approve=False, principal="carol")
+                               approve=False, principal="carol", reason="second thoughts")
     row = await approvals.show(db, None, approval_id)
     assert (row.status, row.decided_by, row.reason) == (ApprovalStatus.APPROVED, "bob", "fine")
     with pytest.raises(NotFound):  # another tenant's approval does not exist for it

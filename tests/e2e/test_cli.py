@@ -47,7 +47,8 @@ def cli(db_url: str, tmp_path: Path) -> Cli:
 def test_a_script_drives_a_run_without_the_api(cli: Cli) -> None:
     assert cli.run("workflows", "apply", SEED).stdout.strip() == "incident-remediation 1.0.0"
     assert "unchanged" in cli.run("workflows", "apply", SEED).stdout
-    assert [w["workflow_id"] for w in cli.json("workflows", "list")] == ["incident-remediation"]
+    listed = cli.json("workflows", "list")["items"]
+    assert [w["workflow_id"] for w in listed] == ["incident-remediation"]
     cli.run("policy", "apply", POLICY, "--activate", "--as", "admin")
     shown = cli.json("policy", "show")
     assert shown["active"] and shown["snapshots"][0]["snapshot_hash"] == shown["active"]
@@ -62,14 +63,13 @@ def test_a_script_drives_a_run_without_the_api(cli: Cli) -> None:
     assert (replay["run_id"], replay["replayed"]) == (run_id, True)
     run = cli.json("runs", "show", run_id)
     assert run["status"] == "pending" and run["steps"][0]["step_id"] == "detect"
-    assert [r["run_id"] for r in cli.json("runs", "list")] == [run_id]
-    cancelled = cli.run("runs", "cancel", run_id, "--reason", "test", "--as", "olga")
+    assert [r["run_id"] for r in cli.json("runs", "list")["items"]] == [run_id]
+    cancelled = cli.run("runs", "cancel", run_id, "--reason", "test", "--as", "olga", "--yes")
     assert "cancelled" in cancelled.stdout
     assert cli.json("runs", "show", run_id)["status"] == "cancelled"
-    plan = json.loads(cli.run("runs", "rerun", run_id, "--from-step", "classify",
-                              "--dry-run").stdout)
+    plan = cli.json("runs", "rerun", run_id, "--from-step", "classify", "--dry-run")
     assert plan["dry_run"] is True and "classify" in plan["to_run"]
-    timeline = cli.json("timeline", run_id)
+    timeline = cli.json("timeline", run_id)["items"]
     assert timeline[0]["kind"] == "run.created" and timeline[-1]["kind"] == "run.cancelled"
     assert cli.run("audit", "verify", run_id).returncode == 0
 
@@ -101,16 +101,16 @@ def test_only_another_principal_can_approve_and_a_tampered_timeline_fails_audit(
     procs.serve()
     try:
         for _ in range(100):
-            pending = cli.json("approvals", "list")
+            pending = cli.json("approvals", "list")["items"]
             if pending:
                 break
             subprocess.run(["sleep", "0.1"], check=True)
         [approval] = pending
         assert (approval["run_id"], approval["status"]) == (run_id, "pending")
-        own = cli.run("approvals", "approve", approval["id"], "--as", "alice", ok=False)
+        own = cli.run("approvals", "approve", approval["approval_id"], "--as", "alice", ok=False)
         assert own.returncode == 5 and "cannot decide" in own.stderr
-        cli.run("approvals", "approve", approval["id"], "--as", "bob", "--reason", "ok")
-        assert cli.run("approvals", "approve", approval["id"], "--as", "carol",
+        cli.run("approvals", "approve", approval["approval_id"], "--as", "bob", "--reason", "ok")
+        assert cli.run("approvals", "approve", approval["approval_id"], "--as", "carol",
                        ok=False).returncode == 4
         # a rerun asks again, and alice, who started the original, cannot answer it
         for _ in range(100):
@@ -177,10 +177,10 @@ def test_runs_watch_follows_a_run_live_until_it_ends(cli: Cli, db_url: str) -> N
     try:
         pending: list[Any] = []
         for _ in range(200):
-            pending = cli.json("approvals", "list")
+            pending = cli.json("approvals", "list")["items"]
             if pending:
                 break
-        cli.run("approvals", "approve", pending[0]["id"], "--as", "bob")
+        cli.run("approvals", "approve", pending[0]["approval_id"], "--as", "bob")
         out, err = watch.communicate(timeout=60)
     finally:
         watch.kill()
@@ -219,7 +219,7 @@ def test_runs_watch_on_a_terminal_keeps_the_steps_in_view_below_the_timeline(
         while b"run pending | ask:pending" not in b"".join(seen):
             assert time.monotonic() < deadline and watch.poll() is None, b"".join(seen)
             time.sleep(0.05)
-        cli.run("runs", "cancel", run_id, "--as", "olga")
+        cli.run("runs", "cancel", run_id, "--as", "olga", "--yes")
         assert watch.wait(timeout=30) == 1
         reader.join(timeout=5)
     finally:

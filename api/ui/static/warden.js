@@ -418,7 +418,7 @@
       if (live.textContent !== next.textContent) { live.className = `callout ${cls}`; live.replaceChildren(...parts); }
     };
     const loadEvents = async () => {
-      const doc = await api(`/api/v1/workflow-runs/${runId}/timeline?limit=200&after=${lastSeq}`);
+      const doc = await api(`/api/v1/workflow-runs/${runId}/timeline?limit=200&cursor=${lastSeq}`);
       const tbody = $('#timeline-table tbody');
       for (const e of doc.items) {
         if (e.kind === 'policy.decision') decisionsDirty = true;
@@ -428,7 +428,7 @@
           td(e.actor || dash()), td(brief(e.data))));
         lastSeq = e.seq;
       }
-      more = doc.next_after !== null;
+      more = doc.next_cursor !== null;
       $('#timeline-more').hidden = !more;
       setText($('#timeline-live'), `${lastSeq} event${lastSeq === 1 ? '' : 's'} loaded` +
         (more ? '; more below the last one' : '; up to date') +

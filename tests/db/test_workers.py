@@ -1,0 +1,149 @@
+"""Workers register, heartbeat, and leave; queues and run documents say who polls what."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from typing import Any
+
+import psycopg
+import pytest
+
+from engine.runs import fleet, views
+from engine.scheduling.scheduler import Scheduler
+from engine.store import Database
+from engine.store import workers as workers_q
+from engine.store.records import WorkerRow
+from engine.worker.runner import Job, Worker, WorkerConfig
+from tests import support
+
+pytestmark = pytest.mark.anyio
+
+ONE_STEP = """
+id: lonely
+name: one job nobody takes
+version: 1.0.0
+steps:
+  escalate: {type: job, topic: job.incident.escalate}
+"""
+
+
+def test_worker_rows_mirror_the_table_plus_their_derived_state(db_url: str) -> None:
+    with psycopg.connect(db_url) as conn:
+        columns = [r[0] for r in conn.execute(
+            "SELECT column_name FROM information_schema.columns WHERE table_schema = 'warden' "
+            "AND table_name = 'workers' ORDER BY ordinal_position").fetchall()]
+    assert [*columns, "state"] == [f.name for f in dataclasses.fields(WorkerRow)]
+
+
+async def test_a_worker_registers_beats_with_its_jobs_in_flight_and_leaves_stopped(
+        db: Database, scheduler: Scheduler) -> None:
+    await support.store(db, ONE_STEP)
+    release = asyncio.Event()
+
+    async def handle(job: Job) -> Any:
+        await release.wait()
+        return {"done": job.step_id}
+
+    worker = Worker(db, handle, WorkerConfig(topics=("job.incident.escalate",), concurrency=2,
+                                             name="w-test", poll_interval_s=0.1,
+                                             presence_interval_s=0.1))
+    stop = asyncio.Event()
+    running = asyncio.create_task(worker.run(stop))
+    try:
+        [live] = await support.wait_for(lambda: fleet.workers(db), what="registration")
+        assert (live.name, live.state, live.topics, live.concurrency) == (
+            "w-test", "live", ["job.incident.escalate"], 2)
+        run = await support.start(db, "lonely")
+        await support.settle(scheduler)
+
+        async def busy() -> list[WorkerRow]:
+            return [w for w in await fleet.workers(db) if w.jobs_in_flight == 1]
+
+        await support.wait_for(busy, what="a heartbeat with one job in flight")
+        [queue] = [q for q in await fleet.queues(db, "default")
+                   if q.topic == "job.incident.escalate"]
+        assert (queue.depth, queue.running, queue.claimed_last_minute, queue.live_workers,
+                queue.workers) == (0, 1, 1, 1, ["w-test"])
+        doc = views.run_detail(await support.detail(db, run.run_id))
+        assert doc["steps"][0]["state"] == "running"
+        assert doc["steps"][0]["note"] == "running on w-test"
+        release.set()
+    finally:
+        stop.set()
+        await running
+    assert await fleet.workers(db) == []  # none live
+    [gone] = await fleet.workers(db, include_gone=True)
+    assert (gone.state, gone.jobs_in_flight) == ("stopped", 0)
+    assert gone.stopped_at is not None
+
+
+async def test_a_silent_worker_turns_dead_after_three_missed_beats(db: Database) -> None:
+    async with db.connection() as conn:
+        row = await workers_q.register(conn, name="w-silent", host="h", pid=1,
+                                       topics=["t.a", "t.b"], concurrency=1, version="x",
+                                       heartbeat_ms=100)
+    assert row.state == "live"
+    assert (await fleet.workers(db))[0].worker_id == row.worker_id
+
+    async def dead() -> list[WorkerRow]:
+        return [w for w in await fleet.workers(db, include_gone=True) if w.state == "dead"]
+
+    await support.wait_for(dead, timeout=5, what="three missed beats")
+    assert await fleet.workers(db) == []
+    async with db.connection() as conn:  # a dead worker's row is not revived by a beat
+        assert await workers_q.live_per_topic(conn, ["t.a", "t.c"]) == {"t.a": 0, "t.c": 0}
+
+
+async def test_a_pending_job_nobody_polls_is_pending_not_running_and_says_why(
+        db: Database, scheduler: Scheduler) -> None:
+    await support.store(db, ONE_STEP)
+    run = await support.start(db, "lonely")
+    await support.settle(scheduler)
+    doc = views.run_detail(await support.detail(db, run.run_id))
+    [step] = doc["steps"]
+    assert (step["status"], step["state"]) == ("running", "pending")
+    assert step["note"] == "pending: no live worker polls topic job.incident.escalate"
+    assert doc["summary"] == ("Running: escalate (pending: no live worker polls topic "
+                              "job.incident.escalate)")
+    [queue] = await fleet.queues(db, None)
+    assert (queue.topic, queue.depth, queue.live_workers) == ("job.incident.escalate", 1, 0)
+    assert views.queue(queue)["unattended"] is True
+    async with db.connection() as conn:
+        await workers_q.register(conn, name="w-other", host="h", pid=2,
+                                 topics=["job.incident.escalate"], concurrency=1,
+                                 version="x", heartbeat_ms=60_000)
+    doc = views.run_detail(await support.detail(db, run.run_id))
+    assert doc["steps"][0]["note"] == "pending: 1 live worker polls topic job.incident.escalate"
+    assert (await fleet.queues(db, "other-tenant"))[0].depth == 0  # counts only its jobs
+
+
+async def test_the_claim_rate_and_id_prefixes_read_indexes_not_tables(
+        db: Database, scheduler: Scheduler) -> None:
+    from engine.core.ids import prefix_range
+    from engine.store.sqlfiles import get
+
+    await support.store(db, ONE_STEP)
+    runs = [await support.start(db, "lonely") for _ in range(20)]
+    await support.settle(scheduler)
+    async with db.connection() as conn:
+        # the realistic shape: most attempts finished long ago, a few were claimed lately
+        await conn.execute("""
+            INSERT INTO warden.jobs (tenant_id, job_id, run_id, step_id, attempt, topic,
+                                     status, started_at, finished_at)
+            SELECT j.tenant_id, j.run_id::text || ':escalate@' || n, j.run_id, 'escalate', n,
+                   j.topic, 'succeeded', now() - interval '2 days', now() - interval '2 days'
+              FROM warden.jobs j, generate_series(2, 300) AS n""")
+        await conn.execute("ANALYZE warden.jobs")
+        await conn.execute("ANALYZE warden.runs")
+        cur = await conn.execute("EXPLAIN " + get("queues_list").sql, {"tenant_id": "default"})
+        plan = "\n".join(r[0] for r in await cur.fetchall())
+        assert "jobs_by_started" in plan, plan
+        low, high = prefix_range(str(runs[3].run_id)[:8], "RUN_ID")
+        # 20 runs are a page: a scan is cheaper; what matters is that the key can be used
+        await conn.execute("SET enable_seqscan = off")
+        cur = await conn.execute("EXPLAIN " + get("runs_by_id_prefix").sql, {
+            "tenant_id": "default", "id_low": low, "id_high": high, "limit": 11})
+        plan = "\n".join(r[0] for r in await cur.fetchall())
+        await conn.execute("RESET enable_seqscan")
+        assert "runs_pkey" in plan, plan
