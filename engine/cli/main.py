@@ -299,11 +299,21 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:
-        # the reader went away (`warden runs list | head -1`): that is its choice, not an
-        # error; point stdout at /dev/null so the interpreter's final flush is quiet too
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
+        _stdout_to_devnull()
         return 0
+    finally:
+        # stdout to a pipe is block-buffered: a reader that went away early
+        # (`warden runs list | head -1`) shows at this flush. That is its choice, not an
+        # error: say nothing, and let the interpreter's own final flush be quiet too.
+        try:
+            sys.stdout.flush()
+        except BrokenPipeError:
+            _stdout_to_devnull()
+
+
+def _stdout_to_devnull() -> None:
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
 
 
 # Commands that act for one tenant: --tenant defaults to "default" (reads span tenants).

@@ -21,6 +21,7 @@ from engine.core.settings import Settings
 from engine.definitions import workflows
 from engine.runs import lifecycle, timeline, views
 from engine.runs.services import Services
+from engine.store.records import RunRow
 
 
 async def cmd_workflows_apply(args: argparse.Namespace, settings: Settings) -> int:
@@ -83,7 +84,7 @@ async def cmd_runs_show(args: argparse.Namespace, settings: Settings) -> int:
         for step in doc["steps"]:
             attempts = f"  attempts={step['attempts']}" if step["attempts"] else ""
             note = f"  {step['note']}" if step["note"] else ""
-            print(f"  {step['step_id']:<24} {step['type']:<9} {step['state']:<10}"
+            print(f"  {step['step_id']:<24} {step['type']:<9} {step['state']:<15}"
                   f"{attempts}{note}")
         for approval in doc["approvals"]:
             if approval["status"] == ApprovalStatus.PENDING.value:
@@ -272,6 +273,7 @@ async def cmd_runs_watch(args: argparse.Namespace, settings: Settings) -> int:
         # steps' status line then goes to stderr, and only on a terminal
         status_line = StatusLine(sys.stderr if args.json else None, terminal_only=True)
         after = 0
+        ended: RunRow | None = None
         try:
             while True:
                 events = await timeline.page(svc.db, args.tenant, run_id, after=after,
@@ -284,6 +286,11 @@ async def cmd_runs_watch(args: argparse.Namespace, settings: Settings) -> int:
                 if events:
                     after = events[-1].seq
                     continue
+                if ended is not None:
+                    status_line.close()
+                    if not args.json:
+                        print(f"run {ended.run_id} {ended.status.value}")
+                    return 0 if ended.status is RunStatus.SUCCEEDED else 1
                 if status_line.shown:
                     detail = await lifecycle.detail(svc, args.tenant, run_id)
                     run = detail.run
@@ -292,10 +299,10 @@ async def cmd_runs_watch(args: argparse.Namespace, settings: Settings) -> int:
                     async with svc.db.connection() as conn:
                         run = await lifecycle.get_row(conn, args.tenant, run_id)
                 if run.status.is_final:
-                    status_line.close()
-                    if not args.json:
-                        print(f"run {run.run_id} {run.status.value}")
-                    return 0 if run.status is RunStatus.SUCCEEDED else 1
+                    # read the timeline once more: the events committed with the ending
+                    # may have landed after the read above
+                    ended = run
+                    continue
                 wake.clear()
                 # NOTIFY says something moved; the short timeout covers events that wake no
                 # scheduler (a worker's claim or checkpoint)

@@ -87,12 +87,12 @@ SELECT topic,
 
 -- name: metrics_unattended :many
 -- Pending jobs per topic that no live worker polls: work nobody will take, from the
--- first second (warden_jobs_unclaimed waits for the dispatch timeout).
-SELECT j.topic, count(*) AS n
-  FROM warden.jobs j
- WHERE j.status = 'pending'
-   AND NOT EXISTS (
+-- first second (warden_jobs_unclaimed waits for the dispatch timeout). Counted per topic
+-- first, so the workers are asked once per topic, not once per pending job.
+SELECT p.topic, p.n
+  FROM (SELECT topic, count(*) AS n FROM warden.jobs WHERE status = 'pending'
+         GROUP BY topic) p
+ WHERE NOT EXISTS (
        SELECT 1 FROM warden.workers w
-        WHERE w.topics && ARRAY[j.topic] AND w.stopped_at IS NULL
-          AND w.last_seen_at > now() - make_interval(secs => 3 * w.heartbeat_ms / 1000.0))
- GROUP BY j.topic;
+        WHERE w.topics && ARRAY[p.topic] AND w.stopped_at IS NULL
+          AND w.last_seen_at > now() - make_interval(secs => 3 * w.heartbeat_ms / 1000.0));

@@ -239,12 +239,14 @@ def test_watch_json_prints_json_lines_and_a_closed_pipe_is_no_error(
     assert events[0]["kind"] == "run.created" and events[-1]["kind"] == "run.succeeded"
     assert "approval.approved" in [e["kind"] for e in events]
     assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
-    # a reader that stops early: no BrokenPipeError, no traceback, exit 0
+    # a reader that stops early: no BrokenPipeError, no traceback, exit 0 (stdout
+    # block-buffered, as a user's shell has it, not line-buffered as under this suite)
+    buffered = {k: v for k, v in cli.env.items() if k != "PYTHONUNBUFFERED"}
     for reader in ("head -1", "true"):
         piped = subprocess.run(
             ["bash", "-c", f"{sys.executable} -m engine.cli runs list 2>err.txt | {reader}; "
                            "echo ${PIPESTATUS[0]} >status.txt"],
-            env=cli.env, cwd=cli.env["WARDEN_DATA_DIR"], capture_output=True, text=True,
+            env=buffered, cwd=cli.env["WARDEN_DATA_DIR"], capture_output=True, text=True,
             timeout=60, check=False)
         data_dir = Path(cli.env["WARDEN_DATA_DIR"])
         assert (data_dir / "err.txt").read_text() == "", reader
