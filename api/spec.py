@@ -142,6 +142,22 @@ SCHEMAS: S = {
         "summary": {"type": "string", "description": "what it lets run, in one line"}})]},
     "ApprovalList": _list("ApprovalQueueItem"),
     "ApprovalDecision": _obj([], {"reason": NTEXT, "job_hash": NTEXT}, extra=False),
+    "Worker": _obj(["worker_id", "name", "state", "topics"], {
+        "worker_id": STR, "name": STR,
+        "state": {"enum": ["live", "dead", "stopped"], "description": "live: seen within "
+                  "three heartbeats; dead: silent longer; stopped: exited cleanly"},
+        "host": STR, "pid": INT, "topics": {"type": "array", "items": STR},
+        "concurrency": INT, "jobs_in_flight": INT, "version": STR, "heartbeat_ms": INT,
+        "started_at": TIME, "last_seen_at": TIME, "stopped_at": TIME}),
+    "WorkerList": _list("Worker"),
+    "Queue": _obj(["topic", "depth", "live_workers"], {
+        "topic": STR, "depth": INT, "ready": INT,
+        "oldest_age_s": {"type": ["number", "null"]}, "running": INT,
+        "claimed_last_minute": INT, "live_workers": INT,
+        "workers": {"type": "array", "items": STR},
+        "unattended": {"type": "boolean",
+                       "description": "pending jobs and no live worker polls the topic"}}),
+    "QueueList": _list("Queue"),
     "PolicyBundle": {**_obj(["default_decision"], {
         "name": NSTR, "description": NSTR,
         "default_decision": {"enum": ["allow", "deny", "require_approval"]},
