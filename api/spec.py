@@ -142,6 +142,9 @@ SCHEMAS: S = {
         "summary": {"type": "string", "description": "what it lets run, in one line"}})]},
     "ApprovalList": _list("ApprovalQueueItem"),
     "ApprovalDecision": _obj([], {"reason": NTEXT, "job_hash": NTEXT}, extra=False),
+    "ApprovalRejection": _obj(["reason"], {"reason": {**TEXT, "minLength": 1,
+                                                      "pattern": "\\S"},
+                                           "job_hash": NTEXT}, extra=False),
     "Worker": _obj(["worker_id", "name", "state", "topics"], {
         "worker_id": STR, "name": STR,
         "state": {"enum": ["live", "dead", "stopped"], "description": "live: seen within "
@@ -185,7 +188,16 @@ SCHEMAS: S = {
 
 # parameters that are not free text (limits are clamped to 1..500, `after` to 0..)
 QUERY: S = {"limit": {"type": "integer", "description": "page size, clamped to 1..500"},
-            "after": {"type": "integer", "description": "the last seq seen (default 0)"}}
+            "after": {"type": "integer", "description": "the last seq seen (default 0)"},
+            "all": {"enum": ["true", "false"]},
+            "denied_by": {"enum": ["policy", "approval"]},
+            "id_prefix": {"type": "string", "pattern": "^[0-9a-fA-F-]{4,36}$",
+                          "description": "4 to 32 hex digits of a run id (dashes allowed)"},
+            "rerun_of": {"type": "string", "format": "uuid",
+                         "pattern": "^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?"
+                                    "[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$"},
+            "created_after": {"type": "string", "format": "date-time"},
+            "created_before": {"type": "string", "format": "date-time"}}
 STATUS_OF: dict[str, type[StrEnum]] = {"/workflow-runs": RunStatus, "/jobs": JobStatus,
                                        "/approvals": ApprovalStatus}
 HEADERS: S = {"Idempotency-Key": {"type": "string", "minLength": 1, "maxLength": 255}}

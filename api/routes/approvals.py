@@ -82,7 +82,7 @@ async def approve(request: Request) -> Response:
 
 @endpoint("POST", "/approvals/{approval_id}/reject",
           "Reject, saying why in a non-empty reason (the run ends denied)",
-          roles=(Role.APPROVER,), request="ApprovalDecision",
+          roles=(Role.APPROVER,), request="ApprovalRejection",
           responses={200: "Approval", 403: "Problem", 404: "Problem", 409: "Problem",
                      422: "Problem"})
 async def reject(request: Request) -> Response:

@@ -19,7 +19,7 @@ READ = (Role.OPERATOR,)
 async def list_workers(request: Request) -> Response:
     await authorize(request, *READ)
     params = query(request, {"all"})
-    everyone = params.get("all", "false")
+    everyone = params.get("all") or "false"  # empty is absent, as everywhere
     if everyone not in ("true", "false"):
         raise BadRequest("all must be true or false", "all")
     rows = await fleet.workers(request.app.state.svc.db, include_gone=everyone == "true")

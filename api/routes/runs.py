@@ -61,8 +61,9 @@ def _uuid_param(params: dict[str, str], name: str) -> UUID | None:
 def run_filter(request: Request) -> lifecycle.RunFilter:
     """The filters of a runs list: the named ones, and ``input.<field>=<value>`` pairs
     (matched by jsonb containment)."""
-    pairs = [(k, v) for k, v in request.query_params.multi_items() if k.startswith("input.")]
-    params = query(request, {*RUN_FILTERS, "limit", "cursor", *(k for k, _ in pairs)})
+    given = [(k, v) for k, v in request.query_params.multi_items() if k.startswith("input.")]
+    params = query(request, {*RUN_FILTERS, "limit", "cursor", *(k for k, _ in given)})
+    pairs = [(k, v) for k, v in given if v]  # an empty one is absent, as everywhere
     denied_by = params.get("denied_by") or None
     if denied_by is not None and denied_by not in lifecycle.DENIED_BY:
         raise BadRequest(f"denied_by must be one of {', '.join(lifecycle.DENIED_BY)}", "denied_by")

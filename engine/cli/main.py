@@ -195,8 +195,8 @@ def _parser() -> argparse.ArgumentParser:
                                                                 "; required to reject"))
         p.add_argument("--job-hash", help="the job hash you reviewed; refused if it changed")
 
-    wk = sub.add_parser("workers", help="the workers polling for jobs").add_subparsers(
-        dest="sub", required=True, metavar="SUBCOMMAND")
+    wk = sub.add_parser("workers", help="the workers polling for jobs, and what they may "
+                        "claim").add_subparsers(dest="sub", required=True, metavar="SUBCOMMAND")
     p = add(wk, "list", cmd_workers_list, "live workers: host, pid, topics, jobs in flight, "
             "last heartbeat", read=True)
     p.add_argument("--all", action="store_true", help="also dead and stopped workers "
@@ -240,8 +240,6 @@ def _parser() -> argparse.ArgumentParser:
     p = add(ks, "revoke", cmd_keys_revoke, "revoke a key")
     p.add_argument("key_id", metavar="KEY_ID")
 
-    wk = sub.add_parser("workers", help="workers and what they may claim").add_subparsers(
-        dest="sub", required=True, metavar="SUBCOMMAND")
     for name, func, text in (
             ("grant", cmd_workers_grant, "let a login role claim a tenant's jobs of some topics"),
             ("revoke", cmd_workers_revoke, "take a grant back (its claims and writes stop)")):

@@ -120,7 +120,7 @@ async def test_whoever_started_the_original_cannot_approve_the_reruns_gate(
     assert await work_until_waiting_or_done(api, run_id) == "waiting"
     [gate] = (await api.client.get("/api/v1/approvals?status=pending",
                                    headers=api.as_("bob"))).json()["items"]
-    ok = await api.client.post(f"/api/v1/approvals/{gate['id']}/approve", json={},
+    ok = await api.client.post(f"/api/v1/approvals/{gate['approval_id']}/approve", json={},
                                headers=api.as_("bob"))
     assert ok.status_code == 200, ok.text
     assert await work_until_waiting_or_done(api, run_id) == "succeeded"
@@ -130,20 +130,20 @@ async def test_whoever_started_the_original_cannot_approve_the_reruns_gate(
     assert await work_until_waiting_or_done(api, rerun_id) == "waiting"
     [again] = (await api.client.get("/api/v1/approvals?status=pending",
                                     headers=api.as_("bob"))).json()["items"]
-    assert again["run_id"] == rerun_id and again["id"] != gate["id"]
-    refused = await api.client.post(f"/api/v1/approvals/{again['id']}/approve", json={},
+    assert again["run_id"] == rerun_id and again["approval_id"] != gate["approval_id"]
+    refused = await api.client.post(f"/api/v1/approvals/{again['approval_id']}/approve", json={},
                                     headers=api.as_("root"))
     assert refused.status_code == 403
     assert refused.headers["Content-Type"] == "application/problem+json"
     assert f"'root' started run {run_id}, which run {rerun_id} reruns" in \
         refused.json()["detail"]
-    shown = await api.client.get(f"/api/v1/approvals/{again['id']}", headers=api.as_("bob"))
+    shown = await api.client.get(f"/api/v1/approvals/{again['approval_id']}", headers=api.as_("bob"))
     assert (shown.json()["status"], shown.json()["decided_by"]) == ("pending", None)
     # the original's approval is spent: it cannot be decided again for the rerun
-    spent = await api.client.post(f"/api/v1/approvals/{gate['id']}/approve", json={},
+    spent = await api.client.post(f"/api/v1/approvals/{gate['approval_id']}/approve", json={},
                                   headers=api.as_("bob"))
     assert spent.status_code == 409
-    decided = await api.client.post(f"/api/v1/approvals/{again['id']}/approve", json={},
+    decided = await api.client.post(f"/api/v1/approvals/{again['approval_id']}/approve", json={},
                                     headers=api.as_("bob"))
     assert decided.status_code == 200, decided.text
     assert await work_until_waiting_or_done(api, rerun_id) == "succeeded"

@@ -90,6 +90,7 @@ def valid_bodies(schema: str | None, *, tag: str) -> list[dict[str, Any]]:
                   {"json": {"from_step": "detect"}}],
         "Cancel": [{"json": {"reason": "test"}}],
         "ApprovalDecision": [{"json": {"reason": "test"}}],
+        "ApprovalRejection": [{"json": {"reason": "test"}}],
         "Facts": [{"json": {"topic": "job.incident.detect"}}],
         "WorkflowDefinition": [{"content": definition(f"wf-{tag}"), "headers": YAML}],
         "PolicyBundle": [{"content": bundle(f"m-{tag}"), "headers": YAML}],
