@@ -139,7 +139,7 @@ async def rerun(request: Request) -> Response:
     svc = request.app.state.svc
     if dry_run:
         plan = await reruns.plan(svc, tenant_id=caller.tenant_id, run_id=_run_id(request),
-                                 from_step=from_step)
+                                 from_step=from_step, by=caller.actor)
         return JSONResponse(views.rerun_plan(plan))
     plan, started = await reruns.rerun(svc, tenant_id=caller.tenant_id, run_id=_run_id(request),
                                        from_step=from_step, created_by=caller.actor)

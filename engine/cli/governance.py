@@ -87,7 +87,7 @@ def _show_lines(doc: dict[str, Any]) -> Iterable[str]:
 
 
 async def cmd_approvals_show(args: argparse.Namespace, settings: Settings) -> int:
-    from engine import approval_plan
+    from engine.runs import approval_plan
 
     async def body(svc: Services) -> int:
         approval_id = await approvals.resolve_id(svc.db, args.tenant, args.approval_id)

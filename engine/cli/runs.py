@@ -172,7 +172,7 @@ async def cmd_runs_rerun(args: argparse.Namespace, settings: Settings) -> int:
     async def body(svc: Services) -> int:
         run_id = await lifecycle.resolve_id(svc.db, args.tenant, args.run_id)
         plan = await reruns.plan(svc, tenant_id=args.tenant, run_id=run_id,
-                                 from_step=args.from_step)
+                                 from_step=args.from_step, by=args.principal)
         if args.dry_run:
             if args.json:
                 print_json(views.rerun_plan(plan))

@@ -126,7 +126,7 @@ async def test_whoever_started_the_original_cannot_approve_the_reruns_gate(
     assert await work_until_waiting_or_done(api, run_id) == "succeeded"
     rerun = await api.client.post(f"/api/v1/workflow-runs/{run_id}/rerun",
                                   json={"from_step": "apply_patch"}, headers=api.as_("olga"))
-    rerun_id = rerun.json()["run"]["run_id"]
+    rerun_id = rerun.json()["run_id"]
     assert await work_until_waiting_or_done(api, rerun_id) == "waiting"
     [again] = (await api.client.get("/api/v1/approvals?status=pending",
                                     headers=api.as_("bob"))).json()["items"]
@@ -137,7 +137,8 @@ async def test_whoever_started_the_original_cannot_approve_the_reruns_gate(
     assert refused.headers["Content-Type"] == "application/problem+json"
     assert f"'root' started run {run_id}, which run {rerun_id} reruns" in \
         refused.json()["detail"]
-    shown = await api.client.get(f"/api/v1/approvals/{again['approval_id']}", headers=api.as_("bob"))
+    shown = await api.client.get(f"/api/v1/approvals/{again['approval_id']}",
+                                 headers=api.as_("bob"))
     assert (shown.json()["status"], shown.json()["decided_by"]) == ("pending", None)
     # the original's approval is spent: it cannot be decided again for the rerun
     spent = await api.client.post(f"/api/v1/approvals/{gate['approval_id']}/approve", json={},

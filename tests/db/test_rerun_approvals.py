@@ -213,7 +213,8 @@ async def test_nobody_who_started_a_run_of_the_chain_can_decide_the_reruns_appro
         for approve_it in (True, False):
             with pytest.raises(Forbidden) as refused:
                 await approvals.decide(svc.db, tenant_id="default", approve=approve_it,
-                                       approval_id=asked.approval_id, principal=principal)
+                                       approval_id=asked.approval_id, principal=principal,
+                                       reason="checked")
             assert message in str(refused.value)
         # and the database refuses it whoever asks, without the engine's check
         with psycopg.connect(db_url) as conn, pytest.raises(

@@ -118,19 +118,20 @@ def test_only_another_principal_can_approve_and_a_tampered_timeline_fails_audit(
                 break
             subprocess.run(["sleep", "0.1"], check=True)
         plan = json.loads(cli.run("runs", "rerun", run_id, "--from-step", "ask", "--dry-run",
-                                  "--as", "olga").stdout)
+                                  "--json", "--as", "olga").stdout)
         assert (plan["approvals_needed"], plan["barred_approvers"]) == (["ask"],
                                                                          ["alice", "olga"])
-        rerun_id = cli.run("runs", "rerun", run_id, "--from-step", "ask",
+        rerun_id = cli.run("runs", "rerun", run_id, "--from-step", "ask", "--yes",
                            "--as", "olga").stdout.strip()
         for _ in range(100):
-            asked = cli.json("approvals", "list")
+            asked = cli.json("approvals", "list", "--status", "pending")["items"]
             if asked:
                 break
             subprocess.run(["sleep", "0.1"], check=True)
         [again] = asked
         assert (again["run_id"], again["barred"]) == (rerun_id, ["alice", "olga"])
-        chain = cli.run("approvals", "approve", again["id"], "--as", "alice", ok=False)
+        chain = cli.run("approvals", "approve", again["approval_id"], "--as", "alice",
+                        ok=False)
         assert chain.returncode == 5
         assert f"started run {run_id}, which run {rerun_id} reruns" in chain.stderr
     finally:
