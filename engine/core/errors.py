@@ -13,6 +13,7 @@ One root, subclasses by what the caller should do next::
     │   └── IdempotencyConflict  same Idempotency-Key, different body
     ├── Forbidden              this principal may not do this (e.g. approve its own run)
     ├── InvalidTransition      the object is not in the state the change requires
+    ├── Busy                   another transaction holds what this one needs; retry shortly
     ├── LeaseLost              the worker's lease token no longer owns the job
     │   └── JobCancelled       the run was cancelled; stop working on the job
     └── PolicyDenied           a policy rule denied the work
@@ -89,6 +90,11 @@ class Forbidden(WardenError):
 
 class InvalidTransition(WardenError):
     """The object is not in a state that allows this change."""
+
+
+class Busy(WardenError):
+    """Another transaction holds a row this change needs right now (an approval being
+    decided, a job being claimed); the change was not made and can be retried shortly."""
 
 
 class LeaseLost(WardenError):

@@ -51,6 +51,10 @@ async def decide(db: Database, *, tenant_id: str | None, approval_id: UUID, appr
         if principal in current.barred:
             # the database refuses it too (approvals_no_rerun_chain_approval); this says why
             raise await _barred(conn, current, principal)
+        if current.job_id is not None:
+            # lock order jobs -> approvals -> runs: the job this approval holds back first,
+            # so releasing or denying it below never waits on it after the run
+            await jobs_q.lock(conn, current.tenant_id, current.job_id)
         # lock order: the approval (by this UPDATE) before the run (by the event)
         decided = await q.decide(conn, tenant_id=current.tenant_id, approval_id=approval_id,
                                  to=to, decided_by=principal, reason=reason)

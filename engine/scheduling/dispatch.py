@@ -18,7 +18,7 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 from engine.core.enums import ApprovalStatus, JobStatus, StepStatus
-from engine.core.errors import InvalidInput, InvalidTransition
+from engine.core.errors import Busy, InvalidInput, InvalidTransition
 from engine.definitions.model import StepDef, WorkflowDef
 from engine.definitions.templates import render
 from engine.governance.decisions import (
@@ -41,10 +41,6 @@ from engine.store.records import JobRow, RunRow, StepRow
 
 T = TypeVar("T")
 ACTOR = "scheduler"
-
-
-class Busy(Exception):
-    """Someone is deciding an approval of this run right now: try the run again later."""
 
 
 @dataclass

@@ -25,13 +25,13 @@ from collections.abc import Sequence
 from typing import Any
 
 from engine.core.enums import RunStatus, StepStatus, StepType
-from engine.core.errors import DatabaseUnavailable, WardenError
+from engine.core.errors import Busy, DatabaseUnavailable, WardenError
 from engine.definitions import dag
 from engine.definitions.model import StepDef
 from engine.governance.decisions import ActivePolicy
 from engine.process import metrics
 from engine.runs.services import Services
-from engine.scheduling.dispatch import Busy, Dispatcher, RunPass, moved
+from engine.scheduling.dispatch import Dispatcher, RunPass, moved
 from engine.scheduling.passwrites import PassWrites
 from engine.store import Conn
 from engine.store import jobs as jobs_q
@@ -90,7 +90,7 @@ class Scheduler:
                 self._hold(key)
                 cause = failed.__cause__
                 if isinstance(cause, Busy):
-                    log.debug("run %s: an approval is being decided; later", key[1])
+                    log.debug("run %s: %s; later", key[1], cause)
                 else:
                     log.error("run %s could not advance; it stays flagged", key[1],
                               exc_info=cause, extra={"run_id": str(key[1])})
@@ -105,15 +105,16 @@ class Scheduler:
         if not runs:
             return
         keys = [(run.tenant_id, run.run_id) for run in runs]
-        steps: dict[RunKey, list[StepRow]] = defaultdict(list)
-        for step in await steps_q.of_runs(conn, keys):
-            steps[(step.tenant_id, step.run_id)].append(step)
-        drifted: dict[RunKey, list[JobRow]] = defaultdict(list)
-        for job in await jobs_q.drifted_of_runs(conn, keys):
-            drifted[(job.tenant_id, job.run_id)].append(job)
         writes = PassWrites()
         policies: dict[str, ActivePolicy] = {}
         try:
+            steps: dict[RunKey, list[StepRow]] = defaultdict(list)
+            for step in await steps_q.of_runs(conn, keys):
+                steps[(step.tenant_id, step.run_id)].append(step)
+            drifted: dict[RunKey, list[JobRow]] = defaultdict(list)
+            # Busy (NOWAIT) when a claimer holds one: this pass fails, its runs go one by one
+            for job in await jobs_q.drifted_of_runs(conn, keys):
+                drifted[(job.tenant_id, job.run_id)].append(job)
             for run, key in zip(runs, keys, strict=True):
                 writes.scheduled.append(key)
                 if not run.status.is_final:
@@ -121,7 +122,7 @@ class Scheduler:
             await writes.flush(conn)
         except DatabaseUnavailable:
             raise
-        except (Busy, WardenError) as exc:
+        except WardenError as exc:
             raise _PassFailed(keys) from exc
 
     async def _advance(self, conn: Conn, run: RunRow, rows: list[StepRow],

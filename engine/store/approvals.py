@@ -11,7 +11,7 @@ from engine.core.enums import ApprovalStatus
 from engine.core.errors import InvalidTransition
 from engine.core.states import APPROVAL_TRANSITIONS
 from engine.store.connection import Conn, fetch_all, fetch_dicts, fetch_one
-from engine.store.records import ApprovalRow
+from engine.store.records import ApprovalRow, JobRow
 
 
 async def insert(conn: Conn, *, tenant_id: str, run_id: UUID, step_id: str, job_id: str | None,
@@ -71,7 +71,11 @@ async def of_run(conn: Conn, tenant_id: str, run_id: UUID) -> list[ApprovalRow]:
 
 
 async def expire_due(conn: Conn, limit: int) -> list[ApprovalRow]:
-    return await fetch_all(conn, "approvals_expire", {"limit": limit}, ApprovalRow)
+    """Expires due approvals, locking the jobs they hold back first (lock order)."""
+    held = await fetch_all(conn, "approvals_due_jobs_lock", {"limit": limit}, JobRow)
+    return await fetch_all(conn, "approvals_expire", {
+        "limit": limit, "job_tenants": [j.tenant_id for j in held],
+        "job_ids": [j.job_id for j in held]}, ApprovalRow)
 
 
 async def lock_pending_of_step(conn: Conn, tenant_id: str, run_id: UUID,

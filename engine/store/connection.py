@@ -78,6 +78,9 @@ _CONSTRAINT_ERRORS: dict[str, type[errors.WardenError]] = {
 
 def translate(exc: BaseException) -> errors.WardenError | None:
     """The WardenError a database exception means, or None if it is a bug to surface."""
+    # before OperationalError, its base class: a NOWAIT lock someone holds right now
+    if isinstance(exc, pg_errors.LockNotAvailable):
+        return errors.Busy(f"busy: {exc.diag.message_primary or exc}")
     if isinstance(exc, psycopg.OperationalError | pg_errors.AdminShutdown
                   | pg_errors.CannotConnectNow):
         return errors.DatabaseUnavailable(f"database unavailable: {exc}")

@@ -117,6 +117,11 @@ async def transition(conn: Conn, job: JobRow, to: JobStatus, *, snapshot_hash: s
         "timeout_ms": timeout_ms, "error": None if error is None else jsonb(error)}, JobRow)
 
 
+async def lock(conn: Conn, tenant_id: str, job_id: str) -> JobRow | None:
+    return await fetch_one(conn, "job_lock", {"tenant_id": tenant_id, "job_id": job_id},
+                           JobRow)
+
+
 async def lock_open_of_run(conn: Conn, tenant_id: str, run_id: UUID) -> list[JobRow]:
     return await fetch_all(conn, "jobs_lock_open_of_run", {"tenant_id": tenant_id,
                                                            "run_id": run_id}, JobRow)

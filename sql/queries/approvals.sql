@@ -64,12 +64,29 @@ SELECT * FROM warden.approvals
  WHERE tenant_id = %(tenant_id)s AND run_id = %(run_id)s
  ORDER BY requested_at;
 
+-- name: approvals_due_jobs_lock :many
+-- The blocked jobs that expired policy approvals hold back, locked first (lock order jobs
+-- -> approvals -> runs): expiring the approval then times the job out without waiting on
+-- it after the run. SKIP LOCKED: a job someone else holds now is left for the next pass,
+-- and so is its approval (approvals_expire takes only the ones whose job is held here).
+SELECT j.* FROM warden.jobs j
+ WHERE (j.tenant_id, j.job_id) IN (
+       SELECT a.tenant_id, a.job_id FROM warden.approvals a
+        WHERE a.status = 'pending' AND a.expires_at <= warden.now() AND a.job_id IS NOT NULL
+        ORDER BY a.expires_at
+        LIMIT %(limit)s)
+ ORDER BY j.tenant_id, j.job_id
+   FOR UPDATE OF j SKIP LOCKED;
+
 -- name: approvals_expire :many
--- Ends pending approvals past their expiry. SKIP LOCKED: one being decided right now is
--- left to its decider (whose own guard refuses it if it has expired).
+-- Ends pending approvals past their expiry: those of approval steps, and those whose held
+-- job the caller has locked (approvals_due_jobs_lock). SKIP LOCKED: one being decided
+-- right now is left to its decider (whose own guard refuses it if it has expired).
 WITH due AS (
     SELECT tenant_id, approval_id FROM warden.approvals
      WHERE status = 'pending' AND expires_at <= warden.now()
+       AND (job_id IS NULL OR (tenant_id, job_id) IN (
+            SELECT * FROM unnest(%(job_tenants)s::text[], %(job_ids)s::text[])))
      ORDER BY expires_at
      LIMIT %(limit)s
        FOR UPDATE SKIP LOCKED

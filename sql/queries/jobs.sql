@@ -72,6 +72,13 @@ UPDATE warden.jobs
  WHERE tenant_id = %(tenant_id)s AND job_id = %(job_id)s AND status = %(from_status)s
 RETURNING *;
 
+-- name: job_lock :one
+-- Locks one job of a tenant before a change that also touches its approval and run (lock
+-- order jobs -> approvals -> runs -> steps).
+SELECT * FROM warden.jobs
+ WHERE tenant_id = %(tenant_id)s AND job_id = %(job_id)s
+   FOR UPDATE;
+
 -- name: jobs_lock_open_of_run :many
 -- Locks a run's unfinished jobs, in job_id order, before the run itself (lock order
 -- jobs -> approvals -> runs): cancellation then never deadlocks with a completing worker.
@@ -145,10 +152,14 @@ SELECT x.tenant_id, x.run_id::text || ':' || x.step_id || '@' || x.attempt, x.ru
 -- name: jobs_drifted_of_runs :many
 -- Jobs of these runs not yet claimed (pending or blocked) whose recorded policy snapshot
 -- is no longer their tenant's active one: the scheduler re-evaluates them. Uses the
--- partial index jobs_awaiting_claim.
+-- partial index jobs_awaiting_claim. The pass holds its runs already, and locking a job
+-- after its run reverses the lock order: NOWAIT, so a job a claimer holds right now fails
+-- the pass at once (the scheduler retries its runs one by one, a moment later) instead of
+-- waiting on a claimer that waits on the run.
 SELECT j.* FROM warden.jobs j
   JOIN unnest(%(tenant_ids)s::text[], %(run_ids)s::uuid[]) AS k(tenant_id, run_id)
     ON j.tenant_id = k.tenant_id AND j.run_id = k.run_id
   LEFT JOIN warden.policy_active a ON a.tenant_id = j.tenant_id
  WHERE j.status IN ('pending', 'blocked')
-   AND j.policy_snapshot_hash IS DISTINCT FROM a.snapshot_hash;
+   AND j.policy_snapshot_hash IS DISTINCT FROM a.snapshot_hash
+   FOR UPDATE OF j NOWAIT;

@@ -6,6 +6,7 @@ from datetime import timedelta
 from typing import Any
 from uuid import UUID
 
+import anyio
 import pytest
 
 from engine.core.enums import ApprovalStatus, JobStatus, RunStatus, StepStatus
@@ -415,3 +416,49 @@ async def test_a_run_that_cannot_advance_holds_up_no_other_run_of_its_batch(
     assert other.run_id != stuck.run_id
     for run_id in (stuck.run_id, other.run_id):
         assert (await rows(gov.db, "SELECT warden.verify_timeline(%s)", run_id)) == [(True,)]
+
+
+# ---------------------------------------------------------------- lock order
+
+async def test_a_due_approval_whose_held_job_is_locked_waits_for_the_next_reap(
+        gov: Services, gov_scheduler: Scheduler) -> None:
+    """Lock order jobs -> approvals -> runs: the reaper locks the job a policy approval
+    holds back before expiring the approval; a job someone holds is skipped, not waited
+    on after the run (which deadlocked with a claimer or a canceller before)."""
+    await support.store(gov.db, TWO_STEPS)
+    await activate(gov, bundle(rule("ask", "require_approval", '{topics: ["pay.charge"]}',
+                                    "{approval_expires_in_ms: 600000}")))
+    run = await to_charge(gov, gov_scheduler)
+    await support.advance_clock(gov.db, 601)
+    async with gov.db.transaction() as holder:
+        await holder.execute("SELECT 1 FROM warden.jobs WHERE run_id = %s AND status = "
+                             "'blocked' FOR UPDATE", [run.run_id])
+        with anyio.fail_after(10):  # skipped at once, never waited on
+            assert (await Reaper(gov.db).run_once()).approvals == 0
+    assert (await Reaper(gov.db).run_once()).approvals == 1
+    await support.settle(gov_scheduler)
+    assert (await support.detail(gov, run.run_id)).run.status is RunStatus.TIMED_OUT
+
+
+async def test_a_drifted_job_a_claimer_holds_fails_only_that_pass_and_is_judged_later(
+        gov: Services, gov_scheduler: Scheduler) -> None:
+    await support.store(gov.db, TWO_STEPS)
+    await activate(gov, ALLOW_ALL)
+    run = await support.start(gov, "pay", {"amount": 5})
+    await support.settle(gov_scheduler)
+    newer = await activate(gov, bundle(rule("all", "allow", '{topics: ["pay.*"]}')))
+    async with gov.db.transaction() as holder:
+        await holder.execute("SELECT 1 FROM warden.jobs WHERE run_id = %s FOR UPDATE",
+                             [run.run_id])
+        with anyio.fail_after(10):  # NOWAIT: the pass fails at once instead of waiting
+            await gov_scheduler.run_once()
+        flagged = await rows(gov.db, "SELECT run_id FROM warden.runs WHERE needs_scheduling")
+        assert flagged == [(run.run_id,)]
+
+    async def rejudged() -> bool:
+        await gov_scheduler.run_once()
+        found = await rows(gov.db, "SELECT policy_snapshot_hash FROM warden.jobs "
+                                   "WHERE run_id = %s", run.run_id)
+        return found == [(newer,)]
+
+    await support.wait_for(rejudged, timeout=10, what="the drifted job judged again")
