@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from uuid import UUID
 
@@ -9,7 +10,7 @@ from engine.core.enums import ApprovalStatus
 from engine.core.errors import InvalidTransition
 from engine.core.states import APPROVAL_TRANSITIONS
 from engine.store.connection import Conn, fetch_all, fetch_one
-from engine.store.records import ApprovalRow
+from engine.store.records import ApprovalRow, RunKey, run_key_params
 
 
 async def insert(conn: Conn, *, tenant_id: str, run_id: UUID, step_id: str, job_id: str | None,
@@ -52,6 +53,10 @@ async def page(conn: Conn, *, tenant_id: str | None, status: ApprovalStatus | No
 async def of_run(conn: Conn, tenant_id: str, run_id: UUID) -> list[ApprovalRow]:
     return await fetch_all(conn, "approvals_of_run", {"tenant_id": tenant_id, "run_id": run_id},
                            ApprovalRow)
+
+
+async def of_runs(conn: Conn, keys: Sequence[RunKey]) -> list[ApprovalRow]:
+    return await fetch_all(conn, "approvals_of_runs", run_key_params(keys), ApprovalRow)
 
 
 async def expire_due(conn: Conn, limit: int) -> list[ApprovalRow]:

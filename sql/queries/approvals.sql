@@ -45,6 +45,14 @@ SELECT * FROM warden.approvals
  WHERE tenant_id = %(tenant_id)s AND run_id = %(run_id)s
  ORDER BY requested_at;
 
+-- name: approvals_of_runs :many
+-- Every approval of these runs: the approval waits of the runs a scheduler pass ended,
+-- read only when traces are on (engine/process/tracing.py).
+SELECT a.* FROM warden.approvals a
+  JOIN unnest(%(tenant_ids)s::text[], %(run_ids)s::uuid[]) AS k(tenant_id, run_id)
+    ON a.tenant_id = k.tenant_id AND a.run_id = k.run_id
+ ORDER BY a.requested_at;
+
 -- name: approvals_expire :many
 -- Ends pending approvals past their expiry. SKIP LOCKED: one being decided right now is
 -- left to its decider (whose own guard refuses it if it has expired).
