@@ -15,6 +15,7 @@ from engine.core import errors
 from engine.core.canonical import DECODE_HOOKS, require_storable, unstorable
 from engine.core.settings import Settings
 from engine.governance.policy import Verdict
+from engine.process import tracing
 from engine.process.runtime import database_url
 from engine.runs.services import Services
 from engine.store import Database
@@ -131,9 +132,13 @@ def unreadable_argument(argv: list[str]) -> str | None:
     return None
 
 
-async def with_db(settings: Settings, body: Callable[[Services], Awaitable[int]]) -> int:
+async def with_db(settings: Settings, body: Callable[[Services], Awaitable[int]], *,
+                  service: str = "warden") -> int:
     from engine.store.migrate import require_head
 
+    # traces only when configured (docs/deployment.md#traces); ``service`` names this
+    # process's spans unless OTEL_SERVICE_NAME does
+    tracing.configure(settings.traces, service=service)
     # operator commands on the host act across tenants (engine/store/scope.py); an API
     # served from here scopes each request itself (api/tenancy.py)
     across_tenants()

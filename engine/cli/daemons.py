@@ -93,7 +93,7 @@ async def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
         return 0
 
     with _metrics_server(args.metrics_host, args.metrics_port):
-        return await with_db(settings, body)
+        return await with_db(settings, body, service="warden-worker")
 
 
 @contextmanager

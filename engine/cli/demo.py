@@ -45,6 +45,7 @@ from engine.definitions import workflows
 from engine.examples import handlers
 from engine.governance import apikeys, approvals, decisions, worker_grants
 from engine.governance.policy import Verdict
+from engine.process import tracing
 from engine.process.runtime import database_url, stop_on_signals
 from engine.runs import lifecycle, timeline
 from engine.runs.services import Services
@@ -80,6 +81,7 @@ async def run_demo(settings: Settings, options: DemoOptions, api: ApiStarter | N
     stop_on_signals(stop)  # before the database starts: Ctrl-C then stops it cleanly
     if options.reset:
         _reset(settings)
+    tracing.configure(settings.traces, service="warden-demo")
     with database_url(settings) as url:
         await asyncio.to_thread(migrate.upgrade, url)
         # the demo is the engine, an operator and workers in one process: it acts across

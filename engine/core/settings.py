@@ -46,6 +46,12 @@ class Settings:
     """WARDEN_WEBHOOK_MAX_ATTEMPTS: attempts per webhook before giving up (default 10)."""
     webhook_timeout_ms: int
     """WARDEN_WEBHOOK_TIMEOUT_MS: one webhook request, connect to answer (default 10000)."""
+    traces: str | None
+    """Whether to emit OpenTelemetry traces (docs/deployment.md#traces): the name of the
+    variable that turned them on, or None (off, the default). WARDEN_OTEL=1 turns them
+    on, WARDEN_OTEL=0 off; unset, they are on when OTEL_TRACES_EXPORTER (other than
+    none), OTEL_EXPORTER_OTLP_ENDPOINT or OTEL_EXPORTER_OTLP_TRACES_ENDPOINT is set, and
+    OTEL_SDK_DISABLED=true keeps them off."""
 
 
 def _int(env: Mapping[str, str], name: str, default: int, *, minimum: int) -> int:
@@ -90,6 +96,22 @@ def _addr(raw: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
+def _traces(env: Mapping[str, str]) -> str | None:
+    switch = env.get("WARDEN_OTEL", "")
+    if switch not in ("", "0", "1"):
+        raise ConfigError(f"WARDEN_OTEL must be 1 (traces on) or 0 (off), got {switch!r}")
+    if switch:
+        return "WARDEN_OTEL" if switch == "1" else None
+    if env.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+        return None
+    if env.get("OTEL_TRACES_EXPORTER", "").strip() not in ("", "none"):
+        return "OTEL_TRACES_EXPORTER"
+    for name in ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT"):
+        if env.get(name):
+            return name
+    return None
+
+
 def load(env: Mapping[str, str] | None = None) -> Settings:
     env = os.environ if env is None else env
     url = env.get("WARDEN_DATABASE_URL") or None
@@ -114,4 +136,5 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         webhook_secret=_webhook_secret(env),
         webhook_max_attempts=_int(env, "WARDEN_WEBHOOK_MAX_ATTEMPTS", 10, minimum=1),
         webhook_timeout_ms=_int(env, "WARDEN_WEBHOOK_TIMEOUT_MS", 10_000, minimum=100),
+        traces=_traces(env),
     )

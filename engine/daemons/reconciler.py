@@ -19,9 +19,9 @@ from datetime import timedelta
 
 from engine.core.enums import StepStatus
 from engine.core.errors import InvalidTransition
-from engine.process import metrics
+from engine.process import metrics, tracing
 from engine.runs.services import Services
-from engine.runs.stopping import DEADLINE, end_run
+from engine.runs.stopping import DEADLINE, approvals_for_trace, end_run
 from engine.store import jobs as jobs_q
 from engine.store import reconciler as q
 from engine.store import runs as runs_q
@@ -68,12 +68,14 @@ class Reconciler:
         for run in due:
             try:
                 async with self.svc.db.transaction() as conn:
-                    await end_run(conn, run, DEADLINE, by=ACTOR, error={
+                    row = await end_run(conn, run, DEADLINE, by=ACTOR, error={
                         "type": "RunDeadline", "deadline_at": run.deadline_at.isoformat()
                         if run.deadline_at else None})
                     await timeline_q.append(conn, run.tenant_id, run.run_id,
                                             "reconciler.repaired", actor=ACTOR,
                                             data={"action": "ended run past its deadline"})
+                    approvals = await approvals_for_trace(conn, row)
+                tracing.run_ended(row, approvals)
                 ended += 1
             except InvalidTransition:
                 continue  # it ended meanwhile (another reconciler, or its last step)

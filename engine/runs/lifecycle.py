@@ -16,6 +16,7 @@ from engine.definitions.model import WorkflowDef
 from engine.definitions.workflows import resolve
 from engine.governance.decisions import DecisionBatch, Evaluated, facts_for
 from engine.governance.policy import Verdict
+from engine.process import tracing
 from engine.store import Conn, Database
 from engine.store import approvals as approvals_q
 from engine.store import jobs as jobs_q
@@ -112,6 +113,7 @@ async def start(svc: Services, *, tenant_id: str, workflow_id: str, input: Any,
                 await q.wake(conn, tenant_id, run.run_id)
             started = StartedRun(run, replayed=False)
     if not started.replayed and started.run.status is RunStatus.DENIED:
+        tracing.run_ended(started.run, [])  # a trace of one span: it never ran
         raise denial(started.run)  # the denied run and its decisions are committed
     return started
 

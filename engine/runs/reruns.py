@@ -29,6 +29,7 @@ from engine.core.errors import InvalidInput, InvalidTransition
 from engine.definitions.model import WorkflowDef
 from engine.governance.decisions import Evaluated, facts_for
 from engine.governance.policy import Verdict
+from engine.process import tracing
 from engine.runs.lifecycle import StartedRun, denial, get_row, step_rows, submit_gate
 from engine.runs.services import Services
 from engine.store import runs as runs_q
@@ -156,5 +157,6 @@ async def rerun(svc: Services, *, tenant_id: str | None, run_id: UUID, from_step
                                 actor=created_by,
                                 data={"rerun_run_id": str(run.run_id), "from_step": from_step})
     if run.status.is_final:
+        tracing.run_ended(run, [])  # denied at submit: a trace of one span
         raise denial(run)
     return the_plan, StartedRun(run, replayed=False)

@@ -14,7 +14,7 @@ from uuid import UUID
 
 from engine.core.enums import ApprovalStatus, JobStatus, RunStatus, StepStatus
 from engine.core.errors import InvalidTransition
-from engine.process import metrics
+from engine.process import metrics, tracing
 from engine.runs.lifecycle import get_row
 from engine.store import Conn, Database
 from engine.store import approvals as approvals_q
@@ -22,7 +22,7 @@ from engine.store import jobs as jobs_q
 from engine.store import runs as runs_q
 from engine.store import steps as steps_q
 from engine.store import timeline as timeline_q
-from engine.store.records import JobRow, RunRow
+from engine.store.records import ApprovalRow, JobRow, RunRow
 
 
 @dataclass(frozen=True)
@@ -44,8 +44,19 @@ async def cancel(db: Database, *, tenant_id: str | None, run_id: UUID, by: str,
                  reason: str | None = None) -> RunRow:
     async with db.transaction() as conn:
         run = await get_row(conn, tenant_id, run_id)
-        return await end_run(conn, run, CANCELLED, by=by,
-                             error={"type": "RunCancelled", "by": by, "reason": reason})
+        ended = await end_run(conn, run, CANCELLED, by=by,
+                              error={"type": "RunCancelled", "by": by, "reason": reason})
+        approvals = await approvals_for_trace(conn, ended)
+    tracing.run_ended(ended, approvals)
+    return ended
+
+
+async def approvals_for_trace(conn: Conn, run: RunRow) -> list[ApprovalRow]:
+    """The approval waits an ended run's span shows (engine.process.tracing), read in the
+    transaction that ended it; none read while traces are off."""
+    if not tracing.enabled():
+        return []
+    return await approvals_q.of_run(conn, run.tenant_id, run.run_id)
 
 
 async def end_run(conn: Conn, run: RunRow, ending: Ending, *, by: str,

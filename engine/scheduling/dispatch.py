@@ -29,6 +29,7 @@ from engine.governance.decisions import (
     record,
 )
 from engine.governance.policy import Facts, Verdict
+from engine.process import tracing
 from engine.runs.services import Services
 from engine.scheduling.passwrites import PassWrites
 from engine.store import Conn
@@ -112,7 +113,9 @@ class Dispatcher:
             attempt=attempt, topic=definition.topic, status=status,
             priority=definition.priority, input=job_input, upstream=upstream,
             constraints=constraints, timeout_ms=_timeout(definition, constraints),
-            available_at=available_at, policy_snapshot_hash=evaluated.snapshot_hash)
+            available_at=available_at, policy_snapshot_hash=evaluated.snapshot_hash,
+            traceparent=await _traced(conn, state, job_id, step.step_id, attempt,
+                                      definition.topic, verdict))
         return await self._apply_verdict(conn, state, step, job, evaluated)
 
     async def reevaluate(self, conn: Conn, state: RunPass, job: JobRow) -> None:
@@ -178,7 +181,9 @@ class Dispatcher:
         writes.jobs.append(NewJob(
             step.tenant_id, step.run_id, step.step_id, attempt, definition.topic,
             definition.priority, job_input, upstream, constraints,
-            _timeout(definition, constraints), available_at, evaluated.snapshot_hash))
+            _timeout(definition, constraints), available_at, evaluated.snapshot_hash,
+            await _traced(conn, state, job_id, step.step_id, attempt, definition.topic,
+                          evaluated.decision.verdict)))
         now = await writes.now(conn)
         await state.event(conn, "job.dispatched", step.step_id, job_id=job_id, attempt=attempt,
                           data={"topic": definition.topic,
@@ -243,6 +248,18 @@ class Dispatcher:
         await state.event(conn, "approval.superseded", step.step_id, job_id=old.job_id, data={
             "approval_id": str(old.approval_id), "reason": reason,
             "policy_snapshot_hash": evaluated.snapshot_hash})
+
+
+async def _traced(conn: Conn, state: RunPass, job_id: str, step_id: str, attempt: int,
+                  topic: str, verdict: Verdict) -> str | None:
+    """The job's traceparent, its dispatch span noted for after the commit; None (and
+    nothing noted) while traces are off."""
+    if not tracing.enabled():
+        return None
+    await state.writes.now(conn)  # the dispatch span starts at the pass's now()
+    state.writes.dispatched.append(tracing.Dispatched(state.run, job_id, step_id, attempt,
+                                                      topic, verdict.value))
+    return tracing.traceparent(state.run.run_id, job_id)
 
 
 def _timeout(definition: StepDef, constraints: dict[str, Any]) -> int | None:

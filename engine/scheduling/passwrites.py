@@ -24,13 +24,15 @@ from engine.core.enums import RunStatus
 from engine.core.errors import InvalidTransition
 from engine.core.states import RUN_TRANSITIONS
 from engine.governance.decisions import DecisionBatch
+from engine.process import tracing
 from engine.store import Conn
+from engine.store import approvals as approvals_q
 from engine.store import jobs as jobs_q
 from engine.store import runs as runs_q
 from engine.store import steps as steps_q
 from engine.store import timeline as timeline_q
 from engine.store.jobs import NewJob
-from engine.store.records import RunKey, RunRow
+from engine.store.records import ApprovalRow, RunKey, RunRow
 from engine.store.runs import RunChange
 from engine.store.steps import AttemptStart
 
@@ -44,6 +46,11 @@ class PassWrites:
     events: dict[RunKey, list[timeline_q.Event]] = field(default_factory=dict)
     scheduled: list[RunKey] = field(default_factory=list)
     topics: set[str] = field(default_factory=set)
+    # what the pass's spans need after its commit; stays empty while traces are off
+    # (engine.process.tracing)
+    dispatched: list[tracing.Dispatched] = field(default_factory=list)
+    ended: list[RunRow] = field(default_factory=list)
+    approvals: list[ApprovalRow] = field(default_factory=list)
     _runs: dict[RunKey, RunChange] = field(default_factory=dict)
     _now: datetime | None = None
 
@@ -51,6 +58,11 @@ class PassWrites:
         """The transaction's now(): the time every deferred statement will stamp."""
         if self._now is None:
             self._now = await runs_q.transaction_now(conn)
+        return self._now
+
+    @property
+    def stamped(self) -> datetime | None:
+        """The transaction's now(), once the pass has read it."""
         return self._now
 
     def move_run(self, run: RunRow, to: RunStatus, now: datetime, *, output: Any = None,
@@ -79,3 +91,6 @@ class PassWrites:
                                     "scheduler's lock")
         await timeline_q.append_for_runs(conn, self.events)
         await jobs_q.announce(conn, self.topics)
+        if self.ended:  # traces are on, and runs ended: their spans show approval waits
+            self.approvals = await approvals_q.of_runs(
+                conn, [(run.tenant_id, run.run_id) for run in self.ended])

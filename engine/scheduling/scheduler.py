@@ -22,6 +22,7 @@ import logging
 import time
 from collections import defaultdict
 from collections.abc import Sequence
+from datetime import timedelta
 from typing import Any
 
 from engine.core.enums import RunStatus, StepStatus, StepType
@@ -29,7 +30,7 @@ from engine.core.errors import Busy, DatabaseUnavailable, WardenError
 from engine.definitions import dag
 from engine.definitions.model import StepDef
 from engine.governance.decisions import ActivePolicy
-from engine.process import metrics
+from engine.process import metrics, tracing
 from engine.runs.services import Services
 from engine.scheduling.dispatch import Dispatcher, RunPass, moved
 from engine.scheduling.passwrites import PassWrites
@@ -72,20 +73,24 @@ class Scheduler:
         try:
             async with self.svc.db.transaction() as conn:
                 runs = await runs_q.lock_for_scheduling(conn, self.batch_size, held)
-                await self._pass(conn, runs)
+                writes = await self._pass(conn, runs)
         except _PassFailed as failed:
             await self._one_at_a_time(failed.keys)
             return len(failed.keys)
+        _trace(writes, now)
         for run in runs:
             self._held.pop((run.tenant_id, run.run_id), None)
         return len(runs)
 
     async def _one_at_a_time(self, keys: Sequence[RunKey]) -> None:
         for key in keys:
+            began = time.monotonic()
             try:
                 async with self.svc.db.transaction() as conn:
-                    await self._pass(conn, await runs_q.lock_for_scheduling_ids(conn, [key]))
+                    writes = await self._pass(
+                        conn, await runs_q.lock_for_scheduling_ids(conn, [key]))
                 self._held.pop(key, None)
+                _trace(writes, began)
             except _PassFailed as failed:
                 self._hold(key)
                 cause = failed.__cause__
@@ -101,9 +106,9 @@ class Scheduler:
         delay = min(previous[1] * 2, cap) if previous else first
         self._held[key] = (time.monotonic() + delay, delay)
 
-    async def _pass(self, conn: Conn, runs: list[RunRow]) -> None:
+    async def _pass(self, conn: Conn, runs: list[RunRow]) -> PassWrites:
         if not runs:
-            return
+            return PassWrites()
         keys = [(run.tenant_id, run.run_id) for run in runs]
         writes = PassWrites()
         policies: dict[str, ActivePolicy] = {}
@@ -124,6 +129,7 @@ class Scheduler:
             raise
         except WardenError as exc:
             raise _PassFailed(keys) from exc
+        return writes
 
     async def _advance(self, conn: Conn, run: RunRow, rows: list[StepRow],
                        drifted: list[JobRow], writes: PassWrites,
@@ -196,7 +202,20 @@ class Scheduler:
         state.run = state.writes.move_run(run, target, await state.writes.now(conn),
                                           output=output, error=error)
         metrics.run_ended(state.run)
+        if target.is_final and tracing.enabled():
+            state.writes.ended.append(state.run)
         await state.event(conn, kind, data={"status": target.value})
+
+
+def _trace(writes: PassWrites, began: float) -> None:
+    """The spans of a committed pass (engine.process.tracing): its dispatches, from the
+    pass's now() for as long as the pass took, and the runs it ended."""
+    if writes.stamped is not None and writes.dispatched:
+        end = writes.stamped + timedelta(seconds=time.monotonic() - began)
+        tracing.dispatched(writes.dispatched, writes.stamped, end)
+    for run in writes.ended:
+        tracing.run_ended(run, [a for a in writes.approvals
+                                if (a.tenant_id, a.run_id) == (run.tenant_id, run.run_id)])
 
 
 def _states(state: RunPass) -> dict[str, dag.StepState]:

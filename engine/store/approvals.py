@@ -11,7 +11,7 @@ from engine.core.enums import ApprovalStatus
 from engine.core.errors import InvalidTransition
 from engine.core.states import APPROVAL_TRANSITIONS
 from engine.store.connection import Conn, fetch_all, fetch_dicts, fetch_one
-from engine.store.records import ApprovalRow, JobRow
+from engine.store.records import ApprovalRow, JobRow, RunKey, run_key_params
 
 
 async def insert(conn: Conn, *, tenant_id: str, run_id: UUID, step_id: str, job_id: str | None,
@@ -68,6 +68,10 @@ async def context(conn: Conn, keys: Sequence[tuple[str, UUID]]) -> list[dict[str
 async def of_run(conn: Conn, tenant_id: str, run_id: UUID) -> list[ApprovalRow]:
     return await fetch_all(conn, "approvals_of_run", {"tenant_id": tenant_id, "run_id": run_id},
                            ApprovalRow)
+
+
+async def of_runs(conn: Conn, keys: Sequence[RunKey]) -> list[ApprovalRow]:
+    return await fetch_all(conn, "approvals_of_runs", run_key_params(keys), ApprovalRow)
 
 
 async def expire_due(conn: Conn, limit: int) -> list[ApprovalRow]:

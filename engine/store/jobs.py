@@ -26,13 +26,13 @@ from engine.store.records import ClaimedJob, JobRow, RunKey, run_key_params
 async def insert(conn: Conn, *, tenant_id: str, run_id: UUID, step_id: str, attempt: int,
                  topic: str, status: JobStatus, priority: int, input: Any, upstream: Any,
                  constraints: Any, timeout_ms: int | None, available_at: datetime | None,
-                 policy_snapshot_hash: str | None) -> JobRow:
+                 policy_snapshot_hash: str | None, traceparent: str | None = None) -> JobRow:
     row = await fetch_one(conn, "job_insert", {
         "tenant_id": tenant_id, "run_id": run_id, "step_id": step_id, "attempt": attempt,
         "topic": topic, "status": status, "priority": priority, "input": jsonb(input),
         "upstream": jsonb(upstream), "constraints": jsonb(constraints),
         "timeout_ms": timeout_ms, "available_at": available_at,
-        "policy_snapshot_hash": policy_snapshot_hash}, JobRow)
+        "policy_snapshot_hash": policy_snapshot_hash, "traceparent": traceparent}, JobRow)
     assert row is not None  # INSERT … RETURNING always returns the row or raises
     return row
 
@@ -170,6 +170,7 @@ class NewJob:
     timeout_ms: int | None
     available_at: datetime | None
     policy_snapshot_hash: str | None
+    traceparent: str | None = None  # W3C; only when traces are on
 
 
 async def insert_many(conn: Conn, jobs: Sequence[NewJob]) -> None:

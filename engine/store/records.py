@@ -120,6 +120,7 @@ class JobRow:
     started_at: datetime | None
     finished_at: datetime | None
     unclaimed_reported_at: datetime | None
+    traceparent: str | None  # W3C, of the attempt's dispatch; None unless traces are on
 
 
 @dataclass(frozen=True)
@@ -139,6 +140,7 @@ class ClaimedJob:
     lease_expires_at: datetime
     tenant_id: str
     waited_s: float  # from available_at to this claim, database clock
+    traceparent: str | None  # the parent of the worker's spans; None unless traces are on
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,7 @@ from uuid import UUID
 
 from engine.core.enums import Outcome
 from engine.core.errors import DatabaseUnavailable, LeaseLost, WardenError
-from engine.process import metrics
+from engine.process import metrics, tracing
 from engine.process.loops import Wake, wait_any
 from engine.store import Database
 from engine.store import jobs as jobs_q
@@ -60,6 +60,10 @@ class Job:
     tenant_id: str
     save_checkpoint: Callable[[Any], Any] = field(repr=False)
     cancelled: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
+    traceparent: str | None = None
+    """The W3C traceparent of the attempt's dispatch (None unless traces are on). With
+    traces on the handler already runs inside the attempt's span, so spans it starts with
+    the OpenTelemetry API join the run's trace; pass this on to carry the trace further."""
 
     @property
     def side_effect_key(self) -> str:
@@ -187,6 +191,12 @@ class Worker:
         self._wake.set(metrics.SLOT)  # a slot is free: claim again
 
     async def _execute(self, row: ClaimedJob) -> None:
+        # with traces on, the attempt is a span, current while the handler runs (its task
+        # or thread copies the context); off, a no-op
+        with tracing.job_attempt(row, self.config.name) as span:
+            await self._attempt(row, span)
+
+    async def _attempt(self, row: ClaimedJob, span: tracing.Attempt) -> None:
         job = self._job(row)
         extra = {"job_id": row.job_id, "run_id": str(row.run_id), "step_id": row.step_id}
         log.info("job %s claimed", row.job_id, extra=extra)
@@ -198,36 +208,45 @@ class Worker:
             result = await work
         except asyncio.CancelledError:
             if job.is_cancelled:  # we cancelled it: lease lost or run cancelled
+                span.outcome("fenced")
                 return
             # the worker is stopping past its deadline: give the job back, spending no retry
+            span.outcome("released")
             await self._settle(row, jobs_q.release, reason=f"worker {self.config.name} stopped")
             raise
         except NonRetryable as exc:
+            span.failed(exc, retryable=False)
             await self._fail(row, _error_doc(exc), retryable=False)
             return
         except Exception as exc:
+            span.failed(exc, retryable=True)
             await self._fail(row, _error_doc(exc), retryable=True)
             return
         finally:
             beat.cancel()
         if job.is_cancelled:
+            span.outcome("fenced")
             return
         try:
             json.dumps(result)
         except (TypeError, ValueError) as exc:
+            span.failed(exc, retryable=False)
             await self._fail(row, _error_doc(exc, "handler returned a non-JSON value"),
                              retryable=False)
             return
         try:
             outcome = await self.completer.complete(row.job_id, row.lease_token, result)
         except WardenError as exc:  # the database refuses the result itself
+            span.failed(exc, retryable=False)
             await self._fail(row, _error_doc(exc, f"result could not be stored: {exc}"),
                              retryable=False)
             return
         if outcome is Outcome.COMPLETED:
             self.completed += 1
+            span.outcome("succeeded")
             log.info("job %s succeeded", row.job_id, extra=extra)
         elif outcome is not None:
+            span.outcome(outcome.value)
             _fenced(row, outcome, "result")
 
     def _job(self, row: ClaimedJob) -> Job:
@@ -244,7 +263,8 @@ class Worker:
                   attempt=row.attempt, topic=row.topic, input=row.input,
                   upstream=dict(row.upstream or {}), constraints=dict(row.constraints or {}),
                   checkpoint=row.checkpoint, tenant_id=row.tenant_id,
-                  save_checkpoint=save_async if self._is_async else save_blocking)
+                  save_checkpoint=save_async if self._is_async else save_blocking,
+                  traceparent=row.traceparent)
         holder.append(job)
         return job
 

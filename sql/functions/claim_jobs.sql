@@ -11,14 +11,15 @@
 -- no table privilege at all (sql/grants/20_privileges.sql), so this body is the only way
 -- its claims reach warden.jobs. The search_path is fixed and every name qualified, so a
 -- caller's objects can never stand in for warden's. available_at and started_at say how
--- long the job waited for this claim.
+-- long the job waited for this claim; traceparent (NULL unless traces are on) is the W3C
+-- parent of the worker's spans for this attempt (docs/sql-worker.md).
 CREATE OR REPLACE FUNCTION warden.claim_jobs(
     topics text[], worker text, max_jobs integer, lease interval
 ) RETURNS TABLE (
     job_id text, run_id uuid, step_id text, attempt integer, topic text, input jsonb,
     upstream jsonb, checkpoint jsonb, constraints jsonb, lease_token uuid,
     lease_expires_at timestamptz, tenant_id text, available_at timestamptz,
-    started_at timestamptz
+    started_at timestamptz, traceparent text
 ) LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 #variable_conflict use_column
 DECLARE
@@ -110,6 +111,7 @@ BEGIN
         constraints := c.constraints; lease_token := c.lease_token;
         lease_expires_at := c.lease_expires_at; tenant_id := c.tenant_id;
         available_at := c.available_at; started_at := c.started_at;
+        traceparent := c.traceparent;
         RETURN NEXT;
     END LOOP;
     IF v_run IS NOT NULL THEN

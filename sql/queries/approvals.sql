@@ -78,6 +78,14 @@ SELECT j.* FROM warden.jobs j
  ORDER BY j.tenant_id, j.job_id
    FOR UPDATE OF j SKIP LOCKED;
 
+-- name: approvals_of_runs :many
+-- Every approval of these runs: the approval waits of the runs a scheduler pass ended,
+-- read only when traces are on (engine/process/tracing.py).
+SELECT a.* FROM warden.approvals a
+  JOIN unnest(%(tenant_ids)s::text[], %(run_ids)s::uuid[]) AS k(tenant_id, run_id)
+    ON a.tenant_id = k.tenant_id AND a.run_id = k.run_id
+ ORDER BY a.requested_at;
+
 -- name: approvals_expire :many
 -- Ends pending approvals past their expiry: those of approval steps, and those whose held
 -- job the caller has locked (approvals_due_jobs_lock). SKIP LOCKED: one being decided

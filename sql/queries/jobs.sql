@@ -4,7 +4,8 @@
 -- successor resumes where it stopped.
 INSERT INTO warden.jobs
     (tenant_id, job_id, run_id, step_id, attempt, topic, status, priority, input, upstream,
-     constraints, checkpoint, timeout_ms, available_at, policy_snapshot_hash, finished_at)
+     constraints, checkpoint, timeout_ms, available_at, policy_snapshot_hash, finished_at,
+     traceparent)
 VALUES (%(tenant_id)s, %(run_id)s::text || ':' || %(step_id)s || '@' || %(attempt)s,
         %(run_id)s, %(step_id)s, %(attempt)s, %(topic)s, %(status)s, %(priority)s, %(input)s,
         %(upstream)s, %(constraints)s,
@@ -13,7 +14,8 @@ VALUES (%(tenant_id)s, %(run_id)s::text || ':' || %(step_id)s || '@' || %(attemp
             AND p.step_id = %(step_id)s AND p.attempt = %(attempt)s - 1),
         %(timeout_ms)s, greatest(warden.now(), coalesce(%(available_at)s, warden.now())),
         %(policy_snapshot_hash)s,
-        CASE WHEN %(status)s::warden.job_status = 'denied' THEN warden.now() END)
+        CASE WHEN %(status)s::warden.job_status = 'denied' THEN warden.now() END,
+        %(traceparent)s)
 RETURNING *;
 
 -- name: jobs_announce :exec
@@ -28,7 +30,7 @@ SELECT pg_notify('warden_jobs', t) FROM unnest(%(topics)s::text[]) AS t;
 -- here reads a table: a worker role may only execute the protocol's functions.
 SELECT c.job_id, c.run_id, c.step_id, c.attempt, c.topic, c.input, c.upstream,
        c.checkpoint, c.constraints, c.lease_token, c.lease_expires_at, c.tenant_id,
-       extract(epoch FROM c.started_at - c.available_at)::float8 AS waited_s
+       extract(epoch FROM c.started_at - c.available_at)::float8 AS waited_s, c.traceparent
   FROM warden.claim_jobs(%(topics)s, %(worker)s, %(max_jobs)s, %(lease)s) AS c;
 
 -- name: job_heartbeat :one
@@ -135,7 +137,7 @@ SELECT * FROM warden.complete_jobs(%(job_ids)s, %(lease_tokens)s, %(results)s);
 -- previous attempt's last checkpoint.
 INSERT INTO warden.jobs
     (tenant_id, job_id, run_id, step_id, attempt, topic, status, priority, input, upstream,
-     constraints, checkpoint, timeout_ms, available_at, policy_snapshot_hash)
+     constraints, checkpoint, timeout_ms, available_at, policy_snapshot_hash, traceparent)
 SELECT x.tenant_id, x.run_id::text || ':' || x.step_id || '@' || x.attempt, x.run_id,
        x.step_id, x.attempt, x.topic, 'pending', x.priority, x.input, x.upstream,
        x.constraints,
@@ -143,11 +145,11 @@ SELECT x.tenant_id, x.run_id::text || ':' || x.step_id || '@' || x.attempt, x.ru
          WHERE p.tenant_id = x.tenant_id AND p.run_id = x.run_id
            AND p.step_id = x.step_id AND p.attempt = x.attempt - 1),
        x.timeout_ms, greatest(warden.now(), coalesce(x.available_at, warden.now())),
-       x.policy_snapshot_hash
+       x.policy_snapshot_hash, x.traceparent
   FROM jsonb_to_recordset(%(jobs)s) AS x(
        tenant_id text, run_id uuid, step_id text, attempt integer, topic text,
        priority smallint, input jsonb, upstream jsonb, constraints jsonb, timeout_ms integer,
-       available_at timestamptz, policy_snapshot_hash text);
+       available_at timestamptz, policy_snapshot_hash text, traceparent text);
 
 -- name: jobs_drifted_of_runs :many
 -- Jobs of these runs not yet claimed (pending or blocked) whose recorded policy snapshot

@@ -112,6 +112,10 @@ CREATE TABLE warden.jobs (
     -- set when the job waited past the dispatch timeout without a claim and was
     -- reported (once) by the reaper
     unclaimed_reported_at timestamptz,
+    -- the W3C traceparent of the attempt's dispatch, set by the scheduler when traces are
+    -- on (docs/deployment.md#traces): a worker's spans of this attempt are its children
+    traceparent           text              CONSTRAINT jobs_traceparent_format CHECK (
+        traceparent ~ '^00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$'),
     PRIMARY KEY (tenant_id, job_id),
     CONSTRAINT jobs_one_row_per_attempt UNIQUE (tenant_id, run_id, step_id, attempt),
     FOREIGN KEY (tenant_id, run_id, step_id) REFERENCES warden.steps (tenant_id, run_id, step_id),
