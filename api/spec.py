@@ -38,6 +38,11 @@ SCHEMAS: S = {
         "errors": {"type": "array", "items": _obj(["message"], {"field": NSTR,
                                                                "message": STR})}}),
     "Health": _obj(["status"], {"status": STR}),
+    "Whoami": _obj(["principal", "key_id", "roles", "tenants", "tenant"], {
+        "principal": {"type": "string", "description": "the name recorded as actor"},
+        "key_id": STR, "roles": {"type": "array", "items": STR},
+        "tenants": {"type": "array", "items": STR},
+        "tenant": {"type": "string", "description": "the tenant of this call (X-Tenant-ID)"}}),
     "WorkflowDefinition": {"type": "object", "description": "DESIGN §2, as YAML or JSON"},
     "Workflow": _obj(["workflow_id", "version", "name", "digest", "definition"], {
         "workflow_id": STR, "version": STR, "name": STR, "digest": STR,
