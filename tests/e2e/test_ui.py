@@ -250,6 +250,8 @@ async def test_operator_opens_a_waiting_run_approves_it_and_watches_it_finish(
         await expect(page.get_by_role("button", name="Approve")).to_be_focused()
         await page.keyboard.press("Enter")
         await expect(page.locator("#approval-live")).to_contain_text("Approved by olga")
+        # the page follows the run the approval let go on, to its end
+        await expect(page.locator("#approval-run")).to_contain_text("succeeded", timeout=SLOW)
         await shot(page, shots, "05-approved")
 
         # Back to the run: it finishes, and says who approved what.
@@ -299,8 +301,12 @@ async def test_a_starter_cannot_approve_and_a_rejection_ends_the_run_denied(
     await support.wait_for(waiting, timeout=SLOW / 1000, what="the run to reach its gate")
     [approval] = (await support.detail(stack.svc, run.run_id)).approvals
     async with browser_page(shots, "reject") as page:
-        await page.goto(f"{stack.base_url}/ui/approvals/{approval.approval_id}")
+        await page.goto(f"{stack.base_url}/ui/approvals")
         await sign_in(page, stack.keys["sam"])
+        queued = page.locator("#approvals-table tbody tr", has_text=str(run.run_id)[:8])
+        await expect(queued).to_contain_text("your run: another approver decides")
+        await queued.get_by_role("link", name=re.compile("^Review")).click()
+        await expect(page).to_have_url(re.compile(f"/ui/approvals/{approval.approval_id}$"))
 
         # sam started the run: the buttons are greyed out before any click, and say why.
         await expect(page.locator("#decide-why")).to_contain_text(

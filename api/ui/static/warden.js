@@ -670,6 +670,8 @@
     const row = (a) => h('tr', {},
       td(approvalBadge(a.status)),
       td(h('code', {}, a.step_id), h('div', {cls: 'small'}, 'run ', ident(a.run_id, 'run id', {href: `/ui/runs/${a.run_id}`})),
+        a.status === 'pending' && me && a.requested_by === me.principal
+          ? h('div', {cls: 'small own'}, 'your run: another approver decides') : null,
         a.workflow_id ? h('div', {cls: 'small muted'}, `${a.workflow_id}@${a.workflow_version} · run ${a.run_status}`) : null),
       td(h('div', {cls: 'lets-run'}, a.summary || dash())),
       td(a.kind === 'step' ? 'approval step' : ['policy', a.topic ? h('div', {cls: 'small muted'}, h('code', {}, a.topic)) : null]),
@@ -769,8 +771,24 @@
       if (live.textContent !== text) { live.className = `callout ${pending ? 'warn' : ap.status === 'approved' ? 'good' : 'bad'}`; live.textContent = text; }
       return pending;
     };
+    /* Once decided, the page follows the run to its end: what the decision led to. */
+    let following = false;
+    const follow = (runId) => {
+      if (following) return;
+      following = true;
+      every(2000, async () => {
+        const run = await api(`/api/v1/workflow-runs/${runId}`);
+        const el = $('#approval-run');
+        const said = run.summary && run.summary.toLowerCase() !== run.status.replace('_', ' ') ? ` ${run.summary}` : '';
+        el.replaceChildren('The run now: ', badge(run.status), said, ' · ',
+          h('a', {href: `/ui/runs/${runId}`}, 'open it'));
+        el.hidden = false;
+        return !FINAL.has(run.status);
+      });
+    };
     const load = async () => {
       const [ap, plan] = await Promise.all([api(`/api/v1/approvals/${id}`), api(`/ui/api/approvals/${id}/plan`)]);
+      if (ap.status !== 'pending') follow(ap.run_id);
       if (shown && shown.status === ap.status && shown.job_hash === ap.job_hash) return ap.status === 'pending';
       return render(ap, plan);
     };
