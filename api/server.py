@@ -33,9 +33,10 @@ def bind(host: str, port: int) -> socket.socket:
 
 
 async def serve_api(svc: Services, secret_key: bytes, sock: socket.socket,
-                    stop: asyncio.Event) -> None:
+                    stop: asyncio.Event, *, served_by: str = "serve") -> None:
     """Serves until ``stop`` is set, then stops accepting and finishes open requests."""
-    app = create_app(svc=svc, secret_key=secret_key, extra_routes=ui_routes())
+    app = create_app(svc=svc, secret_key=secret_key,
+                     extra_routes=ui_routes(served_by=served_by))
     config = uvicorn.Config(app, log_level="warning", lifespan="on", access_log=False)
     server = uvicorn.Server(config)
     # the process's own handlers set ``stop``; uvicorn must not take SIGTERM over

@@ -48,6 +48,11 @@ SCHEMAS: S = {
         "errors": {"type": "array", "items": _obj(["message"], {"field": NSTR,
                                                                "message": STR})}}),
     "Health": _obj(["status"], {"status": STR}),
+    "Whoami": _obj(["principal", "key_id", "roles", "tenants", "tenant"], {
+        "principal": {"type": "string", "description": "the name recorded as actor"},
+        "key_id": STR, "roles": {"type": "array", "items": STR},
+        "tenants": {"type": "array", "items": STR},
+        "tenant": {"type": "string", "description": "the tenant of this call (X-Tenant-ID)"}}),
     # the fields the server demands are required here; the rest of a definition's rules
     # (step fields, the DAG, references) are docs/workflows.md's and docs/policy.md's,
     # refused with a 422 naming the field. An optional field may be null (= absent).

@@ -45,19 +45,33 @@ def _asset_version() -> str:
 ASSET_VERSION = _asset_version()
 
 
-def _filters(request: Request, values: list[str], default: str) -> list[dict[str, Any]]:
-    """Links for a status filter ("" is all), keeping the page's workflow filter."""
-    current = request.query_params.get("status", default)
-    keep = {k: v for k, v in request.query_params.items() if k == "workflow_id" and v}
-    return [{"label": value or "all", "current": value == current,
-             "query": urlencode({**keep, "status": value})} for value in ["", *values]]
+# Run status chips: (label, status, denied_by); a denied run was denied by a policy rule
+# or rejected by an approver, and the two are told apart.
+RUN_CHIPS = [("all", "", ""), *((s.value, s.value, "") for s in RunStatus),
+             ("denied by policy", "denied", "policy"), ("rejected", "denied", "approval")]
+
+
+def _filters(request: Request, chips: list[tuple[str, str, str]],
+             default: str) -> list[dict[str, Any]]:
+    """Links for a status filter ("" is all), keeping the page's other search fields."""
+    params = request.query_params
+    current = (params.get("status", default), params.get("denied_by", ""))
+    keep = [(k, v) for k, v in params.multi_items()
+            if k not in ("status", "denied_by", "cursor") and v]
+    return [{"label": label, "value": status, "current": (status, by) == current,
+             "query": urlencode([*keep, ("status", status), *([("denied_by", by)] if by else [])])}
+            for label, status, by in chips]
 
 
 def _render(request: Request, template: str, *, title: str, page: str, nav: str,
             status_code: int = 200, **context: Any) -> Response:
+    # "demo" when `warden demo` serves the page: it stops serving once its run ends, and
+    # the page says so instead of "the server did not answer".
+    served_by = request.scope.get("warden.served_by", "serve")
     return TEMPLATES.TemplateResponse(
         request, template,
-        {"title": title, "page": page, "nav": nav, "asset": ASSET_VERSION, **context},
+        {"title": title, "page": page, "nav": nav, "asset": ASSET_VERSION,
+         "served_by": served_by, **context},
         status_code=status_code, headers=HEADERS)
 
 
@@ -74,10 +88,13 @@ def _missing(request: Request, what: str, nav: str) -> Response:
 
 
 async def runs_page(request: Request) -> Response:
-    statuses = [s.value for s in RunStatus]
     return _render(request, "runs.html", title="Runs", page="runs", nav="runs",
-                   filters=_filters(request, statuses, ""),
-                   workflow_id=request.query_params.get("workflow_id", ""))
+                   filters=_filters(request, RUN_CHIPS, ""),
+                   search={k: request.query_params.get(k, "") for k in SEARCH_FIELDS})
+
+
+SEARCH_FIELDS = ("id_prefix", "workflow_id", "idempotency_key", "created_after",
+                 "created_before", "match")
 
 
 async def run_page(request: Request) -> Response:
@@ -89,9 +106,9 @@ async def run_page(request: Request) -> Response:
 
 
 async def approvals_page(request: Request) -> Response:
-    statuses = [s.value for s in ApprovalStatus]
+    chips = [("all", "", ""), *((s.value, s.value, "") for s in ApprovalStatus)]
     return _render(request, "approvals.html", title="Approvals", page="approvals",
-                   nav="approvals", filters=_filters(request, statuses, "pending"))
+                   nav="approvals", filters=_filters(request, chips, "pending"))
 
 
 async def approval_page(request: Request) -> Response:
@@ -100,3 +117,8 @@ async def approval_page(request: Request) -> Response:
         return _missing(request, "approval", "approvals")
     return _render(request, "approval.html", title=f"Approval {approval_id[:8]}",
                    page="approval", nav="approvals", approval_id=approval_id)
+
+
+async def workers_page(request: Request) -> Response:
+    return _render(request, "workers.html", title="Workers and queues", page="workers",
+                   nav="workers")

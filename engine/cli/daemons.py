@@ -130,7 +130,7 @@ async def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
                           exit_at_gate=args.exit_at_gate, began=process_started())
     if args.exit_at_gate:
         return await run_demo(settings, options, api=None)
-    start_api = api_starter(settings)  # a taken port fails now, before the database starts
+    start_api = api_starter(settings, served_by="demo")  # a taken port fails now
 
     async def serve_and_wait(svc: Services, stop: asyncio.Event) -> asyncio.Task[None]:
         api = await start_api(svc, stop)

@@ -22,16 +22,18 @@ ApiStarter = Callable[[Services, asyncio.Event], Awaitable["asyncio.Task[None]"]
 is set."""
 
 
-def api_starter(settings: Settings) -> ApiStarter:
+def api_starter(settings: Settings, *, served_by: str = "serve") -> ApiStarter:
     """Binds WARDEN_HTTP_ADDR now, so a taken port is a clear error (exit 2) before
-    anything starts, and returns what serves the API and operator page on it."""
+    anything starts, and returns what serves the API and operator page on it
+    (``served_by``: "serve" or "demo", which the page says when the server stops)."""
     from api.server import bind, serve_api
     from engine.governance.apikeys import server_secret
 
     sock = bind(*settings.http_addr)
 
     async def start(svc: Services, stop: asyncio.Event) -> asyncio.Task[None]:
-        return asyncio.create_task(serve_api(svc, server_secret(settings), sock, stop))
+        return asyncio.create_task(serve_api(svc, server_secret(settings), sock, stop,
+                                             served_by=served_by))
 
     return start
 

@@ -258,6 +258,8 @@ async def test_every_route_answers_as_documented(api: Harness,
                             f"{v1}/approvals/{rested['approvals'][0]['approval_id']}/reject", 200,
                             json={"reason": "no"}, headers=bob)
     assert rejected["status"] == "rejected"
+    me = await expect(api, "GET", f"{v1}/whoami", 200, headers=olga)
+    assert (me["principal"], me["roles"], me["tenant"]) == ("olga", ["operator"], "default")
     # the fleet: workers (none registered here) and the queues of the jobs above
     await expect(api, "GET", f"{v1}/workers", 200, headers=olga, params={"all": "true"})
     await expect(api, "GET", f"{v1}/queues", 200, headers=olga)

@@ -4,8 +4,8 @@ One in-process stack per test: uvicorn on a free 127.0.0.1 port serving the API 
 UI, the engine's scheduler/reaper/reconciler loops and a worker with the demo handlers,
 all on the test's event loop and a fresh database. Chromium is the distribution's
 package (`apt-get install chromium`), driven by Playwright through `executable_path`
-(Playwright's own browser download is never used). Screenshots go to
-`test-artifacts/ui/`.
+(Playwright's own browser download is never used). Screenshots go to the test's tmp
+dir, under `screens/` (pytest prints the path of a failed test's tmp dir).
 """
 
 from __future__ import annotations
@@ -43,7 +43,6 @@ from tests import support
 pytestmark = pytest.mark.anyio
 
 REPO = Path(__file__).resolve().parents[2]
-ARTIFACTS = REPO / "test-artifacts" / "ui"
 SECRET = b"ui-test-secret-key-of-at-least-32-bytes!"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update",
@@ -127,16 +126,27 @@ async def stack(db_url: str) -> AsyncIterator[Stack]:
             sock.close()
 
 
+@pytest.fixture
+def shots(tmp_path: Path) -> Path:
+    """Where a test's screenshots go: ``<its tmp dir>/screens``."""
+    path = tmp_path / "screens"
+    path.mkdir()
+    return path
+
+
 @contextlib.asynccontextmanager
-async def browser_page(name: str) -> AsyncIterator[Any]:
-    """A fresh page; on failure its screenshot is saved as ``<name>-failure.png``."""
+async def browser_page(shots: Path, name: str, *,
+                       timezone_id: str = "Europe/Berlin") -> AsyncIterator[Any]:
+    """A fresh page in a fresh browser profile (its own localStorage), in a time zone
+    other than the machine's UTC so that the zone the page writes is the browser's; on
+    failure its screenshot is saved as ``<name>-failure.png``."""
     executable = chromium_path()
     async_api = playwright_api()
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
     async with async_api.async_playwright() as pw:
         browser = await pw.chromium.launch(executable_path=executable, headless=True,
                                            args=CHROMIUM_ARGS)
-        context = await browser.new_context(viewport={"width": 1360, "height": 900})
+        context = await browser.new_context(viewport={"width": 1360, "height": 900},
+                                            timezone_id=timezone_id)
         page = await context.new_page()
         errors: list[str] = []
         page.on("pageerror", lambda exc: errors.append(str(exc)))
@@ -145,24 +155,35 @@ async def browser_page(name: str) -> AsyncIterator[Any]:
             assert errors == [], f"JavaScript errors on the page: {errors}"
         except BaseException:
             with contextlib.suppress(Exception):
-                await page.screenshot(path=ARTIFACTS / f"{name}-failure.png", full_page=True)
+                await page.screenshot(path=shots / f"{name}-failure.png", full_page=True)
             raise
         finally:
             await context.close()
             await browser.close()
 
 
-async def shot(page: Any, name: str) -> None:
-    await page.screenshot(path=ARTIFACTS / f"{name}.png", full_page=True)
+async def shot(page: Any, shots: Path, name: str) -> None:
+    await page.screenshot(path=shots / f"{name}.png", full_page=True)
+
+
+async def sign_in(page: Any, key: str) -> None:
+    await page.get_by_label("API key", exact=True).fill(key)
+    await page.get_by_role("button", name="Sign in").click()
+    await playwright_api().expect(page.get_by_role("button", name="Forget key")).to_be_visible()
+
+
+# "2026-12-06 03:04:05 UTC+01:00": every time has its date and the browser's zone
+# (Berlin: +01:00 in winter, +02:00 in summer)
+STAMP = re.compile(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2} UTC\+0[12]:00")
 
 
 async def test_operator_opens_a_waiting_run_approves_it_and_watches_it_finish(
-        stack: Stack) -> None:
+        stack: Stack, shots: Path) -> None:
     expect = playwright_api().expect
     run = await support.start(stack.svc, "incident-remediation", {"incident_id": "INC-7781"},
                               by="alice")
     short = str(run.run_id)[:8]
-    async with browser_page("approve") as page:
+    async with browser_page(shots, "approve") as page:
         await page.goto(f"{stack.base_url}/ui")
         key = page.get_by_label("API key", exact=True)
         await expect(key).to_be_focused()
@@ -179,7 +200,9 @@ async def test_operator_opens_a_waiting_run_approves_it_and_watches_it_finish(
         row = page.locator("#runs-table tbody tr", has_text=short)
         await expect(row).to_contain_text("waiting", timeout=SLOW)
         await expect(row).to_contain_text("alice")
-        await shot(page, "01-runs-waiting")
+        await expect(row.locator("time").first).to_have_text(STAMP)
+        await expect(page.locator("#who-name")).to_have_text("olga")
+        await shot(page, shots, "01-runs-waiting")
 
         # The run: the DAG shows the gate waiting after three succeeded steps.
         await row.get_by_role("link", name=short).click()
@@ -196,7 +219,7 @@ async def test_operator_opens_a_waiting_run_approves_it_and_watches_it_finish(
         await expect(page.locator("#steps-table")).to_contain_text("approval_gate")
         await expect(page.locator("#decisions-table")).to_contain_text("incident-jobs")
         await expect(page.locator("#timeline-table")).to_contain_text("approval.requested")
-        await shot(page, "02-run-waiting")
+        await shot(page, shots, "02-run-waiting")
 
         # The approvals queue, then the approval: what it binds, exactly as stored.
         await page.get_by_role("navigation", name="Main").get_by_role(
@@ -204,7 +227,11 @@ async def test_operator_opens_a_waiting_run_approves_it_and_watches_it_finish(
         queued = page.locator("#approvals-table tbody tr", has_text=short)
         await expect(queued).to_contain_text("approval_gate")
         await expect(queued).to_contain_text("alice")
-        await shot(page, "03-approvals-queue")
+        # what it lets run, without opening it
+        await expect(queued).to_contain_text(
+            "step approval_gate of incident-remediation@1.0.0, then apply_patch, notify")
+        await expect(queued.locator("time").first).to_have_text(STAMP)
+        await shot(page, shots, "03-approvals-queue")
         await queued.get_by_role("link", name=re.compile("^Review")).click()
         [approval] = (await support.detail(stack.svc, run.run_id)).approvals
         assert approval.job_hash and approval.policy_snapshot_hash
@@ -217,7 +244,7 @@ async def test_operator_opens_a_waiting_run_approves_it_and_watches_it_finish(
         then = page.locator("#approval-then")
         await expect(then).to_contain_text("patch-apply-bounded")  # the rule for what runs next
         await expect(then).to_contain_text("2026.11.24-3")  # its input, rendered
-        await shot(page, "04-approval-review")
+        await shot(page, shots, "04-approval-review")
 
         # Decide with the keyboard: reason, Tab to Approve, Enter.
         await page.get_by_label(re.compile("^Reason")).fill("plan reviewed")
@@ -225,7 +252,9 @@ async def test_operator_opens_a_waiting_run_approves_it_and_watches_it_finish(
         await expect(page.get_by_role("button", name="Approve")).to_be_focused()
         await page.keyboard.press("Enter")
         await expect(page.locator("#approval-live")).to_contain_text("Approved by olga")
-        await shot(page, "05-approved")
+        # the page follows the run the approval let go on, to its end
+        await expect(page.locator("#approval-run")).to_contain_text("succeeded", timeout=SLOW)
+        await shot(page, shots, "05-approved")
 
         # Back to the run: it finishes, and says who approved what.
         await page.get_by_role("link", name="Open the run").click()
@@ -235,11 +264,25 @@ async def test_operator_opens_a_waiting_run_approves_it_and_watches_it_finish(
         await expect(page.locator("#run-approvals")).to_contain_text("plan reviewed")
         await expect(page.locator("#timeline-table")).to_contain_text("run.succeeded")
         await expect(page.locator("#decisions-table")).to_contain_text("patch-apply-bounded")
-        await shot(page, "06-run-succeeded")
+        await shot(page, shots, "06-run-succeeded")
 
-        # The key lives in the tab's sessionStorage only.
+        # The key lives in the browser's localStorage: a reload and a new tab use it
+        # without asking; it is never in a cookie or a URL.
         assert await page.context.cookies() == []
         assert stack.keys["olga"] not in page.url
+        assert await page.evaluate("localStorage.getItem('warden.apiKey')") == stack.keys["olga"]
+        await page.reload()
+        await expect(page.locator("#run-status")).to_contain_text("succeeded")
+        tab = await page.context.new_page()
+        await tab.goto(f"{stack.base_url}/ui/approvals")
+        await expect(tab.locator("#who-name")).to_have_text("olga")
+        await expect(tab.locator("#sign-in")).to_be_hidden()
+        # "Forget key" in one tab signs every tab out
+        await tab.get_by_role("button", name="Forget key").click()
+        await expect(tab.get_by_label("API key", exact=True)).to_be_visible()
+        await expect(page.get_by_label("API key", exact=True)).to_be_visible()
+        assert await page.evaluate("localStorage.getItem('warden.apiKey')") is None
+        await tab.close()
 
     detail = await support.detail(stack.svc, run.run_id)
     assert detail.run.status is RunStatus.SUCCEEDED
@@ -248,7 +291,8 @@ async def test_operator_opens_a_waiting_run_approves_it_and_watches_it_finish(
         ApprovalStatus.APPROVED, "olga", "plan reviewed")
 
 
-async def test_a_starter_cannot_approve_and_a_rejection_ends_the_run_denied(stack: Stack) -> None:
+async def test_a_starter_cannot_approve_and_a_rejection_ends_the_run_denied(
+        stack: Stack, shots: Path) -> None:
     expect = playwright_api().expect
     run = await support.start(stack.svc, "incident-remediation", {"incident_id": "INC-7790"},
                               by="sam")
@@ -258,21 +302,26 @@ async def test_a_starter_cannot_approve_and_a_rejection_ends_the_run_denied(stac
 
     await support.wait_for(waiting, timeout=SLOW / 1000, what="the run to reach its gate")
     [approval] = (await support.detail(stack.svc, run.run_id)).approvals
-    async with browser_page("reject") as page:
-        await page.goto(f"{stack.base_url}/ui/approvals/{approval.approval_id}")
-        await page.get_by_label("API key", exact=True).fill(stack.keys["sam"])
-        await page.get_by_role("button", name="Sign in").click()
+    async with browser_page(shots, "reject") as page:
+        await page.goto(f"{stack.base_url}/ui/approvals")
+        await sign_in(page, stack.keys["sam"])
+        queued = page.locator("#approvals-table tbody tr", has_text=str(run.run_id)[:8])
+        await expect(queued).to_contain_text("your run: another approver decides")
+        await queued.get_by_role("link", name=re.compile("^Review")).click()
+        await expect(page).to_have_url(re.compile(f"/ui/approvals/{approval.approval_id}$"))
 
-        # sam started the run: the server refuses, and the page says why.
-        await page.get_by_role("button", name="Approve").click()
-        error = page.locator("#decide-error")
-        await expect(error).to_contain_text("cannot decide its approvals")
-        await shot(page, "07-starter-refused")
+        # sam started the run: the buttons are greyed out before any click, and say why.
+        await expect(page.locator("#decide-why")).to_contain_text(
+            "You started this run (as sam)")
+        await expect(page.get_by_role("button", name="Approve")).to_be_disabled()
+        await expect(page.get_by_role("button", name="Reject")).to_be_disabled()
+        await shot(page, shots, "07-starter-refused")
 
         # olga rejects; a rejection needs a reason.
-        await page.get_by_role("button", name="Sign out").click()
-        await page.get_by_label("API key", exact=True).fill(stack.keys["olga"])
-        await page.get_by_role("button", name="Sign in").click()
+        await page.get_by_role("button", name="Forget key").click()
+        await sign_in(page, stack.keys["olga"])
+        await expect(page.locator("#decide-why")).to_be_hidden()
+        error = page.locator("#decide-error")
         await page.get_by_role("button", name="Reject").click()
         await expect(error).to_have_text("Write a reason to reject.")
         await expect(page.get_by_label(re.compile("^Reason"))).to_be_focused()
@@ -285,10 +334,11 @@ async def test_a_starter_cannot_approve_and_a_rejection_ends_the_run_denied(stac
         dag = page.locator("#dag svg[role=img]")
         await expect(dag.locator('g[data-step="approval_gate"]')).to_contain_text("denied")
         await expect(dag.locator('g[data-step="apply_patch"]')).to_contain_text("skipped")
-        await expect(page.locator("#run-live")).to_contain_text("Ended denied")
+        await expect(page.locator("#run-live")).to_contain_text(
+            "Denied at step approval_gate: rejected by olga: wrong release: roll forward")
         await expect(page.locator("#run-approvals")).to_contain_text("wrong release")
         await expect(page.locator("#decisions-table")).to_contain_text("incident-jobs")
-        await shot(page, "08-run-denied")
+        await shot(page, shots, "08-run-denied")
 
     [decided] = (await support.detail(stack.svc, run.run_id)).approvals
     assert (decided.status, decided.decided_by) == (ApprovalStatus.REJECTED, "olga")

@@ -1,12 +1,14 @@
-/* Warden operator page: asks for the API key once (sessionStorage), reads and acts through
+/* Warden operator page: asks for the API key once (localStorage: shared by this browser's
+   tabs, kept across reloads until "Forget key"; never in a URL), reads and acts through
    the JSON API with X-API-Key / X-Tenant-ID headers, and renders with DOM calls only
-   (textContent, never innerHTML): run inputs and outputs are untrusted data. */
+   (textContent, never innerHTML): run inputs and outputs are untrusted data. Every time
+   is written with its date and time zone. */
 (() => {
   'use strict';
   const KEY = 'warden.apiKey', TENANT = 'warden.tenant';
   const FINAL = new Set(['succeeded', 'failed', 'denied', 'cancelled', 'timed_out']);
   // glyphs every DejaVu/Liberation install has; the status word always follows them
-  const ICON = {pending: '○', running: '▶', waiting: '‖', blocked: '‖', succeeded: '✓', approved: '✓',
+  const ICON = {retry_scheduled: '↻', pending: '○', running: '▶', waiting: '‖', blocked: '‖', succeeded: '✓', approved: '✓',
     failed: '✗', rejected: '✗', denied: '⊘', deny: '⊘', cancelled: '⊗', superseded: '↻',
     timed_out: '◷', expired: '◷', skipped: '↷', allow: '✓', allow_with_constraints: '✓',
     require_approval: '‖'};
@@ -49,11 +51,11 @@
     const b = badge(status); if (status === 'pending') b.classList.add('s-asks'); return b;
   };
   /* "Type: message" of an error document, the whole document behind it. */
-  function errorText(err) {
+  function errorText(err, said) {  // said: the server's one line for it (a step's note)
     if (!err) return dash();
     const text = err.message || err.reason;
-    if (!text) return json(err, 'error');
-    const line = `${err.type ? `${err.type}: ` : ''}${text}`;
+    if (!text && !said) return json(err, 'error');
+    const line = said || `${err.type ? `${err.type}: ` : ''}${text}`;
     return h('details', {}, h('summary', {cls: 'err'}, line.length > 140 ? line.slice(0, 139) + '…' : line),
       h('pre', {}, JSON.stringify(err, null, 2)));
   }
@@ -78,11 +80,19 @@
     return h('span', {cls: 'ident'}, href ? h('a', {href}, code) : code, copy ? copyButton(full, what) : null);
   }
   const pad = (n) => String(n).padStart(2, '0');
-  function clock(d) {
-    const today = new Date().toDateString() === d.toDateString();
-    const t = `${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}`;
-    return today ? t : `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())} ${t}`;
+  /* The browser's zone at that instant as an offset: "UTC", "UTC+01:00", "UTC-05:00". */
+  function zone(d) {
+    const off = -d.getTimezoneOffset();
+    if (!off) return 'UTC';
+    const a = Math.abs(off);
+    return `UTC${off > 0 ? '+' : '-'}${pad(Math.floor(a / 60))}:${pad(a % 60)}`;
   }
+  /* "2026-12-06 14:05:09 UTC+01:00": date, time and zone, always. */
+  function clock(d) {
+    return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())} ` +
+      `${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())} ${zone(d)}`;
+  }
+  const zoneName = () => Intl.DateTimeFormat().resolvedOptions().timeZone || zone(new Date());
   function span(ms) {
     const s = Math.abs(ms) / 1000, f = Math.floor;
     if (s < 1) return `${Math.round(s * 1000)} ms`;
@@ -98,8 +108,11 @@
   function when(iso, {rel = true, only = false} = {}) {
     if (!iso) return dash();
     const d = new Date(iso);
-    if (only) return h('time', {datetime: iso, title: `${clock(d)} (${d.toISOString()})`}, relative(iso));
-    return h('time', {datetime: iso, title: d.toISOString()}, clock(d), rel ? h('span', {cls: 'muted'}, ` (${relative(iso)})`) : null);
+    const title = `${d.toISOString()} (${zoneName()}: ${clock(d)})`;
+    const [day, ...rest] = clock(d).split(' ');
+    const stamp = [h('span', {cls: 'nw'}, day), ' ', h('span', {cls: 'nw'}, rest.join(' '))];
+    if (only) return h('time', {datetime: iso, title}, stamp, h('div', {cls: 'small muted'}, relative(iso)));
+    return h('time', {datetime: iso, title}, stamp, rel ? h('span', {cls: 'muted'}, ` (${relative(iso)})`) : null);
   }
   function took(start, end) {
     if (!start) return dash();
@@ -146,9 +159,41 @@
       this.status = status; this.doc = doc;
     }
   }
-  const tenant = () => sessionStorage.getItem(TENANT) || 'default';
+  const tenant = () => localStorage.getItem(TENANT) || 'default';
+  /* Who the key is (GET /whoami), once per page load: the page greys out what it may not do. */
+  let me = null;
+  const can = (role) => !!me && (me.roles.includes(role) || me.roles.includes('admin'));
+  /* The server stopped answering: one banner says so (the demo's server stops with its run),
+     the loops keep their last data, and a probe clears the banner once it answers again. */
+  let gone = null;
+  function serverGone(e) {
+    if (gone) return;
+    gone = {since: new Date(), probe: null};
+    const el = $('#server-state');
+    const demo = document.body.dataset.servedBy === 'demo';
+    el.replaceChildren(...(demo ? [
+      h('p', {}, h('strong', {}, 'The server stopped (the demo ended). '),
+        `Since ${clock(gone.since)} `, h('code', {}, 'warden demo'), ' no longer serves this page: it stops once its run has ended (or on Ctrl-C). ' +
+        'Its terminal shows how the run ended and its timeline; what this page shows is the last state it read.'),
+      h('p', {cls: 'small'}, 'Start ', h('code', {}, 'warden demo'), ' again to go on; this page notices when it answers.')]
+      : [h('p', {}, h('strong', {}, 'The server stopped answering'), ` at ${clock(gone.since)} (${e.message}).`),
+        h('p', {cls: 'small'}, 'What this page shows is the last state it read; it asks again every 5 s and goes on when the server is back.')]));
+    el.hidden = false;
+    const probe = async () => {
+      try { await fetch('/healthz', {cache: 'no-store', credentials: 'omit'}); } catch (err) {
+        gone.probe = setTimeout(probe, 5000); return;
+      }
+      serverBack();
+    };
+    gone.probe = setTimeout(probe, 5000);
+  }
+  function serverBack() {
+    if (!gone) return;
+    clearTimeout(gone.probe); gone = null;
+    $('#server-state').hidden = true;
+  }
   async function api(path, {method = 'GET', body} = {}) {
-    const key = sessionStorage.getItem(KEY);
+    const key = localStorage.getItem(KEY);
     if (!key) { signIn(); throw new ApiError(401, {detail: 'sign in first'}); }
     const headers = {'X-API-Key': key, 'X-Tenant-ID': tenant(), Accept: 'application/json'};
     if (body !== undefined) headers['Content-Type'] = 'application/json';
@@ -157,8 +202,10 @@
       res = await fetch(path, {method, headers, credentials: 'omit', cache: 'no-store',
         body: body === undefined ? undefined : JSON.stringify(body)});
     } catch (e) {
-      throw new ApiError(0, {detail: `the server did not answer (${e.message}); retrying`});
+      serverGone(e);
+      throw new ApiError(0, {title: 'No answer', detail: 'the server stopped answering'});
     }
+    serverBack();
     const doc = await res.json().catch(() => ({}));
     if (res.status === 401) { signIn(doc.detail); }
     if (!res.ok) throw new ApiError(res.status, doc);
@@ -180,7 +227,7 @@
       clearTimeout(timer); busy = true;
       let again = true;
       try { again = (await fn()) !== false; pageError(null); } catch (e) {
-        pageError(e.status === 401 ? null : e);
+        pageError(e.status === 401 || e.status === 0 ? null : e);  // 0: the server banner says it
         // a refused or unknown request will not start working by itself: stop asking
         if (e instanceof ApiError && e.status >= 400 && e.status < 500 && ![408, 409, 429].includes(e.status)) again = false;
       }
@@ -193,33 +240,44 @@
 
   // ------------------------------------------------------------------ sign-in
   function signIn(message) {
-    sessionStorage.removeItem(KEY);
+    localStorage.removeItem(KEY);
     $('#content').hidden = true; $('#who').hidden = true; $('#sign-in').hidden = false;
     setText($('#sign-in-error'), message ? `Not accepted: ${message}` : '');
     $('#sign-in-tenant').value = tenant();
     $('#sign-in-key').focus();
   }
   function signedIn() {
-    const key = sessionStorage.getItem(KEY);
+    const key = localStorage.getItem(KEY);
     $('#sign-in').hidden = true; $('#content').hidden = false; $('#who').hidden = false;
     setText($('#who-tenant'), tenant());
     setText($('#who-key'), key.split('_').slice(0, 2).join('_'));  // wdn_<key_id>: not secret
   }
+  async function whoami() {
+    me = await api('/api/v1/whoami');
+    setText($('#who-name'), me.principal);
+    setText($('#who-roles'), `(${me.roles.join(', ')})`);
+    return me;
+  }
   function setupSignIn(start) {
     $('#sign-in-form').addEventListener('submit', async (ev) => {
       ev.preventDefault();
-      sessionStorage.setItem(KEY, $('#sign-in-key').value.trim());
-      sessionStorage.setItem(TENANT, $('#sign-in-tenant').value.trim() || 'default');
+      localStorage.setItem(KEY, $('#sign-in-key').value.trim());
+      localStorage.setItem(TENANT, $('#sign-in-tenant').value.trim() || 'default');
       try {
-        await api('/api/v1/workflow-runs?limit=1');
+        await whoami();
       } catch (e) {
-        if (e.status !== 401) { sessionStorage.removeItem(KEY); setText($('#sign-in-error'), `Not accepted: ${e.message}`); }
+        if (e.status !== 401) { localStorage.removeItem(KEY); setText($('#sign-in-error'), `Not accepted: ${e.message}`); }
         return;
       }
       $('#sign-in-key').value = '';
       signedIn(); start(); $('#main').focus();
     });
-    $('#sign-out').addEventListener('click', () => { sessionStorage.clear(); location.reload(); });
+    $('#sign-out').addEventListener('click', () => { localStorage.removeItem(KEY); location.reload(); });
+    // another tab forgot the key, or signed in: follow it
+    window.addEventListener('storage', (ev) => {
+      if (ev.key === KEY && !ev.newValue) signIn('the key was forgotten (in another tab)');
+      else if (ev.key === KEY && ev.newValue && !$('#sign-in').hidden) location.reload();
+    });
   }
   async function approvalCount() {
     try {
@@ -235,26 +293,81 @@
   let refreshCount = () => {};
 
   // ------------------------------------------------------------------ runs list
+  /* A time the operator typed: with a zone (Z, +01:00) as given; "2026-12-06 14:00" or
+     "2026-12-06" in the browser's zone, sent as UTC. Anything else goes as typed, and the
+     server's 400 names it. */
+  function typedTime(value) {
+    const v = value.trim();
+    const m = /^(\d{4})-(\d{2})-(\d{2})(?:[ T](\d{2}):(\d{2})(?::(\d{2}))?)?$/.exec(v);
+    if (!m) return v;
+    const d = new Date(+m[1], +m[2] - 1, +m[3], +(m[4] || 0), +(m[5] || 0), +(m[6] || 0));
+    return Number.isNaN(d.getTime()) ? v : d.toISOString();
+  }
+  /* The API's query for the page's search: the URL keeps what the operator typed. */
+  function runQuery(q) {
+    const params = new URLSearchParams();
+    for (const k of ['status', 'denied_by', 'workflow_id', 'idempotency_key']) if (q.get(k)) params.set(k, q.get(k).trim());
+    const id = (q.get('id_prefix') || '').trim();
+    if (id) params.set('id_prefix', id);
+    for (const k of ['created_after', 'created_before']) if (q.get(k)) params.set(k, typedTime(q.get(k)));
+    for (const [k, v] of q) if (k.startsWith('input.')) params.append(k, v);
+    const match = (q.get('match') || '').trim();
+    if (match) {
+      const i = match.indexOf('=');
+      // "incident_id=INC-1" (or "input.incident_id=INC-1")
+      const field = i > 0 ? match.slice(0, i).trim() : match;
+      if (i <= 0) throw new ApiError(400, {detail: `input field: write field=value (e.g. incident_id=INC-7781), not ${JSON.stringify(match.slice(0, 40))}`, errors: [{field: 'match'}], local: true});
+      params.append(field.startsWith('input.') ? field : `input.${field}`, match.slice(i + 1).trim());
+    }
+    return params;
+  }
+  const SEARCH_INPUT = {id_prefix: '#s-id', workflow_id: '#s-workflow', idempotency_key: '#s-key',
+    created_after: '#s-after', created_before: '#s-before'};
   function runsPage() {
     const q = new URLSearchParams(location.search);
+    setText($('#s-zone-name'), `${zoneName()}, ${zone(new Date())}`);
+    $('#runs-search').addEventListener('submit', (ev) => {  // a clean URL: no empty fields
+      ev.preventDefault();
+      const out = new URLSearchParams();
+      for (const [k, v] of new FormData(ev.target)) if (String(v).trim()) out.set(k, String(v).trim());
+      location.assign(`/ui${out.toString() ? `?${out}` : ''}`);
+    });
     const cursors = [null];  // cursor of each page shown so far
     let next = null;
+    const refused = (e) => {  // a 400 is the search's fault: say which field, keep no stale rows
+      const fields = (e.doc.errors || []).map((x) => x.field);
+      for (const [name, sel] of Object.entries(SEARCH_INPUT)) {
+        const bad = fields.includes(name);
+        $(sel).toggleAttribute('aria-invalid', bad);
+      }
+      $('#s-match').toggleAttribute('aria-invalid', fields.some((f) => f && (f === 'match' || f.startsWith('input.'))));
+      const el = $('#runs-error');
+      el.replaceChildren(h('strong', {}, e.doc.local ? 'This search cannot be sent: ' : 'The server refused this search: '), e.message);
+      el.hidden = false;
+      rows($('#runs-table tbody'), [], null, 'No runs shown: the search above was refused.');
+      setText($('#runs-live'), '');
+      $('#runs-older').disabled = true;
+    };
     const load = async () => {
-      const params = new URLSearchParams({limit: '50'});
-      for (const k of ['status', 'workflow_id']) if (q.get(k)) params.set(k, q.get(k));
-      const cursor = cursors[cursors.length - 1];
-      if (cursor) params.set('cursor', cursor);
-      const doc = await api(`/api/v1/workflow-runs?${params}`);
+      let doc;
+      try {
+        const params = runQuery(q);
+        params.set('limit', '50');
+        const cursor = cursors[cursors.length - 1];
+        if (cursor) params.set('cursor', cursor);
+        doc = await api(`/api/v1/workflow-runs?${params}`);
+      } catch (e) {
+        if (e.status === 400) { refused(e); return false; }
+        throw e;
+      }
+      $('#runs-error').hidden = true;
       next = doc.next_cursor;
-      const why = (r) => {  // the first step error of an ended run, in one line
-        const [step, err] = Object.entries(r.error || {})[0] || [];
-        if (!step || !err || typeof err !== 'object') return null;
-        const text = `${step}: ${err.message || err.reason || err.type || ''}${err.rule ? ` (rule ${err.rule})` : ''}`;
-        return h('div', {cls: 'small muted', title: text}, text.length > 70 ? text.slice(0, 69) + '…' : text);
-      };
       rows($('#runs-table tbody'), doc.items, (r) => h('tr', {},
-        td(badge(r.status), why(r)),
-        td(ident(r.run_id, 'run id', {href: `/ui/runs/${r.run_id}`})),
+        td(badge(r.status, r.denied_by === 'approval' ? 'rejected' : r.denied_by === 'policy' ? 'by policy' : ''),
+          r.summary && r.status !== 'succeeded' ? h('div', {cls: 'small muted', title: r.summary},
+            r.summary.length > 80 ? r.summary.slice(0, 79) + '…' : r.summary) : null),
+        td(ident(r.run_id, 'run id', {href: `/ui/runs/${r.run_id}`}),
+          r.rerun_of ? h('div', {cls: 'small muted'}, 'rerun of ', h('a', {href: `/ui/runs/${r.rerun_of}`}, shortId(r.rerun_of))) : null),
         td(h('code', {}, r.workflow_id), h('span', {cls: 'muted'}, ` ${r.workflow_version}`)),
         td(r.created_by), td(when(r.created_at)), td(took(r.started_at || r.created_at, r.finished_at))),
       'No runs match.');
@@ -265,7 +378,7 @@
     };
     let force = true;
     const refresh = every(5000, async () => {
-      if (force || (cursors.length === 1 && $('#auto-refresh').checked)) { force = false; await load(); }
+      if (force || (cursors.length === 1 && $('#auto-refresh').checked)) { force = false; return load(); }
       return true;
     });
     $('#runs-older').addEventListener('click', () => { cursors.push(next); force = true; refresh(); });
@@ -327,12 +440,13 @@
       const name = s.step_id.length > 17 ? s.step_id.slice(0, 16) + '…' : s.step_id;
       const extra = s.attempts > 1 ? ` · ${s.attempts} attempts` : '';
       const third = s.type + (s.attempts > 1 ? ` · ${s.attempts} attempts` : '');
-      const g = svg('g', {cls: `node s-${s.status} t-${s.type}`, 'data-step': s.step_id,
-        'data-status': s.status, transform: `translate(${x},${y})`},
-      svg('title', {}, `${s.step_id} (${s.type}): ${s.status}${extra}`),
+      const now = s.state || s.status;
+      const g = svg('g', {cls: `node s-${now} t-${s.type}`, 'data-step': s.step_id,
+        'data-status': s.status, 'data-state': now, transform: `translate(${x},${y})`},
+      svg('title', {}, `${s.step_id} (${s.type}): ${now}${s.note ? ` (${s.note})` : ''}${extra}`),
       svg('rect', {width: W, height: H, rx: s.type === 'notify' ? H / 2 : s.type === 'approval' ? 2 : 7}),
       svg('text', {x: 10, y: 20, cls: 'id'}, name),
-      svg('text', {x: 10, y: 39, cls: 'st'}, `${ICON[s.status] || '•'} ${s.status}`),
+      svg('text', {x: 10, y: 39, cls: 'st'}, `${ICON[now] || '•'} ${now.replace('_', ' ')}`),
       svg('text', {x: 10, y: 55, cls: 'ty'}, third));
       g.addEventListener('click', () => onPick(s.step_id));
       root.append(g);
@@ -343,6 +457,16 @@
   // ------------------------------------------------------------------ run page
   function runPage(runId) {
     let lastSeq = 0, more = false, decisionsDirty = true, lastStatus = null;
+    let reruns = null, rerunsOf = null;  // the runs that rerun this one, read once it ended
+    let shownRun = null;
+    const fillRerunSteps = (run) => {
+      const select = $('#rerun-from');
+      const ids = run.steps.map((st) => st.step_id);
+      if ([...select.options].map((o) => o.value).join() === ids.join()) return;
+      const first = run.steps.find((st) => !['succeeded', 'skipped'].includes(st.status)) || run.steps[0];
+      select.replaceChildren(...run.steps.map((st) => h('option', {value: st.step_id, selected: first && st.step_id === first.step_id},
+        `${st.step_id} (${st.status})`)));
+    };
     const pick = (stepId) => {
       const tr = document.getElementById(`step-${stepId}`);
       document.querySelectorAll('.picked').forEach((el) => el.classList.remove('picked'));
@@ -352,7 +476,10 @@
       $('#run-status').replaceChildren(badge(run.status));
       $('#run-title').replaceChildren(h('code', {title: run.run_id}, shortId(run.run_id)), copyButton(run.run_id, 'run id'));
       document.title = `Run ${shortId(run.run_id)} · ${run.status} · Warden`;
-      $('#run-cancel').hidden = FINAL.has(run.status);
+      $('#run-cancel').hidden = FINAL.has(run.status) || !can('operator');
+      $('#run-rerun').hidden = !FINAL.has(run.status) || !can('operator');
+      if (FINAL.has(run.status)) $('#act-cancel').hidden = true;
+      fillRerunSteps(run);
       summary($('#run-summary'), [
         ['Workflow', h('span', {}, h('code', {}, run.workflow_id), ` version ${run.workflow_version}`)],
         ['Started by', run.created_by],
@@ -360,16 +487,21 @@
         ['Finished', run.finished_at ? h('span', {}, when(run.finished_at), ` after ${span(new Date(run.finished_at) - new Date(run.created_at))}`) : 'not yet'],
         run.idempotency_key && ['Idempotency key', h('code', {}, run.idempotency_key)],
         run.rerun_of && ['Rerun of', ident(run.rerun_of, 'run id', {href: `/ui/runs/${run.rerun_of}`})],
+        ['Reruns', h('span', {id: 'run-reruns'}, reruns === null ? dash() : reruns.length
+          ? reruns.map((r, i) => [i ? ', ' : '', h('a', {href: `/ui/runs/${r.run_id}`}, shortId(r.run_id)), ' ', badge(r.status)])
+          : h('span', {cls: 'muted'}, 'none'))],
       ]);
       renderLive(run);
       $('#dag').replaceChildren(dag(run.steps, pick));
       rows($('#steps-table tbody'), run.steps, (s) => h('tr', {id: `step-${s.step_id}`, tabindex: -1},
         td(h('code', {}, s.step_id)), td(s.type),
         td(badge(s.status), s.retry_at ? h('div', {cls: 'small muted'}, 'next attempt ', when(s.retry_at)) : null),
+        td(s.state && s.state !== s.status ? badge(s.state) : '', s.note && !s.error
+          ? h('div', {cls: `small note${/no live worker/.test(s.note) ? ' error' : ''}`}, s.note) : (s.state === s.status ? dash() : '')),
         h('td', {cls: 'num'}, s.attempts),
         td(s.depends_on.length ? s.depends_on.map((d, i) => [i ? ', ' : '', h('code', {}, d)]) : dash()),
         td(when(s.started_at, {rel: false})), td(took(s.started_at, s.finished_at)),
-        td(s.error ? errorText(s.error) : json(s.output, 'output'))), 'No steps.');
+        td(s.error ? errorText(s.error, s.note) : json(s.output, 'output'))), 'No steps.');
       const aps = run.approvals;
       $('#approvals-empty').hidden = aps.length > 0;
       $('#run-approvals').hidden = !aps.length;
@@ -395,24 +527,18 @@
     const renderLive = (run) => {
       const live = $('#run-live');
       const waiting = run.approvals.filter((a) => a.status === 'pending');
-      const failedStep = run.steps.find((s) => ['failed', 'denied', 'timed_out'].includes(s.status));
-      const active = run.steps.filter((s) => s.status === 'running').map((s) => s.step_id);
       let cls = 'info', parts;
-      if (run.status === 'waiting' || waiting.length) {
+      if (run.status === 'waiting' && waiting.length) {
         cls = 'warn';
-        parts = waiting.length ? waiting.map((a) => h('p', {}, h('strong', {}, 'Waiting for approval'), ' of step ',
-          h('code', {}, a.step_id), ` (requested ${relative(a.requested_at)}`, a.expires_at ? `, expires ${relative(a.expires_at)}` : '',
-          '). ', h('a', {href: `/ui/approvals/${a.approval_id}`}, 'Review and decide')))
-          : [h('p', {}, h('strong', {}, 'Waiting'), ' for a decision.')];
-      } else if (run.status === 'succeeded') {
-        cls = 'good'; parts = [h('p', {}, h('strong', {}, 'Succeeded'), ` after ${span(new Date(run.finished_at) - new Date(run.created_at))}.`)];
-      } else if (FINAL.has(run.status)) {
-        cls = 'bad';
-        const why = failedStep && failedStep.error ? (failedStep.error.message || failedStep.error.reason || JSON.stringify(failedStep.error)) : '';
-        parts = [h('p', {}, h('strong', {}, `Ended ${run.status}`), failedStep ? [' at step ', h('code', {}, failedStep.step_id), why ? `: ${why}` : ''] : '', '.')];
+        parts = waiting.map((a) => h('p', {}, h('strong', {}, 'Waiting for approval'), ' of step ',
+          h('code', {}, a.step_id), ' (requested ', when(a.requested_at), a.expires_at ? [', expires ', when(a.expires_at)] : '',
+          '). ', h('a', {href: `/ui/approvals/${a.approval_id}`}, 'Review and decide')));
       } else {
-        parts = [h('p', {}, h('strong', {}, run.status === 'pending' ? 'Pending' : 'Running'),
-          active.length ? [': ', active.map((a, i) => [i ? ', ' : '', h('code', {}, a)])] : '', '.')];
+        cls = run.status === 'succeeded' ? 'good' : FINAL.has(run.status) ? 'bad'
+          : run.steps.some((s) => s.note && /no live worker/.test(s.note)) ? 'warn' : 'info';
+        const [head, ...rest] = (run.summary || run.status).split(': ');
+        parts = [h('p', {}, h('strong', {}, head), rest.length ? `: ${rest.join(': ')}` : '',
+          run.status === 'succeeded' ? ` after ${span(new Date(run.finished_at) - new Date(run.created_at))}.` : '')];
       }
       const next = h('div', {}, ...parts);
       if (live.textContent !== next.textContent) { live.className = `callout ${cls}`; live.replaceChildren(...parts); }
@@ -447,7 +573,12 @@
     let seen = '';
     every(2000, async () => {
       const run = await api(`/api/v1/workflow-runs/${runId}`);
-      const now = JSON.stringify(run);
+      shownRun = run;
+      if (FINAL.has(run.status) && rerunsOf !== run.status) {  // reruns start from ended runs only
+        rerunsOf = run.status;
+        reruns = (await api(`/api/v1/workflow-runs?rerun_of=${runId}&limit=20`)).items;
+      }
+      const now = JSON.stringify([run, reruns]);
       if (now !== seen) renderRun(run); else renderLive(run);  // keep opened details open
       seen = now;
       // new events only when the operator has read to the end; decisions when they changed
@@ -457,10 +588,75 @@
       return !FINAL.has(run.status);
     });
     $('#timeline-more').addEventListener('click', () => loadEvents().catch(pageError));
-    $('#run-cancel').addEventListener('click', async () => {
-      const reason = window.prompt('Cancel this run? Running jobs are told to stop.\n\nReason:');
-      if (reason === null) return;
-      try { await api(`/api/v1/workflow-runs/${runId}/cancel`, {method: 'POST', body: {reason}}); } catch (e) { pageError(e); }
+    // Cancel: say what stops, ask for a reason, then confirm.
+    $('#run-cancel').addEventListener('click', () => {
+      const run = shownRun;
+      const active = run.steps.filter((st) => !FINAL.has(st.status) && !['skipped', 'pending'].includes(st.status));
+      const later = run.steps.filter((st) => st.status === 'pending');
+      $('#cancel-plan').replaceChildren(
+        h('p', {}, active.length ? ['Stops now: ', active.map((st, i) => [i ? ', ' : '', h('code', {}, st.step_id), ` (${st.state || st.status})`]),
+          '. Running jobs are told to stop at their next heartbeat.'] : 'No step is running.'),
+        later.length ? h('p', {}, 'Never run: ', later.map((st, i) => [i ? ', ' : '', h('code', {}, st.step_id)]), '.') : '',
+        h('p', {cls: 'small muted'}, 'The run ends cancelled; a rerun can start it again later.'));
+      setText($('#cancel-error'), '');
+      $('#act-cancel').hidden = false; $('#act-rerun').hidden = true;
+      $('#cancel-reason').focus();
+    });
+    $('#cancel-close').addEventListener('click', () => { $('#act-cancel').hidden = true; $('#run-cancel').focus(); });
+    $('#cancel-go').addEventListener('click', async () => {
+      const reason = $('#cancel-reason').value.trim() || null;
+      try {
+        await api(`/api/v1/workflow-runs/${runId}/cancel`, {method: 'POST', body: {reason}});
+      } catch (e) { setText($('#cancel-error'), `Refused (${e.status || 'no answer'}): ${e.message}`); return; }
+      $('#act-cancel').hidden = true;
+      location.reload();
+    });
+    // Rerun: the dry-run plan first, then "Start the rerun".
+    let planned = null;
+    const showPlan = (plan) => {
+      const decision = (sid) => plan.decisions[sid];
+      $('#rerun-plan-out').replaceChildren(
+        h('h3', {}, `Plan: rerun from `, h('code', {}, plan.from_step)),
+        h('p', {}, h('strong', {}, 'Reused'), ' (outputs carried over): ', plan.reused.length
+          ? plan.reused.map((r, i) => [i ? ', ' : '', h('code', {}, r.step_id)]) : 'none'),
+        h('table', {cls: 'grid', id: 'rerun-plan-table'},
+          h('thead', {}, h('tr', {}, h('th', {scope: 'col'}, 'Runs again'), h('th', {scope: 'col'}, 'Policy now'),
+            h('th', {scope: 'col'}, 'Rule'), h('th', {scope: 'col'}, 'Reason'))),
+          h('tbody', {}, plan.to_run.map((sid) => {
+            const d = decision(sid);
+            const asks = plan.approvals_needed.includes(sid);
+            return h('tr', {}, td(h('code', {}, sid)),
+              td(d ? badge(d.decision) : asks ? badge('waiting', 'approval step') : h('span', {cls: 'muted'}, 'no policy check')),
+              td(d ? (d.rule ? h('code', {}, d.rule) : h('span', {cls: 'muted'}, 'default')) : dash()),
+              td(d ? d.reason : dash()));
+          }))),
+        h('p', {}, plan.approvals_needed.length ? ['Needs approval: ', plan.approvals_needed.map((a, i) => [i ? ', ' : '', h('code', {}, a)]), '.']
+          : 'Needs no approval.'));
+      $('#rerun-go').hidden = false;
+    };
+    $('#run-rerun').addEventListener('click', () => {
+      $('#act-rerun').hidden = false; $('#act-cancel').hidden = true;
+      $('#rerun-plan-out').replaceChildren(); $('#rerun-go').hidden = true; setText($('#rerun-error'), '');
+      $('#rerun-from').focus();
+    });
+    $('#rerun-from').addEventListener('change', () => { planned = null; $('#rerun-go').hidden = true; $('#rerun-plan-out').replaceChildren(); });
+    $('#rerun-close').addEventListener('click', () => { $('#act-rerun').hidden = true; $('#run-rerun').focus(); });
+    $('#rerun-plan').addEventListener('click', async () => {
+      setText($('#rerun-error'), '');
+      const from = $('#rerun-from').value;
+      try {
+        planned = await api(`/api/v1/workflow-runs/${runId}/rerun`, {method: 'POST', body: {from_step: from, dry_run: true}});
+      } catch (e) { setText($('#rerun-error'), `Refused (${e.status || 'no answer'}): ${e.message}`); return; }
+      showPlan(planned);
+      $('#rerun-go').focus();
+    });
+    $('#rerun-go').addEventListener('click', async () => {
+      if (!planned) return;
+      let started;
+      try {
+        started = await api(`/api/v1/workflow-runs/${runId}/rerun`, {method: 'POST', body: {from_step: planned.from_step}});
+      } catch (e) { setText($('#rerun-error'), `Refused (${e.status || 'no answer'}): ${e.message}`); return; }
+      location.assign(`/ui/runs/${started.run_id}`);
     });
     return () => lastStatus;
   }
@@ -473,8 +669,12 @@
     const tbody = $('#approvals-table tbody');
     const row = (a) => h('tr', {},
       td(approvalBadge(a.status)),
-      td(h('code', {}, a.step_id), h('div', {cls: 'small'}, 'run ', ident(a.run_id, 'run id', {href: `/ui/runs/${a.run_id}`}))),
-      td(a.kind === 'step' ? 'approval step' : 'policy'),
+      td(h('code', {}, a.step_id), h('div', {cls: 'small'}, 'run ', ident(a.run_id, 'run id', {href: `/ui/runs/${a.run_id}`})),
+        a.status === 'pending' && me && a.requested_by === me.principal
+          ? h('div', {cls: 'small own'}, 'your run: another approver decides') : null,
+        a.workflow_id ? h('div', {cls: 'small muted'}, `${a.workflow_id}@${a.workflow_version} · run ${a.run_status}`) : null),
+      td(h('div', {cls: 'lets-run'}, a.summary || dash())),
+      td(a.kind === 'step' ? 'approval step' : ['policy', a.topic ? h('div', {cls: 'small muted'}, h('code', {}, a.topic)) : null]),
       td(when(a.requested_at, {only: true}), h('div', {cls: 'small muted'}, `run started by ${a.requested_by}`)),
       td(a.status === 'pending' && a.expires_at ? when(a.expires_at, {only: true}) : dash()),
       td(h('div', {cls: 'small'}, 'job ', ident(a.job_hash, 'job hash', {short: shortId(a.job_hash, 10)})),
@@ -555,6 +755,12 @@
         : [h('p', {cls: 'muted'}, 'Nothing depends on this step.')]));
       const pending = ap.status === 'pending';
       $('#decide-form').hidden = !pending;
+      const why = !me ? '' : ap.requested_by === me.principal
+        ? `You started this run (as ${me.principal}), and nobody may decide the approvals of their own run: another approver must decide it.`
+        : !can('approver') ? `This key (${me.principal}) has no approver role: it can read this approval, not decide it.` : '';
+      $('#decide-form').querySelectorAll('button, textarea').forEach((el) => { el.disabled = !!why; });
+      setText($('#decide-why'), why);
+      $('#decide-why').hidden = !why;
       setText($('#decide-hash'), ap.job_hash);
       $('#approval-outcome').replaceChildren(pending ? '' : h('p', {}, 'This approval is ', badge(ap.status),
         ap.decided_by ? [' — decided by ', h('strong', {}, ap.decided_by), ' ', when(ap.decided_at)] : '', '. ',
@@ -567,8 +773,24 @@
       if (live.textContent !== text) { live.className = `callout ${pending ? 'warn' : ap.status === 'approved' ? 'good' : 'bad'}`; live.textContent = text; }
       return pending;
     };
+    /* Once decided, the page follows the run to its end: what the decision led to. */
+    let following = false;
+    const follow = (runId) => {
+      if (following) return;
+      following = true;
+      every(2000, async () => {
+        const run = await api(`/api/v1/workflow-runs/${runId}`);
+        const el = $('#approval-run');
+        const said = run.summary && run.summary.toLowerCase() !== run.status.replace('_', ' ') ? ` ${run.summary}` : '';
+        el.replaceChildren('The run now: ', badge(run.status), said, ' · ',
+          h('a', {href: `/ui/runs/${runId}`}, 'open it'));
+        el.hidden = false;
+        return !FINAL.has(run.status);
+      });
+    };
     const load = async () => {
       const [ap, plan] = await Promise.all([api(`/api/v1/approvals/${id}`), api(`/ui/api/approvals/${id}/plan`)]);
+      if (ap.status !== 'pending') follow(ap.run_id);
       if (shown && shown.status === ap.status && shown.job_hash === ap.job_hash) return ap.status === 'pending';
       return render(ap, plan);
     };
@@ -585,7 +807,7 @@
       try {
         await api(`/api/v1/approvals/${id}/${verdict}`, {method: 'POST', body: {reason: reason || null, job_hash: shown.job_hash}});
       } catch (e) { failure = e; }
-      buttons.forEach((b) => { b.disabled = false; });
+      buttons.forEach((b) => { b.disabled = !$('#decide-why').hidden; });
       setText(err, !failure ? '' : failure.status === 409 && /job hash/.test(failure.message)
         ? `Refused: what would run changed since this page loaded. Review it again. (${failure.message})`
         : `Refused (${failure.status || 'no answer'}): ${failure.message}`);
@@ -595,17 +817,58 @@
     });
   }
 
+  // ------------------------------------------------------------------ workers and queues
+  function workersPage() {
+    const topics = (list) => list.map((t, i) => [i ? ' ' : '', h('code', {cls: 'topic'}, t)]);
+    const load = async () => {
+      const all = $('#workers-all').checked;
+      const [workers, queues] = await Promise.all([
+        api(`/api/v1/workers${all ? '?all=true' : ''}`), api('/api/v1/queues')]);
+      rows($('#queues-table tbody'), queues.items, (q) => h('tr', {cls: q.unattended ? 'unattended' : '', 'data-topic': q.topic},
+        td(h('code', {}, q.topic), q.unattended ? h('div', {cls: 'small error'}, `pending: no live worker polls topic ${q.topic}`) : null),
+        h('td', {cls: 'num'}, q.depth), h('td', {cls: 'num'}, q.ready),
+        td(q.oldest_age_s === null ? dash() : span(q.oldest_age_s * 1000)),
+        h('td', {cls: 'num'}, q.running), h('td', {cls: 'num'}, q.claimed_last_minute),
+        td(h('strong', {}, String(q.live_workers)), q.workers.length ? h('div', {cls: 'small muted'}, q.workers.join(', ')) : null)),
+      'No topic has work or a live worker.');
+      rows($('#workers-table tbody'), workers.items, (w) => h('tr', {'data-worker': w.name},
+        td(h('strong', {}, w.name), h('div', {cls: 'small muted'}, h('code', {}, shortId(w.worker_id)))),
+        td(h('span', {cls: `status w-${w.state}`}, h('span', {'aria-hidden': 'true'}, {live: '●', dead: '✗', stopped: '■'}[w.state] || '•'), w.state)),
+        td(w.host || dash(), w.pid ? h('span', {cls: 'muted'}, ` / ${w.pid}`) : ''),
+        td(topics(w.topics)),
+        h('td', {cls: 'num'}, `${w.jobs_in_flight ?? 0} / ${w.concurrency ?? '?'}`),
+        td(w.version || dash()), td(when(w.started_at)),
+        td(when(w.last_seen_at), w.stopped_at ? h('div', {cls: 'small muted'}, 'stopped ', when(w.stopped_at, {rel: false})) : null)),
+      all ? 'No worker registered in the last day.' : 'No live worker: nothing takes jobs now.');
+      setText($('#fleet-live'), `updated ${clock(new Date())}`);
+      return true;
+    };
+    const refresh = every(5000, load);
+    $('#workers-all').addEventListener('change', refresh);
+  }
+
   // ------------------------------------------------------------------ start
   document.addEventListener('DOMContentLoaded', () => {
     const body = document.body;
     const start = () => {
       refreshCount = every(15000, approvalCount);
+      if (body.dataset.servedBy === 'demo') {  // the demo stops serving with its run: notice it
+        const watch = async () => {
+          try { await fetch('/healthz', {cache: 'no-store', credentials: 'omit'}); serverBack(); } catch (e) { serverGone(e); }
+          setTimeout(watch, 3000);
+        };
+        setTimeout(watch, 3000);
+      }
       if (body.dataset.page === 'runs') runsPage();
       else if (body.dataset.page === 'run') runPage(body.dataset.runId);
       else if (body.dataset.page === 'approvals') approvalsPage();
       else if (body.dataset.page === 'approval') approvalPage(body.dataset.approvalId);
+      else if (body.dataset.page === 'workers') workersPage();
     };
     setupSignIn(start);
-    if (sessionStorage.getItem(KEY)) { signedIn(); start(); } else signIn();
+    if (localStorage.getItem(KEY)) {
+      signedIn();
+      whoami().then(start, (e) => { if (e.status !== 401) { pageError(e); start(); } });
+    } else signIn();
   });
 })();
