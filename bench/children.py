@@ -42,6 +42,7 @@ class Child:
     name: str
     proc: subprocess.Popen[bytes]
     log: Path
+    http_addr: tuple[str, int] | None = None  # a serve's API
 
     def log_tail(self, chars: int = 2000) -> str:
         return self.log.read_text(errors="replace")[-chars:] if self.log.exists() else ""
@@ -64,7 +65,10 @@ class Children:
 
     def serve(self) -> Child:
         # each serve also starts the HTTP API: give it a port nobody else holds
-        return self._spawn("serve", ["serve"], WARDEN_HTTP_ADDR=f"127.0.0.1:{_free_port()}")
+        port = _free_port()
+        child = self._spawn("serve", ["serve"], WARDEN_HTTP_ADDR=f"127.0.0.1:{port}")
+        child.http_addr = ("127.0.0.1", port)
+        return child
 
     def worker(self, concurrency: int) -> Child:
         return self._spawn("worker", ["worker", "--topic", TOPIC, "--handler", HANDLER,
