@@ -1,4 +1,5 @@
-"""Real `warden serve` and `warden worker` processes, started and always stopped.
+"""Real `warden serve` and `warden worker` processes (and the peer's pgqueuer workers),
+started and always stopped.
 
 Each child connects under its own application_name (``bench-serve-1``, ``bench-worker-2``)
 so pg_stat_activity attributes backends to it. Children run in their own session, so a
@@ -42,6 +43,7 @@ class Child:
     name: str
     proc: subprocess.Popen[bytes]
     log: Path
+    http_addr: tuple[str, int] | None = None  # a serve's API
 
     def log_tail(self, chars: int = 2000) -> str:
         return self.log.read_text(errors="replace")[-chars:] if self.log.exists() else ""
@@ -64,20 +66,33 @@ class Children:
 
     def serve(self) -> Child:
         # each serve also starts the HTTP API: give it a port nobody else holds
-        return self._spawn("serve", ["serve"], WARDEN_HTTP_ADDR=f"127.0.0.1:{_free_port()}")
+        port = _free_port()
+        child = self._spawn("serve", ["serve"], WARDEN_HTTP_ADDR=f"127.0.0.1:{port}")
+        child.http_addr = ("127.0.0.1", port)
+        return child
 
     def worker(self, concurrency: int) -> Child:
         return self._spawn("worker", ["worker", "--topic", TOPIC, "--handler", HANDLER,
                                       "--concurrency", str(concurrency)])
 
-    def _spawn(self, role: str, args: list[str], **extra_env: str) -> Child:
+    def peer(self, url: str, args: list[str]) -> Child:
+        """A pgqueuer worker process of the peer (bench/peer_worker.py) on ``url``."""
+        name = self._next_name("peer")
+        return self._spawn("peer", ["--url", url, "--name", name, *args],
+                           module="bench.peer_worker")
+
+    def _next_name(self, role: str) -> str:
         index = 1 + sum(1 for c in self.started if c.name.startswith(f"bench-{role}-"))
-        name = f"bench-{role}-{index}"
+        return f"bench-{role}-{index}"
+
+    def _spawn(self, role: str, args: list[str], module: str = "engine.cli",
+               **extra_env: str) -> Child:
+        name = self._next_name(role)
         env = {**os.environ, **_child_env(self.url_as(name), self.poll_interval_ms, self.logs),
                **extra_env}
         log = self.logs / f"{name}.log"
         with log.open("wb") as out:  # the child keeps its own descriptor
-            proc = subprocess.Popen([sys.executable, "-m", "engine.cli", *args], cwd=REPO,
+            proc = subprocess.Popen([sys.executable, "-m", module, *args], cwd=REPO,
                                     env=env, stdout=out, stderr=subprocess.STDOUT,
                                     start_new_session=True)
         _alive.add(proc)

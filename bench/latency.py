@@ -8,6 +8,7 @@ timestamps (jobs, runs and the timeline), never from the bench's clock.
 from __future__ import annotations
 
 import asyncio
+import statistics
 from typing import Any
 
 from bench import monitor, pg
@@ -63,3 +64,14 @@ async def _query(bench: Bench, name: str) -> dict[str, Any]:
     finally:
         await conn.close()
     return {k: round(v, 2) if isinstance(v, float) else v for k, v in row.items()}
+
+
+def percentiles(samples_s: list[float]) -> dict[str, Any]:
+    """p50/p99/max in ms of latencies measured outside SQL, with the interpolation of
+    SQL's percentile_cont (which the measurements above use)."""
+    if len(samples_s) < 2:
+        return {"samples": len(samples_s)}
+    ms = sorted(s * 1000 for s in samples_s)
+    cuts = statistics.quantiles(ms, n=100, method="inclusive")
+    return {"samples": len(ms), "p50_ms": round(cuts[49], 2), "p99_ms": round(cuts[98], 2),
+            "max_ms": round(ms[-1], 2)}

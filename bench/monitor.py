@@ -57,17 +57,19 @@ def _role(application_name: str) -> str:
     return application_name.removeprefix("bench-").rsplit("-", 1)[0]
 
 
-async def unfinished(conn: pg.Conn) -> int:
-    return int((await pg.one(conn, "unfinished_runs"))["n"])
+async def unfinished(conn: pg.Conn, query: str = "unfinished_runs") -> int:
+    return int((await pg.one(conn, query))["n"])
 
 
 async def wait_drained(conn: pg.Conn, *, deadline: float, activity: Activity | None = None,
-                       check: Callable[[], None] | None = None) -> int:
+                       check: Callable[[], None] | None = None,
+                       query: str = "unfinished_runs") -> int:
     """Polls until no run is unfinished or the loop clock passes ``deadline``; returns how
-    many runs were left (0: drained). ``check`` raises if a child died meanwhile."""
+    many runs were left (0: drained). ``check`` raises if a child died meanwhile. The peer
+    passes ``query="peer_queued"``: its jobs still in the queue table."""
     loop = asyncio.get_running_loop()
     while True:
-        left = await unfinished(conn)
+        left = await unfinished(conn, query)
         if left == 0 or loop.time() > deadline:
             return left
         if activity is not None:

@@ -220,3 +220,14 @@ SELECT count(*) AS runs,
        ((count(*) - 1) / nullif(extract(epoch FROM max(created_at) - min(created_at)), 0))::float8
            AS created_per_s
   FROM warden.runs;
+
+-- name: peer_queued :one
+-- The peer's drain stop condition: pgqueuer deletes a job's row when it completes, so
+-- an empty queue table means every job (and every chain's last step) is done.
+SELECT count(*) AS n FROM pgqueuer;
+
+-- name: peer_connections :many
+-- How many connections each peer worker process holds (its consumers and its pool).
+SELECT application_name, count(*) AS n FROM pg_stat_activity
+ WHERE datname = current_database() AND application_name LIKE 'bench-peer-%%'
+ GROUP BY application_name;

@@ -27,15 +27,17 @@ from typing import Any
 if __package__ in (None, ""):  # run as a script: make the repository root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench import drain, latency  # after the path is set: ruff knows sys.path.insert
+from bench import drain, latency, peer  # after the path is set: ruff knows sys.path.insert
 from bench.cpu import cpu_count
 from bench.databases import BenchDatabases
 from bench.plan import POLL_INTERVAL_MS, Bench, Plan
-from bench.workload import fan_out, one_step
+from bench.workload import Shape, chain, fan_out, one_step
 
 DEFAULT_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 # (name, worker processes, serve processes); the fan-out shape runs the first two
 CONFIGS = [("1_worker", 1, 1), ("2_workers", 2, 1), ("2_workers_2_serves", 2, 2)]
+# the peer's process count for each configuration (pgqueuer has no serve)
+PEER_PROCESSES = {"1_worker": 1, "2_workers": 2, "2_workers_2_serves": 2}
 _T0 = time.monotonic()
 
 
@@ -62,44 +64,117 @@ def _headline(result: dict[str, Any]) -> str:
         return (f"{result['jobs_per_s']} jobs/s, {result['runs_per_s']} runs/s "
                 f"in {result['drain_s']} s")
     if "runs_per_s" in result:
-        return f"{result['runs_per_s']} runs/s ({result['events_per_s']} events/s)"
+        events = f" ({result['events_per_s']} events/s)" if "events_per_s" in result else ""
+        return f"{result['runs_per_s']} runs/s{events}"
     latency = result.get("latency", {})
     return f"p50 {latency.get('p50_ms')} ms, p99 {latency.get('p99_ms')} ms"
 
 
-async def throughput(bench: Bench, errors: list[str]) -> dict[str, Any]:
-    """Each shape is enqueued once, then drained by each configuration from a clone."""
+async def throughput(bench: Bench, errors: list[str],
+                     peers: peer.PeerDatabases | None) -> dict[str, Any]:
+    """Each shape is enqueued once, then drained by each configuration from a clone; then
+    the same for the peer (pgqueuer), one drain per process count."""
     plan = bench.plan
-    shapes = [("one_step", one_step(plan.jobs), CONFIGS),
-              (f"fan_out_{plan.fan_width}", fan_out(plan.jobs // plan.fan_width, plan.fan_width),
-               CONFIGS[:2])]
+    shapes: list[tuple[str, Shape, list[tuple[str, int, int]]]] = [
+        ("one_step", one_step(plan.jobs), CONFIGS),
+        (f"fan_out_{plan.fan_width}", fan_out(plan.jobs // plan.fan_width, plan.fan_width),
+         CONFIGS[:2]),
+        ("chain_5", chain(plan.jobs // 5), CONFIGS[:2])]
     out: dict[str, Any] = {}
     for key, shape, configs in shapes:
         title = f"{shape.runs} runs x {len(shape.steps)} steps"
         enqueued = await phase(f"enqueue {title}", errors, partial(drain.enqueue, bench, shape))
         out[key] = {"enqueue": enqueued}
-        if "error" in enqueued:
-            continue
-        for name, workers, serves in configs:
-            out[key][name] = await phase(
-                f"drain {title}, {name}", errors,
-                partial(drain.drain, bench, shape, enqueued, workers=workers, serves=serves))
+        if "error" not in enqueued:
+            for name, workers, serves in configs:
+                out[key][name] = await phase(
+                    f"drain {title}, {name}", errors,
+                    partial(drain.drain, bench, shape, enqueued, workers=workers, serves=serves))
+        if peers is not None:
+            out[key]["peer"] = await _peer_throughput(bench, errors, peers, shape, title,
+                                                      configs)
+    return out
+
+
+async def _peer_throughput(bench: Bench, errors: list[str], peers: peer.PeerDatabases,
+                           shape: Shape, title: str,
+                           configs: list[tuple[str, int, int]]) -> dict[str, Any]:
+    out: dict[str, Any] = {"enqueue": await phase(
+        f"pgqueuer enqueue {title}", errors, partial(peer.enqueue, bench, peers, shape))}
+    if "error" in out["enqueue"]:
+        return out
+    for processes in sorted({PEER_PROCESSES[name] for name, _, _ in configs}):
+        out[f"{processes}_processes"] = await phase(
+            f"pgqueuer drain {title}, {processes} processes x {peer.CONSUMERS} consumers",
+            errors, partial(peer.drain, bench, peers, shape, processes=processes))
+    return out
+
+
+async def peer_latency(bench: Bench, errors: list[str],
+                       peers: peer.PeerDatabases) -> dict[str, Any]:
+    """The peer's enqueue → pick-up at the same rates, and its step → step on chains."""
+    plan = bench.plan
+    out: dict[str, Any] = {}
+    for key, rate in (("claim_latency", plan.latency_rate),
+                      ("claim_latency_low_rate", plan.idle_rate)):
+        shape = one_step(int(rate * plan.latency_seconds))
+        out[key] = await phase(f"pgqueuer enqueue→pick-up latency at {rate:g}/s", errors,
+                               partial(peer.latency, bench, peers, shape, rate))
+    out["step_latency"] = await phase(
+        "pgqueuer step→step latency", errors,
+        partial(peer.latency, bench, peers, chain(plan.chains), plan.chain_rate))
     return out
 
 
 def summary(report: dict[str, Any]) -> dict[str, Any]:
     """The headline numbers, repeated at the top of the document."""
+    return {key: pair[0] for key, pair in _pairs(report).items()}
+
+
+def comparison(report: dict[str, Any]) -> dict[str, Any]:
+    """Every headline figure beside the peer's, and warden/peer: above 1 Warden is faster
+    for a rate (per second), slower for a latency (ms)."""
     out: dict[str, Any] = {}
+    for key, (warden, other) in _pairs(report).items():
+        ratio = round(warden / other, 3) if warden and other else None
+        out[key] = {"warden": warden, "pgqueuer": other, "ratio": ratio}
+    return out
+
+
+def _pairs(report: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
+    """(Warden's figure, the peer's for the same shape) per headline key."""
+    out: dict[str, tuple[Any, Any]] = {}
     for shape, results in report.get("throughput", {}).items():
-        out[f"{shape}.enqueue_runs_per_s"] = results["enqueue"].get("runs_per_s")
+        theirs = results.get("peer", {})
+        out[f"{shape}.enqueue_runs_per_s"] = (results["enqueue"].get("runs_per_s"),
+                                              theirs.get("enqueue", {}).get("runs_per_s"))
         for name, _, _ in CONFIGS:
             if name in results:
-                out[f"{shape}.{name}.jobs_per_s"] = results[name].get("jobs_per_s")
+                peer_run = theirs.get(f"{PEER_PROCESSES[name]}_processes", {})
+                out[f"{shape}.{name}.jobs_per_s"] = (results[name].get("jobs_per_s"),
+                                                     peer_run.get("jobs_per_s"))
+    peer_latency = report.get("peer", {}).get("latency", {})
     for name in ("claim_latency", "claim_latency_low_rate", "step_latency"):
-        latency = report.get(name, {}).get("latency", {})
-        out[f"{name}.p50_ms"] = latency.get("p50_ms")
-        out[f"{name}.p99_ms"] = latency.get("p99_ms")
+        ours = report.get(name, {}).get("latency", {})
+        theirs = peer_latency.get(name, {}).get("latency", {})
+        for q in ("p50_ms", "p99_ms"):
+            out[f"{name}.{q}"] = (ours.get(q), theirs.get(q))
     return out
+
+
+def table(compared: dict[str, Any]) -> str:
+    """The comparison for people (stderr; stdout stays one JSON document)."""
+    rows = [("measure", "warden", "pgqueuer", "warden/pgqueuer")]
+    rows += [(key, _cell(v["warden"]), _cell(v["pgqueuer"]), _cell(v["ratio"]))
+             for key, v in compared.items()]
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    return "\n".join("  ".join(c.ljust(w) if i == 0 else c.rjust(w)
+                                for i, (c, w) in enumerate(zip(r, widths, strict=True)))
+                      for r in rows)
+
+
+def _cell(value: Any) -> str:
+    return "-" if value is None else f"{value:g}" if isinstance(value, float) else str(value)
 
 
 async def run(args: argparse.Namespace) -> tuple[dict[str, Any], list[str]]:
@@ -116,11 +191,14 @@ async def run(args: argparse.Namespace) -> tuple[dict[str, Any], list[str]]:
         "config": {**asdict(plan), "poll_interval_ms": POLL_INTERVAL_MS,
                    "policy_default": "allow", "database": dbs.name},
     }
+    bench = Bench(plan, dbs, logs)
+    peers = None if args.no_peer else peer.PeerDatabases.beside(bench)
+    if peers is not None:
+        report["peer"] = {**peer.facts(), "database": peers.name}
     try:
         progress(f"migrating template {dbs.template} (logs in {logs})")
         await dbs.prepare()
-        bench = Bench(plan, dbs, logs)
-        report["throughput"] = await throughput(bench, errors)
+        report["throughput"] = await throughput(bench, errors, peers)
         report["claim_latency"] = await phase(
             f"enqueue→claim latency at {plan.latency_rate:g}/s", errors,
             partial(latency.claim_latency, bench, plan.latency_rate))
@@ -129,15 +207,22 @@ async def run(args: argparse.Namespace) -> tuple[dict[str, Any], list[str]]:
             partial(latency.claim_latency, bench, plan.idle_rate))
         report["step_latency"] = await phase("step→step latency", errors,
                                              partial(latency.step_latency, bench))
+        if peers is not None:
+            report["peer"]["latency"] = await peer_latency(bench, errors, peers)
     finally:
         await dbs.drop_all()
+        if peers is not None:
+            await peers.drop_all()
         if args.keep_logs:
             progress(f"logs kept in {logs}")
         else:
             shutil.rmtree(logs, ignore_errors=True)
     report["duration_s"] = round(time.monotonic() - _T0, 1)
     report["errors"] = errors
-    return {"summary": summary(report), **report}, errors
+    head: dict[str, Any] = {"summary": summary(report)}
+    if peers is not None:
+        head["comparison"] = comparison(report)
+    return {**head, **report}, errors
 
 
 async def main_async(args: argparse.Namespace) -> int:
@@ -146,7 +231,13 @@ async def main_async(args: argparse.Namespace) -> int:
     task = asyncio.current_task()
     assert task is not None
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+    if not args.no_peer and (why := peer.missing()) is not None:
+        progress(f"the peer cannot run: {why}")
+        return 2
     report, errors = await run(args)
+    if "comparison" in report:
+        progress("warden beside pgqueuer (ratio = warden/pgqueuer: above 1 Warden is "
+                 "faster for /s, slower for ms)\n" + table(report["comparison"]))
     print(json.dumps(report, indent=2, default=str))
     return 1 if errors else 0
 
@@ -157,6 +248,8 @@ def main() -> int:
     parser.add_argument("--profile", action="store_true",
                         help="py-spy the first serve and worker during each drain")
     parser.add_argument("--keep-logs", action="store_true", help="keep the children's logs")
+    parser.add_argument("--no-peer", action="store_true",
+                        help="skip the peer (pgqueuer, from the bench extra)")
     try:
         return asyncio.run(main_async(parser.parse_args()))
     except (KeyboardInterrupt, asyncio.CancelledError):
