@@ -64,7 +64,7 @@ SCHEMAS: S = {
     "TimelineEvent": _obj(["seq", "at", "kind", "data", "prev_hash", "hash"], {
         "seq": INT, "at": TIME, "kind": STR, "step_id": NSTR, "job_id": NSTR,
         "attempt": {"type": ["integer", "null"]}, "actor": NSTR, "data": ANY,
-        "prev_hash": STR, "hash": STR}),
+        "prev_hash": STR, "hash": STR, "key_id": INT}),
     "Timeline": _obj(["items", "next_after"], {
         "items": {"type": "array", "items": _ref("TimelineEvent")},
         "next_after": {"type": ["integer", "null"]}}),

@@ -13,6 +13,7 @@ import asyncio
 import sys
 from typing import Any
 
+from engine.cli.audit import cmd_audit_rotate_key, cmd_audit_verify
 from engine.cli.common import EXIT_CODES, Command, json_arg, uuid_arg
 from engine.cli.daemons import cmd_demo, cmd_migrate, cmd_serve, cmd_worker
 from engine.cli.governance import (
@@ -28,7 +29,6 @@ from engine.cli.governance import (
     label_arg,
 )
 from engine.cli.runs import (
-    cmd_audit_verify,
     cmd_runs_cancel,
     cmd_runs_list,
     cmd_runs_rerun,
@@ -174,6 +174,8 @@ def _parser() -> argparse.ArgumentParser:
     p = add(au, "verify", cmd_audit_verify, "verify timeline hash chains (exit 1 if broken)",
             read=True)
     p.add_argument("run_id", type=uuid_arg, nargs="?", metavar="RUN_ID")
+    add(au, "rotate-key", cmd_audit_rotate_key,
+        "retire the timeline's chain key and make a new one (schema owner only)")
 
     for action in _all_subparsers(parser):
         action.add_argument("--tenant", default=None,

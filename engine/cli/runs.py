@@ -165,25 +165,6 @@ async def cmd_timeline(args: argparse.Namespace, settings: Settings) -> int:
     return await with_db(settings, body)
 
 
-async def cmd_audit_verify(args: argparse.Namespace, settings: Settings) -> int:
-    async def body(svc: Services) -> int:
-        if args.run_id is not None:
-            results = [("", args.run_id, await timeline.verify(svc.db, args.run_id))]
-        else:
-            results = await timeline.verify_all(svc.db, args.tenant)
-        broken = [(t, r) for t, r, ok in results if not ok]
-        if args.json:
-            print_json({"checked": len(results),
-                         "broken": [{"tenant_id": t, "run_id": str(r)} for t, r in broken]})
-        else:
-            for tenant, run_id in broken:
-                print(f"TAMPERED: run {run_id} {tenant}".rstrip())
-            print(f"{len(results)} run(s) checked, {len(broken)} with a broken chain")
-        return 1 if broken else 0
-
-    return await with_db(settings, body)
-
-
 async def cmd_runs_watch(args: argparse.Namespace, settings: Settings) -> int:
     """Prints the run's timeline as it grows, until the run ends (exit 0 if it succeeded)."""
     from engine.store.listener import SCHEDULER_CHANNEL, Listener

@@ -194,6 +194,7 @@ class TimelineEvent:
     data: Any
     prev_hash: str
     hash: str
+    key_id: int
 
 
 @dataclass(frozen=True)
