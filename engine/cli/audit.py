@@ -1,27 +1,87 @@
-"""`warden audit`: verify the timeline's keyed chains, rotate the chain key."""
+"""`warden audit`: verify the timeline's keyed chains (and their anchors), write anchors,
+rotate the chain key."""
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from engine.cli.common import print_json, with_db
+from engine.core.errors import ConfigError
 from engine.core.settings import Settings
-from engine.runs import timeline
+from engine.governance.apikeys import server_secret
+from engine.runs import anchors, timeline
 from engine.runs.services import Services
 
 
+def anchor_key_for(settings: Settings) -> bytes:
+    """The anchors' signing key, derived from the server secret (never stored)."""
+    return anchors.anchor_key(server_secret(settings))
+
+
+def _anchor_dir(args: argparse.Namespace, settings: Settings) -> Path:
+    directory: Path | None = getattr(args, "dir", None) or settings.audit_anchor_dir
+    if directory is None:
+        raise ConfigError("no anchor directory: pass --dir or set WARDEN_AUDIT_ANCHOR_DIR")
+    return Path(directory)
+
+
 async def cmd_audit_verify(args: argparse.Namespace, settings: Settings) -> int:
+    key = anchor_key_for(settings) if args.anchors is not None else b""
+
     async def body(svc: Services) -> int:
         checked, broken = await timeline.check(svc.db, args.tenant, args.run_id)
+        found: list[anchors.Problem] = []
+        log = None
+        if args.anchors is not None:
+            log = anchors.read(Path(args.anchors), key)
+            found = [*(log.problems or []), *await anchors.check(svc.db, log)]
+            if args.tenant is not None or args.run_id is not None:
+                found = [p for p in found if p.run_id is None or (
+                    (args.tenant is None or p.tenant_id == args.tenant)
+                    and (args.run_id is None or p.run_id == args.run_id))]
         if args.json:
-            print_json({"checked": checked, "broken": [
+            doc: dict[str, object] = {"checked": checked, "broken": [
                 {"tenant_id": p.tenant_id, "run_id": str(p.run_id), "seq": p.seq,
-                 "problem": p.problem} for p in broken]})
+                 "problem": p.problem} for p in broken]}
+            if log is not None:
+                doc["anchors"] = {"lines": log.lines, "points": len(log.points or []),
+                                  "problems": [p.doc() for p in found]}
+            print_json(doc)
         else:
             for p in broken:
                 print(f"TAMPERED: run {p.run_id} ({p.tenant_id}) at seq {p.seq}: {p.problem}")
+            for a in found:
+                where = (f"run {a.run_id} ({a.tenant_id}) at seq {a.seq}"
+                         if a.run_id is not None else f"anchor line {a.line}")
+                print(f"TAMPERED: {where}: {a.problem}")
             print(f"{checked} run(s) checked, {len(broken)} with a broken chain")
-        return 1 if broken else 0
+            if log is not None:
+                print(f"{log.lines} anchor line(s), {len(log.points or [])} anchored head(s), "
+                      f"{len(found)} difference(s)")
+        return 1 if broken or found else 0
+
+    return await with_db(settings, body)
+
+
+async def cmd_audit_anchor(args: argparse.Namespace, settings: Settings) -> int:
+    directory = _anchor_dir(args, settings)
+    key = anchor_key_for(settings)
+
+    async def body(svc: Services) -> int:
+        try:
+            line, runs = await anchors.anchor(svc.db, directory, key)
+        except anchors.AnchorFileBroken as exc:
+            print(f"{directory / anchors.FILE_NAME} does not verify, nothing written: {exc}")
+            return 1
+        if args.json:
+            print_json({"file": str(directory / anchors.FILE_NAME), "line": line, "runs": runs})
+        elif line is None:
+            print("no run changed since the last anchor; nothing written")
+        else:
+            print(f"anchored {runs} run head(s) at line {line} of "
+                  f"{directory / anchors.FILE_NAME}")
+        return 0
 
     return await with_db(settings, body)
 

@@ -11,9 +11,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+from pathlib import Path
 from typing import Any
 
-from engine.cli.audit import cmd_audit_rotate_key, cmd_audit_verify
+from engine.cli.audit import cmd_audit_anchor, cmd_audit_rotate_key, cmd_audit_verify
 from engine.cli.common import EXIT_CODES, Command, json_arg, uuid_arg
 from engine.cli.daemons import cmd_demo, cmd_migrate, cmd_serve, cmd_worker
 from engine.cli.governance import (
@@ -174,6 +175,13 @@ def _parser() -> argparse.ArgumentParser:
     p = add(au, "verify", cmd_audit_verify, "verify timeline hash chains (exit 1 if broken)",
             read=True)
     p.add_argument("run_id", type=uuid_arg, nargs="?", metavar="RUN_ID")
+    p.add_argument("--anchors", metavar="DIR",
+                   help="also compare the chains with the anchors written in DIR")
+    p = add(au, "anchor", cmd_audit_anchor,
+            "append the chain heads of every run changed since the last anchor to "
+            "DIR/anchors.jsonl, signed")
+    p.add_argument("--dir", type=Path, help="the anchor directory (default: "
+                   "WARDEN_AUDIT_ANCHOR_DIR)")
     add(au, "rotate-key", cmd_audit_rotate_key,
         "retire the timeline's chain key and make a new one (schema owner only)")
 

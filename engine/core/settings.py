@@ -46,6 +46,12 @@ class Settings:
     """WARDEN_WEBHOOK_MAX_ATTEMPTS: attempts per webhook before giving up (default 10)."""
     webhook_timeout_ms: int
     """WARDEN_WEBHOOK_TIMEOUT_MS: one webhook request, connect to answer (default 10000)."""
+    audit_anchor_dir: Path | None
+    """WARDEN_AUDIT_ANCHOR_DIR: where `warden serve` appends signed chain heads
+    (anchors.jsonl, docs/dba.md "Anchors"); unset, serve writes no anchors."""
+    audit_anchor_interval_s: float
+    """WARDEN_AUDIT_ANCHOR_INTERVAL_S: seconds between two anchors in `warden serve`
+    (default 300)."""
 
 
 def _int(env: Mapping[str, str], name: str, default: int, *, minimum: int) -> int:
@@ -114,4 +120,8 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         webhook_secret=_webhook_secret(env),
         webhook_max_attempts=_int(env, "WARDEN_WEBHOOK_MAX_ATTEMPTS", 10, minimum=1),
         webhook_timeout_ms=_int(env, "WARDEN_WEBHOOK_TIMEOUT_MS", 10_000, minimum=100),
+        audit_anchor_dir=Path(env["WARDEN_AUDIT_ANCHOR_DIR"])
+        if env.get("WARDEN_AUDIT_ANCHOR_DIR") else None,
+        audit_anchor_interval_s=float(_int(env, "WARDEN_AUDIT_ANCHOR_INTERVAL_S", 300,
+                                           minimum=1)),
     )

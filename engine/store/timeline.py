@@ -113,3 +113,33 @@ async def append_for_runs(conn: Conn, batch: dict[RunKey, list[Event]]) -> None:
     for (tenant_id, run_id), events in batch.items():
         for event in events:
             _log(tenant_id, run_id, event)
+
+
+@dataclass(frozen=True)
+class Head:
+    """A run's chain head: its last event's seq and hash."""
+
+    tenant_id: str
+    run_id: UUID
+    seq: int
+    hash: str
+
+
+async def run_heads(conn: Conn) -> list[Head]:
+    return await fetch_all(conn, "run_heads", {}, Head)
+
+
+@dataclass(frozen=True)
+class HashAt:
+    """The hash the database holds at an anchored (run, seq) now (None: the event is gone)."""
+
+    tenant_id: str
+    run_id: UUID
+    seq: int
+    hash: str | None
+    run_exists: bool
+
+
+async def hashes_at(conn: Conn, points: list[tuple[str, UUID, int]]) -> list[HashAt]:
+    return await fetch_all(conn, "timeline_hashes_at", {"points": jsonb([
+        {"tenant_id": t, "run_id": str(r), "seq": s} for t, r, s in points])}, HashAt)

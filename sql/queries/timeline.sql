@@ -41,3 +41,20 @@ SELECT warden.append_events(%(tenant_id)s, %(run_id)s, %(events)s);
 SELECT warden.append_events(x.tenant_id, x.run_id, x.events)
   FROM jsonb_to_recordset(%(batch)s) AS x(tenant_id text, run_id uuid, events jsonb)
  ORDER BY x.tenant_id, x.run_id;
+
+-- name: run_heads :many
+-- Every run's chain head (seq, hash) that has at least one event: what an anchor records.
+SELECT tenant_id, run_id, timeline_seq AS seq, timeline_hash AS hash
+  FROM warden.runs
+ WHERE timeline_seq > 0
+ ORDER BY tenant_id, run_id;
+
+-- name: timeline_hashes_at :many
+-- For each anchored point (tenant, run, seq), the hash the database holds there now: NULL
+-- when that event is gone, and run_exists false when the run is gone (primary key lookups).
+SELECT p.tenant_id, p.run_id, p.seq, t.hash,
+       EXISTS (SELECT 1 FROM warden.runs r
+                WHERE r.tenant_id = p.tenant_id AND r.run_id = p.run_id) AS run_exists
+  FROM jsonb_to_recordset(%(points)s) AS p(tenant_id text, run_id uuid, seq bigint)
+  LEFT JOIN warden.timeline t
+         ON t.tenant_id = p.tenant_id AND t.run_id = p.run_id AND t.seq = p.seq;

@@ -207,3 +207,35 @@ def test_runs_watch_on_a_terminal_keeps_the_steps_in_view_below_the_timeline(
     assert "\r\x1b[2Krun pending | ask:pending" in out
     assert "run.created" in out and "run.cancelled" in out
     assert out.rstrip().endswith(f"run {run_id} cancelled")
+
+
+def test_anchors_catch_a_chain_re_signed_with_the_database_key(
+        cli: Cli, db_url: str, tmp_path: Path) -> None:
+    import psycopg
+
+    from tests.db.test_keyed_chain import FORGE_SEQ_1, RECOMPUTE_KEYED
+
+    cli.run("workflows", "apply", str(REPO / "tests/e2e/gate.yaml"))
+    run_id = cli.run("runs", "start", "gate", "--as", "alice").stdout.strip()
+    anchors_dir = tmp_path / "anchors"
+    no_dir = cli.run("audit", "anchor", ok=False)
+    assert no_dir.returncode == 2 and "WARDEN_AUDIT_ANCHOR_DIR" in no_dir.stderr
+    assert "at line 1" in cli.run("audit", "anchor", "--dir", str(anchors_dir)).stdout
+    assert cli.json("audit", "anchor", "--dir", str(anchors_dir))["line"] is None
+    rotated = cli.json("audit", "rotate-key")["key_id"]
+    clean = cli.json("audit", "verify", "--anchors", str(anchors_dir))
+    assert clean["broken"] == [] and clean["anchors"]["problems"] == []
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute("SET session_replication_role = replica")
+        conn.execute(FORGE_SEQ_1, {"run": run_id})
+        conn.execute(RECOMPUTE_KEYED.replace("%(run)s", f"'{run_id}'"))
+        assert conn.execute("SELECT count(DISTINCT key_id) FROM warden.timeline").fetchone() == (1,)
+    assert cli.run("audit", "verify").returncode == 0  # the chain alone holds: re-signed
+    seen = cli.run("audit", "verify", "--anchors", str(anchors_dir), "--json", ok=False)
+    assert seen.returncode == 1
+    [problem] = json.loads(seen.stdout)["anchors"]["problems"]
+    assert (problem["run_id"], problem["line"]) == (run_id, 1)
+    assert "differs from its anchor" in problem["problem"]
+    text = cli.run("audit", "verify", "--anchors", str(anchors_dir), ok=False).stdout
+    assert f"TAMPERED: run {run_id} (default) at seq {problem['seq']}" in text
+    assert rotated >= 2
