@@ -1,5 +1,5 @@
 """Keyed chain: each timeline event's hash becomes HMAC-SHA-256 under a chain key only
-the schema owner reads, and which key signed an event is recorded.
+the schema owner reads, and which key signed an event is recorded; evidence views.
 
 Revision ID: 0003_keyed_chain
 Revises: 0001_baseline
@@ -11,6 +11,9 @@ warden.event_hash, the view warden.timeline_check and warden.timeline_problems (
 wrong with a chain, and where); append_events signs with the active key and
 verify_timeline checks with the key of each event. Chains already written are re-signed
 under the first key if they verified unkeyed (docs/dba.md, "The keyed chain").
+Adds warden.canonical_json and warden.job_hash (the approval hash, in SQL) and the views
+approval_evidence, job_evidence and policy_activation_evidence (docs/dba.md, "Evidence
+views").
 """
 
 from alembic import op
@@ -285,10 +288,161 @@ CREATE OR REPLACE FUNCTION warden.verify_timeline(p_run uuid) RETURNS boolean
 LANGUAGE sql STABLE AS $$
     SELECT NOT EXISTS (SELECT 1 FROM warden.timeline_problems(NULL, p_run))
 $$;
+
+-- A JSON value's canonical text, as engine/core/canonical.py writes it: object keys sorted
+-- by code point (UTF-8 byte order, hence COLLATE "C"), no whitespace, strings escaped as
+-- jsonb does (the same escapes as Python's json with ensure_ascii=False). Numbers keep
+-- jsonb's text: a number Python would print differently (1e2, which Python reads as
+-- 100.0) gives another hash, so a match is proof and a mismatch is worth a look.
+CREATE OR REPLACE FUNCTION warden.canonical_json(v jsonb) RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT CASE jsonb_typeof(v)
+        WHEN 'object' THEN '{' || coalesce((
+            SELECT string_agg(to_json(e.key)::text || ':' || warden.canonical_json(e.value), ','
+                              ORDER BY e.key COLLATE "C")
+              FROM jsonb_each(v) AS e), '') || '}'
+        WHEN 'array' THEN '[' || coalesce((
+            SELECT string_agg(warden.canonical_json(e.value), ',' ORDER BY e.n)
+              FROM jsonb_array_elements(v) WITH ORDINALITY AS e(value, n)), '') || ']'
+        ELSE v::text
+    END
+$$;
+
+-- The job hash an approval is bound to, as engine/governance/decisions.py job_hash
+-- computes it: sha256 of the canonical {tenant_id, run_id, step_id, topic, input,
+-- upstream, constraints}. The evidence views recompute it from what is stored to tell
+-- whether what ran is what was approved.
+CREATE OR REPLACE FUNCTION warden.job_hash(
+    p_tenant text, p_run uuid, p_step text, p_topic text, p_input jsonb, p_upstream jsonb,
+    p_constraints jsonb
+) RETURNS text LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT encode(sha256(convert_to(warden.canonical_json(jsonb_build_object(
+        'tenant_id', p_tenant, 'run_id', p_run::text, 'step_id', p_step, 'topic', p_topic,
+        'input', p_input, 'upstream', p_upstream, 'constraints', p_constraints)), 'UTF8')), 'hex')
+$$;
+
+-- One row per approval, with its full context (docs/dba.md, "Evidence views"): the run
+-- and who started it, who asked and who decided, when and why, the policy snapshot it is
+-- bound to and who activated that snapshot, the job hash approved and the hash of what is
+-- stored now (job_hash_matches: what ran, or will run, is what was approved), and the
+-- timeline seqs of its request and its decision. Read it by (tenant_id, run_id) or
+-- (tenant_id, requested_at); every lookup below is by a primary key or an index.
+CREATE OR REPLACE VIEW warden.approval_evidence AS
+SELECT a.tenant_id, a.run_id, r.workflow_id, r.workflow_version,
+       r.created_by AS run_created_by, a.approval_id, a.step_id, a.job_id, a.kind, a.status,
+       a.requested_by, a.requested_at, a.expires_at, a.decided_by, a.decided_at, a.reason,
+       a.policy_snapshot_hash, act.activated_by AS policy_activated_by,
+       act.activated_at AS policy_activated_at,
+       a.job_hash AS approved_job_hash, now_hash.job_hash AS current_job_hash,
+       a.job_hash = now_hash.job_hash AS job_hash_matches,
+       seqs.requested_seq, seqs.decided_seq
+  FROM warden.approvals a
+  JOIN warden.runs r ON r.tenant_id = a.tenant_id AND r.run_id = a.run_id
+  -- the activation that made the bound snapshot active, the last one before the request
+  LEFT JOIN LATERAL (
+      SELECT pa.activated_by, pa.activated_at FROM warden.policy_activations pa
+       WHERE pa.tenant_id = a.tenant_id AND pa.snapshot_hash = a.policy_snapshot_hash
+         AND pa.activated_at <= a.requested_at
+       ORDER BY pa.activation_id DESC LIMIT 1) act ON true
+  -- the hash of what is stored now, computed as the approval's was: a policy approval is
+  -- bound to its job row; a step approval to the run input and its dependencies' outputs
+  LEFT JOIN LATERAL (
+      SELECT CASE WHEN a.kind = 'policy' THEN (
+                 SELECT warden.job_hash(j.tenant_id, j.run_id, j.step_id, j.topic, j.input,
+                                        j.upstream, j.constraints)
+                   FROM warden.jobs j WHERE j.tenant_id = a.tenant_id AND j.job_id = a.job_id)
+             ELSE (
+                 SELECT warden.job_hash(a.tenant_id, a.run_id, a.step_id, NULL, r.input,
+                                        coalesce(jsonb_object_agg(d.step_id, d.output), '{}'),
+                                        '{}')
+                   FROM warden.steps s
+                   JOIN warden.steps d ON d.tenant_id = s.tenant_id AND d.run_id = s.run_id
+                                      AND d.step_id = ANY (s.depends_on)
+                  WHERE s.tenant_id = a.tenant_id AND s.run_id = a.run_id
+                    AND s.step_id = a.step_id)
+             END AS job_hash) now_hash ON true
+  LEFT JOIN LATERAL (
+      SELECT min(t.seq) FILTER (WHERE t.kind = 'approval.requested') AS requested_seq,
+             min(t.seq) FILTER (WHERE t.kind <> 'approval.requested') AS decided_seq
+        FROM warden.timeline t
+       WHERE t.tenant_id = a.tenant_id AND t.run_id = a.run_id
+         AND t.kind IN ('approval.requested', 'approval.approved', 'approval.rejected',
+                        'approval.expired', 'approval.superseded')
+         AND t.data->>'approval_id' = a.approval_id::text) seqs ON true;
+
+-- One row per job attempt (docs/dba.md, "Evidence views"): the run, the policy decisions
+-- that let it run (the step's submit decision and every dispatch decision about this
+-- attempt: stage, snapshot hash, rule, decision, reason, constraints), the approval that
+-- released it (a policy approval of this attempt, else an approved approval step it
+-- depends on: who, when, why, the job hash approved and whether it matches what ran), the
+-- worker, the outcome and the seqs of its timeline events. Read it by (tenant_id, run_id),
+-- (tenant_id, job_id) or (tenant_id, created_at).
+CREATE OR REPLACE VIEW warden.job_evidence AS
+SELECT j.tenant_id, j.run_id, r.workflow_id, r.workflow_version,
+       r.created_by AS run_created_by, j.step_id, j.job_id, j.attempt, j.topic,
+       j.status AS outcome, j.worker, j.created_at, j.started_at, j.finished_at, j.result,
+       j.error, j.policy_snapshot_hash, j.constraints, d.decisions,
+       ap.approval_id, ap.kind AS approval_kind, ap.decided_by AS approved_by,
+       ap.decided_at AS approved_at, ap.reason AS approval_reason, ap.approved_job_hash,
+       ap.policy_snapshot_hash AS approval_snapshot_hash,
+       ap.job_hash_matches AS approval_matches_what_ran,
+       tl.seqs AS timeline_seqs
+  FROM warden.jobs j
+  JOIN warden.runs r ON r.tenant_id = j.tenant_id AND r.run_id = j.run_id
+  JOIN warden.steps s ON s.tenant_id = j.tenant_id AND s.run_id = j.run_id
+                     AND s.step_id = j.step_id
+  LEFT JOIN LATERAL (
+      SELECT jsonb_agg(jsonb_build_object(
+                 'stage', pd.stage, 'snapshot_hash', pd.snapshot_hash, 'rule', pd.rule,
+                 'decision', pd.decision, 'reason', pd.reason, 'constraints', pd.constraints,
+                 'at', pd.at) ORDER BY pd.decision_id) AS decisions
+        FROM warden.policy_decisions pd
+       WHERE pd.tenant_id = j.tenant_id AND pd.run_id = j.run_id AND pd.step_id = j.step_id
+         AND (pd.job_id = j.job_id OR pd.stage = 'submit')) d ON true
+  LEFT JOIN LATERAL (
+      SELECT ae.approval_id, ae.kind, ae.decided_by, ae.decided_at, ae.reason,
+             ae.approved_job_hash, ae.policy_snapshot_hash, ae.job_hash_matches
+        FROM warden.approval_evidence ae
+       WHERE ae.tenant_id = j.tenant_id AND ae.run_id = j.run_id AND ae.status = 'approved'
+         AND (ae.job_id = j.job_id OR (ae.kind = 'step' AND ae.step_id = ANY (s.depends_on)))
+       ORDER BY ae.kind = 'policy' DESC, ae.decided_at DESC
+       LIMIT 1) ap ON true
+  LEFT JOIN LATERAL (
+      SELECT array_agg(t.seq ORDER BY t.seq) AS seqs FROM warden.timeline t
+       WHERE t.tenant_id = j.tenant_id AND t.job_id = j.job_id) tl ON true;
+
+-- One row per policy activation (docs/dba.md, "Evidence views"): who switched a tenant to
+-- which snapshot, when, from which, who stored that snapshot, whether the stored bundle
+-- still hashes to its name (snapshot_intact), when the next activation replaced it, and
+-- whether it is the tenant's active one now.
+CREATE OR REPLACE VIEW warden.policy_activation_evidence AS
+SELECT pa.tenant_id, pa.activation_id, pa.snapshot_hash, pa.previous_hash, pa.activated_by,
+       pa.activated_at, ps.created_by AS snapshot_created_by,
+       ps.created_at AS snapshot_created_at, ps.bundle->>'name' AS bundle_name,
+       ps.bundle->>'default_decision' AS default_decision,
+       jsonb_array_length(coalesce(ps.bundle->'rules', '[]')) AS rules,
+       encode(sha256(convert_to(warden.canonical_json(ps.bundle), 'UTF8')), 'hex')
+           = pa.snapshot_hash AS snapshot_intact,
+       nxt.activated_at AS replaced_at,
+       nxt.activated_at IS NULL AND act.snapshot_hash IS NOT DISTINCT FROM pa.snapshot_hash
+           AS active_now
+  FROM warden.policy_activations pa
+  JOIN warden.policy_snapshots ps ON ps.tenant_id = pa.tenant_id
+                                 AND ps.snapshot_hash = pa.snapshot_hash
+  LEFT JOIN warden.policy_active act ON act.tenant_id = pa.tenant_id
+  LEFT JOIN LATERAL (
+      SELECT n.activated_at FROM warden.policy_activations n
+       WHERE n.tenant_id = pa.tenant_id AND n.activation_id > pa.activation_id
+       ORDER BY n.activation_id LIMIT 1) nxt ON true;
 """
 
 DOWNGRADE = r"""
 SET LOCAL check_function_bodies = off;
+DROP VIEW warden.policy_activation_evidence;
+DROP VIEW warden.job_evidence;
+DROP VIEW warden.approval_evidence;
+DROP FUNCTION warden.job_hash(text, uuid, text, text, jsonb, jsonb, jsonb);
+DROP FUNCTION warden.canonical_json(jsonb);
 -- Back to the unkeyed sha256 chain: re-hash every chain that verifies under its keys.
 DROP FUNCTION warden.verify_timeline(uuid);
 DROP FUNCTION warden.timeline_problems(text, uuid);
