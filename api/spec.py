@@ -65,6 +65,8 @@ SCHEMAS: S = {
         "seq": INT, "at": TIME, "kind": STR, "step_id": NSTR, "job_id": NSTR,
         "attempt": {"type": ["integer", "null"]}, "actor": NSTR, "data": ANY,
         "prev_hash": STR, "hash": STR, "key_id": INT}),
+    "Evidence": _obj(["run_id", "lines"], {
+        "run_id": STR, "lines": {"type": "array", "items": {"type": "object"}}}),
     "Timeline": _obj(["items", "next_after"], {
         "items": {"type": "array", "items": _ref("TimelineEvent")},
         "next_after": {"type": ["integer", "null"]}}),

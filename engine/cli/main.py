@@ -14,7 +14,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from engine.cli.audit import cmd_audit_anchor, cmd_audit_rotate_key, cmd_audit_verify
+from engine.cli.audit import (
+    cmd_audit_anchor,
+    cmd_audit_export,
+    cmd_audit_rotate_key,
+    cmd_audit_verify,
+    cmd_audit_verify_export,
+    time_arg,
+)
 from engine.cli.common import EXIT_CODES, Command, json_arg, uuid_arg
 from engine.cli.daemons import cmd_demo, cmd_migrate, cmd_serve, cmd_worker
 from engine.cli.governance import (
@@ -159,7 +166,7 @@ def _parser() -> argparse.ArgumentParser:
         dest="sub", required=True, metavar="SUBCOMMAND")
     p = add(ks, "create", cmd_keys_create, "create an API key (printed once)")
     p.add_argument("--role", action="append", required=True,
-                   choices=["submitter", "approver", "operator", "admin", "worker"],
+                   choices=["submitter", "approver", "operator", "admin", "worker", "auditor"],
                    help="a role (repeat for several)")
     p.add_argument("--grant", dest="tenant_grant", action="append",
                    help="a tenant the key may act for (repeat; default: the --tenant)")
@@ -182,6 +189,17 @@ def _parser() -> argparse.ArgumentParser:
             "DIR/anchors.jsonl, signed")
     p.add_argument("--dir", type=Path, help="the anchor directory (default: "
                    "WARDEN_AUDIT_ANCHOR_DIR)")
+    p = add(au, "export", cmd_audit_export,
+            "write a run's (or a tenant's runs') evidence as sealed JSON lines", read=True)
+    p.add_argument("--run", type=uuid_arg, metavar="RUN_ID", help="the run to export")
+    p.add_argument("--since", type=time_arg, help="with --tenant: runs created at or after")
+    p.add_argument("--until", type=time_arg, help="with --tenant: runs created before")
+    p.add_argument("--output", metavar="FILE", help="write here instead of stdout")
+    p.add_argument("--anchors", type=Path, metavar="DIR",
+                   help="include the runs' anchored heads (default: WARDEN_AUDIT_ANCHOR_DIR)")
+    p = add(au, "verify-export", cmd_audit_verify_export,
+            "check an export with no database (exit 1 if anything differs)", read=True)
+    p.add_argument("file", metavar="FILE")
     add(au, "rotate-key", cmd_audit_rotate_key,
         "retire the timeline's chain key and make a new one (schema owner only)")
 

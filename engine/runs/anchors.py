@@ -40,6 +40,22 @@ def anchor_key(server_secret: bytes) -> bytes:
     return hmac.new(server_secret, _KEY_LABEL, hashlib.sha256).digest()
 
 
+def head_doc(key: bytes, n: int, at: str, tenant_id: str, run_id: UUID, seq: int,
+             hash: str) -> dict[str, Any]:
+    """One head of an anchor line, signed on its own as well (``sig`` over the head with the
+    line's ``n`` and ``at``), so an export can carry its runs' heads without the other
+    runs of the line (engine/runs/evidence.py)."""
+    head: dict[str, Any] = {"tenant_id": tenant_id, "run_id": str(run_id), "seq": seq,
+                            "hash": hash}
+    head["sig"] = sign(key, {**head, "n": n, "at": at})
+    return head
+
+
+def head_signed(key: bytes, head: dict[str, Any]) -> bool:
+    """Whether a head taken out of its line (with the line's ``n`` and ``at``) is signed."""
+    return hmac.compare_digest(str(head.get("sig")), sign(key, head))
+
+
 def sign(key: bytes, doc: dict[str, Any]) -> str:
     """HMAC-SHA-256 of the canonical JSON of ``doc`` without its ``sig``."""
     body = {k: v for k, v in doc.items() if k != "sig"}
@@ -72,6 +88,12 @@ class Point:
     hash: str
     line: int
     at: str
+    sig: str
+
+    def doc(self) -> dict[str, Any]:
+        """The signed head as an export carries it (checked by `head_signed`)."""
+        return {"tenant_id": self.tenant_id, "run_id": str(self.run_id), "seq": self.seq,
+                "hash": self.hash, "n": self.line, "at": self.at, "sig": self.sig}
 
 
 @dataclass
@@ -118,7 +140,7 @@ def parse(text: str, key: bytes) -> AnchorLog:
         log.last_sig = sig
         for h in heads:
             log.points.append(Point(h["tenant_id"], UUID(h["run_id"]), int(h["seq"]),
-                                    str(h["hash"]), n, str(doc.get("at"))))
+                                    str(h["hash"]), n, str(doc.get("at")), str(h.get("sig"))))
     return log
 
 
@@ -143,11 +165,11 @@ async def anchor(db: Database, directory: Path, key: bytes) -> tuple[int | None,
         changed = [h for h in heads if h.seq > anchored.get((h.tenant_id, h.run_id), 0)]
         if not changed:
             return None, 0
+        n, at = log.lines + 1, datetime.now(UTC).isoformat(timespec="microseconds")
         doc: dict[str, Any] = {
-            "v": VERSION, "kind": "heads", "n": log.lines + 1, "prev": log.last_sig,
-            "at": datetime.now(UTC).isoformat(timespec="microseconds"),
-            "heads": [{"tenant_id": h.tenant_id, "run_id": str(h.run_id), "seq": h.seq,
-                       "hash": h.hash} for h in changed]}
+            "v": VERSION, "kind": "heads", "n": n, "prev": log.last_sig, "at": at,
+            "heads": [head_doc(key, n, at, h.tenant_id, h.run_id, h.seq, h.hash)
+                      for h in changed]}
         doc["sig"] = sign(key, doc)
         file.write(canonical_json(doc) + "\n")
         file.flush()

@@ -11,9 +11,9 @@ warden.event_hash, the view warden.timeline_check and warden.timeline_problems (
 wrong with a chain, and where); append_events signs with the active key and
 verify_timeline checks with the key of each event. Chains already written are re-signed
 under the first key if they verified unkeyed (docs/dba.md, "The keyed chain").
-Adds warden.canonical_json and warden.job_hash (the approval hash, in SQL) and the views
-approval_evidence, job_evidence and policy_activation_evidence (docs/dba.md, "Evidence
-views").
+Adds the API role auditor, warden.canonical_json and warden.job_hash (the approval hash,
+in SQL) and the views approval_evidence, job_evidence and policy_activation_evidence
+(docs/dba.md, "Evidence views").
 """
 
 from alembic import op
@@ -25,6 +25,7 @@ depends_on = None
 
 UPGRADE = r"""
 SET LOCAL check_function_bodies = off;
+ALTER TYPE warden.api_role ADD VALUE 'auditor';
 ALTER TABLE warden.timeline ADD COLUMN key_id integer;
 
 -- The keys of the timeline's chain (docs/dba.md, "The keyed chain"). Each event's hash is
@@ -438,6 +439,8 @@ SELECT pa.tenant_id, pa.activation_id, pa.snapshot_hash, pa.previous_hash, pa.ac
 
 DOWNGRADE = r"""
 SET LOCAL check_function_bodies = off;
+-- api_role keeps its 'auditor' value: PostgreSQL cannot drop an enum value, and keys may
+-- hold it.
 DROP VIEW warden.policy_activation_evidence;
 DROP VIEW warden.job_evidence;
 DROP VIEW warden.approval_evidence;

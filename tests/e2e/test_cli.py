@@ -239,3 +239,32 @@ def test_anchors_catch_a_chain_re_signed_with_the_database_key(
     text = cli.run("audit", "verify", "--anchors", str(anchors_dir), ok=False).stdout
     assert f"TAMPERED: run {run_id} (default) at seq {problem['seq']}" in text
     assert rotated >= 2
+
+
+def test_an_export_verifies_with_no_database_and_a_changed_byte_fails(
+        cli: Cli, tmp_path: Path) -> None:
+    cli.run("workflows", "apply", str(REPO / "tests/e2e/gate.yaml"))
+    run_id = cli.run("runs", "start", "gate", "--as", "alice").stdout.strip()
+    out = tmp_path / "run.jsonl"
+    cli.run("audit", "export", "--run", run_id, "--output", str(out))
+    bad = cli.run("audit", "export", "--run", run_id, "--tenant", "default", ok=False)
+    assert bad.returncode == 2 and "--run" in bad.stderr
+    since = cli.run("audit", "export", "--tenant", "default", "--since", "2999-01-01", ok=False)
+    assert since.returncode == 0 and '"type":"run"' not in since.stdout
+    offline = {**cli.env, "WARDEN_DATABASE_URL": "postgresql://nobody@127.0.0.1:1/none"}
+    checked = subprocess.run([sys.executable, "-m", "engine.cli", "audit", "verify-export",
+                              str(out), "--json"], env=offline, capture_output=True, text=True,
+                             timeout=60, check=False)
+    assert checked.returncode == 0, checked.stderr
+    assert json.loads(checked.stdout)["runs"] == 1
+    text = out.read_text()
+    at = text.index('"actor":"alice"') + len('"actor":"al')
+    out.write_text(text[:at] + "e" + text[at + 1:])
+    tampered = cli.run("audit", "verify-export", str(out), ok=False)
+    assert tampered.returncode == 1 and "the export was changed" in tampered.stdout
+    no_secret = {k: v for k, v in offline.items() if k != "WARDEN_SECRET_KEY"}
+    no_secret["WARDEN_DATA_DIR"] = str(tmp_path / "elsewhere")
+    refused = subprocess.run([sys.executable, "-m", "engine.cli", "audit", "verify-export",
+                              str(out)], env=no_secret, capture_output=True, text=True,
+                             timeout=60, check=False)
+    assert refused.returncode == 2 and "WARDEN_SECRET_KEY" in refused.stderr
