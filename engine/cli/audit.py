@@ -98,7 +98,7 @@ async def cmd_audit_rotate_key(args: argparse.Namespace, settings: Settings) -> 
             print(f"chain key {key_id} is active; events already written keep their key")
         return 0
 
-    return await with_db(settings, body)
+    return await with_db(settings, body, acting=args)
 
 
 def time_arg(value: str) -> datetime:

@@ -45,7 +45,7 @@ def decide_command(approve: bool) -> Command:
                 print(f"approval {row.approval_id} {row.status.value} by {row.decided_by}")
             return 0
 
-        return await with_db(settings, body)
+        return await with_db(settings, body, acting=args)
 
     return command
 
@@ -76,7 +76,7 @@ async def cmd_policy_apply(args: argparse.Namespace, settings: Settings) -> int:
                   + (f"\nactive for tenant {args.tenant}" if activated else ""))
         return 0
 
-    return await with_db(settings, body)
+    return await with_db(settings, body, acting=args)
 
 
 async def cmd_policy_activate(args: argparse.Namespace, settings: Settings) -> int:
@@ -88,7 +88,7 @@ async def cmd_policy_activate(args: argparse.Namespace, settings: Settings) -> i
               f"(previous: {row.previous_hash or 'none'})")
         return 0
 
-    return await with_db(settings, body)
+    return await with_db(settings, body, acting=args)
 
 
 async def cmd_policy_show(args: argparse.Namespace, settings: Settings) -> int:
@@ -155,7 +155,7 @@ async def cmd_keys_create(args: argparse.Namespace, settings: Settings) -> int:
                   file=sys.stderr)
         return 0
 
-    return await with_db(settings, body)
+    return await with_db(settings, body, acting=args)
 
 
 async def cmd_keys_list(args: argparse.Namespace, settings: Settings) -> int:

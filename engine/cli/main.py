@@ -58,12 +58,16 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def add(subparsers: Any, name: str, func: Command, help_text: str,
-            read: bool = False) -> argparse.ArgumentParser:
+            read: bool = False, acts: bool = False) -> argparse.ArgumentParser:
         p: argparse.ArgumentParser = subparsers.add_parser(name, help=help_text,
                                                            description=help_text)
         p.set_defaults(func=func)
         p.add_argument("--json", action="store_true",
                        help="print one JSON document" if read else "print the result as JSON")
+        if acts:  # a write that records its actor; never a read
+            p.add_argument("--as", dest="principal", default=None, metavar="PRINCIPAL",
+                           help="record PRINCIPAL as the actor (default: os-user@db-role); "
+                           "only for a database role that may act for others")
         return p
 
     add(sub, "migrate", cmd_migrate, "apply database migrations (Alembic) up to the newest")
@@ -100,7 +104,8 @@ def _parser() -> argparse.ArgumentParser:
 
     wf = sub.add_parser("workflows", help="store workflow definitions").add_subparsers(
         dest="sub", required=True, metavar="SUBCOMMAND")
-    p = add(wf, "apply", cmd_workflows_apply, "validate and store a definition (YAML or JSON)")
+    p = add(wf, "apply", cmd_workflows_apply, "validate and store a definition (YAML or JSON)",
+            acts=True)
     p.add_argument("file", metavar="FILE")
 
     add(wf, "list", cmd_workflows_list, "the newest version of each workflow", read=True)
@@ -109,7 +114,7 @@ def _parser() -> argparse.ArgumentParser:
 
     rn = sub.add_parser("runs", help="start and inspect runs").add_subparsers(
         dest="sub", required=True, metavar="SUBCOMMAND")
-    p = add(rn, "start", cmd_runs_start, "start a run of a workflow's newest version")
+    p = add(rn, "start", cmd_runs_start, "start a run of a workflow's newest version", acts=True)
     p.add_argument("workflow_id", metavar="WORKFLOW_ID")
     p.add_argument("--input", type=json_arg, default={}, help="the run input as a JSON object")
     p.add_argument("--idempotency-key", help="start at most one run per key")
@@ -122,10 +127,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=50)
     p = add(rn, "watch", cmd_runs_watch, "follow a run's timeline live until it ends")
     p.add_argument("run_id", type=uuid_arg, metavar="RUN_ID")
-    p = add(rn, "cancel", cmd_runs_cancel, "cancel a run")
+    p = add(rn, "cancel", cmd_runs_cancel, "cancel a run", acts=True)
     p.add_argument("run_id", type=uuid_arg, metavar="RUN_ID")
     p.add_argument("--reason", help="why (recorded in the timeline)")
-    p = add(rn, "rerun", cmd_runs_rerun, "rerun a finished run from a step")
+    p = add(rn, "rerun", cmd_runs_rerun, "rerun a finished run from a step", acts=True)
     p.add_argument("run_id", type=uuid_arg, metavar="RUN_ID")
     p.add_argument("--from-step", required=True, help="the step to run again, with its "
                    "descendants")
@@ -138,17 +143,18 @@ def _parser() -> argparse.ArgumentParser:
                    choices=list(ApprovalStatus))
     p.add_argument("--limit", type=int, default=100)
     for name, approve in (("approve", True), ("reject", False)):
-        p = add(ap, name, decide_command(approve), f"{name} a pending approval")
+        p = add(ap, name, decide_command(approve), f"{name} a pending approval", acts=True)
         p.add_argument("approval_id", type=uuid_arg, metavar="APPROVAL_ID")
         p.add_argument("--reason", help="why (recorded in the timeline)")
         p.add_argument("--job-hash", help="the job hash you reviewed; refused if it changed")
 
     po = sub.add_parser("policy", help="policy bundles and snapshots").add_subparsers(
         dest="sub", required=True, metavar="SUBCOMMAND")
-    p = add(po, "apply", cmd_policy_apply, "validate and store a policy bundle as a snapshot")
+    p = add(po, "apply", cmd_policy_apply, "validate and store a policy bundle as a snapshot",
+            acts=True)
     p.add_argument("file", metavar="FILE")
     p.add_argument("--activate", action="store_true", help="make it the tenant's active policy")
-    p = add(po, "activate", cmd_policy_activate, "make a stored snapshot the active one")
+    p = add(po, "activate", cmd_policy_activate, "make a stored snapshot the active one", acts=True)
     p.add_argument("snapshot_hash", metavar="SNAPSHOT_HASH")
     add(po, "show", cmd_policy_show, "the active snapshot and the stored ones", read=True)
     p = add(po, "evaluate", cmd_policy_evaluate,
@@ -164,7 +170,7 @@ def _parser() -> argparse.ArgumentParser:
 
     ks = sub.add_parser("keys", help="API keys").add_subparsers(
         dest="sub", required=True, metavar="SUBCOMMAND")
-    p = add(ks, "create", cmd_keys_create, "create an API key (printed once)")
+    p = add(ks, "create", cmd_keys_create, "create an API key (printed once)", acts=True)
     p.add_argument("--role", action="append", required=True,
                    choices=["submitter", "approver", "operator", "admin", "worker", "auditor"],
                    help="a role (repeat for several)")
@@ -201,13 +207,11 @@ def _parser() -> argparse.ArgumentParser:
             "check an export with no database (exit 1 if anything differs)", read=True)
     p.add_argument("file", metavar="FILE")
     add(au, "rotate-key", cmd_audit_rotate_key,
-        "retire the timeline's chain key and make a new one (schema owner only)")
+        "retire the timeline's chain key and make a new one (schema owner only)", acts=True)
 
     for action in _all_subparsers(parser):
         action.add_argument("--tenant", default=None,
                             help="tenant (default: 'default' for writes, all for reads)")
-        action.add_argument("--as", dest="principal", default="cli",
-                            help="the principal recorded as actor (default: cli)")
     return parser
 
 

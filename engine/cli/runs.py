@@ -37,7 +37,7 @@ async def cmd_workflows_apply(args: argparse.Namespace, settings: Settings) -> i
             print(f"{stored.row.workflow_id} {stored.row.version}{note}")
         return 0
 
-    return await with_db(settings, body)
+    return await with_db(settings, body, acting=args)
 
 
 async def cmd_runs_start(args: argparse.Namespace, settings: Settings) -> int:
@@ -52,7 +52,7 @@ async def cmd_runs_start(args: argparse.Namespace, settings: Settings) -> int:
             print(started.run.run_id)
         return 0
 
-    return await with_db(settings, body)
+    return await with_db(settings, body, acting=args)
 
 
 async def cmd_runs_show(args: argparse.Namespace, settings: Settings) -> int:
@@ -98,7 +98,7 @@ async def cmd_runs_cancel(args: argparse.Namespace, settings: Settings) -> int:
         print(f"run {row.run_id} {row.status.value}")
         return 0
 
-    return await with_db(settings, body)
+    return await with_db(settings, body, acting=args)
 
 
 async def cmd_runs_rerun(args: argparse.Namespace, settings: Settings) -> int:
@@ -118,7 +118,7 @@ async def cmd_runs_rerun(args: argparse.Namespace, settings: Settings) -> int:
             print(started.run.run_id)
         return 0
 
-    return await with_db(settings, body)
+    return await with_db(settings, body, acting=args)
 
 
 async def cmd_workflows_list(args: argparse.Namespace, settings: Settings) -> int:

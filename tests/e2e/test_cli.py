@@ -268,3 +268,40 @@ def test_an_export_verifies_with_no_database_and_a_changed_byte_fails(
                               str(out)], env=no_secret, capture_output=True, text=True,
                              timeout=60, check=False)
     assert refused.returncode == 2 and "WARDEN_SECRET_KEY" in refused.stderr
+
+
+def test_the_cli_records_who_ran_it_and_as_only_for_roles_that_may_act_for_others(
+        cli: Cli, db_url: str) -> None:
+    import getpass
+
+    import psycopg
+    from psycopg import sql
+
+    cli.run("workflows", "apply", str(REPO / "tests/e2e/gate.yaml"))
+    run_id = cli.run("runs", "start", "gate").stdout.strip()
+    me = getpass.getuser()
+    assert cli.json("runs", "show", run_id)["created_by"] == f"{me}@postgres"
+    # never on a read command
+    read = cli.run("runs", "list", "--as", "alice", ok=False)
+    assert read.returncode == 2 and "--as" in read.stderr
+    # a database role that does not own the schema records itself, and may not use --as
+    role = f"warden_test_cli_{os.getpid()}"
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        ident = sql.Identifier(role)
+        conn.execute(sql.SQL("CREATE ROLE {} LOGIN").format(ident))
+        for grant in ("GRANT USAGE ON SCHEMA warden TO {}",
+                      "GRANT SELECT, INSERT, UPDATE ON ALL TABLES IN SCHEMA warden TO {}",
+                      "GRANT USAGE ON ALL SEQUENCES IN SCHEMA warden TO {}",
+                      "GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA warden TO {}",
+                      "GRANT SELECT ON public.warden_alembic_version TO {}"):
+            conn.execute(sql.SQL(grant).format(ident))
+    try:
+        cli.env["WARDEN_DATABASE_URL"] = db_url.replace("postgres@", f"{role}@", 1)
+        refused = cli.run("runs", "start", "gate", "--as", "alice", ok=False)
+        assert refused.returncode == 5 and "may not act for others" in refused.stderr
+        mine = cli.run("runs", "start", "gate").stdout.strip()
+        assert cli.json("runs", "show", mine)["created_by"] == f"{me}@{role}"
+    finally:
+        with psycopg.connect(db_url, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(role)))
+            conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
