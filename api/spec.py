@@ -102,7 +102,9 @@ SCHEMAS: S = {
     "TimelineEvent": _obj(["seq", "at", "kind", "data", "prev_hash", "hash"], {
         "seq": INT, "at": TIME, "kind": STR, "step_id": NSTR, "job_id": NSTR,
         "attempt": {"type": ["integer", "null"]}, "actor": NSTR, "data": ANY,
-        "prev_hash": STR, "hash": STR}),
+        "prev_hash": STR, "hash": STR, "key_id": INT}),
+    "Evidence": _obj(["run_id", "lines"], {
+        "run_id": STR, "lines": {"type": "array", "items": {"type": "object"}}}),
     "Timeline": _list("TimelineEvent"),
     "Rerun": _obj(["from_step"], {"from_step": {**TEXT, "minLength": 1},
                                   "dry_run": {"type": "boolean"}}, extra=False),

@@ -1,7 +1,8 @@
-"""Runs: list, detail, timeline, rerun, cancel."""
+"""Runs: list, detail, timeline, evidence, rerun, cancel."""
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from uuid import UUID
 
@@ -23,7 +24,7 @@ from api.registry import READ_RUNS, endpoint
 from engine.core.enums import RunStatus
 from engine.core.errors import InvalidInput, NotFound
 from engine.governance.apikeys import Role
-from engine.runs import lifecycle, reruns, stopping, timeline, views
+from engine.runs import anchors, evidence, lifecycle, reruns, stopping, timeline, views
 
 
 def _run_id(request: Request) -> UUID:
@@ -121,6 +122,19 @@ async def get_timeline(request: Request) -> Response:
     events = await timeline.page(request.app.state.svc.db, caller.tenant_id, _run_id(request),
                                  after=max(after, 0), limit=page_size)
     return JSONResponse(views.event_page(events, page_size))
+
+
+@endpoint("GET", "/workflow-runs/{run_id}/evidence",
+          "The run's evidence, sealed: the lines `warden audit verify-export` checks offline",
+          roles=(Role.AUDITOR,), responses={200: "Evidence", 404: "Problem"})
+async def get_evidence(request: Request) -> Response:
+    caller = await authorize(request, Role.AUDITOR)
+    lines = await evidence.export(
+        request.app.state.svc.db,
+        evidence.Scope(run_id=_run_id(request), tenant_id=caller.tenant_id),
+        anchors.anchor_key(request.app.state.secret_key))
+    return JSONResponse({"run_id": request.path_params["run_id"],
+                         "lines": [json.loads(line) for line in lines]})
 
 
 @endpoint("POST", "/workflow-runs/{run_id}/rerun",

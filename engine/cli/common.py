@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import getpass
 import json
+import os
 import sys
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from datetime import UTC, datetime
@@ -18,7 +20,7 @@ from engine.governance.policy import Verdict
 from engine.process import tracing
 from engine.process.runtime import database_url
 from engine.runs.services import Services
-from engine.store import Database
+from engine.store import Database, session
 from engine.store.scope import across_tenants
 
 EXIT_CODES: tuple[tuple[type[errors.WardenError], int], ...] = (
@@ -133,7 +135,9 @@ def unreadable_argument(argv: list[str]) -> str | None:
 
 
 async def with_db(settings: Settings, body: Callable[[Services], Awaitable[int]], *,
-                  service: str = "warden") -> int:
+                  service: str = "warden", acting: argparse.Namespace | None = None) -> int:
+    """Runs ``body`` against the database; ``acting``: the command's arguments, whose
+    ``principal`` (--as) is resolved to the actor it records (`resolve_actor`)."""
     from engine.store.migrate import require_head
 
     # traces only when configured (docs/deployment.md#traces); ``service`` names this
@@ -145,7 +149,32 @@ async def with_db(settings: Settings, body: Callable[[Services], Awaitable[int]]
     with database_url(settings, announce=False) as url:
         await asyncio.to_thread(require_head, url)
         async with Database(url, max_size=4) as db:
+            if acting is not None:
+                acting.principal = await resolve_actor(db, acting.principal)
             return await body(services_for(db, settings))
+
+
+def os_user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no login name for this uid (a bare container)
+        return f"uid{os.getuid()}"
+
+
+async def resolve_actor(db: Database, requested: str | None) -> str:
+    """The actor a CLI write records: ``os-user@db-role`` — who ran it and as which
+    database role — unless --as names another principal, which only a database role that
+    may act for others (a member of the schema owner's role) may do (docs/dba.md, "Who
+    the actor is")."""
+    identity = await session.identity(db)
+    if requested is None:
+        return f"{os_user()}@{identity.db_role}"
+    if not identity.may_act_for_others:
+        raise errors.Forbidden(
+            f"--as {requested}: the database role {identity.db_role} may not act for others "
+            "(only a member of the role owning schema warden may); leave --as out to act "
+            f"as {os_user()}@{identity.db_role}")
+    return requested
 
 
 def services_for(db: Database, settings: Settings) -> Services:

@@ -11,6 +11,7 @@ from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any
 
+from engine.cli.audit import anchor_key_for
 from engine.cli.common import with_db
 from engine.cli.serving import api_starter, http_base, process_started, wait_ready
 from engine.core import errors
@@ -43,7 +44,10 @@ async def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
                           notifier=NotifierConfig(
                               secret=settings.webhook_secret,
                               max_attempts=settings.webhook_max_attempts,
-                              timeout_s=settings.webhook_timeout_ms / 1000))
+                              timeout_s=settings.webhook_timeout_ms / 1000),
+                          anchor_dir=settings.audit_anchor_dir,
+                          anchor_key=anchor_key_for(settings) if settings.audit_anchor_dir else b"",
+                          anchor_interval_s=settings.audit_anchor_interval_s)
 
     async def body(svc: Services) -> int:
         start_api = api_starter(settings)  # before any loop starts: a taken port fails at once

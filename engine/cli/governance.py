@@ -120,7 +120,7 @@ def decide_command(approve: bool) -> Command:
                 print(f"approval {row.approval_id} {row.status.value} by {row.decided_by}")
             return 0
 
-        return await with_db(settings, body)
+        return await with_db(settings, body, acting=args)
 
     return command
 
@@ -151,7 +151,7 @@ async def cmd_policy_apply(args: argparse.Namespace, settings: Settings) -> int:
                   + (f"\nactive for tenant {args.tenant}" if activated else ""))
         return 0
 
-    return await with_db(settings, body)
+    return await with_db(settings, body, acting=args)
 
 
 async def cmd_policy_activate(args: argparse.Namespace, settings: Settings) -> int:
@@ -163,7 +163,7 @@ async def cmd_policy_activate(args: argparse.Namespace, settings: Settings) -> i
               f"(previous: {row.previous_hash or 'none'})")
         return 0
 
-    return await with_db(settings, body)
+    return await with_db(settings, body, acting=args)
 
 
 async def cmd_policy_show(args: argparse.Namespace, settings: Settings) -> int:
@@ -231,7 +231,7 @@ async def cmd_keys_create(args: argparse.Namespace, settings: Settings) -> int:
                   file=sys.stderr)
         return 0
 
-    return await with_db(settings, body)
+    return await with_db(settings, body, acting=args)
 
 
 async def cmd_keys_list(args: argparse.Namespace, settings: Settings) -> int:
@@ -278,7 +278,7 @@ async def cmd_workers_grant(args: argparse.Namespace, settings: Settings) -> int
             print(f"{row.role_name} may work on tenant {row.tenant_id}, topics {row.topic_glob}")
         return 0
 
-    return await with_db(settings, body)
+    return await with_db(settings, body, acting=args)
 
 
 async def cmd_workers_revoke(args: argparse.Namespace, settings: Settings) -> int:

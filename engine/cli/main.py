@@ -13,8 +13,16 @@ import asyncio
 import os
 import sys
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
+from engine.cli.audit import (
+    cmd_audit_anchor,
+    cmd_audit_export,
+    cmd_audit_rotate_key,
+    cmd_audit_verify,
+    cmd_audit_verify_export,
+)
 from engine.cli.common import EXIT_CODES, Command, id_arg, json_arg, unreadable_argument, uuid_arg
 from engine.cli.daemons import cmd_demo, cmd_migrate, cmd_serve, cmd_worker
 from engine.cli.fleet import cmd_queues_list, cmd_workers_list
@@ -35,7 +43,6 @@ from engine.cli.governance import (
     label_arg,
 )
 from engine.cli.runs import (
-    cmd_audit_verify,
     cmd_runs_cancel,
     cmd_runs_list,
     cmd_runs_rerun,
@@ -80,12 +87,16 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def add(subparsers: Any, name: str, func: Command, help_text: str,
-            read: bool = False) -> argparse.ArgumentParser:
+            read: bool = False, acts: bool = False) -> argparse.ArgumentParser:
         p: argparse.ArgumentParser = subparsers.add_parser(name, help=help_text,
                                                            description=help_text)
         p.set_defaults(func=func)
         p.add_argument("--json", action="store_true",
                        help="print one JSON document" if read else "print the result as JSON")
+        if acts:  # a write that records its actor; never a read
+            p.add_argument("--as", dest="principal", default=None, metavar="PRINCIPAL",
+                           help="record PRINCIPAL as the actor (default: os-user@db-role); "
+                           "only for a database role that may act for others")
         return p
 
     add(sub, "migrate", cmd_migrate, "apply database migrations (Alembic) up to the newest")
@@ -122,7 +133,8 @@ def _parser() -> argparse.ArgumentParser:
 
     wf = sub.add_parser("workflows", help="store workflow definitions").add_subparsers(
         dest="sub", required=True, metavar="SUBCOMMAND")
-    p = add(wf, "apply", cmd_workflows_apply, "validate and store a definition (YAML or JSON)")
+    p = add(wf, "apply", cmd_workflows_apply, "validate and store a definition (YAML or JSON)",
+            acts=True)
     p.add_argument("file", metavar="FILE")
 
     p = add(wf, "list", cmd_workflows_list, "the newest version of each workflow", read=True)
@@ -132,7 +144,7 @@ def _parser() -> argparse.ArgumentParser:
 
     rn = sub.add_parser("runs", help="start and inspect runs").add_subparsers(
         dest="sub", required=True, metavar="SUBCOMMAND")
-    p = add(rn, "start", cmd_runs_start, "start a run of a workflow's newest version")
+    p = add(rn, "start", cmd_runs_start, "start a run of a workflow's newest version", acts=True)
     p.add_argument("workflow_id", metavar="WORKFLOW_ID")
     p.add_argument("--input", type=json_arg, default={}, help="the run input as a JSON object")
     p.add_argument("--idempotency-key", help="start at most one run per key")
@@ -162,12 +174,13 @@ def _parser() -> argparse.ArgumentParser:
     p = add(rn, "watch", cmd_runs_watch, "follow a run's timeline live until it ends (--json: "
             "one event per line)")
     p.add_argument("run_id", type=id_arg, metavar="RUN_ID", help=ID_HELP)
-    p = add(rn, "cancel", cmd_runs_cancel, "cancel a run (shows what stops, asks first)")
+    p = add(rn, "cancel", cmd_runs_cancel, "cancel a run (shows what stops, asks first)",
+            acts=True)
     p.add_argument("run_id", type=id_arg, metavar="RUN_ID", help=ID_HELP)
     p.add_argument("--reason", help="why (recorded in the timeline)")
     p.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
     p = add(rn, "rerun", cmd_runs_rerun, "rerun a finished run from a step (shows the plan, "
-            "asks first)")
+            "asks first)", acts=True)
     p.add_argument("run_id", type=id_arg, metavar="RUN_ID", help=ID_HELP)
     p.add_argument("--from-step", "--from", dest="from_step", required=True,
                    help="the step to run again, with its descendants")
@@ -188,7 +201,7 @@ def _parser() -> argparse.ArgumentParser:
             read=True)
     p.add_argument("approval_id", type=id_arg, metavar="APPROVAL_ID", help=ID_HELP)
     for name, approve in (("approve", True), ("reject", False)):
-        p = add(ap, name, decide_command(approve), f"{name} a pending approval")
+        p = add(ap, name, decide_command(approve), f"{name} a pending approval", acts=True)
         p.add_argument("approval_id", type=id_arg, metavar="APPROVAL_ID", help=ID_HELP)
         p.add_argument("--reason", required=not approve,
                        help="why (recorded in the timeline)" + ("" if approve else
@@ -210,10 +223,11 @@ def _parser() -> argparse.ArgumentParser:
 
     po = sub.add_parser("policy", help="policy bundles and snapshots").add_subparsers(
         dest="sub", required=True, metavar="SUBCOMMAND")
-    p = add(po, "apply", cmd_policy_apply, "validate and store a policy bundle as a snapshot")
+    p = add(po, "apply", cmd_policy_apply, "validate and store a policy bundle as a snapshot",
+            acts=True)
     p.add_argument("file", metavar="FILE")
     p.add_argument("--activate", action="store_true", help="make it the tenant's active policy")
-    p = add(po, "activate", cmd_policy_activate, "make a stored snapshot the active one")
+    p = add(po, "activate", cmd_policy_activate, "make a stored snapshot the active one", acts=True)
     p.add_argument("snapshot_hash", metavar="SNAPSHOT_HASH")
     add(po, "show", cmd_policy_show, "the active snapshot and the stored ones", read=True)
     p = add(po, "evaluate", cmd_policy_evaluate,
@@ -229,9 +243,9 @@ def _parser() -> argparse.ArgumentParser:
 
     ks = sub.add_parser("keys", help="API keys").add_subparsers(
         dest="sub", required=True, metavar="SUBCOMMAND")
-    p = add(ks, "create", cmd_keys_create, "create an API key (printed once)")
+    p = add(ks, "create", cmd_keys_create, "create an API key (printed once)", acts=True)
     p.add_argument("--role", action="append", required=True,
-                   choices=["submitter", "approver", "operator", "admin", "worker"],
+                   choices=["submitter", "approver", "operator", "admin", "worker", "auditor"],
                    help="a role (repeat for several)")
     p.add_argument("--grant", dest="tenant_grant", action="append",
                    help="a tenant the key may act for (repeat; default: the --tenant)")
@@ -243,7 +257,7 @@ def _parser() -> argparse.ArgumentParser:
     for name, func, text in (
             ("grant", cmd_workers_grant, "let a login role claim a tenant's jobs of some topics"),
             ("revoke", cmd_workers_revoke, "take a grant back (its claims and writes stop)")):
-        p = add(wk, name, func, text)
+        p = add(wk, name, func, text, acts=True)
         p.add_argument("role", metavar="ROLE", help="a PostgreSQL login role")
         p.add_argument("--tenant", dest="grant_tenant", required=True,
                        help="a tenant id, or '*' for every tenant")
@@ -259,13 +273,31 @@ def _parser() -> argparse.ArgumentParser:
     p = add(au, "verify", cmd_audit_verify, "verify timeline hash chains (exit 1 if broken)",
             read=True)
     p.add_argument("run_id", type=id_arg, nargs="?", metavar="RUN_ID", help=ID_HELP)
+    p.add_argument("--anchors", metavar="DIR",
+                   help="also compare the chains with the anchors written in DIR")
+    p = add(au, "anchor", cmd_audit_anchor,
+            "append the chain heads of every run changed since the last anchor to "
+            "DIR/anchors.jsonl, signed")
+    p.add_argument("--dir", type=Path, help="the anchor directory (default: "
+                   "WARDEN_AUDIT_ANCHOR_DIR)")
+    p = add(au, "export", cmd_audit_export,
+            "write a run's (or a tenant's runs') evidence as sealed JSON lines", read=True)
+    p.add_argument("--run", type=uuid_arg, metavar="RUN_ID", help="the run to export")
+    p.add_argument("--since", type=time_arg, help="with --tenant: runs created at or after")
+    p.add_argument("--until", type=time_arg, help="with --tenant: runs created before")
+    p.add_argument("--output", metavar="FILE", help="write here instead of stdout")
+    p.add_argument("--anchors", type=Path, metavar="DIR",
+                   help="include the runs' anchored heads (default: WARDEN_AUDIT_ANCHOR_DIR)")
+    p = add(au, "verify-export", cmd_audit_verify_export,
+            "check an export with no database (exit 1 if anything differs)", read=True)
+    p.add_argument("file", metavar="FILE")
+    add(au, "rotate-key", cmd_audit_rotate_key,
+        "retire the timeline's chain key and make a new one (schema owner only)", acts=True)
 
     for action in _all_subparsers(parser):
         if "--tenant" not in action._option_string_actions:  # workers grant has its own
             action.add_argument("--tenant", default=None,
                                 help="tenant (default: 'default' for writes, all for reads)")
-        action.add_argument("--as", dest="principal", default="cli",
-                            help="the principal recorded as actor (default: cli)")
     return parser
 
 

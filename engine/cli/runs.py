@@ -43,7 +43,7 @@ async def cmd_workflows_apply(args: argparse.Namespace, settings: Settings) -> i
             print(f"{stored.row.workflow_id} {stored.row.version}{note}")
         return 0
 
-    return await with_db(settings, body)
+    return await with_db(settings, body, acting=args)
 
 
 async def cmd_runs_start(args: argparse.Namespace, settings: Settings) -> int:
@@ -68,7 +68,7 @@ async def cmd_runs_start(args: argparse.Namespace, settings: Settings) -> int:
             raise lifecycle.denial(run)
         return 0
 
-    return await with_db(settings, body)
+    return await with_db(settings, body, acting=args)
 
 
 async def cmd_runs_show(args: argparse.Namespace, settings: Settings) -> int:
@@ -152,7 +152,7 @@ async def cmd_runs_cancel(args: argparse.Namespace, settings: Settings) -> int:
             print(f"run {row.run_id} {row.status.value}")
         return 0
 
-    return await with_db(settings, body)
+    return await with_db(settings, body, acting=args)
 
 
 def _plan_lines(plan: dict[str, Any]) -> Iterable[str]:
@@ -195,7 +195,7 @@ async def cmd_runs_rerun(args: argparse.Namespace, settings: Settings) -> int:
             print(started.run.run_id)
         return 0
 
-    return await with_db(settings, body)
+    return await with_db(settings, body, acting=args)
 
 
 async def cmd_workflows_list(args: argparse.Namespace, settings: Settings) -> int:
@@ -234,26 +234,6 @@ async def cmd_timeline(args: argparse.Namespace, settings: Settings) -> int:
                    lambda items: format_timeline([by_seq[i["seq"]] for i in items]),
                    empty="no events")
         return 0
-
-    return await with_db(settings, body)
-
-
-async def cmd_audit_verify(args: argparse.Namespace, settings: Settings) -> int:
-    async def body(svc: Services) -> int:
-        if args.run_id is not None:
-            run_id = await lifecycle.resolve_id(svc.db, args.tenant, args.run_id)
-            results = [("", run_id, await timeline.verify(svc.db, run_id))]
-        else:
-            results = await timeline.verify_all(svc.db, args.tenant)
-        broken = [(t, r) for t, r, ok in results if not ok]
-        if args.json:
-            print_json({"checked": len(results),
-                         "broken": [{"tenant_id": t, "run_id": str(r)} for t, r in broken]})
-        else:
-            for tenant, run_id in broken:
-                print(f"TAMPERED: run {run_id} {tenant}".rstrip())
-            print(f"{len(results)} run(s) checked, {len(broken)} with a broken chain")
-        return 1 if broken else 0
 
     return await with_db(settings, body)
 

@@ -52,6 +52,12 @@ class Settings:
     on, WARDEN_OTEL=0 off; unset, they are on when OTEL_TRACES_EXPORTER (other than
     none), OTEL_EXPORTER_OTLP_ENDPOINT or OTEL_EXPORTER_OTLP_TRACES_ENDPOINT is set, and
     OTEL_SDK_DISABLED=true keeps them off."""
+    audit_anchor_dir: Path | None
+    """WARDEN_AUDIT_ANCHOR_DIR: where `warden serve` appends signed chain heads
+    (anchors.jsonl, docs/dba.md "Anchors"); unset, serve writes no anchors."""
+    audit_anchor_interval_s: float
+    """WARDEN_AUDIT_ANCHOR_INTERVAL_S: seconds between two anchors in `warden serve`
+    (default 300)."""
 
 
 def _int(env: Mapping[str, str], name: str, default: int, *, minimum: int) -> int:
@@ -137,4 +143,8 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         webhook_max_attempts=_int(env, "WARDEN_WEBHOOK_MAX_ATTEMPTS", 10, minimum=1),
         webhook_timeout_ms=_int(env, "WARDEN_WEBHOOK_TIMEOUT_MS", 10_000, minimum=100),
         traces=_traces(env),
+        audit_anchor_dir=Path(env["WARDEN_AUDIT_ANCHOR_DIR"])
+        if env.get("WARDEN_AUDIT_ANCHOR_DIR") else None,
+        audit_anchor_interval_s=float(_int(env, "WARDEN_AUDIT_ANCHOR_INTERVAL_S", 300,
+                                           minimum=1)),
     )

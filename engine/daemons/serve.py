@@ -10,11 +10,13 @@ import asyncio
 import logging
 from dataclasses import dataclass, field
 from datetime import timedelta
+from pathlib import Path
 
 from engine.daemons.notifier import Notifier, NotifierConfig
 from engine.daemons.reaper import Reaper
 from engine.daemons.reconciler import Reconciler
 from engine.process.loops import run_forever
+from engine.runs import anchors
 from engine.runs.services import Services
 from engine.scheduling.scheduler import Scheduler
 from engine.store.listener import NOTIFICATIONS_CHANNEL, SCHEDULER_CHANNEL, Listener
@@ -33,6 +35,10 @@ class EngineConfig:
     dispatch_timeout: timedelta = timedelta(minutes=5)
     batch_size: int = 50
     notifier: NotifierConfig = field(default_factory=NotifierConfig)
+    # anchors of the timeline's chain heads (engine/runs/anchors.py): off without a dir
+    anchor_dir: Path | None = None
+    anchor_key: bytes = b""
+    anchor_interval_s: float = 300.0
 
 
 async def run_engine(svc: Services, config: EngineConfig, stop: asyncio.Event) -> None:
@@ -61,11 +67,29 @@ async def run_engine(svc: Services, config: EngineConfig, stop: asyncio.Event) -
     async def notify_once() -> bool:
         return (await notifier.run_once()).attempts >= config.notifier.batch_size
 
+    async def anchor_once() -> bool:
+        assert config.anchor_dir is not None
+        try:
+            line, runs = await anchors.anchor(svc.db, config.anchor_dir, config.anchor_key)
+        except (anchors.AnchorFileBroken, OSError) as exc:
+            # the API and the other loops go on; `warden audit verify --anchors` says more
+            log.error("no anchor written to %s: %s", config.anchor_dir, exc)
+            return False
+        if line is not None:
+            log.info("anchored %d run head(s) at line %d of %s", runs, line,
+                     config.anchor_dir / anchors.FILE_NAME)
+        return False
+
     listener = Listener(svc.db.url, SCHEDULER_CHANNEL, lambda _payload: wake_scheduler.set(),
                         also={NOTIFICATIONS_CHANNEL: lambda _payload: wake_notifier.set()})
     listen = asyncio.create_task(listener.run())
+    loops = []
+    if config.anchor_dir is not None:
+        loops.append(run_forever("anchors", anchor_once, wake=never,
+                                 poll_interval_s=config.anchor_interval_s, stop=stop))
     try:
         await asyncio.gather(
+            *loops,
             run_forever("scheduler", schedule_once, wake=wake_scheduler,
                         poll_interval_s=config.poll_interval_s, stop=stop),
             run_forever("reaper", reap_once, wake=never,

@@ -39,6 +39,8 @@ class Role(StrEnum):
     """Manages keys and policy; may do everything."""
     WORKER = "worker"
     """Reads jobs (workers claim through SQL)."""
+    AUDITOR = "auditor"
+    """Reads a run's evidence with its proof (GET /workflow-runs/{id}/evidence)."""
 
 
 @dataclass(frozen=True)

@@ -36,7 +36,16 @@ async def verify(db: Database, run_id: UUID) -> bool:
         return await q.verify(conn, run_id)
 
 
-async def verify_all(db: Database, tenant_id: str | None) -> list[tuple[str, UUID, bool]]:
-    """(tenant, run, chain holds) for every run of the tenant, or of all tenants."""
+async def check(db: Database, tenant_id: str | None,
+                run_id: UUID | None = None) -> tuple[int, list[q.ChainProblem]]:
+    """(runs checked, the first problem of each broken chain) for one run, a tenant's runs
+    or every run, in one pass over the timeline."""
     async with db.connection() as conn:
-        return await q.verify_all(conn, tenant_id)
+        checked = await q.runs_count(conn, tenant_id, run_id)
+        return checked, await q.problems(conn, tenant_id, run_id)
+
+
+async def rotate_key(db: Database, by: str) -> int:
+    """Retires the active chain key and makes the next one; returns its key_id."""
+    async with db.transaction() as conn:
+        return await q.rotate_key(conn, by)

@@ -210,7 +210,7 @@ def event(row: TimelineEvent) -> dict[str, Any]:
     return {
         "seq": row.seq, "at": _time(row.at), "kind": row.kind, "step_id": row.step_id,
         "job_id": row.job_id, "attempt": row.attempt, "actor": row.actor, "data": row.data,
-        "prev_hash": row.prev_hash, "hash": row.hash,
+        "prev_hash": row.prev_hash, "hash": row.hash, "key_id": row.key_id,
     }
 
 

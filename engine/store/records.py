@@ -197,6 +197,7 @@ class TimelineEvent:
     data: Any
     prev_hash: str
     hash: str
+    key_id: int
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,6 @@ from engine.store.connection import (
     Conn,
     execute,
     fetch_all,
-    fetch_dicts,
     fetch_value,
     jsonb,
     shallow_dict,
@@ -53,9 +52,29 @@ async def verify(conn: Conn, run_id: UUID) -> bool:
     return bool(await fetch_value(conn, "timeline_verify", {"run_id": run_id}))
 
 
-async def verify_all(conn: Conn, tenant_id: str | None) -> list[tuple[str, UUID, bool]]:
-    rows = await fetch_dicts(conn, "timeline_verify_all", {"tenant_id": tenant_id})
-    return [(r["tenant_id"], r["run_id"], bool(r["ok"])) for r in rows]
+@dataclass(frozen=True)
+class ChainProblem:
+    """The first thing wrong with one run's chain (warden.timeline_problems)."""
+
+    tenant_id: str
+    run_id: UUID
+    seq: int
+    problem: str
+
+
+async def problems(conn: Conn, tenant_id: str | None,
+                   run_id: UUID | None) -> list[ChainProblem]:
+    return await fetch_all(conn, "timeline_problems",
+                           {"tenant_id": tenant_id, "run_id": run_id}, ChainProblem)
+
+
+async def runs_count(conn: Conn, tenant_id: str | None, run_id: UUID | None) -> int:
+    return int(await fetch_value(conn, "runs_count", {"tenant_id": tenant_id,
+                                                      "run_id": run_id}))
+
+
+async def rotate_key(conn: Conn, by: str) -> int:
+    return int(await fetch_value(conn, "chain_key_rotate", {"by": by}))
 
 
 @dataclass(frozen=True)
@@ -94,3 +113,33 @@ async def append_for_runs(conn: Conn, batch: dict[RunKey, list[Event]]) -> None:
     for (tenant_id, run_id), events in batch.items():
         for event in events:
             _log(tenant_id, run_id, event)
+
+
+@dataclass(frozen=True)
+class Head:
+    """A run's chain head: its last event's seq and hash."""
+
+    tenant_id: str
+    run_id: UUID
+    seq: int
+    hash: str
+
+
+async def run_heads(conn: Conn) -> list[Head]:
+    return await fetch_all(conn, "run_heads", {}, Head)
+
+
+@dataclass(frozen=True)
+class HashAt:
+    """The hash the database holds at an anchored (run, seq) now (None: the event is gone)."""
+
+    tenant_id: str
+    run_id: UUID
+    seq: int
+    hash: str | None
+    run_exists: bool
+
+
+async def hashes_at(conn: Conn, points: list[tuple[str, UUID, int]]) -> list[HashAt]:
+    return await fetch_all(conn, "timeline_hashes_at", {"points": jsonb([
+        {"tenant_id": t, "run_id": str(r), "seq": s} for t, r, s in points])}, HashAt)

@@ -6,9 +6,13 @@
 -- checks of rows that reference the run), so seq is gapless and follows commit order:
 -- whoever appends next waits for this transaction and reads the head it leaves. One
 -- update of the run's timeline head per call, however many events.
+--
+-- Each hash is HMAC-SHA-256 under the active chain key (sql/schema/55_chain_keys.sql),
+-- inlined as two sha256 calls. SECURITY DEFINER to read the key; it signs only events it
+-- appends itself, at the run's next seq after the head, so a caller gets no MAC of a row
+-- it could put anywhere else (an existing (run, seq) is refused by the primary key).
 CREATE OR REPLACE FUNCTION warden.append_events(p_tenant text, p_run uuid, p_events jsonb)
-RETURNS bigint
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+RETURNS bigint LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     e      jsonb;
     v_seq  bigint;
@@ -16,6 +20,9 @@ DECLARE
     v_at   timestamptz;
     v_hash text;
     v_kind warden.timeline_kind;
+    v_key  integer;
+    v_ipad bytea;
+    v_opad bytea;
 BEGIN
     SELECT timeline_seq, timeline_hash INTO v_seq, v_prev
       FROM warden.runs WHERE tenant_id = p_tenant AND run_id = p_run
@@ -23,21 +30,31 @@ BEGIN
     IF NOT FOUND THEN
         RAISE EXCEPTION 'run %/% not found', p_tenant, p_run USING ERRCODE = 'WD404';
     END IF;
+    SELECT key_id, k_ipad, k_opad INTO v_key, v_ipad, v_opad
+      FROM warden.chain_keys WHERE retired_at IS NULL;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'no active chain key: run `warden audit rotate-key`'
+            USING ERRCODE = 'WD500';
+    END IF;
     FOR e IN SELECT value FROM jsonb_array_elements(p_events) LOOP
         v_seq := v_seq + 1;
         v_at := warden.clock_timestamp();
         v_kind := (e->>'kind')::warden.timeline_kind;
-        v_hash := warden.event_hash(v_prev, p_tenant, p_run, v_seq, v_at, v_kind,
-                                    e->>'step_id', e->>'job_id', (e->>'attempt')::integer,
-                                    e->>'actor', coalesce(e->'data', '{}'));
+        v_hash := encode(sha256(v_opad || sha256(v_ipad || warden.event_message(
+                      v_prev, p_tenant, p_run, v_seq, v_at, v_kind, e->>'step_id',
+                      e->>'job_id', (e->>'attempt')::integer, e->>'actor',
+                      coalesce(e->'data', '{}')))), 'hex');
         INSERT INTO warden.timeline (tenant_id, run_id, seq, at, kind, step_id, job_id,
-                                     attempt, actor, data, prev_hash, hash)
+                                     attempt, actor, data, prev_hash, hash, key_id)
         VALUES (p_tenant, p_run, v_seq, v_at, v_kind, e->>'step_id', e->>'job_id',
                 (e->>'attempt')::integer, e->>'actor', coalesce(e->'data', '{}'), v_prev,
-                v_hash);
+                v_hash, v_key);
         v_prev := v_hash;
     END LOOP;
     UPDATE warden.runs SET timeline_seq = v_seq, timeline_hash = v_prev
      WHERE tenant_id = p_tenant AND run_id = p_run;
     RETURN v_seq;
 END $$;
+-- As SECURITY DEFINER it would let any role append to any run: only the roles that write
+-- runs may (their grants: sql/grants/).
+REVOKE EXECUTE ON FUNCTION warden.append_events(text, uuid, jsonb) FROM PUBLIC;

@@ -57,3 +57,16 @@ GRANT SELECT ON warden.timeline, warden.policy_decisions, warden.policy_snapshot
     warden.steps, warden.jobs, warden.workflows, warden.workers TO warden_auditor;
 GRANT EXECUTE ON FUNCTION warden.verify_timeline(uuid), warden.now(),
     warden.in_scope(text) TO warden_auditor;
+
+-- ---------------------------------------------------------------- the keyed chain
+-- The chain key (warden.chain_keys), event_hash (a MAC of anything), rotate_chain_key and
+-- the timeline_check view stay the owner's: no grant. Checking needs no key in hand.
+REVOKE ALL ON warden.chain_keys, warden.timeline_check FROM warden_engine;
+GRANT EXECUTE ON FUNCTION
+    warden.timeline_problems(text, uuid), warden.canonical_json(jsonb),
+    warden.event_message(text, text, uuid, bigint, timestamptz, warden.timeline_kind, text,
+                         text, integer, text, jsonb),
+    warden.job_hash(text, uuid, text, text, jsonb, jsonb, jsonb)
+    TO warden_engine, warden_auditor;
+GRANT SELECT ON warden.job_evidence, warden.approval_evidence,
+    warden.policy_activation_evidence TO warden_engine, warden_auditor;

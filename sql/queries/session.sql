@@ -3,3 +3,11 @@
 -- level, not transaction-local: a pooled autocommit connection runs each statement as its
 -- own transaction, and the pool sets the scope again whenever the next user's differs.
 SELECT set_config('warden.tenant', %(tenant)s, false);
+
+-- name: session_identity :one
+-- Who this session is in the database, and whether it may record another principal as
+-- the actor of what it does (CLI --as): only a member of the role that owns schema warden,
+-- which could rewrite any row anyway (superusers are members of every role).
+SELECT current_user::text AS db_role,
+       pg_has_role(current_user, n.nspowner, 'MEMBER') AS may_act_for_others
+  FROM pg_namespace n WHERE n.nspname = 'warden';

@@ -14,12 +14,21 @@ SELECT * FROM warden.timeline
 -- Whether the run's hash chain holds.
 SELECT warden.verify_timeline(%(run_id)s);
 
--- name: timeline_verify_all :many
--- Every run (of a tenant, or of all tenants) with whether its hash chain holds.
-SELECT r.tenant_id, r.run_id, warden.verify_timeline(r.run_id) AS ok
-  FROM warden.runs r
- WHERE %(tenant_id)s::text IS NULL OR r.tenant_id = %(tenant_id)s::text
- ORDER BY r.tenant_id, r.created_at;
+-- name: timeline_problems :many
+-- The first thing wrong with each broken chain: of one run, of a tenant's runs, or of all
+-- (one pass over the timeline; no row when every chain holds).
+SELECT tenant_id, run_id, seq, problem
+  FROM warden.timeline_problems(%(tenant_id)s, %(run_id)s);
+
+-- name: runs_count :one
+-- How many runs a verify looked at (one run, a tenant's, or all).
+SELECT count(*) FROM warden.runs
+ WHERE (%(tenant_id)s::text IS NULL OR tenant_id = %(tenant_id)s::text)
+   AND (%(run_id)s::uuid IS NULL OR run_id = %(run_id)s::uuid);
+
+-- name: chain_key_rotate :one
+-- Retires the active chain key and makes the next one (owner only); returns its key_id.
+SELECT warden.rotate_chain_key(%(by)s);
 
 -- name: events_append :one
 -- Appends a batch of one run's events in order (locks the run once; returns the last seq).
@@ -32,3 +41,20 @@ SELECT warden.append_events(%(tenant_id)s, %(run_id)s, %(events)s);
 SELECT warden.append_events(x.tenant_id, x.run_id, x.events)
   FROM jsonb_to_recordset(%(batch)s) AS x(tenant_id text, run_id uuid, events jsonb)
  ORDER BY x.tenant_id, x.run_id;
+
+-- name: run_heads :many
+-- Every run's chain head (seq, hash) that has at least one event: what an anchor records.
+SELECT tenant_id, run_id, timeline_seq AS seq, timeline_hash AS hash
+  FROM warden.runs
+ WHERE timeline_seq > 0
+ ORDER BY tenant_id, run_id;
+
+-- name: timeline_hashes_at :many
+-- For each anchored point (tenant, run, seq), the hash the database holds there now: NULL
+-- when that event is gone, and run_exists false when the run is gone (primary key lookups).
+SELECT p.tenant_id, p.run_id, p.seq, t.hash,
+       EXISTS (SELECT 1 FROM warden.runs r
+                WHERE r.tenant_id = p.tenant_id AND r.run_id = p.run_id) AS run_exists
+  FROM jsonb_to_recordset(%(points)s) AS p(tenant_id text, run_id uuid, seq bigint)
+  LEFT JOIN warden.timeline t
+         ON t.tenant_id = p.tenant_id AND t.run_id = p.run_id AND t.seq = p.seq;

@@ -26,5 +26,6 @@ CREATE TYPE warden.timeline_kind AS ENUM (
 CREATE TYPE warden.policy_decision AS ENUM
     ('allow', 'deny', 'require_approval', 'allow_with_constraints');
 CREATE TYPE warden.policy_stage AS ENUM ('submit', 'dispatch');
-CREATE TYPE warden.api_role AS ENUM ('submitter', 'approver', 'operator', 'admin', 'worker');
+CREATE TYPE warden.api_role AS ENUM
+    ('submitter', 'approver', 'operator', 'admin', 'worker', 'auditor');
 CREATE TYPE warden.notification_status AS ENUM ('pending', 'delivering', 'delivered', 'failed');

@@ -21,3 +21,8 @@ CREATE OR REPLACE TRIGGER policy_activations_no_truncate
     FOR EACH STATEMENT EXECUTE FUNCTION warden.refuse_change();
 CREATE OR REPLACE TRIGGER policy_snapshots_no_truncate BEFORE TRUNCATE ON warden.policy_snapshots
     FOR EACH STATEMENT EXECUTE FUNCTION warden.refuse_change();
+-- A deleted chain key would leave every event it signed unverifiable.
+CREATE OR REPLACE TRIGGER chain_keys_no_delete BEFORE DELETE ON warden.chain_keys
+    FOR EACH ROW EXECUTE FUNCTION warden.refuse_change();
+CREATE OR REPLACE TRIGGER chain_keys_no_truncate BEFORE TRUNCATE ON warden.chain_keys
+    FOR EACH STATEMENT EXECUTE FUNCTION warden.refuse_change();

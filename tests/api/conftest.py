@@ -23,6 +23,7 @@ KEYS: dict[str, tuple[list[Role], list[str]]] = {
     "olga": ([Role.OPERATOR], ["default"]),
     "root": ([Role.ADMIN], ["default", "acme"]),
     "wendy": ([Role.WORKER], ["default"]),
+    "audrey": ([Role.AUDITOR], ["default"]),
     "mallory": ([Role.SUBMITTER, Role.APPROVER, Role.OPERATOR], ["acme"]),
 }
 

@@ -243,6 +243,9 @@ async def test_every_route_answers_as_documented(api: Harness,
     alias = await expect(api, "GET", f"{v1}/workflow-runs/{run_id}/timeline", 200,
                          headers=alice, params={"after": timeline["next_cursor"]})
     assert alias == later  # after= is the deprecated spelling of cursor=
+    proof = await expect(api, "GET", f"{v1}/workflow-runs/{run_id}/evidence", 200,
+                         headers=api.as_("audrey"))
+    assert proof["lines"][0]["type"] == "header" and proof["lines"][-1]["type"] == "seal"
     # rerun (planned, then done), cancel the rerun, reject another run's gate
     rerun = f"{v1}/workflow-runs/{run_id}/rerun"
     await expect(api, "POST", rerun, 200, json={"from_step": "notify", "dry_run": True},

@@ -305,3 +305,102 @@ def test_a_value_no_column_can_hold_exits_2_naming_the_field(
     assert field in done.stderr, done.stderr
     assert "Traceback" not in done.stderr, done.stderr
     assert table_digests(db_url) == before
+
+
+def test_anchors_catch_a_chain_re_signed_with_the_database_key(
+        cli: Cli, db_url: str, tmp_path: Path) -> None:
+    import psycopg
+
+    from tests.db.test_keyed_chain import FORGE_SEQ_1, RECOMPUTE_KEYED
+
+    cli.run("workflows", "apply", str(REPO / "tests/e2e/gate.yaml"))
+    run_id = cli.run("runs", "start", "gate", "--as", "alice").stdout.strip()
+    anchors_dir = tmp_path / "anchors"
+    no_dir = cli.run("audit", "anchor", ok=False)
+    assert no_dir.returncode == 2 and "WARDEN_AUDIT_ANCHOR_DIR" in no_dir.stderr
+    assert "at line 1" in cli.run("audit", "anchor", "--dir", str(anchors_dir)).stdout
+    assert cli.json("audit", "anchor", "--dir", str(anchors_dir))["line"] is None
+    rotated = cli.json("audit", "rotate-key")["key_id"]
+    clean = cli.json("audit", "verify", "--anchors", str(anchors_dir))
+    assert clean["broken"] == [] and clean["anchors"]["problems"] == []
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute("SET session_replication_role = replica")
+        conn.execute(FORGE_SEQ_1, {"run": run_id})
+        conn.execute(RECOMPUTE_KEYED.replace("%(run)s", f"'{run_id}'"))
+        assert conn.execute("SELECT count(DISTINCT key_id) FROM warden.timeline").fetchone() == (1,)
+    assert cli.run("audit", "verify").returncode == 0  # the chain alone holds: re-signed
+    seen = cli.run("audit", "verify", "--anchors", str(anchors_dir), "--json", ok=False)
+    assert seen.returncode == 1
+    [problem] = json.loads(seen.stdout)["anchors"]["problems"]
+    assert (problem["run_id"], problem["line"]) == (run_id, 1)
+    assert "differs from its anchor" in problem["problem"]
+    text = cli.run("audit", "verify", "--anchors", str(anchors_dir), ok=False).stdout
+    assert f"TAMPERED: run {run_id} (default) at seq {problem['seq']}" in text
+    assert rotated >= 2
+
+
+def test_an_export_verifies_with_no_database_and_a_changed_byte_fails(
+        cli: Cli, tmp_path: Path) -> None:
+    cli.run("workflows", "apply", str(REPO / "tests/e2e/gate.yaml"))
+    run_id = cli.run("runs", "start", "gate", "--as", "alice").stdout.strip()
+    out = tmp_path / "run.jsonl"
+    cli.run("audit", "export", "--run", run_id, "--output", str(out))
+    bad = cli.run("audit", "export", "--run", run_id, "--tenant", "default", ok=False)
+    assert bad.returncode == 2 and "--run" in bad.stderr
+    since = cli.run("audit", "export", "--tenant", "default", "--since", "2999-01-01", ok=False)
+    assert since.returncode == 0 and '"type":"run"' not in since.stdout
+    offline = {**cli.env, "WARDEN_DATABASE_URL": "postgresql://nobody@127.0.0.1:1/none"}
+    checked = subprocess.run([sys.executable, "-m", "engine.cli", "audit", "verify-export",
+                              str(out), "--json"], env=offline, capture_output=True, text=True,
+                             timeout=60, check=False)
+    assert checked.returncode == 0, checked.stderr
+    assert json.loads(checked.stdout)["runs"] == 1
+    text = out.read_text()
+    at = text.index('"actor":"alice"') + len('"actor":"al')
+    out.write_text(text[:at] + "e" + text[at + 1:])
+    tampered = cli.run("audit", "verify-export", str(out), ok=False)
+    assert tampered.returncode == 1 and "the export was changed" in tampered.stdout
+    no_secret = {k: v for k, v in offline.items() if k != "WARDEN_SECRET_KEY"}
+    no_secret["WARDEN_DATA_DIR"] = str(tmp_path / "elsewhere")
+    refused = subprocess.run([sys.executable, "-m", "engine.cli", "audit", "verify-export",
+                              str(out)], env=no_secret, capture_output=True, text=True,
+                             timeout=60, check=False)
+    assert refused.returncode == 2 and "WARDEN_SECRET_KEY" in refused.stderr
+
+
+def test_the_cli_records_who_ran_it_and_as_only_for_roles_that_may_act_for_others(
+        cli: Cli, db_url: str) -> None:
+    import getpass
+
+    import psycopg
+    from psycopg import sql
+
+    cli.run("workflows", "apply", str(REPO / "tests/e2e/gate.yaml"))
+    run_id = cli.run("runs", "start", "gate").stdout.strip()
+    me = getpass.getuser()
+    assert cli.json("runs", "show", run_id)["created_by"] == f"{me}@postgres"
+    # never on a read command
+    read = cli.run("runs", "list", "--as", "alice", ok=False)
+    assert read.returncode == 2 and "--as" in read.stderr
+    # a database role that does not own the schema records itself, and may not use --as
+    # (an engine-like role: row-level security shows it the tenants in its scope)
+    role = f"warden_test_cli_{os.getpid()}"
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        ident = sql.Identifier(role)
+        conn.execute(sql.SQL("CREATE ROLE {} LOGIN IN ROLE warden_engine").format(ident))
+        for grant in ("GRANT USAGE ON SCHEMA warden TO {}",
+                      "GRANT SELECT, INSERT, UPDATE ON ALL TABLES IN SCHEMA warden TO {}",
+                      "GRANT USAGE ON ALL SEQUENCES IN SCHEMA warden TO {}",
+                      "GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA warden TO {}",
+                      "GRANT SELECT ON public.warden_alembic_version TO {}"):
+            conn.execute(sql.SQL(grant).format(ident))
+    try:
+        cli.env["WARDEN_DATABASE_URL"] = db_url.replace("postgres@", f"{role}@", 1)
+        refused = cli.run("runs", "start", "gate", "--as", "alice", ok=False)
+        assert refused.returncode == 5 and "may not act for others" in refused.stderr
+        mine = cli.run("runs", "start", "gate").stdout.strip()
+        assert cli.json("runs", "show", mine)["created_by"] == f"{me}@{role}"
+    finally:
+        with psycopg.connect(db_url, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(role)))
+            conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
