@@ -26,7 +26,7 @@ depends_on = None
 UPGRADE = r"""
 SET LOCAL ROLE warden_owner;
 SET LOCAL check_function_bodies = off;
-ALTER TYPE warden.api_role ADD VALUE 'auditor';
+ALTER TYPE warden.api_role ADD VALUE IF NOT EXISTS 'auditor';  -- a downgrade cannot drop it
 ALTER TABLE warden.timeline ADD COLUMN key_id integer;
 
 -- The keys of the timeline's chain (docs/dba.md, "The keyed chain"). Each event's hash is
