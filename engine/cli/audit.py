@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from datetime import UTC, datetime
 from pathlib import Path
 
 from engine.cli.common import print_json, with_db
@@ -100,14 +99,6 @@ async def cmd_audit_rotate_key(args: argparse.Namespace, settings: Settings) -> 
 
     return await with_db(settings, body, acting=args)
 
-
-def time_arg(value: str) -> datetime:
-    """An ISO 8601 date or time; without a zone it is UTC."""
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an ISO 8601 date or time: {value!r}") from None
-    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
 
 
 def _scope(args: argparse.Namespace) -> evidence.Scope:

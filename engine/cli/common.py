@@ -117,6 +117,15 @@ def json_arg(value: str) -> Any:
     return decoded
 
 
+def time_arg(value: str) -> datetime:
+    """An ISO 8601 date or time; without a zone it is UTC."""
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO 8601 date or time: {value!r}") from None
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
+
+
 def unreadable_argument(argv: list[str]) -> str | None:
     """Arguments that were not UTF-8 reach Python as lone surrogates (PEP 383), which no
     database text can hold: the message naming the first such option, or None."""

@@ -12,7 +12,6 @@ import argparse
 import asyncio
 import os
 import sys
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +22,15 @@ from engine.cli.audit import (
     cmd_audit_verify,
     cmd_audit_verify_export,
 )
-from engine.cli.common import EXIT_CODES, Command, id_arg, json_arg, unreadable_argument, uuid_arg
+from engine.cli.common import (
+    EXIT_CODES,
+    Command,
+    id_arg,
+    json_arg,
+    time_arg,
+    unreadable_argument,
+    uuid_arg,
+)
 from engine.cli.daemons import cmd_demo, cmd_migrate, cmd_serve, cmd_worker
 from engine.cli.fleet import cmd_queues_list, cmd_workers_list
 from engine.cli.governance import (
@@ -59,14 +66,6 @@ from engine.core.enums import ApprovalStatus, RunStatus
 from engine.core.settings import load
 
 ID_HELP = "the id, or its first hex digits (8, as the page shows them; at least 4)"
-
-
-def time_arg(value: str) -> datetime:
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an ISO 8601 time: {value!r}") from None
-    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
 
 
 def match_arg(value: str) -> tuple[str, str]:
