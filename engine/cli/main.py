@@ -260,6 +260,7 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("role", metavar="ROLE", help="a PostgreSQL login role")
         p.add_argument("--tenant", dest="grant_tenant", required=True,
                        help="a tenant id, or '*' for every tenant")
+        p.set_defaults(tenant=None)  # its --tenant names the grant's, not the command's
         p.add_argument("--topic", required=True, help="a topic glob ('*', '?')")
     p = add(wk, "grants", cmd_workers_grants, "who may claim what", read=True)
     p.add_argument("--role", help="only this login role's grants")

@@ -89,6 +89,10 @@ def translate(exc: BaseException) -> errors.WardenError | None:
         # driver, sqlstate None) or a character the encoding lacks — the caller's input
         return errors.InvalidInput("value", "contains a character PostgreSQL cannot store "
                                             "(such as U+0000)")
+    if isinstance(exc, pg_errors.InsufficientPrivilege):
+        # the role this process logs in as may not do this (docs/security.md): say so
+        # plainly rather than as a bug (row-level security's WITH CHECK lands here too)
+        return errors.Forbidden(f"the database refused: {exc.diag.message_primary or exc}")
     if isinstance(exc, psycopg.Error) and exc.diag is not None:
         code = exc.sqlstate or ""
         message = exc.diag.message_primary or str(exc)

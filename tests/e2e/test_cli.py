@@ -17,6 +17,7 @@ import pytest
 from psycopg import sql
 
 from tests.e2e.processes import REPO
+from tests.roles import LoginRoles, as_role
 
 SEED = str(REPO / "engine/examples/incident-remediation.yaml")
 POLICY = str(REPO / "engine/examples/demo-policy.yaml")
@@ -404,3 +405,27 @@ def test_the_cli_records_who_ran_it_and_as_only_for_roles_that_may_act_for_other
         with psycopg.connect(db_url, autocommit=True) as conn:
             conn.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(role)))
             conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
+
+
+def test_a_role_that_may_not_manage_worker_grants_is_told_so(
+        cli: Cli, db_url: str, login_roles: LoginRoles) -> None:
+    cli.env["WARDEN_DATABASE_URL"] = as_role(db_url, login_roles.engine)
+    refused = cli.run("workers", "grant", login_roles.worker_a, "--tenant", "acme",
+                      "--topic", "t.*", ok=False)
+    assert refused.returncode == 5, refused.stderr
+    assert "the database refused: permission denied" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    with psycopg.connect(db_url) as conn:
+        assert conn.execute("SELECT count(*) FROM warden.worker_grants WHERE role_name = %s",
+                            [login_roles.worker_a]).fetchone() == (0,)
+
+
+def test_workers_grant_grants_and_revoke_round_trip(cli: Cli) -> None:
+    cli.run("workers", "grant", "billing_worker", "--tenant", "acme", "--topic", "billing.*")
+    [grant] = [g for g in cli.json("workers", "grants") if g["role"] == "billing_worker"]
+    assert (grant["tenant_id"], grant["topic_glob"]) == ("acme", "billing.*")
+    cli.run("workers", "revoke", "billing_worker", "--tenant", "acme", "--topic", "billing.*")
+    assert [g for g in cli.json("workers", "grants") if g["role"] == "billing_worker"] == []
+    bad = cli.run("workers", "grant", "billing_worker", "--tenant", "acme", "--topic",
+                  "bill%", ok=False)
+    assert bad.returncode == 2 and "--topic" in bad.stderr
