@@ -265,3 +265,32 @@ async def test_migrate_as_a_role_that_may_not_refuses_clearly_and_creates_nothin
         upgrade(as_role(empty_db_url, login_roles.engine))
     with psycopg.connect(empty_db_url, autocommit=True) as admin:
         assert admin.execute("SELECT to_regnamespace('warden')").fetchone() == (None,)
+
+
+async def test_a_worker_refreshes_and_stops_only_its_own_presence_row(
+        db_url: str, login_roles: LoginRoles) -> None:
+    """warden.worker_register/heartbeat/stop (SECURITY DEFINER): a worker role touches no
+    table, and another login role cannot keep a dead worker alive or mark a live one gone."""
+    with connect(db_url, login_roles.worker_a) as conn:
+        [(worker_id, role)] = conn.execute(
+            "SELECT worker_id, role_name FROM warden.worker_register('a-1', 'host', 1, "
+            "ARRAY['t.work'], 2, 'test', 5000)").fetchall()
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute("UPDATE warden.workers SET stopped_at = now()")
+    assert role == login_roles.worker_a
+    with connect(db_url, login_roles.worker_b) as other:
+        assert other.execute("SELECT * FROM warden.worker_heartbeat(%s, 7)",
+                             [worker_id]).fetchall() == []
+        other.execute("SELECT warden.worker_stop(%s)", [worker_id])
+    with psycopg.connect(db_url) as admin:
+        assert admin.execute("SELECT jobs_in_flight, stopped_at FROM warden.workers "
+                             "WHERE worker_id = %s", [worker_id]).fetchone() == (0, None)
+    with connect(db_url, login_roles.worker_a) as conn:
+        [(in_flight,)] = conn.execute("SELECT jobs_in_flight FROM warden.worker_heartbeat("
+                                      "%s, 3)", [worker_id]).fetchall()
+        assert in_flight == 3
+        conn.execute("SELECT warden.worker_stop(%s)", [worker_id])
+    with psycopg.connect(db_url) as admin:
+        [(stopped,)] = admin.execute("SELECT stopped_at IS NOT NULL FROM warden.workers "
+                                     "WHERE worker_id = %s", [worker_id]).fetchall()
+        assert stopped
