@@ -39,10 +39,10 @@ from urllib.parse import quote
 import psycopg
 
 from engine.core.errors import ConfigError, DatabaseUnavailable
+from engine.store.migrate import MIN_SERVER_VERSION
 
 log = logging.getLogger(__name__)
 
-MIN_SERVER_VERSION = 150000  # Warden targets PostgreSQL 15 features
 
 # initdb takes the cluster's locale and time zone from the environment; fix them so a
 # cluster made on one machine behaves the same on every other.

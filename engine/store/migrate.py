@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 import psycopg
 
-from engine.core.errors import DatabaseUnavailable, Forbidden, SchemaMismatch
+from engine.core.errors import ConfigError, DatabaseUnavailable, Forbidden, SchemaMismatch
 from engine.core.resources import data_dir
 from engine.store import sqlfiles
 
@@ -21,6 +21,11 @@ if TYPE_CHECKING:
     from sqlalchemy import Engine
 
 HEAD = "0006_keyed_chain"
+
+# The oldest server Warden is tested on (the schema needs at least 14 for CREATE OR
+# REPLACE TRIGGER): an older one is refused when a command starts, with this message,
+# not somewhere later on the first statement it cannot run.
+MIN_SERVER_VERSION = 150000
 
 # Revisions of the pre-release schema, squashed into 0001_baseline: a database still at
 # one of them was made by a development build and has no upgrade path.
@@ -48,6 +53,14 @@ def _engine(url: str) -> Engine:
     return create_engine(url, poolclass=pool.NullPool)
 
 
+def require_server_version(version: int) -> None:
+    """Refuse a server older than Warden needs (``version`` as libpq reports it)."""
+    if version < MIN_SERVER_VERSION:
+        raise ConfigError(
+            f"the PostgreSQL server is version {version // 10000}; Warden needs "
+            f"{MIN_SERVER_VERSION // 10000} or newer")
+
+
 def upgrade(url: str, revision: str = "head") -> None:
     """Apply migrations up to ``revision`` (default: the newest)."""
     from alembic import command
@@ -56,6 +69,9 @@ def upgrade(url: str, revision: str = "head") -> None:
     config = _config()
     try:
         with _engine(url).begin() as connection:
+            driver = connection.connection.driver_connection
+            assert driver is not None, "an open SQLAlchemy connection has its driver's"
+            require_server_version(driver.info.server_version)
             config.attributes["connection"] = connection
             command.upgrade(config, revision)
     except DBAPIError as exc:
@@ -97,6 +113,7 @@ def known_revisions() -> set[str]:
 def current_revision(url: str) -> str | None:
     try:
         with psycopg.connect(url, connect_timeout=5) as conn:
+            require_server_version(conn.info.server_version)
             present = conn.execute(sqlfiles.get("schema_version_table_exists").sql).fetchone()
             if present is None or not present[0]:
                 return None
