@@ -5,11 +5,13 @@ positive paths still work for exactly the roles that should have them."""
 from __future__ import annotations
 
 from typing import Any
+from uuid import UUID
 
 import psycopg
 import pytest
 
-from engine.core.enums import RunStatus
+from engine.core.enums import JobStatus, RunStatus
+from engine.governance import approvals, decisions
 from engine.scheduling.scheduler import Scheduler
 from engine.store import Database
 from tests import support
@@ -294,3 +296,75 @@ async def test_a_worker_refreshes_and_stops_only_its_own_presence_row(
         [(stopped,)] = admin.execute("SELECT stopped_at IS NOT NULL FROM warden.workers "
                                      "WHERE worker_id = %s", [worker_id]).fetchall()
         assert stopped
+
+
+# ---------------------------------------------------------------- held jobs
+
+HELD = """
+id: held
+name: held
+version: 1.0.0
+steps:
+  pay: {type: job, topic: t.pay}
+"""
+
+
+async def held_job(db: Database) -> str:
+    """A run whose only job is blocked for a policy approval; returns the job id."""
+    stored = await decisions.store_bundle(
+        db, tenant_id="t1", media_type=None, created_by="admin",
+        source="default_decision: allow\nrules:\n  - name: ask\n    match: {topics: [t.pay]}\n"
+               "    decision: require_approval\n    reason: money\n")
+    await decisions.activate(db, tenant_id="t1", snapshot_hash=stored.row.snapshot_hash,
+                             activated_by="admin")
+    await support.store(db, HELD, tenant="t1")
+    run = await support.start(db, "held", {}, tenant="t1")
+    await support.settle(Scheduler(support.services(db)))
+    [job] = (await support.detail(db, run.run_id)).jobs
+    assert job.status is JobStatus.BLOCKED
+    return job.job_id
+
+
+@pytest.mark.parametrize("forgery", [
+    [],  # the bare release
+    # a decision that allows, but under another snapshot than the job carries
+    ["INSERT INTO warden.policy_decisions (tenant_id, stage, snapshot_hash, decision, reason, "
+     "run_id, step_id, job_id) SELECT tenant_id, 'dispatch', repeat('0', 64), 'allow', 'x', "
+     "run_id, step_id, job_id FROM warden.jobs WHERE job_id = %(job)s"],
+    # an allow decision for another job of the tenant
+    ["INSERT INTO warden.policy_decisions (tenant_id, stage, snapshot_hash, decision, reason, "
+     "run_id, step_id, job_id) SELECT tenant_id, 'dispatch', policy_snapshot_hash, 'allow', "
+     "'x', run_id, step_id, 'other' FROM warden.jobs WHERE job_id = %(job)s"],
+])
+async def test_the_engine_role_cannot_release_a_held_job_without_a_recorded_reason(
+        db: Database, db_url: str, login_roles: LoginRoles, forgery: list[str]) -> None:
+    job_id = await held_job(db)
+    with connect(db_url, login_roles.engine) as conn:
+        conn.execute("SET warden.tenant = 't1'")
+        with pytest.raises(psycopg.DatabaseError) as refused, conn.transaction():
+            for statement in forgery:
+                conn.execute(statement, {"job": job_id})
+            conn.execute("UPDATE warden.jobs SET status = 'pending' WHERE job_id = %s",
+                         [job_id])
+    assert refused.value.sqlstate == "WD010"
+    assert "neither an approved policy approval nor an allow decision" in str(refused.value)
+    [job] = [j for j in (await support.detail(db, _run_of(job_id))).jobs]
+    assert job.status is JobStatus.BLOCKED
+    with connect(db_url, login_roles.engine) as conn:
+        conn.execute("SET warden.tenant = 't1'")
+        assert conn.execute("SELECT count(*) FROM warden.policy_decisions WHERE job_id = "
+                            "'other'").fetchone() == (0,)
+
+
+async def test_a_held_job_is_released_by_deciding_its_approval(
+        db: Database, db_url: str) -> None:
+    job_id = await held_job(db)
+    [approval] = (await support.detail(db, _run_of(job_id))).approvals
+    await approvals.decide(db, tenant_id="t1", approval_id=approval.approval_id, approve=True,
+                           principal="bob", job_hash=approval.job_hash)
+    [job] = (await support.detail(db, _run_of(job_id))).jobs
+    assert job.status is JobStatus.PENDING
+
+
+def _run_of(job_id: str) -> UUID:
+    return UUID(job_id.split(":", 1)[0])
