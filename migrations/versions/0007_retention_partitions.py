@@ -262,15 +262,20 @@ BEGIN
         EXECUTE format('DROP TABLE warden_partitions.%I', v_table || '_' || v_suffix);
     END LOOP;
 
-    DELETE FROM warden.notifications n USING jsonb_to_recordset(p_runs) AS x(tenant_id text, run_id uuid)
+    DELETE FROM warden.notifications n
+     USING jsonb_to_recordset(p_runs) AS x(tenant_id text, run_id uuid)
      WHERE n.tenant_id = x.tenant_id AND n.run_id = x.run_id;
-    DELETE FROM warden.approvals a USING jsonb_to_recordset(p_runs) AS x(tenant_id text, run_id uuid)
+    DELETE FROM warden.approvals a
+     USING jsonb_to_recordset(p_runs) AS x(tenant_id text, run_id uuid)
      WHERE a.tenant_id = x.tenant_id AND a.run_id = x.run_id;
-    DELETE FROM warden.jobs j USING jsonb_to_recordset(p_runs) AS x(tenant_id text, run_id uuid)
+    DELETE FROM warden.jobs j
+     USING jsonb_to_recordset(p_runs) AS x(tenant_id text, run_id uuid)
      WHERE j.tenant_id = x.tenant_id AND j.run_id = x.run_id;
-    DELETE FROM warden.steps s USING jsonb_to_recordset(p_runs) AS x(tenant_id text, run_id uuid)
+    DELETE FROM warden.steps s
+     USING jsonb_to_recordset(p_runs) AS x(tenant_id text, run_id uuid)
      WHERE s.tenant_id = x.tenant_id AND s.run_id = x.run_id;
-    DELETE FROM warden.runs r USING jsonb_to_recordset(p_runs) AS x(tenant_id text, run_id uuid)
+    DELETE FROM warden.runs r
+     USING jsonb_to_recordset(p_runs) AS x(tenant_id text, run_id uuid)
      WHERE r.tenant_id = x.tenant_id AND r.run_id = x.run_id;
     RETURN v_count;
 END $$;
@@ -427,12 +432,18 @@ SELECT warden.create_partitions(m)
       now(), interval '1 month') AS m;
 SELECT warden.ensure_partitions(3);
 
-INSERT INTO warden.timeline (tenant_id, run_id, seq, at, kind, step_id, job_id, attempt, actor, data, prev_hash, hash, key_id, run_created_at)
-SELECT t.tenant_id, t.run_id, t.seq, t.at, t.kind, t.step_id, t.job_id, t.attempt, t.actor, t.data, t.prev_hash, t.hash, t.key_id, r.created_at
+INSERT INTO warden.timeline
+    (tenant_id, run_id, seq, at, kind, step_id, job_id, attempt, actor, data,
+    prev_hash, hash, key_id, run_created_at)
+SELECT t.tenant_id, t.run_id, t.seq, t.at, t.kind, t.step_id, t.job_id,
+       t.attempt, t.actor, t.data, t.prev_hash, t.hash, t.key_id, r.created_at
   FROM warden_partitions.timeline_before_0007 t
   JOIN warden.runs r ON r.tenant_id = t.tenant_id AND r.run_id = t.run_id;
-INSERT INTO warden.policy_decisions (tenant_id, decision_id, stage, snapshot_hash, rule, decision, reason, constraints, run_id, step_id, job_id, at, run_created_at) OVERRIDING SYSTEM VALUE
-SELECT d.tenant_id, d.decision_id, d.stage, d.snapshot_hash, d.rule, d.decision, d.reason, d.constraints, d.run_id, d.step_id, d.job_id, d.at, r.created_at
+INSERT INTO warden.policy_decisions
+    (tenant_id, decision_id, stage, snapshot_hash, rule, decision, reason,
+    constraints, run_id, step_id, job_id, at, run_created_at) OVERRIDING SYSTEM VALUE
+SELECT d.tenant_id, d.decision_id, d.stage, d.snapshot_hash, d.rule, d.decision, d.reason,
+       d.constraints, d.run_id, d.step_id, d.job_id, d.at, r.created_at
   FROM warden_partitions.policy_decisions_before_0007 d
   JOIN warden.runs r ON r.tenant_id = d.tenant_id AND r.run_id = d.run_id;
 SELECT setval(pg_get_serial_sequence('warden.policy_decisions', 'decision_id'),
@@ -693,10 +704,16 @@ CREATE INDEX policy_decisions_by_job ON warden.policy_decisions (tenant_id, job_
     WHERE job_id IS NOT NULL;
 CREATE INDEX policy_decisions_by_run ON warden.policy_decisions (tenant_id, run_id, decision_id);
 
-INSERT INTO warden.timeline (tenant_id, run_id, seq, at, kind, step_id, job_id, attempt, actor, data, prev_hash, hash, key_id)
-SELECT tenant_id, run_id, seq, at, kind, step_id, job_id, attempt, actor, data, prev_hash, hash, key_id FROM warden.timeline_0007;
-INSERT INTO warden.policy_decisions (tenant_id, decision_id, stage, snapshot_hash, rule, decision, reason, constraints, run_id, step_id, job_id, at) OVERRIDING SYSTEM VALUE
-SELECT tenant_id, decision_id, stage, snapshot_hash, rule, decision, reason, constraints, run_id, step_id, job_id, at FROM warden.policy_decisions_0007;
+INSERT INTO warden.timeline
+    (tenant_id, run_id, seq, at, kind, step_id, job_id, attempt, actor, data,
+    prev_hash, hash, key_id)
+SELECT tenant_id, run_id, seq, at, kind, step_id, job_id, attempt, actor, data,
+    prev_hash, hash, key_id FROM warden.timeline_0007;
+INSERT INTO warden.policy_decisions
+    (tenant_id, decision_id, stage, snapshot_hash, rule, decision, reason,
+    constraints, run_id, step_id, job_id, at) OVERRIDING SYSTEM VALUE
+SELECT tenant_id, decision_id, stage, snapshot_hash, rule, decision, reason,
+    constraints, run_id, step_id, job_id, at FROM warden.policy_decisions_0007;
 SELECT setval(pg_get_serial_sequence('warden.policy_decisions', 'decision_id'),
               coalesce((SELECT max(decision_id) FROM warden.policy_decisions), 0) + 1, false);
 DROP TABLE warden.timeline_0007;

@@ -99,15 +99,20 @@ BEGIN
         EXECUTE format('DROP TABLE warden_partitions.%I', v_table || '_' || v_suffix);
     END LOOP;
 
-    DELETE FROM warden.notifications n USING jsonb_to_recordset(p_runs) AS x(tenant_id text, run_id uuid)
+    DELETE FROM warden.notifications n
+     USING jsonb_to_recordset(p_runs) AS x(tenant_id text, run_id uuid)
      WHERE n.tenant_id = x.tenant_id AND n.run_id = x.run_id;
-    DELETE FROM warden.approvals a USING jsonb_to_recordset(p_runs) AS x(tenant_id text, run_id uuid)
+    DELETE FROM warden.approvals a
+     USING jsonb_to_recordset(p_runs) AS x(tenant_id text, run_id uuid)
      WHERE a.tenant_id = x.tenant_id AND a.run_id = x.run_id;
-    DELETE FROM warden.jobs j USING jsonb_to_recordset(p_runs) AS x(tenant_id text, run_id uuid)
+    DELETE FROM warden.jobs j
+     USING jsonb_to_recordset(p_runs) AS x(tenant_id text, run_id uuid)
      WHERE j.tenant_id = x.tenant_id AND j.run_id = x.run_id;
-    DELETE FROM warden.steps s USING jsonb_to_recordset(p_runs) AS x(tenant_id text, run_id uuid)
+    DELETE FROM warden.steps s
+     USING jsonb_to_recordset(p_runs) AS x(tenant_id text, run_id uuid)
      WHERE s.tenant_id = x.tenant_id AND s.run_id = x.run_id;
-    DELETE FROM warden.runs r USING jsonb_to_recordset(p_runs) AS x(tenant_id text, run_id uuid)
+    DELETE FROM warden.runs r
+     USING jsonb_to_recordset(p_runs) AS x(tenant_id text, run_id uuid)
      WHERE r.tenant_id = x.tenant_id AND r.run_id = x.run_id;
     RETURN v_count;
 END $$;

@@ -51,12 +51,12 @@ async def test_each_anchor_holds_the_heads_of_the_runs_that_grew_since_the_last(
     await support.store(db, WORKFLOW)
     first = await _run(db, scheduler)
     waiting = await _run(db, scheduler, finish=False)
-    assert await anchors.anchor(db, tmp_path, KEY) == (1, 2)
-    assert await anchors.anchor(db, tmp_path, KEY) == (None, 0)
+    assert await anchors.anchor(db, tmp_path, KEY) == (1, 2, [])
+    assert await anchors.anchor(db, tmp_path, KEY) == (None, 0, [])
     [job] = await support.claim(db, ["t.a"])
     await support.complete(db, job)
     await support.settle(scheduler)
-    assert await anchors.anchor(db, tmp_path, KEY) == (2, 1)
+    assert await anchors.anchor(db, tmp_path, KEY) == (2, 1, [])
     one, two = _lines(tmp_path)
     assert {h["run_id"] for h in one["heads"]} == {first, waiting}  # type: ignore[attr-defined]
     assert [h["run_id"] for h in two["heads"]] == [waiting]  # type: ignore[index]
