@@ -46,7 +46,7 @@ class Outcome:
     open_runs: int
     recent_runs: int
     needed_runs: int
-    action: str  # archived, kept, would_archive, failed
+    action: str  # archived, dropped_empty, kept, would_archive, failed
     reason: str | None = None
     archive: str | None = None
     sha256: str | None = None
@@ -105,6 +105,12 @@ class RetentionRefused(Exception):
 
 async def _archive(db: Database, p: q.Partition, outcome: Outcome, *, cutoff: datetime,
                    archive_dir: Path, anchor_dir: Path, key: bytes, by: str) -> None:
+    if p.runs == 0:  # nothing to archive or to name: the empty partitions just go
+        async with db.transaction() as conn:
+            await q.drop(conn, month_start=p.month_start, cutoff=cutoff, runs=[],
+                         archive="", sha256="0" * 64, by=by)
+        outcome.action = "dropped_empty"
+        return
     log = anchors.read(anchor_dir, key)
     if log.problems and (anchor_dir / anchors.FILE_NAME).exists():
         raise anchors.AnchorFileBroken(log.problems)
