@@ -13,14 +13,17 @@ import psycopg
 import pytest
 
 from engine.cli.main import main
-from engine.core.errors import Conflict
+from engine.core.errors import Conflict, Forbidden
+from engine.governance import approvals
 from engine.runs import anchors, evidence, retention, timeline
+from engine.runs.services import Services
 from engine.scheduling.scheduler import Scheduler
 from engine.store import Database
 from engine.store import retention as q
 from engine.store.timeline import Head
 from tests import support
 from tests.db.test_keyed_chain import WORKFLOW
+from tests.db.test_rerun_approvals import approve, finished_chain_run, pending_of, rerun, work
 from tests.roles import LoginRoles, as_role
 
 pytestmark = pytest.mark.anyio
@@ -289,5 +292,28 @@ def test_retention_refuses_a_role_that_does_not_own_the_schema(
         capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.setenv("WARDEN_DATABASE_URL", as_role(db_url, login_roles.engine))
     monkeypatch.setenv("WARDEN_SECRET_KEY", "k" * 40)
-    assert main(["retention", "--older-than", "90d", "--dry-run"]) != 0
+    assert main(["retention", "--older-than", "90d", "--dry-run"]) == 5
     assert "may not detach or drop partitions" in capsys.readouterr().err
+
+
+async def test_a_rerun_of_an_archived_runs_rerun_still_bars_the_archived_runs_starter(
+        svc: Services, scheduler: Scheduler, tmp_path: Path) -> None:
+    original = await finished_chain_run(svc, scheduler)  # alice started it
+    await support.advance_clock(svc.db, 200 * 86400)
+    first = await rerun(svc, original.run_id, "b", "olga")
+    await support.settle(scheduler)
+    await approve(svc, await pending_of(svc, first.run_id), "bob")
+    await work(svc, scheduler, ["t.a", "t.b"])
+    outcomes = await retention.retain(
+        svc.db, cutoff=await _cutoff(svc.db), archive_dir=tmp_path / "archive",
+        anchor_dir=tmp_path / "anchors", key=KEY, by="test", dry_run=False)
+    assert [o.runs for o in outcomes if o.action == "archived"] == [1]
+    assert await _scalar(svc.db, "SELECT count(*) FROM warden.runs WHERE run_id = %s",
+                         original.run_id) == 0
+    second = await rerun(svc, first.run_id, "b", "dave")
+    await support.settle(scheduler)
+    asked = await pending_of(svc, second.run_id)
+    assert asked.barred == ["alice", "dave", "olga"]
+    with pytest.raises(Forbidden):
+        await approvals.decide(svc.db, tenant_id="default", approve=True,
+                               approval_id=asked.approval_id, principal="alice")
