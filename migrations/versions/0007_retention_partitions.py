@@ -390,6 +390,16 @@ BEGIN
     NEW.barred := starters;
     RETURN NEW;
 END $$;
+-- The trigger function of every append-only table (sql/triggers/append_only.sql): the
+-- timeline, policy decisions and activations, the content-addressed snapshots and the
+-- archived runs. A partition (sql/schema/50_timeline.sql) is named by its parent table.
+CREATE OR REPLACE FUNCTION warden.refuse_change() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION 'warden.% is append-only: % refused',
+        (SELECT c.relname FROM pg_catalog.pg_class c
+          WHERE c.oid = coalesce(pg_catalog.pg_partition_root(TG_RELID), TG_RELID)), TG_OP
+        USING ERRCODE = 'WD010';
+END $$;
 
 -- the views on the two tables are made again on the partitioned ones
 DROP VIEW warden.job_evidence;
@@ -1005,6 +1015,13 @@ BEGIN
      WHERE p IS NOT NULL;
     NEW.barred := starters;
     RETURN NEW;
+END $$;
+-- The trigger function of every append-only table (sql/triggers/append_only.sql): the
+-- timeline, policy decisions and activations, and the content-addressed snapshots.
+CREATE OR REPLACE FUNCTION warden.refuse_change() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION 'warden.% is append-only: % refused', TG_TABLE_NAME, TG_OP
+        USING ERRCODE = 'WD010';
 END $$;
 
 DROP FUNCTION warden.retention_drop(timestamptz, timestamptz, jsonb, text, text, text);

@@ -70,10 +70,10 @@ SELECT count(*) AS flagged, pg_notify('warden_scheduler', '') IS NULL AS notifie
 INSERT INTO warden.policy_decisions
     (tenant_id, stage, snapshot_hash, rule, decision, reason, constraints, run_id, step_id,
      job_id, run_created_at)
-SELECT %(tenant_id)s, %(stage)s, %(snapshot_hash)s, %(rule)s, %(decision)s, %(reason)s,
-       %(constraints)s, r.run_id, %(step_id)s, %(job_id)s, r.created_at
-  FROM warden.runs r
- WHERE r.tenant_id = %(tenant_id)s AND r.run_id = %(run_id)s
+VALUES (%(tenant_id)s, %(stage)s, %(snapshot_hash)s, %(rule)s, %(decision)s, %(reason)s,
+        %(constraints)s, %(run_id)s, %(step_id)s, %(job_id)s,
+        (SELECT r.created_at FROM warden.runs r
+          WHERE r.tenant_id = %(tenant_id)s AND r.run_id = %(run_id)s))
 RETURNING *;
 
 -- name: policy_decisions_of_job :many
@@ -91,18 +91,17 @@ SELECT * FROM warden.policy_decisions
 -- name: policy_decisions_insert_many :many
 -- Decisions recorded together (a run's submit gate, a scheduler pass's dispatches),
 -- set-based; returns each one's id with its (run, step, job). Each row takes its run's
--- created_at as its partition key (a primary key lookup of the run per decision).
+-- created_at as its partition key: a subquery per row, so always an index lookup of the
+-- run (a join could seq-scan runs on a misestimate of the JSON's rows).
 INSERT INTO warden.policy_decisions
     (tenant_id, stage, snapshot_hash, rule, decision, reason, constraints, run_id, step_id,
      job_id, run_created_at)
 SELECT x.tenant_id, x.stage, x.snapshot_hash, x.rule, x.decision, x.reason, x.constraints,
-       x.run_id, x.step_id, x.job_id, r.created_at
-  FROM ROWS FROM (jsonb_to_recordset(%(decisions)s) AS (
+       x.run_id, x.step_id, x.job_id,
+       (SELECT r.created_at FROM warden.runs r
+         WHERE r.tenant_id = x.tenant_id AND r.run_id = x.run_id)
+  FROM jsonb_to_recordset(%(decisions)s) AS x(
        tenant_id text, stage warden.policy_stage, snapshot_hash text, rule text,
        decision warden.policy_decision, reason text, constraints jsonb, run_id uuid,
-       step_id text, job_id text)) WITH ORDINALITY
-       AS x(tenant_id, stage, snapshot_hash, rule, decision, reason, constraints, run_id,
-            step_id, job_id, n)
-  JOIN warden.runs r ON r.tenant_id = x.tenant_id AND r.run_id = x.run_id
- ORDER BY x.n
+       step_id text, job_id text)
 RETURNING run_id, step_id, job_id, decision_id;
