@@ -5,6 +5,7 @@ role can drop, detach or delete history. Time moves by the owner-only clock, not
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timedelta
 from pathlib import Path
 from uuid import UUID
@@ -12,8 +13,9 @@ from uuid import UUID
 import psycopg
 import pytest
 
-from engine.cli.main import main
-from engine.core.errors import Conflict, Forbidden
+from engine.cli.main import _parser, main
+from engine.core.errors import ConfigError, Conflict, Forbidden
+from engine.core.settings import load
 from engine.governance import approvals
 from engine.runs import anchors, evidence, retention, timeline
 from engine.runs.services import Services
@@ -317,3 +319,54 @@ async def test_a_rerun_of_an_archived_runs_rerun_still_bars_the_archived_runs_st
     with pytest.raises(Forbidden):
         await approvals.decide(svc.db, tenant_id="default", approve=True,
                                approval_id=asked.approval_id, principal="alice")
+
+
+async def _cli(argv: list[str]) -> int:
+    """One CLI command in this process (its coroutine, under the test's event loop)."""
+    args = _parser().parse_args(argv)
+    return int(await args.func(args, load()))
+
+
+async def test_the_cli_archives_and_verify_names_the_run_archived(
+        db: Database, db_url: str, scheduler: Scheduler, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("WARDEN_DATABASE_URL", db_url)
+    monkeypatch.setenv("WARDEN_SECRET_KEY", "k" * 40)
+    monkeypatch.setenv("WARDEN_AUDIT_ANCHOR_DIR", str(tmp_path / "anchors"))
+    await support.store(db, WORKFLOW)
+    old = await _finished(db, scheduler)
+    assert await _cli(["audit", "anchor"]) == 0
+    await support.advance_clock(db, 200 * 86400)
+    capsys.readouterr()
+    assert await _cli(["retention", "--older-than", "13w", "--dry-run"]) == 0
+    assert "would archive, 1 run(s)" in capsys.readouterr().out
+    assert await _cli(["retention", "--older-than", "90d", "--archive-dir",
+                       str(tmp_path / "archive"), "--json"]) == 0
+    done = json.loads(capsys.readouterr().out)
+    [archived] = [p for p in done["partitions"] if p["action"] == "archived"]
+    assert (archived["runs"], archived["anchor_line"]) == (1, 2)
+
+    assert await _cli(["audit", "verify"]) == 0
+    out = capsys.readouterr().out
+    assert f"ARCHIVED: run {old} (default)" in out and "1 archived" in out
+    assert await _cli(["audit", "verify", "--anchors", str(tmp_path / "anchors"),
+                       "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["anchors"]["problems"] == []
+    assert [(a["run_id"], a["anchor_line"]) for a in doc["archived"]] == [(str(old), 2)]
+    assert await _cli(["audit", "verify-export", archived["archive"]]) == 0
+    assert "1 run(s)" in capsys.readouterr().out
+
+
+async def test_retention_without_an_archive_directory_is_refused_and_changes_nothing(
+        db: Database, db_url: str, scheduler: Scheduler, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WARDEN_DATABASE_URL", db_url)
+    monkeypatch.setenv("WARDEN_SECRET_KEY", "k" * 40)
+    monkeypatch.delenv("WARDEN_RETENTION_ARCHIVE_DIR", raising=False)
+    await support.store(db, WORKFLOW)
+    old = await _finished(db, scheduler)
+    await support.advance_clock(db, 200 * 86400)
+    with pytest.raises(ConfigError, match="--archive-dir"):
+        await _cli(["retention", "--older-than", "90d", "--anchors", str(tmp_path)])
+    assert await _scalar(db, "SELECT count(*) FROM warden.runs WHERE run_id = %s", old) == 1
