@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 from starlette.applications import Starlette
@@ -37,6 +38,7 @@ from api.routes import (  # noqa: F401 - register
 from api.spec import document
 from api.tenancy import NoTenantScope
 from engine.core.errors import WardenError
+from engine.core.settings import load
 from engine.runs.services import Services
 
 log = logging.getLogger(__name__)
@@ -74,7 +76,9 @@ async def _unexpected(request: Request, exc: Exception) -> Response:
 
 def create_app(*, svc: Services | None = None, secret_key: bytes | None = None,
                max_body_size: int = DEFAULT_MAX_BODY, extra_routes: list[Any] | None = None,
-               ) -> Starlette:
+               anchor_dir: Path | None = None) -> Starlette:
+    """``anchor_dir``: WARDEN_AUDIT_ANCHOR_DIR, whose anchored heads an evidence export
+    carries (api/routes/runs.py)."""
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         if svc is not None:  # the caller owns the engine; state was set at creation
@@ -85,6 +89,7 @@ def create_app(*, svc: Services | None = None, secret_key: bytes | None = None,
         async with open_services() as (own_svc, own_secret):
             app.state.svc = own_svc
             app.state.secret_key = own_secret
+            app.state.anchor_dir = load().audit_anchor_dir
             yield
 
     openapi = document(ENDPOINTS, PREFIX)
@@ -106,4 +111,5 @@ def create_app(*, svc: Services | None = None, secret_key: bytes | None = None,
     if svc is not None:  # usable at once, with or without a lifespan run (in-process clients)
         app.state.svc = svc
         app.state.secret_key = secret_key
+        app.state.anchor_dir = anchor_dir
     return app

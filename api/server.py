@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+from pathlib import Path
 
 import uvicorn
 
@@ -37,9 +38,10 @@ def bind(host: str, port: int) -> socket.socket:
 
 
 async def serve_api(svc: Services, secret_key: bytes, sock: socket.socket,
-                    stop: asyncio.Event, *, served_by: str = "serve") -> None:
+                    stop: asyncio.Event, *, served_by: str = "serve",
+                    anchor_dir: Path | None = None) -> None:
     """Serves until ``stop`` is set, then stops accepting and finishes open requests."""
-    app = create_app(svc=svc, secret_key=secret_key,
+    app = create_app(svc=svc, secret_key=secret_key, anchor_dir=anchor_dir,
                      extra_routes=ui_routes(served_by=served_by))
     config = uvicorn.Config(app, log_level="warning", lifespan="on", access_log=False)
     server = uvicorn.Server(config)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from datetime import UTC, datetime
 from uuid import UUID
@@ -129,10 +130,16 @@ async def get_timeline(request: Request) -> Response:
           roles=(Role.AUDITOR,), responses={200: "Evidence", 404: "Problem"})
 async def get_evidence(request: Request) -> Response:
     caller = await authorize(request, Role.AUDITOR)
+    key = anchors.anchor_key(request.app.state.secret_key)
+    # the anchored heads of the run (WARDEN_AUDIT_ANCHOR_DIR), as `warden audit export`
+    # carries them: an anchor file that does not verify lends the export nothing
+    anchor_dir = getattr(request.app.state, "anchor_dir", None)
+    log = await asyncio.to_thread(anchors.read, anchor_dir, key) if anchor_dir else None
+    if log is not None and log.problems:
+        log = None
     lines = await evidence.export(
         request.app.state.svc.db,
-        evidence.Scope(run_id=_run_id(request), tenant_id=caller.tenant_id),
-        anchors.anchor_key(request.app.state.secret_key))
+        evidence.Scope(run_id=_run_id(request), tenant_id=caller.tenant_id), key, log)
     return JSONResponse({"run_id": request.path_params["run_id"],
                          "lines": [json.loads(line) for line in lines]})
 

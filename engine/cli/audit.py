@@ -14,6 +14,7 @@ from engine.core.settings import Settings
 from engine.governance.apikeys import server_secret
 from engine.runs import anchors, evidence, timeline
 from engine.runs.services import Services
+from engine.store import retention as retention_q
 
 
 def anchor_key_for(settings: Settings) -> bytes:
@@ -33,6 +34,8 @@ async def cmd_audit_verify(args: argparse.Namespace, settings: Settings) -> int:
 
     async def body(svc: Services) -> int:
         checked, broken = await timeline.check(svc.db, args.tenant, args.run_id)
+        async with svc.db.connection() as conn:
+            archived = await retention_q.archived(conn, args.tenant, args.run_id)
         found: list[anchors.Problem] = []
         log = None
         if args.anchors is not None:
@@ -42,10 +45,14 @@ async def cmd_audit_verify(args: argparse.Namespace, settings: Settings) -> int:
                 found = [p for p in found if p.run_id is None or (
                     (args.tenant is None or p.tenant_id == args.tenant)
                     and (args.run_id is None or p.run_id == args.run_id))]
+        # archived: dropped by retention; with anchors, only runs a retention line names
+        shown = [a for a in archived if log is None
+                 or (a.tenant_id, a.run_id) in log.retained]
         if args.json:
             doc: dict[str, object] = {"checked": checked, "broken": [
                 {"tenant_id": p.tenant_id, "run_id": str(p.run_id), "seq": p.seq,
-                 "problem": p.problem} for p in broken]}
+                 "problem": p.problem} for p in broken],
+                "archived": [_archived_doc(a, log) for a in shown]}
             if log is not None:
                 doc["anchors"] = {"lines": log.lines, "points": len(log.points or []),
                                   "problems": [p.doc() for p in found]}
@@ -57,7 +64,13 @@ async def cmd_audit_verify(args: argparse.Namespace, settings: Settings) -> int:
                 where = (f"run {a.run_id} ({a.tenant_id}) at seq {a.seq}"
                          if a.run_id is not None else f"anchor line {a.line}")
                 print(f"TAMPERED: {where}: {a.problem}")
-            print(f"{checked} run(s) checked, {len(broken)} with a broken chain")
+            for run in shown:
+                line = _archived_doc(run, log)["anchor_line"]
+                anchored = f", retention anchor line {line}" if log is not None else ""
+                print(f"ARCHIVED: run {run.run_id} ({run.tenant_id}) at seq {run.seq} in "
+                      f"{run.archive}{anchored}")
+            print(f"{checked} run(s) checked, {len(broken)} with a broken chain, "
+                  f"{len(shown)} archived")
             if log is not None:
                 print(f"{log.lines} anchor line(s), {len(log.points or [])} anchored head(s), "
                       f"{len(found)} difference(s)")
@@ -66,24 +79,39 @@ async def cmd_audit_verify(args: argparse.Namespace, settings: Settings) -> int:
     return await with_db(settings, body)
 
 
+def _archived_doc(a: retention_q.Archived, log: anchors.AnchorLog | None) -> dict[str, object]:
+    retained = None if log is None else log.retained.get((a.tenant_id, a.run_id))
+    return {"tenant_id": a.tenant_id, "run_id": str(a.run_id), "seq": a.seq, "hash": a.hash,
+            "archive": a.archive, "archive_sha256": a.archive_sha256,
+            "archived_at": a.archived_at.isoformat(),
+            "anchor_line": None if retained is None else retained.point.line}
+
+
 async def cmd_audit_anchor(args: argparse.Namespace, settings: Settings) -> int:
     directory = _anchor_dir(args, settings)
     key = anchor_key_for(settings)
 
     async def body(svc: Services) -> int:
         try:
-            line, runs = await anchors.anchor(svc.db, directory, key)
+            line, runs, broken = await anchors.anchor(svc.db, directory, key)
         except anchors.AnchorFileBroken as exc:
             print(f"{directory / anchors.FILE_NAME} does not verify, nothing written: {exc}")
             return 1
         if args.json:
-            print_json({"file": str(directory / anchors.FILE_NAME), "line": line, "runs": runs})
-        elif line is None:
-            print("no run changed since the last anchor; nothing written")
+            print_json({"file": str(directory / anchors.FILE_NAME), "line": line, "runs": runs,
+                        "refused": [{"tenant_id": p.tenant_id, "run_id": str(p.run_id),
+                                     "seq": p.seq, "problem": p.problem} for p in broken]})
         else:
-            print(f"anchored {runs} run head(s) at line {line} of "
-                  f"{directory / anchors.FILE_NAME}")
-        return 0
+            for p in broken:
+                print(f"NOT ANCHORED: run {p.run_id} ({p.tenant_id}) has a broken chain at seq "
+                      f"{p.seq}: {p.problem}")
+            if line is None:
+                print("no run with a sound chain changed since the last anchor; nothing "
+                      "written")
+            else:
+                print(f"anchored {runs} run head(s) at line {line} of "
+                      f"{directory / anchors.FILE_NAME}")
+        return 1 if broken else 0
 
     return await with_db(settings, body)
 

@@ -28,8 +28,19 @@ async def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
         # every other command says it, not as a page of SQLAlchemy traceback
         await asyncio.to_thread(current_revision, url)
         await asyncio.to_thread(upgrade, url)
-        print(f"schema at {await asyncio.to_thread(current_revision, url)}")
+        created = await ensure_partitions(url, settings.partition_months_ahead)
+        print(f"schema at {await asyncio.to_thread(current_revision, url)}; {created} "
+              f"partition(s) created for the {settings.partition_months_ahead} month(s) ahead")
     return 0
+
+
+async def ensure_partitions(url: str, months_ahead: int) -> int:
+    """The timeline's partitions of this month and the months ahead (docs/dba.md)."""
+    from engine.store import Database
+    from engine.store import retention as retention_q
+
+    async with Database(url, max_size=1) as db, db.connection() as conn:
+        return await retention_q.ensure_partitions(conn, months_ahead)
 
 
 async def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
@@ -47,7 +58,8 @@ async def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
                               timeout_s=settings.webhook_timeout_ms / 1000),
                           anchor_dir=settings.audit_anchor_dir,
                           anchor_key=anchor_key_for(settings) if settings.audit_anchor_dir else b"",
-                          anchor_interval_s=settings.audit_anchor_interval_s)
+                          anchor_interval_s=settings.audit_anchor_interval_s,
+                          partition_months_ahead=settings.partition_months_ahead)
 
     async def body(svc: Services) -> int:
         start_api = api_starter(settings)  # before any loop starts: a taken port fails at once

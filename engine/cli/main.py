@@ -49,6 +49,7 @@ from engine.cli.governance import (
     decide_command,
     label_arg,
 )
+from engine.cli.retention import cmd_retention, older_than_arg
 from engine.cli.runs import (
     cmd_runs_cancel,
     cmd_runs_list,
@@ -293,6 +294,19 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("file", metavar="FILE")
     add(au, "rotate-key", cmd_audit_rotate_key,
         "retire the timeline's chain key and make a new one (schema owner only)", acts=True)
+    p = add(sub, "retention", cmd_retention,
+            "archive the evidence of old finished runs, verify it, then drop their timeline "
+            "partitions, recording a retention anchor (schema owner only)")
+    p.add_argument("--older-than", type=older_than_arg, required=True, metavar="AGE",
+                   help="drop partitions whose runs all finished longer ago than this: "
+                   "days or weeks, such as 90d or 13w (at least 1d)")
+    p.add_argument("--archive-dir", type=Path, metavar="DIR",
+                   help="where the archives go (default: WARDEN_RETENTION_ARCHIVE_DIR)")
+    p.add_argument("--anchors", type=Path, metavar="DIR",
+                   help="the anchor directory the retention line goes to (default: "
+                   "WARDEN_AUDIT_ANCHOR_DIR)")
+    p.add_argument("--dry-run", action="store_true",
+                   help="say what would be archived and dropped; change nothing")
 
     for action in _all_subparsers(parser):
         if "--tenant" not in action._option_string_actions:  # workers grant has its own

@@ -33,7 +33,8 @@ def api_starter(settings: Settings, *, served_by: str = "serve") -> ApiStarter:
 
     async def start(svc: Services, stop: asyncio.Event) -> asyncio.Task[None]:
         return asyncio.create_task(serve_api(svc, server_secret(settings), sock, stop,
-                                             served_by=served_by))
+                                             served_by=served_by,
+                                             anchor_dir=settings.audit_anchor_dir))
 
     return start
 

@@ -58,6 +58,13 @@ class Settings:
     audit_anchor_interval_s: float
     """WARDEN_AUDIT_ANCHOR_INTERVAL_S: seconds between two anchors in `warden serve`
     (default 300)."""
+    partition_months_ahead: int = 3
+    """WARDEN_PARTITION_MONTHS_AHEAD: months of timeline partitions kept ready beyond this
+    one by `warden migrate` and, hourly, `warden serve` (default 3, at most 24;
+    docs/dba.md "Partitions and retention")."""
+    retention_archive_dir: Path | None = None
+    """WARDEN_RETENTION_ARCHIVE_DIR: where `warden retention` writes the archives of the
+    partitions it drops, unless --archive-dir says (docs/dba.md)."""
 
 
 def _int(env: Mapping[str, str], name: str, default: int, *, minimum: int) -> int:
@@ -147,4 +154,14 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         if env.get("WARDEN_AUDIT_ANCHOR_DIR") else None,
         audit_anchor_interval_s=float(_int(env, "WARDEN_AUDIT_ANCHOR_INTERVAL_S", 300,
                                            minimum=1)),
+        partition_months_ahead=_months_ahead(env),
+        retention_archive_dir=Path(env["WARDEN_RETENTION_ARCHIVE_DIR"])
+        if env.get("WARDEN_RETENTION_ARCHIVE_DIR") else None,
     )
+
+
+def _months_ahead(env: Mapping[str, str]) -> int:
+    value = _int(env, "WARDEN_PARTITION_MONTHS_AHEAD", 3, minimum=0)
+    if value > 24:
+        raise ConfigError(f"WARDEN_PARTITION_MONTHS_AHEAD must be at most 24, got {value}")
+    return value

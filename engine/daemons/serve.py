@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 
+from engine.core.errors import Forbidden, InvalidInput
 from engine.daemons.notifier import Notifier, NotifierConfig
 from engine.daemons.reaper import Reaper
 from engine.daemons.reconciler import Reconciler
@@ -19,6 +20,7 @@ from engine.process.loops import run_forever
 from engine.runs import anchors
 from engine.runs.services import Services
 from engine.scheduling.scheduler import Scheduler
+from engine.store import retention as retention_q
 from engine.store.listener import NOTIFICATIONS_CHANNEL, SCHEDULER_CHANNEL, Listener
 from engine.store.scope import across_tenants
 
@@ -39,6 +41,9 @@ class EngineConfig:
     anchor_dir: Path | None = None
     anchor_key: bytes = b""
     anchor_interval_s: float = 300.0
+    # partitions of the timeline kept ready ahead (docs/dba.md, "Partitions and retention")
+    partition_months_ahead: int = 3
+    partition_interval_s: float = 3600.0
 
 
 async def run_engine(svc: Services, config: EngineConfig, stop: asyncio.Event) -> None:
@@ -70,20 +75,38 @@ async def run_engine(svc: Services, config: EngineConfig, stop: asyncio.Event) -
     async def anchor_once() -> bool:
         assert config.anchor_dir is not None
         try:
-            line, runs = await anchors.anchor(svc.db, config.anchor_dir, config.anchor_key)
+            line, runs, broken = await anchors.anchor(svc.db, config.anchor_dir,
+                                                      config.anchor_key)
         except (anchors.AnchorFileBroken, OSError) as exc:
             # the API and the other loops go on; `warden audit verify --anchors` says more
             log.error("no anchor written to %s: %s", config.anchor_dir, exc)
             return False
+        for p in broken:
+            # never anchored: an anchor vouches only for chains that verify
+            log.error("not anchored: run %s (%s) has a broken chain at seq %d: %s", p.run_id,
+                      p.tenant_id, p.seq, p.problem)
         if line is not None:
             log.info("anchored %d run head(s) at line %d of %s", runs, line,
                      config.anchor_dir / anchors.FILE_NAME)
         return False
 
+    async def partitions_once() -> bool:
+        try:
+            async with svc.db.connection() as conn:
+                created = await retention_q.ensure_partitions(conn,
+                                                              config.partition_months_ahead)
+        except (Forbidden, InvalidInput) as exc:
+            log.error("partitions ahead not ensured: %s", exc)
+            return False
+        if created:
+            log.info("created %d partition(s) for the months ahead", created)
+        return False
+
     listener = Listener(svc.db.url, SCHEDULER_CHANNEL, lambda _payload: wake_scheduler.set(),
                         also={NOTIFICATIONS_CHANNEL: lambda _payload: wake_notifier.set()})
     listen = asyncio.create_task(listener.run())
-    loops = []
+    loops = [run_forever("partitions", partitions_once, wake=never,
+                         poll_interval_s=config.partition_interval_s, stop=stop)]
     if config.anchor_dir is not None:
         loops.append(run_forever("anchors", anchor_once, wake=never,
                                  poll_interval_s=config.anchor_interval_s, stop=stop))

@@ -8,7 +8,12 @@ the previous line's signature. Lines are only ever appended, under an exclusive 
 the file, so several `warden serve` processes may share a directory. A verify with the
 anchors compares each anchored (run, seq) with the hash the database holds there now: a
 chain rewritten and re-signed by someone holding the database's chain key still differs
-from what was anchored before the rewrite.
+from what was anchored before the rewrite. A chain is verified before its head is anchored:
+a broken one is refused and named, never anchored.
+
+A ``retention`` line (written by `warden retention`, engine/runs/retention.py) names the
+runs whose partition was archived and dropped: their final heads, the archive file and its
+sha256. A verify with the anchors then reports those runs as archived, not as gone.
 """
 
 from __future__ import annotations
@@ -19,14 +24,18 @@ import hmac
 import json
 import os
 from collections import defaultdict
-from dataclasses import dataclass
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple, TextIO
 from uuid import UUID
 
 from engine.core.canonical import canonical_json
 from engine.store import Database
+from engine.store import evidence as evidence_q
+from engine.store import retention as retention_q
 from engine.store import timeline as q
 
 FILE_NAME = "anchors.jsonl"
@@ -96,6 +105,15 @@ class Point:
                 "hash": self.hash, "n": self.line, "at": self.at, "sig": self.sig}
 
 
+@dataclass(frozen=True)
+class Retained:
+    """A run a retention line names: its final head, archived in ``archive``."""
+
+    point: Point
+    archive: str
+    sha256: str
+
+
 @dataclass
 class AnchorLog:
     """What an anchor file holds: the points of its valid lines and what is wrong with it."""
@@ -104,10 +122,11 @@ class AnchorLog:
     last_sig: str = GENESIS
     points: list[Point] | None = None
     problems: list[Problem] | None = None
+    retained: dict[tuple[str, UUID], Retained] = field(default_factory=dict)
 
     def anchored_seq(self) -> dict[tuple[str, UUID], int]:
         seqs: dict[tuple[str, UUID], int] = {}
-        for p in self.points or []:
+        for p in [*(self.points or []), *(r.point for r in self.retained.values())]:
             key = (p.tenant_id, p.run_id)
             seqs[key] = max(seqs.get(key, 0), p.seq)
         return seqs
@@ -139,8 +158,14 @@ def parse(text: str, key: bytes) -> AnchorLog:
                                         "line was removed, reordered or inserted"))
         log.last_sig = sig
         for h in heads:
-            log.points.append(Point(h["tenant_id"], UUID(h["run_id"]), int(h["seq"]),
-                                    str(h["hash"]), n, str(doc.get("at")), str(h.get("sig"))))
+            point = Point(h["tenant_id"], UUID(h["run_id"]), int(h["seq"]), str(h["hash"]), n,
+                          str(doc.get("at")), str(h.get("sig")))
+            if doc.get("kind") == "retention":
+                archive = doc.get("archive") or {}
+                log.retained[(point.tenant_id, point.run_id)] = Retained(
+                    point, str(archive.get("file")), str(archive.get("sha256")))
+            else:
+                log.points.append(point)
     return log
 
 
@@ -148,9 +173,52 @@ def _path(directory: Path) -> Path:
     return directory / FILE_NAME
 
 
-async def anchor(db: Database, directory: Path, key: bytes) -> tuple[int | None, int]:
-    """Appends one line with the heads of every run that grew since the last line; returns
-    (its line number, runs anchored), or (None, 0) when nothing changed."""
+class Anchored(NamedTuple):
+    """What `anchor` did: the line written (None: nothing changed), the runs it anchored,
+    and the runs it refused because their chain does not verify."""
+
+    line: int | None
+    runs: int
+    broken: list[q.ChainProblem]
+
+
+async def anchor(db: Database, directory: Path, key: bytes) -> Anchored:
+    """Appends one line with the heads of every run that grew since the last line and
+    whose chain verifies; a run whose chain is broken is not anchored (``broken`` names
+    it, with the first seq that fails), so an anchor never vouches for a tampered chain."""
+    with _locked(directory, key) as (file, log):
+        anchored = log.anchored_seq()
+        async with db.transaction() as conn:
+            # the heads and their check read one snapshot: the head anchored is the head
+            # that was verified, however the run moves meanwhile
+            await evidence_q.snapshot(conn)
+            changed = [h for h in await q.run_heads(conn)
+                       if h.seq > anchored.get((h.tenant_id, h.run_id), 0)]
+            broken = await q.problems_of_runs(conn, [(h.tenant_id, h.run_id) for h in changed])
+        refused = {(p.tenant_id, p.run_id) for p in broken}
+        sound = [h for h in changed if (h.tenant_id, h.run_id) not in refused]
+        if not sound:
+            return Anchored(None, 0, broken)
+        line = _append(file, log, key, {"kind": "heads"}, sound)
+        return Anchored(line, len(sound), broken)
+
+
+async def retain(directory: Path, key: bytes, *, month: str, archive: str, sha256: str,
+                 heads: list[q.Head]) -> int:
+    """Appends a ``retention`` line: ``heads`` (the final heads of the runs of ``month``)
+    are archived in the file ``archive`` with this sha256. Written before the partition is
+    dropped: until the drop commits, the runs are still in the database and compared as
+    any anchored run is. Returns the line's number."""
+    with _locked(directory, key) as (file, log):
+        return _append(file, log, key, {"kind": "retention", "partition": month,
+                                        "archive": {"file": archive, "sha256": sha256}},
+                       heads)
+
+
+@contextmanager
+def _locked(directory: Path, key: bytes) -> Iterator[tuple[TextIO, AnchorLog]]:
+    """The anchor file, exclusively locked, with what it holds; refused if it does not
+    verify (no line is ever added to a file that does not)."""
     directory.mkdir(parents=True, exist_ok=True)
     fd = os.open(_path(directory), os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o640)
     with os.fdopen(fd, "r+", encoding="utf-8") as file:
@@ -159,22 +227,20 @@ async def anchor(db: Database, directory: Path, key: bytes) -> tuple[int | None,
         log = parse(file.read(), key)
         if log.problems:
             raise AnchorFileBroken(log.problems)
-        anchored = log.anchored_seq()
-        async with db.connection() as conn:
-            heads = await q.run_heads(conn)
-        changed = [h for h in heads if h.seq > anchored.get((h.tenant_id, h.run_id), 0)]
-        if not changed:
-            return None, 0
-        n, at = log.lines + 1, datetime.now(UTC).isoformat(timespec="microseconds")
-        doc: dict[str, Any] = {
-            "v": VERSION, "kind": "heads", "n": n, "prev": log.last_sig, "at": at,
-            "heads": [head_doc(key, n, at, h.tenant_id, h.run_id, h.seq, h.hash)
-                      for h in changed]}
-        doc["sig"] = sign(key, doc)
-        file.write(canonical_json(doc) + "\n")
-        file.flush()
-        os.fsync(file.fileno())
-        return log.lines + 1, len(changed)
+        yield file, log
+
+
+def _append(file: TextIO, log: AnchorLog, key: bytes, fields: dict[str, Any],
+            heads: list[q.Head]) -> int:
+    n, at = log.lines + 1, datetime.now(UTC).isoformat(timespec="microseconds")
+    doc: dict[str, Any] = {
+        "v": VERSION, **fields, "n": n, "prev": log.last_sig, "at": at,
+        "heads": [head_doc(key, n, at, h.tenant_id, h.run_id, h.seq, h.hash) for h in heads]}
+    doc["sig"] = sign(key, doc)
+    file.write(canonical_json(doc) + "\n")
+    file.flush()
+    os.fsync(file.fileno())
+    return n
 
 
 class AnchorFileBroken(Exception):
@@ -195,21 +261,50 @@ def read(directory: Path, key: bytes) -> AnchorLog:
 
 async def check(db: Database, log: AnchorLog) -> list[Problem]:
     """Compares every anchored point with the database: per run, the first point whose event
-    is gone or differs (everything at or before it is in doubt)."""
+    is gone or differs (everything at or before it is in doubt). A run a retention line
+    names and the database no longer holds is archived, not gone: its earlier anchors must
+    agree with the archived head (none beyond it, the same hash at its seq). A run the
+    database lists as archived (warden.archived_runs) that no retention line names is a
+    problem: the database's word alone is not the proof."""
     by_run: dict[tuple[str, UUID], list[Point]] = defaultdict(list)
-    for p in log.points or []:
+    for p in [*(log.points or []), *(r.point for r in log.retained.values())]:
         by_run[(p.tenant_id, p.run_id)].append(p)
-    if not by_run:
-        return []
-    unique = sorted({(p.tenant_id, p.run_id, p.seq) for p in log.points or []})
+    unique = sorted({(t, r, p.seq) for (t, r), points in by_run.items() for p in points})
     async with db.connection() as conn:
         found = {(h.tenant_id, h.run_id, h.seq): h for h in await q.hashes_at(conn, unique)}
+        archived = await retention_q.archived(conn, None, None)
     problems = []
     for (tenant, run), points in sorted(by_run.items(), key=lambda item: str(item[0])):
-        problem = _first_difference(tenant, run, sorted(points, key=lambda p: p.seq), found)
+        points = sorted(points, key=lambda p: p.seq)
+        retained = log.retained.get((tenant, run))
+        if retained is not None and not found[(tenant, run, points[0].seq)].run_exists:
+            problem = _archived_difference(tenant, run, points, retained)
+        else:
+            problem = _first_difference(tenant, run, points, found)
         if problem is not None:
             problems.append(problem)
+    for a in archived:
+        if (a.tenant_id, a.run_id) not in log.retained:
+            problems.append(Problem(None, a.tenant_id, a.run_id, a.seq,
+                                    f"the database lists the run as archived in {a.archive}, "
+                                    "but no retention anchor names it"))
     return problems
+
+
+def _archived_difference(tenant: str, run: UUID, points: list[Point],
+                         retained: Retained) -> Problem | None:
+    head = retained.point
+    for p in points:
+        if p.seq > head.seq:
+            return Problem(p.line, tenant, run, p.seq,
+                           f"anchored at seq {p.seq} (line {p.line}), beyond the head seq "
+                           f"{head.seq} archived in {retained.archive} (line {head.line})")
+        if p.seq == head.seq and p.hash != head.hash:
+            return Problem(p.line, tenant, run, p.seq,
+                           f"the head archived in {retained.archive} (line {head.line}) "
+                           f"differs from its anchor of line {p.line}: hash "
+                           f"{head.hash[:16]}… archived, {p.hash[:16]}… anchored")
+    return None
 
 
 def _first_difference(tenant: str, run: UUID, points: list[Point],

@@ -67,6 +67,7 @@ _WARDEN_CODES: dict[str, Callable[[str], errors.WardenError]] = {
     "WD404": errors.NotFound,
     "WD409": errors.Conflict,
     "WD010": errors.InvalidTransition,
+    "WD422": lambda message: errors.InvalidInput("value", message),
 }
 _CONSTRAINT_ERRORS: dict[str, type[errors.WardenError]] = {
     "approvals_no_self_approval": errors.Forbidden,

@@ -198,6 +198,8 @@ class TimelineEvent:
     prev_hash: str
     hash: str
     key_id: int
+    # the run's created_at: the timeline's partition key (sql/schema/50_timeline.sql)
+    run_created_at: datetime
 
 
 @dataclass(frozen=True)
@@ -241,6 +243,8 @@ class PolicyDecisionRow:
     step_id: str
     job_id: str | None
     at: datetime
+    # the run's created_at: the partition key (sql/schema/60_policy.sql)
+    run_created_at: datetime
 
 
 @dataclass(frozen=True)

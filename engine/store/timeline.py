@@ -68,6 +68,14 @@ async def problems(conn: Conn, tenant_id: str | None,
                            {"tenant_id": tenant_id, "run_id": run_id}, ChainProblem)
 
 
+async def problems_of_runs(conn: Conn, runs: list[tuple[str, UUID]]) -> list[ChainProblem]:
+    """The first problem of each broken chain among ``runs`` (one statement)."""
+    if not runs:
+        return []
+    return await fetch_all(conn, "timeline_problems_of_runs", {"runs": jsonb([
+        {"tenant_id": t, "run_id": str(r)} for t, r in runs])}, ChainProblem)
+
+
 async def runs_count(conn: Conn, tenant_id: str | None, run_id: UUID | None) -> int:
     return int(await fetch_value(conn, "runs_count", {"tenant_id": tenant_id,
                                                       "run_id": run_id}))

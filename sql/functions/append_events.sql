@@ -11,6 +11,8 @@
 -- inlined as two sha256 calls. SECURITY DEFINER to read the key; it signs only events it
 -- appends itself, at the run's next seq after the head, so a caller gets no MAC of a row
 -- it could put anywhere else (an existing (run, seq) is refused by the primary key).
+-- Each event takes the run's created_at as run_created_at, the timeline's partition key:
+-- this function is the only writer, so a run's events all sit in the run's partition.
 CREATE OR REPLACE FUNCTION warden.append_events(p_tenant text, p_run uuid, p_events jsonb)
 RETURNS bigint LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -23,8 +25,9 @@ DECLARE
     v_key  integer;
     v_ipad bytea;
     v_opad bytea;
+    v_created timestamptz;
 BEGIN
-    SELECT timeline_seq, timeline_hash INTO v_seq, v_prev
+    SELECT timeline_seq, timeline_hash, created_at INTO v_seq, v_prev, v_created
       FROM warden.runs WHERE tenant_id = p_tenant AND run_id = p_run
        FOR NO KEY UPDATE;
     IF NOT FOUND THEN
@@ -45,10 +48,11 @@ BEGIN
                       e->>'job_id', (e->>'attempt')::integer, e->>'actor',
                       coalesce(e->'data', '{}')))), 'hex');
         INSERT INTO warden.timeline (tenant_id, run_id, seq, at, kind, step_id, job_id,
-                                     attempt, actor, data, prev_hash, hash, key_id)
+                                     attempt, actor, data, prev_hash, hash, key_id,
+                                     run_created_at)
         VALUES (p_tenant, p_run, v_seq, v_at, v_kind, e->>'step_id', e->>'job_id',
                 (e->>'attempt')::integer, e->>'actor', coalesce(e->'data', '{}'), v_prev,
-                v_hash, v_key);
+                v_hash, v_key, v_created);
         v_prev := v_hash;
     END LOOP;
     UPDATE warden.runs SET timeline_seq = v_seq, timeline_hash = v_prev

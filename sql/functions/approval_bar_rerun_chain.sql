@@ -22,13 +22,19 @@ BEGIN
             NEW.run_id, starter, NEW.requested_by USING ERRCODE = 'WD010';
     END IF;
     -- UNION, not UNION ALL: were rerun_of ever to form a cycle, the walk ends instead of
-    -- looping. A rerun is always of the same tenant.
+    -- looping. A rerun is always of the same tenant. An ancestor that retention archived
+    -- (warden.archived_runs keeps its starter and rerun_of) still bars its starter.
     WITH RECURSIVE chain (run_id, rerun_of, created_by) AS (
         SELECT r.run_id, r.rerun_of, r.created_by FROM warden.runs r
          WHERE r.tenant_id = NEW.tenant_id AND r.run_id = NEW.run_id
         UNION
         SELECT r.run_id, r.rerun_of, r.created_by
-          FROM chain c JOIN warden.runs r ON r.tenant_id = NEW.tenant_id AND r.run_id = c.rerun_of
+          FROM chain c
+          JOIN (SELECT a.tenant_id, a.run_id, a.rerun_of, a.created_by FROM warden.runs a
+                UNION ALL
+                SELECT a.tenant_id, a.run_id, a.rerun_of, a.created_by
+                  FROM warden.archived_runs a) AS r
+            ON r.tenant_id = NEW.tenant_id AND r.run_id = c.rerun_of
     )
     SELECT array_agg(DISTINCT p ORDER BY p) INTO starters
       FROM (SELECT created_by FROM chain

@@ -7,6 +7,8 @@ DECLARE
     v_object record;
 BEGIN
     EXECUTE 'ALTER SCHEMA warden OWNER TO warden_owner';
+    -- the partitions' schema: no USAGE for anyone else (sql/schema/95_retention.sql)
+    EXECUTE 'ALTER SCHEMA warden_partitions OWNER TO warden_owner';
     FOR v_object IN
         SELECT format('ALTER TABLE warden.%I OWNER TO warden_owner', c.relname) AS stmt
           FROM pg_catalog.pg_class c

@@ -49,12 +49,16 @@ GRANT EXECUTE ON FUNCTION
     warden.append_events(text, uuid, jsonb), warden.wake_run(text, uuid),
     warden.reap_expired_jobs(integer), warden.verify_timeline(uuid)
     TO warden_engine;
+-- `warden serve` keeps the partitions of the months ahead (it can only add empty ones);
+-- detaching and dropping them, retention, stays the owner's (docs/dba.md).
+GRANT EXECUTE ON FUNCTION warden.ensure_partitions(integer) TO warden_engine;
 
 -- ---------------------------------------------------------------- warden_auditor
 -- Read-only: the records an audit reads, across tenants (docs/dba.md).
 GRANT SELECT ON warden.timeline, warden.policy_decisions, warden.policy_snapshots,
     warden.policy_activations, warden.policy_active, warden.approvals, warden.runs,
-    warden.steps, warden.jobs, warden.workflows, warden.workers TO warden_auditor;
+    warden.steps, warden.jobs, warden.workflows, warden.workers, warden.archived_runs
+    TO warden_auditor;
 GRANT EXECUTE ON FUNCTION warden.verify_timeline(uuid), warden.now(),
     warden.in_scope(text) TO warden_auditor;
 

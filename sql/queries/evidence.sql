@@ -10,9 +10,11 @@ SELECT to_jsonb(r) - 'needs_scheduling' - 'request_digest' AS doc
  ORDER BY r.tenant_id, r.created_at, r.run_id;
 
 -- name: evidence_events :many
--- A run's whole timeline, in seq order (primary key).
+-- A run's whole timeline, in seq order (primary key; the run's partition alone).
 SELECT to_jsonb(t) AS doc FROM warden.timeline t
  WHERE t.tenant_id = %(tenant_id)s AND t.run_id = %(run_id)s
+   AND t.run_created_at = (SELECT r.created_at FROM warden.runs r
+                            WHERE r.tenant_id = %(tenant_id)s AND r.run_id = %(run_id)s)
  ORDER BY t.seq;
 
 -- name: evidence_decisions :many

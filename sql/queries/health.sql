@@ -28,10 +28,17 @@ SELECT topic,
 
 -- name: metrics_table_health :many
 -- Live and dead tuples of the hot tables (the statistics collector's estimates): dead ones
--- piling up mean vacuum cannot keep up, or an old transaction holds it back.
-SELECT relname AS table_name, n_live_tup AS live, n_dead_tup AS dead
-  FROM pg_stat_user_tables
- WHERE schemaname = 'warden' AND relname IN ('jobs', 'runs', 'steps', 'timeline');
+-- piling up mean vacuum cannot keep up, or an old transaction holds it back. The
+-- timeline's are the sum over its partitions (a partitioned table has no rows of its own).
+SELECT coalesce(p.relname, s.relname) AS table_name, sum(s.n_live_tup)::bigint AS live,
+       sum(s.n_dead_tup)::bigint AS dead
+  FROM pg_stat_user_tables s
+  LEFT JOIN pg_inherits i ON i.inhrelid = s.relid
+  LEFT JOIN pg_class p ON p.oid = i.inhparent
+ WHERE (s.schemaname = 'warden' AND s.relname IN ('jobs', 'runs', 'steps'))
+    OR (s.schemaname = 'warden_partitions' AND p.relname = 'timeline'
+        AND p.relnamespace = 'warden'::regnamespace)
+ GROUP BY 1;
 
 -- name: metrics_oldest_transaction :one
 -- Age in seconds of the oldest transaction open in this database (other than ours), 0 if

@@ -65,12 +65,15 @@ WITH open_runs AS (
 SELECT count(*) AS flagged, pg_notify('warden_scheduler', '') IS NULL AS notified FROM flagged;
 
 -- name: policy_decision_insert :one
--- Records one decision of one gate.
+-- Records one decision of one gate, in its run's partition (run_created_at: the run's
+-- created_at, which the foreign key policy_decisions_run_partition checks).
 INSERT INTO warden.policy_decisions
     (tenant_id, stage, snapshot_hash, rule, decision, reason, constraints, run_id, step_id,
-     job_id)
+     job_id, run_created_at)
 VALUES (%(tenant_id)s, %(stage)s, %(snapshot_hash)s, %(rule)s, %(decision)s, %(reason)s,
-        %(constraints)s, %(run_id)s, %(step_id)s, %(job_id)s)
+        %(constraints)s, %(run_id)s, %(step_id)s, %(job_id)s,
+        (SELECT r.created_at FROM warden.runs r
+          WHERE r.tenant_id = %(tenant_id)s AND r.run_id = %(run_id)s))
 RETURNING *;
 
 -- name: policy_decisions_of_job :many
@@ -87,12 +90,16 @@ SELECT * FROM warden.policy_decisions
 
 -- name: policy_decisions_insert_many :many
 -- Decisions recorded together (a run's submit gate, a scheduler pass's dispatches),
--- set-based; returns each one's id with its (run, step, job).
+-- set-based; returns each one's id with its (run, step, job). Each row takes its run's
+-- created_at as its partition key: a subquery per row, so always an index lookup of the
+-- run (a join could seq-scan runs on a misestimate of the JSON's rows).
 INSERT INTO warden.policy_decisions
     (tenant_id, stage, snapshot_hash, rule, decision, reason, constraints, run_id, step_id,
-     job_id)
+     job_id, run_created_at)
 SELECT x.tenant_id, x.stage, x.snapshot_hash, x.rule, x.decision, x.reason, x.constraints,
-       x.run_id, x.step_id, x.job_id
+       x.run_id, x.step_id, x.job_id,
+       (SELECT r.created_at FROM warden.runs r
+         WHERE r.tenant_id = x.tenant_id AND r.run_id = x.run_id)
   FROM jsonb_to_recordset(%(decisions)s) AS x(
        tenant_id text, stage warden.policy_stage, snapshot_hash text, rule text,
        decision warden.policy_decision, reason text, constraints jsonb, run_id uuid,

@@ -4,9 +4,12 @@ SELECT warden.append_event(%(tenant_id)s, %(run_id)s, %(kind)s, %(step_id)s, %(j
                            %(attempt)s, %(actor)s, %(data)s);
 
 -- name: timeline_page :many
--- A page of a run's timeline after a seq cursor (primary key order, no cap overall).
+-- A page of a run's timeline after a seq cursor (primary key order, no cap overall). The
+-- run's created_at names the one partition to read (pruned at run time).
 SELECT * FROM warden.timeline
  WHERE tenant_id = %(tenant_id)s AND run_id = %(run_id)s AND seq > %(after)s
+   AND run_created_at = (SELECT r.created_at FROM warden.runs r
+                          WHERE r.tenant_id = %(tenant_id)s AND r.run_id = %(run_id)s)
  ORDER BY seq
  LIMIT %(limit)s;
 
@@ -19,6 +22,13 @@ SELECT warden.verify_timeline(%(run_id)s);
 -- (one pass over the timeline; no row when every chain holds).
 SELECT tenant_id, run_id, seq, problem
   FROM warden.timeline_problems(%(tenant_id)s, %(run_id)s);
+
+-- name: timeline_problems_of_runs :many
+-- The first thing wrong with each broken chain among a list of runs (what an anchor is
+-- about to vouch for), one run at a time by primary key.
+SELECT p.tenant_id, p.run_id, p.seq, p.problem
+  FROM jsonb_to_recordset(%(runs)s) AS x(tenant_id text, run_id uuid)
+ CROSS JOIN LATERAL warden.timeline_problems(x.tenant_id, x.run_id) AS p;
 
 -- name: runs_count :one
 -- How many runs a verify looked at (one run, a tenant's, or all).

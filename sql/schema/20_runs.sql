@@ -36,6 +36,9 @@ CREATE TABLE warden.runs (
     FOREIGN KEY (tenant_id, workflow_id, workflow_version)
         REFERENCES warden.workflows (tenant_id, workflow_id, version),
     CONSTRAINT runs_idempotency UNIQUE (tenant_id, workflow_id, idempotency_key),
+    -- what the partitioned audit tables' rows point at: created_at is their partition key
+    -- (sql/schema/50_timeline.sql); no role but the owner may change it
+    CONSTRAINT runs_partition_key UNIQUE (tenant_id, run_id, created_at),
     CONSTRAINT runs_finished_iff_final CHECK (
         (finished_at IS NOT NULL) =
         (status IN ('succeeded', 'failed', 'denied', 'cancelled', 'timed_out'))),

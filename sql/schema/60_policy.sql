@@ -38,7 +38,11 @@ CREATE TABLE warden.policy_activations (
 );
 
 -- Every decision at every gate. snapshot_hash NULL: no snapshot was active and the
--- configured default decided (recorded in reason).
+-- configured default decided (recorded in reason). Partitioned by month of its run's
+-- creation, like the timeline (sql/schema/50_timeline.sql): the engine writes these rows
+-- itself, so the foreign key on (tenant_id, run_id, run_created_at) is what keeps a
+-- decision in its run's partition (a decision filed under another month would be dropped
+-- with runs it does not belong to, or outlive its own).
 CREATE TABLE warden.policy_decisions (
     tenant_id      text                   NOT NULL,
     decision_id    bigint                 GENERATED ALWAYS AS IDENTITY,
@@ -52,10 +56,14 @@ CREATE TABLE warden.policy_decisions (
     step_id        text                   NOT NULL,
     job_id         text,
     at             timestamptz            NOT NULL DEFAULT now(),
-    PRIMARY KEY (tenant_id, decision_id),
+    -- the run's created_at: the partition key (monthly partitions, warden.create_partitions)
+    run_created_at timestamptz            NOT NULL,
+    PRIMARY KEY (tenant_id, decision_id, run_created_at),
     FOREIGN KEY (tenant_id, run_id, step_id) REFERENCES warden.steps (tenant_id, run_id, step_id),
+    CONSTRAINT policy_decisions_run_partition FOREIGN KEY (tenant_id, run_id, run_created_at)
+        REFERENCES warden.runs (tenant_id, run_id, created_at),
     CONSTRAINT policy_decisions_job_at_dispatch CHECK ((job_id IS NOT NULL) = (stage = 'dispatch'))
-);
+) PARTITION BY RANGE (run_created_at);
 CREATE INDEX policy_decisions_by_job ON warden.policy_decisions (tenant_id, job_id)
     WHERE job_id IS NOT NULL;
 CREATE INDEX policy_decisions_by_run ON warden.policy_decisions (tenant_id, run_id, decision_id);

@@ -26,3 +26,8 @@ CREATE OR REPLACE TRIGGER chain_keys_no_delete BEFORE DELETE ON warden.chain_key
     FOR EACH ROW EXECUTE FUNCTION warden.refuse_change();
 CREATE OR REPLACE TRIGGER chain_keys_no_truncate BEFORE TRUNCATE ON warden.chain_keys
     FOR EACH STATEMENT EXECUTE FUNCTION warden.refuse_change();
+-- What retention archived is a record of the past like the timeline it replaces.
+CREATE OR REPLACE TRIGGER archived_runs_append_only BEFORE UPDATE OR DELETE ON warden.archived_runs
+    FOR EACH ROW EXECUTE FUNCTION warden.refuse_change();
+CREATE OR REPLACE TRIGGER archived_runs_no_truncate BEFORE TRUNCATE ON warden.archived_runs
+    FOR EACH STATEMENT EXECUTE FUNCTION warden.refuse_change();

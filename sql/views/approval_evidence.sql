@@ -43,6 +43,7 @@ SELECT a.tenant_id, a.run_id, r.workflow_id, r.workflow_version,
              min(t.seq) FILTER (WHERE t.kind <> 'approval.requested') AS decided_seq
         FROM warden.timeline t
        WHERE t.tenant_id = a.tenant_id AND t.run_id = a.run_id
+         AND t.run_created_at = r.created_at
          AND t.kind IN ('approval.requested', 'approval.approved', 'approval.rejected',
                         'approval.expired', 'approval.superseded')
          AND t.data->>'approval_id' = a.approval_id::text) seqs ON true;

@@ -4,7 +4,8 @@
 -- released it (a policy approval of this attempt, else an approved approval step it
 -- depends on: who, when, why, the job hash approved and whether it matches what ran), the
 -- worker, the outcome and the seqs of its timeline events. Read it by (tenant_id, run_id),
--- (tenant_id, job_id) or (tenant_id, created_at).
+-- (tenant_id, job_id) or (tenant_id, created_at). The timeline and decisions are read in
+-- the run's partition alone (run_created_at = the run's created_at).
 CREATE OR REPLACE VIEW warden.job_evidence AS
 SELECT j.tenant_id, j.run_id, r.workflow_id, r.workflow_version,
        r.created_by AS run_created_by, j.step_id, j.job_id, j.attempt, j.topic,
@@ -26,6 +27,7 @@ SELECT j.tenant_id, j.run_id, r.workflow_id, r.workflow_version,
                  'at', pd.at) ORDER BY pd.decision_id) AS decisions
         FROM warden.policy_decisions pd
        WHERE pd.tenant_id = j.tenant_id AND pd.run_id = j.run_id AND pd.step_id = j.step_id
+         AND pd.run_created_at = r.created_at
          AND (pd.job_id = j.job_id OR pd.stage = 'submit')) d ON true
   LEFT JOIN LATERAL (
       SELECT ae.approval_id, ae.kind, ae.decided_by, ae.decided_at, ae.reason,
@@ -37,4 +39,5 @@ SELECT j.tenant_id, j.run_id, r.workflow_id, r.workflow_version,
        LIMIT 1) ap ON true
   LEFT JOIN LATERAL (
       SELECT array_agg(t.seq ORDER BY t.seq) AS seqs FROM warden.timeline t
-       WHERE t.tenant_id = j.tenant_id AND t.job_id = j.job_id) tl ON true;
+       WHERE t.tenant_id = j.tenant_id AND t.job_id = j.job_id
+         AND t.run_created_at = r.created_at) tl ON true;

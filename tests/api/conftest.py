@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
 import pytest
@@ -34,6 +35,7 @@ class Harness:
     svc: Services
     scheduler: Scheduler
     keys: dict[str, str]
+    app: Any = None  # the Starlette app, for a test that sets its state
 
     def as_(self, name: str, tenant: str = "default") -> dict[str, str]:
         return {"X-API-Key": self.keys[name], "X-Tenant-ID": tenant}
@@ -50,4 +52,4 @@ async def api(db_url: str) -> AsyncIterator[Harness]:
         app = create_app(svc=svc, secret_key=SECRET, max_body_size=64 * 1024)
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
-            yield Harness(client, svc, Scheduler(svc), keys)
+            yield Harness(client, svc, Scheduler(svc), keys, app)

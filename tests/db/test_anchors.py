@@ -51,12 +51,12 @@ async def test_each_anchor_holds_the_heads_of_the_runs_that_grew_since_the_last(
     await support.store(db, WORKFLOW)
     first = await _run(db, scheduler)
     waiting = await _run(db, scheduler, finish=False)
-    assert await anchors.anchor(db, tmp_path, KEY) == (1, 2)
-    assert await anchors.anchor(db, tmp_path, KEY) == (None, 0)
+    assert await anchors.anchor(db, tmp_path, KEY) == (1, 2, [])
+    assert await anchors.anchor(db, tmp_path, KEY) == (None, 0, [])
     [job] = await support.claim(db, ["t.a"])
     await support.complete(db, job)
     await support.settle(scheduler)
-    assert await anchors.anchor(db, tmp_path, KEY) == (2, 1)
+    assert await anchors.anchor(db, tmp_path, KEY) == (2, 1, [])
     one, two = _lines(tmp_path)
     assert {h["run_id"] for h in one["heads"]} == {first, waiting}  # type: ignore[attr-defined]
     assert [h["run_id"] for h in two["heads"]] == [waiting]  # type: ignore[index]
@@ -144,3 +144,22 @@ async def test_serve_anchors_on_its_interval_when_a_directory_is_set(
         stop.set()
         await engine
     assert await _problems(db, tmp_path) == []
+
+
+async def test_an_anchor_refuses_a_broken_chain_and_names_it(
+        db: Database, scheduler: Scheduler, db_url: str, tmp_path: Path) -> None:
+    await support.store(db, WORKFLOW)
+    broken = await _run(db, scheduler)
+    sound = await _run(db, scheduler)
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute("SET session_replication_role = replica")  # as a superuser
+        conn.execute("UPDATE warden.timeline SET actor = 'mallory' WHERE run_id = %s"
+                     " AND seq = 1", [broken])
+    line, runs, refused = await anchors.anchor(db, tmp_path, KEY)
+    assert (line, runs) == (1, 1)
+    assert [(str(p.run_id), p.seq) for p in refused] == [(broken, 1)]
+    assert "hash does not match" in refused[0].problem
+    [one] = _lines(tmp_path)
+    assert [h["run_id"] for h in one["heads"]] == [sound]  # type: ignore[index]
+    # still refused at the next anchor: a broken chain never gets anchored
+    assert await anchors.anchor(db, tmp_path, KEY) == (None, 0, refused)

@@ -5,7 +5,8 @@ verify; rotation keeps old events verifiable; the migration re-signs existing ch
 from __future__ import annotations
 
 from collections.abc import Iterator
-from uuid import uuid4
+from dataclasses import dataclass
+from uuid import UUID, uuid4
 
 import psycopg
 import pytest
@@ -153,10 +154,11 @@ async def test_a_writer_without_the_key_can_still_verify_but_not_forge(
         assert last is not None
         conn.execute(
             "INSERT INTO warden.timeline (tenant_id, run_id, seq, at, kind, actor, data,"
-            " prev_hash, hash, key_id) SELECT 'default', %(run)s, %(seq)s, now(),"
-            " 'run.rerun', 'mallory', '{}', %(prev)s, encode(sha256(warden.event_message("
-            "%(prev)s, 'default', %(run)s, %(seq)s, now(), 'run.rerun', NULL, NULL, NULL,"
-            " 'mallory', '{}')), 'hex'), %(key)s",
+            " prev_hash, hash, key_id, run_created_at) SELECT 'default', %(run)s, %(seq)s,"
+            " now(), 'run.rerun', 'mallory', '{}', %(prev)s, encode(sha256("
+            "warden.event_message(%(prev)s, 'default', %(run)s, %(seq)s, now(), 'run.rerun',"
+            " NULL, NULL, NULL, 'mallory', '{}')), 'hex'), %(key)s, (SELECT created_at FROM"
+            " warden.runs WHERE run_id = %(run)s)",
             {"run": run_id, "seq": last[0] + 1, "prev": last[1], "key": last[2]})
         conn.execute("UPDATE warden.runs SET timeline_seq = timeline_seq + 1, timeline_hash ="
                      " (SELECT hash FROM warden.timeline WHERE run_id = %(run)s ORDER BY seq"
@@ -197,12 +199,11 @@ async def test_the_migration_re_signs_chains_that_held_and_leaves_broken_ones_br
         empty_db_url: str) -> None:
     migrate.upgrade(empty_db_url, "0005_traceparent")  # the revision before the keyed chain
     async with Database(empty_db_url, max_size=4) as db:
-        svc = support.services(db)
         await support.store(db, WORKFLOW)
-        good = await support.start(db, "one")
-        bad = await support.start(db, "one")
-        await support.settle(Scheduler(svc))
+    # runs and unkeyed chains written with that revision's own SQL (today's engine writes
+    # columns it did not have yet)
     with psycopg.connect(empty_db_url, autocommit=True) as conn:
+        good, bad = (_unkeyed_run(conn), _unkeyed_run(conn))
         conn.execute("SET session_replication_role = replica")
         conn.execute("UPDATE warden.timeline SET actor = 'mallory' WHERE run_id = %s AND seq = 1",
                      [bad.run_id])
@@ -218,6 +219,23 @@ async def test_the_migration_re_signs_chains_that_held_and_leaves_broken_ones_br
     migrate.downgrade(empty_db_url, "0001_baseline")
     _assert_unkeyed(empty_db_url, str(good.run_id), True)
     _assert_unkeyed(empty_db_url, str(bad.run_id), False)
+
+
+@dataclass(frozen=True)
+class _Run:
+    run_id: UUID
+
+
+def _unkeyed_run(conn: psycopg.Connection[tuple[object, ...]]) -> _Run:
+    row = conn.execute(
+        "INSERT INTO warden.runs (tenant_id, workflow_id, workflow_version, request_digest,"
+        " created_by) VALUES ('default', 'one', '1.0.0', 'x', 'test') RETURNING run_id"
+        ).fetchone()
+    assert row is not None
+    for kind in ("run.created", "run.started", "step.ready", "run.succeeded"):
+        conn.execute("SELECT warden.append_event('default', %s, %s, NULL, NULL, NULL, 'test',"
+                     " '{}')", [row[0], kind])
+    return _Run(row[0])
 
 
 def _assert_unkeyed(url: str, run_id: str, ok: bool) -> None:

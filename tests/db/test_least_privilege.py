@@ -325,16 +325,20 @@ async def held_job(db: Database) -> str:
     return job.job_id
 
 
+# an allow decision written by hand, in the job's run's partition
+FORGED_DECISION = (
+    "INSERT INTO warden.policy_decisions (tenant_id, stage, snapshot_hash, decision, reason, "
+    "run_id, step_id, job_id, run_created_at) SELECT j.tenant_id, 'dispatch', {snapshot}, "
+    "'allow', 'x', j.run_id, j.step_id, {job}, r.created_at FROM warden.jobs j "
+    "JOIN warden.runs r USING (tenant_id, run_id) WHERE j.job_id = %(job)s")
+
+
 @pytest.mark.parametrize("forgery", [
     [],  # the bare release
     # a decision that allows, but under another snapshot than the job carries
-    ["INSERT INTO warden.policy_decisions (tenant_id, stage, snapshot_hash, decision, reason, "
-     "run_id, step_id, job_id) SELECT tenant_id, 'dispatch', repeat('0', 64), 'allow', 'x', "
-     "run_id, step_id, job_id FROM warden.jobs WHERE job_id = %(job)s"],
+    [FORGED_DECISION.format(snapshot="repeat('0', 64)", job="j.job_id")],
     # an allow decision for another job of the tenant
-    ["INSERT INTO warden.policy_decisions (tenant_id, stage, snapshot_hash, decision, reason, "
-     "run_id, step_id, job_id) SELECT tenant_id, 'dispatch', policy_snapshot_hash, 'allow', "
-     "'x', run_id, step_id, 'other' FROM warden.jobs WHERE job_id = %(job)s"],
+    [FORGED_DECISION.format(snapshot="j.policy_snapshot_hash", job="'other'")],
 ])
 async def test_the_engine_role_cannot_release_a_held_job_without_a_recorded_reason(
         db: Database, db_url: str, login_roles: LoginRoles, forgery: list[str]) -> None:

@@ -61,7 +61,17 @@ CATALOG: dict[str, str] = {
           FROM pg_policies WHERE schemaname = 'warden'""",
     "schema": """
         SELECT nspname, pg_get_userbyid(nspowner), coalesce(nspacl::text, '')
-          FROM pg_namespace WHERE nspname = 'warden'""",
+          FROM pg_namespace WHERE nspname IN ('warden', 'warden_partitions')""",
+    # the months made ahead by warden.ensure_partitions (sql/grants/40_partitions.sql)
+    "partitions": """
+        SELECT c.relname, c.relkind::text, pg_get_userbyid(c.relowner),
+               coalesce(c.relacl::text, ''), i.inhparent::regclass::text,
+               pg_get_expr(c.relpartbound, c.oid),
+               (SELECT string_agg(t.tgname, ',' ORDER BY t.tgname) FROM pg_trigger t
+                 WHERE t.tgrelid = c.oid AND NOT t.tgisinternal
+                   AND t.tgname NOT LIKE 'warden\\_test\\_%')
+          FROM pg_class c LEFT JOIN pg_inherits i ON i.inhrelid = c.oid
+         WHERE c.relnamespace = 'warden_partitions'::regnamespace""",
 }
 
 
@@ -108,5 +118,7 @@ def test_the_comparison_sees_what_it_compares(db_url: str, catalogs: Catalogs) -
         conn.execute("REVOKE SELECT ON warden.runs FROM PUBLIC")
         conn.execute("GRANT SELECT ON warden.runs TO PUBLIC")
     changed = snapshot(db_url)
+    # this month and three ahead, of the timeline and of policy_decisions, on both sides
+    assert len(catalogs[0]["partitions"]) >= 8
     for kind in ("functions", "indexes", "constraints", "relations"):
         assert changed[kind] != catalogs[0][kind], kind
