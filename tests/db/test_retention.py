@@ -5,6 +5,7 @@ role can drop, detach or delete history. Time moves by the owner-only clock, not
 
 from __future__ import annotations
 
+import asyncio
 import json
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -16,6 +17,7 @@ import pytest
 from engine.cli.main import _parser, main
 from engine.core.errors import ConfigError, Conflict, Forbidden
 from engine.core.settings import load
+from engine.daemons.serve import EngineConfig, run_engine
 from engine.governance import approvals
 from engine.runs import anchors, evidence, retention, timeline
 from engine.runs.services import Services
@@ -370,3 +372,24 @@ async def test_retention_without_an_archive_directory_is_refused_and_changes_not
     with pytest.raises(ConfigError, match="--archive-dir"):
         await _cli(["retention", "--older-than", "90d", "--anchors", str(tmp_path)])
     assert await _scalar(db, "SELECT count(*) FROM warden.runs WHERE run_id = %s", old) == 1
+
+
+async def test_serve_keeps_the_months_ahead_partitioned(db: Database, svc: Services) -> None:
+    for _ in range(6):  # past what the migration made ahead
+        await _to_next_month(db)
+    wanted = ("SELECT count(*) FROM generate_series(0, 2) AS i WHERE to_regclass("
+              "'warden_partitions.policy_decisions_' || to_char((date_trunc('month', "
+              "warden.now() AT TIME ZONE 'UTC') + make_interval(months => i)), "
+              "'\"y\"YYYY\"m\"MM')) IS NOT NULL")
+    assert await _scalar(db, wanted) == 0
+    stop = asyncio.Event()
+    engine = asyncio.create_task(run_engine(svc, EngineConfig(
+        poll_interval_s=0.05, partition_months_ahead=2, partition_interval_s=0.05), stop))
+    try:
+        async def made() -> bool | None:
+            return True if await _scalar(db, wanted) == 3 else None
+
+        await support.wait_for(made, timeout=10, what="the partitions of the months ahead")
+    finally:
+        stop.set()
+        await engine
