@@ -91,6 +91,10 @@ class StepRow:
     error: Any
     started_at: datetime | None
     finished_at: datetime | None
+    # sleep and wait_event steps (docs/workflows.md#control-flow)
+    wake_at: datetime | None = None
+    await_event: str | None = None
+    await_key: str | None = None
 
 
 @dataclass(frozen=True)
