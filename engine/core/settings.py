@@ -58,6 +58,9 @@ class Settings:
     audit_anchor_interval_s: float
     """WARDEN_AUDIT_ANCHOR_INTERVAL_S: seconds between two anchors in `warden serve`
     (default 300)."""
+    event_keep_ms: int = 24 * 3600 * 1000
+    """WARDEN_EVENT_KEEP_MS: how long an event is kept for a wait_event step that has not
+    begun waiting yet (docs/workflows.md#events; default 1 day, at most 30 days)."""
 
 
 def _int(env: Mapping[str, str], name: str, default: int, *, minimum: int) -> int:
@@ -147,4 +150,5 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         if env.get("WARDEN_AUDIT_ANCHOR_DIR") else None,
         audit_anchor_interval_s=float(_int(env, "WARDEN_AUDIT_ANCHOR_INTERVAL_S", 300,
                                            minimum=1)),
+        event_keep_ms=_int(env, "WARDEN_EVENT_KEEP_MS", 24 * 3600 * 1000, minimum=0),
     )

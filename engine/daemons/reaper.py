@@ -1,4 +1,6 @@
-"""The reaper: ends attempts whose lease expired, and approvals nobody decided in time.
+"""The reaper: ends attempts whose lease expired, and approvals nobody decided in time;
+flags the runs whose timers or wait timeouts came due (the scheduler then moves them,
+engine/scheduling/flow.py).
 
 Both use database time only. Expired leases become ``timed_out`` attempts whose retry is
 scheduled by the same SQL as a failure (warden.end_attempt); expired approvals end their
@@ -14,6 +16,7 @@ from engine.core.enums import JobStatus, StepStatus
 from engine.process import metrics
 from engine.store import Database
 from engine.store import approvals as approvals_q
+from engine.store import flow as flow_q
 from engine.store import jobs as jobs_q
 from engine.store import runs as runs_q
 from engine.store import steps as steps_q
@@ -28,6 +31,7 @@ ACTOR = "reaper"
 class Reaped:
     jobs: int
     approvals: int
+    waits: int = 0  # runs flagged for a timer or a wait timeout that came due
 
 
 class Reaper:
@@ -39,11 +43,15 @@ class Reaper:
         async with self.db.connection() as conn:
             jobs = await jobs_q.reap_expired(conn, self.batch_size)
         approvals = await self._expire_approvals()
+        async with self.db.transaction() as conn:
+            woken = await flow_q.wake_due(conn, self.batch_size)
+            if woken:
+                await flow_q.notify_scheduler(conn)
         metrics.reaped(leases=jobs, approvals=approvals)
         if jobs or approvals:
             log.info("reaped %d expired leases, %d expired approvals", jobs, approvals,
                      extra={"reaped_jobs": jobs, "expired_approvals": approvals})
-        return Reaped(jobs, approvals)
+        return Reaped(jobs, approvals, len(woken))
 
     async def _expire_approvals(self) -> int:
         async with self.db.transaction() as conn:

@@ -455,10 +455,13 @@ def _compare(op: str, left: Any, right: Any, column: int) -> bool:
         return not _equal(left, right)
     if op == "in":
         return _contains(left, right, column)
-    if _is_number(left) and _is_number(right) or \
-            isinstance(left, str) and isinstance(right, str):
-        return {"<": left < right, "<=": left <= right,
-                ">": left > right, ">=": left >= right}[op]
+    if (_is_number(left) and _is_number(right)) or \
+            (isinstance(left, str) and isinstance(right, str)):
+        if op == "<":
+            return bool(left < right)
+        if op == "<=":
+            return bool(left <= right)
+        return bool(left > right) if op == ">" else bool(left >= right)
     raise EvaluationError(column, f"{op!r} compares two numbers or two strings, not "
                                   f"{_kind(left)} and {_kind(right)}")
 
@@ -483,8 +486,8 @@ def _equal(left: Any, right: Any) -> bool:
     if _is_number(left) and _is_number(right):
         return bool(left == right)
     if type(left) is not type(right) and not (
-            isinstance(left, Mapping) and isinstance(right, Mapping)
-            or isinstance(left, list | tuple) and isinstance(right, list | tuple)):
+            (isinstance(left, Mapping) and isinstance(right, Mapping))
+            or (isinstance(left, list | tuple) and isinstance(right, list | tuple))):
         return False
     if isinstance(left, Mapping):
         return left.keys() == right.keys() and all(_equal(left[k], right[k]) for k in left)

@@ -24,7 +24,7 @@ CREATE TYPE warden.timeline_kind AS ENUM (
     'approval.superseded',
     'notify.sent', 'reconciler.repaired',
     'step.condition', 'timer.started', 'timer.fired', 'wait.started', 'wait.matched',
-    'wait.timed_out');
+    'wait.timed_out', 'step.failed');
 CREATE TYPE warden.policy_decision AS ENUM
     ('allow', 'deny', 'require_approval', 'allow_with_constraints');
 CREATE TYPE warden.policy_stage AS ENUM ('submit', 'dispatch');
