@@ -9,7 +9,15 @@ from uuid import UUID
 from engine.core.enums import StepStatus
 from engine.core.errors import InvalidTransition
 from engine.core.states import STEP_TRANSITIONS
-from engine.store.connection import Conn, execute, fetch_all, fetch_one, fetch_value, jsonb
+from engine.store.connection import (
+    Conn,
+    execute,
+    fetch_all,
+    fetch_dicts,
+    fetch_one,
+    fetch_value,
+    jsonb,
+)
 from engine.store.records import EventRow, RunKey, SentEvent, StepRow
 
 
@@ -54,6 +62,12 @@ async def wake_due(conn: Conn, limit: int) -> list[RunKey]:
     """Flags the runs whose timers or wait timeouts came due; returns them."""
     rows = await fetch_all(conn, "steps_wake_due", {"limit": limit}, _Key)
     return [(row.tenant_id, row.run_id) for row in rows]
+
+
+async def flow_events(conn: Conn, tenant_id: str, run_id: UUID) -> list[dict[str, Any]]:
+    """The run's step.condition and wait.matched events (step_id, kind, data), in order."""
+    return await fetch_dicts(conn, "timeline_flow_events",
+                             {"tenant_id": tenant_id, "run_id": run_id})
 
 
 async def notify_scheduler(conn: Conn) -> None:

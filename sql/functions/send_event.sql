@@ -3,8 +3,8 @@
 --
 -- Who may send for a tenant: an engine session (warden_engine) whose warden.tenant scope
 -- covers it, as row-level security would; any other login role (a SQL client) needs a
--- grant of warden.worker_grants on the tenant and the topic 'event:<name>' (`warden
--- workers grant ROLE --tenant T --topic 'event:%'`), and is recorded as the sender.
+-- grant of warden.worker_grants on the tenant and the topic 'event.<name>' (`warden
+-- workers grant ROLE --tenant T --topic 'event.*'`), and is recorded as the sender.
 --
 -- outcome: 'created'; 'duplicate' (the same event_id with the same name, key and data:
 -- the stored event is returned unchanged); 'conflict' (the same event_id with other
@@ -32,10 +32,11 @@ BEGIN
             USING ERRCODE = 'null_value_not_allowed';
     END IF;
     -- a superuser could write the table itself; the check is for the roles it fences
-    IF NOT (CASE WHEN (SELECT r.rolsuper FROM pg_roles r WHERE r.rolname = session_user)
-                 THEN true
-                 WHEN v_engine THEN warden.in_scope(p_tenant)
-                 ELSE warden.granted(p_tenant, 'event:' || p_name) END) THEN
+    -- coalesce: an unset warden.tenant makes in_scope NULL, which must refuse too
+    IF NOT coalesce(CASE WHEN (SELECT r.rolsuper FROM pg_roles r WHERE r.rolname = session_user)
+                         THEN true
+                         WHEN v_engine THEN warden.in_scope(p_tenant)
+                         ELSE warden.granted(p_tenant, 'event.' || p_name) END, false) THEN
         RAISE EXCEPTION 'not allowed to send events % of tenant %', p_name, p_tenant
             USING ERRCODE = 'insufficient_privilege';
     END IF;

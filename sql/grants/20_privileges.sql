@@ -52,7 +52,7 @@ GRANT EXECUTE ON FUNCTION
     warden.reap_expired_jobs(integer), warden.verify_timeline(uuid)
     TO warden_engine;
 -- events (docs/workflows.md#events): written only through send_event, which checks the
--- caller's tenant itself; a SQL client's role needs an 'event:<name>' worker grant
+-- caller's tenant itself; a SQL client's role needs an 'event.<name>' worker grant
 GRANT EXECUTE ON FUNCTION warden.event_lock(text, text, text) TO warden_engine;
 GRANT EXECUTE ON FUNCTION warden.send_event(text, text, text, text, jsonb, text, bigint)
     TO warden_engine, warden_worker;

@@ -58,3 +58,10 @@ SELECT min(wake_at) FROM warden.steps WHERE status = 'waiting' AND wake_at IS NO
 -- name: scheduler_notify :exec
 -- Wakes the schedulers (the runs are flagged already; NOTIFY is only a hint).
 SELECT pg_notify('warden_scheduler', '');
+
+-- name: timeline_flow_events :many
+-- What a run document shows of its control flow: conditions evaluated, waits matched.
+SELECT step_id, kind::text AS kind, data FROM warden.timeline
+ WHERE tenant_id = %(tenant_id)s AND run_id = %(run_id)s
+   AND kind IN ('step.condition', 'wait.matched')
+ ORDER BY seq;

@@ -386,7 +386,8 @@ def test_several_problems_are_reported_at_once() -> None:
         "its workers claim from)",
         "steps.detect.priority: must be between 0 and 9, got 99",
         "steps.x.depends_on[0]: depends on unknown step 'ghost'",
-        "steps.x.type: unknown step type 'robot' (allowed: job, approval, notify, sleep, wait_event)",
+        "steps.x.type: unknown step type 'robot' (allowed: job, approval, notify, sleep, "
+        "wait_event)",
     ])
 
 
