@@ -12,7 +12,9 @@ from typing import Any
 from uuid import UUID
 
 from engine.core.enums import StepStatus, StepType, Trigger
+from engine.core.errors import InvalidInput
 from engine.definitions.model import WorkflowDef
+from engine.definitions.templates import render
 from engine.store import Conn
 from engine.store import flow as flow_q
 from engine.store.records import StepRow
@@ -91,6 +93,40 @@ def _note(doc: dict[str, Any], flow: dict[str, Any]) -> str | None:
     if "trigger" in flow and status == StepStatus.PENDING.value:
         return f"joins on trigger {flow['trigger']}"
     return None
+
+
+def rerun_notes(workflow: WorkflowDef, to_run: list[str], run_input: Any,
+                reused: Mapping[str, Any]) -> dict[str, str]:
+    """What each control-flow step a rerun runs again will do, for its plan."""
+    notes: dict[str, str] = {}
+    for sid in to_run:
+        step = workflow.steps[sid]
+        said: list[str] = []
+        if step.when is not None:
+            said.append(f"when {step.when} is evaluated again")
+        if step.trigger is not Trigger.ALL_SUCCEEDED:
+            said.append(f"joins on trigger {step.trigger.value}")
+        if step.type is StepType.SLEEP:
+            if step.until is None:
+                said.append(f"sleeps {step.duration_ms} ms from its start again")
+            else:
+                said.append(f"sleeps until {_render(step.until, run_input, reused)}")
+        elif step.type is StepType.WAIT_EVENT:
+            timeout = f", for {step.timeout_ms} ms" if step.timeout_ms else ""
+            key = _render(step.key or "", run_input, reused)
+            said.append(f"waits again for event {step.event} with key {key!r}{timeout} "
+                        "(an event still kept matches again)")
+        if said:
+            notes[sid] = "; ".join(said)
+    return notes
+
+
+def _render(template: str, run_input: Any, outputs: Mapping[str, Any]) -> str:
+    try:
+        value = render(template, run_input=run_input, step_outputs=outputs)
+    except InvalidInput:
+        return f"{template} (rendered when it begins)"
+    return value if isinstance(value, str) else json.dumps(value)
 
 
 def _reads(read: Mapping[str, Any]) -> str:

@@ -444,3 +444,25 @@ async def test_events_and_waits_racing_lose_no_wake_up(db: Database, svc: Servic
         detail = await support.detail(db, run.run_id)
         assert detail.steps[0].status is StepStatus.SUCCEEDED, run.run_id
         assert (await support.kinds(db, run.run_id)).count("wait.matched") == 1
+
+
+async def test_rerun_from_a_wait_plans_and_waits_again(
+        db: Database, svc: Services, scheduler: Scheduler) -> None:
+    from engine.runs import reruns
+    await support.store(db, WAIT)
+    await _send(svc, "evt-r", "INC-30")
+    run = await support.start(db, "waiter", {"incident_id": "INC-30"})
+    await _run_jobs(db, scheduler, ["t.use"], {})
+    assert (await support.detail(db, run.run_id)).run.status is RunStatus.SUCCEEDED
+    plan = await reruns.plan(svc, tenant_id="default", run_id=run.run_id, from_step="wait")
+    assert plan.to_run == ["wait", "use"]
+    assert plan.flow == {"wait": "waits again for event ticket.approved with key 'INC-30', "
+                                 "for 3600000 ms (an event still kept matches again)"}
+    _plan, started = await reruns.rerun(svc, tenant_id="default", run_id=run.run_id,
+                                        from_step="wait", created_by="op")
+    await support.settle(scheduler)
+    [matched] = await _event_data(db, started.run.run_id, "wait.matched")
+    assert matched["event_id"] == "evt-r"
+    # from the job after it: the wait's output is reused, nothing waits
+    plan = await reruns.plan(svc, tenant_id="default", run_id=run.run_id, from_step="use")
+    assert plan.reused == {"wait": {"by": "carol"}} and plan.flow == {}
