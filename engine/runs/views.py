@@ -161,7 +161,14 @@ def run_summary(row: RunRow, steps: Sequence[dict[str, Any]] = ()) -> str:
         where = f" at step {sid}" if sid else ""
         return f"{label}{where}: {text}"
     if status is RunStatus.WAITING:
-        gates = [s["step_id"] for s in steps if s["status"] == "waiting"]
+        waits = [s for s in steps if s["status"] == "waiting"]
+        # timers and event waits (engine/runs/flowview.py) say what they wait for
+        timed = [f"{s['step_id']} ({s['note']})" if s["note"] else s["step_id"]
+                 for s in waits if s["type"] in ("sleep", "wait_event")]
+        gates = [s["step_id"] for s in waits if s["type"] not in ("sleep", "wait_event")]
+        if timed:
+            return "Waiting: " + ", ".join(
+                timed + ([f"approval of step {', '.join(gates)}"] if gates else []))
         return ("Waiting for approval" + (f" of step {', '.join(gates)}" if gates else ""))
     active = [f"{s['step_id']} ({s['note']})" if s["note"] else s["step_id"]
               for s in steps if s["status"] in ("running", "waiting")]
