@@ -74,9 +74,9 @@ async def notify_scheduler(conn: Conn) -> None:
     await execute(conn, "scheduler_notify", {})
 
 
-async def next_wake(conn: Conn) -> datetime | None:
+async def seconds_to_next_wake(conn: Conn) -> float | None:
     value: Any = await fetch_value(conn, "steps_next_wake", {})
-    return value if isinstance(value, datetime) else None
+    return float(value) if value is not None else None
 
 
 class _Key:

@@ -52,8 +52,10 @@ UPDATE warden.runs r SET needs_scheduling = true
 RETURNING r.tenant_id, r.run_id;
 
 -- name: steps_next_wake :one
--- The earliest fire time or timeout still ahead (the reaper sleeps no longer than that).
-SELECT min(wake_at) FROM warden.steps WHERE status = 'waiting' AND wake_at IS NOT NULL;
+-- Seconds from now (database time) to the earliest fire time or timeout still ahead, or
+-- NULL: the reaper waits for it when it comes before its next pass. Uses steps_wake.
+SELECT extract(epoch FROM min(wake_at) - warden.now())::float8
+  FROM warden.steps WHERE status = 'waiting' AND wake_at > warden.now();
 
 -- name: scheduler_notify :exec
 -- Wakes the schedulers (the runs are flagged already; NOTIFY is only a hint).

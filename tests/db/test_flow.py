@@ -466,3 +466,15 @@ async def test_rerun_from_a_wait_plans_and_waits_again(
     # from the job after it: the wait's output is reused, nothing waits
     plan = await reruns.plan(svc, tenant_id="default", run_id=run.run_id, from_step="use")
     assert plan.reused == {"wait": {"by": "carol"}} and plan.flow == {}
+
+
+async def test_the_reaper_waits_for_a_timer_due_before_its_next_pass(
+        db: Database, scheduler: Scheduler) -> None:
+    await support.store(db, UNTIL.replace('until: "${input.at}"', "duration_ms: 300"))
+    run = await support.start(db, "until")
+    await support.settle(scheduler)
+    assert (await support.detail(db, run.run_id)).run.status is RunStatus.WAITING
+    assert (await Reaper(db, timer_horizon_s=0.01).run_once()).waits == 0  # beyond it
+    assert (await Reaper(db, timer_horizon_s=30).run_once()).waits == 1  # waited for it
+    await support.settle(scheduler)
+    assert (await support.detail(db, run.run_id)).run.status is RunStatus.SUCCEEDED
