@@ -30,6 +30,7 @@ from engine.store import steps as steps_q
 from engine.store.records import EventRow, StepRow
 
 TYPES = frozenset({StepType.SLEEP, StepType.WAIT_EVENT})
+MAX_KEY_CHARS = 512  # events_key_length in sql/schema/95_events.sql
 
 
 async def condition(conn: Conn, state: RunPass, definition: StepDef,
@@ -109,6 +110,9 @@ async def _begin_wait(conn: Conn, state: RunPass, definition: StepDef, step: Ste
                       now: datetime) -> StepRow:
     assert definition.event is not None and definition.key is not None
     key = _text(state, definition.key, "key")
+    if len(key) > MAX_KEY_CHARS:  # no event could carry it (warden.events.key)
+        raise InvalidInput("key", f"rendered to {len(key)} characters; an event key holds "
+                                  f"at most {MAX_KEY_CHARS}")
     # Ordered against warden.send_event for this key: an event committed before we hold
     # the lock is found below, one sent after waits for our commit and then sees the step
     # waiting. Tried only: we hold run locks send_event may wait for (docs/design.md).

@@ -238,6 +238,18 @@ async def test_two_schedulers_fire_a_timer_once(db: Database, svc: Services) -> 
         assert (await support.detail(db, run.run_id)).run.status is RunStatus.SUCCEEDED
 
 
+async def test_a_key_no_event_could_carry_fails_the_wait(
+        db: Database, scheduler: Scheduler) -> None:
+    await support.store(db, WAIT)
+    run = await support.start(db, "waiter", {"incident_id": "x" * 600})
+    await support.settle(scheduler)
+    detail = await support.detail(db, run.run_id)
+    assert detail.steps[0].status is StepStatus.FAILED
+    assert detail.steps[0].error["field"] == "steps.wait.key"
+    assert "at most 512" in detail.steps[0].error["message"]
+    assert "step.failed" in await support.kinds(db, run.run_id)
+
+
 async def test_sleep_until_in_the_past_fires_at_once_and_a_bad_until_fails(
         db: Database, scheduler: Scheduler) -> None:
     await support.store(db, UNTIL)
