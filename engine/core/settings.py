@@ -13,6 +13,7 @@ from pathlib import Path
 from engine.core.errors import ConfigError
 
 MIN_WEBHOOK_SECRET = 16
+MAX_EVENT_KEEP_MS = 30 * 24 * 3600 * 1000
 
 
 @dataclass(frozen=True)
@@ -73,6 +74,14 @@ def _int(env: Mapping[str, str], name: str, default: int, *, minimum: int) -> in
         raise ConfigError(f"{name} must be a whole number, got {raw!r}") from None
     if value < minimum:
         raise ConfigError(f"{name} must be at least {minimum}, got {value}")
+    return value
+
+
+def _event_keep_ms(env: Mapping[str, str]) -> int:
+    value = _int(env, "WARDEN_EVENT_KEEP_MS", 24 * 3600 * 1000, minimum=0)
+    if value > MAX_EVENT_KEEP_MS:  # warden.send_event keeps no event longer
+        raise ConfigError(f"WARDEN_EVENT_KEEP_MS must be at most {MAX_EVENT_KEEP_MS} "
+                          f"(30 days), got {value}")
     return value
 
 
@@ -150,5 +159,5 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         if env.get("WARDEN_AUDIT_ANCHOR_DIR") else None,
         audit_anchor_interval_s=float(_int(env, "WARDEN_AUDIT_ANCHOR_INTERVAL_S", 300,
                                            minimum=1)),
-        event_keep_ms=_int(env, "WARDEN_EVENT_KEEP_MS", 24 * 3600 * 1000, minimum=0),
+        event_keep_ms=_event_keep_ms(env),
     )

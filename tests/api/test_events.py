@@ -154,6 +154,26 @@ async def test_malformed_and_oversized_events_are_refused_and_change_nothing(
         assert (await cur.fetchone()) == (0,)
 
 
+async def test_a_bad_condition_is_a_422_naming_the_field_and_the_column(
+        api: Harness) -> None:
+    bad = WAIT.replace("steps.triage.output.severity == 'high'",
+                       "steps.triage.output.severity === 'high'")
+    answer = await api.client.post("/api/v1/workflows", content=bad, headers={
+        **api.as_("alice"), "Content-Type": "application/yaml"})
+    assert answer.status_code == 422
+    assert answer.headers["content-type"].startswith("application/problem+json")
+    assert {"field": "steps.ask.when",
+            "message": "column 32: '=' is not an operator; compare with '=='"} in answer.json()["errors"]
+    stray = WAIT.replace("steps.triage.output.severity == 'high'",
+                         "steps.nap.status == 'succeeded'")
+    answer = await api.client.post("/api/v1/workflows", content=stray, headers={
+        **api.as_("alice"), "Content-Type": "application/yaml"})
+    assert answer.status_code == 422
+    assert {"field": "steps.ask.when",
+            "message": "column 1: steps.nap.status refers to step 'nap', which is not an "
+                       "ancestor of 'ask'"} in answer.json()["errors"]
+
+
 def test_sql_clients_send_only_with_a_grant_and_only_their_tenant(
         db_url: str, login_roles: LoginRoles) -> None:
     send = ("SELECT outcome, sent_by FROM warden.send_event(%s, %s, 'deploy.done', 'k', "

@@ -7,8 +7,9 @@ from typing import Any
 
 import pytest
 
+from engine.core import settings
 from engine.core.enums import StepStatus, StepType, Trigger
-from engine.core.errors import InvalidDefinition
+from engine.core.errors import ConfigError, InvalidDefinition
 from engine.definitions import dag
 from engine.definitions.model import WorkflowDef, parse_workflow_doc
 
@@ -107,6 +108,14 @@ def test_bad_flow_definitions_are_refused_precisely(steps: dict[str, Any], expec
                                                     ) -> None:
     found = problems(doc(**steps))
     assert any(p.startswith(expected) for p in found), found
+
+
+def test_the_event_keep_setting() -> None:
+    assert settings.load({}).event_keep_ms == 86_400_000
+    assert settings.load({"WARDEN_EVENT_KEEP_MS": "0"}).event_keep_ms == 0
+    for raw in ("-1", "a day", str(31 * 86_400_000)):
+        with pytest.raises(ConfigError, match="WARDEN_EVENT_KEEP_MS"):
+            settings.load({"WARDEN_EVENT_KEEP_MS": raw})
 
 
 # ---------------------------------------------------------------- triggers in the DAG
