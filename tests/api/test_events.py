@@ -163,7 +163,8 @@ async def test_a_bad_condition_is_a_422_naming_the_field_and_the_column(
     assert answer.status_code == 422
     assert answer.headers["content-type"].startswith("application/problem+json")
     assert {"field": "steps.ask.when",
-            "message": "column 32: '=' is not an operator; compare with '=='"} in answer.json()["errors"]
+            "message": "column 32: '=' is not an operator; compare with '=='"} \
+        in answer.json()["errors"]
     stray = WAIT.replace("steps.triage.output.severity == 'high'",
                          "steps.nap.status == 'succeeded'")
     answer = await api.client.post("/api/v1/workflows", content=stray, headers={
