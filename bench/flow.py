@@ -18,6 +18,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a plain script
 
@@ -57,6 +58,10 @@ async def _until_none_open(conn: pg.Conn, step_type: str, children: Children,
         await asyncio.sleep(0.2)
 
 
+def _rounded(row: dict[str, Any]) -> dict[str, Any]:
+    return {k: v if isinstance(v, int) else round(float(v), 1) for k, v in row.items()}
+
+
 async def main(runs: int, admin_url: str) -> dict[str, object]:
     across_tenants()
     dbs = BenchDatabases.for_this_process(admin_url)
@@ -69,10 +74,7 @@ async def main(runs: int, admin_url: str) -> dict[str, object]:
                 await workflows.store(db, tenant_id="default", source=source,
                                       media_type=None, created_by="bench")
             conn = await pg.connect(url)
-            cur = await conn.execute("SELECT (now() + interval '15 seconds')::text")
-            row = await cur.fetchone()
-            assert row is not None
-            fire_at = str(row[0]).replace(" ", "T")
+            fire_at = (await pg.one(conn, "flow_fire_at"))["at"]
             for _ in range(runs):
                 await lifecycle.start(svc, tenant_id="default", workflow_id="bench-timer",
                                       input={"at": fire_at}, created_by="bench")
@@ -94,12 +96,8 @@ async def main(runs: int, admin_url: str) -> dict[str, object]:
                 await _until_none_open(conn, "wait_event", children)
                 waits = await pg.one(conn, "flow_wait_lag")
             await conn.close()
-        return {"runs": runs, "serves": 2,
-                "timers": {k: (round(v, 1) if isinstance(v, float) else v)
-                           for k, v in dict(timers).items()},
-                "events": {"sent_per_s": round(runs / sent_s, 1),
-                           **{k: (round(v, 1) if isinstance(v, float) else v)
-                              for k, v in dict(waits).items()}}}
+        return {"runs": runs, "serves": 2, "timers": _rounded(dict(timers)),
+                "events": {"sent_per_s": round(runs / sent_s, 1), **_rounded(dict(waits))}}
     finally:
         await dbs.drop_all()
 

@@ -258,3 +258,8 @@ SELECT count(*) AS matched,
 -- bench/flow.py: steps of the given type not yet finished.
 SELECT count(*) AS open FROM warden.steps
  WHERE type = %(type)s::warden.step_type AND finished_at IS NULL;
+
+-- name: flow_fire_at :one
+-- bench/flow.py: the shared fire time of its timers, 15 s ahead on the database clock.
+SELECT to_char((warden.now() + interval '15 seconds') AT TIME ZONE 'UTC',
+               'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS at;

@@ -58,7 +58,8 @@ async def run_engine(svc: Services, config: EngineConfig, stop: asyncio.Event) -
 
     async def reap_once() -> bool:
         reaped = await reaper.run_once()
-        return reaped.jobs >= reaper.batch_size
+        # a full batch of either may have left more due: go again at once
+        return max(reaped.jobs, reaped.waits) >= reaper.batch_size
 
     async def reconcile_once() -> bool:
         await reconciler.run_once()
