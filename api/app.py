@@ -27,6 +27,7 @@ from api.limits import BodyLimit
 from api.registry import ENDPOINTS
 from api.routes import (  # noqa: F401 - register
     approvals,
+    events,
     fleet,
     health,
     jobs,

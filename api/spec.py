@@ -86,7 +86,10 @@ SCHEMAS: S = {
                  "'pending: no live worker polls topic X', or the error of a failed step"},
         "topic": NSTR, "attempts": INT, "output": ANY,
         "error": ANY, "depends_on": {"type": "array", "items": STR},
-        "job_ids": {"type": "array", "items": STR}}),
+        "job_ids": {"type": "array", "items": STR},
+        "flow": {"type": "object", "description": "control flow (docs/workflows.md"
+                 "#control-flow): when and condition {result, read}, trigger, timer "
+                 "{fire_at}, waits_for {event, key, timeout_at}, matched (the event taken)"}}),
     "RunDetail": {"allOf": [_ref("Run"), _obj(["steps", "jobs", "approvals"], {
         "steps": {"type": "array", "items": _ref("Step"),
                   "description": "in the definition's order"},
@@ -117,6 +120,20 @@ SCHEMAS: S = {
     "RerunCreated": _obj(["run", "plan"], {"dry_run": {"type": "boolean"}, "run": _ref("Run"),
                                            "plan": _ref("RerunPlan")}),
     "Cancel": _obj([], {"reason": NTEXT}, extra=False),
+    "Event": _obj(["id", "name", "key"], {
+        "id": {**TEXT, "minLength": 1, "maxLength": 200,
+               "description": "the sender's id: the same id again is the same event"},
+        "name": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"},
+        "key": {**TEXT, "maxLength": 512, "description": "the correlation a wait_event "
+                "step's key renders to"},
+        "data": {"$ref": "#/components/schemas/Json",
+                 "description": "the waiting step's output; at most 64 KiB as JSON"}},
+        extra=False),
+    "EventStored": _obj(["event_id", "name", "key", "received_at", "replayed"], {
+        "event_id": STR, "name": STR, "key": STR, "data": ANY, "sent_by": STR,
+        "received_at": TIME, "expires_at": TIME,
+        "replayed": {"type": "boolean", "description": "true: this id was sent before with "
+                     "the same content; this is the stored event (200)"}}),
     "Job": _obj(["job_id", "run_id", "step_id", "attempt", "topic", "status"], {
         "job_id": STR, "run_id": STR, "step_id": STR, "attempt": INT, "topic": STR,
         "status": STR, "input": ANY, "upstream": ANY, "constraints": ANY, "checkpoint": ANY,

@@ -19,5 +19,6 @@ async def open_services() -> AsyncIterator[tuple[Services, bytes]]:
     with database_url(settings) as url:
         async with Database(url, max_size=10) as db:
             yield (Services.create(db, policy_default=Verdict(settings.policy_default),
-                                   approval_expires_ms=settings.approval_expires_ms),
+                                   approval_expires_ms=settings.approval_expires_ms,
+                                   event_keep_ms=settings.event_keep_ms),
                    server_secret(settings))

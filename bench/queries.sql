@@ -231,3 +231,35 @@ SELECT count(*) AS n FROM pgqueuer;
 SELECT application_name, count(*) AS n FROM pg_stat_activity
  WHERE datname = current_database() AND application_name LIKE 'bench-peer-%%'
  GROUP BY application_name;
+
+-- name: flow_timer_lag :one
+-- bench/flow.py: per fired timer, how long after its fire time the step succeeded.
+SELECT count(*) AS fired,
+       percentile_cont(0.5) WITHIN GROUP (ORDER BY lag_ms) AS p50_ms,
+       percentile_cont(0.99) WITHIN GROUP (ORDER BY lag_ms) AS p99_ms,
+       max(lag_ms) AS max_ms,
+       (SELECT count(*) FROM warden.timeline WHERE kind = 'timer.fired') AS fired_events
+  FROM (SELECT extract(epoch FROM s.finished_at - s.wake_at) * 1000 AS lag_ms
+          FROM warden.steps s WHERE s.type = 'sleep' AND s.status = 'succeeded') t;
+
+-- name: flow_wait_lag :one
+-- bench/flow.py: per matched wait, how long after the event's receipt the step succeeded.
+SELECT count(*) AS matched,
+       percentile_cont(0.5) WITHIN GROUP (ORDER BY lag_ms) AS p50_ms,
+       percentile_cont(0.99) WITHIN GROUP (ORDER BY lag_ms) AS p99_ms,
+       max(lag_ms) AS max_ms
+  FROM (SELECT extract(epoch FROM s.finished_at - e.received_at) * 1000 AS lag_ms
+          FROM warden.steps s
+          JOIN warden.events e ON e.tenant_id = s.tenant_id AND e.name = s.await_event
+                              AND e.key = s.await_key
+         WHERE s.type = 'wait_event' AND s.status = 'succeeded') t;
+
+-- name: flow_open_steps :one
+-- bench/flow.py: steps of the given type not yet finished.
+SELECT count(*) AS open FROM warden.steps
+ WHERE type = %(type)s::warden.step_type AND finished_at IS NULL;
+
+-- name: flow_fire_at :one
+-- bench/flow.py: the shared fire time of its timers, 15 s ahead on the database clock.
+SELECT to_char((warden.now() + interval '15 seconds') AT TIME ZONE 'UTC',
+               'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS at;

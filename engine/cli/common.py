@@ -188,4 +188,5 @@ async def resolve_actor(db: Database, requested: str | None) -> str:
 
 def services_for(db: Database, settings: Settings) -> Services:
     return Services.create(db, policy_default=Verdict(settings.policy_default),
-                           approval_expires_ms=settings.approval_expires_ms)
+                           approval_expires_ms=settings.approval_expires_ms,
+                           event_keep_ms=settings.event_keep_ms)

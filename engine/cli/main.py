@@ -32,6 +32,7 @@ from engine.cli.common import (
     uuid_arg,
 )
 from engine.cli.daemons import cmd_demo, cmd_migrate, cmd_serve, cmd_worker
+from engine.cli.events import cmd_events_send, data_arg
 from engine.cli.fleet import cmd_queues_list, cmd_workers_list
 from engine.cli.governance import (
     cmd_approvals_list,
@@ -186,6 +187,17 @@ def _parser() -> argparse.ArgumentParser:
                    help="the step to run again, with its descendants")
     p.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
     p.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
+
+    ev = sub.add_parser("events", help="events for wait_event steps").add_subparsers(
+        dest="sub", required=True, metavar="SUBCOMMAND")
+    p = add(ev, "send", cmd_events_send, "send an event to the wait_event steps waiting (or "
+            "about to wait) for its name and key; the same --id again is the same event",
+            acts=True)
+    p.add_argument("--id", required=True, help="the event's id: sending it again is a no-op")
+    p.add_argument("--name", required=True, help="the event name a wait_event step awaits")
+    p.add_argument("--key", required=True, help="the correlation its key renders to")
+    p.add_argument("--data", type=data_arg, default=None, metavar="JSON",
+                   help="the waiting step's output (any JSON; at most 64 KiB)")
 
     ap = sub.add_parser("approvals", help="the approvals queue").add_subparsers(
         dest="sub", required=True, metavar="SUBCOMMAND")

@@ -164,6 +164,8 @@ def _plan_lines(plan: dict[str, Any]) -> Iterable[str]:
         yield f"  policy: {step_id}: {decision['decision']} ({rule})"
     if plan["approvals_needed"]:
         yield "  needs approval: " + ", ".join(plan["approvals_needed"])
+    for step_id, note in plan.get("flow", {}).items():
+        yield f"  flow:   {step_id}: {note}"
 
 
 async def cmd_runs_rerun(args: argparse.Namespace, settings: Settings) -> int:

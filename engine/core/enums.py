@@ -133,7 +133,22 @@ class StepType(StrEnum):
     """A human checkpoint."""
     NOTIFY = "notify"
     """A message to the outbox (and a webhook, if configured)."""
+    SLEEP = "sleep"
+    """A timer on the database clock (``duration_ms`` or ``until``)."""
+    WAIT_EVENT = "wait_event"
+    """Waits for an event of a name and key (``warden.events``)."""
 
 
 FINAL_JOB = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.TIMED_OUT,
                        JobStatus.CANCELLED, JobStatus.DENIED})
+
+
+class Trigger(StrEnum):
+    """When a step may start, given how its dependencies ended (docs/workflows.md)."""
+
+    ALL_SUCCEEDED = "all_succeeded"
+    """Every dependency succeeded; one that did not skips the step (the default)."""
+    ANY_SUCCEEDED = "any_succeeded"
+    """Every dependency is final and at least one succeeded (a join of branches)."""
+    ALL_DONE = "all_done"
+    """Every dependency is final, however it ended (clean-up, notify on failure)."""

@@ -13,6 +13,7 @@ from pathlib import Path
 from engine.core.errors import ConfigError
 
 MIN_WEBHOOK_SECRET = 16
+MAX_EVENT_KEEP_MS = 30 * 24 * 3600 * 1000
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,9 @@ class Settings:
     retention_archive_dir: Path | None = None
     """WARDEN_RETENTION_ARCHIVE_DIR: where `warden retention` writes the archives of the
     partitions it drops, unless --archive-dir says (docs/dba.md)."""
+    event_keep_ms: int = 24 * 3600 * 1000
+    """WARDEN_EVENT_KEEP_MS: how long an event is kept for a wait_event step that has not
+    begun waiting yet (docs/workflows.md#events; default 1 day, at most 30 days)."""
 
 
 def _int(env: Mapping[str, str], name: str, default: int, *, minimum: int) -> int:
@@ -77,6 +81,14 @@ def _int(env: Mapping[str, str], name: str, default: int, *, minimum: int) -> in
         raise ConfigError(f"{name} must be a whole number, got {raw!r}") from None
     if value < minimum:
         raise ConfigError(f"{name} must be at least {minimum}, got {value}")
+    return value
+
+
+def _event_keep_ms(env: Mapping[str, str]) -> int:
+    value = _int(env, "WARDEN_EVENT_KEEP_MS", 24 * 3600 * 1000, minimum=0)
+    if value > MAX_EVENT_KEEP_MS:  # warden.send_event keeps no event longer
+        raise ConfigError(f"WARDEN_EVENT_KEEP_MS must be at most {MAX_EVENT_KEEP_MS} "
+                          f"(30 days), got {value}")
     return value
 
 
@@ -157,6 +169,7 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         partition_months_ahead=_months_ahead(env),
         retention_archive_dir=Path(env["WARDEN_RETENTION_ARCHIVE_DIR"])
         if env.get("WARDEN_RETENTION_ARCHIVE_DIR") else None,
+        event_keep_ms=_event_keep_ms(env),
     )
 
 

@@ -37,6 +37,7 @@ STOPPING = "engine.runs.stopping"
 APPROVALS = "engine.governance.approvals"
 REAPER = "engine.daemons.reaper"
 RECONCILER = "engine.daemons.reconciler"
+FLOW = "engine.scheduling.flow"
 
 
 @dataclass(frozen=True)
@@ -83,16 +84,19 @@ MOVES: tuple[Move, ...] = tuple([
             "cancelled by an operator"),
     # ---------------------------------------------------------------- steps
     *_moves("step", S.PENDING, (S.RUNNING,), (DISPATCH,), "its first attempt is dispatched"),
-    *_moves("step", S.PENDING, (S.WAITING,), (DISPATCH,),
-            "an approval step, or a require_approval decision, asks a human"),
+    *_moves("step", S.PENDING, (S.WAITING,), (DISPATCH, FLOW),
+            "an approval step, or a require_approval decision, asks a human; a sleep step "
+            "sets its timer, a wait_event step begins to wait"),
     *_moves("step", S.PENDING, (S.SUCCEEDED,), (SCHEDULER, RERUNS),
             "a notify step wrote its notification; a rerun reuses the output"),
-    *_moves("step", S.PENDING, (S.FAILED,), (DISPATCH,),
-            "its input cannot be rendered from the data (no retry can help)"),
+    *_moves("step", S.PENDING, (S.FAILED,), (DISPATCH, FLOW),
+            "its input (or its condition, until or key) cannot be evaluated on the data "
+            "(no retry can help)"),
     *_moves("step", S.PENDING, (S.DENIED,), (DISPATCH, SUBMIT),
             "policy denied it at dispatch, or at the submit gate"),
-    *_moves("step", S.PENDING, (S.SKIPPED,), (SCHEDULER, SUBMIT, STOPPING),
-            "a dependency did not succeed; the run was denied or ran out of time first"),
+    *_moves("step", S.PENDING, (S.SKIPPED,), (SCHEDULER, FLOW, SUBMIT, STOPPING),
+            "its trigger is not met (by default: a dependency did not succeed) or its "
+            "when: condition is false; the run was denied or ran out of time first"),
     *_moves("step", S.PENDING, (S.CANCELLED,), (STOPPING,), "the run was cancelled"),
     *_moves("step", S.RUNNING, (S.WAITING,), (DISPATCH,),
             "a new policy snapshot requires an approval for its next attempt"),
@@ -107,11 +111,13 @@ MOVES: tuple[Move, ...] = tuple([
     *_moves("step", S.RUNNING, (S.CANCELLED,), (STOPPING,), "the run was cancelled"),
     *_moves("step", S.WAITING, (S.RUNNING,), (APPROVALS, DISPATCH),
             "its policy approval was approved, or a new snapshot no longer requires one"),
-    *_moves("step", S.WAITING, (S.SUCCEEDED,), (APPROVALS,), "its approval step was approved"),
+    *_moves("step", S.WAITING, (S.SUCCEEDED,), (APPROVALS, FLOW),
+            "its approval step was approved; its timer fired; the event it waits for came"),
     *_moves("step", S.WAITING, (S.DENIED,), (APPROVALS, DISPATCH),
             "its approval was rejected, or a new snapshot denies its job"),
-    *_moves("step", S.WAITING, (S.TIMED_OUT,), (REAPER, STOPPING),
-            "its approval expired; the run's deadline passed"),
+    *_moves("step", S.WAITING, (S.TIMED_OUT,), (REAPER, FLOW, STOPPING),
+            "its approval expired; no event came within its timeout_ms; the run's "
+            "deadline passed"),
     *_moves("step", S.WAITING, (S.CANCELLED,), (STOPPING,), "the run was cancelled"),
     # ---------------------------------------------------------------- jobs
     *_moves("job", J.PENDING, (J.RUNNING,), ("warden.claim_jobs",), "a worker claimed it"),

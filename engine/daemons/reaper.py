@@ -1,4 +1,6 @@
-"""The reaper: ends attempts whose lease expired, and approvals nobody decided in time.
+"""The reaper: ends attempts whose lease expired, and approvals nobody decided in time;
+flags the runs whose timers or wait timeouts came due (the scheduler then moves them,
+engine/scheduling/flow.py).
 
 Both use database time only. Expired leases become ``timed_out`` attempts whose retry is
 scheduled by the same SQL as a failure (warden.end_attempt); expired approvals end their
@@ -7,6 +9,7 @@ step ``timed_out`` and the scheduler then ends the run.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass
 
@@ -14,10 +17,12 @@ from engine.core.enums import JobStatus, StepStatus
 from engine.process import metrics
 from engine.store import Database
 from engine.store import approvals as approvals_q
+from engine.store import flow as flow_q
 from engine.store import jobs as jobs_q
 from engine.store import runs as runs_q
 from engine.store import steps as steps_q
 from engine.store import timeline as timeline_q
+from engine.store.records import RunKey
 
 log = logging.getLogger(__name__)
 
@@ -28,22 +33,41 @@ ACTOR = "reaper"
 class Reaped:
     jobs: int
     approvals: int
+    waits: int = 0  # runs flagged for a timer or a wait timeout that came due
 
 
 class Reaper:
-    def __init__(self, db: Database, *, batch_size: int = 100) -> None:
+    def __init__(self, db: Database, *, batch_size: int = 100,
+                 timer_horizon_s: float = 1.0) -> None:
         self.db = db
         self.batch_size = batch_size
+        # a timer due within this many seconds is waited for in the pass (the reaper's
+        # poll interval: `warden serve` passes it), so timers fire on time, not a poll late
+        self.timer_horizon_s = timer_horizon_s
 
     async def run_once(self) -> Reaped:
         async with self.db.connection() as conn:
             jobs = await jobs_q.reap_expired(conn, self.batch_size)
         approvals = await self._expire_approvals()
+        woken = await self._wake_due()
+        async with self.db.connection() as conn:
+            ahead = await flow_q.seconds_to_next_wake(conn)
+        if ahead is not None and ahead < self.timer_horizon_s:
+            # a timer due before the next pass: wait for it here rather than a poll late
+            await asyncio.sleep(max(ahead, 0.0))
+            woken += await self._wake_due()
         metrics.reaped(leases=jobs, approvals=approvals)
         if jobs or approvals:
             log.info("reaped %d expired leases, %d expired approvals", jobs, approvals,
                      extra={"reaped_jobs": jobs, "expired_approvals": approvals})
-        return Reaped(jobs, approvals)
+        return Reaped(jobs, approvals, len(woken))
+
+    async def _wake_due(self) -> list[RunKey]:
+        async with self.db.transaction() as conn:
+            woken = await flow_q.wake_due(conn, self.batch_size)
+            if woken:
+                await flow_q.notify_scheduler(conn)
+        return woken
 
     async def _expire_approvals(self) -> int:
         async with self.db.transaction() as conn:

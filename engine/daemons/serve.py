@@ -51,7 +51,7 @@ async def run_engine(svc: Services, config: EngineConfig, stop: asyncio.Event) -
     # the loops move every tenant's runs (engine/store/scope.py); the tasks below inherit it
     across_tenants()
     scheduler = Scheduler(svc, batch_size=config.batch_size)
-    reaper = Reaper(svc.db)
+    reaper = Reaper(svc.db, timer_horizon_s=config.reap_interval_s)
     reconciler = Reconciler(svc, dispatch_timeout=config.dispatch_timeout)
     notifier = Notifier(svc.db, config.notifier)
     wake_scheduler = asyncio.Event()
@@ -63,7 +63,8 @@ async def run_engine(svc: Services, config: EngineConfig, stop: asyncio.Event) -
 
     async def reap_once() -> bool:
         reaped = await reaper.run_once()
-        return reaped.jobs >= reaper.batch_size
+        # a full batch of either may have left more due: go again at once
+        return max(reaped.jobs, reaped.waits) >= reaper.batch_size
 
     async def reconcile_once() -> bool:
         await reconciler.run_once()

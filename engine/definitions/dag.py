@@ -12,8 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
-from engine.core.enums import RunStatus, StepStatus
-from engine.definitions.model import WorkflowDef
+from engine.core.enums import RunStatus, StepStatus, Trigger
+from engine.definitions.model import StepDef, WorkflowDef
 
 # A step whose dependency ended in one of these can never run: it is skipped.
 _BLOCKING = frozenset({StepStatus.FAILED, StepStatus.DENIED, StepStatus.CANCELLED,
@@ -63,14 +63,29 @@ def next_action(workflow: WorkflowDef, states: Mapping[str, StepState]) -> Actio
     for step_id, step in workflow.steps.items():
         state = states[step_id]
         if state.status is StepStatus.PENDING:
-            blocked_by = next((d for d in step.depends_on if states[d].status in _BLOCKING), None)
-            if blocked_by is not None:
-                return Skip(step_id, blocked_by)
-            if all(states[d].status is StepStatus.SUCCEEDED for d in step.depends_on):
-                return Ready(step_id)
+            if (action := _pending(step, states)) is not None:
+                return action
         elif state.status is StepStatus.RUNNING and state.retry_at is not None:
             return Retry(step_id, state.attempts + 1, state.retry_at)
     return None
+
+
+def _pending(step: StepDef, states: Mapping[str, StepState]) -> Action | None:
+    """What a pending step's trigger makes of its dependencies' statuses."""
+    deps = [states[d].status for d in step.depends_on]
+    if step.trigger is Trigger.ALL_SUCCEEDED:
+        blocked_by = next((d for d in step.depends_on if states[d].status in _BLOCKING), None)
+        if blocked_by is not None:
+            return Skip(step.id, blocked_by)
+        if all(status is StepStatus.SUCCEEDED for status in deps):
+            return Ready(step.id)
+        return None
+    if not all(status.is_final for status in deps):
+        return None
+    if step.trigger is Trigger.ANY_SUCCEEDED and deps \
+            and StepStatus.SUCCEEDED not in deps:
+        return Skip(step.id, "no dependency succeeded")
+    return Ready(step.id)
 
 
 def run_status(states: Mapping[str, StepState]) -> RunStatus:

@@ -15,9 +15,9 @@ from types import MappingProxyType
 from typing import Any
 from urllib.parse import urlsplit
 
-from engine.core.enums import StepType
+from engine.core.enums import StepType, Trigger
 from engine.core.errors import InvalidDefinition, InvalidInput, NotFound, Problem
-from engine.definitions import stepgraph
+from engine.definitions import flowfields, stepgraph
 from engine.definitions.docdecode import child_path, decode
 from engine.definitions.docfields import FieldReader, check_values, describe
 from engine.definitions.templates import Reference, parse_references
@@ -41,7 +41,7 @@ _SEMVER_RULE = "a semantic version MAJOR.MINOR.PATCH with an optional -prereleas
 
 _TOP_FIELDS = ("id", "name", "version", "timeout_ms", "steps")
 _STEP_FIELDS = ("type", "topic", "depends_on", "input", "retries", "timeout_ms", "priority",
-                "meta", "expires_in_ms", "message", "webhook")
+                "meta", "expires_in_ms", "message", "webhook", *flowfields.STEP_FIELDS)
 _RETRY_FIELDS = ("max_attempts", "backoff_ms", "max_backoff_ms", "multiplier", "jitter")
 _META_FIELDS = ("risk_tags", "capability", "labels")
 _ONLY_FOR = {"topic": StepType.JOB, "input": StepType.JOB, "timeout_ms": StepType.JOB,
@@ -88,6 +88,13 @@ class StepDef:
     expires_in_ms: int | None
     message: str | None
     webhook: str | None
+    # control flow (engine/definitions/flowfields.py, docs/workflows.md#control-flow)
+    when: str | None = None
+    trigger: Trigger = Trigger.ALL_SUCCEEDED
+    duration_ms: int | None = None
+    until: str | None = None
+    event: str | None = None
+    key: str | None = None
 
 
 @dataclass(frozen=True)
@@ -180,6 +187,7 @@ class _Steps:
         self.defs: dict[str, StepDef] = {}
         self.graph: dict[str, tuple[str, ...]] = {}
         self.refs: list[tuple[str, str, Reference]] = []  # (step, path, reference)
+        self.conditions: list[flowfields.Condition] = []
         self.known: frozenset[str] = frozenset()
         raw = top.mapping("steps", required=True)
         if raw is None:
@@ -214,19 +222,20 @@ class _Steps:
         step_input = self._input(sid, fields) if read["input"] else None
         retries = _retries(fields)
         timeout_ms = fields.integer("timeout_ms", lo=1, hi=MAX_DURATION_MS) \
-            if read["timeout_ms"] else None
+            if read["timeout_ms"] or step_type is StepType.WAIT_EVENT else None
         priority = fields.integer("priority", lo=0, hi=9)
         meta = _meta(fields)
         expires_in_ms = fields.integer("expires_in_ms", lo=1, hi=MAX_DURATION_MS) \
             if read["expires_in_ms"] else None
         message = fields.text("message", max_len=4096) if read["message"] else None
         webhook = _webhook(fields) if read["webhook"] else None
+        flow = flowfields.read(sid, fields, step_type, self.refs, self.conditions)
         if step_type is not None:
             self.defs[sid] = StepDef(
                 id=sid, type=step_type, topic=topic, depends_on=self.graph[sid],
                 input=step_input, retries=retries, timeout_ms=timeout_ms,
                 priority=_DEFAULT_PRIORITY if priority is None else priority, meta=meta,
-                expires_in_ms=expires_in_ms, message=message, webhook=webhook)
+                expires_in_ms=expires_in_ms, message=message, webhook=webhook, **flow)
 
     def _depends_on(self, sid: str, fields: FieldReader) -> tuple[str, ...]:
         raw = fields.get("depends_on")
@@ -293,6 +302,7 @@ class _Steps:
             else:
                 continue
             self.problems.append(Problem(path, f"{ref.text} {message}"))
+        flowfields.check_conditions(self.conditions, self.graph, self.problems)
         return [] if cycles else stepgraph.topological_order(self.graph)
 
 
@@ -315,6 +325,8 @@ def _applies(fields: FieldReader, key: str, step_type: StepType | None) -> bool:
     """Whether a type-specific field is read; on the wrong type it is reported instead."""
     if step_type is None or _ONLY_FOR[key] is step_type:
         return True
+    if step_type in flowfields.ALSO_FOR.get(key, ()):
+        return False  # read by flowfields
     if fields.get(key) is not None:
         fields.problem(key, f"{key!r} is only allowed on {_ONLY_FOR[key].value} steps; "
                             f"this is a step of type {step_type.value!r}")
@@ -408,6 +420,7 @@ def _step_doc(step: StepDef) -> dict[str, Any]:
     elif step.type is StepType.NOTIFY:
         doc["message"] = step.message
         doc["webhook"] = step.webhook
+    doc.update(flowfields.to_doc(step))
     r = step.retries
     doc["retries"] = {"max_attempts": r.max_attempts, "backoff_ms": r.backoff_ms,
                       "max_backoff_ms": r.max_backoff_ms, "multiplier": r.multiplier,

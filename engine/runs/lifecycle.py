@@ -17,6 +17,7 @@ from engine.definitions.workflows import resolve
 from engine.governance.decisions import DecisionBatch, Evaluated, facts_for
 from engine.governance.policy import Verdict
 from engine.process import tracing
+from engine.runs import flowview
 from engine.store import Conn, Database
 from engine.store import approvals as approvals_q
 from engine.store import jobs as jobs_q
@@ -47,6 +48,8 @@ class RunDetail:
     # live workers polling the topic of each pending job (0: nobody will take it)
     live_workers: dict[str, int] = field(default_factory=dict)
     as_of: datetime | None = None  # the database's time when this was read
+    # control flow per step id (engine/runs/flowview.py)
+    flow: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 def step_rows(workflow: WorkflowDef) -> list[dict[str, Any]]:
@@ -187,8 +190,9 @@ async def detail(svc: Services, tenant_id: str | None, run_id: UUID) -> RunDetai
         live = await workers_q.live_per_topic(
             conn, [j.topic for j in jobs if j.status is JobStatus.PENDING])
         as_of = await q.transaction_now(conn)
+        flow = await flowview.facts(conn, run.tenant_id, run_id, workflow, by_id)
     return RunDetail(run, [by_id[s] for s in workflow.steps if s in by_id], jobs, approvals,
-                     live, as_of)
+                     live, as_of, flow)
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ them.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
 
@@ -30,6 +30,7 @@ from engine.definitions.model import WorkflowDef
 from engine.governance.decisions import Evaluated, facts_for
 from engine.governance.policy import Verdict
 from engine.process import tracing
+from engine.runs import flowview
 from engine.runs.lifecycle import StartedRun, denial, get_row, step_rows, submit_gate
 from engine.runs.services import Services
 from engine.store import runs as runs_q
@@ -49,6 +50,8 @@ class RerunPlan:
     # who may not decide them: every starter of the rerun chain (and, when known, whoever
     # starts the rerun)
     barred_approvers: list[str]
+    # what the control-flow steps to run will do again, in words (engine/runs/flowview.py)
+    flow: dict[str, str] = field(default_factory=dict)
 
     def to_doc(self) -> dict[str, Any]:
         return {"rerun_of": str(self.rerun_of), "from_step": self.from_step,
@@ -56,7 +59,7 @@ class RerunPlan:
                 "to_run": self.to_run,
                 "decisions": {s: e.to_doc() for s, e in self.decisions.items()},
                 "approvals_needed": self.approvals_needed,
-                "barred_approvers": self.barred_approvers}
+                "barred_approvers": self.barred_approvers, "flow": self.flow}
 
 
 async def plan(svc: Services, *, tenant_id: str | None, run_id: UUID, from_step: str,
@@ -113,7 +116,8 @@ async def _plan(svc: Services, conn: Any, source: RunRow, from_step: str,
     chain = await runs_q.rerun_chain(conn, source.tenant_id, source.run_id)
     barred = {r.created_by for r in chain} | ({by} if by is not None else set())
     return RerunPlan(source.run_id, from_step, reused, to_run, decisions, approvals,
-                     sorted(barred))
+                     sorted(barred), flowview.rerun_notes(workflow, to_run, source.input,
+                                                          reused))
 
 
 async def rerun(svc: Services, *, tenant_id: str | None, run_id: UUID, from_step: str,

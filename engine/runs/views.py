@@ -11,6 +11,7 @@ from uuid import UUID
 
 from engine.core import cursors
 from engine.core.enums import JobStatus, RunStatus, StepStatus
+from engine.runs import flowview
 from engine.runs.lifecycle import RunDetail
 from engine.store.records import (
     ApprovalRow,
@@ -18,6 +19,7 @@ from engine.store.records import (
     PolicyDecisionRow,
     QueueRow,
     RunRow,
+    SentEvent,
     StepRow,
     TimelineEvent,
     WorkerRow,
@@ -159,7 +161,14 @@ def run_summary(row: RunRow, steps: Sequence[dict[str, Any]] = ()) -> str:
         where = f" at step {sid}" if sid else ""
         return f"{label}{where}: {text}"
     if status is RunStatus.WAITING:
-        gates = [s["step_id"] for s in steps if s["status"] == "waiting"]
+        waits = [s for s in steps if s["status"] == "waiting"]
+        # timers and event waits (engine/runs/flowview.py) say what they wait for
+        timed = [f"{s['step_id']} ({s['note']})" if s["note"] else s["step_id"]
+                 for s in waits if s["type"] in ("sleep", "wait_event")]
+        gates = [s["step_id"] for s in waits if s["type"] not in ("sleep", "wait_event")]
+        if timed:
+            return "Waiting: " + ", ".join(
+                timed + ([f"approval of step {', '.join(gates)}"] if gates else []))
         return ("Waiting for approval" + (f" of step {', '.join(gates)}" if gates else ""))
     active = [f"{s['step_id']} ({s['note']})" if s["note"] else s["step_id"]
               for s in steps if s["status"] in ("running", "waiting")]
@@ -199,8 +208,9 @@ def run_detail(detail: RunDetail) -> dict[str, Any]:
         job_ids[row.step_id].append(row.job_id)
         if row.step_id not in latest or row.attempt > latest[row.step_id].attempt:
             latest[row.step_id] = row
-    steps = [step(s, job_ids[s.step_id], latest.get(s.step_id), detail.live_workers,
-                  detail.as_of) for s in detail.steps]
+    steps = [flowview.annotate(step(s, job_ids[s.step_id], latest.get(s.step_id),
+                                    detail.live_workers, detail.as_of),
+                               detail.flow.get(s.step_id)) for s in detail.steps]
     return {**run(detail.run), "summary": run_summary(detail.run, steps), "steps": steps,
             "jobs": [job(j) for j in detail.jobs],
             "approvals": [approval(a) for a in detail.approvals]}
@@ -273,6 +283,13 @@ def run_started(detail: RunDetail, *, replayed: bool,
     if plan is not None:
         doc["plan"] = plan.to_doc()
     return doc
+
+
+def sent_event(row: SentEvent, *, replayed: bool) -> dict[str, Any]:
+    """An event as POST /api/v1/events answers it."""
+    return {"event_id": row.event_id, "name": row.name, "key": row.key, "data": row.data,
+            "sent_by": row.sent_by, "received_at": _time(row.received_at),
+            "expires_at": _time(row.expires_at), "replayed": replayed}
 
 
 def rerun_plan(plan: RerunPlan) -> dict[str, Any]:

@@ -32,6 +32,7 @@ from engine.definitions.model import StepDef
 from engine.governance.decisions import ActivePolicy
 from engine.process import metrics, tracing
 from engine.runs.services import Services
+from engine.scheduling import flow
 from engine.scheduling.dispatch import Dispatcher, RunPass, moved
 from engine.scheduling.passwrites import PassWrites
 from engine.store import Conn
@@ -142,6 +143,7 @@ class Scheduler:
             await state.event(conn, "run.started")
         for job in drifted:  # dispatched under a snapshot that is no longer active
             await self.dispatcher.reevaluate(conn, state, job)
+        await _advance_waits(conn, state)
         # every action moves one step forward for good, so this bound is never reached by
         # a healthy run; it only stops a bug from looping inside a held transaction
         for _ in range(3 * len(workflow.steps) + 1):
@@ -163,7 +165,13 @@ class Scheduler:
         if isinstance(action, dag.Retry):
             return await self.dispatcher.dispatch_job(conn, state, definition, step,
                                                       action.available_at)
+        if definition.when is not None:
+            ended = await flow.condition(conn, state, definition, step)
+            if ended is not None:
+                return ended
         await state.event(conn, "step.ready", step.step_id)
+        if definition.type in flow.TYPES:
+            return await flow.begin(conn, state, definition, step)
         if definition.type is StepType.JOB:
             return await self.dispatcher.dispatch_job(conn, state, definition, step, None)
         if definition.type is StepType.APPROVAL:
@@ -216,6 +224,14 @@ def _trace(writes: PassWrites, began: float) -> None:
     for run in writes.ended:
         tracing.run_ended(run, [a for a in writes.approvals
                                 if (a.tenant_id, a.run_id) == (run.tenant_id, run.run_id)])
+
+
+async def _advance_waits(conn: Conn, state: RunPass) -> None:
+    """Timers that came due, waits whose event came or whose timeout passed."""
+    for step_id, step in list(state.steps.items()):
+        definition = state.workflow.steps[step_id]
+        if step.status is StepStatus.WAITING and definition.type in flow.TYPES:
+            state.steps[step_id] = await flow.advance(conn, state, definition, step)
 
 
 def _states(state: RunPass) -> dict[str, dag.StepState]:

@@ -91,6 +91,10 @@ class StepRow:
     error: Any
     started_at: datetime | None
     finished_at: datetime | None
+    # sleep and wait_event steps (docs/workflows.md#control-flow)
+    wake_at: datetime | None = None
+    await_event: str | None = None
+    await_key: str | None = None
 
 
 @dataclass(frozen=True)
@@ -302,3 +306,32 @@ class QueueRow:
     claimed_last_minute: int
     live_workers: int
     workers: list[str]
+
+
+@dataclass(frozen=True)
+class EventRow:
+    """An event of warden.events (docs/workflows.md#events)."""
+
+    tenant_id: str
+    event_id: str
+    name: str
+    key: str
+    data: Any
+    digest: str
+    sent_by: str
+    received_at: datetime
+    expires_at: datetime
+
+
+@dataclass(frozen=True)
+class SentEvent:
+    """What warden.send_event returned: the stored event and what became of this send."""
+
+    event_id: str
+    name: str
+    key: str
+    data: Any
+    sent_by: str
+    received_at: datetime
+    expires_at: datetime
+    outcome: str  # created | duplicate | conflict

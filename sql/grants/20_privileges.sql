@@ -34,6 +34,8 @@ GRANT UPDATE (status, output, error, started_at, finished_at, needs_scheduling)
     ON warden.runs TO warden_engine;
 GRANT UPDATE (status, attempts, max_attempts, retry_at, output, error, started_at,
               finished_at) ON warden.steps TO warden_engine;
+-- the waits of sleep and wait_event steps (docs/workflows.md#control-flow)
+GRANT UPDATE (wake_at, await_event, await_key) ON warden.steps TO warden_engine;
 -- never result, worker, lease_token or checkpoint: those are the lease holder's
 GRANT UPDATE (status, policy_snapshot_hash, constraints, timeout_ms, available_at,
               finished_at, error, unclaimed_reported_at) ON warden.jobs TO warden_engine;
@@ -52,12 +54,18 @@ GRANT EXECUTE ON FUNCTION
 -- `warden serve` keeps the partitions of the months ahead (it can only add empty ones);
 -- detaching and dropping them, retention, stays the owner's (docs/dba.md).
 GRANT EXECUTE ON FUNCTION warden.ensure_partitions(integer) TO warden_engine;
+-- events (docs/workflows.md#events): written only through send_event, which checks the
+-- caller's tenant itself; a SQL client's role needs an 'event.<name>' worker grant
+GRANT EXECUTE ON FUNCTION warden.event_lock(text, text, text) TO warden_engine;
+GRANT EXECUTE ON FUNCTION warden.send_event(text, text, text, text, jsonb, text, bigint)
+    TO warden_engine, warden_worker;
 
 -- ---------------------------------------------------------------- warden_auditor
 -- Read-only: the records an audit reads, across tenants (docs/dba.md).
 GRANT SELECT ON warden.timeline, warden.policy_decisions, warden.policy_snapshots,
     warden.policy_activations, warden.policy_active, warden.approvals, warden.runs,
-    warden.steps, warden.jobs, warden.workflows, warden.workers, warden.archived_runs
+    warden.steps, warden.jobs, warden.workflows, warden.workers, warden.archived_runs,
+    warden.events
     TO warden_auditor;
 GRANT EXECUTE ON FUNCTION warden.verify_timeline(uuid), warden.now(),
     warden.in_scope(text) TO warden_auditor;

@@ -77,6 +77,12 @@ CREATE TABLE warden.steps (
     error           jsonb,
     started_at      timestamptz,
     finished_at     timestamptz,
+    -- a waiting sleep step's fire time, or a waiting wait_event step's timeout; the reaper
+    -- flags the run when it passes (steps_wake_due), the scheduler moves the step
+    wake_at         timestamptz,
+    -- what a waiting wait_event step waits for (warden.events name and rendered key)
+    await_event     text,
+    await_key       text,
     PRIMARY KEY (tenant_id, run_id, step_id),
     FOREIGN KEY (tenant_id, run_id) REFERENCES warden.runs (tenant_id, run_id),
     CONSTRAINT steps_finished_iff_final CHECK (
@@ -85,6 +91,12 @@ CREATE TABLE warden.steps (
     CONSTRAINT steps_topic_iff_job CHECK ((topic IS NOT NULL) = (type = 'job')),
     CONSTRAINT steps_retry_only_while_running CHECK (retry_at IS NULL OR status = 'running')
 );
+
+-- Timers and wait timeouts coming due: only waiting steps that have one.
+CREATE INDEX steps_wake ON warden.steps (wake_at) WHERE status = 'waiting' AND wake_at IS NOT NULL;
+-- warden.send_event's "who waits for this (name, key)".
+CREATE INDEX steps_awaiting ON warden.steps (tenant_id, await_event, await_key)
+    WHERE status = 'waiting' AND await_event IS NOT NULL;
 
 CREATE TABLE warden.jobs (
     tenant_id             text              NOT NULL,

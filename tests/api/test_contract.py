@@ -266,6 +266,11 @@ async def test_every_route_answers_as_documented(api: Harness,
     # the fleet: workers (none registered here) and the queues of the jobs above
     await expect(api, "GET", f"{v1}/workers", 200, headers=olga, params={"all": "true"})
     await expect(api, "GET", f"{v1}/queues", 200, headers=olga)
+    # an event for wait_event steps, and the same one again
+    event = {"id": "e-1", "name": "ticket.approved", "key": "k", "data": {"by": "carol"}}
+    await expect(api, "POST", f"{v1}/events", 201, json=event, headers=olga)
+    await expect(api, "POST", f"{v1}/events", 200, json=event, headers=olga)
+    await expect(api, "POST", f"{v1}/events", 409, json={**event, "data": 1}, headers=olga)
     # probes, at the root and under the prefix
     for base in ("", v1):
         for probe in ("/healthz", "/readyz", "/metrics"):

@@ -94,6 +94,8 @@ def valid_bodies(schema: str | None, *, tag: str) -> list[dict[str, Any]]:
         "Facts": [{"json": {"topic": "job.incident.detect"}}],
         "WorkflowDefinition": [{"content": definition(f"wf-{tag}"), "headers": YAML}],
         "PolicyBundle": [{"content": bundle(f"m-{tag}"), "headers": YAML}],
+        "Event": [{"json": {"id": f"e-{tag}", "name": "ticket.approved", "key": "k",
+                            "data": {"by": "test"}}}],
     }
     if schema not in bodies:
         raise AssertionError(f"no test body for request schema {schema!r}; add one here")

@@ -68,6 +68,8 @@ def test_timeline_kinds_are_exactly_the_documented_ones(db_url: str) -> None:
         "job.timed_out", "job.cancelled", "approval.requested", "approval.approved",
         "approval.rejected", "approval.expired", "approval.superseded", "notify.sent",
         "reconciler.repaired",
+        "step.condition", "timer.started", "timer.fired", "wait.started", "wait.matched",
+        "wait.timed_out", "step.failed",
     ]
     with psycopg.connect(db_url) as conn:
         row = conn.execute("SELECT enum_range(NULL::warden.timeline_kind)::text[]").fetchone()

@@ -226,11 +226,12 @@ BAD_DOCS: list[tuple[str, Any, str, str]] = [
      "a step must be a mapping, got 'job' (a string)"),
     ("unknown-step-field", _doc(steps__x={"type": "notify", "retry": 3}), "steps.x.retry",
      "unknown field 'retry' in a step (allowed: type, topic, depends_on, input, retries, "
-     "timeout_ms, priority, meta, expires_in_ms, message, webhook)"),
+     "timeout_ms, priority, meta, expires_in_ms, message, webhook, when, trigger, "
+     "duration_ms, until, event, key)"),
     ("unknown-type", _doc(steps__x={"type": "script"}), "steps.x.type",
-     "unknown step type 'script' (allowed: job, approval, notify)"),
+     "unknown step type 'script' (allowed: job, approval, notify, sleep, wait_event)"),
     ("missing-type", _doc(steps__x={"topic": "t"}), "steps.x.type",
-     "missing required field 'type' (one of: job, approval, notify)"),
+     "missing required field 'type' (one of: job, approval, notify, sleep, wait_event)"),
     ("job-without-topic", _doc(steps__x={"type": "job"}), "steps.x.topic",
      "missing required field 'topic'"),
     ("bad-topic", _doc(steps__x={"type": "job", "topic": "job incident"}), "steps.x.topic",
@@ -385,7 +386,8 @@ def test_several_problems_are_reported_at_once() -> None:
         "its workers claim from)",
         "steps.detect.priority: must be between 0 and 9, got 99",
         "steps.x.depends_on[0]: depends on unknown step 'ghost'",
-        "steps.x.type: unknown step type 'robot' (allowed: job, approval, notify)",
+        "steps.x.type: unknown step type 'robot' (allowed: job, approval, notify, sleep, "
+        "wait_event)",
     ])
 
 
