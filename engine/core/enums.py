@@ -133,6 +133,8 @@ class StepType(StrEnum):
     """A human checkpoint."""
     NOTIFY = "notify"
     """A message to the outbox (and a webhook, if configured)."""
+    WORKFLOW = "workflow"
+    """A child run of another workflow; the step takes the child's output."""
 
 
 FINAL_JOB = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.TIMED_OUT,

@@ -17,6 +17,7 @@ from engine.definitions.workflows import resolve
 from engine.governance.decisions import DecisionBatch, Evaluated, facts_for
 from engine.governance.policy import Verdict
 from engine.process import tracing
+from engine.runs import subflows
 from engine.store import Conn, Database
 from engine.store import approvals as approvals_q
 from engine.store import jobs as jobs_q
@@ -89,10 +90,12 @@ async def start(svc: Services, *, tenant_id: str, workflow_id: str, input: Any,
     async with svc.db.transaction() as conn:
         row = await resolve(conn, tenant_id, workflow_id, version)
         workflow = await svc.definitions.get(conn, tenant_id, workflow_id, row.version)
+        pins = await subflows.resolve_pins(svc, conn, tenant_id, workflow)
         run = await q.insert(conn, tenant_id=tenant_id, workflow_id=workflow_id,
                              workflow_version=row.version, input=input,
                              idempotency_key=idempotency_key, request_digest=digest,
-                             rerun_of=None, created_by=created_by, timeout_ms=workflow.timeout_ms)
+                             rerun_of=None, created_by=created_by, timeout_ms=workflow.timeout_ms,
+                             pins=pins)
         if run is None:
             assert idempotency_key is not None  # only the idempotency constraint can conflict
             existing = await q.by_idempotency_key(conn, tenant_id, workflow_id, idempotency_key)
@@ -103,19 +106,27 @@ async def start(svc: Services, *, tenant_id: str, workflow_id: str, input: Any,
                     f"{workflow_id!r} with a different request body")
             started = StartedRun(existing, replayed=True)
         else:
-            await steps_q.insert_all(conn, tenant_id, run.run_id, step_rows(workflow))
-            events = [timeline_q.Event("run.created", actor=created_by, data={
-                "workflow_id": workflow_id, "version": row.version,
-                "idempotency_key": idempotency_key})]
-            run = await submit_gate(svc, conn, run, workflow, events=events)
-            await timeline_q.append_many(conn, tenant_id, run.run_id, events)
-            if run.status is RunStatus.PENDING:
-                await q.wake(conn, tenant_id, run.run_id)
+            run = await created(svc, conn, run, workflow,
+                                {"idempotency_key": idempotency_key})
             started = StartedRun(run, replayed=False)
     if not started.replayed and started.run.status is RunStatus.DENIED:
         tracing.run_ended(started.run, [])  # a trace of one span: it never ran
         raise denial(started.run)  # the denied run and its decisions are committed
     return started
+
+
+async def created(svc: Services, conn: Conn, run: RunRow, workflow: WorkflowDef,
+                  data: dict[str, Any]) -> RunRow:
+    """A run just inserted: its steps, its run.created event, its submit gate, and the
+    scheduler woken (a run a caller starts and a child run alike)."""
+    await steps_q.insert_all(conn, run.tenant_id, run.run_id, step_rows(workflow))
+    events = [timeline_q.Event("run.created", actor=run.created_by, data={
+        "workflow_id": run.workflow_id, "version": run.workflow_version, **data})]
+    run = await submit_gate(svc, conn, run, workflow, events=events)
+    await timeline_q.append_many(conn, run.tenant_id, run.run_id, events)
+    if run.status is RunStatus.PENDING:
+        await q.wake(conn, run.tenant_id, run.run_id)
+    return run
 
 
 async def submit_gate(svc: Services, conn: Conn, run: RunRow, workflow: WorkflowDef, *,

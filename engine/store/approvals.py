@@ -96,8 +96,10 @@ async def close(conn: Conn, approval: ApprovalRow, to: ApprovalStatus,
         "to_status": to, "reason": reason}, ApprovalRow)
 
 
-async def lock_pending_of_run(conn: Conn, tenant_id: str, run_id: UUID) -> list[ApprovalRow]:
-    return await fetch_all(conn, "approvals_lock_pending_of_run", {
+async def lock_pending_of_run(conn: Conn, tenant_id: str, run_id: UUID, *,
+                              nowait: bool = False) -> list[ApprovalRow]:
+    name = "approvals_lock_pending_of_run" + ("_nowait" if nowait else "")
+    return await fetch_all(conn, name, {
         "tenant_id": tenant_id, "run_id": run_id}, ApprovalRow)
 
 

@@ -127,3 +127,11 @@ SELECT * FROM warden.approvals
  WHERE tenant_id = %(tenant_id)s AND run_id = %(run_id)s AND status = 'pending'
  ORDER BY approval_id
    FOR UPDATE;
+
+-- name: approvals_lock_pending_of_run_nowait :many
+-- approvals_lock_pending_of_run from a parent's scheduler pass (see
+-- jobs_lock_open_of_run_nowait).
+SELECT * FROM warden.approvals
+ WHERE tenant_id = %(tenant_id)s AND run_id = %(run_id)s AND status = 'pending'
+ ORDER BY approval_id
+   FOR UPDATE NOWAIT;

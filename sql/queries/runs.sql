@@ -3,10 +3,13 @@
 -- row (the unique constraint runs_idempotency decides, even under concurrent starts).
 INSERT INTO warden.runs
     (tenant_id, workflow_id, workflow_version, input, idempotency_key, request_digest,
-     rerun_of, created_by, deadline_at)
+     rerun_of, created_by, deadline_at, parent_run_id, parent_step_id, parent_item_index,
+     parent_attempt, pins, depth)
 VALUES (%(tenant_id)s, %(workflow_id)s, %(workflow_version)s, %(input)s, %(idempotency_key)s,
         %(request_digest)s, %(rerun_of)s, %(created_by)s,
-        warden.now() + make_interval(secs => %(timeout_ms)s::bigint / 1000.0))
+        warden.now() + make_interval(secs => %(timeout_ms)s::bigint / 1000.0),
+        %(parent_run_id)s, %(parent_step_id)s, %(parent_item_index)s, %(parent_attempt)s,
+        %(pins)s, %(depth)s)
 ON CONFLICT ON CONSTRAINT runs_idempotency DO NOTHING
 RETURNING *;
 
@@ -159,3 +162,31 @@ UPDATE warden.runs r
 -- The transaction's timestamp on the database clock (warden.now()): what every statement of
 -- this transaction compares with.
 SELECT warden.now() AS now;
+
+-- name: run_lock_nowait :one
+-- Locks a child run from its parent's scheduler pass, which holds the parent: a child's
+-- own pass holds the child and then wakes the parent, so waiting here could close a
+-- cycle. NOWAIT: a child being scheduled right now fails the parent's pass (retried).
+SELECT * FROM warden.runs
+ WHERE tenant_id = %(tenant_id)s AND run_id = %(run_id)s
+   FOR NO KEY UPDATE NOWAIT;
+
+-- name: runs_latest_children_of_runs :many
+-- The newest child (highest parent_attempt) of each workflow step and item of these
+-- runs, along runs_one_child_per_attempt: a scheduler pass maps their statuses onto
+-- their steps and items.
+SELECT DISTINCT ON (c.tenant_id, c.parent_run_id, c.parent_step_id,
+                    coalesce(c.parent_item_index, -1)) c.*
+  FROM warden.runs c
+  JOIN unnest(%(tenant_ids)s::text[], %(run_ids)s::uuid[]) AS k(tenant_id, run_id)
+    ON c.tenant_id = k.tenant_id AND c.parent_run_id = k.run_id
+ ORDER BY c.tenant_id, c.parent_run_id, c.parent_step_id, coalesce(c.parent_item_index, -1),
+          c.parent_attempt DESC;
+
+-- name: runs_children_of_run :many
+-- Every child run of a run, oldest first (the run document links them; cancel ends the
+-- open ones).
+SELECT * FROM warden.runs
+ WHERE tenant_id = %(tenant_id)s AND parent_run_id = %(run_id)s
+   AND parent_run_id IS NOT NULL
+ ORDER BY created_at, run_id;

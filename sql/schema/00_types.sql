@@ -12,7 +12,7 @@ CREATE TYPE warden.job_status AS ENUM
     ('blocked', 'pending', 'running', 'succeeded', 'failed', 'timed_out', 'cancelled', 'denied');
 CREATE TYPE warden.approval_status AS ENUM
     ('pending', 'approved', 'rejected', 'expired', 'superseded');
-CREATE TYPE warden.step_type AS ENUM ('job', 'approval', 'notify');
+CREATE TYPE warden.step_type AS ENUM ('job', 'approval', 'notify', 'workflow');
 CREATE TYPE warden.approval_kind AS ENUM ('step', 'policy');
 CREATE TYPE warden.timeline_kind AS ENUM (
     'run.created', 'run.started', 'run.waiting', 'run.resumed',
@@ -22,7 +22,8 @@ CREATE TYPE warden.timeline_kind AS ENUM (
     'job.retry_scheduled', 'job.timed_out', 'job.cancelled',
     'approval.requested', 'approval.approved', 'approval.rejected', 'approval.expired',
     'approval.superseded',
-    'notify.sent', 'reconciler.repaired');
+    'notify.sent', 'reconciler.repaired',
+    'foreach.expanded', 'foreach.ended', 'child.started', 'child.ended');
 CREATE TYPE warden.policy_decision AS ENUM
     ('allow', 'deny', 'require_approval', 'allow_with_constraints');
 CREATE TYPE warden.policy_stage AS ENUM ('submit', 'dispatch');
