@@ -20,12 +20,13 @@ from engine.process import tracing
 from engine.runs import subflows
 from engine.store import Conn, Database
 from engine.store import approvals as approvals_q
+from engine.store import items as items_q
 from engine.store import jobs as jobs_q
 from engine.store import runs as q
 from engine.store import steps as steps_q
 from engine.store import timeline as timeline_q
 from engine.store import workers as workers_q
-from engine.store.records import ApprovalRow, JobRow, RunRow, StepRow
+from engine.store.records import ApprovalRow, ItemRow, JobRow, RunRow, StepRow
 
 if TYPE_CHECKING:
     from engine.runs.services import Services
@@ -48,6 +49,8 @@ class RunDetail:
     # live workers polling the topic of each pending job (0: nobody will take it)
     live_workers: dict[str, int] = field(default_factory=dict)
     as_of: datetime | None = None  # the database's time when this was read
+    items: list[ItemRow] = field(default_factory=list)  # of its for_each steps, in order
+    children: list[RunRow] = field(default_factory=list)  # its child runs, oldest first
 
 
 def step_rows(workflow: WorkflowDef) -> list[dict[str, Any]]:
@@ -198,8 +201,10 @@ async def detail(svc: Services, tenant_id: str | None, run_id: UUID) -> RunDetai
         live = await workers_q.live_per_topic(
             conn, [j.topic for j in jobs if j.status is JobStatus.PENDING])
         as_of = await q.transaction_now(conn)
+        items = await items_q.of_run(conn, run.tenant_id, run_id)
+        children = await q.children_of_run(conn, run.tenant_id, run_id)
     return RunDetail(run, [by_id[s] for s in workflow.steps if s in by_id], jobs, approvals,
-                     live, as_of)
+                     live, as_of, items, children)
 
 
 @dataclass(frozen=True)
