@@ -126,7 +126,9 @@ SCHEMAS: S = {
         "dry_run": {"type": "boolean"}, "rerun_of": STR, "from_step": STR,
         "reused": {"type": "array"}, "to_run": {"type": "array", "items": STR},
         "decisions": {"type": "object"}, "approvals_needed": {"type": "array", "items": STR},
-        "barred_approvers": {"type": "array", "items": STR}}),
+        "barred_approvers": {"type": "array", "items": STR},
+        "flows": {"type": "object", "description": "for_each and workflow steps to run: "
+                  "what running them again does (their items, a new child run)"}}),
     "RerunCreated": _obj(["run", "plan"], {"dry_run": {"type": "boolean"}, "run": _ref("Run"),
                                            "plan": _ref("RerunPlan")}),
     "Cancel": _obj([], {"reason": NTEXT}, extra=False),

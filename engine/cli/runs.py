@@ -187,6 +187,8 @@ def _plan_lines(plan: dict[str, Any]) -> Iterable[str]:
     for step_id, decision in plan["decisions"].items():
         rule = decision.get("rule") or "default"
         yield f"  policy: {step_id}: {decision['decision']} ({rule})"
+    for step_id, what in (plan.get("flows") or {}).items():
+        yield f"  again:  {step_id}: {what}"
     if plan["approvals_needed"]:
         yield "  needs approval: " + ", ".join(plan["approvals_needed"])
 

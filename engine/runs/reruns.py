@@ -19,7 +19,7 @@ them.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
 
@@ -49,6 +49,9 @@ class RerunPlan:
     # who may not decide them: every starter of the rerun chain (and, when known, whoever
     # starts the rerun)
     barred_approvers: list[str]
+    # for_each and workflow steps to run: what running them again means
+    # (docs/workflows.md#for_each, docs/workflows.md#sub-workflows)
+    flows: dict[str, str] = field(default_factory=dict)
 
     def to_doc(self) -> dict[str, Any]:
         return {"rerun_of": str(self.rerun_of), "from_step": self.from_step,
@@ -56,7 +59,7 @@ class RerunPlan:
                 "to_run": self.to_run,
                 "decisions": {s: e.to_doc() for s, e in self.decisions.items()},
                 "approvals_needed": self.approvals_needed,
-                "barred_approvers": self.barred_approvers}
+                "barred_approvers": self.barred_approvers, "flows": self.flows}
 
 
 async def plan(svc: Services, *, tenant_id: str | None, run_id: UUID, from_step: str,
@@ -113,7 +116,26 @@ async def _plan(svc: Services, conn: Any, source: RunRow, from_step: str,
     chain = await runs_q.rerun_chain(conn, source.tenant_id, source.run_id)
     barred = {r.created_by for r in chain} | ({by} if by is not None else set())
     return RerunPlan(source.run_id, from_step, reused, to_run, decisions, approvals,
-                     sorted(barred))
+                     sorted(barred), _flows(workflow, to_run, source))
+
+
+def _flows(workflow: WorkflowDef, to_run: list[str], source: RunRow) -> dict[str, str]:
+    """What running a for_each or workflow step again does, in words."""
+    flows: dict[str, str] = {}
+    for sid in to_run:
+        step = workflow.steps[sid]
+        child = ""
+        if step.type is StepType.WORKFLOW:
+            pin = (source.pins or {}).get(sid) or {}
+            child = f"{pin.get('workflow', step.workflow)}@{pin.get('version', '?')}"
+        if step.for_each is not None:
+            what = f"a new child run of {child} per item" if child else "new jobs"
+            flows[sid] = (f"runs every item again ({what}): the list {step.for_each} is read "
+                          "anew when the step is ready, and each item is decided by policy "
+                          "at its dispatch")
+        elif child:
+            flows[sid] = f"starts a new child run of {child} (the version pinned by the run)"
+    return flows
 
 
 async def rerun(svc: Services, *, tenant_id: str | None, run_id: UUID, from_step: str,
@@ -134,7 +156,8 @@ async def rerun(svc: Services, *, tenant_id: str | None, run_id: UUID, from_step
             workflow_version=source.workflow_version, input=source.input,
             idempotency_key=None,
             request_digest=sha256_hex({"rerun_of": str(run_id), "from_step": from_step}),
-            rerun_of=source.run_id, created_by=created_by, timeout_ms=workflow.timeout_ms)
+            rerun_of=source.run_id, created_by=created_by, timeout_ms=workflow.timeout_ms,
+            pins=source.pins)  # the same child versions as the run it reruns
         assert run is not None  # no idempotency key: nothing can conflict
         link = {"rerun_of": str(source.run_id), "from_step": from_step,
                 "reused": sorted(the_plan.reused), "to_run": the_plan.to_run,

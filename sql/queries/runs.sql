@@ -189,4 +189,4 @@ SELECT DISTINCT ON (c.tenant_id, c.parent_run_id, c.parent_step_id,
 SELECT * FROM warden.runs
  WHERE tenant_id = %(tenant_id)s AND parent_run_id = %(run_id)s
    AND parent_run_id IS NOT NULL
- ORDER BY created_at, run_id;
+ ORDER BY created_at, parent_step_id, parent_item_index, parent_attempt, run_id;

@@ -224,3 +224,25 @@ async def test_for_each_on_a_workflow_step_starts_one_child_per_item(
     detail = await support.detail(db, run.run_id)
     assert detail.run.status is RunStatus.SUCCEEDED
     assert detail.run.output == {"each": [{"host": h, "done": True} for h in "abc"]}
+
+
+async def test_a_rerun_from_a_workflow_step_starts_a_new_child_of_the_pinned_version(
+        db: Database, scheduler: Scheduler) -> None:
+    from engine.runs import reruns
+    await support.store(db, CHILD)
+    await support.store(db, PARENT.replace("max_attempts: 2", "max_attempts: 1"))
+    run = await support.start(db, "parent", {"host": "h1"})
+    await support.settle(scheduler)
+    [job] = await support.claim(db, ["t.apply"])
+    await support.fail(db, job, retryable=False)
+    await support.settle(scheduler)
+    await support.store(db, CHILD_V2)
+    svc = support.services(db)
+    plan = await reruns.plan(svc, tenant_id="default", run_id=run.run_id, from_step="patch")
+    assert plan.flows == {"patch": "starts a new child run of patch-host@1.0.0 (the version "
+                                   "pinned by the run)"}
+    _, started = await reruns.rerun(svc, tenant_id="default", run_id=run.run_id,
+                                    from_step="patch", created_by="bob")
+    await support.settle(scheduler)
+    [child] = await _children(db, started.run.run_id)
+    assert (child.workflow_version, child.created_by) == ("1.0.0", "bob")

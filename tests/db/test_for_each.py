@@ -222,3 +222,24 @@ async def test_cancel_reaches_every_item(db: Database, scheduler: Scheduler) -> 
     detail = await support.detail(db, run.run_id)
     assert {j.status for j in detail.jobs if j.item_index is not None} == {JobStatus.CANCELLED}
     assert len(running) == 2
+
+
+async def test_a_rerun_from_the_for_each_step_runs_its_items_again(
+        db: Database, scheduler: Scheduler) -> None:
+    from engine.runs import reruns
+    run = await _found(db, scheduler, 2)
+    for job in await support.claim(db, ["t.patch"]):
+        await support.fail(db, job, retryable=False)
+    await support.settle(scheduler)
+    svc = support.services(db)
+    plan = await reruns.plan(svc, tenant_id="default", run_id=run.run_id, from_step="patch")
+    assert plan.to_run == ["patch", "report"] and [*plan.reused] == ["find"]
+    assert "runs every item again" in plan.flows["patch"]
+    assert plan.to_doc()["flows"] == plan.flows
+    _, started = await reruns.rerun(svc, tenant_id="default", run_id=run.run_id,
+                                    from_step="patch", created_by="bob")
+    await support.settle(scheduler)
+    again = await support.claim(db, ["t.patch"])
+    assert sorted(j.job_id for j in again) == [f"{started.run.run_id}:patch[{i}]@1"
+                                               for i in range(2)]
+    assert {j.input["host"] for j in again} == {"h0", "h1"}  # the reused list

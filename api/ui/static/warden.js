@@ -649,7 +649,7 @@
           h('tbody', {}, plan.to_run.map((sid) => {
             const d = decision(sid);
             const asks = plan.approvals_needed.includes(sid);
-            return h('tr', {}, td(h('code', {}, sid)),
+            return h('tr', {}, td(h('code', {}, sid), plan.flows && plan.flows[sid] ? h('div', {cls: 'small muted'}, plan.flows[sid]) : null),
               td(d ? badge(d.decision) : asks ? badge('waiting', 'approval step') : h('span', {cls: 'muted'}, 'no policy check')),
               td(d ? (d.rule ? h('code', {}, d.rule) : h('span', {cls: 'muted'}, 'default')) : dash()),
               td(d ? d.reason : dash()));
