@@ -301,7 +301,7 @@ async def cmd_runs_watch(args: argparse.Namespace, settings: Settings) -> int:
                 if status_line.shown:
                     detail = await lifecycle.detail(svc, args.tenant, run_id)
                     run = detail.run
-                    status_line.show(run_summary(run.status, detail.steps))
+                    status_line.show(run_summary(run.status, detail.steps, detail.items))
                 else:
                     async with svc.db.connection() as conn:
                         run = await lifecycle.get_row(conn, args.tenant, run_id)

@@ -20,7 +20,8 @@ async def handle(job: Job) -> Any:
         return {"incident_id": incident, "signal": "error-rate > 5% on checkout"}
     if job.topic == "job.incident.classify":
         return {"severity": "sev2", "service": "checkout",
-                "evidence": job.upstream["detect"]["signal"]}
+                "evidence": job.upstream["detect"]["signal"],
+                "affected_hosts": ["checkout-1", "checkout-2", "checkout-3"]}
     if job.topic == "job.incident.patch.plan":
         return {"action": "rollback", "service": job.upstream["classify"]["service"],
                 "to_release": "2026.11.24-3"}
@@ -30,7 +31,7 @@ async def handle(job: Job) -> Any:
         if job.checkpoint is None:
             await job.save_checkpoint({"phase": "rollback-requested",
                                        "idempotency_key": job.side_effect_key})
-        plan = job.input["plan"]
-        return {"rolled_back": plan["service"], "to_release": plan["to_release"],
-                "idempotency_key": job.side_effect_key}
+        plan = job.input["plan"]  # one job per affected host (the step's for_each)
+        return {"host": job.input.get("host"), "rolled_back": plan["service"],
+                "to_release": plan["to_release"], "idempotency_key": job.side_effect_key}
     raise NonRetryable(f"the demo has no handler for topic {job.topic!r}")

@@ -52,16 +52,22 @@ async def test_seed_workflow_end_to_end_with_worker_processes(
 
     detail = await support.detail(db, run.run_id)
     apply = next(s for s in detail.steps if s.step_id == "apply_patch")
-    assert apply.output["rolled_back"] == "checkout"
+    # a for_each over the affected hosts: one item per host, in order
+    assert [o["host"] for o in apply.output] == ["checkout-1", "checkout-2", "checkout-3"]
+    assert {o["rolled_back"] for o in apply.output} == {"checkout"}
     kinds = await support.kinds(db, run.run_id)
     job_steps = ["step.ready", "policy.decision", "job.dispatched", "job.claimed",
                  "job.succeeded"]
-    assert kinds == ["run.created", *["policy.decision"] * 4, "run.started",
-                     *job_steps, *job_steps, *job_steps,
-                     "step.ready", "approval.requested", "run.waiting", "approval.approved",
-                     "step.ready", "policy.decision", "job.dispatched", "run.resumed",
-                     "job.claimed", "job.checkpointed", "job.succeeded", "step.ready",
-                     "notify.sent", "run.succeeded"]
+    assert kinds[:kinds.index("approval.approved") + 1] == [
+        "run.created", *["policy.decision"] * 4, "run.started",
+        *job_steps, *job_steps, *job_steps,
+        "step.ready", "approval.requested", "run.waiting", "approval.approved"]
+    after = kinds[kinds.index("approval.approved") + 1:]
+    assert after[:2] == ["step.ready", "foreach.expanded"]
+    assert after[-4:] == ["foreach.ended", "step.ready", "notify.sent", "run.succeeded"]
+    for kind in ("policy.decision", "job.dispatched", "job.claimed", "job.checkpointed",
+                 "job.succeeded"):
+        assert after.count(kind) == 3, kind  # one per host
     async with db.connection() as conn:
         from engine.store import timeline as timeline_q
         assert await timeline_q.verify(conn, run.run_id)
