@@ -11,7 +11,7 @@ from typing import Any
 from engine.worker.runner import Job, NonRetryable
 
 TOPICS = ("job.incident.detect", "job.incident.classify", "job.incident.patch.plan",
-          "job.incident.patch.apply")
+          "job.incident.host.check", "job.incident.patch.apply")
 
 
 async def handle(job: Job) -> Any:
@@ -22,6 +22,9 @@ async def handle(job: Job) -> Any:
         return {"severity": "sev2", "service": "checkout",
                 "evidence": job.upstream["detect"]["signal"],
                 "affected_hosts": ["checkout-1", "checkout-2", "checkout-3"]}
+    if job.topic == "job.incident.host.check":  # one job per affected host (for_each)
+        return {"host": job.input["host"], "serving_release": "2026.11.25-1",
+                "error_rate": 0.07}
     if job.topic == "job.incident.patch.plan":
         return {"action": "rollback", "service": job.upstream["classify"]["service"],
                 "to_release": "2026.11.24-3"}
@@ -31,7 +34,7 @@ async def handle(job: Job) -> Any:
         if job.checkpoint is None:
             await job.save_checkpoint({"phase": "rollback-requested",
                                        "idempotency_key": job.side_effect_key})
-        plan = job.input["plan"]  # one job per affected host (the step's for_each)
-        return {"host": job.input.get("host"), "rolled_back": plan["service"],
-                "to_release": plan["to_release"], "idempotency_key": job.side_effect_key}
+        plan = job.input["plan"]
+        return {"rolled_back": plan["service"], "to_release": plan["to_release"],
+                "idempotency_key": job.side_effect_key}
     raise NonRetryable(f"the demo has no handler for topic {job.topic!r}")
