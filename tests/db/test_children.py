@@ -246,3 +246,27 @@ async def test_a_rerun_from_a_workflow_step_starts_a_new_child_of_the_pinned_ver
     await support.settle(scheduler)
     [child] = await _children(db, started.run.run_id)
     assert (child.workflow_version, child.created_by) == ("1.0.0", "bob")
+
+
+async def test_parent_and_child_link_both_ways_and_one_attempt_has_one_child(
+        db: Database, scheduler: Scheduler, db_url: str) -> None:
+    from engine.runs import views
+    await support.store(db, CHILD)
+    await support.store(db, PARENT)
+    run = await support.start(db, "parent", {"host": "h1"})
+    await support.settle(scheduler)
+    [child] = await _children(db, run.run_id)
+    parent_doc = views.run_detail(await support.detail(db, run.run_id))
+    assert [c["run_id"] for c in parent_doc["children"]] == [str(child.run_id)]
+    patch = next(s for s in parent_doc["steps"] if s["step_id"] == "patch")
+    assert patch["children"][0]["run_id"] == str(child.run_id)
+    child_doc = views.run_detail(await support.detail(db, child.run_id))
+    assert (child_doc["parent_run_id"], child_doc["parent_step_id"]) == (str(run.run_id),
+                                                                         "patch")
+    # a second serve starting the same attempt's child is refused by the database
+    with psycopg.connect(db_url) as conn, pytest.raises(psycopg.errors.UniqueViolation):
+        conn.execute(
+            "INSERT INTO warden.runs (tenant_id, workflow_id, workflow_version, request_digest,"
+            " created_by, parent_run_id, parent_step_id, parent_attempt, depth)"
+            " VALUES ('default', 'patch-host', '1.0.0', 'x', 'alice', %s, 'patch', 1, 1)",
+            [run.run_id])

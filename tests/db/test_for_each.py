@@ -243,3 +243,20 @@ async def test_a_rerun_from_the_for_each_step_runs_its_items_again(
     assert sorted(j.job_id for j in again) == [f"{started.run.run_id}:patch[{i}]@1"
                                                for i in range(2)]
     assert {j.input["host"] for j in again} == {"h0", "h1"}  # the reused list
+
+
+async def test_the_run_document_counts_items_by_status_with_each_items_attempts(
+        db: Database, scheduler: Scheduler) -> None:
+    from engine.runs import views
+    run = await _found(db, scheduler, 3)
+    first, _ = await support.claim(db, ["t.patch"])
+    await support.fail(db, first)  # retried: attempt 2 is dispatched
+    await support.settle(scheduler)
+    doc = views.run_detail(await support.detail(db, run.run_id))
+    patch = next(s for s in doc["steps"] if s["step_id"] == "patch")
+    assert patch["items"]["total"] == 3
+    assert patch["items"]["by_status"] == {"running": 2, "pending": 1}
+    assert [(i["item_index"], i["attempts"], i["job_id"]) for i in patch["items"]["list"]] == [
+        (0, 2, f"{run.run_id}:patch[0]@2"), (1, 1, f"{run.run_id}:patch[1]@1"),
+        (2, 0, None)]
+    assert doc["children"] == [] and doc["parent_run_id"] is None
