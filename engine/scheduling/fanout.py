@@ -27,16 +27,17 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
-from engine.core.enums import JobStatus, StepStatus, StepType
-from engine.core.errors import InvalidInput
+from engine.core.enums import ApprovalStatus, JobStatus, StepStatus, StepType
+from engine.core.errors import Busy, InvalidInput
 from engine.definitions.model import MAX_FOR_EACH_ITEMS, StepDef
 from engine.definitions.templates import Item, render
-from engine.governance.decisions import Evaluated, facts_for, record
+from engine.governance.decisions import Evaluated, facts_for, job_hash, record
 from engine.governance.policy import Facts, Verdict
 from engine.runs.services import Services
 from engine.scheduling import children
 from engine.scheduling.dispatch import RunPass, moved
 from engine.store import Conn
+from engine.store import approvals as approvals_q
 from engine.store import items as items_q
 from engine.store import jobs as jobs_q
 from engine.store import runs as runs_q
@@ -171,18 +172,36 @@ class Fanout:
             attempt=job.attempt, policy=await state.policy(self.svc, conn),
             events=state.events)
         verdict = evaluated.decision.verdict
-        if verdict in (Verdict.ALLOW, Verdict.ALLOW_WITH_CONSTRAINTS):
-            await moved(jobs_q.transition(conn, job, JobStatus.PENDING,
-                                          snapshot_hash=evaluated.snapshot_hash,
-                                          constraints=dict(evaluated.decision.constraints)))
-            return
-        error = _denial(evaluated)
-        await moved(jobs_q.transition(conn, job, JobStatus.DENIED,
-                                      snapshot_hash=evaluated.snapshot_hash, error=error))
         assert job.item_index is not None
         item = items[job.item_index]
-        items[job.item_index] = await moved(items_q.transition(conn, item, StepStatus.DENIED,
-                                                               error=error))
+        if job.status is JobStatus.BLOCKED:  # its approval was asked under the old snapshot
+            old = await approvals_q.lock_pending_of_job(conn, job.tenant_id, job.job_id)
+            if old is None:
+                raise Busy(f"approval of {job.job_id} is being decided")
+            reason = (f"policy changed to snapshot {evaluated.snapshot_hash}: "
+                      f"{verdict.value}")
+            await moved(approvals_q.close(conn, old, ApprovalStatus.SUPERSEDED, reason))
+            await state.event(conn, "approval.superseded", job.step_id, job_id=job.job_id,
+                              data={"approval_id": str(old.approval_id), "reason": reason,
+                                    "policy_snapshot_hash": evaluated.snapshot_hash})
+        status = {Verdict.DENY: JobStatus.DENIED,
+                  Verdict.REQUIRE_APPROVAL: JobStatus.BLOCKED}.get(verdict, JobStatus.PENDING)
+        error = _denial(evaluated) if verdict is Verdict.DENY else None
+        job = await moved(jobs_q.transition(conn, job, status,
+                                            snapshot_hash=evaluated.snapshot_hash,
+                                            constraints=dict(evaluated.decision.constraints),
+                                            error=error))
+        if verdict is Verdict.DENY:
+            items[item.item_index] = await moved(items_q.transition(
+                conn, item, StepStatus.DENIED, error=error))
+        elif verdict is Verdict.REQUIRE_APPROVAL:
+            await self._ask(conn, state, job, evaluated)
+            if item.status is not StepStatus.WAITING:
+                items[item.item_index] = await moved(items_q.transition(
+                    conn, item, StepStatus.WAITING))
+        elif item.status is StepStatus.WAITING:
+            items[item.item_index] = await moved(items_q.transition(
+                conn, item, StepStatus.RUNNING))
 
     # ------------------------------------------------------------ internals
 
@@ -211,6 +230,15 @@ class Fanout:
         cancel = {"type": "SiblingEnded", "item_index": culprit.item_index,
                   "message": f"item {culprit.item_index} ended {status.value}"}
         jobs = await jobs_q.lock_open_of_step(conn, step.tenant_id, step.run_id, step.step_id)
+        for approval in await approvals_q.lock_pending_of_run(conn, step.tenant_id,
+                                                              step.run_id, nowait=True):
+            if approval.step_id != step.step_id:
+                continue
+            await moved(approvals_q.close(conn, approval, ApprovalStatus.EXPIRED,
+                                          str(cancel["message"])))
+            await state.event(conn, "approval.expired", step.step_id, job_id=approval.job_id,
+                              data={"approval_id": str(approval.approval_id),
+                                    "reason": cancel["message"]})
         for job in jobs:
             await moved(jobs_q.end(conn, job, JobStatus.CANCELLED, cancel))
             await state.event(conn, "job.cancelled", step.step_id, job_id=job.job_id,
@@ -251,11 +279,14 @@ class Fanout:
             return False
         plans = [await self._plan(conn, state, definition, step, item, at) for item, at in due]
         for plan in plans:
-            if not plan.allowed:
+            if plan.ends:
                 items[plan.item.item_index] = await self._end_at_dispatch(conn, state, plan)
                 return True
         for plan in plans:
-            items[plan.item.item_index] = await self._defer(conn, state, plan)
+            held = plan.evaluated is not None and \
+                plan.evaluated.decision.verdict is Verdict.REQUIRE_APPROVAL
+            items[plan.item.item_index] = await (self._hold if held else self._defer)(
+                conn, state, plan)
         return False
 
     async def _plan(self, conn: Conn, state: RunPass, definition: StepDef, step: StepRow,
@@ -303,9 +334,46 @@ class Fanout:
                        max_attempts=max_attempts or item.max_attempts,
                        started_at=item.started_at or now)
 
+    async def _hold(self, conn: Conn, state: RunPass, plan: _Plan) -> ItemRow:
+        """Policy requires an approval for this item attempt: a blocked job and an approval
+        bound to its snapshot and job hash, as for a plain step; the item waits (and counts
+        against max_parallel) until someone decides."""
+        definition, step, item = plan.definition, plan.step, plan.item
+        assert definition.topic is not None and plan.facts is not None
+        assert plan.evaluated is not None
+        await record(conn, stage="dispatch", facts=plan.facts, run_id=step.run_id,
+                     job_id=plan.job_id, attempt=plan.attempt, evaluated=plan.evaluated,
+                     events=state.events)
+        constraints = dict(plan.evaluated.decision.constraints)
+        job = await jobs_q.insert(
+            conn, tenant_id=step.tenant_id, run_id=step.run_id, step_id=step.step_id,
+            attempt=plan.attempt, topic=definition.topic, status=JobStatus.BLOCKED,
+            priority=definition.priority, input=plan.input, upstream=plan.upstream(state),
+            constraints=constraints, timeout_ms=_timeout(definition, constraints),
+            available_at=plan.available_at, policy_snapshot_hash=plan.evaluated.snapshot_hash,
+            item_index=item.item_index)
+        await self._ask(conn, state, job, plan.evaluated)
+        return await moved(items_q.transition(conn, item, StepStatus.WAITING, attempted=True))
+
+    async def _ask(self, conn: Conn, state: RunPass, job: JobRow, evaluated: Evaluated) -> None:
+        digest = job_hash(tenant_id=job.tenant_id, run_id=job.run_id, step_id=job.step_id,
+                          topic=job.topic, input=job.input, upstream=job.upstream,
+                          constraints=job.constraints)
+        expires = evaluated.decision.constraints.get("approval_expires_in_ms")
+        approval = await approvals_q.insert(
+            conn, tenant_id=job.tenant_id, run_id=job.run_id, step_id=job.step_id,
+            job_id=job.job_id, kind="policy", policy_snapshot_hash=evaluated.snapshot_hash,
+            job_hash=digest, requested_by=state.run.created_by,
+            expires_in_ms=int(expires) if expires else self.svc.approval_expires_ms)
+        await state.event(conn, "approval.requested", job.step_id, job_id=job.job_id, data={
+            "approval_id": str(approval.approval_id), "kind": "policy", "job_hash": digest,
+            "policy_snapshot_hash": evaluated.snapshot_hash, "barred": approval.barred,
+            "item_index": job.item_index,
+            "expires_at": approval.expires_at.isoformat() if approval.expires_at else None})
+
     async def _end_at_dispatch(self, conn: Conn, state: RunPass, plan: _Plan) -> ItemRow:
-        """Its input cannot be rendered, or policy denied it (or asked for an approval,
-        which an item cannot wait for): the item ends here, recorded."""
+        """Its input cannot be rendered, or policy denied it: the item ends here,
+        recorded."""
         definition, step, item = plan.definition, plan.step, plan.item
         if plan.error is not None:
             await state.event(conn, "job.failed", step.step_id, attempt=plan.attempt, data={
@@ -319,10 +387,6 @@ class Fanout:
                      job_id=plan.job_id, attempt=plan.attempt, evaluated=plan.evaluated,
                      events=state.events)
         error = _denial(plan.evaluated)
-        if plan.evaluated.decision.verdict is Verdict.REQUIRE_APPROVAL:
-            error["message"] = ("policy requires an approval for this item; a for_each item "
-                                "cannot wait for one, so it is denied (docs/workflows.md"
-                                "#for_each)")
         constraints = dict(plan.evaluated.decision.constraints)
         await jobs_q.insert(
             conn, tenant_id=step.tenant_id, run_id=step.run_id, step_id=step.step_id,
@@ -364,9 +428,9 @@ class _Plan:
         return f"{self.step.run_id}:{self.step.step_id}[{self.item.item_index}]@{self.attempt}"
 
     @property
-    def allowed(self) -> bool:
-        return self.evaluated is not None and self.evaluated.decision.verdict in (
-            Verdict.ALLOW, Verdict.ALLOW_WITH_CONSTRAINTS)
+    def ends(self) -> bool:
+        """Its input failed, or policy denied it: the item ends at dispatch."""
+        return self.evaluated is None or self.evaluated.decision.verdict is Verdict.DENY
 
     def upstream(self, state: RunPass) -> dict[str, Any]:
         """Empty: the dependencies' outputs would copy the whole list into every item's

@@ -72,3 +72,16 @@ async def end_open(conn: Conn, tenant_id: str, run_id: UUID, step_id: str | None
     return await fetch_all(conn, "items_end_open", {
         "tenant_id": tenant_id, "run_id": run_id, "step_id": step_id,
         "unstarted": unstarted, "started": started, "error": jsonb(error)}, ItemRow)
+
+
+async def transition_by_key(conn: Conn, tenant_id: str, run_id: UUID, step_id: str,
+                            item_index: int, from_status: StepStatus, to: StepStatus, *,
+                            error: Any = None) -> ItemRow | None:
+    """Moves an item from ``from_status``; None if it was not in that status any more."""
+    if to not in ITEM_TRANSITIONS.get(from_status, frozenset()):
+        raise InvalidTransition(f"item {step_id}[{item_index}] cannot move from "
+                                f"{from_status} to {to}")
+    return await fetch_one(conn, "item_transition_by_key", {
+        "tenant_id": tenant_id, "run_id": run_id, "step_id": step_id,
+        "item_index": item_index, "from_status": from_status, "to_status": to,
+        "final": to.is_final, "error": None if error is None else jsonb(error)}, ItemRow)

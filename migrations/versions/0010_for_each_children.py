@@ -12,8 +12,9 @@ parent_step_id / parent_item_index / parent_attempt (one child per attempt:
 runs_one_child_per_attempt), runs.pins (the child versions resolved at start) and
 runs.depth; the step type 'workflow' and the timeline kinds foreach.expanded,
 foreach.ended, child.started and child.ended (docs/workflows.md). end_attempt,
-complete_jobs and release_job end an item's attempt on its item. A downgrade deletes
-item jobs and cannot drop the enum values.
+complete_jobs and release_job end an item's attempt on its item. An approval may hold an
+item's job (approvals_job_of_own_step), one pending per item (approvals_one_pending_per_step).
+A downgrade deletes item jobs and their approvals and cannot drop the enum values.
 """
 
 from alembic import op
@@ -283,6 +284,15 @@ BEGIN
        AND retry_at IS NOT NULL;
 END $$;
 
+ALTER TABLE warden.approvals DROP CONSTRAINT approvals_job_of_own_step;
+ALTER TABLE warden.approvals ADD CONSTRAINT approvals_job_of_own_step CHECK (
+    job_id IS NULL OR starts_with(job_id, run_id::text || ':' || step_id || '@')
+    OR starts_with(job_id, run_id::text || ':' || step_id || '['));
+DROP INDEX warden.approvals_one_pending_per_step;
+CREATE UNIQUE INDEX approvals_one_pending_per_step ON warden.approvals
+    (tenant_id, run_id, step_id, coalesce(substring(job_id FROM '\[([0-9]+)\]@'), ''))
+    WHERE status = 'pending';
+
 REVOKE ALL ON warden.step_items FROM PUBLIC;
 GRANT SELECT, INSERT ON warden.step_items TO warden_engine;
 GRANT UPDATE (status, attempts, max_attempts, retry_at, output, error, started_at,
@@ -445,6 +455,13 @@ BEGIN
        AND retry_at IS NOT NULL;
 END $$;
 
+DROP INDEX warden.approvals_one_pending_per_step;
+CREATE UNIQUE INDEX approvals_one_pending_per_step ON warden.approvals (tenant_id, run_id, step_id)
+    WHERE status = 'pending';
+ALTER TABLE warden.approvals DROP CONSTRAINT approvals_job_of_own_step;
+ALTER TABLE warden.approvals ADD CONSTRAINT approvals_job_of_own_step CHECK (
+    job_id IS NULL OR starts_with(job_id, run_id::text || ':' || step_id || '@'));
+DELETE FROM warden.approvals WHERE job_id LIKE '%]@%';
 ALTER TABLE warden.jobs DROP CONSTRAINT jobs_id_format;
 ALTER TABLE warden.jobs DROP CONSTRAINT jobs_of_item;
 ALTER TABLE warden.jobs DROP CONSTRAINT jobs_one_row_per_attempt;

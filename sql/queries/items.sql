@@ -62,3 +62,13 @@ UPDATE warden.step_items
    AND (%(step_id)s::text IS NULL OR step_id = %(step_id)s::text)
    AND finished_at IS NULL
 RETURNING *;
+
+-- name: item_transition_by_key :one
+-- Moves one item from the status the caller names (an approval decided or expired).
+UPDATE warden.step_items
+   SET status = %(to_status)s,
+       finished_at = CASE WHEN %(final)s THEN warden.now() END,
+       error = coalesce(%(error)s, error)
+ WHERE tenant_id = %(tenant_id)s AND run_id = %(run_id)s AND step_id = %(step_id)s
+   AND item_index = %(item_index)s AND status = %(from_status)s
+RETURNING *;

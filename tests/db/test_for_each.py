@@ -260,3 +260,90 @@ async def test_the_run_document_counts_items_by_status_with_each_items_attempts(
         (0, 2, f"{run.run_id}:patch[0]@2"), (1, 1, f"{run.run_id}:patch[1]@1"),
         (2, 0, None)]
     assert doc["children"] == [] and doc["parent_run_id"] is None
+
+
+ASK_H1 = """
+default_decision: allow
+rules:
+  - name: ask-h1
+    match: {topics: ["t.patch"], input: ['input.host == "h1"']}
+    decision: require_approval
+    reason: h1 is production
+"""
+
+
+async def _with_policy(db: Database, source: str) -> Scheduler:
+    stored = await decisions.store_bundle(db, tenant_id="default", media_type=None,
+                                          created_by="admin", source=source)
+    await decisions.activate(db, tenant_id="default", snapshot_hash=stored.row.snapshot_hash,
+                             activated_by="admin")
+    return Scheduler(Services.create(db, policy_default=Verdict.ALLOW))
+
+
+@pytest.mark.parametrize("approve", [True, False])
+async def test_an_item_policy_asks_an_approval_for_waits_for_it_alone(
+        db: Database, approve: bool) -> None:
+    from engine.governance import approvals
+    sched = await _with_policy(db, ASK_H1)
+    run = await _found(db, sched, 3)
+    [h0] = await support.claim(db, ["t.patch"])  # h1 is held; h2 waits for a free slot
+    detail = await support.detail(db, run.run_id)
+    [approval] = detail.approvals
+    assert approval.job_id == f"{run.run_id}:patch[1]@1" and approval.kind == "policy"
+    from engine.runs import approval_plan
+    shown = await approval_plan.plan(support.services(db), "default", approval.approval_id)
+    assert shown["job_hash_matches"] is True and shown["covers"]["input"]["host"] == "h1"
+    items = await _items(db, run.run_id)
+    assert [i.status for i in items] == [StepStatus.RUNNING, StepStatus.WAITING,
+                                         StepStatus.PENDING]
+    await support.complete(db, h0)
+    await support.settle(sched)
+    [h2] = await support.claim(db, ["t.patch"])
+    assert h2.input["host"] == "h2"
+    await support.complete(db, h2)
+    await approvals.decide(db, tenant_id="default", approval_id=approval.approval_id,
+                           approve=approve, principal="bob", reason="checked")
+    await support.settle(sched)
+    if approve:
+        [h1] = await support.claim(db, ["t.patch"])
+        assert h1.job_id == approval.job_id
+        await support.complete(db, h1)
+        await support.settle(sched)
+        [report] = await support.claim(db, ["t.report"])
+        assert [p["ok"] for p in report.input["patched"]] == ["patch"] * 3
+    else:
+        detail = await support.detail(db, run.run_id)
+        assert detail.run.status is RunStatus.DENIED
+        patch = next(s for s in detail.steps if s.step_id == "patch")
+        assert patch.error["item_index"] == 1
+        assert patch.error["error"]["type"] == "ApprovalRejected"
+
+
+async def test_an_items_approval_expiring_times_the_item_and_the_step_out(
+        db: Database) -> None:
+    from engine.daemons.reaper import Reaper
+    sched = await _with_policy(db, ASK_H1)
+    run = await _found(db, sched, 2)
+    [h0] = await support.claim(db, ["t.patch"])
+    await support.complete(db, h0)
+    await support.advance_clock(db, 400 * 24 * 3600)
+    assert (await Reaper(db).run_once()).approvals == 1
+    await support.settle(sched)
+    detail = await support.detail(db, run.run_id)
+    assert detail.run.status is RunStatus.TIMED_OUT
+    items = await _items(db, run.run_id)
+    assert [i.status for i in items] == [StepStatus.SUCCEEDED, StepStatus.TIMED_OUT]
+    held = next(j for j in detail.jobs if j.item_index == 1)
+    assert held.status is JobStatus.TIMED_OUT
+
+
+async def test_a_policy_change_re_judges_a_held_item(db: Database) -> None:
+    sched = await _with_policy(db, ASK_H1)
+    run = await _found(db, sched, 2)
+    await _with_policy(db, "default_decision: allow\nrules: []\n")
+    await support.settle(sched)
+    detail = await support.detail(db, run.run_id)
+    [approval] = detail.approvals
+    assert approval.status.value == "superseded"
+    claimed = await support.claim(db, ["t.patch"])
+    assert sorted(j.input["host"] for j in claimed) == ["h0", "h1"]
