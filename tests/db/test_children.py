@@ -18,6 +18,7 @@ from engine.scheduling.scheduler import Scheduler
 from engine.store import Database
 from engine.store import runs as runs_q
 from tests import support
+from tests.roles import LoginRoles, as_role
 
 pytestmark = pytest.mark.anyio
 
@@ -270,3 +271,24 @@ async def test_parent_and_child_link_both_ways_and_one_attempt_has_one_child(
             " created_by, parent_run_id, parent_step_id, parent_attempt, depth)"
             " VALUES ('default', 'patch-host', '1.0.0', 'x', 'alice', %s, 'patch', 1, 1)",
             [run.run_id])
+
+
+async def test_items_and_children_are_seen_in_their_tenant_only(
+        db: Database, scheduler: Scheduler, db_url: str, login_roles: LoginRoles) -> None:
+    for tenant in ("t1", "t2"):
+        await support.store(db, CHILD, tenant=tenant)
+        await support.store(db, FOR_EACH_PARENT, tenant=tenant)
+        await support.start(db, "fleet", {"hosts": ["a", "b"]}, tenant=tenant)
+    await support.settle(scheduler)
+    with psycopg.connect(as_role(db_url, login_roles.engine), autocommit=True) as conn:
+        def tenants(sql: str) -> set[str]:
+            return {r[0] for r in conn.execute(sql)}
+
+        items = "SELECT tenant_id FROM warden.step_items"
+        children = "SELECT tenant_id FROM warden.runs WHERE parent_run_id IS NOT NULL"
+        assert tenants(items) == tenants(children) == set()  # no scope: no row
+        conn.execute("SELECT set_config('warden.tenant', 't1', false)")
+        assert tenants(items) == tenants(children) == {"t1"}
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):  # WITH CHECK
+            conn.execute("INSERT INTO warden.step_items (tenant_id, run_id, step_id, item_index)"
+                         " SELECT 't2', run_id, step_id, 99 FROM warden.step_items LIMIT 1")
