@@ -37,6 +37,8 @@ from engine.store import steps as steps_q
 from engine.store import timeline as timeline_q
 from engine.store.records import RunRow
 
+_WORK = (StepType.JOB, StepType.WORKFLOW)
+
 
 @dataclass(frozen=True)
 class RerunPlan:
@@ -81,7 +83,8 @@ def gated(workflow: WorkflowDef, to_run: set[str]) -> set[str]:
         grown = False
         for gate in approvals:
             below = workflow.descendants(gate)
-            if gate not in result and any(workflow.steps[sid].type is StepType.JOB
+            # a child run is work too: its jobs must not start on a reused decision
+            if gate not in result and any(workflow.steps[sid].type in _WORK
                                           for sid in below & result):
                 result |= {gate} | below
                 grown = True
