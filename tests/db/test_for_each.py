@@ -260,6 +260,12 @@ async def test_the_run_document_counts_items_by_status_with_each_items_attempts(
         (0, 2, f"{run.run_id}:patch[0]@2"), (1, 1, f"{run.run_id}:patch[1]@1"),
         (2, 0, None)]
     assert doc["children"] == [] and doc["parent_run_id"] is None
+    from engine.cli.runs import _flow_lines  # what `warden runs show` prints under the step
+    assert list(_flow_lines(patch)) == [
+        "items: 3 (1 pending, 2 running)",
+        f"[0] running    attempts=2  {run.run_id}:patch[0]@2  Boom: test failure",
+        f"[1] running    attempts=1  {run.run_id}:patch[1]@1",
+        "[2] pending    attempts=0  not started"]
 
 
 ASK_H1 = """
