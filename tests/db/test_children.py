@@ -292,3 +292,33 @@ async def test_items_and_children_are_seen_in_their_tenant_only(
         with pytest.raises(psycopg.errors.InsufficientPrivilege):  # WITH CHECK
             conn.execute("INSERT INTO warden.step_items (tenant_id, run_id, step_id, item_index)"
                          " SELECT 't2', run_id, step_id, 99 FROM warden.step_items LIMIT 1")
+
+
+async def test_a_child_denied_at_its_submit_gate_denies_the_parents_step(
+        db: Database) -> None:
+    from engine.governance import decisions
+    from engine.governance.policy import Verdict
+    from engine.runs.services import Services
+    stored = await decisions.store_bundle(db, tenant_id="default", media_type=None,
+                                          created_by="admin", source="""
+default_decision: allow
+rules:
+  - name: no-apply
+    match: {topics: ["t.apply"]}
+    decision: deny
+    reason: frozen
+""")
+    await decisions.activate(db, tenant_id="default", snapshot_hash=stored.row.snapshot_hash,
+                             activated_by="admin")
+    sched = Scheduler(Services.create(db, policy_default=Verdict.ALLOW))
+    await support.store(db, CHILD)
+    await support.store(db, PARENT)
+    run = await support.start(db, "parent", {"host": "h1"})
+    await support.settle(sched)
+    [child] = await _children(db, run.run_id)
+    assert child.status is RunStatus.DENIED  # its own submit gate, as for any start
+    detail = await support.detail(db, run.run_id)
+    assert detail.run.status is RunStatus.DENIED
+    patch = next(s for s in detail.steps if s.step_id == "patch")
+    assert (patch.status, patch.attempts) == (StepStatus.DENIED, 1)  # denial is not retried
+    assert patch.error["child_run_id"] == str(child.run_id)
