@@ -136,7 +136,7 @@ async def end_run(conn: Conn, run: RunRow, ending: Ending, *, by: str,
     await timeline_q.append(conn, tenant, run_id, f"run.{ending.run.value}", actor=by,
                             data=data)
     if wake_parent and ended.parent_run_id is not None:  # its step maps the child's status
-        await runs_q.wake(conn, tenant, ended.parent_run_id)
+        await runs_q.wake_parent(conn, tenant, ended.parent_run_id)
     return ended
 
 

@@ -100,7 +100,7 @@ class PassWrites:
             raise InvalidTransition(f"{len(self.scheduled) - ended} runs changed under the "
                                     "scheduler's lock")
         for tenant_id, run_id in sorted(self.wake_parents):
-            await runs_q.wake(conn, tenant_id, run_id)
+            await runs_q.wake_parent(conn, tenant_id, run_id)
         await timeline_q.append_for_runs(conn, self.events)
         await jobs_q.announce(conn, self.topics)
         if self.ended:  # traces are on, and runs ended: their spans show approval waits

@@ -137,6 +137,10 @@ async def mark_scheduled(conn: Conn, tenant_id: str, run_id: UUID) -> None:
     await execute(conn, "run_mark_scheduled", {"tenant_id": tenant_id, "run_id": run_id})
 
 
+async def wake_parent(conn: Conn, tenant_id: str, run_id: UUID) -> None:
+    await execute(conn, "run_wake_parent", {"tenant_id": tenant_id, "run_id": run_id})
+
+
 async def wake(conn: Conn, tenant_id: str, run_id: UUID) -> None:
     await execute(conn, "run_wake", {"tenant_id": tenant_id, "run_id": run_id})
 

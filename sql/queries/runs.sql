@@ -190,3 +190,17 @@ SELECT * FROM warden.runs
  WHERE tenant_id = %(tenant_id)s AND parent_run_id = %(run_id)s
    AND parent_run_id IS NOT NULL
  ORDER BY created_at, parent_step_id, parent_item_index, parent_attempt, run_id;
+
+-- name: run_wake_parent :exec
+-- Flags the parent of a child run that ended, always taking the parent's row lock (no
+-- "AND NOT needs_scheduling" shortcut): a parent's scheduler pass that reads its children
+-- holds that lock, so this waits for it to commit and flags the parent again after it,
+-- or the pass waits for this one (SKIP LOCKED) and then sees the child ended. With the
+-- shortcut, a parent already flagged could be taken by a pass that reads the child before
+-- this transaction commits, and then clear the flag: a lost wake-up.
+WITH woken AS (
+    UPDATE warden.runs SET needs_scheduling = true
+     WHERE tenant_id = %(tenant_id)s AND run_id = %(run_id)s
+    RETURNING run_id
+)
+SELECT pg_notify('warden_scheduler', '') FROM woken;

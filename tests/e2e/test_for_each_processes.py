@@ -103,3 +103,86 @@ async def test_a_worker_killed_on_item_3_of_10_reruns_item_3_alone_from_its_chec
                        for line in (marks / "executions").read_text().splitlines())
     assert executed == {**{f"{run.run_id}:work[{i}]": 1 for i in range(10)},
                         f"{run.run_id}:work[3]": 2}
+
+
+CHILD = """
+id: patch-host
+name: patch one host
+version: 1.0.0
+output: {done: "${steps.apply.output.step}", key: "${steps.apply.output.side_effect_key}"}
+steps:
+  apply: {type: job, topic: t.child, input: {host: "${input.host}", behave: "${input.behave}",
+                                             marks: "${input.marks}"}}
+"""
+FLEET = """
+id: fleet-children
+name: fleet of children
+version: 1.0.0
+steps:
+  each:
+    type: workflow
+    workflow: patch-host
+    for_each: "${input.hosts}"
+    max_parallel: 2
+    input: {host: "${item}", behave: "${input.behave}", marks: "${input.marks}"}
+"""
+
+
+async def test_two_serves_start_each_child_once_and_every_parent_finishes(
+        db: Database, procs: Processes, marks: Path) -> None:
+    await support.store(db, CHILD)
+    await support.store(db, FLEET)
+    for _ in range(2):
+        procs.serve()
+    procs.worker("t.child", concurrency=8)
+    runs = [await support.start(db, "fleet-children", {
+        "hosts": ["a", "b", "c"], "marks": str(marks), "behave": {}}) for _ in range(15)]
+
+    async def all_done() -> bool:
+        async with db.connection() as conn:
+            row = await (await conn.execute(
+                "SELECT count(*) FROM warden.runs WHERE finished_at IS NULL")).fetchone()
+        return row is not None and row[0] == 0
+
+    await support.wait_for(all_done, timeout=120, interval=0.3, what="every run to finish")
+    async with db.connection() as conn:
+        rows = await (await conn.execute(
+            "SELECT parent_run_id, parent_item_index, count(*), min(status::text) "
+            "FROM warden.runs WHERE parent_run_id IS NOT NULL GROUP BY 1, 2")).fetchall()
+    assert len(rows) == 15 * 3 and {(r[2], r[3]) for r in rows} == {(1, "succeeded")}
+    for run in runs:
+        detail = await support.detail(db, run.run_id)
+        assert detail.run.status is RunStatus.SUCCEEDED
+        kids = {c.parent_item_index: c.run_id for c in detail.children}
+        assert detail.run.output == {"each": [
+            {"done": "apply", "key": f"{kids[i]}:apply"} for i in range(3)]}
+
+
+async def test_cancelling_a_parent_stops_its_childs_running_job_in_the_worker(
+        db: Database, procs: Processes, marks: Path) -> None:
+    from engine.runs import stopping
+    await support.store(db, CHILD)
+    await support.store(db, FLEET)
+    procs.serve()
+    procs.worker("t.child", concurrency=4, WARDEN_LEASE_MS="1500")
+    run = await support.start(db, "fleet-children", {
+        "hosts": ["a"], "marks": str(marks), "behave": {"apply": {"sleep_s": 30}}})
+
+    async def child_job_running() -> Any:
+        async with db.connection() as conn:
+            row = await (await conn.execute(
+                "SELECT j.job_id FROM warden.jobs j JOIN warden.runs r ON r.run_id = j.run_id"
+                " WHERE r.parent_run_id = %s AND j.status = 'running'",
+                [run.run_id])).fetchone()
+        return row
+
+    [job_id] = await support.wait_for(child_job_running, timeout=30, what="the child's job")
+    await stopping.cancel(db, tenant_id="default", run_id=run.run_id, by="op")
+    detail = await support.detail(db, run.run_id)
+    [child] = detail.children
+    assert (detail.run.status, child.status) == (RunStatus.CANCELLED, RunStatus.CANCELLED)
+    child_detail = await support.detail(db, child.run_id)
+    [job] = child_detail.jobs
+    assert (job.job_id, job.status) == (job_id, JobStatus.CANCELLED)
+    kinds = await support.kinds(db, child.run_id)
+    assert kinds[-2:] == ["job.cancelled", "run.cancelled"]
