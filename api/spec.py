@@ -58,7 +58,8 @@ SCHEMAS: S = {
     # refused with a 422 naming the field. An optional field may be null (= absent).
     "WorkflowDefinition": {**_obj(["id", "name", "version", "steps"], {
         "id": STR, "name": STR, "version": STR, "timeout_ms": {"type": ["integer", "null"]},
-        "steps": {"type": "object", "additionalProperties": {"type": "object"}}}, extra=False),
+        "steps": {"type": "object", "additionalProperties": {"type": "object"}},
+        "output": {"type": ["object", "null"]}}, extra=False),
         "description": "a workflow (docs/workflows.md), as YAML or JSON"},
     "Workflow": _obj(["workflow_id", "version", "name", "digest", "definition"], {
         "workflow_id": STR, "version": STR, "name": STR, "digest": STR,
@@ -76,7 +77,10 @@ SCHEMAS: S = {
                       "description": "who ended a denied run: a policy rule (or the default "
                                      "decision), or a human who rejected an approval"},
         "summary": {"type": "string", "description": "one readable line: what the run is "
-                    "doing or how it ended (error type and message, who denied and why)"}}),
+                    "doing or how it ended (error type and message, who denied and why)"},
+        "parent_run_id": NSTR, "parent_step_id": NSTR,
+        "parent_item_index": {"type": ["integer", "null"],
+                              "description": "a child run's parent run, step and item"}}),
     "Step": _obj(["step_id", "type", "status", "state", "attempts", "job_ids"], {
         "step_id": STR, "type": STR, "status": STR,
         "state": {"type": "string", "description": "what happens now: the status, but "
@@ -89,8 +93,17 @@ SCHEMAS: S = {
         "job_ids": {"type": "array", "items": STR},
         "flow": {"type": "object", "description": "control flow (docs/workflows.md"
                  "#control-flow): when and condition {result, read}, trigger, timer "
-                 "{fire_at}, waits_for {event, key, timeout_at}, matched (the event taken)"}}),
+                 "{fire_at}, waits_for {event, key, timeout_at}, matched (the event taken)"},
+        "items": {"type": "object", "description": "a for_each step's items: total, "
+                  "by_status counts, and list (item_index, status, attempts, job_id, "
+                  "child_run_id, error)"},
+        "children": {"type": "array", "items": {"type": "object"},
+                     "description": "a workflow step's child runs"}}),
     "RunDetail": {"allOf": [_ref("Run"), _obj(["steps", "jobs", "approvals"], {
+        "children": {"type": "array", "items": {"type": "object"},
+                     "description": "the run's child runs (run_id, workflow_id, "
+                                    "workflow_version, status, step_id, item_index, "
+                                    "attempt, summary)"},
         "steps": {"type": "array", "items": _ref("Step"),
                   "description": "in the definition's order"},
         "jobs": {"type": "array", "items": _ref("Job")},
@@ -116,7 +129,9 @@ SCHEMAS: S = {
         "dry_run": {"type": "boolean"}, "rerun_of": STR, "from_step": STR,
         "reused": {"type": "array"}, "to_run": {"type": "array", "items": STR},
         "decisions": {"type": "object"}, "approvals_needed": {"type": "array", "items": STR},
-        "barred_approvers": {"type": "array", "items": STR}}),
+        "barred_approvers": {"type": "array", "items": STR},
+        "flow": {"type": "object", "description": "per step to run, what running it again "
+                 "does in words: its items, a new child run, its timer, its wait, its condition"}}),
     "RerunCreated": _obj(["run", "plan"], {"dry_run": {"type": "boolean"}, "run": _ref("Run"),
                                            "plan": _ref("RerunPlan")}),
     "Cancel": _obj([], {"reason": NTEXT}, extra=False),

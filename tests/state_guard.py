@@ -15,7 +15,8 @@ import psycopg
 
 from engine.core.states import MOVES
 
-TABLES = {"runs": "run", "steps": "step", "jobs": "job", "approvals": "approval"}
+TABLES = {"runs": "run", "steps": "step", "jobs": "job", "approvals": "approval",
+          "step_items": "item"}
 SQLSTATE = "WT001"
 
 _FUNCTION = """
@@ -37,8 +38,9 @@ def install(conn: psycopg.Connection[Any]) -> None:
     conn.execute("CREATE TABLE warden_test.allowed_moves (entity text, source text, "
                  "target text, PRIMARY KEY (entity, source, target))")
     with conn.cursor() as cur:
+        # a move several modules make may be listed more than once (one line per reason)
         cur.executemany("INSERT INTO warden_test.allowed_moves VALUES (%s, %s, %s)",
-                        [(m.entity, m.source, m.target) for m in MOVES])
+                        sorted({(m.entity, m.source, m.target) for m in MOVES}))
     conn.execute(_FUNCTION)
     for table, entity in TABLES.items():
         conn.execute(

@@ -40,7 +40,7 @@ steps:
 """
 
 SEED_TOPICS = ["job.incident.detect", "job.incident.classify", "job.incident.patch.plan",
-               "job.incident.patch.apply"]
+               "job.incident.host.check", "job.incident.patch.apply"]
 
 
 async def store(db: Database, source: str, tenant: str = "default") -> None:

@@ -193,7 +193,7 @@ class _Demo:
         while not self.stop.is_set():
             detail = await lifecycle.detail(self.svc, TENANT, run_id)
             status = detail.run.status
-            self.line.show(run_summary(status, detail.steps))
+            self.line.show(run_summary(status, detail.steps, detail.items))
             if status.is_final:
                 return status, None
             pending = [a.approval_id for a in detail.approvals

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from typing import TextIO
 
 from engine.core.enums import RunStatus
-from engine.store.records import StepRow
+from engine.store.records import ItemRow, StepRow
 
 _CLEAR_LINE = "\r\x1b[2K"
 
@@ -70,8 +70,16 @@ class StatusLine:
         self._drawn = True
 
 
-def run_summary(status: RunStatus, steps: Sequence[StepRow]) -> str:
-    """``run waiting | detect:succeeded … apply_patch:running#2 …`` (#n: the attempt)."""
+def run_summary(status: RunStatus, steps: Sequence[StepRow],
+                items: Sequence[ItemRow] = ()) -> str:
+    """``run waiting | detect:succeeded … apply_patch:running#2 …`` (#n: the attempt;
+    a for_each step adds ``[done/total]``, its items ended and in all)."""
+    total: dict[str, int] = {}
+    done: dict[str, int] = {}
+    for item in items:
+        total[item.step_id] = total.get(item.step_id, 0) + 1
+        done[item.step_id] = done.get(item.step_id, 0) + int(item.status.is_final)
     parts = [f"{s.step_id}:{s.status.value}" + (f"#{s.attempts}" if s.attempts > 1 else "")
+             + (f"[{done[s.step_id]}/{total[s.step_id]}]" if s.step_id in total else "")
              for s in steps]
     return f"run {status.value} | {' '.join(parts)}"

@@ -86,6 +86,12 @@ async def cmd_runs_show(args: argparse.Namespace, settings: Settings) -> int:
             note = f"  {step['note']}" if step["note"] else ""
             print(f"  {step['step_id']:<24} {step['type']:<9} {step['state']:<15}"
                   f"{attempts}{note}")
+            for line in _flow_lines(step):
+                print(f"    {line}")
+        if doc["parent_run_id"]:
+            print(f"  child of run {doc['parent_run_id']} (step {doc['parent_step_id']}"
+                  + (f", item {doc['parent_item_index']}"
+                     if doc["parent_item_index"] is not None else "") + ")")
         for approval in doc["approvals"]:
             if approval["status"] == ApprovalStatus.PENDING.value:
                 print(f"  waiting for approval {approval['approval_id']} "
@@ -94,6 +100,25 @@ async def cmd_runs_show(args: argparse.Namespace, settings: Settings) -> int:
         return 0
 
     return await with_db(settings, body)
+
+
+def _flow_lines(step: dict[str, Any]) -> Iterable[str]:
+    """A for_each step's items (counts, then one line each) and a workflow step's
+    children (docs/operating.md#for_each-items-and-child-runs)."""
+    items = step.get("items")
+    if items:
+        counts = ", ".join(f"{n} {status}" for status, n in sorted(items["by_status"].items()))
+        yield f"items: {items['total']} ({counts})"
+        for item in items["list"]:
+            where = item["job_id"] or (f"child {item['child_run_id']}"
+                                       if item["child_run_id"] else "not started")
+            error = f"  {item['error']}" if item["error"] else ""
+            yield (f"[{item['item_index']}] {item['status']:<10} attempts={item['attempts']}"
+                   f"  {where}{error}")
+    for child in step.get("children") or ():
+        if child["item_index"] is None:
+            yield (f"child run {child['run_id']}  {child['workflow_id']}@"
+                   f"{child['workflow_version']}  {child['status']}  attempt {child['attempt']}")
 
 
 def _run_rows(items: list[dict[str, Any]]) -> Iterable[str]:
@@ -276,7 +301,7 @@ async def cmd_runs_watch(args: argparse.Namespace, settings: Settings) -> int:
                 if status_line.shown:
                     detail = await lifecycle.detail(svc, args.tenant, run_id)
                     run = detail.run
-                    status_line.show(run_summary(run.status, detail.steps))
+                    status_line.show(run_summary(run.status, detail.steps, detail.items))
                 else:
                     async with svc.db.connection() as conn:
                         run = await lifecycle.get_row(conn, args.tenant, run_id)

@@ -137,6 +137,8 @@ class StepType(StrEnum):
     """A timer on the database clock (``duration_ms`` or ``until``)."""
     WAIT_EVENT = "wait_event"
     """Waits for an event of a name and key (``warden.events``)."""
+    WORKFLOW = "workflow"
+    """A child run of another workflow; the step takes the child's output."""
 
 
 FINAL_JOB = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.TIMED_OUT,

@@ -26,7 +26,7 @@ from typing import Literal, TypeVar
 
 from engine.core.enums import ApprovalStatus, JobStatus, RunStatus, StepStatus
 
-Entity = Literal["run", "step", "job", "approval"]
+Entity = Literal["run", "step", "job", "approval", "item"]
 E = TypeVar("E", bound=StrEnum)
 
 SCHEDULER = "engine.scheduling.scheduler"
@@ -38,6 +38,8 @@ APPROVALS = "engine.governance.approvals"
 REAPER = "engine.daemons.reaper"
 RECONCILER = "engine.daemons.reconciler"
 FLOW = "engine.scheduling.flow"
+FANOUT = "engine.scheduling.fanout"
+CHILDREN = "engine.scheduling.children"
 
 
 @dataclass(frozen=True)
@@ -149,6 +151,65 @@ MOVES: tuple[Move, ...] = tuple([
             "nobody decided before expires_at; the run ended first"),
     *_moves("approval", A.PENDING, (A.SUPERSEDED,), (DISPATCH,),
             "a new policy snapshot asked again (or no longer asks)"),
+    # ------------------------------------- for_each and workflow steps (docs/workflows.md)
+    *_moves("step", S.PENDING, (S.RUNNING,), (FANOUT, CHILDREN),
+            "its for_each items were created; its child run was started"),
+    *_moves("step", S.PENDING, (S.SUCCEEDED,), (FANOUT,), "its for_each list is empty"),
+    *_moves("step", S.PENDING, (S.FAILED,), (FANOUT, CHILDREN),
+            "its for_each value is not a list or has too many items; its child's input "
+            "cannot be rendered"),
+    *_moves("step", S.PENDING, (S.DENIED,), (FANOUT, CHILDREN),
+            "its first item was denied at dispatch; its child was denied at its submit gate"),
+    *_moves("step", S.RUNNING, (S.SUCCEEDED,), (FANOUT, CHILDREN),
+            "every item succeeded; its child run succeeded"),
+    *_moves("step", S.RUNNING, (S.FAILED, S.DENIED, S.TIMED_OUT, S.CANCELLED),
+            (FANOUT, CHILDREN),
+            "an item ended so after its retries; its child run ended so after its retries"),
+    *_moves("job", J.PENDING, (J.CANCELLED,), (FANOUT,),
+            "another item of its for_each step failed or was denied"),
+    *_moves("job", J.RUNNING, (J.CANCELLED,), (FANOUT,),
+            "another item of its for_each step failed or was denied"),
+    *_moves("job", J.BLOCKED, (J.CANCELLED,), (FANOUT,),
+            "another item of its for_each step failed or was denied"),
+    # ---------------------------------------------------------------- for_each items
+    *_moves("item", S.PENDING, (S.WAITING,), (FANOUT,),
+            "policy requires an approval for its first attempt"),
+    *_moves("item", S.RUNNING, (S.WAITING,), (FANOUT,),
+            "policy requires an approval for its next attempt"),
+    *_moves("item", S.WAITING, (S.RUNNING,), (APPROVALS, FANOUT),
+            "its approval was approved, or a new snapshot no longer requires one"),
+    *_moves("item", S.WAITING, (S.DENIED,), (APPROVALS, FANOUT),
+            "its approval was rejected, or a new snapshot denies its job"),
+    *_moves("item", S.WAITING, (S.TIMED_OUT,), (REAPER, STOPPING),
+            "its approval expired; the run's deadline passed"),
+    *_moves("item", S.WAITING, (S.CANCELLED,), (FANOUT, STOPPING),
+            "another item failed or was denied; the run was cancelled"),
+    *_moves("job", J.BLOCKED, (J.BLOCKED, J.PENDING, J.DENIED), (FANOUT,),
+            "an item's job re-evaluated under a new snapshot"),
+    *_moves("approval", A.PENDING, (A.EXPIRED, A.SUPERSEDED), (FANOUT,),
+            "another item of its for_each step ended the step; a new snapshot asked again"),
+    *_moves("item", S.PENDING, (S.RUNNING,), (FANOUT, CHILDREN),
+            "its first attempt is dispatched, or its child run started"),
+    *_moves("item", S.PENDING, (S.FAILED,), (FANOUT, CHILDREN),
+            "its input cannot be rendered from the data"),
+    *_moves("item", S.PENDING, (S.DENIED,), (FANOUT, CHILDREN),
+            "policy denied it at dispatch (or asked an approval, which items cannot wait "
+            "for); its child was denied at its submit gate"),
+    *_moves("item", S.PENDING, (S.CANCELLED,), (FANOUT, STOPPING),
+            "another item failed or was denied; the run was cancelled"),
+    *_moves("item", S.PENDING, (S.SKIPPED,), (STOPPING,), "the run's deadline passed first"),
+    *_moves("item", S.RUNNING, (S.SUCCEEDED,), ("warden.complete_jobs", CHILDREN),
+            "its job completed under a held lease; its child run succeeded"),
+    *_moves("item", S.RUNNING, (S.FAILED,), ("warden.end_attempt", FANOUT, CHILDREN),
+            "its last attempt failed; a retry's input cannot be rendered; its child failed"),
+    *_moves("item", S.RUNNING, (S.TIMED_OUT,), ("warden.end_attempt", STOPPING, CHILDREN),
+            "its last attempt's lease expired; the run's deadline passed; its child timed "
+            "out"),
+    *_moves("item", S.RUNNING, (S.DENIED,), (FANOUT, CHILDREN),
+            "policy denied its next attempt; its child was denied"),
+    *_moves("item", S.RUNNING, (S.CANCELLED,), (FANOUT, STOPPING, CHILDREN),
+            "another item failed or was denied; the run was cancelled; its child was "
+            "cancelled"),
 ])
 
 
@@ -169,6 +230,7 @@ RUN_TRANSITIONS = _typed("run", RunStatus)
 STEP_TRANSITIONS = _typed("step", StepStatus)
 JOB_TRANSITIONS = _typed("job", JobStatus)
 APPROVAL_TRANSITIONS = _typed("approval", ApprovalStatus)
+ITEM_TRANSITIONS = _typed("item", StepStatus)
 
 
 def render_markdown() -> str:
@@ -179,7 +241,7 @@ def render_markdown() -> str:
            "database is one of these moves (the test suite refuses any other, whoever "
            "makes it). An owner named `warden.…` is a SQL function in `sql/functions/`; "
            "the others are engine modules.", ""]
-    for entity in ("run", "step", "job", "approval"):
+    for entity in ("run", "step", "job", "approval", "item"):
         out += [f"## {entity}", "", "| from | to | moved by | why |", "|---|---|---|---|"]
         for move in MOVES:
             if move.entity == entity:

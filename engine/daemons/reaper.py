@@ -18,6 +18,7 @@ from engine.process import metrics
 from engine.store import Database
 from engine.store import approvals as approvals_q
 from engine.store import flow as flow_q
+from engine.store import items as items_q
 from engine.store import jobs as jobs_q
 from engine.store import runs as runs_q
 from engine.store import steps as steps_q
@@ -82,12 +83,20 @@ class Reaper:
                           "expires_at": approval.expires_at.isoformat()
                           if approval.expires_at else None})
                 error = {"type": "ApprovalExpired", "approval_id": str(approval.approval_id)}
-                await steps_q.transition_by_key(
-                    conn, approval.tenant_id, approval.run_id, approval.step_id,
-                    StepStatus.WAITING, StepStatus.TIMED_OUT, error=error)
-                if approval.job_id is not None:  # the job it held back will never run
-                    job = await jobs_q.get(conn, approval.tenant_id, approval.job_id)
-                    if job is not None and job.status is JobStatus.BLOCKED:
-                        await jobs_q.transition(conn, job, JobStatus.TIMED_OUT, error=error)
+                job = None if approval.job_id is None else await jobs_q.get(
+                    conn, approval.tenant_id, approval.job_id)
+                if job is not None and job.item_index is not None:
+                    # a for_each item's approval: the item times out, the scheduler then
+                    # ends its step (engine.scheduling.fanout)
+                    await items_q.transition_by_key(
+                        conn, approval.tenant_id, approval.run_id, approval.step_id,
+                        job.item_index, StepStatus.WAITING, StepStatus.TIMED_OUT, error=error)
+                else:
+                    await steps_q.transition_by_key(
+                        conn, approval.tenant_id, approval.run_id, approval.step_id,
+                        StepStatus.WAITING, StepStatus.TIMED_OUT, error=error)
+                if job is not None and job.status is JobStatus.BLOCKED:
+                    # the job it held back will never run
+                    await jobs_q.transition(conn, job, JobStatus.TIMED_OUT, error=error)
                 await runs_q.wake(conn, approval.tenant_id, approval.run_id)
         return len(expired)

@@ -21,7 +21,7 @@ from engine.core.enums import StepStatus
 from engine.core.errors import InvalidTransition
 from engine.process import metrics, tracing
 from engine.runs.services import Services
-from engine.runs.stopping import DEADLINE, approvals_for_trace, end_run
+from engine.runs.stopping import DEADLINE, approvals_for_trace, end_tree
 from engine.store import jobs as jobs_q
 from engine.store import reconciler as q
 from engine.store import runs as runs_q
@@ -68,7 +68,7 @@ class Reconciler:
         for run in due:
             try:
                 async with self.svc.db.transaction() as conn:
-                    row = await end_run(conn, run, DEADLINE, by=ACTOR, error={
+                    row = await end_tree(conn, run, DEADLINE, by=ACTOR, error={
                         "type": "RunDeadline", "deadline_at": run.deadline_at.isoformat()
                         if run.deadline_at else None})
                     await timeline_q.append(conn, run.tenant_id, run.run_id,

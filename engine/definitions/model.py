@@ -26,6 +26,10 @@ MAX_DEFINITION_BYTES = 256 * 1024
 MAX_STEPS = 200
 MAX_DEPTH = 16
 MAX_DURATION_MS = 366 * 24 * 3600 * 1000
+# for_each (docs/workflows.md#for_each): the most items one step may have (a longer list
+# fails the step at dispatch, when the list is known), and max_parallel's default
+MAX_FOR_EACH_ITEMS = 5000
+DEFAULT_MAX_PARALLEL = 10
 
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _ID_RULE = "a valid id (letters, digits, '.', '_', '-'; starting with a letter or digit; " \
@@ -39,14 +43,18 @@ _SEMVER = re.compile(rf"{_NUM}\.{_NUM}\.{_NUM}(?:-({_IDENT}(?:\.{_IDENT})*))?")
 _SEMVER_RULE = "a semantic version MAJOR.MINOR.PATCH with an optional -prerelease " \
                "(e.g. 1.0.0 or 2.1.0-rc.1)"
 
-_TOP_FIELDS = ("id", "name", "version", "timeout_ms", "steps")
+_TOP_FIELDS = ("id", "name", "version", "timeout_ms", "steps", "output")
 _STEP_FIELDS = ("type", "topic", "depends_on", "input", "retries", "timeout_ms", "priority",
-                "meta", "expires_in_ms", "message", "webhook", *flowfields.STEP_FIELDS)
+                "meta", "expires_in_ms", "message", "webhook", *flowfields.STEP_FIELDS,
+                "for_each", "max_parallel", "workflow", "version")
 _RETRY_FIELDS = ("max_attempts", "backoff_ms", "max_backoff_ms", "multiplier", "jitter")
 _META_FIELDS = ("risk_tags", "capability", "labels")
 _ONLY_FOR = {"topic": StepType.JOB, "input": StepType.JOB, "timeout_ms": StepType.JOB,
              "expires_in_ms": StepType.APPROVAL, "message": StepType.NOTIFY,
              "webhook": StepType.NOTIFY}
+# fields of _ONLY_FOR that another type reads too
+_ALSO_FOR = {"input": (StepType.WORKFLOW,)}
+_FOR_EACH_TYPES = (StepType.JOB, StepType.WORKFLOW)
 _TYPES = ", ".join(t.value for t in StepType)
 _DEFAULT_PRIORITY = 5
 
@@ -95,6 +103,14 @@ class StepDef:
     until: str | None = None
     event: str | None = None
     key: str | None = None
+    for_each: str | None = None
+    """``${input.<path>}`` or ``${steps.<id>.output.<path>}``: one item per element."""
+    max_parallel: int | None = None
+    """With for_each: the most items in flight at once."""
+    workflow: str | None = None
+    """A workflow step: the child workflow's id."""
+    workflow_version: str | None = None
+    """A workflow step: the child's version (None: the newest when the run starts)."""
 
 
 @dataclass(frozen=True)
@@ -105,6 +121,8 @@ class WorkflowDef:
     steps: Mapping[str, StepDef]
     """In topological order, ties broken by definition order."""
     timeout_ms: int | None
+    output: Mapping[str, Any] | None = None
+    """Templates over the steps' outputs; None: the sink steps' outputs by step id."""
 
     def to_doc(self) -> dict[str, Any]:
         """The canonical JSON-able document, every default filled in.
@@ -113,9 +131,12 @@ class WorkflowDef:
         (jsonb) still round-trips to an equal WorkflowDef, but ties may then be broken
         in the store's key order instead of the original definition order.
         """
-        return {"id": self.id, "name": self.name, "version": self.version,
-                "timeout_ms": self.timeout_ms,
-                "steps": {sid: _step_doc(step) for sid, step in self.steps.items()}}
+        doc = {"id": self.id, "name": self.name, "version": self.version,
+               "timeout_ms": self.timeout_ms,
+               "steps": {sid: _step_doc(step) for sid, step in self.steps.items()}}
+        if self.output is not None:  # absent, so documents stored before keep their form
+            doc["output"] = _thaw(self.output, 1)
+        return doc
 
     @classmethod
     def from_doc(cls, doc: Mapping[str, Any]) -> WorkflowDef:
@@ -173,10 +194,32 @@ def parse_workflow_doc(doc: Any) -> WorkflowDef:
     timeout_ms = top.integer("timeout_ms", lo=1, hi=MAX_DURATION_MS)
     steps = _Steps(top)
     order = steps.check_graph()
+    output = _output(top, steps)
     if problems or workflow_id is None or name is None or version is None:
         raise InvalidDefinition(problems)
     return WorkflowDef(id=workflow_id, name=name, version=version, timeout_ms=timeout_ms,
-                       steps=MappingProxyType({sid: steps.defs[sid] for sid in order}))
+                       steps=MappingProxyType({sid: steps.defs[sid] for sid in order}),
+                       output=output)
+
+
+def _output(top: FieldReader, steps: _Steps) -> Mapping[str, Any] | None:
+    """The workflow's ``output:`` mapping: templates over any of its steps (the run's
+    output is rendered once every step is final)."""
+    raw = top.mapping("output")
+    if raw is None:
+        return None
+    found: list[tuple[str, str, Reference]] = []
+    scanner = _Steps.__new__(_Steps)
+    scanner.problems, scanner.refs = top.problems, found
+    scanner._scan("", raw, "output", 1)
+    for _, path, ref in found:
+        if ref.root:
+            top.problems.append(Problem(path, f"{ref.text}: ${{{ref.root}}} is only set in "
+                                              "the input of a for_each step"))
+        elif ref.step is not None and ref.step not in steps.graph:
+            top.problems.append(Problem(path, f"{ref.text} refers to unknown step "
+                                              f"{ref.step!r}"))
+    return MappingProxyType(_thaw(raw, 1))
 
 
 class _Steps:
@@ -230,12 +273,49 @@ class _Steps:
         message = fields.text("message", max_len=4096) if read["message"] else None
         webhook = _webhook(fields) if read["webhook"] else None
         flow = flowfields.read(sid, fields, step_type, self.refs, self.conditions)
+        for_each, max_parallel = self._for_each(sid, fields, step_type)
+        workflow, workflow_version = _child(fields, step_type)
         if step_type is not None:
             self.defs[sid] = StepDef(
                 id=sid, type=step_type, topic=topic, depends_on=self.graph[sid],
                 input=step_input, retries=retries, timeout_ms=timeout_ms,
                 priority=_DEFAULT_PRIORITY if priority is None else priority, meta=meta,
-                expires_in_ms=expires_in_ms, message=message, webhook=webhook, **flow)
+                expires_in_ms=expires_in_ms, message=message, webhook=webhook, **flow,
+                for_each=for_each, max_parallel=max_parallel, workflow=workflow,
+                workflow_version=workflow_version)
+
+    def _for_each(self, sid: str, fields: FieldReader,
+                  step_type: StepType | None) -> tuple[str | None, int | None]:
+        """for_each and max_parallel; ${item} in the input only where for_each is set."""
+        raw = fields.get("for_each")
+        if raw is None:
+            if fields.get("max_parallel") is not None:
+                fields.problem("max_parallel", "'max_parallel' is only allowed with 'for_each'")
+            for ref_sid, path, ref in self.refs:
+                if ref_sid == sid and ref.root:
+                    self.problems.append(Problem(path, f"{ref.text}: ${{{ref.root}}} is only "
+                                                       "set in a step with 'for_each'"))
+            return None, None
+        if step_type is not None and step_type not in _FOR_EACH_TYPES:
+            fields.problem("for_each", "'for_each' is only allowed on job and workflow steps; "
+                                       f"this is a step of type {step_type.value!r}")
+            return None, None
+        rule = ("must be one reference to a list: \"${input.<path>}\" or "
+                "\"${steps.<id>.output.<path>}\"")
+        if not isinstance(raw, str):
+            fields.problem("for_each", f"{rule}, got {describe(raw)}")
+            return None, None
+        try:
+            found = parse_references(raw)
+        except InvalidInput as exc:
+            fields.problem("for_each", str(exc))
+            return None, None
+        if len(found) != 1 or found[0].text != raw or found[0].root:
+            fields.problem("for_each", f"{rule}, got {raw!r}")
+            return None, None
+        self.refs.append((sid, fields.path("for_each"), found[0]))
+        max_parallel = fields.integer("max_parallel", lo=1, hi=MAX_FOR_EACH_ITEMS)
+        return raw, DEFAULT_MAX_PARALLEL if max_parallel is None else max_parallel
 
     def _depends_on(self, sid: str, fields: FieldReader) -> tuple[str, ...]:
         raw = fields.get("depends_on")
@@ -321,9 +401,26 @@ def _step_type(fields: FieldReader) -> StepType | None:
     return None
 
 
+def _child(fields: FieldReader, step_type: StepType | None) -> tuple[str | None, str | None]:
+    """A workflow step's child: ``workflow`` (required) and ``version`` (optional)."""
+    if step_type is not StepType.WORKFLOW:
+        for key in ("workflow", "version"):
+            if step_type is not None and fields.get(key) is not None:
+                fields.problem(key, f"{key!r} is only allowed on workflow steps; this is a "
+                                    f"step of type {step_type.value!r}")
+        return None, None
+    if fields.get("workflow") is None:
+        fields.problem("workflow", "missing required field 'workflow' (a workflow step names "
+                                   "the workflow its child run starts)")
+    workflow = fields.text("workflow", pattern=_ID, rule=_ID_RULE)
+    version = fields.text("version", max_len=64, pattern=_SEMVER, rule=_SEMVER_RULE)
+    return workflow, version
+
+
 def _applies(fields: FieldReader, key: str, step_type: StepType | None) -> bool:
     """Whether a type-specific field is read; on the wrong type it is reported instead."""
-    if step_type is None or _ONLY_FOR[key] is step_type:
+    if step_type is None or _ONLY_FOR[key] is step_type \
+            or step_type in _ALSO_FOR.get(key, ()):
         return True
     if step_type in flowfields.ALSO_FOR.get(key, ()):
         return False  # read by flowfields
@@ -420,6 +517,13 @@ def _step_doc(step: StepDef) -> dict[str, Any]:
     elif step.type is StepType.NOTIFY:
         doc["message"] = step.message
         doc["webhook"] = step.webhook
+    elif step.type is StepType.WORKFLOW:
+        doc["workflow"] = step.workflow
+        doc["version"] = step.workflow_version
+        doc["input"] = None if step.input is None else _thaw(step.input, 1)
+    if step.for_each is not None:  # absent otherwise, so stored documents keep their form
+        doc["for_each"] = step.for_each
+        doc["max_parallel"] = step.max_parallel
     doc.update(flowfields.to_doc(step))
     r = step.retries
     doc["retries"] = {"max_attempts": r.max_attempts, "backoff_ms": r.backoff_ms,

@@ -2,6 +2,8 @@
 
 Two roots exist: ``${input}`` / ``${input.a.b}`` (the run's input) and
 ``${steps.<id>.output}`` / ``${steps.<id>.output.a.0}`` (a finished step's output).
+Inside a for_each step (docs/workflows.md#for_each), ``${item}`` / ``${item.a}`` is the
+list element of the attempt and ``${item_index}`` its position.
 Path segments are ``[A-Za-z0-9_-]+``; a numeric segment also indexes a list. ``$${``
 is a literal ``${``. ``engine.definitions.model`` validates templates with
 :func:`parse_references` at store time; :func:`render` resolves them at dispatch.
@@ -24,6 +26,8 @@ _STEP_REF = re.compile(
     r"steps\.(?P<step>[A-Za-z0-9][A-Za-z0-9._-]{0,63}?)\.output(?P<path>(?:\.[A-Za-z0-9_-]+)*)"
 )
 _INPUT_REF = re.compile(r"input(?P<path>(?:\.[A-Za-z0-9_-]+)*)")
+_ITEM_REF = re.compile(r"item(?P<path>(?:\.[A-Za-z0-9_-]+)*)")
+ITEM_ROOTS = ("item", "item_index")
 _OPEN = re.compile(r"\$?\$\{")
 _FORMS = "${input}, ${input.<path>}, ${steps.<id>.output} or ${steps.<id>.output.<path>}"
 _MAX_SHOWN = 60
@@ -38,10 +42,13 @@ class Reference:
     path: tuple[str, ...]
     start: int
     end: int
+    root: str = ""  # "item" or "item_index" for the for_each forms; "" otherwise
 
     @property
     def base(self) -> str:
         """The root the path starts from, as it appears in messages."""
+        if self.root:
+            return self.root
         return "input" if self.step is None else f"steps.{self.step}.output"
 
 
@@ -50,7 +57,16 @@ def parse_references(template: str) -> list[Reference]:
     return [part for part in _tokenize(template) if isinstance(part, Reference)]
 
 
-def render(template: Any, *, run_input: Any, step_outputs: Mapping[str, Any]) -> Any:
+@dataclass(frozen=True)
+class Item:
+    """The for_each element an attempt renders its input for."""
+
+    value: Any
+    index: int
+
+
+def render(template: Any, *, run_input: Any, step_outputs: Mapping[str, Any],
+           item: Item | None = None) -> Any:
     """Resolve every reference inside ``template`` (dicts and lists are walked).
 
     A string that is exactly one reference becomes the referenced value with its JSON
@@ -58,27 +74,28 @@ def render(template: Any, *, run_input: Any, step_outputs: Mapping[str, Any]) ->
     non-strings). Raises InvalidInput naming the reference when a path is missing.
     """
     if isinstance(template, str):
-        return _render_string(template, run_input, step_outputs)
+        return _render_string(template, run_input, step_outputs, item)
     if isinstance(template, Mapping):
-        return {key: render(value, run_input=run_input, step_outputs=step_outputs)
+        return {key: render(value, run_input=run_input, step_outputs=step_outputs, item=item)
                 for key, value in template.items()}
     if isinstance(template, list | tuple):
-        return [render(value, run_input=run_input, step_outputs=step_outputs)
+        return [render(value, run_input=run_input, step_outputs=step_outputs, item=item)
                 for value in template]
     return template
 
 
-def _render_string(template: str, run_input: Any, step_outputs: Mapping[str, Any]) -> Any:
+def _render_string(template: str, run_input: Any, step_outputs: Mapping[str, Any],
+                   item: Item | None) -> Any:
     parts = _tokenize(template)
     if len(parts) == 1 and isinstance(parts[0], Reference):
         # A copy, so a consumer mutating its input cannot alter a stored output.
-        return copy.deepcopy(_lookup(parts[0], run_input, step_outputs))
+        return copy.deepcopy(_lookup(parts[0], run_input, step_outputs, item))
     pieces: list[str] = []
     for part in parts:
         if isinstance(part, str):
             pieces.append(part)
         else:
-            pieces.append(_as_text(part, _lookup(part, run_input, step_outputs)))
+            pieces.append(_as_text(part, _lookup(part, run_input, step_outputs, item)))
     return "".join(pieces)
 
 
@@ -114,6 +131,10 @@ def _parse_expression(template: str, start: int, end: int) -> Reference:
     expr = written[2:-1]
     if match := _INPUT_REF.fullmatch(expr):
         return Reference(written, None, _segments(match["path"]), start, end)
+    if expr == "item_index":
+        return Reference(written, None, (), start, end, "item_index")
+    if match := _ITEM_REF.fullmatch(expr):
+        return Reference(written, None, _segments(match["path"]), start, end, "item")
     if match := _STEP_REF.fullmatch(expr):
         return Reference(written, match["step"], _segments(match["path"]), start, end)
     raise InvalidInput(_shorten(written), _diagnose(expr))
@@ -132,6 +153,8 @@ def _diagnose(expr: str) -> str:
                 f"separated by '.'; use {_FORMS}")
     if root == "steps":
         return f"malformed step reference; use {_FORMS}"
+    if root in ITEM_ROOTS:
+        return "malformed item reference; use ${item}, ${item.<path>} or ${item_index}"
     return f"unknown root {root!r}; use {_FORMS}"
 
 
@@ -139,8 +162,15 @@ def _shorten(text: str) -> str:
     return text if len(text) <= _MAX_SHOWN else text[:_MAX_SHOWN] + "..."
 
 
-def _lookup(ref: Reference, run_input: Any, step_outputs: Mapping[str, Any]) -> Any:
-    if ref.step is None:
+def _lookup(ref: Reference, run_input: Any, step_outputs: Mapping[str, Any],
+            item: Item | None) -> Any:
+    if ref.root:
+        if item is None:
+            raise InvalidInput(ref.text, f"${{{ref.root}}} is only set in a for_each step")
+        if ref.root == "item_index":
+            return item.index
+        value = item.value
+    elif ref.step is None:
         value = run_input
     elif ref.step in step_outputs:
         value = step_outputs[ref.step]

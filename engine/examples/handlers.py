@@ -11,7 +11,7 @@ from typing import Any
 from engine.worker.runner import Job, NonRetryable
 
 TOPICS = ("job.incident.detect", "job.incident.classify", "job.incident.patch.plan",
-          "job.incident.patch.apply")
+          "job.incident.host.check", "job.incident.patch.apply")
 
 
 async def handle(job: Job) -> Any:
@@ -20,7 +20,11 @@ async def handle(job: Job) -> Any:
         return {"incident_id": incident, "signal": "error-rate > 5% on checkout"}
     if job.topic == "job.incident.classify":
         return {"severity": "sev2", "service": "checkout",
-                "evidence": job.upstream["detect"]["signal"]}
+                "evidence": job.upstream["detect"]["signal"],
+                "affected_hosts": ["checkout-1", "checkout-2", "checkout-3"]}
+    if job.topic == "job.incident.host.check":  # one job per affected host (for_each)
+        return {"host": job.input["host"], "serving_release": "2026.11.25-1",
+                "error_rate": 0.07}
     if job.topic == "job.incident.patch.plan":
         return {"action": "rollback", "service": job.upstream["classify"]["service"],
                 "to_release": "2026.11.24-3"}

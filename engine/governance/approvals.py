@@ -12,6 +12,7 @@ from engine.core.enums import ApprovalStatus, JobStatus, StepStatus
 from engine.core.errors import Conflict, Forbidden, InvalidInput, InvalidTransition, NotFound
 from engine.store import Conn, Database
 from engine.store import approvals as q
+from engine.store import items as items_q
 from engine.store import jobs as jobs_q
 from engine.store import runs as runs_q
 from engine.store import steps as steps_q
@@ -68,11 +69,16 @@ async def decide(db: Database, *, tenant_id: str | None, approval_id: UUID, appr
                   "job_hash": decided.job_hash,
                   "policy_snapshot_hash": decided.policy_snapshot_hash})
         detail = {"approval_id": str(approval_id), "decided_by": principal, "reason": reason}
+        item: int | None = None
         if decided.job_id is None:  # an approval step: the decision is the step's outcome
             outcome = StepStatus.SUCCEEDED if approve else StepStatus.DENIED
         else:  # a policy approval: it releases (or denies) the blocked job
             outcome = StepStatus.RUNNING if approve else StepStatus.DENIED
-            await _settle_blocked_job(conn, decided, approve=approve, detail=detail)
+            item = await _settle_blocked_job(conn, decided, approve=approve, detail=detail)
+        if item is not None:  # a for_each item's job: the item moves, the step runs on
+            await _settle_item(conn, decided, item, outcome, detail)
+            await runs_q.wake(conn, decided.tenant_id, decided.run_id)
+            return decided
         moved = await steps_q.transition_by_key(
             conn, decided.tenant_id, decided.run_id, decided.step_id, StepStatus.WAITING,
             outcome, output=detail if outcome is StepStatus.SUCCEEDED else None,
@@ -98,8 +104,22 @@ async def _barred(conn: Conn, approval: ApprovalRow, principal: str) -> Forbidde
                      f"(barred: {', '.join(approval.barred)})")
 
 
+async def _settle_item(conn: Conn, approval: ApprovalRow, item: int, outcome: StepStatus,
+                       detail: dict[str, Any]) -> None:
+    """The item the approval held back runs on (or ends denied); the scheduler then
+    decides its step (engine.scheduling.fanout)."""
+    denied = outcome is StepStatus.DENIED
+    moved = await items_q.transition_by_key(
+        conn, approval.tenant_id, approval.run_id, approval.step_id, item, StepStatus.WAITING,
+        outcome, error={"type": "ApprovalRejected", **detail} if denied else None)
+    if moved is None:
+        raise InvalidTransition(f"item {approval.step_id}[{item}] is no longer waiting for "
+                                "approval")
+
+
 async def _settle_blocked_job(conn: Conn, approval: ApprovalRow, *, approve: bool,
-                              detail: dict[str, Any]) -> None:
+                              detail: dict[str, Any]) -> int | None:
+    """Releases or denies the job; its for_each item index, if it is an item's."""
     assert approval.job_id is not None
     job = await jobs_q.get(conn, approval.tenant_id, approval.job_id)
     # approvals_job_of_own_run and approvals_job_of_own_step: the job is this run's, always
@@ -117,6 +137,7 @@ async def _settle_blocked_job(conn: Conn, approval: ApprovalRow, *, approve: boo
     else:
         await jobs_q.transition(conn, job, JobStatus.DENIED,
                                 error={"type": "ApprovalRejected", **detail})
+    return job.item_index
 
 
 async def _explain_undecidable(conn: Conn, before: ApprovalRow) -> None:

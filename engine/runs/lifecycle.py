@@ -17,15 +17,16 @@ from engine.definitions.workflows import resolve
 from engine.governance.decisions import DecisionBatch, Evaluated, facts_for
 from engine.governance.policy import Verdict
 from engine.process import tracing
-from engine.runs import flowview
+from engine.runs import flowview, subflows
 from engine.store import Conn, Database
 from engine.store import approvals as approvals_q
+from engine.store import items as items_q
 from engine.store import jobs as jobs_q
 from engine.store import runs as q
 from engine.store import steps as steps_q
 from engine.store import timeline as timeline_q
 from engine.store import workers as workers_q
-from engine.store.records import ApprovalRow, JobRow, RunRow, StepRow
+from engine.store.records import ApprovalRow, ItemRow, JobRow, RunRow, StepRow
 
 if TYPE_CHECKING:
     from engine.runs.services import Services
@@ -50,6 +51,8 @@ class RunDetail:
     as_of: datetime | None = None  # the database's time when this was read
     # control flow per step id (engine/runs/flowview.py)
     flow: dict[str, dict[str, Any]] = field(default_factory=dict)
+    items: list[ItemRow] = field(default_factory=list)  # of its for_each steps, in order
+    children: list[RunRow] = field(default_factory=list)  # its child runs, oldest first
 
 
 def step_rows(workflow: WorkflowDef) -> list[dict[str, Any]]:
@@ -92,10 +95,12 @@ async def start(svc: Services, *, tenant_id: str, workflow_id: str, input: Any,
     async with svc.db.transaction() as conn:
         row = await resolve(conn, tenant_id, workflow_id, version)
         workflow = await svc.definitions.get(conn, tenant_id, workflow_id, row.version)
+        pins = await subflows.resolve_pins(svc, conn, tenant_id, workflow)
         run = await q.insert(conn, tenant_id=tenant_id, workflow_id=workflow_id,
                              workflow_version=row.version, input=input,
                              idempotency_key=idempotency_key, request_digest=digest,
-                             rerun_of=None, created_by=created_by, timeout_ms=workflow.timeout_ms)
+                             rerun_of=None, created_by=created_by, timeout_ms=workflow.timeout_ms,
+                             pins=pins)
         if run is None:
             assert idempotency_key is not None  # only the idempotency constraint can conflict
             existing = await q.by_idempotency_key(conn, tenant_id, workflow_id, idempotency_key)
@@ -106,19 +111,27 @@ async def start(svc: Services, *, tenant_id: str, workflow_id: str, input: Any,
                     f"{workflow_id!r} with a different request body")
             started = StartedRun(existing, replayed=True)
         else:
-            await steps_q.insert_all(conn, tenant_id, run.run_id, step_rows(workflow))
-            events = [timeline_q.Event("run.created", actor=created_by, data={
-                "workflow_id": workflow_id, "version": row.version,
-                "idempotency_key": idempotency_key})]
-            run = await submit_gate(svc, conn, run, workflow, events=events)
-            await timeline_q.append_many(conn, tenant_id, run.run_id, events)
-            if run.status is RunStatus.PENDING:
-                await q.wake(conn, tenant_id, run.run_id)
+            run = await created(svc, conn, run, workflow,
+                                {"idempotency_key": idempotency_key})
             started = StartedRun(run, replayed=False)
     if not started.replayed and started.run.status is RunStatus.DENIED:
         tracing.run_ended(started.run, [])  # a trace of one span: it never ran
         raise denial(started.run)  # the denied run and its decisions are committed
     return started
+
+
+async def created(svc: Services, conn: Conn, run: RunRow, workflow: WorkflowDef,
+                  data: dict[str, Any]) -> RunRow:
+    """A run just inserted: its steps, its run.created event, its submit gate, and the
+    scheduler woken (a run a caller starts and a child run alike)."""
+    await steps_q.insert_all(conn, run.tenant_id, run.run_id, step_rows(workflow))
+    events = [timeline_q.Event("run.created", actor=run.created_by, data={
+        "workflow_id": run.workflow_id, "version": run.workflow_version, **data})]
+    run = await submit_gate(svc, conn, run, workflow, events=events)
+    await timeline_q.append_many(conn, run.tenant_id, run.run_id, events)
+    if run.status is RunStatus.PENDING:
+        await q.wake(conn, run.tenant_id, run.run_id)
+    return run
 
 
 async def submit_gate(svc: Services, conn: Conn, run: RunRow, workflow: WorkflowDef, *,
@@ -191,8 +204,10 @@ async def detail(svc: Services, tenant_id: str | None, run_id: UUID) -> RunDetai
             conn, [j.topic for j in jobs if j.status is JobStatus.PENDING])
         as_of = await q.transaction_now(conn)
         flow = await flowview.facts(conn, run.tenant_id, run_id, workflow, by_id)
+        items = await items_q.of_run(conn, run.tenant_id, run_id)
+        children = await q.children_of_run(conn, run.tenant_id, run_id)
     return RunDetail(run, [by_id[s] for s in workflow.steps if s in by_id], jobs, approvals,
-                     live, as_of, flow)
+                     live, as_of, flow, items, children)
 
 
 @dataclass(frozen=True)

@@ -38,6 +38,8 @@ from engine.store import steps as steps_q
 from engine.store import timeline as timeline_q
 from engine.store.records import RunRow
 
+_WORK = (StepType.JOB, StepType.WORKFLOW)
+
 
 @dataclass(frozen=True)
 class RerunPlan:
@@ -81,7 +83,8 @@ def gated(workflow: WorkflowDef, to_run: set[str]) -> set[str]:
         grown = False
         for gate in approvals:
             below = workflow.descendants(gate)
-            if gate not in result and any(workflow.steps[sid].type is StepType.JOB
+            # a child run is work too: its jobs must not start on a reused decision
+            if gate not in result and any(workflow.steps[sid].type in _WORK
                                           for sid in below & result):
                 result |= {gate} | below
                 grown = True
@@ -116,8 +119,37 @@ async def _plan(svc: Services, conn: Any, source: RunRow, from_step: str,
     chain = await runs_q.rerun_chain(conn, source.tenant_id, source.run_id)
     barred = {r.created_by for r in chain} | ({by} if by is not None else set())
     return RerunPlan(source.run_id, from_step, reused, to_run, decisions, approvals,
-                     sorted(barred), flowview.rerun_notes(workflow, to_run, source.input,
-                                                          reused))
+                     sorted(barred), _notes(flowview.rerun_notes(workflow, to_run,
+                                                                 source.input, reused),
+                                            _flows(workflow, to_run, source)))
+
+
+def _notes(*parts: dict[str, str]) -> dict[str, str]:
+    """One sentence per step from each source of notes, joined where both speak."""
+    notes: dict[str, str] = {}
+    for part in parts:
+        for sid, note in part.items():
+            notes[sid] = f"{notes[sid]}; {note}" if sid in notes else note
+    return notes
+
+
+def _flows(workflow: WorkflowDef, to_run: list[str], source: RunRow) -> dict[str, str]:
+    """What running a for_each or workflow step again does, in words."""
+    flows: dict[str, str] = {}
+    for sid in to_run:
+        step = workflow.steps[sid]
+        child = ""
+        if step.type is StepType.WORKFLOW:
+            pin = (source.pins or {}).get(sid) or {}
+            child = f"{pin.get('workflow', step.workflow)}@{pin.get('version', '?')}"
+        if step.for_each is not None:
+            what = f"a new child run of {child} per item" if child else "new jobs"
+            flows[sid] = (f"runs every item again ({what}): the list {step.for_each} is read "
+                          "anew when the step is ready, and each item is decided by policy "
+                          "at its dispatch")
+        elif child:
+            flows[sid] = f"starts a new child run of {child} (the version pinned by the run)"
+    return flows
 
 
 async def rerun(svc: Services, *, tenant_id: str | None, run_id: UUID, from_step: str,
@@ -138,7 +170,8 @@ async def rerun(svc: Services, *, tenant_id: str | None, run_id: UUID, from_step
             workflow_version=source.workflow_version, input=source.input,
             idempotency_key=None,
             request_digest=sha256_hex({"rerun_of": str(run_id), "from_step": from_step}),
-            rerun_of=source.run_id, created_by=created_by, timeout_ms=workflow.timeout_ms)
+            rerun_of=source.run_id, created_by=created_by, timeout_ms=workflow.timeout_ms,
+            pins=source.pins)  # the same child versions as the run it reruns
         assert run is not None  # no idempotency key: nothing can conflict
         link = {"rerun_of": str(source.run_id), "from_step": from_step,
                 "reused": sorted(the_plan.reused), "to_run": the_plan.to_run,

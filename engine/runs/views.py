@@ -15,6 +15,7 @@ from engine.runs import flowview
 from engine.runs.lifecycle import RunDetail
 from engine.store.records import (
     ApprovalRow,
+    ItemRow,
     JobRow,
     PolicyDecisionRow,
     QueueRow,
@@ -51,6 +52,9 @@ def run(row: RunRow) -> dict[str, Any]:
         "created_by": row.created_by, "created_at": _time(row.created_at),
         "started_at": _time(row.started_at), "finished_at": _time(row.finished_at),
         "denied_by": denied_by(row), "summary": run_summary(row),
+        # a child run of a `workflow` step (docs/workflows.md#sub-workflows)
+        "parent_run_id": str(row.parent_run_id) if row.parent_run_id else None,
+        "parent_step_id": row.parent_step_id, "parent_item_index": row.parent_item_index,
     }
 
 
@@ -211,9 +215,53 @@ def run_detail(detail: RunDetail) -> dict[str, Any]:
     steps = [flowview.annotate(step(s, job_ids[s.step_id], latest.get(s.step_id),
                                     detail.live_workers, detail.as_of),
                                detail.flow.get(s.step_id)) for s in detail.steps]
+    _flows(steps, detail)
     return {**run(detail.run), "summary": run_summary(detail.run, steps), "steps": steps,
             "jobs": [job(j) for j in detail.jobs],
-            "approvals": [approval(a) for a in detail.approvals]}
+            "approvals": [approval(a) for a in detail.approvals],
+            "children": [child_run(c) for c in detail.children]}
+
+
+def child_run(row: RunRow) -> dict[str, Any]:
+    """A child run as its parent's document links it."""
+    return {"run_id": str(row.run_id), "workflow_id": row.workflow_id,
+            "workflow_version": row.workflow_version, "status": row.status.value,
+            "step_id": row.parent_step_id, "item_index": row.parent_item_index,
+            "attempt": row.parent_attempt, "summary": run_summary(row)}
+
+
+def _flows(steps: list[dict[str, Any]], detail: RunDetail) -> None:
+    """Adds ``items`` to each for_each step (counts by status, and each item with its
+    attempts, latest job and child run) and ``children`` to each workflow step."""
+    items: dict[str, list[ItemRow]] = defaultdict(list)
+    for item in detail.items:
+        items[item.step_id].append(item)
+    latest: dict[tuple[str, int], JobRow] = {}
+    for row in detail.jobs:
+        if row.item_index is not None:
+            key = (row.step_id, row.item_index)
+            if key not in latest or row.attempt > latest[key].attempt:
+                latest[key] = row
+    kids: dict[tuple[str, int | None], RunRow] = {}
+    for child in detail.children:  # oldest first: the newest attempt's child stays
+        kids[(child.parent_step_id or "", child.parent_item_index)] = child
+    for doc in steps:
+        sid = doc["step_id"]
+        if sid in items:
+            rows = items[sid]
+            counts: dict[str, int] = defaultdict(int)
+            for item in rows:
+                counts[item.status.value] += 1
+            doc["items"] = {"total": len(rows), "by_status": dict(counts), "list": [{
+                "item_index": i.item_index, "status": i.status.value, "attempts": i.attempts,
+                "job_id": latest[(sid, i.item_index)].job_id
+                if (sid, i.item_index) in latest else None,
+                "child_run_id": str(kids[(sid, i.item_index)].run_id)
+                if (sid, i.item_index) in kids else None,
+                "error": error_text(i.error)} for i in rows]}
+        mine = [child_run(c) for c in detail.children if c.parent_step_id == sid]
+        if mine:
+            doc["children"] = mine
 
 
 def event(row: TimelineEvent) -> dict[str, Any]:

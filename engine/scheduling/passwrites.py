@@ -27,10 +27,12 @@ from engine.governance.decisions import DecisionBatch
 from engine.process import tracing
 from engine.store import Conn
 from engine.store import approvals as approvals_q
+from engine.store import items as items_q
 from engine.store import jobs as jobs_q
 from engine.store import runs as runs_q
 from engine.store import steps as steps_q
 from engine.store import timeline as timeline_q
+from engine.store.items import ItemStart
 from engine.store.jobs import NewJob
 from engine.store.records import ApprovalRow, RunKey, RunRow
 from engine.store.runs import RunChange
@@ -51,6 +53,10 @@ class PassWrites:
     dispatched: list[tracing.Dispatched] = field(default_factory=list)
     ended: list[RunRow] = field(default_factory=list)
     approvals: list[ApprovalRow] = field(default_factory=list)
+    # for_each item attempts (engine.scheduling.fanout), and the parents of child runs
+    # that ended (woken after the pass's own flags are cleared)
+    item_starts: list[ItemStart] = field(default_factory=list)
+    wake_parents: set[RunKey] = field(default_factory=set)
     _runs: dict[RunKey, RunChange] = field(default_factory=dict)
     _now: datetime | None = None
 
@@ -84,11 +90,17 @@ class PassWrites:
         if started != len(self.attempts):
             raise InvalidTransition(f"{len(self.attempts) - started} dispatched steps changed "
                                     "under the scheduler's run lock")
+        started = await items_q.start_attempts(conn, self.item_starts)
+        if started != len(self.item_starts):
+            raise InvalidTransition(f"{len(self.item_starts) - started} dispatched items "
+                                    "changed under the scheduler's run lock")
         await jobs_q.insert_many(conn, self.jobs)
         ended = await runs_q.end_pass(conn, self.scheduled, self._runs)
         if ended != len(self.scheduled):
             raise InvalidTransition(f"{len(self.scheduled) - ended} runs changed under the "
                                     "scheduler's lock")
+        for tenant_id, run_id in sorted(self.wake_parents):
+            await runs_q.wake_parent(conn, tenant_id, run_id)
         await timeline_q.append_for_runs(conn, self.events)
         await jobs_q.announce(conn, self.topics)
         if self.ended:  # traces are on, and runs ended: their spans show approval waits

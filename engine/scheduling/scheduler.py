@@ -32,8 +32,9 @@ from engine.definitions.model import StepDef
 from engine.governance.decisions import ActivePolicy
 from engine.process import metrics, tracing
 from engine.runs.services import Services
-from engine.scheduling import flow
+from engine.scheduling import children, flow
 from engine.scheduling.dispatch import Dispatcher, RunPass, moved
+from engine.scheduling.fanout import Fanout, Flow, load_flows
 from engine.scheduling.passwrites import PassWrites
 from engine.store import Conn
 from engine.store import jobs as jobs_q
@@ -58,6 +59,7 @@ class Scheduler:
                  retry_delays_s: tuple[float, float] = (0.5, 60.0)) -> None:
         self.svc = svc
         self.dispatcher = Dispatcher(svc)
+        self.fanout = Fanout(svc)
         self.batch_size = batch_size
         # runs that failed alone: when this scheduler may take them again, and the delay
         # that set it (first, then doubled up to the cap)
@@ -121,10 +123,12 @@ class Scheduler:
             # Busy (NOWAIT) when a claimer holds one: this pass fails, its runs go one by one
             for job in await jobs_q.drifted_of_runs(conn, keys):
                 drifted[(job.tenant_id, job.run_id)].append(job)
+            flows = await load_flows(conn, steps)
             for run, key in zip(runs, keys, strict=True):
                 writes.scheduled.append(key)
                 if not run.status.is_final:
-                    await self._advance(conn, run, steps[key], drifted[key], writes, policies)
+                    await self._advance(conn, run, steps[key], drifted[key], writes, policies,
+                                        flows.get(key) or Flow())
             await writes.flush(conn)
         except DatabaseUnavailable:
             raise
@@ -134,7 +138,7 @@ class Scheduler:
 
     async def _advance(self, conn: Conn, run: RunRow, rows: list[StepRow],
                        drifted: list[JobRow], writes: PassWrites,
-                       policies: dict[str, ActivePolicy]) -> None:
+                       policies: dict[str, ActivePolicy], fan: Flow) -> None:
         workflow = await self.svc.definitions.get(conn, run.tenant_id, run.workflow_id,
                                                   run.workflow_version)
         state = RunPass(run, workflow, {s.step_id: s for s in rows}, writes, policies)
@@ -142,7 +146,12 @@ class Scheduler:
             state.run = writes.move_run(run, RunStatus.RUNNING, await writes.now(conn))
             await state.event(conn, "run.started")
         for job in drifted:  # dispatched under a snapshot that is no longer active
-            await self.dispatcher.reevaluate(conn, state, job)
+            if job.item_index is not None:
+                await self.fanout.reevaluate(conn, state, job, fan.items[job.step_id])
+            else:
+                await self.dispatcher.reevaluate(conn, state, job)
+        # for_each items and child runs that moved since the last pass
+        await self.fanout.advance_run(conn, state, fan)
         await _advance_waits(conn, state)
         # every action moves one step forward for good, so this bound is never reached by
         # a healthy run; it only stops a bug from looping inside a held transaction
@@ -170,6 +179,10 @@ class Scheduler:
             if ended is not None:
                 return ended
         await state.event(conn, "step.ready", step.step_id)
+        if definition.for_each is not None:
+            return (await self.fanout.start(conn, state, definition, step))[0]
+        if definition.type is StepType.WORKFLOW:
+            return await children.start_for_step(self.svc, conn, state, definition, step)
         if definition.type in flow.TYPES:
             return await flow.begin(conn, state, definition, step)
         if definition.type is StepType.JOB:
@@ -205,6 +218,10 @@ class Scheduler:
             error = {sid: s.error for sid, s in state.steps.items()
                      if s.status in (StepStatus.FAILED, StepStatus.DENIED, StepStatus.TIMED_OUT)
                      and s.error is not None} or None
+            if state.workflow.output is not None:  # the workflow's own `output:` mapping
+                output, error = children.declared_output(state, error)
+            if run.parent_run_id is not None:  # its parent's step takes the outcome
+                state.writes.wake_parents.add((run.tenant_id, run.parent_run_id))
         else:
             kind = "run.waiting" if target is RunStatus.WAITING else "run.resumed"
         state.run = state.writes.move_run(run, target, await state.writes.now(conn),

@@ -88,6 +88,11 @@ async def lock_pending_of_step(conn: Conn, tenant_id: str, run_id: UUID,
         "tenant_id": tenant_id, "run_id": run_id, "step_id": step_id}, ApprovalRow)
 
 
+async def lock_pending_of_job(conn: Conn, tenant_id: str, job_id: str) -> ApprovalRow | None:
+    return await fetch_one(conn, "approval_pending_of_job_lock", {
+        "tenant_id": tenant_id, "job_id": job_id}, ApprovalRow)
+
+
 async def close(conn: Conn, approval: ApprovalRow, to: ApprovalStatus,
                 reason: str) -> ApprovalRow | None:
     _check(approval.approval_id, to)
@@ -96,8 +101,10 @@ async def close(conn: Conn, approval: ApprovalRow, to: ApprovalStatus,
         "to_status": to, "reason": reason}, ApprovalRow)
 
 
-async def lock_pending_of_run(conn: Conn, tenant_id: str, run_id: UUID) -> list[ApprovalRow]:
-    return await fetch_all(conn, "approvals_lock_pending_of_run", {
+async def lock_pending_of_run(conn: Conn, tenant_id: str, run_id: UUID, *,
+                              nowait: bool = False) -> list[ApprovalRow]:
+    name = "approvals_lock_pending_of_run" + ("_nowait" if nowait else "")
+    return await fetch_all(conn, name, {
         "tenant_id": tenant_id, "run_id": run_id}, ApprovalRow)
 
 

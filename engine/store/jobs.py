@@ -26,13 +26,15 @@ from engine.store.records import ClaimedJob, JobRow, RunKey, run_key_params
 async def insert(conn: Conn, *, tenant_id: str, run_id: UUID, step_id: str, attempt: int,
                  topic: str, status: JobStatus, priority: int, input: Any, upstream: Any,
                  constraints: Any, timeout_ms: int | None, available_at: datetime | None,
-                 policy_snapshot_hash: str | None, traceparent: str | None = None) -> JobRow:
+                 policy_snapshot_hash: str | None, traceparent: str | None = None,
+                 item_index: int | None = None) -> JobRow:
     row = await fetch_one(conn, "job_insert", {
         "tenant_id": tenant_id, "run_id": run_id, "step_id": step_id, "attempt": attempt,
         "topic": topic, "status": status, "priority": priority, "input": jsonb(input),
         "upstream": jsonb(upstream), "constraints": jsonb(constraints),
         "timeout_ms": timeout_ms, "available_at": available_at,
-        "policy_snapshot_hash": policy_snapshot_hash, "traceparent": traceparent}, JobRow)
+        "policy_snapshot_hash": policy_snapshot_hash, "traceparent": traceparent,
+        "item_index": item_index}, JobRow)
     assert row is not None  # INSERT … RETURNING always returns the row or raises
     return row
 
@@ -122,9 +124,10 @@ async def lock(conn: Conn, tenant_id: str, job_id: str) -> JobRow | None:
                            JobRow)
 
 
-async def lock_open_of_run(conn: Conn, tenant_id: str, run_id: UUID) -> list[JobRow]:
-    return await fetch_all(conn, "jobs_lock_open_of_run", {"tenant_id": tenant_id,
-                                                           "run_id": run_id}, JobRow)
+async def lock_open_of_run(conn: Conn, tenant_id: str, run_id: UUID, *,
+                           nowait: bool = False) -> list[JobRow]:
+    name = "jobs_lock_open_of_run" + ("_nowait" if nowait else "")
+    return await fetch_all(conn, name, {"tenant_id": tenant_id, "run_id": run_id}, JobRow)
 
 
 async def end(conn: Conn, job: JobRow, to: JobStatus, error: Any) -> JobRow | None:
@@ -171,6 +174,7 @@ class NewJob:
     available_at: datetime | None
     policy_snapshot_hash: str | None
     traceparent: str | None = None  # W3C; only when traces are on
+    item_index: int | None = None  # the for_each item of the attempt
 
 
 async def insert_many(conn: Conn, jobs: Sequence[NewJob]) -> None:
@@ -180,3 +184,10 @@ async def insert_many(conn: Conn, jobs: Sequence[NewJob]) -> None:
 
 async def drifted_of_runs(conn: Conn, keys: Sequence[RunKey]) -> list[JobRow]:
     return await fetch_all(conn, "jobs_drifted_of_runs", run_key_params(keys), JobRow)
+
+
+async def lock_open_of_step(conn: Conn, tenant_id: str, run_id: UUID,
+                            step_id: str) -> list[JobRow]:
+    """Busy (NOWAIT) if a worker is writing one of them right now."""
+    return await fetch_all(conn, "jobs_lock_open_of_step", {
+        "tenant_id": tenant_id, "run_id": run_id, "step_id": step_id}, JobRow)

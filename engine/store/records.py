@@ -67,6 +67,13 @@ class RunRow:
     needs_scheduling: bool
     timeline_seq: int
     timeline_hash: str
+    # a child run of a `workflow` step (docs/workflows.md#sub-workflows); None otherwise
+    parent_run_id: UUID | None = None
+    parent_step_id: str | None = None
+    parent_item_index: int | None = None
+    parent_attempt: int | None = None
+    pins: Any = None  # the child versions of its workflow steps (engine/runs/children.py)
+    depth: int = 0
 
 
 @dataclass(frozen=True)
@@ -125,6 +132,26 @@ class JobRow:
     finished_at: datetime | None
     unclaimed_reported_at: datetime | None
     traceparent: str | None  # W3C, of the attempt's dispatch; None unless traces are on
+    item_index: int | None = None  # the for_each item of this attempt; None: a plain step
+
+
+@dataclass(frozen=True)
+class ItemRow:
+    """One item of a for_each step (docs/workflows.md#for_each)."""
+
+    tenant_id: str
+    run_id: UUID
+    step_id: str
+    item_index: int
+    status: StepStatus
+    item: Any
+    attempts: int
+    max_attempts: int
+    retry_at: datetime | None
+    output: Any
+    error: Any
+    started_at: datetime | None
+    finished_at: datetime | None
 
 
 @dataclass(frozen=True)

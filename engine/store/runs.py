@@ -22,14 +22,47 @@ from engine.store.connection import (
 from engine.store.records import RunKey, RunRow, run_key_params
 
 
+@dataclass(frozen=True)
+class Parent:
+    """Where a child run comes from (docs/workflows.md#sub-workflows)."""
+
+    run_id: UUID
+    step_id: str
+    item_index: int | None
+    attempt: int
+    depth: int  # the child's
+
+
 async def insert(conn: Conn, *, tenant_id: str, workflow_id: str, workflow_version: str,
                  input: Any, idempotency_key: str | None, request_digest: str,
-                 rerun_of: UUID | None, created_by: str, timeout_ms: int | None) -> RunRow | None:
+                 rerun_of: UUID | None, created_by: str, timeout_ms: int | None,
+                 pins: Any = None, parent: Parent | None = None) -> RunRow | None:
     return await fetch_one(conn, "run_insert", {
         "tenant_id": tenant_id, "workflow_id": workflow_id,
         "workflow_version": workflow_version, "input": jsonb(input),
         "idempotency_key": idempotency_key, "request_digest": request_digest,
-        "rerun_of": rerun_of, "created_by": created_by, "timeout_ms": timeout_ms}, RunRow)
+        "rerun_of": rerun_of, "created_by": created_by, "timeout_ms": timeout_ms,
+        "pins": jsonb(pins or {}),
+        "parent_run_id": parent.run_id if parent else None,
+        "parent_step_id": parent.step_id if parent else None,
+        "parent_item_index": parent.item_index if parent else None,
+        "parent_attempt": parent.attempt if parent else None,
+        "depth": parent.depth if parent else 0}, RunRow)
+
+
+async def lock_nowait(conn: Conn, tenant_id: str, run_id: UUID) -> RunRow | None:
+    """Busy if another transaction holds the run."""
+    return await fetch_one(conn, "run_lock_nowait", {"tenant_id": tenant_id, "run_id": run_id},
+                           RunRow)
+
+
+async def latest_children_of_runs(conn: Conn, keys: Sequence[RunKey]) -> list[RunRow]:
+    return await fetch_all(conn, "runs_latest_children_of_runs", run_key_params(keys), RunRow)
+
+
+async def children_of_run(conn: Conn, tenant_id: str, run_id: UUID) -> list[RunRow]:
+    return await fetch_all(conn, "runs_children_of_run", {"tenant_id": tenant_id,
+                                                          "run_id": run_id}, RunRow)
 
 
 async def by_idempotency_key(conn: Conn, tenant_id: str, workflow_id: str,
@@ -102,6 +135,10 @@ async def transition(conn: Conn, run: RunRow, to: RunStatus, *, output: Any = No
 
 async def mark_scheduled(conn: Conn, tenant_id: str, run_id: UUID) -> None:
     await execute(conn, "run_mark_scheduled", {"tenant_id": tenant_id, "run_id": run_id})
+
+
+async def wake_parent(conn: Conn, tenant_id: str, run_id: UUID) -> None:
+    await execute(conn, "run_wake_parent", {"tenant_id": tenant_id, "run_id": run_id})
 
 
 async def wake(conn: Conn, tenant_id: str, run_id: UUID) -> None:

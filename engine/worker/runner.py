@@ -67,8 +67,10 @@ class Job:
 
     @property
     def side_effect_key(self) -> str:
-        """Stable across attempts: deduplicate the handler's side effects downstream by it."""
-        return f"{self.run_id}:{self.step_id}"
+        """Stable across attempts: deduplicate the handler's side effects downstream by it.
+        The job id without its ``@attempt``: ``run_id:step_id``, or ``run_id:step_id[i]``
+        for a for_each item (each item its own key)."""
+        return self.job_id.rsplit("@", 1)[0]
 
     @property
     def is_cancelled(self) -> bool:

@@ -56,7 +56,15 @@ BEGIN
        SET status = 'succeeded', output = c.result, error = NULL, finished_at = warden.now()
       FROM unnest(v_done) c
      WHERE s.tenant_id = c.tenant_id AND s.run_id = c.run_id AND s.step_id = c.step_id
-       AND s.status = 'running';
+       AND s.status = 'running' AND c.item_index IS NULL;
+    -- a for_each item's job ends its item; the scheduler then decides the step's outcome
+    -- (engine/scheduling/fanout.py), which needs every item
+    UPDATE warden.step_items s
+       SET status = 'succeeded', output = c.result, error = NULL, finished_at = warden.now(),
+           retry_at = NULL
+      FROM unnest(v_done) c
+     WHERE s.tenant_id = c.tenant_id AND s.run_id = c.run_id AND s.step_id = c.step_id
+       AND s.item_index = c.item_index AND s.status = 'running';
 
     -- wake_run, set-based: each run's flag once, one NOTIFY for the batch
     UPDATE warden.runs u SET needs_scheduling = true

@@ -19,6 +19,16 @@ BEGIN
     END IF;
     PERFORM warden.append_event(j.tenant_id, j.run_id, 'job.failed', j.step_id, j.job_id,
         j.attempt, j.worker, jsonb_build_object('error', v_err, 'released', true));
+    IF j.item_index IS NOT NULL THEN  -- a for_each item: the item's count, not the step's
+        UPDATE warden.step_items SET max_attempts = max_attempts + 1
+         WHERE tenant_id = j.tenant_id AND run_id = j.run_id AND step_id = j.step_id
+           AND item_index = j.item_index AND status = 'running';
+        PERFORM warden.end_attempt(j, 'failed', v_err, true);
+        UPDATE warden.step_items SET retry_at = warden.now()
+         WHERE tenant_id = j.tenant_id AND run_id = j.run_id AND step_id = j.step_id
+           AND item_index = j.item_index AND retry_at IS NOT NULL;
+        RETURN;
+    END IF;
     UPDATE warden.steps SET max_attempts = max_attempts + 1
      WHERE tenant_id = j.tenant_id AND run_id = j.run_id AND step_id = j.step_id
        AND status = 'running';

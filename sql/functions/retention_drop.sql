@@ -13,7 +13,9 @@
 -- see every run of the month as it will be dropped: exactly the runs exported, each
 -- finished before the cutoff with the head exported, none still needed by an open rerun or
 -- an undelivered notification. The mutable rows go by set-based DELETEs keyed by those
--- runs (index lookups), children first: notifications, approvals, jobs, steps, runs.
+-- runs (index lookups), children first: notifications, approvals, jobs, for_each items,
+-- steps, runs. A child run whose parent is in a later month is refused by runs_parent (the
+-- month waits for its parent's; docs/dba.md).
 CREATE OR REPLACE FUNCTION warden.retention_drop(
     p_month timestamptz, p_cutoff timestamptz, p_runs jsonb, p_archive text, p_sha256 text,
     p_by text
@@ -108,6 +110,9 @@ BEGIN
     DELETE FROM warden.jobs j
      USING jsonb_to_recordset(p_runs) AS x(tenant_id text, run_id uuid)
      WHERE j.tenant_id = x.tenant_id AND j.run_id = x.run_id;
+    DELETE FROM warden.step_items i
+     USING jsonb_to_recordset(p_runs) AS x(tenant_id text, run_id uuid)
+     WHERE i.tenant_id = x.tenant_id AND i.run_id = x.run_id;
     DELETE FROM warden.steps s
      USING jsonb_to_recordset(p_runs) AS x(tenant_id text, run_id uuid)
      WHERE s.tenant_id = x.tenant_id AND s.run_id = x.run_id;

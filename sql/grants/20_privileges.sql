@@ -27,7 +27,8 @@ GRANT EXECUTE ON FUNCTION
 -- by warden.append_events (SECURITY DEFINER), which computes the chain: the engine
 -- cannot insert an event of its own making, nor move a run's timeline head.
 GRANT SELECT ON ALL TABLES IN SCHEMA warden TO warden_engine;
-GRANT INSERT ON warden.workflows, warden.runs, warden.steps, warden.jobs, warden.approvals,
+GRANT INSERT ON warden.workflows, warden.runs, warden.steps, warden.step_items, warden.jobs,
+    warden.approvals,
     warden.notifications, warden.policy_snapshots, warden.policy_active,
     warden.policy_activations, warden.policy_decisions, warden.api_keys TO warden_engine;
 GRANT UPDATE (status, output, error, started_at, finished_at, needs_scheduling)
@@ -36,6 +37,8 @@ GRANT UPDATE (status, attempts, max_attempts, retry_at, output, error, started_a
               finished_at) ON warden.steps TO warden_engine;
 -- the waits of sleep and wait_event steps (docs/workflows.md#control-flow)
 GRANT UPDATE (wake_at, await_event, await_key) ON warden.steps TO warden_engine;
+GRANT UPDATE (status, attempts, max_attempts, retry_at, output, error, started_at,
+              finished_at) ON warden.step_items TO warden_engine;
 -- never result, worker, lease_token or checkpoint: those are the lease holder's
 GRANT UPDATE (status, policy_snapshot_hash, constraints, timeout_ms, available_at,
               finished_at, error, unclaimed_reported_at) ON warden.jobs TO warden_engine;
@@ -64,8 +67,8 @@ GRANT EXECUTE ON FUNCTION warden.send_event(text, text, text, text, jsonb, text,
 -- Read-only: the records an audit reads, across tenants (docs/dba.md).
 GRANT SELECT ON warden.timeline, warden.policy_decisions, warden.policy_snapshots,
     warden.policy_activations, warden.policy_active, warden.approvals, warden.runs,
-    warden.steps, warden.jobs, warden.workflows, warden.workers, warden.archived_runs,
-    warden.events
+    warden.steps, warden.step_items, warden.jobs, warden.workflows, warden.workers,
+    warden.archived_runs, warden.events
     TO warden_auditor;
 GRANT EXECUTE ON FUNCTION warden.verify_timeline(uuid), warden.now(),
     warden.in_scope(text) TO warden_auditor;

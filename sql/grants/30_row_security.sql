@@ -10,7 +10,7 @@ DO $rls$
 DECLARE
     v_table text;
 BEGIN
-    FOREACH v_table IN ARRAY ARRAY['workflows', 'runs', 'steps', 'jobs', 'approvals',
+    FOREACH v_table IN ARRAY ARRAY['workflows', 'runs', 'steps', 'step_items', 'jobs', 'approvals',
                                    'notifications', 'timeline', 'policy_snapshots',
                                    'policy_active', 'policy_activations',
                                    'policy_decisions', 'archived_runs',

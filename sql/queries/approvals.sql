@@ -114,6 +114,13 @@ SELECT * FROM warden.approvals
    AND status = 'pending'
    FOR UPDATE SKIP LOCKED;
 
+-- name: approval_pending_of_job_lock :one
+-- approval_pending_of_step_lock for the approval that holds one job back (an item of a
+-- for_each step has its own).
+SELECT * FROM warden.approvals
+ WHERE tenant_id = %(tenant_id)s AND job_id = %(job_id)s AND status = 'pending'
+   FOR UPDATE SKIP LOCKED;
+
 -- name: approval_close :one
 -- Ends a pending approval without a human decision (superseded or expired).
 UPDATE warden.approvals
@@ -127,3 +134,11 @@ SELECT * FROM warden.approvals
  WHERE tenant_id = %(tenant_id)s AND run_id = %(run_id)s AND status = 'pending'
  ORDER BY approval_id
    FOR UPDATE;
+
+-- name: approvals_lock_pending_of_run_nowait :many
+-- approvals_lock_pending_of_run from a parent's scheduler pass (see
+-- jobs_lock_open_of_run_nowait).
+SELECT * FROM warden.approvals
+ WHERE tenant_id = %(tenant_id)s AND run_id = %(run_id)s AND status = 'pending'
+ ORDER BY approval_id
+   FOR UPDATE NOWAIT;

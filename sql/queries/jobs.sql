@@ -5,17 +5,19 @@
 INSERT INTO warden.jobs
     (tenant_id, job_id, run_id, step_id, attempt, topic, status, priority, input, upstream,
      constraints, checkpoint, timeout_ms, available_at, policy_snapshot_hash, finished_at,
-     traceparent)
-VALUES (%(tenant_id)s, %(run_id)s::text || ':' || %(step_id)s || '@' || %(attempt)s,
+     traceparent, item_index)
+VALUES (%(tenant_id)s, %(run_id)s::text || ':' || %(step_id)s
+            || coalesce('[' || %(item_index)s::integer || ']', '') || '@' || %(attempt)s,
         %(run_id)s, %(step_id)s, %(attempt)s, %(topic)s, %(status)s, %(priority)s, %(input)s,
         %(upstream)s, %(constraints)s,
         (SELECT p.checkpoint FROM warden.jobs p
           WHERE p.tenant_id = %(tenant_id)s AND p.run_id = %(run_id)s
-            AND p.step_id = %(step_id)s AND p.attempt = %(attempt)s - 1),
+            AND p.step_id = %(step_id)s AND p.attempt = %(attempt)s - 1
+            AND p.item_index IS NOT DISTINCT FROM %(item_index)s::integer),
         %(timeout_ms)s, greatest(warden.now(), coalesce(%(available_at)s, warden.now())),
         %(policy_snapshot_hash)s,
         CASE WHEN %(status)s::warden.job_status = 'denied' THEN warden.now() END,
-        %(traceparent)s)
+        %(traceparent)s, %(item_index)s)
 RETURNING *;
 
 -- name: jobs_announce :exec
@@ -57,7 +59,7 @@ SELECT * FROM warden.jobs WHERE tenant_id = %(tenant_id)s AND job_id = %(job_id)
 -- Every attempt of every step of a run, in creation order.
 SELECT * FROM warden.jobs
  WHERE tenant_id = %(tenant_id)s AND run_id = %(run_id)s
- ORDER BY created_at, step_id, attempt;
+ ORDER BY created_at, step_id, item_index NULLS FIRST, attempt;
 
 -- name: job_transition :one
 -- Moves an unclaimed job from the status the caller saw (re-evaluation, approval,
@@ -137,19 +139,24 @@ SELECT * FROM warden.complete_jobs(%(job_ids)s, %(lease_tokens)s, %(results)s);
 -- previous attempt's last checkpoint.
 INSERT INTO warden.jobs
     (tenant_id, job_id, run_id, step_id, attempt, topic, status, priority, input, upstream,
-     constraints, checkpoint, timeout_ms, available_at, policy_snapshot_hash, traceparent)
-SELECT x.tenant_id, x.run_id::text || ':' || x.step_id || '@' || x.attempt, x.run_id,
-       x.step_id, x.attempt, x.topic, 'pending', x.priority, x.input, x.upstream,
+     constraints, checkpoint, timeout_ms, available_at, policy_snapshot_hash, traceparent,
+     item_index)
+SELECT x.tenant_id,
+       x.run_id::text || ':' || x.step_id || coalesce('[' || x.item_index || ']', '')
+           || '@' || x.attempt,
+       x.run_id, x.step_id, x.attempt, x.topic, 'pending', x.priority, x.input, x.upstream,
        x.constraints,
        (SELECT p.checkpoint FROM warden.jobs p
          WHERE p.tenant_id = x.tenant_id AND p.run_id = x.run_id
-           AND p.step_id = x.step_id AND p.attempt = x.attempt - 1),
+           AND p.step_id = x.step_id AND p.attempt = x.attempt - 1
+           AND p.item_index IS NOT DISTINCT FROM x.item_index),
        x.timeout_ms, greatest(warden.now(), coalesce(x.available_at, warden.now())),
-       x.policy_snapshot_hash, x.traceparent
+       x.policy_snapshot_hash, x.traceparent, x.item_index
   FROM jsonb_to_recordset(%(jobs)s) AS x(
        tenant_id text, run_id uuid, step_id text, attempt integer, topic text,
        priority smallint, input jsonb, upstream jsonb, constraints jsonb, timeout_ms integer,
-       available_at timestamptz, policy_snapshot_hash text, traceparent text);
+       available_at timestamptz, policy_snapshot_hash text, traceparent text,
+       item_index integer);
 
 -- name: jobs_drifted_of_runs :many
 -- Jobs of these runs not yet claimed (pending or blocked) whose recorded policy snapshot
@@ -165,3 +172,24 @@ SELECT j.* FROM warden.jobs j
  WHERE j.status IN ('pending', 'blocked')
    AND j.policy_snapshot_hash IS DISTINCT FROM a.snapshot_hash
    FOR UPDATE OF j NOWAIT;
+
+-- name: jobs_lock_open_of_step :many
+-- The unfinished jobs of a for_each step whose outcome is decided (an item failed or was
+-- denied): the scheduler ends them. It holds the run already, and locking a job after
+-- its run reverses the lock order: NOWAIT, as for jobs_drifted_of_runs (a job a worker
+-- is writing right now fails the pass, retried a moment later).
+SELECT * FROM warden.jobs
+ WHERE tenant_id = %(tenant_id)s AND run_id = %(run_id)s AND step_id = %(step_id)s
+   AND status IN ('blocked', 'pending', 'running')
+ ORDER BY job_id
+   FOR UPDATE NOWAIT;
+
+-- name: jobs_lock_open_of_run_nowait :many
+-- jobs_lock_open_of_run for a child run ended from its parent's scheduler pass, which
+-- holds the parent: NOWAIT, so a job a worker is writing fails the pass (retried) instead
+-- of waiting on a worker that may wait on a run that waits on the parent.
+SELECT * FROM warden.jobs
+ WHERE tenant_id = %(tenant_id)s AND run_id = %(run_id)s
+   AND status IN ('blocked', 'pending', 'running')
+ ORDER BY job_id
+   FOR UPDATE NOWAIT;

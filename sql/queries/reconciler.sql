@@ -33,7 +33,29 @@ WITH stuck AS (
                                            WHERE d.tenant_id = s.tenant_id
                                              AND d.run_id = s.run_id
                                              AND d.step_id = ANY (s.depends_on)
-                                             AND d.status <> 'succeeded')))
+                                             AND d.status <> 'succeeded'))
+            -- a for_each step with no item in flight: the scheduler dispatches the next
+            -- ones or ends the step (engine/scheduling/fanout.py)
+            OR EXISTS (SELECT 1 FROM warden.steps s
+                        WHERE s.tenant_id = r.tenant_id AND s.run_id = r.run_id
+                          AND s.status = 'running'
+                          AND EXISTS (SELECT 1 FROM warden.step_items i
+                                       WHERE i.tenant_id = s.tenant_id
+                                         AND i.run_id = s.run_id AND i.step_id = s.step_id)
+                          AND NOT EXISTS (SELECT 1 FROM warden.step_items i
+                                           WHERE i.tenant_id = s.tenant_id
+                                             AND i.run_id = s.run_id
+                                             AND i.step_id = s.step_id
+                                             AND i.status IN ('running', 'waiting')
+                                             AND i.retry_at IS NULL))
+            -- a workflow step whose child run has ended
+            OR EXISTS (SELECT 1 FROM warden.steps s
+                         JOIN warden.runs c ON c.tenant_id = s.tenant_id
+                          AND c.parent_run_id = s.run_id AND c.parent_step_id = s.step_id
+                          AND c.parent_attempt = s.attempts
+                        WHERE s.tenant_id = r.tenant_id AND s.run_id = r.run_id
+                          AND s.status = 'running' AND s.type = 'workflow'
+                          AND c.finished_at IS NOT NULL))
      ORDER BY r.tenant_id, r.run_id
      LIMIT %(limit)s
        FOR NO KEY UPDATE OF r SKIP LOCKED
@@ -50,6 +72,10 @@ SELECT s.* FROM warden.steps s
   JOIN warden.runs r ON r.tenant_id = s.tenant_id AND r.run_id = s.run_id
  WHERE s.status = 'running' AND s.retry_at IS NULL AND s.type = 'job'
    AND r.finished_at IS NULL
+   -- a for_each step's items move it (reconcile_flag_stuck_runs), not a step retry
+   AND NOT EXISTS (SELECT 1 FROM warden.step_items i
+                    WHERE i.tenant_id = s.tenant_id AND i.run_id = s.run_id
+                      AND i.step_id = s.step_id)
    AND NOT EXISTS (SELECT 1 FROM warden.jobs j
                     WHERE j.tenant_id = s.tenant_id AND j.run_id = s.run_id
                       AND j.step_id = s.step_id

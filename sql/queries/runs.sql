@@ -3,10 +3,13 @@
 -- row (the unique constraint runs_idempotency decides, even under concurrent starts).
 INSERT INTO warden.runs
     (tenant_id, workflow_id, workflow_version, input, idempotency_key, request_digest,
-     rerun_of, created_by, deadline_at, created_at)
+     rerun_of, created_by, deadline_at, parent_run_id, parent_step_id, parent_item_index,
+     parent_attempt, pins, depth, created_at)
 VALUES (%(tenant_id)s, %(workflow_id)s, %(workflow_version)s, %(input)s, %(idempotency_key)s,
         %(request_digest)s, %(rerun_of)s, %(created_by)s,
         warden.now() + make_interval(secs => %(timeout_ms)s::bigint / 1000.0),
+        %(parent_run_id)s, %(parent_step_id)s, %(parent_item_index)s, %(parent_attempt)s,
+        %(pins)s, %(depth)s,
         -- the database clock, as every other time the engine compares: created_at picks
         -- the partition of the run's events (sql/schema/50_timeline.sql)
         warden.now())
@@ -162,3 +165,45 @@ UPDATE warden.runs r
 -- The transaction's timestamp on the database clock (warden.now()): what every statement of
 -- this transaction compares with.
 SELECT warden.now() AS now;
+
+-- name: run_lock_nowait :one
+-- Locks a child run from its parent's scheduler pass, which holds the parent: a child's
+-- own pass holds the child and then wakes the parent, so waiting here could close a
+-- cycle. NOWAIT: a child being scheduled right now fails the parent's pass (retried).
+SELECT * FROM warden.runs
+ WHERE tenant_id = %(tenant_id)s AND run_id = %(run_id)s
+   FOR NO KEY UPDATE NOWAIT;
+
+-- name: runs_latest_children_of_runs :many
+-- The newest child (highest parent_attempt) of each workflow step and item of these
+-- runs, along runs_one_child_per_attempt: a scheduler pass maps their statuses onto
+-- their steps and items.
+SELECT DISTINCT ON (c.tenant_id, c.parent_run_id, c.parent_step_id,
+                    coalesce(c.parent_item_index, -1)) c.*
+  FROM warden.runs c
+  JOIN unnest(%(tenant_ids)s::text[], %(run_ids)s::uuid[]) AS k(tenant_id, run_id)
+    ON c.tenant_id = k.tenant_id AND c.parent_run_id = k.run_id
+ ORDER BY c.tenant_id, c.parent_run_id, c.parent_step_id, coalesce(c.parent_item_index, -1),
+          c.parent_attempt DESC;
+
+-- name: runs_children_of_run :many
+-- Every child run of a run, oldest first (the run document links them; cancel ends the
+-- open ones).
+SELECT * FROM warden.runs
+ WHERE tenant_id = %(tenant_id)s AND parent_run_id = %(run_id)s
+   AND parent_run_id IS NOT NULL
+ ORDER BY created_at, parent_step_id, parent_item_index, parent_attempt, run_id;
+
+-- name: run_wake_parent :exec
+-- Flags the parent of a child run that ended, always taking the parent's row lock (no
+-- "AND NOT needs_scheduling" shortcut): a parent's scheduler pass that reads its children
+-- holds that lock, so this waits for it to commit and flags the parent again after it,
+-- or the pass waits for this one (SKIP LOCKED) and then sees the child ended. With the
+-- shortcut, a parent already flagged could be taken by a pass that reads the child before
+-- this transaction commits, and then clear the flag: a lost wake-up.
+WITH woken AS (
+    UPDATE warden.runs SET needs_scheduling = true
+     WHERE tenant_id = %(tenant_id)s AND run_id = %(run_id)s
+    RETURNING run_id
+)
+SELECT pg_notify('warden_scheduler', '') FROM woken;

@@ -12,7 +12,8 @@ CREATE TYPE warden.job_status AS ENUM
     ('blocked', 'pending', 'running', 'succeeded', 'failed', 'timed_out', 'cancelled', 'denied');
 CREATE TYPE warden.approval_status AS ENUM
     ('pending', 'approved', 'rejected', 'expired', 'superseded');
-CREATE TYPE warden.step_type AS ENUM ('job', 'approval', 'notify', 'sleep', 'wait_event');
+CREATE TYPE warden.step_type AS ENUM ('job', 'approval', 'notify', 'sleep', 'wait_event',
+    'workflow');
 CREATE TYPE warden.approval_kind AS ENUM ('step', 'policy');
 CREATE TYPE warden.timeline_kind AS ENUM (
     'run.created', 'run.started', 'run.waiting', 'run.resumed',
@@ -24,7 +25,8 @@ CREATE TYPE warden.timeline_kind AS ENUM (
     'approval.superseded',
     'notify.sent', 'reconciler.repaired',
     'step.condition', 'timer.started', 'timer.fired', 'wait.started', 'wait.matched',
-    'wait.timed_out', 'step.failed');
+    'wait.timed_out', 'step.failed',
+    'foreach.expanded', 'foreach.ended', 'child.started', 'child.ended');
 CREATE TYPE warden.policy_decision AS ENUM
     ('allow', 'deny', 'require_approval', 'allow_with_constraints');
 CREATE TYPE warden.policy_stage AS ENUM ('submit', 'dispatch');

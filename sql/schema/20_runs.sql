@@ -32,6 +32,19 @@ CREATE TABLE warden.runs (
     -- head of the per-run timeline: the next event takes seq + 1 and chains on hash
     timeline_seq      bigint            NOT NULL DEFAULT 0,
     timeline_hash     text              NOT NULL DEFAULT repeat('0', 64),
+    -- a child run (a `workflow` step, docs/workflows.md#sub-workflows): the parent's run,
+    -- step, for_each item (NULL for a plain step) and the step's (or item's) attempt that
+    -- started it. In the parent's tenant (the foreign key), and one child per attempt
+    -- (runs_one_child_per_attempt): two schedulers can never start the same child twice.
+    parent_run_id     uuid,
+    parent_step_id    text,
+    parent_item_index integer,
+    parent_attempt    integer,
+    -- the child workflow versions of its `workflow` steps, resolved when the root run
+    -- started: {step_id: {"workflow", "version", "pins"}} (engine/runs/children.py)
+    pins              jsonb             NOT NULL DEFAULT '{}',
+    -- 0 for a run started by a caller; a child is its parent's depth + 1
+    depth             integer           NOT NULL DEFAULT 0 CHECK (depth >= 0),
     PRIMARY KEY (tenant_id, run_id),
     FOREIGN KEY (tenant_id, workflow_id, workflow_version)
         REFERENCES warden.workflows (tenant_id, workflow_id, version),
@@ -42,8 +55,17 @@ CREATE TABLE warden.runs (
     CONSTRAINT runs_finished_iff_final CHECK (
         (finished_at IS NOT NULL) =
         (status IN ('succeeded', 'failed', 'denied', 'cancelled', 'timed_out'))),
-    CONSTRAINT runs_idempotency_key_length CHECK (length(idempotency_key) BETWEEN 1 AND 255)
+    CONSTRAINT runs_idempotency_key_length CHECK (length(idempotency_key) BETWEEN 1 AND 255),
+    CONSTRAINT runs_parent FOREIGN KEY (tenant_id, parent_run_id)
+        REFERENCES warden.runs (tenant_id, run_id),
+    CONSTRAINT runs_parent_complete CHECK (
+        (parent_run_id IS NULL) = (parent_step_id IS NULL)
+        AND (parent_run_id IS NULL) = (parent_attempt IS NULL)
+        AND (parent_run_id IS NULL) = (depth = 0))
 );
+CREATE UNIQUE INDEX runs_one_child_per_attempt ON warden.runs
+    (tenant_id, parent_run_id, parent_step_id, coalesce(parent_item_index, -1), parent_attempt)
+    WHERE parent_run_id IS NOT NULL;
 -- The scheduler's work queue: tiny, because the flag is cleared right after each pass.
 CREATE INDEX runs_to_schedule ON warden.runs (tenant_id, run_id) WHERE needs_scheduling;
 CREATE INDEX runs_by_created ON warden.runs (tenant_id, created_at DESC, run_id DESC);
@@ -97,6 +119,33 @@ CREATE INDEX steps_wake ON warden.steps (wake_at) WHERE status = 'waiting' AND w
 -- warden.send_event's "who waits for this (name, key)".
 CREATE INDEX steps_awaiting ON warden.steps (tenant_id, await_event, await_key)
     WHERE status = 'waiting' AND await_event IS NOT NULL;
+-- The items of a for_each step (docs/workflows.md#for_each): one row per element of the
+-- list the step iterates over, each with its own attempts, retries and outcome. Written
+-- by the scheduler (engine/scheduling/fanout.py) and, for the outcome of an item's job,
+-- by the job protocol (complete_jobs, end_attempt) exactly as for a plain step.
+CREATE TABLE warden.step_items (
+    tenant_id       text               NOT NULL,
+    run_id          uuid               NOT NULL,
+    step_id         text               NOT NULL,
+    item_index      integer            NOT NULL CHECK (item_index >= 0),
+    status          warden.step_status NOT NULL DEFAULT 'pending',
+    -- the list element: ${item} in the step's input templates
+    item            jsonb,
+    attempts        integer            NOT NULL DEFAULT 0,
+    max_attempts    integer            NOT NULL DEFAULT 1 CHECK (max_attempts >= 1),
+    -- when set, the scheduler dispatches attempt (attempts + 1), claimable from this time
+    retry_at        timestamptz,
+    output          jsonb,
+    error           jsonb,
+    started_at      timestamptz,
+    finished_at     timestamptz,
+    PRIMARY KEY (tenant_id, run_id, step_id, item_index),
+    FOREIGN KEY (tenant_id, run_id, step_id) REFERENCES warden.steps (tenant_id, run_id, step_id),
+    CONSTRAINT step_items_finished_iff_final CHECK (
+        (finished_at IS NOT NULL) =
+        (status IN ('succeeded', 'failed', 'denied', 'cancelled', 'timed_out', 'skipped'))),
+    CONSTRAINT step_items_retry_only_while_running CHECK (retry_at IS NULL OR status = 'running')
+);
 
 CREATE TABLE warden.jobs (
     tenant_id             text              NOT NULL,
@@ -131,10 +180,17 @@ CREATE TABLE warden.jobs (
     -- on (docs/deployment.md#traces): a worker's spans of this attempt are its children
     traceparent           text              CONSTRAINT jobs_traceparent_format CHECK (
         traceparent ~ '^00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$'),
+    -- the for_each item this attempt belongs to; NULL for a plain step's attempt
+    item_index            integer,
     PRIMARY KEY (tenant_id, job_id),
-    CONSTRAINT jobs_one_row_per_attempt UNIQUE (tenant_id, run_id, step_id, attempt),
+    CONSTRAINT jobs_one_row_per_attempt UNIQUE NULLS NOT DISTINCT
+        (tenant_id, run_id, step_id, item_index, attempt),
     FOREIGN KEY (tenant_id, run_id, step_id) REFERENCES warden.steps (tenant_id, run_id, step_id),
-    CONSTRAINT jobs_id_format CHECK (job_id = run_id::text || ':' || step_id || '@' || attempt),
+    CONSTRAINT jobs_of_item FOREIGN KEY (tenant_id, run_id, step_id, item_index)
+        REFERENCES warden.step_items (tenant_id, run_id, step_id, item_index),
+    -- run_id:step_id@attempt, or run_id:step_id[item_index]@attempt for a for_each item
+    CONSTRAINT jobs_id_format CHECK (job_id = run_id::text || ':' || step_id
+        || coalesce('[' || item_index || ']', '') || '@' || attempt),
     CONSTRAINT jobs_running_has_lease CHECK (status <> 'running' OR (
         lease_token IS NOT NULL AND lease_expires_at IS NOT NULL
         AND worker IS NOT NULL AND started_at IS NOT NULL)),

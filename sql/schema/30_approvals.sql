@@ -32,8 +32,10 @@ CREATE TABLE warden.approvals (
     -- both in job_id): approving it can release nothing of another run
     CONSTRAINT approvals_job_of_own_run FOREIGN KEY (tenant_id, job_id)
         REFERENCES warden.jobs (tenant_id, job_id),
+    -- (or of one item of its for_each step: run:step[i]@n; step ids never hold '[')
     CONSTRAINT approvals_job_of_own_step CHECK (
-        job_id IS NULL OR starts_with(job_id, run_id::text || ':' || step_id || '@')),
+        job_id IS NULL OR starts_with(job_id, run_id::text || ':' || step_id || '@')
+        OR starts_with(job_id, run_id::text || ':' || step_id || '[')),
     CONSTRAINT approvals_job_iff_policy CHECK ((job_id IS NOT NULL) = (kind = 'policy')),
     CONSTRAINT approvals_no_self_approval CHECK (decided_by IS NULL OR decided_by <> requested_by),
     CONSTRAINT approvals_starter_barred CHECK (requested_by = ANY (barred)),
@@ -43,7 +45,10 @@ CREATE TABLE warden.approvals (
     CONSTRAINT approvals_human_decision_has_principal CHECK (
         status NOT IN ('approved', 'rejected') OR decided_by IS NOT NULL)
 );
-CREATE UNIQUE INDEX approvals_one_pending_per_step ON warden.approvals (tenant_id, run_id, step_id)
+-- one pending approval per step, or per item of a for_each step (the item index from the
+-- job id it holds: docs/workflows.md#for_each)
+CREATE UNIQUE INDEX approvals_one_pending_per_step ON warden.approvals
+    (tenant_id, run_id, step_id, coalesce(substring(job_id FROM '\[([0-9]+)\]@'), ''))
     WHERE status = 'pending';
 CREATE INDEX approvals_pending_by_expiry ON warden.approvals (expires_at) WHERE status = 'pending';
 CREATE INDEX approvals_by_status ON warden.approvals (tenant_id, status, requested_at DESC);

@@ -37,6 +37,8 @@ async def work_until_waiting_or_done(api: Harness, run_id: str) -> str:
             output: dict[str, Any] = {"step": job.step_id}
             if job.step_id == "patch_plan":
                 output = {"action": "rollback", "service": "checkout"}
+            if job.step_id == "classify":  # apply_patch runs once per affected host
+                output = {"step": job.step_id, "affected_hosts": ["checkout-1"]}
             await support.complete(api.svc.db, job, output)
         response = await api.client.get(f"/api/v1/workflow-runs/{run_id}",
                                          headers=api.as_("alice"))

@@ -91,6 +91,8 @@ async def drive_to_rest(api: Harness, run_id: str, headers: dict[str, str]) -> d
             output: dict[str, Any] = {"step": job.step_id}
             if job.step_id == "patch_plan":
                 output = {"action": "rollback", "service": "checkout"}
+            if job.step_id == "classify":  # apply_patch runs once per affected host
+                output = {"step": job.step_id, "affected_hosts": ["checkout-1"]}
             await support.complete(api.svc.db, job, output)
         shown = await api.client.get(f"/api/v1/workflow-runs/{run_id}", headers=headers)
         assert shown.status_code == 200, shown.text

@@ -37,6 +37,7 @@ TABLE_RECORDS = [
     ("notifications", records.NotificationRow), ("timeline", records.TimelineEvent),
     ("policy_active", records.PolicyActiveRow), ("policy_activations", records.PolicyActivationRow),
     ("policy_decisions", records.PolicyDecisionRow), ("api_keys", records.ApiKeyRow),
+    ("step_items", records.ItemRow),
 ]
 
 
@@ -70,6 +71,7 @@ def test_timeline_kinds_are_exactly_the_documented_ones(db_url: str) -> None:
         "reconciler.repaired",
         "step.condition", "timer.started", "timer.fired", "wait.started", "wait.matched",
         "wait.timed_out", "step.failed",
+        "foreach.expanded", "foreach.ended", "child.started", "child.ended",
     ]
     with psycopg.connect(db_url) as conn:
         row = conn.execute("SELECT enum_range(NULL::warden.timeline_kind)::text[]").fetchone()

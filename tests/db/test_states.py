@@ -32,7 +32,7 @@ def test_every_owner_exists() -> None:
 
 @pytest.mark.parametrize(("entity", "kind"), [
     ("run", RunStatus), ("step", StepStatus), ("job", JobStatus),
-    ("approval", ApprovalStatus)])
+    ("approval", ApprovalStatus), ("item", StepStatus)])
 def test_moves_name_real_statuses_and_final_ones_never_move(entity: states.Entity,
                                                            kind: type) -> None:
     table = states.transitions(entity)

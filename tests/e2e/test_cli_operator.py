@@ -179,7 +179,8 @@ def test_approvals_show_what_they_let_run_and_a_rejection_needs_a_reason(
     procs = _procs(cli, db_url)
     procs.serve()
     procs.worker("job.incident.detect", "job.incident.classify", "job.incident.patch.plan",
-                 "job.incident.patch.apply", handler="engine.examples.handlers:handle")
+                 "job.incident.host.check", "job.incident.patch.apply",
+                 handler="engine.examples.handlers:handle")
     try:
         [approval] = _wait(lambda: cli.json("approvals", "list")["items"], "the gate")
         short = approval["approval_id"][:8]

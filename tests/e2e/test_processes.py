@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+from collections import Counter
 from pathlib import Path
 from uuid import UUID
 
@@ -53,15 +54,24 @@ async def test_seed_workflow_end_to_end_with_worker_processes(
     detail = await support.detail(db, run.run_id)
     apply = next(s for s in detail.steps if s.step_id == "apply_patch")
     assert apply.output["rolled_back"] == "checkout"
+    check = next(s for s in detail.steps if s.step_id == "check_hosts")
+    # a for_each over the affected hosts: one item per host, in order
+    assert [o["host"] for o in check.output] == ["checkout-1", "checkout-2", "checkout-3"]
     kinds = await support.kinds(db, run.run_id)
     job_steps = ["step.ready", "policy.decision", "job.dispatched", "job.claimed",
                  "job.succeeded"]
-    assert kinds == ["run.created", *["policy.decision"] * 4, "run.started",
-                     *job_steps, *job_steps, *job_steps,
-                     "step.ready", "approval.requested", "run.waiting", "approval.approved",
-                     "step.ready", "policy.decision", "job.dispatched", "run.resumed",
-                     "job.claimed", "job.checkpointed", "job.succeeded", "step.ready",
-                     "notify.sent", "run.succeeded"]
+    head = ["run.created", *["policy.decision"] * 5, "run.started", *job_steps, *job_steps]
+    assert kinds[:len(head)] == head
+    gate = kinds.index("approval.requested") - 1
+    # patch_plan and the three host checks, in whatever order the worker ran them
+    assert Counter(kinds[len(head):gate]) == {
+        "step.ready": 2, "foreach.expanded": 1, "foreach.ended": 1, "policy.decision": 4,
+        "job.dispatched": 4, "job.claimed": 4, "job.succeeded": 4}
+    assert kinds[gate:] == [
+        "step.ready", "approval.requested", "run.waiting", "approval.approved",
+        "step.ready", "policy.decision", "job.dispatched", "run.resumed",
+        "job.claimed", "job.checkpointed", "job.succeeded", "step.ready",
+        "notify.sent", "run.succeeded"]
     async with db.connection() as conn:
         from engine.store import timeline as timeline_q
         assert await timeline_q.verify(conn, run.run_id)

@@ -208,13 +208,15 @@ async def test_operator_opens_a_waiting_run_approves_it_and_watches_it_finish(
         await row.get_by_role("link", name=short).click()
         await expect(page.locator("#run-status")).to_contain_text("waiting")
         dag = page.locator("#dag svg[role=img]")
-        await expect(dag.locator("title").first).to_contain_text("6 steps")
+        await expect(dag.locator("title").first).to_contain_text("7 steps")
         gate = dag.locator('g[data-step="approval_gate"]')
         await expect(gate).to_have_attribute("data-status", "waiting")
         await expect(gate).to_contain_text("waiting")
-        for step in ("detect", "classify", "patch_plan"):
+        for step in ("detect", "classify", "patch_plan", "check_hosts"):
             await expect(dag.locator(f'g[data-step="{step}"]')).to_contain_text("succeeded")
-        await expect(dag.locator("path.edge")).to_have_count(5)
+        await expect(dag.locator("path.edge")).to_have_count(7)
+        # the for_each step's items, counted by status
+        await expect(page.locator("#step-check_hosts")).to_contain_text("3 items: 3 succeeded")
         await expect(page.locator("#run-live")).to_contain_text("Waiting for approval")
         await expect(page.locator("#steps-table")).to_contain_text("approval_gate")
         await expect(page.locator("#decisions-table")).to_contain_text("incident-jobs")
@@ -259,7 +261,7 @@ async def test_operator_opens_a_waiting_run_approves_it_and_watches_it_finish(
         # Back to the run: it finishes, and says who approved what.
         await page.get_by_role("link", name="Open the run").click()
         await expect(page.locator("#run-status")).to_contain_text("succeeded", timeout=SLOW)
-        await expect(dag.locator('g[data-status="succeeded"]')).to_have_count(6)
+        await expect(dag.locator('g[data-status="succeeded"]')).to_have_count(7)
         await expect(page.locator("#run-approvals")).to_contain_text("olga")
         await expect(page.locator("#run-approvals")).to_contain_text("plan reviewed")
         await expect(page.locator("#timeline-table")).to_contain_text("run.succeeded")

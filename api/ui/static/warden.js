@@ -71,6 +71,24 @@
     return b;
   }
   function shortId(full, n = 8) { return full.length > n + 1 ? full.slice(0, n) + '…' : full; }
+  // a for_each step's items (counts, then each with its attempts) and a workflow step's
+  // child runs (docs/operating.md#for_each-items-and-child-runs)
+  function flowCell(s) {
+    const parts = [];
+    if (s.items) {
+      const counts = Object.entries(s.items.by_status).map(([k, n]) => `${n} ${k}`).join(', ');
+      parts.push(h('details', {cls: 'small items'}, h('summary', {}, `${s.items.total} items: ${counts}`),
+        h('ul', {}, s.items.list.map((i) => h('li', {}, `[${i.item_index}] `, badge(i.status),
+          ` attempts ${i.attempts} `, i.job_id ? h('code', {}, jobLabel(i.job_id)) : null,
+          i.child_run_id ? h('a', {href: `/ui/runs/${i.child_run_id}`}, shortId(i.child_run_id)) : null,
+          i.error ? h('div', {cls: 'error'}, i.error) : null)))));
+    }
+    if (s.children && !s.items) {
+      parts.push(h('div', {cls: 'small children'}, 'child run ', s.children.map((c, i) => [i ? ', ' : '',
+        h('a', {href: `/ui/runs/${c.run_id}`}, shortId(c.run_id)), ' ', badge(c.status)])));
+    }
+    return parts;
+  }
   function jobLabel(jobId) {  // run_id:step@attempt -> step@attempt
     const i = jobId.lastIndexOf(':'); return i > 0 ? jobId.slice(i + 1) : jobId;
   }
@@ -487,6 +505,11 @@
         ['Finished', run.finished_at ? h('span', {}, when(run.finished_at), ` after ${span(new Date(run.finished_at) - new Date(run.created_at))}`) : 'not yet'],
         run.idempotency_key && ['Idempotency key', h('code', {}, run.idempotency_key)],
         run.rerun_of && ['Rerun of', ident(run.rerun_of, 'run id', {href: `/ui/runs/${run.rerun_of}`})],
+        run.parent_run_id && ['Child of', h('span', {}, ident(run.parent_run_id, 'run id', {href: `/ui/runs/${run.parent_run_id}`}),
+          ` step ${run.parent_step_id}`, run.parent_item_index !== null ? `, item ${run.parent_item_index}` : '')],
+        run.children && run.children.length && ['Child runs', h('span', {id: 'run-children'}, run.children.map((c, i) => [i ? ', ' : '',
+          h('a', {href: `/ui/runs/${c.run_id}`}, shortId(c.run_id)), ' ', badge(c.status),
+          ` ${c.step_id}${c.item_index !== null ? `[${c.item_index}]` : ''}`]))],
         ['Reruns', h('span', {id: 'run-reruns'}, reruns === null ? dash() : reruns.length
           ? reruns.map((r, i) => [i ? ', ' : '', h('a', {href: `/ui/runs/${r.run_id}`}, shortId(r.run_id)), ' ', badge(r.status)])
           : h('span', {cls: 'muted'}, 'none'))],
@@ -497,7 +520,8 @@
         td(h('code', {}, s.step_id)), td(s.type),
         td(badge(s.status), s.retry_at ? h('div', {cls: 'small muted'}, 'next attempt ', when(s.retry_at)) : null),
         td(s.state && s.state !== s.status ? badge(s.state) : '', s.note && !s.error
-          ? h('div', {cls: `small note${/no live worker/.test(s.note) ? ' error' : ''}`}, s.note) : (s.state === s.status ? dash() : '')),
+          ? h('div', {cls: `small note${/no live worker/.test(s.note) ? ' error' : ''}`}, s.note) : (s.state === s.status && !s.items && !s.children ? dash() : ''),
+          flowCell(s)),
         h('td', {cls: 'num'}, s.attempts),
         td(s.depends_on.length ? s.depends_on.map((d, i) => [i ? ', ' : '', h('code', {}, d)]) : dash()),
         td(when(s.started_at, {rel: false})), td(took(s.started_at, s.finished_at)),
@@ -625,7 +649,7 @@
           h('tbody', {}, plan.to_run.map((sid) => {
             const d = decision(sid);
             const asks = plan.approvals_needed.includes(sid);
-            return h('tr', {}, td(h('code', {}, sid)),
+            return h('tr', {}, td(h('code', {}, sid), plan.flow && plan.flow[sid] ? h('div', {cls: 'small muted'}, plan.flow[sid]) : null),
               td(d ? badge(d.decision) : asks ? badge('waiting', 'approval step') : h('span', {cls: 'muted'}, 'no policy check')),
               td(d ? (d.rule ? h('code', {}, d.rule) : h('span', {cls: 'muted'}, 'default')) : dash()),
               td(d ? d.reason : dash()));
