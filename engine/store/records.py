@@ -67,6 +67,7 @@ class RunRow:
     needs_scheduling: bool
     timeline_seq: int
     timeline_hash: str
+    priority: int = 5  # 0..9, lower first: orders the run's jobs before step priority
 
 
 @dataclass(frozen=True)
@@ -121,6 +122,12 @@ class JobRow:
     finished_at: datetime | None
     unclaimed_reported_at: datetime | None
     traceparent: str | None  # W3C, of the attempt's dispatch; None unless traces are on
+    # flow control gates ('' = none), docs/workflows.md#concurrency-and-rate-limits
+    concurrency_key: str = ""
+    concurrency_limit: int | None = None
+    rate_key: str = ""
+    rate_limit: int | None = None
+    rate_per_ms: int | None = None
 
 
 @dataclass(frozen=True)

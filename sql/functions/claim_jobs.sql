@@ -5,7 +5,11 @@
 -- Claimable: pending, available_at reached, of a tenant and topic the login role is
 -- granted (warden.worker_grants), and dispatched under the policy snapshot that is still
 -- its tenant's active one (a drifted job is skipped here and re-evaluated by the
--- scheduler, which the activation woke).
+-- scheduler, which the activation woke), and whose gates are open: fewer than
+-- concurrency_limit jobs of its tenant and concurrency_key running, fewer than rate_limit
+-- claims of its tenant and rate_key in the last rate_per_ms (a job over a limit stays
+-- pending, in its place). Order: each tenant's best job before anyone's second (fair
+-- tenants), then priority (run priority * 10 + step priority), then available_at.
 --
 -- SECURITY DEFINER, like every worker function: a worker role holds EXECUTE on these and
 -- no table privilege at all (sql/grants/20_privileges.sql), so this body is the only way
@@ -24,42 +28,170 @@ CREATE OR REPLACE FUNCTION warden.claim_jobs(
 #variable_conflict use_column
 DECLARE
     c            record;
+    l            record;
+    v_topic      text;
     v_now        timestamptz := warden.now();
     v_run_status warden.run_status;
     v_tenant     text;
     v_run        uuid;
     v_events     jsonb;
+    -- the lanes this claim takes from (a topic, a tenant, its gate keys) and how many each
+    l_topic      text[] := '{}';
+    l_tenant     text[] := '{}';
+    l_ckey       text[] := '{}';
+    l_rkey       text[] := '{}';
+    l_cap        integer[] := '{}';
+    -- per gate ('c' or 'r', tenant, key, joined by U+001F): what is in use (running jobs,
+    -- or claims inside the window) and how many more this claim may take
+    v_used       jsonb := '{}';
+    v_caps       jsonb := '{}';
+    v_gate       text;
+    v_n          integer;
+    v_cap        integer;
 BEGIN
     IF claim_jobs.max_jobs < 1 OR claim_jobs.lease <= interval '0' THEN
         RAISE EXCEPTION 'max_jobs must be >= 1 and lease > 0' USING ERRCODE = '22023';
     END IF;
+    -- 1. The lanes with pending jobs, one index probe each (a loose scan of jobs_claimable:
+    -- each probe jumps past the whole previous lane, so 100,000 jobs of one tenant or one
+    -- closed key cost one probe, not a walk). A lane is a tenant and its gate keys; walking
+    -- lanes rather than one ordered list is what lets a job behind a closed gate, or behind
+    -- another tenant's backlog, be claimed (docs/workflows.md#concurrency-and-rate-limits).
+    FOREACH v_topic IN ARRAY ARRAY(SELECT DISTINCT u FROM unnest(claim_jobs.topics) AS u) LOOP
+        FOR l IN
+            WITH RECURSIVE lane AS (
+                (SELECT j.tenant_id, j.concurrency_key, j.rate_key, j.concurrency_limit,
+                        j.rate_limit, j.rate_per_ms
+                   FROM warden.jobs j
+                  WHERE j.status = 'pending' AND j.topic = v_topic
+                  ORDER BY j.tenant_id, j.concurrency_key, j.rate_key, j.priority,
+                           j.available_at
+                  LIMIT 1)
+                UNION ALL
+                SELECT n.* FROM lane p CROSS JOIN LATERAL (
+                    SELECT j.tenant_id, j.concurrency_key, j.rate_key, j.concurrency_limit,
+                           j.rate_limit, j.rate_per_ms
+                      FROM warden.jobs j
+                     WHERE j.status = 'pending' AND j.topic = v_topic
+                       AND (j.tenant_id, j.concurrency_key, j.rate_key)
+                           > (p.tenant_id, p.concurrency_key, p.rate_key)
+                     ORDER BY j.tenant_id, j.concurrency_key, j.rate_key, j.priority,
+                              j.available_at
+                     LIMIT 1) n
+            )
+            SELECT * FROM lane
+             -- only what the login role is granted (warden.worker_grants)
+             WHERE warden.granted(lane.tenant_id, v_topic)
+        LOOP
+            v_cap := claim_jobs.max_jobs;
+            -- 2. A gated lane: how many more its keys allow. The count is exact because
+            -- it is taken under a transaction-level advisory lock on the gate, held to
+            -- commit: the next claimer of the key counts only after this claim's jobs are
+            -- committed running (a new snapshot per statement, READ COMMITTED). A gate
+            -- locked by another claimer right now is skipped, never waited on: claimers
+            -- then never wait on each other in a cycle whatever order they meet keys in,
+            -- and the lane is served by the claimer that holds it. Completion, failure,
+            -- reaping and cancellation need nothing: a job that is no longer running is
+            -- no longer counted.
+            IF l.concurrency_key <> '' THEN
+                v_gate := concat_ws(chr(31), 'c', l.tenant_id, l.concurrency_key);
+                IF v_used -> v_gate IS NULL THEN
+                    IF pg_try_advisory_xact_lock(hashtextextended(v_gate, 14)) THEN
+                        SELECT count(*) INTO v_n FROM (
+                            SELECT 1 FROM warden.jobs r
+                             WHERE r.tenant_id = l.tenant_id
+                               AND r.concurrency_key = l.concurrency_key
+                               AND r.status = 'running'
+                             LIMIT l.concurrency_limit) z;
+                    ELSE
+                        v_n := 2147483647;  -- held elsewhere: nothing for this claim
+                    END IF;
+                    v_used := v_used || jsonb_build_object(v_gate, v_n);
+                END IF;
+                -- lanes of one key may carry different limits (two workflow versions):
+                -- the smallest one met bounds them all
+                v_n := least(coalesce((v_caps ->> v_gate)::integer, 2147483647),
+                             greatest(l.concurrency_limit - (v_used ->> v_gate)::bigint, 0));
+                v_caps := v_caps || jsonb_build_object(v_gate, v_n);
+                v_cap := least(v_cap, v_n);
+            END IF;
+            IF l.rate_key <> '' THEN
+                v_gate := concat_ws(chr(31), 'r', l.tenant_id, l.rate_key);
+                IF v_used -> v_gate IS NULL THEN
+                    IF pg_try_advisory_xact_lock(hashtextextended(v_gate, 14)) THEN
+                        SELECT count(*) INTO v_n FROM (
+                            SELECT 1 FROM warden.jobs r
+                             WHERE r.tenant_id = l.tenant_id AND r.rate_key = l.rate_key
+                               AND r.started_at > v_now - make_interval(
+                                   secs => l.rate_per_ms / 1000.0)
+                             LIMIT l.rate_limit) z;
+                    ELSE
+                        v_n := 2147483647;
+                    END IF;
+                    v_used := v_used || jsonb_build_object(v_gate, v_n);
+                END IF;
+                v_n := least(coalesce((v_caps ->> v_gate)::integer, 2147483647),
+                             greatest(l.rate_limit - (v_used ->> v_gate)::bigint, 0));
+                v_caps := v_caps || jsonb_build_object(v_gate, v_n);
+                v_cap := least(v_cap, v_n);
+            END IF;
+            IF v_cap > 0 THEN
+                l_topic := l_topic || v_topic;
+                l_tenant := l_tenant || l.tenant_id;
+                l_ckey := l_ckey || l.concurrency_key;
+                l_rkey := l_rkey || l.rate_key;
+                l_cap := l_cap || v_cap;
+            END IF;
+        END LOOP;
+    END LOOP;
     FOR c IN
-        -- One ordered scan of jobs_claimable per topic: with topic = ANY(topics) the index
-        -- cannot give the (priority, available_at) order, so every claim would read and
-        -- sort every pending job of its topics. Equality on the leading column gives the
-        -- order, and LIMIT stops each scan after max_jobs rows. SKIP LOCKED: concurrent
-        -- claimers take disjoint rows instead of queueing behind each other. A worker of
-        -- several topics may lock up to max_jobs rows per topic for the length of this
-        -- statement; the ones the outer LIMIT drops are unlocked at its commit, claimable
-        -- again at once.
-        WITH picked AS (
-            SELECT p.tenant_id, p.job_id
-              FROM (SELECT DISTINCT u.topic FROM unnest(claim_jobs.topics) AS u(topic)) t
+        -- 3. Up to `cap` jobs of each open lane in (priority, available_at) order, one
+        -- index walk each that LIMIT stops early. SKIP LOCKED: concurrent claimers take
+        -- disjoint rows instead of queueing behind each other; rows the filters below drop
+        -- are unlocked at commit, claimable again at once.
+        WITH lanes AS (
+            SELECT * FROM unnest(l_topic, l_tenant, l_ckey, l_rkey, l_cap)
+                       AS x(topic, tenant_id, ckey, rkey, cap)
+        ), candidates AS (
+            SELECT p.*
+              FROM lanes ln
              CROSS JOIN LATERAL (
-                   SELECT j.tenant_id, j.job_id, j.priority, j.available_at
+                   SELECT j.tenant_id, j.job_id, j.priority, j.available_at,
+                          j.concurrency_key, j.rate_key
                      FROM warden.jobs j
-                    WHERE j.status = 'pending' AND j.topic = t.topic
+                    WHERE j.status = 'pending' AND j.topic = ln.topic
+                      AND j.tenant_id = ln.tenant_id AND j.concurrency_key = ln.ckey
+                      AND j.rate_key = ln.rkey
                       AND j.available_at <= v_now
-                      -- only what the login role is granted (warden.worker_grants)
-                      AND warden.granted(j.tenant_id, j.topic)
                       -- one primary-key probe per candidate row
                       AND j.policy_snapshot_hash IS NOT DISTINCT FROM (
                           SELECT a.snapshot_hash FROM warden.policy_active a
                            WHERE a.tenant_id = j.tenant_id)
                     ORDER BY j.priority, j.available_at
-                    LIMIT claim_jobs.max_jobs
+                    LIMIT ln.cap
                       FOR UPDATE OF j SKIP LOCKED) p
-             ORDER BY p.priority, p.available_at
+        ), keyed AS (
+            -- several lanes (topics, rate keys) may share one key: its capacity is shared
+            SELECT k.*,
+                   row_number() OVER (PARTITION BY k.tenant_id, k.concurrency_key
+                                      ORDER BY k.priority, k.available_at, k.job_id) AS n_c,
+                   row_number() OVER (PARTITION BY k.tenant_id, k.rate_key
+                                      ORDER BY k.priority, k.available_at, k.job_id) AS n_r
+              FROM candidates k
+        ), allowed AS (
+            -- fair tenants: each tenant's best job ranks 1, its second 2, ...; a batch
+            -- takes every tenant's rank 1 before anyone's rank 2, so one tenant's backlog
+            -- delays another tenant's job by at most one batch
+            SELECT a.*, row_number() OVER (PARTITION BY a.tenant_id
+                                           ORDER BY a.priority, a.available_at) AS n_t
+              FROM keyed a
+             WHERE (a.concurrency_key = '' OR a.n_c <= (v_caps ->> concat_ws(
+                        chr(31), 'c', a.tenant_id, a.concurrency_key))::integer)
+               AND (a.rate_key = '' OR a.n_r <= (v_caps ->> concat_ws(
+                        chr(31), 'r', a.tenant_id, a.rate_key))::integer)
+        ), picked AS (
+            SELECT f.tenant_id, f.job_id FROM allowed f
+             ORDER BY f.n_t, f.priority, f.available_at
              LIMIT claim_jobs.max_jobs
         ), claimed AS (
             UPDATE warden.jobs j

@@ -13,7 +13,7 @@ BEGIN
     FOREACH v_table IN ARRAY ARRAY['workflows', 'runs', 'steps', 'jobs', 'approvals',
                                    'notifications', 'timeline', 'policy_snapshots',
                                    'policy_active', 'policy_activations',
-                                   'policy_decisions'] LOOP
+                                   'policy_decisions', 'schedules', 'schedule_ticks'] LOOP
         EXECUTE format('ALTER TABLE warden.%I ENABLE ROW LEVEL SECURITY', v_table);
         EXECUTE format('DROP POLICY IF EXISTS tenant_scope ON warden.%I', v_table);
         EXECUTE format('CREATE POLICY tenant_scope ON warden.%I TO warden_engine '
