@@ -66,7 +66,10 @@ SCHEMAS: S = {
     "WorkflowList": _list("Workflow"),
     "WorkflowVersions": _obj(["workflow_id", "versions"], {
         "workflow_id": STR, "versions": {"type": "array", "items": _ref("Workflow")}}),
-    "StartRun": _obj([], {"input": JSON_OBJECT, "version": NTEXT}, extra=False),
+    "StartRun": _obj([], {"input": JSON_OBJECT, "version": NTEXT,
+                          # docs/workflows.md#priority: 0..9, lower first
+                          "priority": {"type": ["integer", "null"], "minimum": 0,
+                                       "maximum": 9}}, extra=False),
     "Run": _obj(["run_id", "workflow_id", "workflow_version", "status", "input"], {
         "run_id": STR, "tenant_id": STR, "workflow_id": STR, "workflow_version": STR,
         "status": RUN_STATUS, "input": ANY, "output": ANY, "error": ANY,

@@ -148,6 +148,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--input", type=json_arg, default={}, help="the run input as a JSON object")
     p.add_argument("--idempotency-key", help="start at most one run per key")
     p.add_argument("--version", help="a specific workflow version (default: newest)")
+    p.add_argument("--priority", type=int, metavar="0..9",
+                   help="orders this run's jobs before their steps' priority (lower first; "
+                        "default 5)")
     p = add(rn, "show", cmd_runs_show, "a run with its steps: what each is doing or why it "
             "failed", read=True)
     p.add_argument("run_id", type=id_arg, metavar="RUN_ID", help=ID_HELP)

@@ -20,6 +20,16 @@ from engine.core.errors import InvalidDefinition, InvalidInput, NotFound, Proble
 from engine.definitions import stepgraph
 from engine.definitions.docdecode import child_path, decode
 from engine.definitions.docfields import FieldReader, check_values, describe
+from engine.definitions.flow import (
+    ConcurrencyLimit,
+    RateLimit,
+    Schedule,
+    concurrency_doc,
+    rate_limit_doc,
+    read_concurrency,
+    read_rate_limit,
+    read_schedules,
+)
 from engine.definitions.templates import Reference, parse_references
 
 MAX_DEFINITION_BYTES = 256 * 1024
@@ -39,14 +49,17 @@ _SEMVER = re.compile(rf"{_NUM}\.{_NUM}\.{_NUM}(?:-({_IDENT}(?:\.{_IDENT})*))?")
 _SEMVER_RULE = "a semantic version MAJOR.MINOR.PATCH with an optional -prerelease " \
                "(e.g. 1.0.0 or 2.1.0-rc.1)"
 
-_TOP_FIELDS = ("id", "name", "version", "timeout_ms", "steps")
+_TOP_FIELDS = ("id", "name", "version", "timeout_ms", "steps",
+               "schedules")  # flow control (engine.definitions.flow)
 _STEP_FIELDS = ("type", "topic", "depends_on", "input", "retries", "timeout_ms", "priority",
-                "meta", "expires_in_ms", "message", "webhook")
+                "meta", "expires_in_ms", "message", "webhook",
+                "concurrency", "rate_limit")  # flow control (engine.definitions.flow)
 _RETRY_FIELDS = ("max_attempts", "backoff_ms", "max_backoff_ms", "multiplier", "jitter")
 _META_FIELDS = ("risk_tags", "capability", "labels")
 _ONLY_FOR = {"topic": StepType.JOB, "input": StepType.JOB, "timeout_ms": StepType.JOB,
              "expires_in_ms": StepType.APPROVAL, "message": StepType.NOTIFY,
-             "webhook": StepType.NOTIFY}
+             "webhook": StepType.NOTIFY, "concurrency": StepType.JOB,
+             "rate_limit": StepType.JOB}
 _TYPES = ", ".join(t.value for t in StepType)
 _DEFAULT_PRIORITY = 5
 
@@ -88,6 +101,9 @@ class StepDef:
     expires_in_ms: int | None
     message: str | None
     webhook: str | None
+    # flow control (docs/workflows.md#concurrency-and-rate-limits), job steps only
+    concurrency: ConcurrencyLimit | None = None
+    rate_limit: RateLimit | None = None
 
 
 @dataclass(frozen=True)
@@ -98,6 +114,7 @@ class WorkflowDef:
     steps: Mapping[str, StepDef]
     """In topological order, ties broken by definition order."""
     timeout_ms: int | None
+    schedules: tuple[Schedule, ...] = ()  # docs/workflows.md#schedules
 
     def to_doc(self) -> dict[str, Any]:
         """The canonical JSON-able document, every default filled in.
@@ -106,9 +123,13 @@ class WorkflowDef:
         (jsonb) still round-trips to an equal WorkflowDef, but ties may then be broken
         in the store's key order instead of the original definition order.
         """
-        return {"id": self.id, "name": self.name, "version": self.version,
-                "timeout_ms": self.timeout_ms,
-                "steps": {sid: _step_doc(step) for sid, step in self.steps.items()}}
+        doc: dict[str, Any] = {
+            "id": self.id, "name": self.name, "version": self.version,
+            "timeout_ms": self.timeout_ms,
+            "steps": {sid: _step_doc(step) for sid, step in self.steps.items()}}
+        if self.schedules:  # only when set: documents stored before keep their form
+            doc["schedules"] = [schedule.to_doc() for schedule in self.schedules]
+        return doc
 
     @classmethod
     def from_doc(cls, doc: Mapping[str, Any]) -> WorkflowDef:
@@ -166,10 +187,12 @@ def parse_workflow_doc(doc: Any) -> WorkflowDef:
     timeout_ms = top.integer("timeout_ms", lo=1, hi=MAX_DURATION_MS)
     steps = _Steps(top)
     order = steps.check_graph()
+    schedules = read_schedules(top)
     if problems or workflow_id is None or name is None or version is None:
         raise InvalidDefinition(problems)
     return WorkflowDef(id=workflow_id, name=name, version=version, timeout_ms=timeout_ms,
-                       steps=MappingProxyType({sid: steps.defs[sid] for sid in order}))
+                       steps=MappingProxyType({sid: steps.defs[sid] for sid in order}),
+                       schedules=schedules)
 
 
 class _Steps:
@@ -221,12 +244,18 @@ class _Steps:
             if read["expires_in_ms"] else None
         message = fields.text("message", max_len=4096) if read["message"] else None
         webhook = _webhook(fields) if read["webhook"] else None
+        # flow control: the keys' ${...} references are checked like the input's
+        key_refs: list[Reference] = []
+        concurrency = read_concurrency(fields, key_refs) if read["concurrency"] else None
+        rate_limit = read_rate_limit(fields, key_refs) if read["rate_limit"] else None
+        self.refs.extend((sid, fields.path("concurrency"), ref) for ref in key_refs)
         if step_type is not None:
             self.defs[sid] = StepDef(
                 id=sid, type=step_type, topic=topic, depends_on=self.graph[sid],
                 input=step_input, retries=retries, timeout_ms=timeout_ms,
                 priority=_DEFAULT_PRIORITY if priority is None else priority, meta=meta,
-                expires_in_ms=expires_in_ms, message=message, webhook=webhook)
+                expires_in_ms=expires_in_ms, message=message, webhook=webhook,
+                concurrency=concurrency, rate_limit=rate_limit)
 
     def _depends_on(self, sid: str, fields: FieldReader) -> tuple[str, ...]:
         raw = fields.get("depends_on")
@@ -415,4 +444,9 @@ def _step_doc(step: StepDef) -> dict[str, Any]:
     doc["priority"] = step.priority
     doc["meta"] = {"risk_tags": list(step.meta.risk_tags), "capability": step.meta.capability,
                    "labels": dict(step.meta.labels)}
+    # flow control, only when set: documents stored before keep their form
+    if step.concurrency is not None:
+        doc["concurrency"] = concurrency_doc(step.concurrency)
+    if step.rate_limit is not None:
+        doc["rate_limit"] = rate_limit_doc(step.rate_limit)
     return doc

@@ -70,7 +70,7 @@ def check_input(value: Any) -> dict[str, Any]:
 
 async def start(svc: Services, *, tenant_id: str, workflow_id: str, input: Any,
                 created_by: str, idempotency_key: str | None = None,
-                version: str | None = None) -> StartedRun:
+                version: str | None = None, priority: int | None = None) -> StartedRun:
     """Creates a run pinned to one workflow version, or replays the run an idempotency key
     already created. The unique constraint runs_idempotency arbitrates concurrent starts.
 
@@ -78,6 +78,9 @@ async def start(svc: Services, *, tenant_id: str, workflow_id: str, input: Any,
     is stored ``denied`` with its decisions and PolicyDenied is raised after the commit.
     """
     check_input(input)
+    if priority is not None and (isinstance(priority, bool) or not isinstance(priority, int)
+                                 or not 0 <= priority <= 9):
+        raise InvalidInput("priority", f"must be an integer 0..9 (lower first), got {priority!r}")
     if idempotency_key is not None and not 1 <= len(idempotency_key) <= MAX_IDEMPOTENCY_KEY:
         raise InvalidInput("Idempotency-Key", f"must be 1 to {MAX_IDEMPOTENCY_KEY} characters")
     if idempotency_key is not None and "\x00" in idempotency_key:
@@ -85,14 +88,18 @@ async def start(svc: Services, *, tenant_id: str, workflow_id: str, input: Any,
         raise InvalidInput("Idempotency-Key", "must not contain U+0000")
     # The digest covers the request as sent (not the resolved version), so a replay after a
     # newer version was stored still returns the run the key created.
-    digest = sha256_hex({"input": input, "version": version})
+    # A priority is part of the request only when given, so digests of requests without
+    # one stay what they were.
+    digest = sha256_hex({"input": input, "version": version}
+                        | ({} if priority is None else {"priority": priority}))
     async with svc.db.transaction() as conn:
         row = await resolve(conn, tenant_id, workflow_id, version)
         workflow = await svc.definitions.get(conn, tenant_id, workflow_id, row.version)
         run = await q.insert(conn, tenant_id=tenant_id, workflow_id=workflow_id,
                              workflow_version=row.version, input=input,
                              idempotency_key=idempotency_key, request_digest=digest,
-                             rerun_of=None, created_by=created_by, timeout_ms=workflow.timeout_ms)
+                             rerun_of=None, created_by=created_by, timeout_ms=workflow.timeout_ms,
+                             priority=5 if priority is None else priority)
         if run is None:
             assert idempotency_key is not None  # only the idempotency constraint can conflict
             existing = await q.by_idempotency_key(conn, tenant_id, workflow_id, idempotency_key)

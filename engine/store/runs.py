@@ -24,12 +24,14 @@ from engine.store.records import RunKey, RunRow, run_key_params
 
 async def insert(conn: Conn, *, tenant_id: str, workflow_id: str, workflow_version: str,
                  input: Any, idempotency_key: str | None, request_digest: str,
-                 rerun_of: UUID | None, created_by: str, timeout_ms: int | None) -> RunRow | None:
+                 rerun_of: UUID | None, created_by: str, timeout_ms: int | None,
+                 priority: int = 5) -> RunRow | None:
     return await fetch_one(conn, "run_insert", {
         "tenant_id": tenant_id, "workflow_id": workflow_id,
         "workflow_version": workflow_version, "input": jsonb(input),
         "idempotency_key": idempotency_key, "request_digest": request_digest,
-        "rerun_of": rerun_of, "created_by": created_by, "timeout_ms": timeout_ms}, RunRow)
+        "rerun_of": rerun_of, "created_by": created_by, "timeout_ms": timeout_ms,
+        "priority": priority}, RunRow)
 
 
 async def by_idempotency_key(conn: Conn, tenant_id: str, workflow_id: str,

@@ -5,7 +5,7 @@
 INSERT INTO warden.jobs
     (tenant_id, job_id, run_id, step_id, attempt, topic, status, priority, input, upstream,
      constraints, checkpoint, timeout_ms, available_at, policy_snapshot_hash, finished_at,
-     traceparent)
+     traceparent, concurrency_key, concurrency_limit, rate_key, rate_limit, rate_per_ms)
 VALUES (%(tenant_id)s, %(run_id)s::text || ':' || %(step_id)s || '@' || %(attempt)s,
         %(run_id)s, %(step_id)s, %(attempt)s, %(topic)s, %(status)s, %(priority)s, %(input)s,
         %(upstream)s, %(constraints)s,
@@ -15,7 +15,8 @@ VALUES (%(tenant_id)s, %(run_id)s::text || ':' || %(step_id)s || '@' || %(attemp
         %(timeout_ms)s, greatest(warden.now(), coalesce(%(available_at)s, warden.now())),
         %(policy_snapshot_hash)s,
         CASE WHEN %(status)s::warden.job_status = 'denied' THEN warden.now() END,
-        %(traceparent)s)
+        %(traceparent)s, %(concurrency_key)s, %(concurrency_limit)s, %(rate_key)s,
+        %(rate_limit)s, %(rate_per_ms)s)
 RETURNING *;
 
 -- name: jobs_announce :exec
@@ -137,7 +138,8 @@ SELECT * FROM warden.complete_jobs(%(job_ids)s, %(lease_tokens)s, %(results)s);
 -- previous attempt's last checkpoint.
 INSERT INTO warden.jobs
     (tenant_id, job_id, run_id, step_id, attempt, topic, status, priority, input, upstream,
-     constraints, checkpoint, timeout_ms, available_at, policy_snapshot_hash, traceparent)
+     constraints, checkpoint, timeout_ms, available_at, policy_snapshot_hash, traceparent,
+     concurrency_key, concurrency_limit, rate_key, rate_limit, rate_per_ms)
 SELECT x.tenant_id, x.run_id::text || ':' || x.step_id || '@' || x.attempt, x.run_id,
        x.step_id, x.attempt, x.topic, 'pending', x.priority, x.input, x.upstream,
        x.constraints,
@@ -145,11 +147,14 @@ SELECT x.tenant_id, x.run_id::text || ':' || x.step_id || '@' || x.attempt, x.ru
          WHERE p.tenant_id = x.tenant_id AND p.run_id = x.run_id
            AND p.step_id = x.step_id AND p.attempt = x.attempt - 1),
        x.timeout_ms, greatest(warden.now(), coalesce(x.available_at, warden.now())),
-       x.policy_snapshot_hash, x.traceparent
+       x.policy_snapshot_hash, x.traceparent, x.concurrency_key, x.concurrency_limit,
+       x.rate_key, x.rate_limit, x.rate_per_ms
   FROM jsonb_to_recordset(%(jobs)s) AS x(
        tenant_id text, run_id uuid, step_id text, attempt integer, topic text,
        priority smallint, input jsonb, upstream jsonb, constraints jsonb, timeout_ms integer,
-       available_at timestamptz, policy_snapshot_hash text, traceparent text);
+       available_at timestamptz, policy_snapshot_hash text, traceparent text,
+       concurrency_key text, concurrency_limit integer, rate_key text, rate_limit integer,
+       rate_per_ms integer);
 
 -- name: jobs_drifted_of_runs :many
 -- Jobs of these runs not yet claimed (pending or blocked) whose recorded policy snapshot

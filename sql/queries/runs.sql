@@ -3,10 +3,11 @@
 -- row (the unique constraint runs_idempotency decides, even under concurrent starts).
 INSERT INTO warden.runs
     (tenant_id, workflow_id, workflow_version, input, idempotency_key, request_digest,
-     rerun_of, created_by, deadline_at)
+     rerun_of, created_by, deadline_at, priority)
 VALUES (%(tenant_id)s, %(workflow_id)s, %(workflow_version)s, %(input)s, %(idempotency_key)s,
         %(request_digest)s, %(rerun_of)s, %(created_by)s,
-        warden.now() + make_interval(secs => %(timeout_ms)s::bigint / 1000.0))
+        warden.now() + make_interval(secs => %(timeout_ms)s::bigint / 1000.0),
+        %(priority)s)
 ON CONFLICT ON CONSTRAINT runs_idempotency DO NOTHING
 RETURNING *;
 
