@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -66,10 +66,15 @@ class Schedule:
     def ticks_after(self, after: datetime) -> Iterator[datetime]:
         """The schedule's ticks strictly after ``after``, in UTC, wall-clock times read in
         the schedule's time zone (a tick in a DST gap or fold is cronsim's call)."""
-        zone = ZoneInfo(self.timezone)
-        # cronsim yields ticks at or after its start: one microsecond on makes it strict
-        for tick in CronSim(self.cron, (after + timedelta(microseconds=1)).astimezone(zone)):
-            yield tick.astimezone(ZoneInfo("UTC"))
+        # cronsim's forward iteration yields ticks strictly after its start
+        for tick in CronSim(self.cron, after.astimezone(ZoneInfo(self.timezone))):
+            yield tick.astimezone(UTC)
+
+    def latest_at_or_before(self, when: datetime) -> datetime:
+        """The schedule's last tick at or before ``when`` (cronsim's reverse iteration is
+        strict, hence the microsecond)."""
+        start = (when + timedelta(microseconds=1)).astimezone(ZoneInfo(self.timezone))
+        return next(iter(CronSim(self.cron, start, reverse=True))).astimezone(UTC)
 
     def to_doc(self) -> dict[str, Any]:
         return {"name": self.name, "cron": self.cron, "timezone": self.timezone,

@@ -305,3 +305,36 @@ class QueueRow:
     claimed_last_minute: int
     live_workers: int
     workers: list[str]
+
+
+@dataclass(frozen=True)
+class ScheduleRow:
+    """A row of warden.schedules (docs/workflows.md#schedules)."""
+
+    tenant_id: str
+    workflow_id: str
+    name: str
+    workflow_version: str
+    cron: str
+    timezone: str
+    input: Any
+    overlap: str
+    catch_up: str
+    active: bool
+    paused: bool
+    paused_by: str | None
+    paused_at: datetime | None
+    next_tick: datetime | None
+    last_tick: datetime | None
+    updated_at: datetime
+
+
+@dataclass(frozen=True)
+class ScheduleTickRow:
+    tenant_id: str
+    workflow_id: str
+    schedule_name: str
+    tick: datetime
+    outcome: str
+    run_id: UUID | None
+    created_at: datetime

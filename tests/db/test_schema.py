@@ -37,6 +37,7 @@ TABLE_RECORDS = [
     ("notifications", records.NotificationRow), ("timeline", records.TimelineEvent),
     ("policy_active", records.PolicyActiveRow), ("policy_activations", records.PolicyActivationRow),
     ("policy_decisions", records.PolicyDecisionRow), ("api_keys", records.ApiKeyRow),
+    ("schedules", records.ScheduleRow), ("schedule_ticks", records.ScheduleTickRow),
 ]
 
 
