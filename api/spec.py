@@ -171,6 +171,18 @@ SCHEMAS: S = {
         "unattended": {"type": "boolean",
                        "description": "pending jobs and no live worker polls the topic"}}),
     "QueueList": _list("Queue"),
+    # cron schedules (docs/workflows.md#schedules)
+    "Schedule": _obj(["workflow_id", "name", "cron", "timezone", "paused", "next_ticks"], {
+        "tenant_id": STR, "workflow_id": STR, "name": STR, "workflow_version": STR,
+        "cron": STR, "timezone": STR, "input": ANY,
+        "overlap": {"enum": ["skip", "allow", "cancel_previous"]},
+        "catch_up": {"enum": ["none", "last", "all"]}, "active": {"type": "boolean"},
+        "paused": {"type": "boolean"}, "paused_by": NSTR, "paused_at": TIME,
+        "last_tick": TIME, "last_run_id": NSTR, "last_outcome": NSTR,
+        "next_ticks": {"type": "array", "items": {"type": "string", "format": "date-time"},
+                       "description": "the next ticks that will start runs (none while "
+                                      "paused)"}}),
+    "ScheduleList": _list("Schedule"),
     "PolicyBundle": {**_obj(["default_decision"], {
         "name": NSTR, "description": NSTR,
         "default_decision": {"enum": ["allow", "deny", "require_approval"]},

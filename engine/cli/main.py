@@ -61,6 +61,11 @@ from engine.cli.runs import (
     cmd_workflows_list,
     cmd_workflows_show,
 )
+from engine.cli.schedules import (
+    cmd_schedules_list,
+    cmd_schedules_pause,
+    cmd_schedules_resume,
+)
 from engine.core import errors
 from engine.core.enums import ApprovalStatus, RunStatus
 from engine.core.settings import load
@@ -222,6 +227,19 @@ def _parser() -> argparse.ArgumentParser:
     p = add(qu, "list", cmd_queues_list, "per topic: depth, oldest claimable age, claims in "
             "the last minute, live workers polling it", read=True)
     output_arg(p)
+    sc = sub.add_parser("schedules", help="cron schedules of workflows").add_subparsers(
+        dest="sub", required=True, metavar="SUBCOMMAND")
+    p = add(sc, "list", cmd_schedules_list, "schedules with their next ticks and last run",
+            read=True)
+    p.add_argument("--all", action="store_true", help="also schedules the newest workflow "
+                   "version dropped")
+    output_arg(p)
+    for name, command in (("pause", cmd_schedules_pause), ("resume", cmd_schedules_resume)):
+        p = add(sc, name, command, f"{name} a schedule" + (
+            "" if name == "pause" else " from its next tick (missed ticks are not caught up)"),
+            acts=True)
+        p.add_argument("workflow_id", metavar="WORKFLOW_ID")
+        p.add_argument("name", metavar="NAME", help="the schedule's name")
 
     po = sub.add_parser("policy", help="policy bundles and snapshots").add_subparsers(
         dest="sub", required=True, metavar="SUBCOMMAND")
@@ -355,4 +373,4 @@ def _stdout_to_devnull() -> None:
 _WRITES: frozenset[Command] = frozenset({
     cmd_workflows_apply, cmd_runs_start, cmd_policy_apply, cmd_policy_activate,
     cmd_policy_show, cmd_policy_evaluate, cmd_runs_list, cmd_workflows_list,
-    cmd_workflows_show})
+    cmd_workflows_show, cmd_schedules_pause, cmd_schedules_resume})

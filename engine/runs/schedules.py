@@ -20,6 +20,7 @@ from engine.core.errors import IdempotencyConflict, NotFound, PolicyDenied
 from engine.definitions.flow import Schedule
 from engine.runs import lifecycle, stopping
 from engine.runs.services import Services
+from engine.store import Database
 from engine.store import runs as runs_q
 from engine.store import schedules as q
 from engine.store.records import ScheduleRow
@@ -149,3 +150,55 @@ async def _start(svc: Services, row: ScheduleRow, tick: datetime, key: str) -> U
         if found is None:
             raise
         return found.run_id
+
+
+NEXT_TICKS_SHOWN = 3
+
+
+async def listing(db: Database, tenant_id: str | None, *,
+                  include_inactive: bool = False) -> tuple[list[q.ScheduleListRow], datetime]:
+    """A tenant's schedules (every tenant's for None), and the database time they were
+    read at (their next ticks are counted from it)."""
+    async with db.connection() as conn:
+        rows = await q.listing(conn, tenant_id, include_inactive=include_inactive)
+        now = await runs_q.transaction_now(conn)
+    return rows, now
+
+
+async def set_paused(db: Database, *, tenant_id: str, workflow_id: str, name: str,
+                     paused: bool, by: str) -> ScheduleRow:
+    async with db.transaction() as conn:
+        row = await q.set_paused(conn, tenant_id=tenant_id, workflow_id=workflow_id,
+                                 name=name, paused=paused, by=by)
+    if row is None:
+        raise NotFound(f"workflow {workflow_id!r} has no schedule {name!r}")
+    return row
+
+
+def next_ticks(row: ScheduleRow, now: datetime, count: int = NEXT_TICKS_SHOWN) -> list[datetime]:
+    """The ticks that will start runs, if nothing is paused or changed: from the row's
+    next tick when it is set and still ahead, else from now."""
+    if not row.active or row.paused:
+        return []
+    start = row.next_tick - timedelta(microseconds=1) \
+        if row.next_tick is not None and row.next_tick > now else now
+    ticks = schedule_of(row).ticks_after(start)
+    return [next(ticks) for _ in range(count)]
+
+
+def schedule_doc(row: ScheduleRow, now: datetime) -> dict[str, Any]:
+    doc: dict[str, Any] = {
+        "tenant_id": row.tenant_id, "workflow_id": row.workflow_id, "name": row.name,
+        "workflow_version": row.workflow_version, "cron": row.cron, "timezone": row.timezone,
+        "input": row.input, "overlap": row.overlap, "catch_up": row.catch_up,
+        "active": row.active, "paused": row.paused, "paused_by": row.paused_by,
+        "paused_at": _iso(row.paused_at), "last_tick": _iso(row.last_tick),
+        "next_ticks": [t.isoformat() for t in next_ticks(row, now)]}
+    if isinstance(row, q.ScheduleListRow):
+        doc["last_run_id"] = None if row.last_run_id is None else str(row.last_run_id)
+        doc["last_outcome"] = row.last_outcome
+    return doc
+
+
+def _iso(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat()
