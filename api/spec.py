@@ -123,7 +123,10 @@ SCHEMAS: S = {
     "Job": _obj(["job_id", "run_id", "step_id", "attempt", "topic", "status"], {
         "job_id": STR, "run_id": STR, "step_id": STR, "attempt": INT, "topic": STR,
         "status": STR, "input": ANY, "upstream": ANY, "constraints": ANY, "checkpoint": ANY,
-        "result": ANY, "error": ANY, "worker": NSTR, "lease_expires_at": TIME}),
+        "result": ANY, "error": ANY, "worker": NSTR, "lease_expires_at": TIME,
+        # docs/workflows.md#concurrency-and-rate-limits: the gates fixed at dispatch
+        "concurrency": {"type": ["object", "null"], "description": "{key, limit}"},
+        "rate_limit": {"type": ["object", "null"], "description": "{key, limit, per_ms}"}}),
     "JobList": _list("Job"),
     "PolicyDecision": _obj(["decision_id", "stage", "decision", "reason"], {
         "decision_id": INT, "stage": STR, "snapshot_hash": NSTR, "rule": NSTR,

@@ -19,11 +19,13 @@ from engine.governance.policy import Verdict
 from engine.process import tracing
 from engine.store import Conn, Database
 from engine.store import approvals as approvals_q
+from engine.store import gates as gates_q
 from engine.store import jobs as jobs_q
 from engine.store import runs as q
 from engine.store import steps as steps_q
 from engine.store import timeline as timeline_q
 from engine.store import workers as workers_q
+from engine.store.gates import GateWait
 from engine.store.records import ApprovalRow, JobRow, RunRow, StepRow
 
 if TYPE_CHECKING:
@@ -47,6 +49,8 @@ class RunDetail:
     # live workers polling the topic of each pending job (0: nobody will take it)
     live_workers: dict[str, int] = field(default_factory=dict)
     as_of: datetime | None = None  # the database's time when this was read
+    # pending jobs held back by a concurrency key or rate limit, by job id
+    gates: dict[str, GateWait] = field(default_factory=dict)
 
 
 def step_rows(workflow: WorkflowDef) -> list[dict[str, Any]]:
@@ -78,6 +82,8 @@ async def start(svc: Services, *, tenant_id: str, workflow_id: str, input: Any,
     is stored ``denied`` with its decisions and PolicyDenied is raised after the commit.
     """
     check_input(input)
+    if isinstance(priority, float) and priority.is_integer():
+        priority = int(priority)  # JSON's 5.0 is the integer 5
     if priority is not None and (isinstance(priority, bool) or not isinstance(priority, int)
                                  or not 0 <= priority <= 9):
         raise InvalidInput("priority", f"must be an integer 0..9 (lower first), got {priority!r}")
@@ -194,8 +200,11 @@ async def detail(svc: Services, tenant_id: str | None, run_id: UUID) -> RunDetai
         live = await workers_q.live_per_topic(
             conn, [j.topic for j in jobs if j.status is JobStatus.PENDING])
         as_of = await q.transaction_now(conn)
+        gated = any(j.status is JobStatus.PENDING and (j.concurrency_key or j.rate_key)
+                    for j in jobs)
+        gates = await gates_q.waiting_of_run(conn, run.tenant_id, run_id) if gated else {}
     return RunDetail(run, [by_id[s] for s in workflow.steps if s in by_id], jobs, approvals,
-                     live, as_of)
+                     live, as_of, gates)
 
 
 @dataclass(frozen=True)

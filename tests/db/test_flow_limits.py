@@ -8,7 +8,7 @@ import asyncio
 import pytest
 
 from engine.core.errors import InvalidDefinition, InvalidInput
-from engine.runs import lifecycle
+from engine.runs import lifecycle, views
 from engine.runs.services import Services
 from engine.scheduling.scheduler import Scheduler
 from engine.store import Database
@@ -178,3 +178,19 @@ async def test_bad_limits_are_refused_with_their_field(db: Database) -> None:
     bad = LIMITED.replace("${input.provider}", "${steps.nope.output}")
     with pytest.raises(InvalidDefinition, match="unknown step 'nope'"):
         await support.store(db, bad)
+
+
+async def test_a_waiting_job_says_which_gate_holds_it(db: Database, scheduler: Scheduler) -> None:
+    await support.store(db, LIMITED)
+    await support.store(db, RATED)
+    runs = [await support.start(db, "limited", {"provider": "openai"}) for _ in range(3)]
+    rated = [await support.start(db, "rated") for _ in range(4)]
+    await support.settle(scheduler)
+    assert len(await support.claim(db, ["t.llm"], n=10)) == 2
+    assert len(await support.claim(db, ["t.rated"], n=10)) == 3
+    shown = [views.run_detail(await support.detail(db, r.run_id))["steps"][0]["note"]
+             for r in runs]
+    assert "waiting for concurrency key openai (2/2 running)" in shown, shown
+    rated_notes = [views.run_detail(await support.detail(db, r.run_id))["steps"][0]["note"]
+                   for r in rated]
+    assert any(n and n.startswith("rate limited until ") for n in rated_notes), rated_notes
