@@ -37,9 +37,9 @@ from psycopg import sql
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.pg import with_database  # noqa: E402
-from engine.store import migrate  # noqa: E402
-from engine.store.sqlfiles import NamedQuery, parse_file  # noqa: E402
+from bench.pg import with_database
+from engine.store import migrate
+from engine.store.sqlfiles import NamedQuery, parse_file
 
 TENANT = "bench"
 
