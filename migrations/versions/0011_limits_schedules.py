@@ -83,13 +83,23 @@ CREATE OR REPLACE FUNCTION warden.claim_jobs(
 DECLARE
     c            record;
     l            record;
+    i            integer;
     v_topic      text;
+    v_lock       bigint;
     v_now        timestamptz := warden.now();
     v_run_status warden.run_status;
     v_tenant     text;
     v_run        uuid;
     v_events     jsonb;
-    -- the lanes this claim takes from (a topic, a tenant, its gate keys) and how many each
+    -- every lane with pending jobs (a topic, a tenant, its gate keys and their limits)
+    a_topic      text[] := '{}';
+    a_tenant     text[] := '{}';
+    a_ckey       text[] := '{}';
+    a_climit     integer[] := '{}';
+    a_rkey       text[] := '{}';
+    a_rlimit     integer[] := '{}';
+    a_rper       integer[] := '{}';
+    -- the lanes this claim takes from, and how many jobs each
     l_topic      text[] := '{}';
     l_tenant     text[] := '{}';
     l_ckey       text[] := '{}';
@@ -137,69 +147,79 @@ BEGIN
              -- only what the login role is granted (warden.worker_grants)
              WHERE warden.granted(lane.tenant_id, v_topic)
         LOOP
-            v_cap := claim_jobs.max_jobs;
-            -- 2. A gated lane: how many more its keys allow. The count is exact because
-            -- it is taken under a transaction-level advisory lock on the gate, held to
-            -- commit: the next claimer of the key counts only after this claim's jobs are
-            -- committed running (a new snapshot per statement, READ COMMITTED). A gate
-            -- locked by another claimer right now is skipped, never waited on: claimers
-            -- then never wait on each other in a cycle whatever order they meet keys in,
-            -- and the lane is served by the claimer that holds it. Completion, failure,
-            -- reaping and cancellation need nothing: a job that is no longer running is
-            -- no longer counted.
-            IF l.concurrency_key <> '' THEN
-                v_gate := concat_ws(chr(31), 'c', l.tenant_id, l.concurrency_key);
-                IF v_used -> v_gate IS NULL THEN
-                    IF pg_try_advisory_xact_lock(hashtextextended(v_gate, 14)) THEN
-                        SELECT count(*) INTO v_n FROM (
-                            SELECT 1 FROM warden.jobs r
-                             WHERE r.tenant_id = l.tenant_id
-                               AND r.concurrency_key = l.concurrency_key
-                               AND r.status = 'running'
-                             LIMIT l.concurrency_limit) z;
-                    ELSE
-                        v_n := 2147483647;  -- held elsewhere: nothing for this claim
-                    END IF;
-                    v_used := v_used || jsonb_build_object(v_gate, v_n);
-                END IF;
-                -- lanes of one key may carry different limits (two workflow versions):
-                -- the smallest one met bounds them all
-                v_n := least(coalesce((v_caps ->> v_gate)::integer, 2147483647),
-                             greatest(l.concurrency_limit - (v_used ->> v_gate)::bigint, 0));
-                v_caps := v_caps || jsonb_build_object(v_gate, v_n);
-                v_cap := least(v_cap, v_n);
-            END IF;
-            IF l.rate_key <> '' THEN
-                v_gate := concat_ws(chr(31), 'r', l.tenant_id, l.rate_key);
-                IF v_used -> v_gate IS NULL THEN
-                    IF pg_try_advisory_xact_lock(hashtextextended(v_gate, 14)) THEN
-                        SELECT count(*) INTO v_n FROM (
-                            SELECT 1 FROM warden.jobs r
-                             WHERE r.tenant_id = l.tenant_id AND r.rate_key = l.rate_key
-                               AND r.started_at > v_now - make_interval(
-                                   secs => l.rate_per_ms / 1000.0)
-                             LIMIT l.rate_limit) z;
-                    ELSE
-                        v_n := 2147483647;
-                    END IF;
-                    v_used := v_used || jsonb_build_object(v_gate, v_n);
-                END IF;
-                v_n := least(coalesce((v_caps ->> v_gate)::integer, 2147483647),
-                             greatest(l.rate_limit - (v_used ->> v_gate)::bigint, 0));
-                v_caps := v_caps || jsonb_build_object(v_gate, v_n);
-                v_cap := least(v_cap, v_n);
-            END IF;
-            IF v_cap > 0 THEN
-                l_topic := l_topic || v_topic;
-                l_tenant := l_tenant || l.tenant_id;
-                l_ckey := l_ckey || l.concurrency_key;
-                l_rkey := l_rkey || l.rate_key;
-                l_cap := l_cap || v_cap;
-            END IF;
+            a_topic := a_topic || v_topic;
+            a_tenant := a_tenant || l.tenant_id;
+            a_ckey := a_ckey || l.concurrency_key;
+            a_climit := a_climit || l.concurrency_limit;
+            a_rkey := a_rkey || l.rate_key;
+            a_rlimit := a_rlimit || l.rate_limit;
+            a_rper := a_rper || l.rate_per_ms;
         END LOOP;
     END LOOP;
+    -- 2. The gates' counts are exact because each is taken under a transaction-level
+    -- advisory lock on the gate (tenant and key), held to commit: the next claimer of the
+    -- key counts only after this claim's jobs are committed running (a new snapshot per
+    -- statement, READ COMMITTED). The locks are taken before any row lock, all of them,
+    -- in one global order (by lock id), so claimers of several keys never wait on each
+    -- other in a cycle, and nobody holding a run lock ever waits for one. Completion,
+    -- failure, reaping and cancellation take none: a job that is no longer running is no
+    -- longer counted. A claim of ungated lanes only takes no lock at all.
+    FOR v_lock IN
+        SELECT DISTINCT hashtextextended(g, 14)
+          FROM (SELECT concat_ws(chr(31), 'c', t, k) FROM unnest(a_tenant, a_ckey) AS x(t, k)
+                 WHERE k <> ''
+                UNION ALL
+                SELECT concat_ws(chr(31), 'r', t, k) FROM unnest(a_tenant, a_rkey) AS x(t, k)
+                 WHERE k <> '') AS gates(g)
+         ORDER BY 1
+    LOOP
+        PERFORM pg_advisory_xact_lock(v_lock);
+    END LOOP;
+    -- 3. How many jobs each lane may give: max_jobs, or less where its gates are fuller.
+    FOR i IN 1 .. coalesce(array_length(a_topic, 1), 0) LOOP
+        v_cap := claim_jobs.max_jobs;
+        IF a_ckey[i] <> '' THEN
+            v_gate := concat_ws(chr(31), 'c', a_tenant[i], a_ckey[i]);
+            IF v_used -> v_gate IS NULL THEN
+                SELECT count(*) INTO v_n FROM (
+                    SELECT 1 FROM warden.jobs r
+                     WHERE r.tenant_id = a_tenant[i] AND r.concurrency_key = a_ckey[i]
+                       AND r.status = 'running'
+                     LIMIT a_climit[i]) z;
+                v_used := v_used || jsonb_build_object(v_gate, v_n);
+            END IF;
+            -- lanes of one key may carry different limits (two workflow versions): the
+            -- smallest one met bounds them all
+            v_n := least(coalesce((v_caps ->> v_gate)::integer, 2147483647),
+                         greatest(a_climit[i] - (v_used ->> v_gate)::integer, 0));
+            v_caps := v_caps || jsonb_build_object(v_gate, v_n);
+            v_cap := least(v_cap, v_n);
+        END IF;
+        IF a_rkey[i] <> '' THEN
+            v_gate := concat_ws(chr(31), 'r', a_tenant[i], a_rkey[i]);
+            IF v_used -> v_gate IS NULL THEN
+                SELECT count(*) INTO v_n FROM (
+                    SELECT 1 FROM warden.jobs r
+                     WHERE r.tenant_id = a_tenant[i] AND r.rate_key = a_rkey[i]
+                       AND r.started_at > v_now - make_interval(secs => a_rper[i] / 1000.0)
+                     LIMIT a_rlimit[i]) z;
+                v_used := v_used || jsonb_build_object(v_gate, v_n);
+            END IF;
+            v_n := least(coalesce((v_caps ->> v_gate)::integer, 2147483647),
+                         greatest(a_rlimit[i] - (v_used ->> v_gate)::integer, 0));
+            v_caps := v_caps || jsonb_build_object(v_gate, v_n);
+            v_cap := least(v_cap, v_n);
+        END IF;
+        IF v_cap > 0 THEN
+            l_topic := l_topic || a_topic[i];
+            l_tenant := l_tenant || a_tenant[i];
+            l_ckey := l_ckey || a_ckey[i];
+            l_rkey := l_rkey || a_rkey[i];
+            l_cap := l_cap || v_cap;
+        END IF;
+    END LOOP;
     FOR c IN
-        -- 3. Up to `cap` jobs of each open lane in (priority, available_at) order, one
+        -- 4. Up to `cap` jobs of each open lane in (priority, available_at) order, one
         -- index walk each that LIMIT stops early. SKIP LOCKED: concurrent claimers take
         -- disjoint rows instead of queueing behind each other; rows the filters below drop
         -- are unlocked at commit, claimable again at once.

@@ -26,7 +26,7 @@ SELECT j.job_id, j.concurrency_key, j.concurrency_limit,
    AND (j.concurrency_key <> '' OR j.rate_key <> '');
 
 -- name: gates_metrics :many
--- /metrics (docs/operating.md#metrics): per tenant and key, the jobs running under a
+-- /metrics (docs/workflows.md#concurrency-and-rate-limits): per tenant and key, the jobs running under a
 -- concurrency key and its limit (the smallest any pending or running job carries), and
 -- the jobs pending behind it; per rate key, the claims inside the window and its limit.
 SELECT 'concurrency' AS kind, j.tenant_id, j.concurrency_key AS key,

@@ -4,14 +4,17 @@ warden.claim_jobs (docs/workflows.md#concurrency-and-rate-limits)."""
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
 
 import pytest
 
 from engine.core.errors import InvalidDefinition, InvalidInput
+from engine.governance import decisions
 from engine.runs import lifecycle, views
 from engine.runs.services import Services
 from engine.scheduling.scheduler import Scheduler
 from engine.store import Database
+from engine.store import gates as gates_q
 from tests import support
 
 pytestmark = pytest.mark.anyio
@@ -115,18 +118,26 @@ async def test_concurrent_claimers_never_exceed_the_limit(
 
 async def test_a_rate_limit_holds_over_its_window(db: Database, scheduler: Scheduler) -> None:
     await support.store(db, RATED)
-    for _ in range(10):
-        await support.start(db, "rated")
+    rated = [await support.start(db, "rated") for _ in range(10)]
     await support.settle(scheduler)
     claimed = await support.claim(db, ["t.rated"], n=10)
     assert len(claimed) == 3
+    rated = [r for r in rated if r.run_id not in {j.run_id for j in claimed}]
     for job in claimed:
         await support.complete(db, job)
     # finished jobs still count: the window is about claims, not running work
     assert await support.claim(db, ["t.rated"], n=10) == []
-    await support.advance_clock(db, 9.9)
-    assert await support.claim(db, ["t.rated"], n=10) == []
-    await support.advance_clock(db, 0.2)
+    # the window frees its next claim exactly 10 s after the oldest of the last three
+    async with db.connection() as conn:
+        cur = await conn.execute("SELECT min(started_at) FROM warden.jobs WHERE rate_key = "
+                                 "'search'")
+        row = await cur.fetchone()
+        assert row is not None
+        waits = await gates_q.waiting_of_run(conn, "default", rated[-1].run_id)
+    [wait] = waits.values()
+    assert wait.rate_free_at == row[0] + timedelta(seconds=10)
+    assert wait.claims_in_window == 3
+    await support.advance_clock(db, 10.5)
     assert len(await support.claim(db, ["t.rated"], n=10)) == 3
 
 
@@ -194,3 +205,35 @@ async def test_a_waiting_job_says_which_gate_holds_it(db: Database, scheduler: S
     rated_notes = [views.run_detail(await support.detail(db, r.run_id))["steps"][0]["note"]
                    for r in rated]
     assert any(n and n.startswith("rate limited until ") for n in rated_notes), rated_notes
+
+
+POLICY_LIMITS = """
+name: limits
+default_decision: allow
+rules:
+  - name: prod-one-at-a-time
+    match: {topics: ["t.fair"]}
+    decision: allow_with_constraints
+    reason: one at a time per tenant
+    constraints: {max_concurrency: 1}
+"""
+
+
+async def test_a_policy_limit_gates_what_it_matches_and_is_recorded(
+        svc: Services, db: Database, scheduler: Scheduler) -> None:
+    stored = await decisions.store_bundle(db, tenant_id="default", source=POLICY_LIMITS,
+                                          media_type=None, created_by="admin")
+    await decisions.activate(db, tenant_id="default", snapshot_hash=stored.row.snapshot_hash,
+                             activated_by="admin")
+    await support.store(db, PLAIN)
+    await support.store(db, LIMITED)
+    runs = [await support.start(db, "plain") for _ in range(3)]
+    await support.start(db, "limited", {"provider": "openai"})
+    await support.settle(scheduler)
+    # the rule's gate holds t.fair to one; the unmatched step keeps its own limit of 2
+    assert len(await support.claim(db, ["t.fair"], n=10)) == 1
+    assert len(await support.claim(db, ["t.llm"], n=10)) == 1
+    assert await _running(db, "policy:prod-one-at-a-time") == 1
+    dispatched = [e for e in await support.events(db, runs[0].run_id)
+                  if e.kind == "policy.decision" and e.job_id is not None]
+    assert dispatched[-1].data["constraints"] == {"max_concurrency": 1}
