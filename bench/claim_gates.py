@@ -9,10 +9,14 @@ each on a queue of its own in one throwaway database, alternated over `--rounds`
 on a shared host hits both alike:
 
 - ``off``: no gate (the claim's plain lane);
-- ``on``: every job carries one concurrency key whose limit (claimers x batch) never
-  binds, so the difference is the gate's cost: the advisory lock and the running count;
+- ``on``: every job carries one concurrency key whose limit (1,000) never binds, so the
+  difference is the gate's cost: the stripe locks, the running counts, the bookkeeping;
+- ``on_tight``: the same key with a limit of claimers x batch (80 by default), which
+  binds now and then (jobs stay running while their completion is on its way);
 - ``on_binding``: the same key with a limit of 8, which does bind (reported for scale:
-  at most 8 jobs in flight, whatever the claimers).
+  at most 8 jobs in flight, whatever the claimers);
+- ``tenants_100``: no gate, the same number of jobs spread over 100 tenants: the cost of
+  fair tenants (a claim probes every tenant's lane of its topic).
 
 Prints one JSON document (jobs/s per scenario and round, and on/off). The server is
 WARDEN_BENCH_DATABASE_URL (default postgresql://postgres@127.0.0.1:5432/postgres); the
@@ -72,12 +76,15 @@ async def _claimer(url: str, topic: str, batch: int, stats: list[int]) -> None:
 
 
 async def drain(url: str, *, topic: str, key: str, limit: int, jobs: int, claimers: int,
-                batch: int) -> dict[str, Any]:
+                batch: int, tenants: int = 1) -> dict[str, Any]:
     steps = 10
     async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
-        await conn.execute(q("gates_seed_runs"), {"tenant": TENANT, "runs": jobs // steps,
-                                                  "steps": steps, "topic": topic, "key": key,
-                                                  "limit": limit})
+        for n in range(tenants):
+            tenant = TENANT if tenants == 1 else f"{TENANT}-{n}"
+            await conn.execute(q("gates_workflow"), {"tenant": tenant})
+            await conn.execute(q("gates_seed_runs"), {
+                "tenant": tenant, "runs": jobs // steps // tenants, "steps": steps,
+                "topic": topic, "key": key, "limit": limit})
         await conn.execute(q("gates_analyze"))
     done: list[int] = []
     started = time.perf_counter()
@@ -107,15 +114,17 @@ async def main() -> int:
         async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
             await conn.execute(q("gates_workflow"), {"tenant": TENANT})
             await conn.execute(q("gates_grant"))
-        scenarios = {"off": ("", 0), "on": ("provider", args.claimers * args.batch),
-                     "on_binding": ("provider", 8)}
+        scenarios = {"off": ("", 0, 1), "on": ("provider", 1000, 1),
+                     "on_tight": ("provider", args.claimers * args.batch, 1),
+                     "on_binding": ("provider", 8, 1), "tenants_100": ("", 0, 100)}
         results: dict[str, list[dict[str, Any]]] = {s: [] for s in scenarios}
         for round_no in range(args.rounds):
-            for scenario, (key, limit) in scenarios.items():
+            for scenario, (key, limit, tenants) in scenarios.items():
                 print(f"round {round_no + 1}: {scenario}", file=sys.stderr)
                 results[scenario].append(await drain(
                     url, topic=f"t.{scenario}.{round_no}", key=key, limit=limit,
-                    jobs=args.jobs, claimers=args.claimers, batch=args.batch))
+                    jobs=args.jobs, claimers=args.claimers, batch=args.batch,
+                    tenants=tenants))
     finally:
         async with await psycopg.AsyncConnection.connect(admin, autocommit=True) as conn:
             await conn.execute(sql.SQL(q("gates_drop_database")).format(
@@ -124,6 +133,7 @@ async def main() -> int:
     print(json.dumps({"params": vars(args), "results": results,
                       "median_jobs_per_s": best,
                       "on_vs_off": round(best["on"] / best["off"], 3),
+                      "tenants_100_vs_off": round(best["tenants_100"] / best["off"], 3),
                       "cpu_count": os.cpu_count()}, indent=2))
     return 0
 

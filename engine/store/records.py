@@ -128,6 +128,7 @@ class JobRow:
     rate_key: str = ""
     rate_limit: int | None = None
     rate_per_ms: int | None = None
+    concurrency_stripe: int | None = None  # the stripe of its key's limit it holds
 
 
 @dataclass(frozen=True)

@@ -58,6 +58,11 @@ DECLARE
     v_gate       text;
     v_n          integer;
     v_cap        integer;
+    -- per concurrency gate: the stripe of each job this claim may add (a JSON array)
+    v_slots      jsonb := '{}';
+    v_stripes    jsonb;
+    v_stripe     integer;
+    v_start      integer;
 BEGIN
     IF claim_jobs.max_jobs < 1 OR claim_jobs.lease <= interval '0' THEN
         RAISE EXCEPTION 'max_jobs must be >= 1 and lease > 0' USING ERRCODE = '22023';
@@ -102,44 +107,64 @@ BEGIN
             a_rper := a_rper || l.rate_per_ms;
         END LOOP;
     END LOOP;
-    -- 2. The gates' counts are exact because each is taken under a transaction-level
+    -- 2. Rate gates: each count is exact because it is taken under a transaction-level
     -- advisory lock on the gate (tenant and key), held to commit: the next claimer of the
-    -- key counts only after this claim's jobs are committed running (a new snapshot per
-    -- statement, READ COMMITTED). The locks are taken before any row lock, all of them,
-    -- in one global order (by lock id), so claimers of several keys never wait on each
-    -- other in a cycle, and nobody holding a run lock ever waits for one. Completion,
-    -- failure, reaping and cancellation take none: a job that is no longer running is no
-    -- longer counted. A claim of ungated lanes only takes no lock at all.
+    -- key counts only after this claim's claims are committed (a new snapshot per
+    -- statement, READ COMMITTED). These are waited for, all before any other lock and in
+    -- one global order (by lock id), so claimers never wait on each other in a cycle and
+    -- nobody holding a run lock ever waits for one.
     FOR v_lock IN
-        SELECT DISTINCT hashtextextended(g, 14)
-          FROM (SELECT concat_ws(chr(31), 'c', t, k) FROM unnest(a_tenant, a_ckey) AS x(t, k)
-                 WHERE k <> ''
-                UNION ALL
-                SELECT concat_ws(chr(31), 'r', t, k) FROM unnest(a_tenant, a_rkey) AS x(t, k)
-                 WHERE k <> '') AS gates(g)
+        SELECT DISTINCT hashtextextended(concat_ws(chr(31), 'r', t, k), 14)
+          FROM unnest(a_tenant, a_rkey) AS x(t, k)
+         WHERE k <> ''
          ORDER BY 1
     LOOP
         PERFORM pg_advisory_xact_lock(v_lock);
     END LOOP;
-    -- 3. How many jobs each lane may give: max_jobs, or less where its gates are fuller.
+    -- 3. Concurrency keys: a key's limit L is split over least(L, 16) stripes (stripe s
+    -- holds L / 16, plus one for s < L % 16: together exactly L), each counted under an
+    -- advisory lock of its own, and each claimed job records its stripe. Claimers of one
+    -- key then work in parallel on different stripes instead of queueing through one lock
+    -- and its commit (bench/claim_gates.py). Stripe locks are only tried, never waited
+    -- for, starting at a random stripe, until this claim has room for max_jobs; a claim
+    -- that gets no stripe gets nothing of that key this time (its worker polls again).
+    -- Completion, failure, reaping and cancellation take no lock: a job that is no
+    -- longer running is no longer counted. Lanes of one key may carry different limits
+    -- (two workflow versions): the smallest one met bounds them all.
+    FOR l IN
+        SELECT t AS tenant_id, k AS ckey, min(n) AS lim
+          FROM unnest(a_tenant, a_ckey, a_climit) AS x(t, k, n)
+         WHERE k <> ''
+         GROUP BY t, k
+    LOOP
+        v_gate := concat_ws(chr(31), 'c', l.tenant_id, l.ckey);
+        v_stripes := '[]';
+        v_n := least(l.lim, 16);  -- stripes
+        v_start := floor(random() * v_n)::integer;
+        FOR i IN 0 .. v_n - 1 LOOP
+            v_stripe := (v_start + i) % v_n;
+            v_cap := l.lim / 16 + CASE WHEN v_stripe < l.lim % 16 THEN 1 ELSE 0 END;
+            CONTINUE WHEN NOT pg_try_advisory_xact_lock(
+                hashtextextended(concat_ws(chr(31), v_gate, v_stripe), 14));
+            SELECT v_cap - count(*) INTO v_cap FROM (
+                SELECT 1 FROM warden.jobs r
+                 WHERE r.tenant_id = l.tenant_id AND r.concurrency_key = l.ckey
+                   AND r.concurrency_stripe = v_stripe AND r.status = 'running'
+                 LIMIT v_cap) z;
+            IF v_cap > 0 THEN
+                v_stripes := v_stripes || to_jsonb(array_fill(v_stripe, ARRAY[v_cap]));
+            END IF;
+            EXIT WHEN jsonb_array_length(v_stripes) >= claim_jobs.max_jobs;
+        END LOOP;
+        v_caps := v_caps || jsonb_build_object(v_gate, jsonb_array_length(v_stripes));
+        v_slots := v_slots || jsonb_build_object(v_gate, v_stripes);
+    END LOOP;
+    -- 4. How many jobs each lane may give: max_jobs, or less where its gates are fuller.
     FOR i IN 1 .. coalesce(array_length(a_topic, 1), 0) LOOP
         v_cap := claim_jobs.max_jobs;
         IF a_ckey[i] <> '' THEN
-            v_gate := concat_ws(chr(31), 'c', a_tenant[i], a_ckey[i]);
-            IF v_used -> v_gate IS NULL THEN
-                SELECT count(*) INTO v_n FROM (
-                    SELECT 1 FROM warden.jobs r
-                     WHERE r.tenant_id = a_tenant[i] AND r.concurrency_key = a_ckey[i]
-                       AND r.status = 'running'
-                     LIMIT a_climit[i]) z;
-                v_used := v_used || jsonb_build_object(v_gate, v_n);
-            END IF;
-            -- lanes of one key may carry different limits (two workflow versions): the
-            -- smallest one met bounds them all
-            v_n := least(coalesce((v_caps ->> v_gate)::integer, 2147483647),
-                         greatest(a_climit[i] - (v_used ->> v_gate)::integer, 0));
-            v_caps := v_caps || jsonb_build_object(v_gate, v_n);
-            v_cap := least(v_cap, v_n);
+            v_cap := least(v_cap, (v_caps ->> concat_ws(chr(31), 'c', a_tenant[i],
+                                                        a_ckey[i]))::integer);
         END IF;
         IF a_rkey[i] <> '' THEN
             v_gate := concat_ws(chr(31), 'r', a_tenant[i], a_rkey[i]);
@@ -165,7 +190,7 @@ BEGIN
         END IF;
     END LOOP;
     FOR c IN
-        -- 4. Up to `cap` jobs of each open lane in (priority, available_at) order, one
+        -- 5. Up to `cap` jobs of each open lane in (priority, available_at) order, one
         -- index walk each that LIMIT stops early. SKIP LOCKED: concurrent claimers take
         -- disjoint rows instead of queueing behind each other; rows the filters below drop
         -- are unlocked at commit, claimable again at once.
@@ -210,13 +235,17 @@ BEGIN
                AND (a.rate_key = '' OR a.n_r <= (v_caps ->> concat_ws(
                         chr(31), 'r', a.tenant_id, a.rate_key))::integer)
         ), picked AS (
-            SELECT f.tenant_id, f.job_id FROM allowed f
+            SELECT f.tenant_id, f.job_id, f.concurrency_key, f.n_c FROM allowed f
              ORDER BY f.n_t, f.priority, f.available_at
              LIMIT claim_jobs.max_jobs
         ), claimed AS (
             UPDATE warden.jobs j
                SET status = 'running', worker = claim_jobs.worker,
                    lease_token = gen_random_uuid(), started_at = v_now,
+                   -- the n-th job of a key takes the n-th free place of the stripes held
+                   concurrency_stripe = CASE WHEN p.concurrency_key <> '' THEN
+                       (v_slots -> concat_ws(chr(31), 'c', p.tenant_id, p.concurrency_key)
+                                ->> (p.n_c - 1)::integer)::smallint END,
                    deadline_at = v_now + make_interval(secs => j.timeout_ms / 1000.0),
                    lease_expires_at = least(v_now + claim_jobs.lease,
                                             v_now + make_interval(secs => j.timeout_ms / 1000.0))

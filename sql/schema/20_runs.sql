@@ -129,6 +129,8 @@ CREATE TABLE warden.jobs (
     rate_key              text              NOT NULL DEFAULT '',
     rate_limit            integer,
     rate_per_ms           integer,
+    -- the stripe of its key's limit a running gated job holds (warden.claim_jobs)
+    concurrency_stripe    smallint,
     CONSTRAINT jobs_concurrency_gate CHECK (CASE WHEN concurrency_key = ''
         THEN concurrency_limit IS NULL ELSE concurrency_limit >= 1 END),
     CONSTRAINT jobs_rate_gate CHECK (CASE WHEN rate_key = ''
@@ -152,9 +154,9 @@ CREATE TABLE warden.jobs (
 CREATE INDEX jobs_claimable ON warden.jobs
     (topic, tenant_id, concurrency_key, rate_key, priority, available_at)
     WHERE status = 'pending';
--- How many jobs of a (tenant, concurrency key) are running: the claim counts at most
--- `limit` entries here per key it opens.
-CREATE INDEX jobs_running_by_key ON warden.jobs (tenant_id, concurrency_key)
+-- How many jobs of a (tenant, concurrency key) are running, per stripe of its limit: the
+-- claim counts at most a stripe's share of `limit` entries here per stripe it holds.
+CREATE INDEX jobs_running_by_key ON warden.jobs (tenant_id, concurrency_key, concurrency_stripe)
     WHERE status = 'running' AND concurrency_key <> '';
 -- Claims of a (tenant, rate key) in the last per_ms: every attempt is its own row and
 -- keeps its started_at, so the rows are the claim log.
