@@ -33,6 +33,7 @@ from api.routes import (  # noqa: F401 - register
     jobs,
     policy,
     runs,
+    schedules,
     whoami,
     workflows,
 )

@@ -67,7 +67,10 @@ SCHEMAS: S = {
     "WorkflowList": _list("Workflow"),
     "WorkflowVersions": _obj(["workflow_id", "versions"], {
         "workflow_id": STR, "versions": {"type": "array", "items": _ref("Workflow")}}),
-    "StartRun": _obj([], {"input": JSON_OBJECT, "version": NTEXT}, extra=False),
+    "StartRun": _obj([], {"input": JSON_OBJECT, "version": NTEXT,
+                          # docs/workflows.md#priority: 0..9, lower first
+                          "priority": {"type": ["integer", "null"], "minimum": 0,
+                                       "maximum": 9}}, extra=False),
     "Run": _obj(["run_id", "workflow_id", "workflow_version", "status", "input"], {
         "run_id": STR, "tenant_id": STR, "workflow_id": STR, "workflow_version": STR,
         "status": RUN_STATUS, "input": ANY, "output": ANY, "error": ANY,
@@ -152,7 +155,10 @@ SCHEMAS: S = {
     "Job": _obj(["job_id", "run_id", "step_id", "attempt", "topic", "status"], {
         "job_id": STR, "run_id": STR, "step_id": STR, "attempt": INT, "topic": STR,
         "status": STR, "input": ANY, "upstream": ANY, "constraints": ANY, "checkpoint": ANY,
-        "result": ANY, "error": ANY, "worker": NSTR, "lease_expires_at": TIME}),
+        "result": ANY, "error": ANY, "worker": NSTR, "lease_expires_at": TIME,
+        # docs/workflows.md#concurrency-and-rate-limits: the gates fixed at dispatch
+        "concurrency": {"type": ["object", "null"], "description": "{key, limit}"},
+        "rate_limit": {"type": ["object", "null"], "description": "{key, limit, per_ms}"}}),
     "JobList": _list("Job"),
     "PolicyDecision": _obj(["decision_id", "stage", "decision", "reason"], {
         "decision_id": INT, "stage": STR, "snapshot_hash": NSTR, "rule": NSTR,
@@ -200,6 +206,18 @@ SCHEMAS: S = {
         "unattended": {"type": "boolean",
                        "description": "pending jobs and no live worker polls the topic"}}),
     "QueueList": _list("Queue"),
+    # cron schedules (docs/workflows.md#schedules)
+    "Schedule": _obj(["workflow_id", "name", "cron", "timezone", "paused", "next_ticks"], {
+        "tenant_id": STR, "workflow_id": STR, "name": STR, "workflow_version": STR,
+        "cron": STR, "timezone": STR, "input": ANY,
+        "overlap": {"enum": ["skip", "allow", "cancel_previous"]},
+        "catch_up": {"enum": ["none", "last", "all"]}, "active": {"type": "boolean"},
+        "paused": {"type": "boolean"}, "paused_by": NSTR, "paused_at": TIME,
+        "last_tick": TIME, "last_run_id": NSTR, "last_outcome": NSTR,
+        "next_ticks": {"type": "array", "items": {"type": "string", "format": "date-time"},
+                       "description": "the next ticks that will start runs (none while "
+                                      "paused)"}}),
+    "ScheduleList": _list("Schedule"),
     "PolicyBundle": {**_obj(["default_decision"], {
         "name": NSTR, "description": NSTR,
         "default_decision": {"enum": ["allow", "deny", "require_approval"]},

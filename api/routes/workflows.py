@@ -64,7 +64,8 @@ async def get_workflow(request: Request) -> Response:
                      409: "Problem", 422: "Problem"})
 async def start_run(request: Request) -> Response:
     caller = await authorize(request, Role.SUBMITTER)
-    body = json_object(await json_body(request, required=False), {"input", "version"})
+    body = json_object(await json_body(request, required=False), {"input", "version",
+                                                                   "priority"})
     version = body.get("version")
     if version is not None and not isinstance(version, str):
         raise BadRequest("version must be a string", "version")
@@ -73,7 +74,8 @@ async def start_run(request: Request) -> Response:
     started = await lifecycle.start(svc, tenant_id=caller.tenant_id,
                                workflow_id=request.path_params["workflow_id"],
                                input=body.get("input", {}), created_by=caller.actor,
-                               idempotency_key=key, version=version)
+                               idempotency_key=key, version=version,
+                               priority=body.get("priority"))
     doc = views.run_started(await lifecycle.detail(svc, caller.tenant_id, started.run.run_id),
                             replayed=started.replayed)
     headers = {"Location": f"/api/v1/workflow-runs/{started.run.run_id}"}

@@ -59,7 +59,9 @@ async def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
                           anchor_dir=settings.audit_anchor_dir,
                           anchor_key=anchor_key_for(settings) if settings.audit_anchor_dir else b"",
                           anchor_interval_s=settings.audit_anchor_interval_s,
-                          partition_months_ahead=settings.partition_months_ahead)
+                          partition_months_ahead=settings.partition_months_ahead,
+                          # a due tick is one indexed read: as often as the other loops
+                          cron_interval_s=settings.poll_interval_s)
 
     async def body(svc: Services) -> int:
         start_api = api_starter(settings)  # before any loop starts: a taken port fails at once

@@ -63,6 +63,11 @@ from engine.cli.runs import (
     cmd_workflows_list,
     cmd_workflows_show,
 )
+from engine.cli.schedules import (
+    cmd_schedules_list,
+    cmd_schedules_pause,
+    cmd_schedules_resume,
+)
 from engine.core import errors
 from engine.core.enums import ApprovalStatus, RunStatus
 from engine.core.settings import load
@@ -150,6 +155,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--input", type=json_arg, default={}, help="the run input as a JSON object")
     p.add_argument("--idempotency-key", help="start at most one run per key")
     p.add_argument("--version", help="a specific workflow version (default: newest)")
+    p.add_argument("--priority", type=int, metavar="0..9",
+                   help="orders this run's jobs before their steps' priority (lower first; "
+                        "default 5)")
     p = add(rn, "show", cmd_runs_show, "a run with its steps: what each is doing or why it "
             "failed", read=True)
     p.add_argument("run_id", type=id_arg, metavar="RUN_ID", help=ID_HELP)
@@ -232,6 +240,19 @@ def _parser() -> argparse.ArgumentParser:
     p = add(qu, "list", cmd_queues_list, "per topic: depth, oldest claimable age, claims in "
             "the last minute, live workers polling it", read=True)
     output_arg(p)
+    sc = sub.add_parser("schedules", help="cron schedules of workflows").add_subparsers(
+        dest="sub", required=True, metavar="SUBCOMMAND")
+    p = add(sc, "list", cmd_schedules_list, "schedules with their next ticks and last run",
+            read=True)
+    p.add_argument("--all", action="store_true", help="also schedules the newest workflow "
+                   "version dropped")
+    output_arg(p)
+    for name, command in (("pause", cmd_schedules_pause), ("resume", cmd_schedules_resume)):
+        p = add(sc, name, command, f"{name} a schedule" + (
+            "" if name == "pause" else " from its next tick (missed ticks are not caught up)"),
+            acts=True)
+        p.add_argument("workflow_id", metavar="WORKFLOW_ID")
+        p.add_argument("name", metavar="NAME", help="the schedule's name")
 
     po = sub.add_parser("policy", help="policy bundles and snapshots").add_subparsers(
         dest="sub", required=True, metavar="SUBCOMMAND")
@@ -378,4 +399,4 @@ def _stdout_to_devnull() -> None:
 _WRITES: frozenset[Command] = frozenset({
     cmd_workflows_apply, cmd_runs_start, cmd_policy_apply, cmd_policy_activate,
     cmd_policy_show, cmd_policy_evaluate, cmd_runs_list, cmd_workflows_list,
-    cmd_workflows_show})
+    cmd_workflows_show, cmd_schedules_pause, cmd_schedules_resume})

@@ -51,7 +51,8 @@ async def cmd_runs_start(args: argparse.Namespace, settings: Settings) -> int:
         started = await lifecycle.start(
             svc, tenant_id=args.tenant,
             workflow_id=args.workflow_id, input=args.input, created_by=args.principal,
-            idempotency_key=args.idempotency_key, version=args.version)
+            idempotency_key=args.idempotency_key, version=args.version,
+            priority=args.priority)
         detail = await lifecycle.detail(svc, started.run.tenant_id, started.run.run_id)
         if args.json:
             print_json(views.run_started(detail, replayed=started.replayed))

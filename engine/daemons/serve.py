@@ -17,7 +17,7 @@ from engine.daemons.notifier import Notifier, NotifierConfig
 from engine.daemons.reaper import Reaper
 from engine.daemons.reconciler import Reconciler
 from engine.process.loops import run_forever
-from engine.runs import anchors
+from engine.runs import anchors, schedules
 from engine.runs.services import Services
 from engine.scheduling.scheduler import Scheduler
 from engine.store import retention as retention_q
@@ -44,6 +44,8 @@ class EngineConfig:
     # partitions of the timeline kept ready ahead (docs/dba.md, "Partitions and retention")
     partition_months_ahead: int = 3
     partition_interval_s: float = 3600.0
+    # cron schedules (docs/workflows.md#schedules): how often due ticks are looked for
+    cron_interval_s: float = 5.0
 
 
 async def run_engine(svc: Services, config: EngineConfig, stop: asyncio.Event) -> None:
@@ -103,6 +105,13 @@ async def run_engine(svc: Services, config: EngineConfig, stop: asyncio.Event) -
             log.info("created %d partition(s) for the months ahead", created)
         return False
 
+    async def cron_once() -> bool:
+        started = await schedules.run_due(svc)
+        for tick in started:
+            log.info("schedule %s/%s tick %s: %s %s", tick.workflow_id, tick.schedule,
+                     tick.tick.isoformat(), tick.outcome, tick.run_id or "")
+        return False
+
     listener = Listener(svc.db.url, SCHEDULER_CHANNEL, lambda _payload: wake_scheduler.set(),
                         also={NOTIFICATIONS_CHANNEL: lambda _payload: wake_notifier.set()})
     listen = asyncio.create_task(listener.run())
@@ -122,6 +131,8 @@ async def run_engine(svc: Services, config: EngineConfig, stop: asyncio.Event) -
                         poll_interval_s=config.reconcile_interval_s, stop=stop),
             run_forever("notifier", notify_once, wake=wake_notifier,
                         poll_interval_s=config.notify_interval_s, stop=stop),
+            run_forever("cron", cron_once, wake=never,
+                        poll_interval_s=config.cron_interval_s, stop=stop),
         )
     finally:
         listen.cancel()

@@ -20,6 +20,16 @@ from engine.core.errors import InvalidDefinition, InvalidInput, NotFound, Proble
 from engine.definitions import flowfields, stepgraph
 from engine.definitions.docdecode import child_path, decode
 from engine.definitions.docfields import FieldReader, check_values, describe
+from engine.definitions.flow import (
+    ConcurrencyLimit,
+    RateLimit,
+    Schedule,
+    concurrency_doc,
+    rate_limit_doc,
+    read_concurrency,
+    read_rate_limit,
+    read_schedules,
+)
 from engine.definitions.templates import Reference, parse_references
 
 MAX_DEFINITION_BYTES = 256 * 1024
@@ -43,15 +53,18 @@ _SEMVER = re.compile(rf"{_NUM}\.{_NUM}\.{_NUM}(?:-({_IDENT}(?:\.{_IDENT})*))?")
 _SEMVER_RULE = "a semantic version MAJOR.MINOR.PATCH with an optional -prerelease " \
                "(e.g. 1.0.0 or 2.1.0-rc.1)"
 
-_TOP_FIELDS = ("id", "name", "version", "timeout_ms", "steps", "output")
+_TOP_FIELDS = ("id", "name", "version", "timeout_ms", "steps", "output",
+               "schedules")  # schedules: flow control (engine.definitions.flow)
 _STEP_FIELDS = ("type", "topic", "depends_on", "input", "retries", "timeout_ms", "priority",
                 "meta", "expires_in_ms", "message", "webhook", *flowfields.STEP_FIELDS,
-                "for_each", "max_parallel", "workflow", "version")
+                "for_each", "max_parallel", "workflow", "version",
+                "concurrency", "rate_limit")  # the last two: engine.definitions.flow
 _RETRY_FIELDS = ("max_attempts", "backoff_ms", "max_backoff_ms", "multiplier", "jitter")
 _META_FIELDS = ("risk_tags", "capability", "labels")
 _ONLY_FOR = {"topic": StepType.JOB, "input": StepType.JOB, "timeout_ms": StepType.JOB,
              "expires_in_ms": StepType.APPROVAL, "message": StepType.NOTIFY,
-             "webhook": StepType.NOTIFY}
+             "webhook": StepType.NOTIFY, "concurrency": StepType.JOB,
+             "rate_limit": StepType.JOB}
 # fields of _ONLY_FOR that another type reads too
 _ALSO_FOR = {"input": (StepType.WORKFLOW,)}
 _FOR_EACH_TYPES = (StepType.JOB, StepType.WORKFLOW)
@@ -111,6 +124,9 @@ class StepDef:
     """A workflow step: the child workflow's id."""
     workflow_version: str | None = None
     """A workflow step: the child's version (None: the newest when the run starts)."""
+    # flow control (docs/workflows.md#concurrency-and-rate-limits), job steps only
+    concurrency: ConcurrencyLimit | None = None
+    rate_limit: RateLimit | None = None
 
 
 @dataclass(frozen=True)
@@ -123,6 +139,7 @@ class WorkflowDef:
     timeout_ms: int | None
     output: Mapping[str, Any] | None = None
     """Templates over the steps' outputs; None: the sink steps' outputs by step id."""
+    schedules: tuple[Schedule, ...] = ()  # docs/workflows.md#schedules
 
     def to_doc(self) -> dict[str, Any]:
         """The canonical JSON-able document, every default filled in.
@@ -131,11 +148,14 @@ class WorkflowDef:
         (jsonb) still round-trips to an equal WorkflowDef, but ties may then be broken
         in the store's key order instead of the original definition order.
         """
-        doc = {"id": self.id, "name": self.name, "version": self.version,
-               "timeout_ms": self.timeout_ms,
-               "steps": {sid: _step_doc(step) for sid, step in self.steps.items()}}
+        doc: dict[str, Any] = {
+            "id": self.id, "name": self.name, "version": self.version,
+            "timeout_ms": self.timeout_ms,
+            "steps": {sid: _step_doc(step) for sid, step in self.steps.items()}}
         if self.output is not None:  # absent, so documents stored before keep their form
             doc["output"] = _thaw(self.output, 1)
+        if self.schedules:  # only when set: documents stored before keep their form
+            doc["schedules"] = [schedule.to_doc() for schedule in self.schedules]
         return doc
 
     @classmethod
@@ -195,11 +215,12 @@ def parse_workflow_doc(doc: Any) -> WorkflowDef:
     steps = _Steps(top)
     order = steps.check_graph()
     output = _output(top, steps)
+    schedules = read_schedules(top)
     if problems or workflow_id is None or name is None or version is None:
         raise InvalidDefinition(problems)
     return WorkflowDef(id=workflow_id, name=name, version=version, timeout_ms=timeout_ms,
                        steps=MappingProxyType({sid: steps.defs[sid] for sid in order}),
-                       output=output)
+                       output=output, schedules=schedules)
 
 
 def _output(top: FieldReader, steps: _Steps) -> Mapping[str, Any] | None:
@@ -275,6 +296,11 @@ class _Steps:
         flow = flowfields.read(sid, fields, step_type, self.refs, self.conditions)
         for_each, max_parallel = self._for_each(sid, fields, step_type)
         workflow, workflow_version = _child(fields, step_type)
+        # flow control: the keys' ${...} references are checked like the input's
+        key_refs: list[Reference] = []
+        concurrency = read_concurrency(fields, key_refs) if read["concurrency"] else None
+        rate_limit = read_rate_limit(fields, key_refs) if read["rate_limit"] else None
+        self.refs.extend((sid, fields.path("concurrency"), ref) for ref in key_refs)
         if step_type is not None:
             self.defs[sid] = StepDef(
                 id=sid, type=step_type, topic=topic, depends_on=self.graph[sid],
@@ -282,7 +308,8 @@ class _Steps:
                 priority=_DEFAULT_PRIORITY if priority is None else priority, meta=meta,
                 expires_in_ms=expires_in_ms, message=message, webhook=webhook, **flow,
                 for_each=for_each, max_parallel=max_parallel, workflow=workflow,
-                workflow_version=workflow_version)
+                workflow_version=workflow_version, concurrency=concurrency,
+                rate_limit=rate_limit)
 
     def _for_each(self, sid: str, fields: FieldReader,
                   step_type: StepType | None) -> tuple[str | None, int | None]:
@@ -532,4 +559,9 @@ def _step_doc(step: StepDef) -> dict[str, Any]:
     doc["priority"] = step.priority
     doc["meta"] = {"risk_tags": list(step.meta.risk_tags), "capability": step.meta.capability,
                    "labels": dict(step.meta.labels)}
+    # flow control, only when set: documents stored before keep their form
+    if step.concurrency is not None:
+        doc["concurrency"] = concurrency_doc(step.concurrency)
+    if step.rate_limit is not None:
+        doc["rate_limit"] = rate_limit_doc(step.rate_limit)
     return doc

@@ -10,6 +10,7 @@ from engine.core.canonical import sha256_hex
 from engine.core.errors import Conflict, InvalidDefinition, NotFound
 from engine.definitions.model import WorkflowDef, parse_workflow
 from engine.store import Conn, Database
+from engine.store import schedules as schedules_q
 from engine.store import workflows as q
 from engine.store.records import WorkflowRow
 
@@ -43,6 +44,7 @@ async def store(db: Database, *, tenant_id: str, source: str | bytes, media_type
                              name=workflow.name, definition=doc, digest=digest, source=text,
                              created_by=created_by)
         if row is not None:
+            await _sync_schedules(conn, workflow, tenant_id)
             return StoredWorkflow(row, created=True)
         existing = await q.get(conn, tenant_id, workflow.id, workflow.version)
     assert existing is not None  # the insert conflicted on exactly this key
@@ -51,6 +53,17 @@ async def store(db: Database, *, tenant_id: str, source: str | bytes, media_type
                        "with a different definition; stored versions are immutable, so bump "
                        "the version")
     return StoredWorkflow(existing, created=False)
+
+
+async def _sync_schedules(conn: Conn, workflow: WorkflowDef, tenant_id: str) -> None:
+    """The newest version's schedules are the ones in force (docs/workflows.md#schedules);
+    storing an older version (a backport) changes none."""
+    newest = await q.latest(conn, tenant_id, workflow.id)
+    if newest is None or newest.version != workflow.version:
+        return
+    await schedules_q.sync(conn, tenant_id=tenant_id, workflow_id=workflow.id,
+                           version=workflow.version,
+                           schedules=[s.to_doc() for s in workflow.schedules])
 
 
 async def resolve(conn: Conn, tenant_id: str, workflow_id: str,

@@ -312,5 +312,36 @@ def _constraints(rule: FieldReader, verdict: Verdict | None) -> Mapping[str, Any
             reader.problem(key, "must be an integer, got null")
         elif reader.integer(key, lo=1, hi=hi) is not None and verdict not in (None, *applies):
             reader.problem(key, f"{key!r} only applies to {_listed(applies)}")
+    _flow_limits(reader, raw, verdict)
     # Free-form values were checked to be JSON by check_values; keep a private copy.
     return MappingProxyType(copy.deepcopy(dict(raw)))
+
+
+def _flow_limits(reader: FieldReader, raw: Mapping[Any, Any], verdict: Verdict | None) -> None:
+    """max_concurrency and rate_limit (docs/policy.md#limits), enforced at claim: checked
+    here so a bad one is refused with the bundle, never met at dispatch."""
+    for key in ("max_concurrency", "rate_limit"):
+        if key in raw and verdict not in (None, Verdict.ALLOW_WITH_CONSTRAINTS):
+            reader.problem(key, f"{key!r} only applies to allow_with_constraints")
+    concurrency = raw.get("max_concurrency")
+    if "max_concurrency" in raw and not isinstance(concurrency, Mapping):
+        if reader.integer("max_concurrency", lo=1, hi=1_000_000) is None \
+                and concurrency is None:
+            reader.problem("max_concurrency", "must be an integer >= 1 or {key, limit}, "
+                                              "got null")
+    elif isinstance(concurrency, Mapping):
+        limit = FieldReader(concurrency, reader.path("max_concurrency"), reader.problems)
+        limit.check_known(("key", "limit"), "max_concurrency")
+        limit.text("key", max_len=200)
+        if limit.integer("limit", lo=1, hi=1_000_000) is None and limit.get("limit") is None:
+            limit.problem("limit", "missing required field 'limit' (an integer >= 1)")
+    if "rate_limit" in raw:
+        rate = reader.nested("rate_limit", "rate_limit", ("key", "limit", "per_ms"))
+        if rate is None:
+            if raw.get("rate_limit") is None:
+                reader.problem("rate_limit", "must be {limit, per_ms, key}, got null")
+            return
+        rate.text("key", max_len=200)
+        for name, hi in (("limit", 1_000_000), ("per_ms", 31 * 24 * 3600 * 1000)):
+            if rate.integer(name, lo=1, hi=hi) is None and rate.get(name) is None:
+                rate.problem(name, f"missing required field {name!r} (an integer >= 1)")

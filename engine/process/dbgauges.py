@@ -11,7 +11,7 @@ from datetime import timedelta
 
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 
-from engine.store import Conn, Database, health, workers
+from engine.store import Conn, Database, gates, health, workers
 
 AT_SCRAPE = " Read from the database at scrape time."
 
@@ -39,6 +39,7 @@ async def _read(conn: Conn, unclaimed_after: timedelta) -> list[Metric]:
                           value=float(pending["oldest_age_s"])),
         *await _claimable(conn, unclaimed_after),
         *await _tables(conn),
+        *await _gates(conn),
     ]
 
 
@@ -62,6 +63,31 @@ async def _claimable(conn: Conn, unclaimed_after: timedelta) -> list[Metric]:
     for row in await workers.unattended(conn):
         unattended.add_metric([row["topic"]], row["n"])
     return [unclaimed, oldest, unattended]
+
+
+async def _gates(conn: Conn) -> list[Metric]:
+    """Flow control (docs/workflows.md#concurrency-and-rate-limits): how full each gate is,
+    and the jobs it holds back right now."""
+    labels = ["tenant", "key"]
+    running = GaugeMetricFamily("warden_concurrency_running", "Running jobs per tenant and "
+                                "concurrency key." + AT_SCRAPE, labels=labels)
+    limit = GaugeMetricFamily("warden_concurrency_limit", "The limit of a concurrency key "
+                              "(the smallest its jobs carry)." + AT_SCRAPE, labels=labels)
+    claims = GaugeMetricFamily("warden_rate_claims_in_window", "Claims per tenant and rate "
+                               "key inside the key's window." + AT_SCRAPE, labels=labels)
+    rate = GaugeMetricFamily("warden_rate_limit", "Claims a rate key allows per window."
+                             + AT_SCRAPE, labels=labels)
+    throttled = GaugeMetricFamily(
+        "warden_throttled_jobs", "Pending jobs held back because their concurrency key or "
+        "rate limit is full, by kind (concurrency|rate)." + AT_SCRAPE,
+        labels=["kind", *labels])
+    for row in await gates.load(conn):
+        used, cap = (running, limit) if row.kind == "concurrency" else (claims, rate)
+        used.add_metric([row.tenant_id, row.key], row.in_use)
+        cap.add_metric([row.tenant_id, row.key], row.limit)
+        throttled.add_metric([row.kind, row.tenant_id, row.key],
+                             row.waiting if row.in_use >= row.limit else 0)
+    return [running, limit, claims, rate, throttled]
 
 
 async def _tables(conn: Conn) -> list[Metric]:

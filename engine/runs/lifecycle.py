@@ -20,12 +20,14 @@ from engine.process import tracing
 from engine.runs import flowview, subflows
 from engine.store import Conn, Database
 from engine.store import approvals as approvals_q
+from engine.store import gates as gates_q
 from engine.store import items as items_q
 from engine.store import jobs as jobs_q
 from engine.store import runs as q
 from engine.store import steps as steps_q
 from engine.store import timeline as timeline_q
 from engine.store import workers as workers_q
+from engine.store.gates import GateWait
 from engine.store.records import ApprovalRow, ItemRow, JobRow, RunRow, StepRow
 
 if TYPE_CHECKING:
@@ -53,6 +55,8 @@ class RunDetail:
     flow: dict[str, dict[str, Any]] = field(default_factory=dict)
     items: list[ItemRow] = field(default_factory=list)  # of its for_each steps, in order
     children: list[RunRow] = field(default_factory=list)  # its child runs, oldest first
+    # pending jobs held back by a concurrency key or rate limit, by job id
+    gates: dict[str, GateWait] = field(default_factory=dict)
 
 
 def step_rows(workflow: WorkflowDef) -> list[dict[str, Any]]:
@@ -76,7 +80,7 @@ def check_input(value: Any) -> dict[str, Any]:
 
 async def start(svc: Services, *, tenant_id: str, workflow_id: str, input: Any,
                 created_by: str, idempotency_key: str | None = None,
-                version: str | None = None) -> StartedRun:
+                version: str | None = None, priority: int | None = None) -> StartedRun:
     """Creates a run pinned to one workflow version, or replays the run an idempotency key
     already created. The unique constraint runs_idempotency arbitrates concurrent starts.
 
@@ -84,6 +88,11 @@ async def start(svc: Services, *, tenant_id: str, workflow_id: str, input: Any,
     is stored ``denied`` with its decisions and PolicyDenied is raised after the commit.
     """
     check_input(input)
+    if isinstance(priority, float) and priority.is_integer():
+        priority = int(priority)  # JSON's 5.0 is the integer 5
+    if priority is not None and (isinstance(priority, bool) or not isinstance(priority, int)
+                                 or not 0 <= priority <= 9):
+        raise InvalidInput("priority", f"must be an integer 0..9 (lower first), got {priority!r}")
     if idempotency_key is not None and not 1 <= len(idempotency_key) <= MAX_IDEMPOTENCY_KEY:
         raise InvalidInput("Idempotency-Key", f"must be 1 to {MAX_IDEMPOTENCY_KEY} characters")
     if idempotency_key is not None and "\x00" in idempotency_key:
@@ -91,7 +100,10 @@ async def start(svc: Services, *, tenant_id: str, workflow_id: str, input: Any,
         raise InvalidInput("Idempotency-Key", "must not contain U+0000")
     # The digest covers the request as sent (not the resolved version), so a replay after a
     # newer version was stored still returns the run the key created.
-    digest = sha256_hex({"input": input, "version": version})
+    # A priority is part of the request only when given, so digests of requests without
+    # one stay what they were.
+    digest = sha256_hex({"input": input, "version": version}
+                        | ({} if priority is None else {"priority": priority}))
     async with svc.db.transaction() as conn:
         row = await resolve(conn, tenant_id, workflow_id, version)
         workflow = await svc.definitions.get(conn, tenant_id, workflow_id, row.version)
@@ -100,7 +112,7 @@ async def start(svc: Services, *, tenant_id: str, workflow_id: str, input: Any,
                              workflow_version=row.version, input=input,
                              idempotency_key=idempotency_key, request_digest=digest,
                              rerun_of=None, created_by=created_by, timeout_ms=workflow.timeout_ms,
-                             pins=pins)
+                             pins=pins, priority=5 if priority is None else priority)
         if run is None:
             assert idempotency_key is not None  # only the idempotency constraint can conflict
             existing = await q.by_idempotency_key(conn, tenant_id, workflow_id, idempotency_key)
@@ -206,8 +218,11 @@ async def detail(svc: Services, tenant_id: str | None, run_id: UUID) -> RunDetai
         flow = await flowview.facts(conn, run.tenant_id, run_id, workflow, by_id)
         items = await items_q.of_run(conn, run.tenant_id, run_id)
         children = await q.children_of_run(conn, run.tenant_id, run_id)
+        gated = any(j.status is JobStatus.PENDING and (j.concurrency_key or j.rate_key)
+                    for j in jobs)
+        gates = await gates_q.waiting_of_run(conn, run.tenant_id, run_id) if gated else {}
     return RunDetail(run, [by_id[s] for s in workflow.steps if s in by_id], jobs, approvals,
-                     live, as_of, flow, items, children)
+                     live, as_of, flow, items, children, gates)
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from engine.core import cursors
 from engine.core.enums import JobStatus, RunStatus, StepStatus
 from engine.runs import flowview
 from engine.runs.lifecycle import RunDetail
+from engine.store.gates import GateWait
 from engine.store.records import (
     ApprovalRow,
     ItemRow,
@@ -60,12 +61,14 @@ def run(row: RunRow) -> dict[str, Any]:
 
 def step(row: StepRow, job_ids: list[str], latest: JobRow | None = None,
          live_workers: Mapping[str, int] | None = None,
-         as_of: datetime | None = None) -> dict[str, Any]:
+         as_of: datetime | None = None, gate: GateWait | None = None) -> dict[str, Any]:
     """A step of a run. ``state`` is what is happening now: the step's status, but for a
     running job step whose attempt waits for a worker (``pending``) or for an approval
     (``blocked``); ``note`` says it in words (the error of a failed step, or that no live
     worker polls the topic of its pending job)."""
     state, note = _step_state(row, latest, live_workers or {}, as_of)
+    if state == "pending" and gate is not None:
+        note = gate_note(gate) or note
     return {
         "step_id": row.step_id, "type": row.type.value, "status": row.status.value,
         "state": state, "note": note, "topic": row.topic,
@@ -97,6 +100,21 @@ def _step_state(row: StepRow, latest: JobRow | None, live_workers: Mapping[str, 
     if row.retry_at is not None:
         return "retry_scheduled", f"retry at {row.retry_at.isoformat()}"
     return row.status.value, None
+
+
+def gate_note(gate: GateWait) -> str | None:
+    """Why a pending job is held back by its gates, in words; None if no gate is closed
+    right now (it is next in line)."""
+    if gate.concurrency_limit is not None and gate.running is not None \
+            and gate.running >= gate.concurrency_limit:
+        return (f"waiting for concurrency key {gate.concurrency_key} "
+                f"({gate.running}/{gate.concurrency_limit} running)")
+    if gate.rate_limit is not None and gate.claims_in_window is not None \
+            and gate.claims_in_window >= gate.rate_limit and gate.rate_free_at is not None:
+        return (f"rate limited until {gate.rate_free_at.isoformat()} (rate key "
+                f"{gate.rate_key}: {gate.claims_in_window}/{gate.rate_limit} claims per "
+                f"{gate.rate_per_ms} ms)")
+    return None
 
 
 def error_text(error: Any) -> str | None:
@@ -189,6 +207,11 @@ def job(row: JobRow) -> dict[str, Any]:
         "worker": row.worker, "lease_expires_at": _time(row.lease_expires_at),
         "available_at": _time(row.available_at), "created_at": _time(row.created_at),
         "started_at": _time(row.started_at), "finished_at": _time(row.finished_at),
+        # flow control (docs/workflows.md#concurrency-and-rate-limits); null: no gate
+        "concurrency": {"key": row.concurrency_key, "limit": row.concurrency_limit}
+        if row.concurrency_key else None,
+        "rate_limit": {"key": row.rate_key, "limit": row.rate_limit,
+                       "per_ms": row.rate_per_ms} if row.rate_key else None,
     }
 
 
@@ -213,7 +236,8 @@ def run_detail(detail: RunDetail) -> dict[str, Any]:
         if row.step_id not in latest or row.attempt > latest[row.step_id].attempt:
             latest[row.step_id] = row
     steps = [flowview.annotate(step(s, job_ids[s.step_id], latest.get(s.step_id),
-                                    detail.live_workers, detail.as_of),
+                                    detail.live_workers, detail.as_of,
+                                    _gate_of(detail, latest.get(s.step_id))),
                                detail.flow.get(s.step_id)) for s in detail.steps]
     _flows(steps, detail)
     return {**run(detail.run), "summary": run_summary(detail.run, steps), "steps": steps,
@@ -262,6 +286,10 @@ def _flows(steps: list[dict[str, Any]], detail: RunDetail) -> None:
         mine = [child_run(c) for c in detail.children if c.parent_step_id == sid]
         if mine:
             doc["children"] = mine
+
+
+def _gate_of(detail: RunDetail, latest: JobRow | None) -> GateWait | None:
+    return None if latest is None else detail.gates.get(latest.job_id)
 
 
 def event(row: TimelineEvent) -> dict[str, Any]:

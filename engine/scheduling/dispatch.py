@@ -31,6 +31,7 @@ from engine.governance.decisions import (
 from engine.governance.policy import Facts, Verdict
 from engine.process import tracing
 from engine.runs.services import Services
+from engine.scheduling.gates import Gates, step_gates, with_policy
 from engine.scheduling.passwrites import PassWrites
 from engine.store import Conn
 from engine.store import approvals as approvals_q
@@ -84,6 +85,7 @@ class Dispatcher:
         upstream = {dep: state.steps[dep].output for dep in definition.depends_on}
         try:
             job_input = self._render(state, definition)
+            gates = self._gates(state, definition)
         except InvalidInput as exc:
             # a reference the definition allowed but the data lacks: retrying cannot help
             error = {"type": "InputRenderError", "message": str(exc), "field": exc.field}
@@ -96,9 +98,11 @@ class Dispatcher:
                           workflow_id=state.run.workflow_id, input=job_input)
         evaluated = Evaluated(policy.snapshot_hash, policy.bundle.evaluate(facts))
         verdict = evaluated.decision.verdict
+        gates = with_policy(gates, evaluated.decision)
         if verdict in (Verdict.ALLOW, Verdict.ALLOW_WITH_CONSTRAINTS):
             return await self._dispatch_claimable(conn, state, definition, step, facts,
-                                                  evaluated, job_input, upstream, available_at)
+                                                  evaluated, job_input, upstream, available_at,
+                                                  gates)
         await record(conn, stage="dispatch", facts=facts, run_id=step.run_id, job_id=job_id,
                      attempt=attempt, evaluated=evaluated, events=state.events)
         constraints = dict(evaluated.decision.constraints)
@@ -111,11 +115,12 @@ class Dispatcher:
         job = await jobs_q.insert(
             conn, tenant_id=step.tenant_id, run_id=step.run_id, step_id=step.step_id,
             attempt=attempt, topic=definition.topic, status=status,
-            priority=definition.priority, input=job_input, upstream=upstream,
+            priority=_priority(state, definition), input=job_input, upstream=upstream,
             constraints=constraints, timeout_ms=_timeout(definition, constraints),
             available_at=available_at, policy_snapshot_hash=evaluated.snapshot_hash,
             traceparent=await _traced(conn, state, job_id, step.step_id, attempt,
-                                      definition.topic, verdict))
+                                      definition.topic, verdict),
+            gates=shallow_gates(gates))
         return await self._apply_verdict(conn, state, step, job, evaluated)
 
     async def reevaluate(self, conn: Conn, state: RunPass, job: JobRow) -> None:
@@ -163,7 +168,7 @@ class Dispatcher:
     async def _dispatch_claimable(self, conn: Conn, state: RunPass, definition: StepDef,
                                   step: StepRow, facts: Facts, evaluated: Evaluated,
                                   job_input: Any, upstream: dict[str, Any],
-                                  available_at: datetime | None) -> StepRow:
+                                  available_at: datetime | None, gates: Gates) -> StepRow:
         """The common case, allowed: decision, attempt count and job are deferred to the
         pass's set-based writes (engine.scheduling.passwrites)."""
         assert definition.topic is not None  # validated: job steps have a topic
@@ -180,10 +185,10 @@ class Dispatcher:
                                                     step.attempts, max_attempts))
         writes.jobs.append(NewJob(
             step.tenant_id, step.run_id, step.step_id, attempt, definition.topic,
-            definition.priority, job_input, upstream, constraints,
+            _priority(state, definition), job_input, upstream, constraints,
             _timeout(definition, constraints), available_at, evaluated.snapshot_hash,
             await _traced(conn, state, job_id, step.step_id, attempt, definition.topic,
-                          evaluated.decision.verdict)))
+                          evaluated.decision.verdict), **shallow_gates(gates)))
         now = await writes.now(conn)
         await state.event(conn, "job.dispatched", step.step_id, job_id=job_id, attempt=attempt,
                           data={"topic": definition.topic,
@@ -193,6 +198,13 @@ class Dispatcher:
         return replace(step, status=StepStatus.RUNNING, attempts=attempt, retry_at=None,
                        max_attempts=max_attempts or step.max_attempts,
                        started_at=step.started_at or now)
+
+    def _gates(self, state: RunPass, definition: StepDef) -> Gates:
+        if definition.concurrency is None and definition.rate_limit is None:
+            return Gates()
+        outputs = {sid: s.output for sid, s in state.steps.items()
+                   if s.status is StepStatus.SUCCEEDED}
+        return step_gates(definition, run_input=state.run.input, step_outputs=outputs)
 
     def _render(self, state: RunPass, definition: StepDef) -> Any:
         if definition.input is None:
@@ -260,6 +272,18 @@ async def _traced(conn: Conn, state: RunPass, job_id: str, step_id: str, attempt
     state.writes.dispatched.append(tracing.Dispatched(state.run, job_id, step_id, attempt,
                                                       topic, verdict.value))
     return tracing.traceparent(state.run.run_id, job_id)
+
+
+def _priority(state: RunPass, definition: StepDef) -> int:
+    """Run priority first, step priority within it (docs/workflows.md#priority): both
+    0..9, lower first, so a job's priority is 0..99."""
+    return state.run.priority * 10 + definition.priority
+
+
+def shallow_gates(gates: Gates) -> dict[str, Any]:
+    return {"concurrency_key": gates.concurrency_key,
+            "concurrency_limit": gates.concurrency_limit, "rate_key": gates.rate_key,
+            "rate_limit": gates.rate_limit, "rate_per_ms": gates.rate_per_ms}
 
 
 def _timeout(definition: StepDef, constraints: dict[str, Any]) -> int | None:

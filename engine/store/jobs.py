@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -22,19 +22,25 @@ from engine.store.connection import (
 )
 from engine.store.records import ClaimedJob, JobRow, RunKey, run_key_params
 
+_NO_GATES: dict[str, Any] = {"concurrency_key": "", "concurrency_limit": None,
+                             "rate_key": "", "rate_limit": None, "rate_per_ms": None}
+
 
 async def insert(conn: Conn, *, tenant_id: str, run_id: UUID, step_id: str, attempt: int,
                  topic: str, status: JobStatus, priority: int, input: Any, upstream: Any,
                  constraints: Any, timeout_ms: int | None, available_at: datetime | None,
                  policy_snapshot_hash: str | None, traceparent: str | None = None,
-                 item_index: int | None = None) -> JobRow:
+                 item_index: int | None = None,
+                 gates: Mapping[str, Any] | None = None) -> JobRow:
+    """``gates``: the flow control columns (concurrency_key, …; engine.scheduling.gates)."""
+    g = {**_NO_GATES, **(gates or {})}
     row = await fetch_one(conn, "job_insert", {
         "tenant_id": tenant_id, "run_id": run_id, "step_id": step_id, "attempt": attempt,
         "topic": topic, "status": status, "priority": priority, "input": jsonb(input),
         "upstream": jsonb(upstream), "constraints": jsonb(constraints),
         "timeout_ms": timeout_ms, "available_at": available_at,
         "policy_snapshot_hash": policy_snapshot_hash, "traceparent": traceparent,
-        "item_index": item_index}, JobRow)
+        "item_index": item_index, **g}, JobRow)
     assert row is not None  # INSERT … RETURNING always returns the row or raises
     return row
 
@@ -175,6 +181,12 @@ class NewJob:
     policy_snapshot_hash: str | None
     traceparent: str | None = None  # W3C; only when traces are on
     item_index: int | None = None  # the for_each item of the attempt
+    # flow control gates ('' = none), docs/workflows.md#concurrency-and-rate-limits
+    concurrency_key: str = ""
+    concurrency_limit: int | None = None
+    rate_key: str = ""
+    rate_limit: int | None = None
+    rate_per_ms: int | None = None
 
 
 async def insert_many(conn: Conn, jobs: Sequence[NewJob]) -> None:

@@ -74,6 +74,7 @@ class RunRow:
     parent_attempt: int | None = None
     pins: Any = None  # the child versions of its workflow steps (engine/runs/children.py)
     depth: int = 0
+    priority: int = 5  # 0..9, lower first: orders the run's jobs before step priority
 
 
 @dataclass(frozen=True)
@@ -133,6 +134,13 @@ class JobRow:
     unclaimed_reported_at: datetime | None
     traceparent: str | None  # W3C, of the attempt's dispatch; None unless traces are on
     item_index: int | None = None  # the for_each item of this attempt; None: a plain step
+    # flow control gates ('' = none), docs/workflows.md#concurrency-and-rate-limits
+    concurrency_key: str = ""
+    concurrency_limit: int | None = None
+    rate_key: str = ""
+    rate_limit: int | None = None
+    rate_per_ms: int | None = None
+    concurrency_stripe: int | None = None  # the stripe of its key's limit it holds
 
 
 @dataclass(frozen=True)
@@ -362,3 +370,36 @@ class SentEvent:
     received_at: datetime
     expires_at: datetime
     outcome: str  # created | duplicate | conflict
+
+
+@dataclass(frozen=True)
+class ScheduleRow:
+    """A row of warden.schedules (docs/workflows.md#schedules)."""
+
+    tenant_id: str
+    workflow_id: str
+    name: str
+    workflow_version: str
+    cron: str
+    timezone: str
+    input: Any
+    overlap: str
+    catch_up: str
+    active: bool
+    paused: bool
+    paused_by: str | None
+    paused_at: datetime | None
+    next_tick: datetime | None
+    last_tick: datetime | None
+    updated_at: datetime
+
+
+@dataclass(frozen=True)
+class ScheduleTickRow:
+    tenant_id: str
+    workflow_id: str
+    schedule_name: str
+    tick: datetime
+    outcome: str
+    run_id: UUID | None
+    created_at: datetime

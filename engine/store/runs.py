@@ -36,7 +36,8 @@ class Parent:
 async def insert(conn: Conn, *, tenant_id: str, workflow_id: str, workflow_version: str,
                  input: Any, idempotency_key: str | None, request_digest: str,
                  rerun_of: UUID | None, created_by: str, timeout_ms: int | None,
-                 pins: Any = None, parent: Parent | None = None) -> RunRow | None:
+                 pins: Any = None, parent: Parent | None = None,
+                 priority: int = 5) -> RunRow | None:
     return await fetch_one(conn, "run_insert", {
         "tenant_id": tenant_id, "workflow_id": workflow_id,
         "workflow_version": workflow_version, "input": jsonb(input),
@@ -47,7 +48,7 @@ async def insert(conn: Conn, *, tenant_id: str, workflow_id: str, workflow_versi
         "parent_step_id": parent.step_id if parent else None,
         "parent_item_index": parent.item_index if parent else None,
         "parent_attempt": parent.attempt if parent else None,
-        "depth": parent.depth if parent else 0}, RunRow)
+        "depth": parent.depth if parent else 0, "priority": priority}, RunRow)
 
 
 async def lock_nowait(conn: Conn, tenant_id: str, run_id: UUID) -> RunRow | None:

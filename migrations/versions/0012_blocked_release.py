@@ -3,7 +3,7 @@ warden.jobs refuses blocked -> pending unless the job's policy approval is appro
 the snapshot the job carries) or an allow decision for the job under that snapshot exists.
 
 Revision ID: 0012_blocked_release
-Revises: 0010_for_each_children
+Revises: 0011_limits_schedules
 Create Date: 2026-12-06
 
 Frozen. Closes the gap "releasing a blocked job is the engine's word" (docs/security.md).
@@ -12,7 +12,7 @@ Frozen. Closes the gap "releasing a blocked job is the engine's word" (docs/secu
 from alembic import op
 
 revision = "0012_blocked_release"
-down_revision = "0010_for_each_children"
+down_revision = "0011_limits_schedules"
 branch_labels = None
 depends_on = None
 

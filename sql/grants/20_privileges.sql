@@ -48,6 +48,12 @@ GRANT UPDATE ON warden.notifications TO warden_engine;
 GRANT UPDATE (snapshot_hash, activated_by, activated_at) ON warden.policy_active
     TO warden_engine;
 GRANT UPDATE (revoked_at, last_used_at) ON warden.api_keys TO warden_engine;
+-- cron schedules (docs/workflows.md#schedules): synced from the newest workflow version,
+-- paused and resumed, their ticks recorded; a tick row is never changed
+GRANT INSERT ON warden.schedules, warden.schedule_ticks TO warden_engine;
+GRANT UPDATE (workflow_version, cron, timezone, input, overlap, catch_up, active, paused,
+              paused_by, paused_at, next_tick, last_tick, updated_at)
+    ON warden.schedules TO warden_engine;
 GRANT EXECUTE ON FUNCTION
     warden.now(), warden.clock_timestamp(), warden.in_scope(text),
     warden.append_event(text, uuid, warden.timeline_kind, text, text, integer, text, jsonb),
@@ -68,7 +74,7 @@ GRANT EXECUTE ON FUNCTION warden.send_event(text, text, text, text, jsonb, text,
 GRANT SELECT ON warden.timeline, warden.policy_decisions, warden.policy_snapshots,
     warden.policy_activations, warden.policy_active, warden.approvals, warden.runs,
     warden.steps, warden.step_items, warden.jobs, warden.workflows, warden.workers,
-    warden.archived_runs, warden.events
+    warden.archived_runs, warden.events, warden.schedules, warden.schedule_ticks
     TO warden_auditor;
 GRANT EXECUTE ON FUNCTION warden.verify_timeline(uuid), warden.now(),
     warden.in_scope(text) TO warden_auditor;

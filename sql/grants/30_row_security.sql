@@ -14,7 +14,7 @@ BEGIN
                                    'notifications', 'timeline', 'policy_snapshots',
                                    'policy_active', 'policy_activations',
                                    'policy_decisions', 'archived_runs',
-                                   'events'] LOOP
+                                   'events', 'schedules', 'schedule_ticks'] LOOP
         EXECUTE format('ALTER TABLE warden.%I ENABLE ROW LEVEL SECURITY', v_table);
         EXECUTE format('DROP POLICY IF EXISTS tenant_scope ON warden.%I', v_table);
         EXECUTE format('CREATE POLICY tenant_scope ON warden.%I TO warden_engine '

@@ -5,7 +5,8 @@
 INSERT INTO warden.jobs
     (tenant_id, job_id, run_id, step_id, attempt, topic, status, priority, input, upstream,
      constraints, checkpoint, timeout_ms, available_at, policy_snapshot_hash, finished_at,
-     traceparent, item_index)
+     traceparent, item_index, concurrency_key, concurrency_limit, rate_key, rate_limit,
+     rate_per_ms)
 VALUES (%(tenant_id)s, %(run_id)s::text || ':' || %(step_id)s
             || coalesce('[' || %(item_index)s::integer || ']', '') || '@' || %(attempt)s,
         %(run_id)s, %(step_id)s, %(attempt)s, %(topic)s, %(status)s, %(priority)s, %(input)s,
@@ -17,7 +18,8 @@ VALUES (%(tenant_id)s, %(run_id)s::text || ':' || %(step_id)s
         %(timeout_ms)s, greatest(warden.now(), coalesce(%(available_at)s, warden.now())),
         %(policy_snapshot_hash)s,
         CASE WHEN %(status)s::warden.job_status = 'denied' THEN warden.now() END,
-        %(traceparent)s, %(item_index)s)
+        %(traceparent)s, %(item_index)s, %(concurrency_key)s, %(concurrency_limit)s,
+        %(rate_key)s, %(rate_limit)s, %(rate_per_ms)s)
 RETURNING *;
 
 -- name: jobs_announce :exec
@@ -140,7 +142,7 @@ SELECT * FROM warden.complete_jobs(%(job_ids)s, %(lease_tokens)s, %(results)s);
 INSERT INTO warden.jobs
     (tenant_id, job_id, run_id, step_id, attempt, topic, status, priority, input, upstream,
      constraints, checkpoint, timeout_ms, available_at, policy_snapshot_hash, traceparent,
-     item_index)
+     item_index, concurrency_key, concurrency_limit, rate_key, rate_limit, rate_per_ms)
 SELECT x.tenant_id,
        x.run_id::text || ':' || x.step_id || coalesce('[' || x.item_index || ']', '')
            || '@' || x.attempt,
@@ -151,12 +153,14 @@ SELECT x.tenant_id,
            AND p.step_id = x.step_id AND p.attempt = x.attempt - 1
            AND p.item_index IS NOT DISTINCT FROM x.item_index),
        x.timeout_ms, greatest(warden.now(), coalesce(x.available_at, warden.now())),
-       x.policy_snapshot_hash, x.traceparent, x.item_index
+       x.policy_snapshot_hash, x.traceparent, x.item_index, x.concurrency_key,
+       x.concurrency_limit, x.rate_key, x.rate_limit, x.rate_per_ms
   FROM jsonb_to_recordset(%(jobs)s) AS x(
        tenant_id text, run_id uuid, step_id text, attempt integer, topic text,
        priority smallint, input jsonb, upstream jsonb, constraints jsonb, timeout_ms integer,
        available_at timestamptz, policy_snapshot_hash text, traceparent text,
-       item_index integer);
+       item_index integer, concurrency_key text, concurrency_limit integer, rate_key text,
+       rate_limit integer, rate_per_ms integer);
 
 -- name: jobs_drifted_of_runs :many
 -- Jobs of these runs not yet claimed (pending or blocked) whose recorded policy snapshot

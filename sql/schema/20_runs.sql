@@ -45,6 +45,10 @@ CREATE TABLE warden.runs (
     pins              jsonb             NOT NULL DEFAULT '{}',
     -- 0 for a run started by a caller; a child is its parent's depth + 1
     depth             integer           NOT NULL DEFAULT 0 CHECK (depth >= 0),
+    -- the run's priority (0..9, lower first), given at start: it orders the run's jobs
+    -- before the step's own priority (docs/workflows.md#priority)
+    priority          smallint          NOT NULL DEFAULT 5
+                                        CONSTRAINT runs_priority_range CHECK (priority BETWEEN 0 AND 9),
     PRIMARY KEY (tenant_id, run_id),
     FOREIGN KEY (tenant_id, workflow_id, workflow_version)
         REFERENCES warden.workflows (tenant_id, workflow_id, version),
@@ -182,6 +186,22 @@ CREATE TABLE warden.jobs (
         traceparent ~ '^00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$'),
     -- the for_each item this attempt belongs to; NULL for a plain step's attempt
     item_index            integer,
+    -- Flow control (docs/workflows.md#concurrency-and-rate-limits), evaluated at dispatch
+    -- from the step's concurrency/rate_limit or the policy's: at most concurrency_limit
+    -- running jobs of the tenant with this key, at most rate_limit claims per rate_per_ms.
+    -- '' = no gate: NOT NULL so the claim's loose scan over (tenant, keys) can compare rows.
+    concurrency_key       text              NOT NULL DEFAULT '',
+    concurrency_limit     integer,
+    rate_key              text              NOT NULL DEFAULT '',
+    rate_limit            integer,
+    rate_per_ms           integer,
+    -- the stripe of its key's limit a running gated job holds (warden.claim_jobs)
+    concurrency_stripe    smallint,
+    CONSTRAINT jobs_concurrency_gate CHECK (CASE WHEN concurrency_key = ''
+        THEN concurrency_limit IS NULL ELSE concurrency_limit >= 1 END),
+    CONSTRAINT jobs_rate_gate CHECK (CASE WHEN rate_key = ''
+        THEN rate_limit IS NULL AND rate_per_ms IS NULL
+        ELSE rate_limit >= 1 AND rate_per_ms >= 1 END),
     PRIMARY KEY (tenant_id, job_id),
     CONSTRAINT jobs_one_row_per_attempt UNIQUE NULLS NOT DISTINCT
         (tenant_id, run_id, step_id, item_index, attempt),
@@ -198,11 +218,21 @@ CREATE TABLE warden.jobs (
         (finished_at IS NOT NULL) =
         (status IN ('succeeded', 'failed', 'timed_out', 'cancelled', 'denied')))
 );
--- The claim index: only claimable rows, in claim order. Kept small because a job leaves
--- it the moment it is claimed (warden.claim_jobs walks it once per topic; a test checks
--- the plan).
-CREATE INDEX jobs_claimable ON warden.jobs (topic, priority, available_at)
+-- The claim index: only claimable rows, in claim order within each lane (a tenant and
+-- its gate keys). Kept small because a job leaves it the moment it is claimed.
+-- warden.claim_jobs skips from lane to lane through it (a loose index scan), then walks
+-- each open lane in (priority, available_at) order; a test checks the plan.
+CREATE INDEX jobs_claimable ON warden.jobs
+    (topic, tenant_id, concurrency_key, rate_key, priority, available_at)
     WHERE status = 'pending';
+-- How many jobs of a (tenant, concurrency key) are running, per stripe of its limit: the
+-- claim counts at most a stripe's share of `limit` entries here per stripe it holds.
+CREATE INDEX jobs_running_by_key ON warden.jobs (tenant_id, concurrency_key, concurrency_stripe)
+    WHERE status = 'running' AND concurrency_key <> '';
+-- Claims of a (tenant, rate key) in the last per_ms: every attempt is its own row and
+-- keeps its started_at, so the rows are the claim log.
+CREATE INDEX jobs_claims_by_rate_key ON warden.jobs (tenant_id, rate_key, started_at)
+    WHERE rate_key <> '' AND started_at IS NOT NULL;
 -- The reaper's index: running jobs by lease expiry.
 CREATE INDEX jobs_running_lease ON warden.jobs (lease_expires_at) WHERE status = 'running';
 -- Worker functions address a job by its id alone (workers are tenant-agnostic).

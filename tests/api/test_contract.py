@@ -271,6 +271,16 @@ async def test_every_route_answers_as_documented(api: Harness,
     await expect(api, "POST", f"{v1}/events", 201, json=event, headers=olga)
     await expect(api, "POST", f"{v1}/events", 200, json=event, headers=olga)
     await expect(api, "POST", f"{v1}/events", 409, json={**event, "data": 1}, headers=olga)
+    # cron schedules (docs/workflows.md#schedules)
+    cronned = ("id: cronned\nname: Cronned\nversion: 1.0.0\nschedules:\n"
+               "  - {name: nightly, cron: '0 3 * * *', timezone: Europe/Paris}\n"
+               "steps:\n  only: {type: job, topic: job.cronned}\n")
+    await expect(api, "POST", f"{v1}/workflows", 201, content=cronned,
+                 headers={**alice, **YAML})
+    await expect(api, "GET", f"{v1}/schedules", 200, headers=alice)
+    await expect(api, "POST", f"{v1}/schedules/cronned/nightly/pause", 200, headers=olga)
+    await expect(api, "POST", f"{v1}/schedules/cronned/nightly/resume", 200, headers=olga)
+    await expect(api, "POST", f"{v1}/schedules/cronned/none/pause", 404, headers=olga)
     # probes, at the root and under the prefix
     for base in ("", v1):
         for probe in ("/healthz", "/readyz", "/metrics"):

@@ -197,7 +197,8 @@ async def test_lists_as_default_never_show_acmes_objects(api: Harness) -> None:
 def absent_values() -> dict[str, str]:
     """Well-formed ids that name nothing: an allowed caller gets past auth to a 404."""
     return {"workflow_id": "no-such-workflow", "run_id": str(uuid4()),
-            "job_id": "no-such-job", "approval_id": str(uuid4()), "snapshot_hash": "0" * 64}
+            "job_id": "no-such-job", "approval_id": str(uuid4()), "snapshot_hash": "0" * 64,
+            "name": "no-such-schedule"}
 
 
 @bounded(20)

@@ -53,7 +53,7 @@ class World:
         """A value of this world for every path parameter the API has."""
         return {"workflow_id": self.workflow_id, "run_id": self.run_id,
                 "job_id": self.job_ids[0], "approval_id": self.approval_id,
-                "snapshot_hash": self.snapshot_hash}
+                "snapshot_hash": self.snapshot_hash, "name": SCHEDULE}
 
     def secrets(self) -> list[str]:
         """Strings that identify this world's objects; none may reach another tenant."""
@@ -71,8 +71,13 @@ async def call(api: Harness, method: str, url: str, **kwargs: Any) -> httpx.Resp
         return httpx.Response(500, text=text, request=httpx.Request(method, url))
 
 
+# every world's workflow has a cron schedule (docs/workflows.md#schedules), named this
+SCHEDULE = "nightly"
+
+
 def definition(workflow_id: str) -> str:
-    return SEED_YAML.replace("id: incident-remediation", f"id: {workflow_id}", 1)
+    return (SEED_YAML.replace("id: incident-remediation", f"id: {workflow_id}", 1)
+            + f"schedules:\n  - {{name: {SCHEDULE}, cron: '0 3 * * *', timezone: UTC}}\n")
 
 
 def bundle(marker: str) -> str:

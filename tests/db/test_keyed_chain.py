@@ -198,11 +198,13 @@ async def test_events_signed_under_two_keys_verify_after_a_rotation(
 async def test_the_migration_re_signs_chains_that_held_and_leaves_broken_ones_broken(
         empty_db_url: str) -> None:
     migrate.upgrade(empty_db_url, "0005_traceparent")  # the revision before the keyed chain
-    async with Database(empty_db_url, max_size=4) as db:
-        await support.store(db, WORKFLOW)
-    # runs and unkeyed chains written with that revision's own SQL (today's engine writes
-    # columns it did not have yet)
+    # the workflow, runs and unkeyed chains written with that revision's own SQL (today's
+    # engine writes columns and tables of later revisions)
     with psycopg.connect(empty_db_url, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO warden.workflows (tenant_id, workflow_id, version, version_major, "
+            "version_minor, version_patch, name, definition, digest, source, created_by) "
+            "VALUES ('default', 'one', '1.0.0', 1, 0, 0, 'one', '{}', 'd', '', 'author')")
         good, bad = (_unkeyed_run(conn), _unkeyed_run(conn))
         conn.execute("SET session_replication_role = replica")
         conn.execute("UPDATE warden.timeline SET actor = 'mallory' WHERE run_id = %s AND seq = 1",

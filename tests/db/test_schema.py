@@ -38,6 +38,7 @@ TABLE_RECORDS = [
     ("policy_active", records.PolicyActiveRow), ("policy_activations", records.PolicyActivationRow),
     ("policy_decisions", records.PolicyDecisionRow), ("api_keys", records.ApiKeyRow),
     ("step_items", records.ItemRow),
+    ("schedules", records.ScheduleRow), ("schedule_ticks", records.ScheduleTickRow),
 ]
 
 

@@ -214,7 +214,7 @@ BAD_DOCS: list[tuple[str, Any, str, str]] = [
     ("long-id", _doc(id="a" * 65), "id", "is not a valid id"),
     ("unknown-top", _doc(description="x"), "description",
      "unknown field 'description' in a workflow (allowed: id, name, version, timeout_ms, "
-     "steps, output)"),
+     "steps, output, schedules)"),
     ("no-steps", {k: v for k, v in INCIDENT_DOC.items() if k != "steps"},
      "steps", "missing required field 'steps'"),
     ("empty-steps", _doc(steps={}), "steps", "a workflow needs at least one step"),
@@ -227,7 +227,8 @@ BAD_DOCS: list[tuple[str, Any, str, str]] = [
     ("unknown-step-field", _doc(steps__x={"type": "notify", "retry": 3}), "steps.x.retry",
      "unknown field 'retry' in a step (allowed: type, topic, depends_on, input, retries, "
      "timeout_ms, priority, meta, expires_in_ms, message, webhook, when, trigger, "
-     "duration_ms, until, event, key, for_each, max_parallel, workflow, version)"),
+     "duration_ms, until, event, key, for_each, max_parallel, workflow, version, "
+     "concurrency, rate_limit)"),
     ("unknown-type", _doc(steps__x={"type": "script"}), "steps.x.type",
      "unknown step type 'script' (allowed: job, approval, notify, sleep, wait_event, "
      "workflow)"),
@@ -381,7 +382,7 @@ def test_several_problems_are_reported_at_once() -> None:
                steps__x={"type": "robot", "depends_on": ["ghost"]})
     assert sorted(str(p) for p in _problems(doc)) == sorted([
         "extra: unknown field 'extra' in a workflow (allowed: id, name, version, timeout_ms, "
-        "steps, output)",
+        "steps, output, schedules)",
         "version: 'one' is not a semantic version MAJOR.MINOR.PATCH with an optional "
         "-prerelease (e.g. 1.0.0 or 2.1.0-rc.1)",
         "steps.detect.topic: missing required field 'topic' (a job step names the topic "

@@ -1,0 +1,584 @@
+"""Flow control and schedules: concurrency keys and rate limits enforced in the claim,
+fair tenants, run priority, cron schedules.
+
+Revision ID: 0011_limits_schedules
+Revises: 0010_for_each_children
+Create Date: 2026-12-06
+
+Frozen. Adds runs.priority (a job's priority becomes run priority * 10 + step priority),
+the jobs' gate columns (concurrency_key/limit, rate_key/limit/per_ms) with their indexes,
+a new jobs_claimable index (topic, tenant, gate keys, priority, available_at) that
+warden.claim_jobs walks lane by lane, the new warden.claim_jobs (gates counted under an
+advisory lock per gate, fair across tenants), and the tables warden.schedules and
+warden.schedule_ticks (docs/workflows.md, "Concurrency and rate limits", "Schedules").
+"""
+
+from alembic import op
+
+revision = "0011_limits_schedules"
+down_revision = "0010_for_each_children"
+branch_labels = None
+depends_on = None
+
+UPGRADE = r"""
+SET LOCAL ROLE warden_owner;
+SET LOCAL check_function_bodies = off;
+
+-- run priority (docs/workflows.md#priority): a job's priority becomes
+-- run priority * 10 + step priority; the jobs not yet claimed get the default run's 5
+ALTER TABLE warden.runs ADD COLUMN priority smallint NOT NULL DEFAULT 5
+    CONSTRAINT runs_priority_range CHECK (priority BETWEEN 0 AND 9);
+UPDATE warden.jobs SET priority = priority + 50
+ WHERE status IN ('pending', 'blocked') AND priority < 10;
+
+-- flow control gates on jobs (docs/workflows.md#concurrency-and-rate-limits)
+ALTER TABLE warden.jobs
+    ADD COLUMN concurrency_key text NOT NULL DEFAULT '',
+    ADD COLUMN concurrency_limit integer,
+    ADD COLUMN rate_key text NOT NULL DEFAULT '',
+    ADD COLUMN rate_limit integer,
+    ADD COLUMN rate_per_ms integer,
+    ADD COLUMN concurrency_stripe smallint,
+    ADD CONSTRAINT jobs_concurrency_gate CHECK (CASE WHEN concurrency_key = ''
+        THEN concurrency_limit IS NULL ELSE concurrency_limit >= 1 END),
+    ADD CONSTRAINT jobs_rate_gate CHECK (CASE WHEN rate_key = ''
+        THEN rate_limit IS NULL AND rate_per_ms IS NULL
+        ELSE rate_limit >= 1 AND rate_per_ms >= 1 END);
+DROP INDEX warden.jobs_claimable;
+CREATE INDEX jobs_claimable ON warden.jobs
+    (topic, tenant_id, concurrency_key, rate_key, priority, available_at)
+    WHERE status = 'pending';
+CREATE INDEX jobs_running_by_key ON warden.jobs (tenant_id, concurrency_key, concurrency_stripe)
+    WHERE status = 'running' AND concurrency_key <> '';
+CREATE INDEX jobs_claims_by_rate_key ON warden.jobs (tenant_id, rate_key, started_at)
+    WHERE rate_key <> '' AND started_at IS NOT NULL;
+
+-- Claims up to max_jobs claimable jobs of the given topics for `worker`, leasing each
+-- for `lease` (never past the attempt's timeout), and returns what the worker needs.
+-- The job protocol's entry point for workers in any language (docs/sql-worker.md).
+--
+-- Claimable: pending, available_at reached, of a tenant and topic the login role is
+-- granted (warden.worker_grants), and dispatched under the policy snapshot that is still
+-- its tenant's active one (a drifted job is skipped here and re-evaluated by the
+-- scheduler, which the activation woke), and whose gates are open: fewer than
+-- concurrency_limit jobs of its tenant and concurrency_key running, fewer than rate_limit
+-- claims of its tenant and rate_key in the last rate_per_ms (a job over a limit stays
+-- pending, in its place). Order: each tenant's best job before anyone's second (fair
+-- tenants), then priority (run priority * 10 + step priority), then available_at.
+--
+-- SECURITY DEFINER, like every worker function: a worker role holds EXECUTE on these and
+-- no table privilege at all (sql/grants/20_privileges.sql), so this body is the only way
+-- its claims reach warden.jobs. The search_path is fixed and every name qualified, so a
+-- caller's objects can never stand in for warden's. available_at and started_at say how
+-- long the job waited for this claim; traceparent (NULL unless traces are on) is the W3C
+-- parent of the worker's spans for this attempt (docs/sql-worker.md).
+CREATE OR REPLACE FUNCTION warden.claim_jobs(
+    topics text[], worker text, max_jobs integer, lease interval
+) RETURNS TABLE (
+    job_id text, run_id uuid, step_id text, attempt integer, topic text, input jsonb,
+    upstream jsonb, checkpoint jsonb, constraints jsonb, lease_token uuid,
+    lease_expires_at timestamptz, tenant_id text, available_at timestamptz,
+    started_at timestamptz, traceparent text
+) LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_column
+DECLARE
+    c            record;
+    l            record;
+    i            integer;
+    v_topic      text;
+    v_lock       bigint;
+    v_now        timestamptz := warden.now();
+    v_run_status warden.run_status;
+    v_tenant     text;
+    v_run        uuid;
+    v_events     jsonb;
+    -- every lane with pending jobs (a topic, a tenant, its gate keys and their limits)
+    a_topic      text[] := '{}';
+    a_tenant     text[] := '{}';
+    a_ckey       text[] := '{}';
+    a_climit     integer[] := '{}';
+    a_rkey       text[] := '{}';
+    a_rlimit     integer[] := '{}';
+    a_rper       integer[] := '{}';
+    -- the lanes this claim takes from, and how many jobs each
+    l_topic      text[] := '{}';
+    l_tenant     text[] := '{}';
+    l_ckey       text[] := '{}';
+    l_rkey       text[] := '{}';
+    l_cap        integer[] := '{}';
+    -- per gate ('c' or 'r', tenant, key, joined by U+001F): what is in use (running jobs,
+    -- or claims inside the window) and how many more this claim may take
+    v_used       jsonb := '{}';
+    v_caps       jsonb := '{}';
+    v_gate       text;
+    v_n          integer;
+    v_cap        integer;
+    -- per concurrency gate: the stripe of each job this claim may add (a JSON array)
+    v_slots      jsonb := '{}';
+    v_stripes    jsonb;
+    v_stripe     integer;
+    v_start      integer;
+BEGIN
+    IF claim_jobs.max_jobs < 1 OR claim_jobs.lease <= interval '0' THEN
+        RAISE EXCEPTION 'max_jobs must be >= 1 and lease > 0' USING ERRCODE = '22023';
+    END IF;
+    -- 1. The lanes with pending jobs, one index probe each (a loose scan of jobs_claimable:
+    -- each probe jumps past the whole previous lane, so 100,000 jobs of one tenant or one
+    -- closed key cost one probe, not a walk). A lane is a tenant and its gate keys; walking
+    -- lanes rather than one ordered list is what lets a job behind a closed gate, or behind
+    -- another tenant's backlog, be claimed (docs/workflows.md#concurrency-and-rate-limits).
+    FOREACH v_topic IN ARRAY ARRAY(SELECT DISTINCT u FROM unnest(claim_jobs.topics) AS u) LOOP
+        FOR l IN
+            WITH RECURSIVE lane AS (
+                (SELECT j.tenant_id, j.concurrency_key, j.rate_key, j.concurrency_limit,
+                        j.rate_limit, j.rate_per_ms
+                   FROM warden.jobs j
+                  WHERE j.status = 'pending' AND j.topic = v_topic
+                  ORDER BY j.tenant_id, j.concurrency_key, j.rate_key, j.priority,
+                           j.available_at
+                  LIMIT 1)
+                UNION ALL
+                SELECT n.* FROM lane p CROSS JOIN LATERAL (
+                    SELECT j.tenant_id, j.concurrency_key, j.rate_key, j.concurrency_limit,
+                           j.rate_limit, j.rate_per_ms
+                      FROM warden.jobs j
+                     WHERE j.status = 'pending' AND j.topic = v_topic
+                       AND (j.tenant_id, j.concurrency_key, j.rate_key)
+                           > (p.tenant_id, p.concurrency_key, p.rate_key)
+                     ORDER BY j.tenant_id, j.concurrency_key, j.rate_key, j.priority,
+                              j.available_at
+                     LIMIT 1) n
+            )
+            SELECT * FROM lane
+             -- only what the login role is granted (warden.worker_grants)
+             WHERE warden.granted(lane.tenant_id, v_topic)
+        LOOP
+            a_topic := a_topic || v_topic;
+            a_tenant := a_tenant || l.tenant_id;
+            a_ckey := a_ckey || l.concurrency_key;
+            a_climit := a_climit || l.concurrency_limit;
+            a_rkey := a_rkey || l.rate_key;
+            a_rlimit := a_rlimit || l.rate_limit;
+            a_rper := a_rper || l.rate_per_ms;
+        END LOOP;
+    END LOOP;
+    -- 2. Rate gates: each count is exact because it is taken under a transaction-level
+    -- advisory lock on the gate (tenant and key), held to commit: the next claimer of the
+    -- key counts only after this claim's claims are committed (a new snapshot per
+    -- statement, READ COMMITTED). These are waited for, all before any other lock and in
+    -- one global order (by lock id), so claimers never wait on each other in a cycle and
+    -- nobody holding a run lock ever waits for one.
+    FOR v_lock IN
+        SELECT DISTINCT hashtextextended(concat_ws(chr(31), 'r', t, k), 14)
+          FROM unnest(a_tenant, a_rkey) AS x(t, k)
+         WHERE k <> ''
+         ORDER BY 1
+    LOOP
+        PERFORM pg_advisory_xact_lock(v_lock);
+    END LOOP;
+    -- 3. Concurrency keys: a key's limit L is split over least(L, 16) stripes (stripe s
+    -- holds L / 16, plus one for s < L % 16: together exactly L), each counted under an
+    -- advisory lock of its own, and each claimed job records its stripe. Claimers of one
+    -- key then work in parallel on different stripes instead of queueing through one lock
+    -- and its commit (bench/claim_gates.py). Stripe locks are only tried, never waited
+    -- for, starting at a random stripe, until this claim has room for max_jobs; a claim
+    -- that gets no stripe gets nothing of that key this time (its worker polls again).
+    -- Completion, failure, reaping and cancellation take no lock: a job that is no
+    -- longer running is no longer counted. Lanes of one key may carry different limits
+    -- (two workflow versions): the smallest one met bounds them all.
+    FOR l IN
+        SELECT t AS tenant_id, k AS ckey, min(n) AS lim
+          FROM unnest(a_tenant, a_ckey, a_climit) AS x(t, k, n)
+         WHERE k <> ''
+         GROUP BY t, k
+    LOOP
+        v_gate := concat_ws(chr(31), 'c', l.tenant_id, l.ckey);
+        v_stripes := '[]';
+        v_n := least(l.lim, 16);  -- stripes
+        v_start := floor(random() * v_n)::integer;
+        FOR i IN 0 .. v_n - 1 LOOP
+            v_stripe := (v_start + i) % v_n;
+            v_cap := l.lim / 16 + CASE WHEN v_stripe < l.lim % 16 THEN 1 ELSE 0 END;
+            CONTINUE WHEN NOT pg_try_advisory_xact_lock(
+                hashtextextended(concat_ws(chr(31), v_gate, v_stripe), 14));
+            SELECT v_cap - count(*) INTO v_cap FROM (
+                SELECT 1 FROM warden.jobs r
+                 WHERE r.tenant_id = l.tenant_id AND r.concurrency_key = l.ckey
+                   AND r.concurrency_stripe = v_stripe AND r.status = 'running'
+                 LIMIT v_cap) z;
+            IF v_cap > 0 THEN
+                v_stripes := v_stripes || to_jsonb(array_fill(v_stripe, ARRAY[v_cap]));
+            END IF;
+            EXIT WHEN jsonb_array_length(v_stripes) >= claim_jobs.max_jobs;
+        END LOOP;
+        v_caps := v_caps || jsonb_build_object(v_gate, jsonb_array_length(v_stripes));
+        v_slots := v_slots || jsonb_build_object(v_gate, v_stripes);
+    END LOOP;
+    -- 4. How many jobs each lane may give: max_jobs, or less where its gates are fuller.
+    FOR i IN 1 .. coalesce(array_length(a_topic, 1), 0) LOOP
+        v_cap := claim_jobs.max_jobs;
+        IF a_ckey[i] <> '' THEN
+            v_cap := least(v_cap, (v_caps ->> concat_ws(chr(31), 'c', a_tenant[i],
+                                                        a_ckey[i]))::integer);
+        END IF;
+        IF a_rkey[i] <> '' THEN
+            v_gate := concat_ws(chr(31), 'r', a_tenant[i], a_rkey[i]);
+            IF v_used -> v_gate IS NULL THEN
+                SELECT count(*) INTO v_n FROM (
+                    SELECT 1 FROM warden.jobs r
+                     WHERE r.tenant_id = a_tenant[i] AND r.rate_key = a_rkey[i]
+                       AND r.started_at > v_now - make_interval(secs => a_rper[i] / 1000.0)
+                     LIMIT a_rlimit[i]) z;
+                v_used := v_used || jsonb_build_object(v_gate, v_n);
+            END IF;
+            v_n := least(coalesce((v_caps ->> v_gate)::integer, 2147483647),
+                         greatest(a_rlimit[i] - (v_used ->> v_gate)::integer, 0));
+            v_caps := v_caps || jsonb_build_object(v_gate, v_n);
+            v_cap := least(v_cap, v_n);
+        END IF;
+        IF v_cap > 0 THEN
+            l_topic := l_topic || a_topic[i];
+            l_tenant := l_tenant || a_tenant[i];
+            l_ckey := l_ckey || a_ckey[i];
+            l_rkey := l_rkey || a_rkey[i];
+            l_cap := l_cap || v_cap;
+        END IF;
+    END LOOP;
+    FOR c IN
+        -- 5. Up to `cap` jobs of each open lane in (priority, available_at) order, one
+        -- index walk each that LIMIT stops early. SKIP LOCKED: concurrent claimers take
+        -- disjoint rows instead of queueing behind each other; rows the filters below drop
+        -- are unlocked at commit, claimable again at once.
+        WITH lanes AS (
+            SELECT * FROM unnest(l_topic, l_tenant, l_ckey, l_rkey, l_cap)
+                       AS x(topic, tenant_id, ckey, rkey, cap)
+        ), candidates AS (
+            SELECT p.*
+              FROM lanes ln
+             CROSS JOIN LATERAL (
+                   SELECT j.tenant_id, j.job_id, j.priority, j.available_at,
+                          j.concurrency_key, j.rate_key
+                     FROM warden.jobs j
+                    WHERE j.status = 'pending' AND j.topic = ln.topic
+                      AND j.tenant_id = ln.tenant_id AND j.concurrency_key = ln.ckey
+                      AND j.rate_key = ln.rkey
+                      AND j.available_at <= v_now
+                      -- one primary-key probe per candidate row
+                      AND j.policy_snapshot_hash IS NOT DISTINCT FROM (
+                          SELECT a.snapshot_hash FROM warden.policy_active a
+                           WHERE a.tenant_id = j.tenant_id)
+                    ORDER BY j.priority, j.available_at
+                    LIMIT ln.cap
+                      FOR UPDATE OF j SKIP LOCKED) p
+        ), keyed AS (
+            -- several lanes (topics, rate keys) may share one key: its capacity is shared
+            SELECT k.*,
+                   row_number() OVER (PARTITION BY k.tenant_id, k.concurrency_key
+                                      ORDER BY k.priority, k.available_at, k.job_id) AS n_c,
+                   row_number() OVER (PARTITION BY k.tenant_id, k.rate_key
+                                      ORDER BY k.priority, k.available_at, k.job_id) AS n_r
+              FROM candidates k
+        ), allowed AS (
+            -- fair tenants: each tenant's best job ranks 1, its second 2, ...; a batch
+            -- takes every tenant's rank 1 before anyone's rank 2, so one tenant's backlog
+            -- delays another tenant's job by at most one batch
+            SELECT a.*, row_number() OVER (PARTITION BY a.tenant_id
+                                           ORDER BY a.priority, a.available_at) AS n_t
+              FROM keyed a
+             WHERE (a.concurrency_key = '' OR a.n_c <= (v_caps ->> concat_ws(
+                        chr(31), 'c', a.tenant_id, a.concurrency_key))::integer)
+               AND (a.rate_key = '' OR a.n_r <= (v_caps ->> concat_ws(
+                        chr(31), 'r', a.tenant_id, a.rate_key))::integer)
+        ), picked AS (
+            SELECT f.tenant_id, f.job_id, f.concurrency_key, f.n_c FROM allowed f
+             ORDER BY f.n_t, f.priority, f.available_at
+             LIMIT claim_jobs.max_jobs
+        ), claimed AS (
+            UPDATE warden.jobs j
+               SET status = 'running', worker = claim_jobs.worker,
+                   lease_token = gen_random_uuid(), started_at = v_now,
+                   -- the n-th job of a key takes the n-th free place of the stripes held
+                   concurrency_stripe = CASE WHEN p.concurrency_key <> '' THEN
+                       (v_slots -> concat_ws(chr(31), 'c', p.tenant_id, p.concurrency_key)
+                                ->> (p.n_c - 1)::integer)::smallint END,
+                   deadline_at = v_now + make_interval(secs => j.timeout_ms / 1000.0),
+                   lease_expires_at = least(v_now + claim_jobs.lease,
+                                            v_now + make_interval(secs => j.timeout_ms / 1000.0))
+              FROM picked p
+             WHERE j.tenant_id = p.tenant_id AND j.job_id = p.job_id
+            RETURNING j.*
+        )
+        -- runs are locked in (tenant, run) order: two claimers holding disjoint jobs of
+        -- the same runs then never wait on each other in a cycle
+        SELECT * FROM claimed k ORDER BY k.tenant_id, k.run_id, k.job_id
+    LOOP
+        -- Each run is locked once per claim, and its events are appended in one call
+        -- when the claim moves to the next run (not once per claimed job: a fan-out's
+        -- workers and its scheduler would queue on the run row for each).
+        IF v_run IS DISTINCT FROM c.run_id OR v_tenant IS DISTINCT FROM c.tenant_id THEN
+            IF v_run IS NOT NULL THEN
+                PERFORM warden.append_events(v_tenant, v_run, v_events);
+            END IF;
+            v_tenant := c.tenant_id;
+            v_run := c.run_id;
+            v_events := '[]';
+            -- under the run's lock: a run cancelled (or otherwise ended) while this claim
+            -- waited does not hand its job out; the job ends cancelled instead
+            SELECT r.status INTO v_run_status FROM warden.runs r
+             WHERE r.tenant_id = c.tenant_id AND r.run_id = c.run_id
+               FOR NO KEY UPDATE;
+        END IF;
+        IF v_run_status IN ('succeeded', 'failed', 'denied', 'cancelled', 'timed_out') THEN
+            UPDATE warden.jobs j SET status = 'cancelled', finished_at = v_now,
+                   error = jsonb_build_object('type', 'RunEnded', 'run_status', v_run_status)
+             WHERE j.tenant_id = c.tenant_id AND j.job_id = c.job_id;
+            v_events := v_events || jsonb_build_array(jsonb_build_object(
+                'kind', 'job.cancelled', 'step_id', c.step_id, 'job_id', c.job_id,
+                'attempt', c.attempt, 'actor', claim_jobs.worker,
+                'data', jsonb_build_object('reason', 'run ended before the claim completed')));
+            CONTINUE;
+        END IF;
+        v_events := v_events || jsonb_build_array(jsonb_build_object(
+            'kind', 'job.claimed', 'step_id', c.step_id, 'job_id', c.job_id,
+            'attempt', c.attempt, 'actor', claim_jobs.worker,
+            'data', jsonb_build_object('lease_expires_at', c.lease_expires_at)));
+        job_id := c.job_id; run_id := c.run_id; step_id := c.step_id; attempt := c.attempt;
+        topic := c.topic; input := c.input; upstream := c.upstream; checkpoint := c.checkpoint;
+        constraints := c.constraints; lease_token := c.lease_token;
+        lease_expires_at := c.lease_expires_at; tenant_id := c.tenant_id;
+        available_at := c.available_at; started_at := c.started_at;
+        traceparent := c.traceparent;
+        RETURN NEXT;
+    END LOOP;
+    IF v_run IS NOT NULL THEN
+        PERFORM warden.append_events(v_tenant, v_run, v_events);
+    END IF;
+END $$;
+
+-- Cron schedules (docs/workflows.md#schedules): a workflow's `schedules` start runs on
+-- their ticks. One row per (tenant, workflow, schedule name), written when a version of
+-- the workflow is stored and it is the newest (the newest version's schedules are the
+-- ones in force; one it dropped stays, inactive, with its tick history). The cron loop of
+-- `warden serve` (engine/daemons/cron.py) takes due rows with SKIP LOCKED, so any number
+-- of serve processes share the work.
+CREATE TABLE warden.schedules (
+    tenant_id        text        NOT NULL,
+    workflow_id      text        NOT NULL,
+    name             text        NOT NULL,
+    -- the stored version that declared the schedule as it is now
+    workflow_version text        NOT NULL,
+    cron             text        NOT NULL,
+    timezone         text        NOT NULL,
+    input            jsonb       NOT NULL DEFAULT '{}',
+    overlap          text        NOT NULL CONSTRAINT schedules_overlap
+                                 CHECK (overlap IN ('skip', 'allow', 'cancel_previous')),
+    catch_up         text        NOT NULL CONSTRAINT schedules_catch_up
+                                 CHECK (catch_up IN ('none', 'last', 'all')),
+    -- false once the newest version no longer declares it
+    active           boolean     NOT NULL DEFAULT true,
+    paused           boolean     NOT NULL DEFAULT false,
+    paused_by        text,
+    paused_at        timestamptz,
+    -- the first tick not yet handled; NULL until the cron loop first sees the row (it
+    -- then starts from the next tick after its clock: no catch-up of time before)
+    next_tick        timestamptz,
+    last_tick        timestamptz,
+    updated_at       timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (tenant_id, workflow_id, name),
+    FOREIGN KEY (tenant_id, workflow_id, workflow_version)
+        REFERENCES warden.workflows (tenant_id, workflow_id, version)
+);
+-- The cron loop's work queue: due, active, not paused.
+CREATE INDEX schedules_due ON warden.schedules (next_tick) WHERE active AND NOT paused;
+
+-- One row per handled tick: the unique key is what makes a tick start at most one run,
+-- however many serve processes meet it and however often one restarts (the run's
+-- idempotency key is derived from the same tick). outcome: started (run_id set), skipped
+-- (overlap: skip and a previous run still open).
+CREATE TABLE warden.schedule_ticks (
+    tenant_id     text        NOT NULL,
+    workflow_id   text        NOT NULL,
+    schedule_name text        NOT NULL,
+    tick          timestamptz NOT NULL,
+    outcome       text        NOT NULL CONSTRAINT schedule_ticks_outcome
+                              CHECK (outcome IN ('started', 'skipped')),
+    run_id        uuid,
+    created_at    timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (tenant_id, workflow_id, schedule_name, tick),
+    FOREIGN KEY (tenant_id, workflow_id, schedule_name)
+        REFERENCES warden.schedules (tenant_id, workflow_id, name),
+    -- run_id names the run without a foreign key: `warden retention` archives runs and
+    -- the tick must stay, or a catch-up could start that tick again (docs/dba.md)
+    CONSTRAINT schedule_ticks_run_iff_started CHECK ((run_id IS NOT NULL) = (outcome = 'started'))
+);
+-- A schedule's runs still open (overlap: skip, cancel_previous).
+CREATE INDEX schedule_ticks_by_run ON warden.schedule_ticks (tenant_id, run_id)
+    WHERE run_id IS NOT NULL;
+
+GRANT SELECT, INSERT ON warden.schedules, warden.schedule_ticks TO warden_engine;
+GRANT UPDATE (workflow_version, cron, timezone, input, overlap, catch_up, active, paused,
+              paused_by, paused_at, next_tick, last_tick, updated_at)
+    ON warden.schedules TO warden_engine;
+GRANT SELECT ON warden.schedules, warden.schedule_ticks TO warden_auditor;
+DO $rls$
+DECLARE
+    v_table text;
+BEGIN
+    FOREACH v_table IN ARRAY ARRAY['schedules', 'schedule_ticks'] LOOP
+        EXECUTE format('ALTER TABLE warden.%I ENABLE ROW LEVEL SECURITY', v_table);
+        EXECUTE format('CREATE POLICY tenant_scope ON warden.%I TO warden_engine '
+                       'USING (warden.in_scope(tenant_id)) '
+                       'WITH CHECK (warden.in_scope(tenant_id))', v_table);
+        EXECUTE format('CREATE POLICY audit_reads ON warden.%I FOR SELECT TO warden_auditor '
+                       'USING (true)', v_table);
+    END LOOP;
+END $rls$;
+RESET ROLE;
+"""
+
+DOWNGRADE = r"""
+SET LOCAL ROLE warden_owner;
+SET LOCAL check_function_bodies = off;
+DROP TABLE warden.schedule_ticks;
+DROP TABLE warden.schedules;
+-- Claims up to max_jobs claimable jobs of the given topics for `worker`, leasing each
+-- for `lease` (never past the attempt's timeout), and returns what the worker needs.
+-- The job protocol's entry point for workers in any language (docs/sql-worker.md).
+--
+-- Claimable: pending, available_at reached, of a tenant and topic the login role is
+-- granted (warden.worker_grants), and dispatched under the policy snapshot that is still
+-- its tenant's active one (a drifted job is skipped here and re-evaluated by the
+-- scheduler, which the activation woke).
+--
+-- SECURITY DEFINER, like every worker function: a worker role holds EXECUTE on these and
+-- no table privilege at all (sql/grants/20_privileges.sql), so this body is the only way
+-- its claims reach warden.jobs. The search_path is fixed and every name qualified, so a
+-- caller's objects can never stand in for warden's. available_at and started_at say how
+-- long the job waited for this claim; traceparent (NULL unless traces are on) is the W3C
+-- parent of the worker's spans for this attempt (docs/sql-worker.md).
+CREATE OR REPLACE FUNCTION warden.claim_jobs(
+    topics text[], worker text, max_jobs integer, lease interval
+) RETURNS TABLE (
+    job_id text, run_id uuid, step_id text, attempt integer, topic text, input jsonb,
+    upstream jsonb, checkpoint jsonb, constraints jsonb, lease_token uuid,
+    lease_expires_at timestamptz, tenant_id text, available_at timestamptz,
+    started_at timestamptz, traceparent text
+) LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_column
+DECLARE
+    c            record;
+    v_now        timestamptz := warden.now();
+    v_run_status warden.run_status;
+    v_tenant     text;
+    v_run        uuid;
+    v_events     jsonb;
+BEGIN
+    IF claim_jobs.max_jobs < 1 OR claim_jobs.lease <= interval '0' THEN
+        RAISE EXCEPTION 'max_jobs must be >= 1 and lease > 0' USING ERRCODE = '22023';
+    END IF;
+    FOR c IN
+        -- One ordered scan of jobs_claimable per topic: with topic = ANY(topics) the index
+        -- cannot give the (priority, available_at) order, so every claim would read and
+        -- sort every pending job of its topics. Equality on the leading column gives the
+        -- order, and LIMIT stops each scan after max_jobs rows. SKIP LOCKED: concurrent
+        -- claimers take disjoint rows instead of queueing behind each other. A worker of
+        -- several topics may lock up to max_jobs rows per topic for the length of this
+        -- statement; the ones the outer LIMIT drops are unlocked at its commit, claimable
+        -- again at once.
+        WITH picked AS (
+            SELECT p.tenant_id, p.job_id
+              FROM (SELECT DISTINCT u.topic FROM unnest(claim_jobs.topics) AS u(topic)) t
+             CROSS JOIN LATERAL (
+                   SELECT j.tenant_id, j.job_id, j.priority, j.available_at
+                     FROM warden.jobs j
+                    WHERE j.status = 'pending' AND j.topic = t.topic
+                      AND j.available_at <= v_now
+                      -- only what the login role is granted (warden.worker_grants)
+                      AND warden.granted(j.tenant_id, j.topic)
+                      -- one primary-key probe per candidate row
+                      AND j.policy_snapshot_hash IS NOT DISTINCT FROM (
+                          SELECT a.snapshot_hash FROM warden.policy_active a
+                           WHERE a.tenant_id = j.tenant_id)
+                    ORDER BY j.priority, j.available_at
+                    LIMIT claim_jobs.max_jobs
+                      FOR UPDATE OF j SKIP LOCKED) p
+             ORDER BY p.priority, p.available_at
+             LIMIT claim_jobs.max_jobs
+        ), claimed AS (
+            UPDATE warden.jobs j
+               SET status = 'running', worker = claim_jobs.worker,
+                   lease_token = gen_random_uuid(), started_at = v_now,
+                   deadline_at = v_now + make_interval(secs => j.timeout_ms / 1000.0),
+                   lease_expires_at = least(v_now + claim_jobs.lease,
+                                            v_now + make_interval(secs => j.timeout_ms / 1000.0))
+              FROM picked p
+             WHERE j.tenant_id = p.tenant_id AND j.job_id = p.job_id
+            RETURNING j.*
+        )
+        -- runs are locked in (tenant, run) order: two claimers holding disjoint jobs of
+        -- the same runs then never wait on each other in a cycle
+        SELECT * FROM claimed k ORDER BY k.tenant_id, k.run_id, k.job_id
+    LOOP
+        -- Each run is locked once per claim, and its events are appended in one call
+        -- when the claim moves to the next run (not once per claimed job: a fan-out's
+        -- workers and its scheduler would queue on the run row for each).
+        IF v_run IS DISTINCT FROM c.run_id OR v_tenant IS DISTINCT FROM c.tenant_id THEN
+            IF v_run IS NOT NULL THEN
+                PERFORM warden.append_events(v_tenant, v_run, v_events);
+            END IF;
+            v_tenant := c.tenant_id;
+            v_run := c.run_id;
+            v_events := '[]';
+            -- under the run's lock: a run cancelled (or otherwise ended) while this claim
+            -- waited does not hand its job out; the job ends cancelled instead
+            SELECT r.status INTO v_run_status FROM warden.runs r
+             WHERE r.tenant_id = c.tenant_id AND r.run_id = c.run_id
+               FOR NO KEY UPDATE;
+        END IF;
+        IF v_run_status IN ('succeeded', 'failed', 'denied', 'cancelled', 'timed_out') THEN
+            UPDATE warden.jobs j SET status = 'cancelled', finished_at = v_now,
+                   error = jsonb_build_object('type', 'RunEnded', 'run_status', v_run_status)
+             WHERE j.tenant_id = c.tenant_id AND j.job_id = c.job_id;
+            v_events := v_events || jsonb_build_array(jsonb_build_object(
+                'kind', 'job.cancelled', 'step_id', c.step_id, 'job_id', c.job_id,
+                'attempt', c.attempt, 'actor', claim_jobs.worker,
+                'data', jsonb_build_object('reason', 'run ended before the claim completed')));
+            CONTINUE;
+        END IF;
+        v_events := v_events || jsonb_build_array(jsonb_build_object(
+            'kind', 'job.claimed', 'step_id', c.step_id, 'job_id', c.job_id,
+            'attempt', c.attempt, 'actor', claim_jobs.worker,
+            'data', jsonb_build_object('lease_expires_at', c.lease_expires_at)));
+        job_id := c.job_id; run_id := c.run_id; step_id := c.step_id; attempt := c.attempt;
+        topic := c.topic; input := c.input; upstream := c.upstream; checkpoint := c.checkpoint;
+        constraints := c.constraints; lease_token := c.lease_token;
+        lease_expires_at := c.lease_expires_at; tenant_id := c.tenant_id;
+        available_at := c.available_at; started_at := c.started_at;
+        traceparent := c.traceparent;
+        RETURN NEXT;
+    END LOOP;
+    IF v_run IS NOT NULL THEN
+        PERFORM warden.append_events(v_tenant, v_run, v_events);
+    END IF;
+END $$;
+DROP INDEX warden.jobs_claims_by_rate_key;
+DROP INDEX warden.jobs_running_by_key;
+DROP INDEX warden.jobs_claimable;
+ALTER TABLE warden.jobs
+    DROP COLUMN concurrency_key, DROP COLUMN concurrency_limit, DROP COLUMN rate_key,
+    DROP COLUMN rate_limit, DROP COLUMN rate_per_ms, DROP COLUMN concurrency_stripe;
+CREATE INDEX jobs_claimable ON warden.jobs (topic, priority, available_at)
+    WHERE status = 'pending';
+UPDATE warden.jobs SET priority = priority % 10
+ WHERE status IN ('pending', 'blocked') AND priority >= 10;
+ALTER TABLE warden.runs DROP COLUMN priority;
+RESET ROLE;
+"""
+
+
+def upgrade() -> None:
+    op.execute(UPGRADE)
+
+
+def downgrade() -> None:
+    op.execute(DOWNGRADE)
