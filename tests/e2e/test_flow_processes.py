@@ -145,3 +145,36 @@ def test_a_bad_condition_is_refused_by_the_cli_with_its_column(db_url: str,
     done = _cli(db_url, "workflows", "apply", str(source))
     assert done.returncode == 2, (done.stdout, done.stderr)
     assert "steps.fix.when: column 19: unterminated string (no closing ')" in done.stderr
+
+
+WAITS = """
+id: waits-e2e
+name: many waits
+version: 1.0.0
+steps:
+  wait: {type: wait_event, event: deploy.done, key: "${input.key}"}
+"""
+
+
+async def test_two_serves_match_each_event_once(db: Database, procs: Processes) -> None:
+    from engine.runs import events
+    await support.store(db, WAITS)
+    svc = support.services(db)
+    runs = [await support.start(db, "waits-e2e", {"key": f"k-{i % 10}"}) for i in range(30)]
+    procs.serve()
+    procs.serve()
+    for i in range(5):  # half the keys before their waits begin, or while they begin
+        await events.send(svc, tenant_id="default", event_id=f"early-{i}", name="deploy.done",
+                          key=f"k-{i}", data={"i": i}, sent_by="test")
+    for run in runs:
+        if int(run.input["key"][2:]) >= 5:
+            await _until_step(db, run.run_id, "wait", StepStatus.WAITING)
+    for i in range(5, 10):  # the other half while they wait
+        await events.send(svc, tenant_id="default", event_id=f"late-{i}", name="deploy.done",
+                          key=f"k-{i}", data={"i": i}, sent_by="test")
+    for run in runs:
+        await _until_step(db, run.run_id, "wait", StepStatus.SUCCEEDED)
+        kinds = await support.kinds(db, run.run_id)
+        assert kinds.count("wait.matched") == 1 and kinds.count("wait.started") == 1
+        detail = await support.detail(db, run.run_id)
+        assert detail.steps[0].output == {"i": int(run.input["key"][2:])}
