@@ -10,6 +10,7 @@ from uuid import uuid4
 import psycopg
 import pytest
 from psycopg import sql
+from psycopg.types.json import Jsonb
 
 from engine.scheduling.scheduler import Scheduler
 from engine.store import Database, migrate
@@ -196,28 +197,43 @@ async def test_events_signed_under_two_keys_verify_after_a_rotation(
 async def test_the_migration_re_signs_chains_that_held_and_leaves_broken_ones_broken(
         empty_db_url: str) -> None:
     migrate.upgrade(empty_db_url, "0005_traceparent")  # the revision before the keyed chain
-    async with Database(empty_db_url, max_size=4) as db:
-        svc = support.services(db)
-        await support.store(db, WORKFLOW)
-        good = await support.start(db, "one")
-        bad = await support.start(db, "one")
-        await support.settle(Scheduler(svc))
+    # written with that revision's own SQL, not today's engine (whose queries name columns
+    # later revisions add)
+    with psycopg.connect(empty_db_url, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO warden.workflows (tenant_id, workflow_id, version, version_major, "
+            "version_minor, version_patch, name, definition, digest, source, created_by) "
+            "VALUES ('default', 'one', '1.0.0', 1, 0, 0, 'one', '{}', 'd', 's', 'author')")
+        events = Jsonb([{"kind": "run.created", "actor": "alice", "data": {"n": 1}},
+                        {"kind": "run.started", "actor": "scheduler", "data": {}},
+                        {"kind": "step.ready", "step_id": "a", "actor": "scheduler",
+                         "data": {}}])
+        runs = []
+        for _ in range(2):
+            row = conn.execute(
+                "INSERT INTO warden.runs (tenant_id, workflow_id, workflow_version, "
+                "request_digest, created_by) VALUES ('default', 'one', '1.0.0', 'x', 'alice') "
+                "RETURNING run_id").fetchone()
+            assert row is not None
+            conn.execute("SELECT warden.append_events('default', %s, %s)", [row[0], events])
+            runs.append(row[0])
+    good, bad = runs
     with psycopg.connect(empty_db_url, autocommit=True) as conn:
         conn.execute("SET session_replication_role = replica")
         conn.execute("UPDATE warden.timeline SET actor = 'mallory' WHERE run_id = %s AND seq = 1",
-                     [bad.run_id])
+                     [bad])
     migrate.upgrade(empty_db_url)
     with psycopg.connect(empty_db_url) as conn:
         assert conn.execute("SELECT count(*) FROM warden.timeline WHERE key_id IS NULL"
                             ).fetchone() == (0,)
         assert conn.execute("SELECT count(*) FROM warden.chain_keys").fetchone() == (1,)
-    assert _verify(empty_db_url, str(good.run_id))
+    assert _verify(empty_db_url, str(good))
     assert [(seq, "hash does not match" in str(p)) for _, seq, p in _problems(empty_db_url)
             ] == [(1, True)]
     # and back: the downgrade re-hashes unkeyed what verified keyed
     migrate.downgrade(empty_db_url, "0001_baseline")
-    _assert_unkeyed(empty_db_url, str(good.run_id), True)
-    _assert_unkeyed(empty_db_url, str(bad.run_id), False)
+    _assert_unkeyed(empty_db_url, str(good), True)
+    _assert_unkeyed(empty_db_url, str(bad), False)
 
 
 def _assert_unkeyed(url: str, run_id: str, ok: bool) -> None:
