@@ -56,9 +56,10 @@ def services(db: Database | Services) -> Services:
 
 async def start(db: Database | Services, workflow_id: str, input: dict[str, Any] | None = None,
                 *, by: str = "alice", key: str | None = None,
-                tenant: str = "default") -> RunRow:
+                tenant: str = "default", priority: int | None = None) -> RunRow:
     started = await lifecycle.start(services(db), tenant_id=tenant, workflow_id=workflow_id,
-                               input=input or {}, created_by=by, idempotency_key=key)
+                               input=input or {}, created_by=by, idempotency_key=key,
+                               priority=priority)
     return started.run
 
 

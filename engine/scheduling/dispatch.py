@@ -115,7 +115,7 @@ class Dispatcher:
         job = await jobs_q.insert(
             conn, tenant_id=step.tenant_id, run_id=step.run_id, step_id=step.step_id,
             attempt=attempt, topic=definition.topic, status=status,
-            priority=_priority(state, definition), input=job_input, upstream=upstream,
+            priority=job_priority(state, definition), input=job_input, upstream=upstream,
             constraints=constraints, timeout_ms=_timeout(definition, constraints),
             available_at=available_at, policy_snapshot_hash=evaluated.snapshot_hash,
             traceparent=await _traced(conn, state, job_id, step.step_id, attempt,
@@ -185,7 +185,7 @@ class Dispatcher:
                                                     step.attempts, max_attempts))
         writes.jobs.append(NewJob(
             step.tenant_id, step.run_id, step.step_id, attempt, definition.topic,
-            _priority(state, definition), job_input, upstream, constraints,
+            job_priority(state, definition), job_input, upstream, constraints,
             _timeout(definition, constraints), available_at, evaluated.snapshot_hash,
             await _traced(conn, state, job_id, step.step_id, attempt, definition.topic,
                           evaluated.decision.verdict), **shallow_gates(gates)))
@@ -200,11 +200,7 @@ class Dispatcher:
                        started_at=step.started_at or now)
 
     def _gates(self, state: RunPass, definition: StepDef) -> Gates:
-        if definition.concurrency is None and definition.rate_limit is None:
-            return Gates()
-        outputs = {sid: s.output for sid, s in state.steps.items()
-                   if s.status is StepStatus.SUCCEEDED}
-        return step_gates(definition, run_input=state.run.input, step_outputs=outputs)
+        return gates_of(state, definition)
 
     def _render(self, state: RunPass, definition: StepDef) -> Any:
         if definition.input is None:
@@ -274,7 +270,17 @@ async def _traced(conn: Conn, state: RunPass, job_id: str, step_id: str, attempt
     return tracing.traceparent(state.run.run_id, job_id)
 
 
-def _priority(state: RunPass, definition: StepDef) -> int:
+def gates_of(state: RunPass, definition: StepDef) -> Gates:
+    """The step's own concurrency and rate gates, rendered (InvalidInput, field ``key``,
+    when a key cannot render); a decision's limits are applied by ``with_policy``."""
+    if definition.concurrency is None and definition.rate_limit is None:
+        return Gates()
+    outputs = {sid: s.output for sid, s in state.steps.items()
+               if s.status is StepStatus.SUCCEEDED}
+    return step_gates(definition, run_input=state.run.input, step_outputs=outputs)
+
+
+def job_priority(state: RunPass, definition: StepDef) -> int:
     """Run priority first, step priority within it (docs/workflows.md#priority): both
     0..9, lower first, so a job's priority is 0..99."""
     return state.run.priority * 10 + definition.priority

@@ -35,7 +35,8 @@ from engine.governance.decisions import Evaluated, facts_for, job_hash, record
 from engine.governance.policy import Facts, Verdict
 from engine.runs.services import Services
 from engine.scheduling import children
-from engine.scheduling.dispatch import RunPass, moved
+from engine.scheduling.dispatch import RunPass, gates_of, job_priority, moved, shallow_gates
+from engine.scheduling.gates import Gates, with_policy
 from engine.store import Conn
 from engine.store import approvals as approvals_q
 from engine.store import items as items_q
@@ -295,6 +296,7 @@ class Fanout:
         plan = _Plan(definition, step, item, available_at)
         try:
             plan.input = item_input(state, definition, item)
+            plan.gates = gates_of(state, definition)
         except InvalidInput as exc:
             plan.error = {"type": "InputRenderError", "message": str(exc), "field": exc.field}
             return plan
@@ -302,6 +304,7 @@ class Fanout:
         plan.facts = facts_for(definition, tenant_id=step.tenant_id,
                                workflow_id=state.run.workflow_id, input=plan.input)
         plan.evaluated = Evaluated(policy.snapshot_hash, policy.bundle.evaluate(plan.facts))
+        plan.gates = with_policy(plan.gates, plan.evaluated.decision)
         return plan
 
     async def _defer(self, conn: Conn, state: RunPass, plan: _Plan) -> ItemRow:
@@ -320,9 +323,9 @@ class Fanout:
                                             item.item_index, item.attempts, max_attempts))
         writes.jobs.append(NewJob(
             step.tenant_id, step.run_id, step.step_id, plan.attempt, definition.topic,
-            definition.priority, plan.input, plan.upstream(state), constraints,
+            job_priority(state, definition), plan.input, plan.upstream(state), constraints,
             _timeout(definition, constraints), plan.available_at,
-            plan.evaluated.snapshot_hash, None, item.item_index))
+            plan.evaluated.snapshot_hash, None, item.item_index, **shallow_gates(plan.gates)))
         now = await writes.now(conn)
         await state.event(conn, "job.dispatched", step.step_id, job_id=plan.job_id,
                           attempt=plan.attempt, data={
@@ -348,10 +351,11 @@ class Fanout:
         job = await jobs_q.insert(
             conn, tenant_id=step.tenant_id, run_id=step.run_id, step_id=step.step_id,
             attempt=plan.attempt, topic=definition.topic, status=JobStatus.BLOCKED,
-            priority=definition.priority, input=plan.input, upstream=plan.upstream(state),
-            constraints=constraints, timeout_ms=_timeout(definition, constraints),
-            available_at=plan.available_at, policy_snapshot_hash=plan.evaluated.snapshot_hash,
-            item_index=item.item_index)
+            priority=job_priority(state, definition), input=plan.input,
+            upstream=plan.upstream(state), constraints=constraints,
+            timeout_ms=_timeout(definition, constraints), available_at=plan.available_at,
+            policy_snapshot_hash=plan.evaluated.snapshot_hash, item_index=item.item_index,
+            gates=shallow_gates(plan.gates))
         await self._ask(conn, state, job, plan.evaluated)
         return await moved(items_q.transition(conn, item, StepStatus.WAITING, attempted=True))
 
@@ -391,7 +395,8 @@ class Fanout:
         await jobs_q.insert(
             conn, tenant_id=step.tenant_id, run_id=step.run_id, step_id=step.step_id,
             attempt=plan.attempt, topic=definition.topic, status=JobStatus.DENIED,
-            priority=definition.priority, input=plan.input, upstream=plan.upstream(state),
+            priority=job_priority(state, definition), input=plan.input,
+            upstream=plan.upstream(state),
             constraints=constraints, timeout_ms=_timeout(definition, constraints),
             available_at=plan.available_at, policy_snapshot_hash=plan.evaluated.snapshot_hash,
             item_index=item.item_index)
@@ -418,6 +423,7 @@ class _Plan:
     error: dict[str, Any] | None = None  # its input could not be rendered
     facts: Facts | None = None
     evaluated: Evaluated | None = None
+    gates: Gates = field(default_factory=Gates)  # the step's, then the decision's limits
 
     @property
     def attempt(self) -> int:

@@ -270,3 +270,36 @@ async def test_claimers_of_several_keys_never_deadlock_nor_exceed(
         assert await _running(db, "ka") <= 3 and await _running(db, "kb") <= 3
         for job in [job for batch in batches for job in batch]:
             await support.complete(db, job)
+
+
+FANNED = """
+id: fanned
+name: fanned
+version: 1.0.0
+steps:
+  call:
+    type: job
+    topic: t.fan
+    for_each: "${input.hosts}"
+    max_parallel: 5
+    input: {host: "${item}"}
+    concurrency: {key: "${input.provider}", limit: 2}
+"""
+
+
+async def test_the_items_of_a_for_each_step_share_its_concurrency_key_and_run_priority(
+        db: Database, scheduler: Scheduler) -> None:
+    """Each item is a job of its own, gated like any job of the step: max_parallel lets
+    five in flight, the key lets two run."""
+    await support.store(db, FANNED)
+    await support.start(db, "fanned", {"provider": "openai", "hosts": list("abcdef")},
+                        priority=1)
+    await support.settle(scheduler)
+    claimed = await support.claim(db, ["t.fan"], n=10)
+    assert len(claimed) == 2 and await _running(db, "openai") == 2
+    async with db.connection() as conn:
+        cur = await conn.execute("SELECT count(*), min(priority), max(priority) FROM warden.jobs "
+                                 "WHERE status = 'pending' AND concurrency_key = 'openai'")
+        assert await cur.fetchone() == (3, 15, 15)  # run priority 1 x 10 + step priority 5
+    await support.complete(db, claimed[0], {"ok": True})
+    assert len(await support.claim(db, ["t.fan"], n=10)) == 1
