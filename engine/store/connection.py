@@ -213,6 +213,14 @@ class Database:
                 yield conn
 
 
+@asynccontextmanager
+async def savepoint(conn: Conn) -> AsyncIterator[Conn]:
+    """A savepoint inside the caller's transaction: an exception rolls back what the block
+    wrote and nothing before it (two round trips: SAVEPOINT and RELEASE)."""
+    async with translated(), conn.transaction():
+        yield conn
+
+
 # The tenant scope each pooled connection's session carries now, so a connection that goes
 # back to work of the same scope costs no extra round trip (engine/store/scope.py).
 _SESSION_SCOPES: weakref.WeakKeyDictionary[Conn, str] = weakref.WeakKeyDictionary()
