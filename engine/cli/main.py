@@ -148,6 +148,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--input", type=json_arg, default={}, help="the run input as a JSON object")
     p.add_argument("--idempotency-key", help="start at most one run per key")
     p.add_argument("--version", help="a specific workflow version (default: newest)")
+    p.add_argument("--batch", metavar="FILE", help="start one run per line of FILE (JSON "
+                   "lines {input, idempotency_key, version}; '-' reads stdin), 1,000 per "
+                   "transaction, each line on its own: one output line per run")
     p = add(rn, "show", cmd_runs_show, "a run with its steps: what each is doing or why it "
             "failed", read=True)
     p.add_argument("run_id", type=id_arg, metavar="RUN_ID", help=ID_HELP)

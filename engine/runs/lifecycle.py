@@ -108,7 +108,7 @@ async def start(svc: Services, *, tenant_id: str, workflow_id: str, input: Any,
     is stored ``denied`` with its decisions and PolicyDenied is raised after the commit.
     """
     [result] = await start_many(svc, tenant_id=tenant_id, workflow_id=workflow_id,
-                                created_by=created_by, single=True,
+                                created_by=created_by, item_fields=False,
                                 items=[StartItem(input, idempotency_key, version)])
     if result.error is not None:
         raise result.error
@@ -117,7 +117,7 @@ async def start(svc: Services, *, tenant_id: str, workflow_id: str, input: Any,
 
 
 async def start_many(svc: Services, *, tenant_id: str, workflow_id: str, created_by: str,
-                     items: Sequence[StartItem], single: bool = False) -> list[ItemResult]:
+                     items: Sequence[StartItem], item_fields: bool = True) -> list[ItemResult]:
     """Starts up to MAX_BATCH runs of one workflow in one transaction, each item on its own:
     its own idempotency key and request digest, its own submit decisions, and its own
     result (one result per item, in order). An item that cannot start (bad input, a key
@@ -127,7 +127,8 @@ async def start_many(svc: Services, *, tenant_id: str, workflow_id: str, created
     Set-based: one statement inserts the runs, one their steps, one the submit decisions
     and one the timeline events of every run (per run in order, gapless). With
     ``svc.start_dispatch`` the first steps are dispatched in the same transaction.
-    ``single``: field names as `start` reports them (no ``items[i].`` prefix).
+    ``item_fields=False``: an item's InvalidInput names the field as `start` does
+    (``input.x``, not ``items[3].input.x``), for a caller that numbers items its own way.
     """
     if not 1 <= len(items) <= MAX_BATCH:
         raise InvalidInput("items", f"must hold 1 to {MAX_BATCH} runs, not {len(items)}")
@@ -137,7 +138,7 @@ async def start_many(svc: Services, *, tenant_id: str, workflow_id: str, created
         try:
             _check_item(item)
         except InvalidInput as exc:
-            results[i] = ItemResult(i, error=exc if single else InvalidInput(
+            results[i] = ItemResult(i, error=exc if not item_fields else InvalidInput(
                 f"items[{i}].{exc.field}", str(exc).removeprefix(f"{exc.field}: ")))
             continue
         # The digest covers the request as sent (not the resolved version), so a replay
@@ -164,8 +165,6 @@ def _check_item(item: StartItem) -> None:
     if key is not None and "\x00" in key:
         # keys are opaque and stored verbatim; only U+0000 cannot live in PostgreSQL text
         raise InvalidInput("Idempotency-Key", "must not contain U+0000")
-    if item.version is not None and (not item.version or "\x00" in item.version):
-        raise InvalidInput("version", "must be a non-empty string without U+0000")
 
 
 async def _insert_runs(svc: Services, conn: Conn, tenant_id: str, workflow_id: str,
