@@ -153,6 +153,9 @@ def _pairs(report: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
                 peer_run = theirs.get(f"{PEER_PROCESSES[name]}_processes", {})
                 out[f"{shape}.{name}.jobs_per_s"] = (results[name].get("jobs_per_s"),
                                                      peer_run.get("jobs_per_s"))
+    out["batch_start.runs_per_s"] = (report.get("batch_start", {}).get("runs_per_s"),
+                                     report.get("peer", {}).get("batch_start", {})
+                                     .get("runs_per_s"))
     peer_latency = report.get("peer", {}).get("latency", {})
     for name in ("claim_latency", "claim_latency_low_rate", "step_latency"):
         ours = report.get(name, {}).get("latency", {})
@@ -180,7 +183,8 @@ def _cell(value: Any) -> str:
 async def run(args: argparse.Namespace) -> tuple[dict[str, Any], list[str]]:
     admin_url = os.environ.get("WARDEN_BENCH_DATABASE_URL") or DEFAULT_ADMIN_URL
     dbs = BenchDatabases.for_this_process(admin_url)
-    plan = Plan.make(quick=args.quick, profile=args.profile)
+    plan = Plan.make(quick=args.quick, profile=args.profile,
+                     start_dispatch=not args.no_start_dispatch)
     logs = Path(tempfile.mkdtemp(prefix="warden-bench-"))
     errors: list[str] = []
     report: dict[str, Any] = {
@@ -199,6 +203,13 @@ async def run(args: argparse.Namespace) -> tuple[dict[str, Any], list[str]]:
         progress(f"migrating template {dbs.template} (logs in {logs})")
         await dbs.prepare()
         report["throughput"] = await throughput(bench, errors, peers)
+        report["batch_start"] = await phase(
+            f"batch start of {plan.jobs} one-step runs, {plan.batch_size} per call", errors,
+            partial(drain.batch_start, bench, one_step(plan.jobs)))
+        if peers is not None:
+            report["peer"]["batch_start"] = await phase(
+                f"pgqueuer batch enqueue of {plan.jobs} jobs, {plan.batch_size} per call",
+                errors, partial(peer.batch_start, bench, peers, one_step(plan.jobs)))
         report["claim_latency"] = await phase(
             f"enqueue→claim latency at {plan.latency_rate:g}/s", errors,
             partial(latency.claim_latency, bench, plan.latency_rate))
@@ -248,6 +259,9 @@ def main() -> int:
     parser.add_argument("--profile", action="store_true",
                         help="py-spy the first serve and worker during each drain")
     parser.add_argument("--keep-logs", action="store_true", help="keep the children's logs")
+    parser.add_argument("--no-start-dispatch", action="store_true",
+                        help="starts leave their first steps to the scheduler (the A/B of "
+                             "dispatching in the start's transaction)")
     parser.add_argument("--no-peer", action="store_true",
                         help="skip the peer (pgqueuer, from the bench extra)")
     try:
