@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from alembic.config import Config
     from sqlalchemy import Engine
 
-HEAD = "0006_keyed_chain"
+HEAD = "0008_hot_path"
 
 # Revisions of the pre-release schema, squashed into 0001_baseline: a database still at
 # one of them was made by a development build and has no upgrade path.
