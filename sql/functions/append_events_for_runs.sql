@@ -22,6 +22,7 @@ DECLARE
     v_prev    text;
     v_at      timestamptz;
     v_kind    warden.timeline_kind;
+    v_shift   interval;
     v_key     integer;
     v_ipad    bytea;
     v_opad    bytea;
@@ -48,6 +49,9 @@ BEGIN
         RAISE EXCEPTION 'no active chain key: run `warden audit rotate-key`'
             USING ERRCODE = 'WD500';
     END IF;
+    -- warden.clock_timestamp(), with the clock's shift read once per call, not per event
+    -- (sql/functions/clock_timestamp.sql: tests move the database clock)
+    v_shift := coalesce((SELECT c.shift FROM warden.clock c), interval '0');
     FOR r IN
         SELECT x.tenant_id, x.run_id, x.events, u.timeline_seq, u.timeline_hash
           FROM jsonb_to_recordset(p_batch) AS x(tenant_id text, run_id uuid, events jsonb)
@@ -61,7 +65,7 @@ BEGIN
         FOR e IN SELECT value FROM jsonb_array_elements(r.events) LOOP
             v_seq := v_seq + 1;
             n := n + 1;
-            v_at := warden.clock_timestamp();
+            v_at := pg_catalog.clock_timestamp() + v_shift;
             v_kind := (e->>'kind')::warden.timeline_kind;
             a_tenant[n] := r.tenant_id;
             a_run[n] := r.run_id;
