@@ -229,8 +229,9 @@ async def _start_in(svc: Services, conn: Conn, tenant_id: str, workflow_id: str,
     by_version: dict[str, tuple[WorkflowDef, list[UUID]]] = {}
     for _, row, workflow in runs:
         by_version.setdefault(row.workflow_version, (workflow, []))[1].append(row.run_id)
+    steps: list[StepRow] = []
     for workflow, run_ids in by_version.values():
-        await steps_q.insert_for_runs(conn, tenant_id, run_ids, step_rows(workflow))
+        steps += await steps_q.insert_for_runs(conn, tenant_id, run_ids, step_rows(workflow))
     policy = await svc.policies.active(conn, tenant_id)
     decisions = DecisionBatch()  # one statement for every step of every run
     events: dict[RunKey, list[timeline_q.Event]] = {}
@@ -256,7 +257,8 @@ async def _start_in(svc: Services, conn: Conn, tenant_id: str, workflow_id: str,
     if pending and svc.start_dispatch is not None:
         # ends each pending run's scheduler flag with its first steps dispatched, and
         # appends every run's events (the denied ones' too) in its one statement
-        dispatched = await svc.start_dispatch(conn, [row for _, row in pending], events)
+        dispatched = await svc.start_dispatch(conn, [row for _, row in pending], events,
+                                              steps=steps, policy=policy)
     if dispatched is None:
         await timeline_q.append_for_runs(conn, events)
         if pending:  # inserted already flagged needs_scheduling: only the wake-up is left

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 from engine.definitions.workflows import DefinitionCache
-from engine.governance.decisions import Policies
+from engine.governance.decisions import ActivePolicy, Policies
 from engine.governance.policy import Verdict
 from engine.store import Conn, Database
-from engine.store.records import RunKey, RunRow
+from engine.store.records import RunKey, RunRow, StepRow
 from engine.store.timeline import Event
 
 DEFAULT_APPROVAL_EXPIRES_MS = 7 * 24 * 3600 * 1000
@@ -27,14 +27,16 @@ class StartDispatched:
 
 class StartDispatch(Protocol):
     """Runs a scheduler pass over runs created (and so locked) by the caller's
-    transaction, appending ``events`` (the start's own, per run) before the pass's own.
+    transaction, appending ``events`` (the start's own, per run) before the pass's own;
+    ``steps``: the runs' steps as inserted, ``policy``: the tenant's, as the start read it.
     None: the pass failed and wrote nothing; the runs stay flagged for the scheduler.
 
     The scheduler lives above this layer (engine.scheduling), so a composition root
     plugs it in (engine.scheduling.scheduler.with_start_dispatch)."""
 
-    def __call__(self, conn: Conn, runs: list[RunRow],
-                 events: dict[RunKey, list[Event]]) -> Awaitable[StartDispatched | None]: ...
+    def __call__(self, conn: Conn, runs: list[RunRow], events: dict[RunKey, list[Event]], *,
+                 steps: Sequence[StepRow], policy: ActivePolicy
+                 ) -> Awaitable[StartDispatched | None]: ...
 
 
 @dataclass(frozen=True)

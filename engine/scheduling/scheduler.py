@@ -109,43 +109,50 @@ class Scheduler:
         self._held[key] = (time.monotonic() + delay, delay)
 
     async def dispatch_started(self, conn: Conn, runs: list[RunRow],
-                               events: dict[RunKey, list[timeline_q.Event]]
+                               events: dict[RunKey, list[timeline_q.Event]], *,
+                               steps: Sequence[StepRow], policy: ActivePolicy
                                ) -> StartDispatched | None:
         """A pass over runs the caller's transaction just created (engine.runs.lifecycle
         start_many: they are invisible to every other scheduler until it commits), so
         their first steps are claimable the moment the start commits. ``events``: the
         start's own events, appended first. In a savepoint: a run that cannot advance
-        leaves everything as if no pass had run (the runs stay flagged)."""
+        leaves everything as if no pass had run (the runs stay flagged). What the start
+        already holds is not read again: the steps it inserted, the policy it judged
+        under (one tenant); a new run has no job to re-judge."""
         began = time.monotonic()
         writes = PassWrites(events={key: list(evs) for key, evs in events.items()})
         try:
             async with savepoint(conn):
-                await self._pass(conn, runs, writes)
+                await self._pass(conn, runs, writes, steps=steps,
+                                 policies={runs[0].tenant_id: policy} if runs else {})
         except _PassFailed as failed:
             log.debug("dispatch at start failed; the scheduler takes the runs",
                       exc_info=failed.__cause__)
             return None
         return StartDispatched(dict(writes.moved), lambda: _trace(writes, began))
 
-    async def _pass(self, conn: Conn, runs: list[RunRow],
-                    writes: PassWrites | None = None) -> PassWrites:
+    async def _pass(self, conn: Conn, runs: list[RunRow], writes: PassWrites | None = None,
+                    *, steps: Sequence[StepRow] | None = None,
+                    policies: dict[str, ActivePolicy] | None = None) -> PassWrites:
+        """``steps`` given: the runs are new (dispatch_started), so their steps are those
+        and they have no job to re-judge."""
         writes = writes or PassWrites()
         if not runs:
             return writes
         keys = [(run.tenant_id, run.run_id) for run in runs]
-        policies: dict[str, ActivePolicy] = {}
+        policies = {} if policies is None else policies
         try:
-            steps: dict[RunKey, list[StepRow]] = defaultdict(list)
-            for step in await steps_q.of_runs(conn, keys):
-                steps[(step.tenant_id, step.run_id)].append(step)
+            of_run: dict[RunKey, list[StepRow]] = defaultdict(list)
+            for step in await steps_q.of_runs(conn, keys) if steps is None else steps:
+                of_run[(step.tenant_id, step.run_id)].append(step)
             drifted: dict[RunKey, list[JobRow]] = defaultdict(list)
             # Busy (NOWAIT) when a claimer holds one: this pass fails, its runs go one by one
-            for job in await jobs_q.drifted_of_runs(conn, keys):
+            for job in await jobs_q.drifted_of_runs(conn, keys) if steps is None else ():
                 drifted[(job.tenant_id, job.run_id)].append(job)
             for run, key in zip(runs, keys, strict=True):
                 writes.scheduled.append(key)
                 if not run.status.is_final:
-                    await self._advance(conn, run, steps[key], drifted[key], writes, policies)
+                    await self._advance(conn, run, of_run[key], drifted[key], writes, policies)
             await writes.flush(conn)
         except DatabaseUnavailable:
             raise
