@@ -100,14 +100,15 @@ class Starter:
         return {"runs": shape.runs, "jobs": shape.jobs, "concurrency": self.concurrency,
                 "seconds": round(seconds, 3), "runs_per_s": round(shape.runs / seconds, 1)}
 
-    async def start_batches(self, shape: Shape, size: int, lanes: int) -> dict[str, Any]:
+    async def start_batches(self, shape: Shape, size: int, lanes: int, *,
+                            key_prefix: str = "bench") -> dict[str, Any]:
         """All runs of the shape through `lifecycle.start_many`, ``size`` runs per call
         (each with its own idempotency key), ``lanes`` calls in flight."""
         todo: Iterator[int] = iter(range(0, shape.runs, size))
 
         async def lane() -> None:
             for first in todo:
-                items = [lifecycle.StartItem({}, f"bench-{n}")
+                items = [lifecycle.StartItem({}, f"{key_prefix}-{n}")
                          for n in range(first, min(first + size, shape.runs))]
                 results = await lifecycle.start_many(
                     self.svc, tenant_id=TENANT, workflow_id=shape.workflow_id,
