@@ -241,7 +241,8 @@ def test_runs_watch_on_a_terminal_keeps_the_steps_in_view_below_the_timeline(
     reader.start()
     try:
         deadline = time.monotonic() + 30
-        while b"run pending | ask:pending" not in b"".join(seen):
+        # the start dispatched in its own transaction: the approval step already waits
+        while b"run waiting | ask:waiting" not in b"".join(seen):
             assert time.monotonic() < deadline and watch.poll() is None, b"".join(seen)
             time.sleep(0.05)
         cli.run("runs", "cancel", run_id, "--as", "olga", "--yes")
@@ -252,7 +253,7 @@ def test_runs_watch_on_a_terminal_keeps_the_steps_in_view_below_the_timeline(
         os.close(terminal)
     out = b"".join(seen).decode()
     # redrawn in place below the timeline, then left on screen above the final word
-    assert "\r\x1b[2Krun pending | ask:pending" in out
+    assert "\r\x1b[2Krun waiting | ask:waiting" in out
     assert "run.created" in out and "run.cancelled" in out
     assert out.rstrip().endswith(f"run {run_id} cancelled")
 
