@@ -262,9 +262,10 @@ WITH r AS (
     RETURNING tenant_id, run_id
 )
 INSERT INTO warden.timeline (tenant_id, run_id, seq, at, kind, step_id, actor, data,
-                             prev_hash, hash)
+                             prev_hash, hash, key_id)
 SELECT j.tenant_id, j.run_id, n, now() - interval '1 day', 'step.ready', 'only', 'history',
-       '{}', repeat('0', 64), md5(j.run_id::text || n) || md5(n::text)
+       '{}', repeat('0', 64), md5(j.run_id::text || n) || md5(n::text),
+       (SELECT k.key_id FROM warden.chain_keys k WHERE k.retired_at IS NULL)
   FROM j, generate_series(1, %(events)s) AS n;
 
 -- name: growth_analyze :exec
