@@ -237,3 +237,17 @@ async def activate(db: Database, source: str) -> None:
                                           media_type=None, created_by="admin")
     await decisions.activate(db, tenant_id="default", snapshot_hash=stored.row.snapshot_hash,
                              activated_by="admin")
+
+
+async def test_a_big_batch_leaves_its_dispatch_to_the_scheduler(db: Database) -> None:
+    svc = with_start_dispatch(Services.create(db, policy_default=Verdict.ALLOW))
+    await support.store(db, ONE)
+    n = lifecycle.DISPATCH_AT_START_MAX + 1
+    out = await lifecycle.start_many(svc, tenant_id="default", workflow_id="one",
+                                     created_by="alice",
+                                     items=[StartItem({"i": i}) for i in range(n)])
+    assert all(r.started and r.started.run.status.value == "pending" for r in out)
+    assert await count(db, "SELECT count(*) FROM warden.jobs") == 0
+    assert await count(db, "SELECT count(*) FROM warden.runs WHERE needs_scheduling") == n
+    await support.settle(Scheduler(svc))
+    assert len(await support.claim(db, ["t.only"], n=n)) == n
