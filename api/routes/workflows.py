@@ -93,11 +93,12 @@ BATCH_ITEM_FIELDS = {"input", "idempotency_key", "version"}
 @endpoint("POST", "/workflows/{workflow_id}/runs/batch",
           "Start up to 1,000 runs of the newest version, each item on its own",
           roles=(Role.SUBMITTER,), request="StartRuns",
-          responses={207: "RunsStarted", 422: "Problem"})
+          responses={207: "RunsStarted", 404: "Problem", 422: "Problem"})
 async def start_runs(request: Request) -> Response:
     """207 with one result per item, in order: each item is started, replayed or refused
     on its own (its own Idempotency key, submit decisions and status). Only a malformed
-    request as a whole (not an object, no items, more than 1,000) is one problem."""
+    request as a whole (not an object, no items, more than 1,000) or a workflow the tenant
+    does not have (404) is one problem."""
     caller = await authorize(request, Role.SUBMITTER)
     body = json_object(await json_body(request, storable=False), {"items"})
     raw = body.get("items")

@@ -179,8 +179,14 @@ async def _insert_runs(svc: Services, conn: Conn, tenant_id: str, workflow_id: s
                        results: list[ItemResult]) -> list[tuple[int, RunRow, WorkflowDef]]:
     """Inserts the runs of the items that have none yet (one statement); the others get
     their result here (a replay, a conflict, an unknown version). Returns the new runs."""
-    versions: dict[str | None, tuple[str, WorkflowDef] | NotFound] = {}
-    for version in dict.fromkeys(items[i].version for i in digests):
+    # no workflow of that id at all: the whole call is not found (nothing is written yet),
+    # as the path of the batch's URL names it; an unknown version is one item's problem
+    newest = await resolve(conn, tenant_id, workflow_id, None)
+    versions: dict[str | None, tuple[str, WorkflowDef] | NotFound] = {
+        None: (newest.version, await svc.definitions.get(conn, tenant_id, workflow_id,
+                                                         newest.version))}
+    for version in dict.fromkeys(items[i].version for i in digests
+                                 if items[i].version is not None):
         try:
             row = await resolve(conn, tenant_id, workflow_id, version)
             versions[version] = (row.version, await svc.definitions.get(
