@@ -56,7 +56,9 @@ def nesting_depth(raw: bytes) -> int:
     return deepest
 
 
-async def json_body(request: Request, *, required: bool = True) -> Any:
+async def json_body(request: Request, *, required: bool = True, storable: bool = True) -> Any:
+    """The body as JSON. ``storable=False``: values jsonb cannot hold (NaN, U+0000, …) are
+    left for the caller to refuse where they are (a batch item by item)."""
     raw = await request.body()  # bounded by the app's max_body_size (413 beyond it)
     if not raw.strip():
         if required:
@@ -68,7 +70,8 @@ async def json_body(request: Request, *, required: bool = True) -> Any:
         body = json.loads(raw, **DECODE_HOOKS)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise BadRequest(f"body is not valid JSON: {exc}") from None
-    found = unstorable(body)  # NaN, 1e400, 4,301 digits, "\ud800", U+0000: jsonb holds none
+    # NaN, 1e400, 4,301 digits, "\ud800", U+0000: jsonb holds none
+    found = unstorable(body) if storable else None
     if found is not None:
         where, problem = found
         raise BadRequest(f"{where or 'the body'}: {problem}", field=where or None)

@@ -49,6 +49,13 @@ def bad_request(detail: str, field: str | None = None) -> Response:
 
 
 def from_error(exc: errors.WardenError) -> Response:
+    status, body, headers = document(exc)
+    return ProblemResponse(body, status_code=status, headers=headers)
+
+
+def document(exc: errors.WardenError) -> tuple[int, dict[str, Any], dict[str, str] | None]:
+    """The status, problem document and headers an error is answered with (a batch puts
+    each item's document in its own result)."""
     status, slug = next(((s, t) for cls, s, t in _MAPPING if isinstance(exc, cls)),
                         (500, "internal"))
     title = slug.replace("-", " ").capitalize()
@@ -64,6 +71,9 @@ def from_error(exc: errors.WardenError) -> Response:
                  "reason": exc.reason}
     elif status == 503:
         headers = {"Retry-After": "5"}
-    return problem(status, slug, title, str(exc), errors_=field_errors, headers=headers,
-                   **extra)
+    body: dict[str, Any] = {"type": PROBLEM_TYPE + slug, "title": title, "status": status,
+                            "detail": str(exc), **extra}
+    if field_errors:
+        body["errors"] = field_errors
+    return status, body, headers
 

@@ -117,6 +117,25 @@ SCHEMAS: S = {
         "plan": _ref("RerunPlan")})],
         "description": "What a start (201, or 200 on a replay) and a rerun (201) answer: the "
                        "run document, plus the plan it followed for a rerun."},
+    "StartRuns": _obj(["items"], {"items": {
+        "type": "array", "minItems": 1, "maxItems": 1000,
+        # an item is checked on its own (a bad one is refused in its result, 422, and
+        # spoils no other), so the schema of an item constrains nothing
+        "items": {"description": "one run to start: {input: object, idempotency_key: 1 "
+                  "to 255 characters, version: a stored version (default: the newest)}",
+                  "properties": {"input": {"description": "a JSON object (default {})"},
+                                 "idempotency_key": {"description": "string or null"},
+                                 "version": {"description": "string or null"}}}}},
+        extra=False),
+    "RunsStarted": _obj(["items"], {"items": {"type": "array", "items": _obj(
+        ["index", "status"], {
+            "index": INT,
+            "status": {"type": "integer", "description": "what a single start would have "
+                       "answered: 201 started, 200 replayed, 403 denied at submit (the run "
+                       "is stored denied), 404, 409 or 422 (nothing started)"},
+            "replayed": {"type": "boolean"}, "run": _ref("Run"),
+            "problem": _ref("Problem")})}},
+        extra=False),
     "RunList": _list("Run"),
     "TimelineEvent": _obj(["seq", "at", "kind", "data", "prev_hash", "hash"], {
         "seq": INT, "at": TIME, "kind": STR, "step_id": NSTR, "job_id": NSTR,

@@ -25,7 +25,8 @@ PROFILE_DELAY_S = 2.0
 async def enqueue(bench: Bench, shape: Shape) -> dict[str, Any]:
     """Starts every run of the shape into the seed database; returns the enqueue rate."""
     url = await bench.dbs.fresh_seed()
-    async with Starter(url, bench.plan.enqueue_concurrency) as starter:
+    async with Starter(url, bench.plan.enqueue_concurrency,
+                       start_dispatch=bench.plan.start_dispatch) as starter:
         await starter.store(shape)
         stats = await starter.start_all(shape)
     conn = await pg.connect(url)
@@ -52,6 +53,26 @@ class Observed:
     cpu_s: dict[str, float]
     activity: dict[str, Any]
     profile: dict[str, Any] | None
+
+
+async def batch_start(bench: Bench, shape: Shape) -> dict[str, Any]:
+    """The shape's runs through `lifecycle.start_many` (batch start), into a fresh seed."""
+    url = await bench.dbs.fresh_seed()
+    async with Starter(url, bench.plan.batch_lanes,
+                       start_dispatch=bench.plan.start_dispatch) as starter:
+        await starter.store(shape)
+        before = await _counters(url)
+        stats = await starter.start_batches(shape, bench.plan.batch_size, bench.plan.batch_lanes)
+        stats["per_run"] = _per_job(_delta(await _counters(url), before), shape.runs)
+    return stats
+
+
+async def _counters(url: str) -> pg.Row:
+    conn = await pg.connect(url)
+    try:
+        return await pg.one(conn, "db_counters")
+    finally:
+        await conn.close()
 
 
 async def drain(bench: Bench, shape: Shape, enqueued: dict[str, Any], *, workers: int,

@@ -39,7 +39,8 @@ async def _paced(bench: Bench, shape: Shape, rate: float, label: str) -> dict[st
     conn = await pg.connect(url)
     loop = asyncio.get_running_loop()
     try:
-        async with Starter(url, bench.plan.enqueue_concurrency) as starter:
+        async with Starter(url, bench.plan.enqueue_concurrency,
+                           start_dispatch=bench.plan.start_dispatch) as starter:
             await starter.store(shape)
             with bench.children(label) as kids:
                 kids.serve()

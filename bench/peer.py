@@ -161,6 +161,23 @@ class Enqueuer:
         return {"runs": shape.runs, "jobs": shape.jobs, "concurrency": self.lanes,
                 "seconds": round(seconds, 3), "runs_per_s": round(shape.runs / seconds, 1)}
 
+    async def batches(self, shape: Shape, size: int, lanes: int) -> dict[str, Any]:
+        """The root jobs of ``shape.runs`` runs, ``size`` runs' worth per enqueue call."""
+        width = 1 if shape.workflow_id == "bench-chain" else len(shape.steps)
+        entrypoint = "chain" if shape.workflow_id == "bench-chain" else "noop"
+        todo = iter(range(0, shape.runs, size))
+
+        async def lane() -> None:
+            for first in todo:
+                n = (min(first + size, shape.runs) - first) * width
+                await self.queries.enqueue([entrypoint] * n, [None] * n, [0] * n)
+
+        began = time.perf_counter()
+        await asyncio.gather(*(lane() for _ in range(lanes)))
+        seconds = time.perf_counter() - began
+        return {"runs": shape.runs, "jobs": shape.jobs, "batch_size": size, "lanes": lanes,
+                "seconds": round(seconds, 3), "runs_per_s": round(shape.runs / seconds, 1)}
+
     async def paced(self, shape: Shape, rate: float) -> dict[str, Any]:
         loop = asyncio.get_running_loop()
         began = loop.time()
@@ -178,6 +195,13 @@ async def enqueue(bench: Bench, peer: PeerDatabases, shape: Shape) -> dict[str, 
     url = await peer.fresh_seed()
     async with Enqueuer(url, bench.plan.enqueue_concurrency) as enqueuer:
         return await enqueuer.all_runs(shape)
+
+
+async def batch_start(bench: Bench, peer: PeerDatabases, shape: Shape) -> dict[str, Any]:
+    """The shape's root jobs enqueued in calls of ``batch_size`` runs' worth."""
+    url = await peer.fresh_seed()
+    async with Enqueuer(url, bench.plan.batch_lanes) as enqueuer:
+        return await enqueuer.batches(shape, bench.plan.batch_size, bench.plan.batch_lanes)
 
 
 async def drain(bench: Bench, peer: PeerDatabases, shape: Shape, *,

@@ -26,14 +26,20 @@ class Plan:
     chain_rate: float
     drain_timeout_s: float
     profile_s: float | None  # None: no py-spy
+    # starts dispatch their first steps in their own transaction, as `warden serve` and
+    # the CLI do (False: the scheduler dispatches them, as before; for an A/B)
+    start_dispatch: bool = True
+    batch_size: int = 1000  # runs per start_many call in the batch-start measurement
+    batch_lanes: int = 2  # start_many calls in flight
 
     @classmethod
-    def make(cls, *, quick: bool, profile: bool) -> Plan:
+    def make(cls, *, quick: bool, profile: bool, start_dispatch: bool = True) -> Plan:
         return cls(jobs=2_000 if quick else 20_000, fan_width=100, worker_concurrency=32,
                    enqueue_concurrency=8, latency_rate=200.0, idle_rate=20.0,
                    latency_seconds=5.0 if quick else 10.0, chains=50 if quick else 200,
                    chain_rate=10.0, drain_timeout_s=120.0 if quick else 600.0,
-                   profile_s=(3.0 if quick else 10.0) if profile else None)
+                   profile_s=(3.0 if quick else 10.0) if profile else None,
+                   start_dispatch=start_dispatch)
 
 
 @dataclass(frozen=True)

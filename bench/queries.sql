@@ -263,3 +263,71 @@ SELECT count(*) AS open FROM warden.steps
 -- bench/flow.py: the shared fire time of its timers, 15 s ahead on the database clock.
 SELECT to_char((warden.now() + interval '15 seconds') AT TIME ZONE 'UTC',
                'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS at;
+-- name: growth_history :exec
+-- Finished history for the growth measurement (bench/growth.py): %(runs)s one-step runs
+-- that succeeded a day ago, each with its step, its job and %(events)s timeline events.
+-- Written directly (as the bench's admin role, like a restore would): what matters here
+-- is that the rows and their index entries exist, not that their chains verify.
+WITH r AS (
+    INSERT INTO warden.runs (tenant_id, workflow_id, workflow_version, status, input,
+                             request_digest, created_by, created_at, started_at,
+                             finished_at, needs_scheduling, timeline_seq)
+    SELECT 'default', %(workflow_id)s, '1.0.0', 'succeeded', '{}', 'history', 'bench',
+           now() - interval '1 day', now() - interval '1 day', now() - interval '1 day',
+           false, %(events)s
+      FROM generate_series(1, %(runs)s)
+    RETURNING tenant_id, run_id
+), s AS (
+    INSERT INTO warden.steps (tenant_id, run_id, step_id, type, topic, status, attempts,
+                              started_at, finished_at, output)
+    SELECT tenant_id, run_id, 'only', 'job', 'bench.noop', 'succeeded', 1,
+           now() - interval '1 day', now() - interval '1 day', '{}' FROM r
+    RETURNING tenant_id, run_id
+), j AS (
+    INSERT INTO warden.jobs (tenant_id, job_id, run_id, step_id, attempt, topic, status,
+                             input, upstream, constraints, created_at, available_at,
+                             started_at, finished_at, worker, result)
+    SELECT tenant_id, run_id::text || ':only@1', run_id, 'only', 1, 'bench.noop', 'succeeded',
+           '{}', '{}', '{}', now() - interval '1 day', now() - interval '1 day',
+           now() - interval '1 day', now() - interval '1 day', 'history', '{}' FROM s
+    RETURNING tenant_id, run_id
+)
+INSERT INTO warden.timeline (tenant_id, run_id, seq, at, kind, step_id, actor, data,
+                             prev_hash, hash, key_id)
+SELECT j.tenant_id, j.run_id, n, now() - interval '1 day', 'step.ready', 'only', 'history',
+       '{}', repeat('0', 64), md5(j.run_id::text || n) || md5(n::text),
+       (SELECT k.key_id FROM warden.chain_keys k WHERE k.retired_at IS NULL)
+  FROM j, generate_series(1, %(events)s) AS n;
+
+-- name: growth_analyze :exec
+-- Fresh statistics after the history load (this server runs with autovacuum off).
+ANALYZE;
+
+-- name: growth_claim_latency :one
+-- Enqueue → claim of the runs created since %(since)s (jobs.started_at − runs.created_at),
+-- along runs_by_created so the history is not read.
+SELECT count(*) AS jobs,
+       percentile_cont(0.5) WITHIN GROUP (ORDER BY x.ms) AS p50_ms,
+       percentile_cont(0.99) WITHIN GROUP (ORDER BY x.ms) AS p99_ms
+  FROM (SELECT (extract(epoch FROM j.started_at - r.created_at) * 1000)::float8 AS ms
+          FROM warden.runs r
+          JOIN warden.jobs j ON j.tenant_id = r.tenant_id AND j.run_id = r.run_id
+         WHERE r.tenant_id = 'default' AND r.created_at >= %(since)s
+           AND j.attempt = 1 AND j.started_at IS NOT NULL) x;
+
+-- name: growth_sizes :one
+-- What the tables hold, dead tuples included (the held transaction keeps them).
+SELECT (SELECT count(*) FROM warden.jobs) AS jobs,
+       (SELECT count(*) FROM warden.timeline) AS events,
+       (SELECT sum(n_dead_tup) FROM pg_stat_user_tables WHERE schemaname = 'warden')
+           AS dead_tuples;
+
+-- name: growth_hold :exec
+-- The other session's open transaction: a snapshot that holds back vacuum's horizon.
+BEGIN ISOLATION LEVEL REPEATABLE READ;
+
+-- name: growth_hold_snapshot :one
+SELECT txid_current() AS xid, count(*) AS runs FROM warden.runs;
+
+-- name: growth_release :exec
+ROLLBACK;

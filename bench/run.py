@@ -27,7 +27,7 @@ from typing import Any
 if __package__ in (None, ""):  # run as a script: make the repository root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench import drain, latency, peer  # after the path is set: ruff knows sys.path.insert
+from bench import drain, growth, latency, peer  # after the path is set (sys.path.insert)
 from bench.cpu import cpu_count
 from bench.databases import BenchDatabases
 from bench.plan import POLL_INTERVAL_MS, Bench, Plan
@@ -153,6 +153,9 @@ def _pairs(report: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
                 peer_run = theirs.get(f"{PEER_PROCESSES[name]}_processes", {})
                 out[f"{shape}.{name}.jobs_per_s"] = (results[name].get("jobs_per_s"),
                                                      peer_run.get("jobs_per_s"))
+    out["batch_start.runs_per_s"] = (report.get("batch_start", {}).get("runs_per_s"),
+                                     report.get("peer", {}).get("batch_start", {})
+                                     .get("runs_per_s"))
     peer_latency = report.get("peer", {}).get("latency", {})
     for name in ("claim_latency", "claim_latency_low_rate", "step_latency"):
         ours = report.get(name, {}).get("latency", {})
@@ -177,10 +180,35 @@ def _cell(value: Any) -> str:
     return "-" if value is None else f"{value:g}" if isinstance(value, float) else str(value)
 
 
+async def measure_all(report: dict[str, Any], bench: Bench, errors: list[str],
+                      peers: peer.PeerDatabases | None) -> None:
+    """Measurements 1 to 3 (and the batch start), each beside the peer's."""
+    plan = bench.plan
+    report["throughput"] = await throughput(bench, errors, peers)
+    report["batch_start"] = await phase(
+        f"batch start of {plan.jobs} one-step runs, {plan.batch_size} per call", errors,
+        partial(drain.batch_start, bench, one_step(plan.jobs)))
+    if peers is not None:
+        report["peer"]["batch_start"] = await phase(
+            f"pgqueuer batch enqueue of {plan.jobs} jobs, {plan.batch_size} per call",
+            errors, partial(peer.batch_start, bench, peers, one_step(plan.jobs)))
+    report["claim_latency"] = await phase(
+        f"enqueue→claim latency at {plan.latency_rate:g}/s", errors,
+        partial(latency.claim_latency, bench, plan.latency_rate))
+    report["claim_latency_low_rate"] = await phase(
+        f"enqueue→claim latency at {plan.idle_rate:g}/s", errors,
+        partial(latency.claim_latency, bench, plan.idle_rate))
+    report["step_latency"] = await phase("step→step latency", errors,
+                                         partial(latency.step_latency, bench))
+    if peers is not None:
+        report["peer"]["latency"] = await peer_latency(bench, errors, peers)
+
+
 async def run(args: argparse.Namespace) -> tuple[dict[str, Any], list[str]]:
     admin_url = os.environ.get("WARDEN_BENCH_DATABASE_URL") or DEFAULT_ADMIN_URL
     dbs = BenchDatabases.for_this_process(admin_url)
-    plan = Plan.make(quick=args.quick, profile=args.profile)
+    plan = Plan.make(quick=args.quick, profile=args.profile,
+                     start_dispatch=not args.no_start_dispatch)
     logs = Path(tempfile.mkdtemp(prefix="warden-bench-"))
     errors: list[str] = []
     report: dict[str, Any] = {
@@ -192,23 +220,21 @@ async def run(args: argparse.Namespace) -> tuple[dict[str, Any], list[str]]:
                    "policy_default": "allow", "database": dbs.name},
     }
     bench = Bench(plan, dbs, logs)
-    peers = None if args.no_peer else peer.PeerDatabases.beside(bench)
+    peers = None if args.no_peer or args.growth else peer.PeerDatabases.beside(bench)
     if peers is not None:
         report["peer"] = {**peer.facts(), "database": peers.name}
     try:
         progress(f"migrating template {dbs.template} (logs in {logs})")
         await dbs.prepare()
-        report["throughput"] = await throughput(bench, errors, peers)
-        report["claim_latency"] = await phase(
-            f"enqueue→claim latency at {plan.latency_rate:g}/s", errors,
-            partial(latency.claim_latency, bench, plan.latency_rate))
-        report["claim_latency_low_rate"] = await phase(
-            f"enqueue→claim latency at {plan.idle_rate:g}/s", errors,
-            partial(latency.claim_latency, bench, plan.idle_rate))
-        report["step_latency"] = await phase("step→step latency", errors,
-                                             partial(latency.step_latency, bench))
-        if peers is not None:
-            report["peer"]["latency"] = await peer_latency(bench, errors, peers)
+        if args.growth:
+            sizes = growth.GrowthPlan(
+                runs=plan.jobs, history_jobs=100_000 if args.quick else 1_000_000,
+                events_per_job=5, hold_s=60.0 if args.quick else 600.0,
+                latency_runs=int(plan.idle_rate * plan.latency_seconds))
+            report["growth"] = await phase("growth", errors, partial(
+                growth.growth, bench, sizes, progress))
+        else:
+            await measure_all(report, bench, errors, peers)
     finally:
         await dbs.drop_all()
         if peers is not None:
@@ -231,7 +257,7 @@ async def main_async(args: argparse.Namespace) -> int:
     task = asyncio.current_task()
     assert task is not None
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
-    if not args.no_peer and (why := peer.missing()) is not None:
+    if not (args.no_peer or args.growth) and (why := peer.missing()) is not None:
         progress(f"the peer cannot run: {why}")
         return 2
     report, errors = await run(args)
@@ -248,6 +274,14 @@ def main() -> int:
     parser.add_argument("--profile", action="store_true",
                         help="py-spy the first serve and worker during each drain")
     parser.add_argument("--keep-logs", action="store_true", help="keep the children's logs")
+    parser.add_argument("--no-start-dispatch", action="store_true",
+                        help="starts leave their first steps to the scheduler (the A/B of "
+                             "dispatching in the start's transaction)")
+    parser.add_argument("--growth", action="store_true",
+                        help="only measurement 5: drain rate and claim latency on empty "
+                             "tables, with 1M finished jobs / 5M events (--quick: 100k / "
+                             "500k), and while a transaction is held open 10 min (--quick: "
+                             "1 min); no peer")
     parser.add_argument("--no-peer", action="store_true",
                         help="skip the peer (pgqueuer, from the bench extra)")
     try:

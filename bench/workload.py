@@ -17,6 +17,7 @@ from engine.definitions import workflows
 from engine.governance.policy import Verdict
 from engine.runs import lifecycle
 from engine.runs.services import Services
+from engine.scheduling.scheduler import with_start_dispatch
 from engine.store import Database
 
 TENANT = "default"
@@ -60,13 +61,15 @@ class Starter:
     """Starts runs from this process with a pool of its own (policy default: allow,
     the same as the children's)."""
 
-    def __init__(self, url: str, concurrency: int) -> None:
+    def __init__(self, url: str, concurrency: int, *, start_dispatch: bool = True) -> None:
         self.concurrency = concurrency
         # paced starts queue for the pool when the host is slow: they must wait (the rate
         # reached is reported as created_per_s), not fail the measurement after 2 s
         self.db = Database(url, min_size=concurrency, max_size=concurrency,
                            acquire_timeout=60.0)
-        self.svc = Services.create(self.db, policy_default=Verdict.ALLOW)
+        svc = Services.create(self.db, policy_default=Verdict.ALLOW)
+        # as `warden serve` and the CLI compose it (engine/cli/common.py)
+        self.svc = with_start_dispatch(svc) if start_dispatch else svc
 
     async def __aenter__(self) -> Starter:
         await self.db.open()
@@ -95,6 +98,29 @@ class Starter:
         await asyncio.gather(*(lane() for _ in range(self.concurrency)))
         seconds = time.perf_counter() - began
         return {"runs": shape.runs, "jobs": shape.jobs, "concurrency": self.concurrency,
+                "seconds": round(seconds, 3), "runs_per_s": round(shape.runs / seconds, 1)}
+
+    async def start_batches(self, shape: Shape, size: int, lanes: int, *,
+                            key_prefix: str = "bench") -> dict[str, Any]:
+        """All runs of the shape through `lifecycle.start_many`, ``size`` runs per call
+        (each with its own idempotency key), ``lanes`` calls in flight."""
+        todo: Iterator[int] = iter(range(0, shape.runs, size))
+
+        async def lane() -> None:
+            for first in todo:
+                items = [lifecycle.StartItem({}, f"{key_prefix}-{n}")
+                         for n in range(first, min(first + size, shape.runs))]
+                results = await lifecycle.start_many(
+                    self.svc, tenant_id=TENANT, workflow_id=shape.workflow_id,
+                    created_by="bench", items=items)
+                failed = [r.error for r in results if r.error is not None]
+                if failed:
+                    raise RuntimeError(f"{len(failed)} items of a batch failed: {failed[0]}")
+
+        began = time.perf_counter()
+        await asyncio.gather(*(lane() for _ in range(lanes)))
+        seconds = time.perf_counter() - began
+        return {"runs": shape.runs, "jobs": shape.jobs, "batch_size": size, "lanes": lanes,
                 "seconds": round(seconds, 3), "runs_per_s": round(shape.runs / seconds, 1)}
 
     async def start_paced(self, shape: Shape, rate: float) -> dict[str, Any]:

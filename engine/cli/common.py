@@ -20,6 +20,7 @@ from engine.governance.policy import Verdict
 from engine.process import tracing
 from engine.process.runtime import database_url
 from engine.runs.services import Services
+from engine.scheduling.scheduler import with_start_dispatch
 from engine.store import Database, session
 from engine.store.scope import across_tenants
 
@@ -187,6 +188,8 @@ async def resolve_actor(db: Database, requested: str | None) -> str:
 
 
 def services_for(db: Database, settings: Settings) -> Services:
-    return Services.create(db, policy_default=Verdict(settings.policy_default),
-                           approval_expires_ms=settings.approval_expires_ms,
-                           event_keep_ms=settings.event_keep_ms)
+    # starts dispatch their runs' first steps in their own transaction (docs/design.md)
+    return with_start_dispatch(Services.create(
+        db, policy_default=Verdict(settings.policy_default),
+        approval_expires_ms=settings.approval_expires_ms,
+        event_keep_ms=settings.event_keep_ms))

@@ -158,6 +158,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--priority", type=int, metavar="0..9",
                    help="orders this run's jobs before their steps' priority (lower first; "
                         "default 5)")
+    p.add_argument("--batch", metavar="FILE", help="start one run per line of FILE (JSON "
+                   "lines {input, idempotency_key, version}; '-' reads stdin), 1,000 per "
+                   "transaction, each line on its own: one output line per run")
     p = add(rn, "show", cmd_runs_show, "a run with its steps: what each is doing or why it "
             "failed", read=True)
     p.add_argument("run_id", type=id_arg, metavar="RUN_ID", help=ID_HELP)

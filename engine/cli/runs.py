@@ -12,10 +12,19 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID
 
-from engine.cli.common import confirm, print_json, print_list, short, stamp, with_db
+from engine.cli.common import (
+    EXIT_CODES,
+    confirm,
+    print_json,
+    print_list,
+    short,
+    stamp,
+    with_db,
+)
 from engine.cli.format import format_timeline
 from engine.cli.progress import StatusLine, run_summary
 from engine.core import cursors, errors
+from engine.core.canonical import DECODE_HOOKS
 from engine.core.enums import ApprovalStatus, RunStatus
 from engine.core.settings import Settings
 from engine.definitions import workflows
@@ -47,6 +56,9 @@ async def cmd_workflows_apply(args: argparse.Namespace, settings: Settings) -> i
 
 
 async def cmd_runs_start(args: argparse.Namespace, settings: Settings) -> int:
+    if args.batch is not None:
+        return await _start_batch(args, settings)
+
     async def body(svc: Services) -> int:
         started = await lifecycle.start(
             svc, tenant_id=args.tenant,
@@ -320,3 +332,79 @@ async def cmd_runs_watch(args: argparse.Namespace, settings: Settings) -> int:
             listening.cancel()
 
     return await with_db(settings, body)
+
+
+BATCH_FIELDS = {"input", "idempotency_key", "version"}
+
+
+def _batch_items(args: argparse.Namespace) -> list[tuple[int, lifecycle.StartItem]]:
+    """The lines of --batch FILE as start items; a bad line is a usage error naming it
+    (nothing is started)."""
+    if args.input != {} or args.idempotency_key or args.version:
+        raise errors.InvalidInput("--batch", "give each run's input, idempotency_key and "
+                                  "version in FILE, not as options")
+    try:
+        text = sys.stdin.read() if args.batch == "-" else Path(args.batch).read_text()
+    except OSError as exc:
+        raise errors.InvalidInput("--batch", f"cannot read {args.batch}: {exc.strerror}") \
+            from exc
+    items: list[tuple[int, lifecycle.StartItem]] = []  # (line number, item)
+    for n, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        where = f"{args.batch}:{n}"
+        try:
+            doc = json.loads(line, **DECODE_HOOKS)
+        except json.JSONDecodeError as exc:
+            raise errors.InvalidInput(where, f"not valid JSON: {exc}") from None
+        if not isinstance(doc, dict) or set(doc) - BATCH_FIELDS:
+            raise errors.InvalidInput(where, "each line is an object with input, "
+                                      "idempotency_key and version (all optional)")
+        key, version = doc.get("idempotency_key"), doc.get("version")
+        if not isinstance(key, str | None) or not isinstance(version, str | None):
+            raise errors.InvalidInput(where, "idempotency_key and version are strings")
+        items.append((n, lifecycle.StartItem(doc.get("input", {}), key, version)))
+    if not items:
+        raise errors.InvalidInput("--batch", f"{args.batch} holds no run to start")
+    return items
+
+
+async def _start_batch(args: argparse.Namespace, settings: Settings) -> int:
+    items = _batch_items(args)
+
+    async def body(svc: Services) -> int:
+        worst = 0
+        for first in range(0, len(items), lifecycle.MAX_BATCH):
+            chunk = items[first:first + lifecycle.MAX_BATCH]
+            results = await lifecycle.start_many(
+                svc, tenant_id=args.tenant, workflow_id=args.workflow_id,
+                created_by=args.principal, items=[item for _, item in chunk],
+                item_fields=False)
+            for result in results:
+                line = chunk[result.index][0]
+                if result.error is not None:
+                    worst = max(worst, next(
+                        (code for cls, code in EXIT_CODES if isinstance(result.error, cls)), 1))
+                doc = _batch_line(line, result)
+                if args.json:
+                    print(json.dumps(doc), flush=True)
+                elif result.error is None and result.started is not None:
+                    print(result.started.run.run_id)
+                else:
+                    print(f"line {line}: {result.error}", file=sys.stderr)
+                    if result.started is not None:  # denied: the run exists
+                        print(result.started.run.run_id)
+        return worst
+
+    return await with_db(settings, body, acting=args)
+
+
+def _batch_line(line: int, result: lifecycle.ItemResult) -> dict[str, object]:
+    doc: dict[str, object] = {"line": line}
+    if result.started is not None:
+        doc["run_id"] = str(result.started.run.run_id)
+        doc["status"] = result.started.run.status.value
+        doc["replayed"] = result.started.replayed
+    if result.error is not None:
+        doc["error"] = {"type": type(result.error).__name__, "message": str(result.error)}
+    return doc

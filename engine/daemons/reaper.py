@@ -67,7 +67,7 @@ class Reaper:
         async with self.db.transaction() as conn:
             woken = await flow_q.wake_due(conn, self.batch_size)
             if woken:
-                await flow_q.notify_scheduler(conn)
+                await runs_q.notify_schedulers(conn)
         return woken
 
     async def _expire_approvals(self) -> int:

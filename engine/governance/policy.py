@@ -97,7 +97,8 @@ class Decision:
     def to_doc(self) -> dict[str, Any]:
         # A deep copy: decisions are shared by every evaluation that hits the same rule.
         return {"decision": self.verdict.value, "rule": self.rule, "reason": self.reason,
-                "constraints": copy.deepcopy(dict(self.constraints))}
+                "constraints": copy.deepcopy(dict(self.constraints)) if self.constraints
+                else {}}
 
 
 @dataclass(frozen=True)

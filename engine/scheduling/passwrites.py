@@ -57,6 +57,8 @@ class PassWrites:
     # that ended (woken after the pass's own flags are cleared)
     item_starts: list[ItemStart] = field(default_factory=list)
     wake_parents: set[RunKey] = field(default_factory=set)
+    # each moved run as the pass leaves it (what a start that dispatched answers)
+    moved: dict[RunKey, RunRow] = field(default_factory=dict)
     _runs: dict[RunKey, RunChange] = field(default_factory=dict)
     _now: datetime | None = None
 
@@ -81,8 +83,9 @@ class PassWrites:
         key = (run.tenant_id, run.run_id)
         seen = self._runs[key].from_status if key in self._runs else run.status
         self._runs[key] = RunChange(run.tenant_id, run.run_id, seen, to, output, error)
-        return replace(run, status=to, started_at=run.started_at or now,
-                       finished_at=now if to.is_final else None)
+        self.moved[key] = replace(run, status=to, started_at=run.started_at or now,
+                                  finished_at=now if to.is_final else None)
+        return self.moved[key]
 
     async def flush(self, conn: Conn) -> None:
         await self.decisions.write(conn)

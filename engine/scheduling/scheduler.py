@@ -22,6 +22,7 @@ import logging
 import time
 from collections import defaultdict
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
@@ -31,16 +32,17 @@ from engine.definitions import dag
 from engine.definitions.model import StepDef
 from engine.governance.decisions import ActivePolicy
 from engine.process import metrics, tracing
-from engine.runs.services import Services
+from engine.runs.services import Services, StartDispatched
 from engine.scheduling import children, flow
 from engine.scheduling.dispatch import Dispatcher, RunPass, moved
 from engine.scheduling.fanout import Fanout, Flow, load_flows
 from engine.scheduling.passwrites import PassWrites
-from engine.store import Conn
+from engine.store import Conn, savepoint
 from engine.store import jobs as jobs_q
 from engine.store import notifications as notifications_q
 from engine.store import runs as runs_q
 from engine.store import steps as steps_q
+from engine.store import timeline as timeline_q
 from engine.store.records import JobRow, RunKey, RunRow, StepRow
 
 log = logging.getLogger(__name__)
@@ -109,25 +111,52 @@ class Scheduler:
         delay = min(previous[1] * 2, cap) if previous else first
         self._held[key] = (time.monotonic() + delay, delay)
 
-    async def _pass(self, conn: Conn, runs: list[RunRow]) -> PassWrites:
-        if not runs:
-            return PassWrites()
-        keys = [(run.tenant_id, run.run_id) for run in runs]
-        writes = PassWrites()
-        policies: dict[str, ActivePolicy] = {}
+    async def dispatch_started(self, conn: Conn, runs: list[RunRow],
+                               events: dict[RunKey, list[timeline_q.Event]], *,
+                               steps: Sequence[StepRow], policy: ActivePolicy
+                               ) -> StartDispatched | None:
+        """A pass over runs the caller's transaction just created (engine.runs.lifecycle
+        start_many: they are invisible to every other scheduler until it commits), so
+        their first steps are claimable the moment the start commits. ``events``: the
+        start's own events, appended first. In a savepoint: a run that cannot advance
+        leaves everything as if no pass had run (the runs stay flagged). What the start
+        already holds is not read again: the steps it inserted, the policy it judged
+        under (one tenant); a new run has no job to re-judge."""
+        began = time.monotonic()
+        writes = PassWrites(events={key: list(evs) for key, evs in events.items()})
         try:
-            steps: dict[RunKey, list[StepRow]] = defaultdict(list)
-            for step in await steps_q.of_runs(conn, keys):
-                steps[(step.tenant_id, step.run_id)].append(step)
+            async with savepoint(conn):
+                await self._pass(conn, runs, writes, steps=steps,
+                                 policies={runs[0].tenant_id: policy} if runs else {})
+        except _PassFailed as failed:
+            log.debug("dispatch at start failed; the scheduler takes the runs",
+                      exc_info=failed.__cause__)
+            return None
+        return StartDispatched(dict(writes.moved), lambda: _trace(writes, began))
+
+    async def _pass(self, conn: Conn, runs: list[RunRow], writes: PassWrites | None = None,
+                    *, steps: Sequence[StepRow] | None = None,
+                    policies: dict[str, ActivePolicy] | None = None) -> PassWrites:
+        """``steps`` given: the runs are new (dispatch_started), so their steps are those
+        and they have no job to re-judge."""
+        writes = writes or PassWrites()
+        if not runs:
+            return writes
+        keys = [(run.tenant_id, run.run_id) for run in runs]
+        policies = {} if policies is None else policies
+        try:
+            of_run: dict[RunKey, list[StepRow]] = defaultdict(list)
+            for step in await steps_q.of_runs(conn, keys) if steps is None else steps:
+                of_run[(step.tenant_id, step.run_id)].append(step)
             drifted: dict[RunKey, list[JobRow]] = defaultdict(list)
             # Busy (NOWAIT) when a claimer holds one: this pass fails, its runs go one by one
-            for job in await jobs_q.drifted_of_runs(conn, keys):
+            for job in await jobs_q.drifted_of_runs(conn, keys) if steps is None else ():
                 drifted[(job.tenant_id, job.run_id)].append(job)
-            flows = await load_flows(conn, steps)
+            flows = await load_flows(conn, of_run)
             for run, key in zip(runs, keys, strict=True):
                 writes.scheduled.append(key)
                 if not run.status.is_final:
-                    await self._advance(conn, run, steps[key], drifted[key], writes, policies,
+                    await self._advance(conn, run, of_run[key], drifted[key], writes, policies,
                                         flows.get(key) or Flow())
             await writes.flush(conn)
         except DatabaseUnavailable:
@@ -161,7 +190,8 @@ class Scheduler:
                 break
             state.steps[action.step_id] = await self._apply(conn, state, action)
         await self._settle(conn, state, dag.run_status(_states(state)))
-        writes.events[(run.tenant_id, run.run_id)] = state.events
+        # extends: a start's pass (dispatch_started) comes with the start's events first
+        writes.events.setdefault((run.tenant_id, run.run_id), []).extend(state.events)
         writes.topics |= state.topics
 
     async def _apply(self, conn: Conn, state: RunPass, action: dag.Action) -> StepRow:
@@ -230,6 +260,12 @@ class Scheduler:
         if target.is_final and tracing.enabled():
             state.writes.ended.append(state.run)
         await state.event(conn, kind, data={"status": target.value})
+
+
+def with_start_dispatch(svc: Services) -> Services:
+    """``svc`` whose starts dispatch their runs' first steps in the start's transaction
+    (Services.start_dispatch), as `warden serve` and the CLI run them."""
+    return replace(svc, start_dispatch=Scheduler(svc).dispatch_started)
 
 
 def _trace(writes: PassWrites, began: float) -> None:

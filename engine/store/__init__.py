@@ -5,6 +5,6 @@
 the named queries of the matching `sql/queries/*.sql` file, one typed function per query.
 """
 
-from engine.store.connection import Conn, Database, connect
+from engine.store.connection import Conn, Database, connect, savepoint
 
-__all__ = ["Conn", "Database", "connect"]
+__all__ = ["Conn", "Database", "connect", "savepoint"]

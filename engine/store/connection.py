@@ -149,8 +149,15 @@ def json_rows(rows: Iterable[Any]) -> Jsonb:
 
 def shallow_dict(row: Any) -> dict[str, Any]:
     """A dataclass's fields as a dict, values as they are: `dataclasses.asdict` deep-copies
-    every nested input and output, which showed in the scheduler's profile."""
-    return {f.name: getattr(row, f.name) for f in fields(row)}
+    every nested input and output, which showed in the scheduler's profile (and so did
+    `fields()`, rebuilt on each call: the names are kept per class)."""
+    names = _FIELD_NAMES.get(type(row))
+    if names is None:
+        names = _FIELD_NAMES[type(row)] = tuple(f.name for f in fields(row))
+    return {name: getattr(row, name) for name in names}
+
+
+_FIELD_NAMES: dict[type, tuple[str, ...]] = {}
 
 
 def _dumps_plain(value: Any) -> str:
@@ -212,6 +219,14 @@ class Database:
             await _apply_scope(conn)
             async with conn.transaction():
                 yield conn
+
+
+@asynccontextmanager
+async def savepoint(conn: Conn) -> AsyncIterator[Conn]:
+    """A savepoint inside the caller's transaction: an exception rolls back what the block
+    wrote and nothing before it (two round trips: SAVEPOINT and RELEASE)."""
+    async with translated(), conn.transaction():
+        yield conn
 
 
 # The tenant scope each pooled connection's session carries now, so a connection that goes

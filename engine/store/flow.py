@@ -11,7 +11,6 @@ from engine.core.errors import InvalidTransition
 from engine.core.states import STEP_TRANSITIONS
 from engine.store.connection import (
     Conn,
-    execute,
     fetch_all,
     fetch_dicts,
     fetch_one,
@@ -68,10 +67,6 @@ async def flow_events(conn: Conn, tenant_id: str, run_id: UUID) -> list[dict[str
     """The run's step.condition and wait.matched events (step_id, kind, data), in order."""
     return await fetch_dicts(conn, "timeline_flow_events",
                              {"tenant_id": tenant_id, "run_id": run_id})
-
-
-async def notify_scheduler(conn: Conn) -> None:
-    await execute(conn, "scheduler_notify", {})
 
 
 async def seconds_to_next_wake(conn: Conn) -> float | None:

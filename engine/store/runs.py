@@ -66,6 +66,50 @@ async def children_of_run(conn: Conn, tenant_id: str, run_id: UUID) -> list[RunR
                                                           "run_id": run_id}, RunRow)
 
 
+@dataclass(frozen=True)
+class NewRun:
+    """One run of a batch start (runs_insert_many); the caller picks the run id."""
+
+    run_id: UUID
+    version: str
+    input: Any
+    idempotency_key: str | None
+    request_digest: str
+    timeout_ms: int | None
+    priority: int = 5  # docs/workflows.md#priority
+    pins: Any = None  # the child versions of its workflow steps (engine/runs/children.py)
+
+
+async def insert_many(conn: Conn, *, tenant_id: str, workflow_id: str, created_by: str,
+                      runs: Sequence[NewRun]) -> list[RunRow]:
+    """Inserts the runs in one statement; a run whose idempotency key is taken is left out
+    of the rows returned (the caller looks its key up)."""
+    if not runs:
+        return []
+    return await fetch_all(conn, "runs_insert_many", {
+        "tenant_id": tenant_id, "workflow_id": workflow_id, "created_by": created_by,
+        "run_ids": [r.run_id for r in runs], "versions": [r.version for r in runs],
+        "inputs": [jsonb(r.input) for r in runs],
+        "idempotency_keys": [r.idempotency_key for r in runs],
+        "digests": [r.request_digest for r in runs],
+        "timeout_ms": [r.timeout_ms for r in runs],
+        "priorities": [r.priority for r in runs],
+        "pins": [jsonb(r.pins or {}) for r in runs]}, RunRow)
+
+
+async def by_idempotency_keys(conn: Conn, tenant_id: str, workflow_id: str,
+                              keys: Sequence[str]) -> list[RunRow]:
+    if not keys:
+        return []
+    return await fetch_all(conn, "runs_by_idempotency_keys", {
+        "tenant_id": tenant_id, "workflow_id": workflow_id, "idempotency_keys": list(keys)},
+        RunRow)
+
+
+async def notify_schedulers(conn: Conn) -> None:
+    await execute(conn, "scheduler_notify", {})
+
+
 async def by_idempotency_key(conn: Conn, tenant_id: str, workflow_id: str,
                              key: str) -> RunRow | None:
     return await fetch_one(conn, "run_by_idempotency_key", {

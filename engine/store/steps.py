@@ -20,6 +20,15 @@ async def insert_all(conn: Conn, tenant_id: str, run_id: UUID,
         "tenant_id": tenant_id, "run_id": run_id, "steps": jsonb(steps)})
 
 
+async def insert_for_runs(conn: Conn, tenant_id: str, run_ids: Sequence[UUID],
+                          steps: list[dict[str, Any]]) -> list[StepRow]:
+    """The same step rows for each of several new runs of one workflow version."""
+    if not run_ids:
+        return []
+    return await fetch_all(conn, "steps_insert_for_runs", {
+        "tenant_id": tenant_id, "run_ids": list(run_ids), "steps": jsonb(steps)}, StepRow)
+
+
 async def of_run(conn: Conn, tenant_id: str, run_id: UUID) -> list[StepRow]:
     return await fetch_all(conn, "steps_of_run", {"tenant_id": tenant_id, "run_id": run_id},
                            StepRow)

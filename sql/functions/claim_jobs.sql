@@ -63,6 +63,7 @@ DECLARE
     v_stripes    jsonb;
     v_stripe     integer;
     v_start      integer;
+    v_batch      jsonb := '[]';  -- every run's events, appended in one call at the end
 BEGIN
     IF claim_jobs.max_jobs < 1 OR claim_jobs.lease <= interval '0' THEN
         RAISE EXCEPTION 'max_jobs must be >= 1 and lease > 0' USING ERRCODE = '22023';
@@ -257,12 +258,14 @@ BEGIN
         -- the same runs then never wait on each other in a cycle
         SELECT * FROM claimed k ORDER BY k.tenant_id, k.run_id, k.job_id
     LOOP
-        -- Each run is locked once per claim, and its events are appended in one call
-        -- when the claim moves to the next run (not once per claimed job: a fan-out's
-        -- workers and its scheduler would queue on the run row for each).
+        -- Each run is locked once per claim, and the events of all the claim's runs are
+        -- appended in one call at its end (warden.append_events_for_runs: one INSERT),
+        -- not once per claimed job: a fan-out's workers and its scheduler would queue on
+        -- the run row for each.
         IF v_run IS DISTINCT FROM c.run_id OR v_tenant IS DISTINCT FROM c.tenant_id THEN
             IF v_run IS NOT NULL THEN
-                PERFORM warden.append_events(v_tenant, v_run, v_events);
+                v_batch := v_batch || jsonb_build_array(jsonb_build_object(
+                    'tenant_id', v_tenant, 'run_id', v_run, 'events', v_events));
             END IF;
             v_tenant := c.tenant_id;
             v_run := c.run_id;
@@ -296,6 +299,8 @@ BEGIN
         RETURN NEXT;
     END LOOP;
     IF v_run IS NOT NULL THEN
-        PERFORM warden.append_events(v_tenant, v_run, v_events);
+        v_batch := v_batch || jsonb_build_array(jsonb_build_object(
+            'tenant_id', v_tenant, 'run_id', v_run, 'events', v_events));
+        PERFORM warden.append_events_for_runs(v_batch);
     END IF;
 END $$;

@@ -11,7 +11,6 @@ LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 #variable_conflict use_column
 DECLARE
     v_done warden.jobs[];
-    r      record;
 BEGIN
     IF cardinality(job_ids) IS DISTINCT FROM cardinality(lease_tokens)
        OR cardinality(job_ids) IS DISTINCT FROM cardinality(results) THEN
@@ -39,18 +38,19 @@ BEGIN
     SELECT coalesce(array_agg(d.j ORDER BY (d.j).tenant_id, (d.j).run_id, (d.j).job_id), '{}')
       INTO v_done FROM done d;
 
-    FOR r IN
-        SELECT c.tenant_id, c.run_id,
-               jsonb_agg(jsonb_build_object('kind', 'job.succeeded', 'step_id', c.step_id,
-                                            'job_id', c.job_id, 'attempt', c.attempt,
-                                            'actor', c.worker, 'data', '{}'::jsonb)
-                         ORDER BY c.job_id) AS events
-          FROM unnest(v_done) c
-         GROUP BY c.tenant_id, c.run_id
-         ORDER BY c.tenant_id, c.run_id
-    LOOP
-        PERFORM warden.append_events(r.tenant_id, r.run_id, r.events);
-    END LOOP;
+    -- every run's events in one INSERT (warden.append_events_for_runs locks the runs in
+    -- (tenant, run) order, as claim_jobs and the reaper do)
+    PERFORM warden.append_events_for_runs(coalesce((
+        SELECT jsonb_agg(jsonb_build_object('tenant_id', g.tenant_id, 'run_id', g.run_id,
+                                            'events', g.events))
+          FROM (SELECT c.tenant_id, c.run_id,
+                       jsonb_agg(jsonb_build_object('kind', 'job.succeeded',
+                                                    'step_id', c.step_id, 'job_id', c.job_id,
+                                                    'attempt', c.attempt, 'actor', c.worker,
+                                                    'data', '{}'::jsonb)
+                                 ORDER BY c.job_id) AS events
+                  FROM unnest(v_done) c
+                 GROUP BY c.tenant_id, c.run_id) g), '[]'));
 
     UPDATE warden.steps s
        SET status = 'succeeded', output = c.result, error = NULL, finished_at = warden.now()

@@ -57,7 +57,8 @@ GRANT UPDATE (workflow_version, cron, timezone, input, overlap, catch_up, active
 GRANT EXECUTE ON FUNCTION
     warden.now(), warden.clock_timestamp(), warden.in_scope(text),
     warden.append_event(text, uuid, warden.timeline_kind, text, text, integer, text, jsonb),
-    warden.append_events(text, uuid, jsonb), warden.wake_run(text, uuid),
+    warden.append_events(text, uuid, jsonb), warden.append_events_for_runs(jsonb),
+    warden.wake_run(text, uuid),
     warden.reap_expired_jobs(integer), warden.verify_timeline(uuid)
     TO warden_engine;
 -- `warden serve` keeps the partitions of the months ahead (it can only add empty ones);

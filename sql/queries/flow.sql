@@ -57,10 +57,6 @@ RETURNING r.tenant_id, r.run_id;
 SELECT extract(epoch FROM min(wake_at) - warden.now())::float8
   FROM warden.steps WHERE status = 'waiting' AND wake_at > warden.now();
 
--- name: scheduler_notify :exec
--- Wakes the schedulers (the runs are flagged already; NOTIFY is only a hint).
-SELECT pg_notify('warden_scheduler', '');
-
 -- name: timeline_flow_events :many
 -- What a run document shows of its control flow: conditions evaluated, waits matched.
 SELECT step_id, kind::text AS kind, data FROM warden.timeline

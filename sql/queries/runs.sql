@@ -207,3 +207,40 @@ WITH woken AS (
     RETURNING run_id
 )
 SELECT pg_notify('warden_scheduler', '') FROM woken;
+
+-- name: runs_insert_many :many
+-- Creates a batch of runs in one statement (engine.runs.lifecycle.start_many), from
+-- parallel arrays, the run ids chosen by the caller so each row maps back to its item. A
+-- run whose idempotency key is already used for its workflow (by an earlier run, or by
+-- an earlier item of this batch) gets no row back: runs_idempotency decides, as for one
+-- start. The rows go in key order, so two batches that share keys wait on each other's
+-- unique-index entries in one order and cannot deadlock.
+INSERT INTO warden.runs
+    (tenant_id, run_id, workflow_id, workflow_version, input, idempotency_key,
+     request_digest, created_by, deadline_at, priority, pins, created_at)
+SELECT %(tenant_id)s, x.run_id, %(workflow_id)s, x.version, x.input, x.idempotency_key,
+       x.digest, %(created_by)s,
+       warden.now() + make_interval(secs => x.timeout_ms::bigint / 1000.0),
+       x.priority, x.pins,
+       -- the database clock, as run_insert: created_at picks the partition of the run's
+       -- events (sql/schema/50_timeline.sql)
+       warden.now()
+  FROM unnest(%(run_ids)s::uuid[], %(versions)s::text[], %(inputs)s::jsonb[],
+              %(idempotency_keys)s::text[], %(digests)s::text[], %(timeout_ms)s::bigint[],
+              %(priorities)s::smallint[], %(pins)s::jsonb[])
+       WITH ORDINALITY AS x(run_id, version, input, idempotency_key, digest, timeout_ms,
+                            priority, pins, n)
+ ORDER BY x.idempotency_key NULLS LAST, x.n
+ON CONFLICT ON CONSTRAINT runs_idempotency DO NOTHING
+RETURNING *;
+
+-- name: runs_by_idempotency_keys :many
+-- The runs some idempotency keys already created for one workflow.
+SELECT * FROM warden.runs
+ WHERE tenant_id = %(tenant_id)s AND workflow_id = %(workflow_id)s
+   AND idempotency_key = ANY (%(idempotency_keys)s::text[]);
+
+-- name: scheduler_notify :exec
+-- Wakes the schedulers once (runs are inserted already flagged needs_scheduling; the
+-- NOTIFY is folded into one per transaction by PostgreSQL anyway).
+SELECT pg_notify('warden_scheduler', '');

@@ -63,3 +63,20 @@ UPDATE warden.steps s
        AS x(tenant_id, run_id, step_id, attempts, max_attempts)
  WHERE s.tenant_id = x.tenant_id AND s.run_id = x.run_id AND s.step_id = x.step_id
    AND s.attempts = x.attempts AND s.status IN ('pending', 'running');
+
+-- name: steps_insert_for_runs :many
+-- Creates every step of several new runs of one workflow version in one statement: each
+-- run gets the same step rows (a JSON array, as steps_insert takes). Returns them: a
+-- start that dispatches at once passes them to its scheduler pass.
+INSERT INTO warden.steps
+    (tenant_id, run_id, step_id, type, depends_on, topic, max_attempts, backoff_ms,
+     max_backoff_ms, multiplier, jitter, timeout_ms, priority)
+SELECT %(tenant_id)s, r.run_id, s.step_id, s.type, s.depends_on, s.topic, s.max_attempts,
+       s.backoff_ms, s.max_backoff_ms, s.multiplier, s.jitter, s.timeout_ms, s.priority
+  FROM unnest(%(run_ids)s::uuid[]) AS r(run_id)
+ CROSS JOIN jsonb_to_recordset(%(steps)s) AS s(
+       step_id text, type warden.step_type, depends_on text[], topic text, max_attempts int,
+       backoff_ms int, max_backoff_ms int, multiplier float8, jitter float8, timeout_ms int,
+       priority smallint)
+ ORDER BY r.run_id, s.step_id
+RETURNING *;

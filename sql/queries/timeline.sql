@@ -45,12 +45,9 @@ SELECT warden.rotate_chain_key(%(by)s);
 SELECT warden.append_events(%(tenant_id)s, %(run_id)s, %(events)s);
 
 -- name: events_append_for_runs :exec
--- Appends the events of several runs, each run's batch in order (append_events per run).
--- The runs are already locked by the caller; ORDER BY keeps the (tenant, run) lock order
--- anyway (volatile functions in the target list are evaluated after the sort).
-SELECT warden.append_events(x.tenant_id, x.run_id, x.events)
-  FROM jsonb_to_recordset(%(batch)s) AS x(tenant_id text, run_id uuid, events jsonb)
- ORDER BY x.tenant_id, x.run_id;
+-- Appends the events of several runs, each run's batch in order, in one INSERT for all of
+-- them (warden.append_events_for_runs; it locks the runs in (tenant, run) order).
+SELECT warden.append_events_for_runs(%(batch)s);
 
 -- name: run_heads :many
 -- Every run's chain head (seq, hash) that has at least one event: what an anchor records.

@@ -285,6 +285,14 @@ async def test_every_route_answers_as_documented(api: Harness,
     for base in ("", v1):
         for probe in ("/healthz", "/readyz", "/metrics"):
             await expect(api, "GET", f"{base}{probe}", 200)
+    # a batch start: a result per item (one started, one refused), one problem when the
+    # request as a whole is malformed
+    started = await expect(api, "POST", f"{v1}/workflows/tiny/runs/batch", 207, headers=alice,
+                           json={"items": [{"input": {"n": 1}, "idempotency_key": "b-1"},
+                                           {"input": [1]}]})
+    assert [i["status"] for i in started["items"]] == [201, 422]
+    await expect(api, "POST", f"{v1}/workflows/tiny/runs/batch", 422, headers=alice,
+                 json={"items": []})
     # a few refusals, each a problem document
     await expect(api, "GET", f"{v1}/workflow-runs/{run_id}", 401)
     await expect(api, "GET", f"{v1}/workflow-runs", 400, params={"sort": "x"}, headers=olga)

@@ -86,6 +86,7 @@ def valid_bodies(schema: str | None, *, tag: str) -> list[dict[str, Any]]:
     bodies: dict[str | None, list[dict[str, Any]]] = {
         None: [{}],
         "StartRun": [{"json": {"input": {"incident_id": "x"}}}],
+        "StartRuns": [{"json": {"items": [{"input": {"incident_id": "x"}}]}}],
         "Rerun": [{"json": {"from_step": "detect", "dry_run": True}},
                   {"json": {"from_step": "detect"}}],
         "Cancel": [{"json": {"reason": "test"}}],

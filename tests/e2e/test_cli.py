@@ -63,7 +63,9 @@ def test_a_script_drives_a_run_without_the_api(cli: Cli) -> None:
                       '{"incident_id": "INC-1"}', "--idempotency-key", "k1", "--as", "alice")
     assert (replay["run_id"], replay["replayed"]) == (run_id, True)
     run = cli.json("runs", "show", run_id)
-    assert run["status"] == "pending" and run["steps"][0]["step_id"] == "detect"
+    # the start dispatched the first step in its own transaction: no scheduler ran here
+    assert run["status"] == "running" and run["steps"][0]["step_id"] == "detect"
+    assert run["steps"][0]["state"] == "pending" and run["jobs"][0]["status"] == "pending"
     assert [r["run_id"] for r in cli.json("runs", "list")["items"]] == [run_id]
     cancelled = cli.run("runs", "cancel", run_id, "--reason", "test", "--as", "olga", "--yes")
     assert "cancelled" in cancelled.stdout
@@ -87,6 +89,27 @@ def test_bad_input_gets_a_clear_message_and_a_script_friendly_exit_code(cli: Cli
     conflict = cli.run("runs", "start", "incident-remediation", "--idempotency-key", "x",
                        "--input", '{"other": 1}', ok=False)
     assert conflict.returncode == 4 and "Idempotency-Key" in conflict.stderr
+
+
+def test_a_batch_file_starts_a_run_per_line_each_on_its_own(cli: Cli, tmp_path: Path) -> None:
+    cli.run("workflows", "apply", SEED)
+    batch = tmp_path / "runs.jsonl"
+    batch.write_text('{"input": {"incident_id": "A"}, "idempotency_key": "a"}\n'
+                     '{"input": [1]}\n\n'
+                     '{"input": {"incident_id": "B"}}\n')
+    done = cli.run("runs", "start", "incident-remediation", "--batch", str(batch),
+                   "--as", "alice", ok=False)
+    assert done.returncode == 2 and "line 2: input: must be a JSON object" in done.stderr
+    assert len(done.stdout.split()) == 2  # the two good lines started their runs
+    again = cli.run("runs", "start", "incident-remediation", "--batch", str(batch),
+                    "--as", "alice", "--json", ok=False)
+    lines = [json.loads(line) for line in again.stdout.splitlines()]
+    assert [(x["line"], x.get("replayed")) for x in lines] == [(1, True), (2, None), (4, False)]
+    assert len(cli.json("runs", "list")["items"]) == 3
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"input": {}, "colour": 1}\n')
+    refused = cli.run("runs", "start", "incident-remediation", "--batch", str(bad), ok=False)
+    assert refused.returncode == 2 and f"{bad}:1" in refused.stderr
 
 
 def test_only_another_principal_can_approve_and_a_tampered_timeline_fails_audit(
@@ -218,7 +241,8 @@ def test_runs_watch_on_a_terminal_keeps_the_steps_in_view_below_the_timeline(
     reader.start()
     try:
         deadline = time.monotonic() + 30
-        while b"run pending | ask:pending" not in b"".join(seen):
+        # the start dispatched in its own transaction: the approval step already waits
+        while b"run waiting | ask:waiting" not in b"".join(seen):
             assert time.monotonic() < deadline and watch.poll() is None, b"".join(seen)
             time.sleep(0.05)
         cli.run("runs", "cancel", run_id, "--as", "olga", "--yes")
@@ -229,7 +253,7 @@ def test_runs_watch_on_a_terminal_keeps_the_steps_in_view_below_the_timeline(
         os.close(terminal)
     out = b"".join(seen).decode()
     # redrawn in place below the timeline, then left on screen above the final word
-    assert "\r\x1b[2Krun pending | ask:pending" in out
+    assert "\r\x1b[2Krun waiting | ask:waiting" in out
     assert "run.created" in out and "run.cancelled" in out
     assert out.rstrip().endswith(f"run {run_id} cancelled")
 

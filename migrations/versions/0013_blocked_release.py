@@ -2,8 +2,8 @@
 warden.jobs refuses blocked -> pending unless the job's policy approval is approved (under
 the snapshot the job carries) or an allow decision for the job under that snapshot exists.
 
-Revision ID: 0012_blocked_release
-Revises: 0011_limits_schedules
+Revision ID: 0013_blocked_release
+Revises: 0012_hot_path
 Create Date: 2026-12-06
 
 Frozen. Closes the gap "releasing a blocked job is the engine's word" (docs/security.md).
@@ -11,8 +11,8 @@ Frozen. Closes the gap "releasing a blocked job is the engine's word" (docs/secu
 
 from alembic import op
 
-revision = "0012_blocked_release"
-down_revision = "0011_limits_schedules"
+revision = "0013_blocked_release"
+down_revision = "0012_hot_path"
 branch_labels = None
 depends_on = None
 
