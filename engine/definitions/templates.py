@@ -196,10 +196,12 @@ def _descend(value: Any, segment: str, ref: Reference, trail: str) -> Any:
             return value[int(segment)]
         raise InvalidInput(ref.text, f"{trail} is a list of {len(value)} items; "
                                      f"{segment!r} is not an index in it")
-    raise InvalidInput(ref.text, f"{trail} is {_kind(value)}, which has no field {segment!r}")
+    raise InvalidInput(ref.text, f"{trail} is {kind_of(value)}, which has no field {segment!r}")
 
 
-def _kind(value: Any) -> str:
+def kind_of(value: Any) -> str:
+    """A JSON value's kind, for messages: null, a boolean, a number, a string, a list,
+    an object."""
     if value is None:
         return "null"
     if isinstance(value, bool):
@@ -208,7 +210,9 @@ def _kind(value: Any) -> str:
         return "a number"
     if isinstance(value, str):
         return "a string"
-    return f"a {type(value).__name__}"
+    if isinstance(value, list | tuple):
+        return "a list"
+    return "an object"
 
 
 def _as_text(ref: Reference, value: Any) -> str:

@@ -116,7 +116,7 @@ class Dispatcher:
             conn, tenant_id=step.tenant_id, run_id=step.run_id, step_id=step.step_id,
             attempt=attempt, topic=definition.topic, status=status,
             priority=job_priority(state, definition), input=job_input, upstream=upstream,
-            constraints=constraints, timeout_ms=_timeout(definition, constraints),
+            constraints=constraints, timeout_ms=attempt_timeout(definition, constraints),
             available_at=available_at, policy_snapshot_hash=evaluated.snapshot_hash,
             traceparent=await _traced(conn, state, job_id, step.step_id, attempt,
                                       definition.topic, verdict),
@@ -143,8 +143,8 @@ class Dispatcher:
                   Verdict.REQUIRE_APPROVAL: JobStatus.BLOCKED}.get(verdict, JobStatus.PENDING)
         job = await moved(jobs_q.transition(
             conn, job, status, snapshot_hash=evaluated.snapshot_hash,
-            constraints=constraints, timeout_ms=_timeout(definition, constraints),
-            error=_denial(evaluated) if verdict is Verdict.DENY else None))
+            constraints=constraints, timeout_ms=attempt_timeout(definition, constraints),
+            error=denial_error(evaluated) if verdict is Verdict.DENY else None))
         if verdict is not Verdict.DENY and "max_attempts" in constraints:
             step = await moved(steps_q.limit_attempts(conn, step,
                                                       int(constraints["max_attempts"])))
@@ -186,7 +186,7 @@ class Dispatcher:
         writes.jobs.append(NewJob(
             step.tenant_id, step.run_id, step.step_id, attempt, definition.topic,
             job_priority(state, definition), job_input, upstream, constraints,
-            _timeout(definition, constraints), available_at, evaluated.snapshot_hash,
+            attempt_timeout(definition, constraints), available_at, evaluated.snapshot_hash,
             await _traced(conn, state, job_id, step.step_id, attempt, definition.topic,
                           evaluated.decision.verdict), **shallow_gates(gates)))
         now = await writes.now(conn)
@@ -214,7 +214,7 @@ class Dispatcher:
         verdict = evaluated.decision.verdict
         if verdict is Verdict.DENY:
             return await moved(steps_q.transition(conn, step, StepStatus.DENIED,
-                                                  error=_denial(evaluated)))
+                                                  error=denial_error(evaluated)))
         if verdict is Verdict.REQUIRE_APPROVAL:
             digest = job_hash(tenant_id=job.tenant_id, run_id=job.run_id, step_id=job.step_id,
                               topic=job.topic, input=job.input, upstream=job.upstream,
@@ -292,13 +292,13 @@ def shallow_gates(gates: Gates) -> dict[str, Any]:
             "rate_limit": gates.rate_limit, "rate_per_ms": gates.rate_per_ms}
 
 
-def _timeout(definition: StepDef, constraints: dict[str, Any]) -> int | None:
+def attempt_timeout(definition: StepDef, constraints: dict[str, Any]) -> int | None:
     """A policy's timeout_ms can only tighten the definition's, never loosen it."""
     limits = [t for t in (definition.timeout_ms, constraints.get("timeout_ms")) if t]
     return min(int(t) for t in limits) if limits else None
 
 
-def _denial(evaluated: Evaluated) -> dict[str, Any]:
+def denial_error(evaluated: Evaluated) -> dict[str, Any]:
     return {"type": "PolicyDenied", **evaluated.to_doc()}
 
 

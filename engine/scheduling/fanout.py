@@ -30,12 +30,20 @@ from typing import Any
 from engine.core.enums import ApprovalStatus, JobStatus, StepStatus, StepType
 from engine.core.errors import Busy, InvalidInput
 from engine.definitions.model import MAX_FOR_EACH_ITEMS, StepDef
-from engine.definitions.templates import Item, render
+from engine.definitions.templates import Item, kind_of, render
 from engine.governance.decisions import Evaluated, facts_for, job_hash, record
 from engine.governance.policy import Facts, Verdict
 from engine.runs.services import Services
 from engine.scheduling import children
-from engine.scheduling.dispatch import RunPass, gates_of, job_priority, moved, shallow_gates
+from engine.scheduling.dispatch import (
+    RunPass,
+    attempt_timeout,
+    denial_error,
+    gates_of,
+    job_priority,
+    moved,
+    shallow_gates,
+)
 from engine.scheduling.gates import Gates, with_policy
 from engine.store import Conn
 from engine.store import approvals as approvals_q
@@ -104,7 +112,7 @@ class Fanout:
         if not isinstance(values, list):
             return await self._refuse(conn, state, step, {
                 "type": "ForEachNotAList", "field": "for_each",
-                "message": f"for_each {definition.for_each} is {_kind(values)}, not a list"}), []
+                "message": f"for_each {definition.for_each} is {kind_of(values)}, not a list"}), []
         if len(values) > MAX_FOR_EACH_ITEMS:
             return await self._refuse(conn, state, step, {
                 "type": "ForEachTooManyItems", "field": "for_each",
@@ -187,7 +195,7 @@ class Fanout:
                                     "policy_snapshot_hash": evaluated.snapshot_hash})
         status = {Verdict.DENY: JobStatus.DENIED,
                   Verdict.REQUIRE_APPROVAL: JobStatus.BLOCKED}.get(verdict, JobStatus.PENDING)
-        error = _denial(evaluated) if verdict is Verdict.DENY else None
+        error = denial_error(evaluated) if verdict is Verdict.DENY else None
         job = await moved(jobs_q.transition(conn, job, status,
                                             snapshot_hash=evaluated.snapshot_hash,
                                             constraints=dict(evaluated.decision.constraints),
@@ -324,7 +332,7 @@ class Fanout:
         writes.jobs.append(NewJob(
             step.tenant_id, step.run_id, step.step_id, plan.attempt, definition.topic,
             job_priority(state, definition), plan.input, plan.upstream(state), constraints,
-            _timeout(definition, constraints), plan.available_at,
+            attempt_timeout(definition, constraints), plan.available_at,
             plan.evaluated.snapshot_hash, None, item.item_index, **shallow_gates(plan.gates)))
         now = await writes.now(conn)
         await state.event(conn, "job.dispatched", step.step_id, job_id=plan.job_id,
@@ -353,7 +361,7 @@ class Fanout:
             attempt=plan.attempt, topic=definition.topic, status=JobStatus.BLOCKED,
             priority=job_priority(state, definition), input=plan.input,
             upstream=plan.upstream(state), constraints=constraints,
-            timeout_ms=_timeout(definition, constraints), available_at=plan.available_at,
+            timeout_ms=attempt_timeout(definition, constraints), available_at=plan.available_at,
             policy_snapshot_hash=plan.evaluated.snapshot_hash, item_index=item.item_index,
             gates=shallow_gates(plan.gates))
         await self._ask(conn, state, job, plan.evaluated)
@@ -390,14 +398,14 @@ class Fanout:
         await record(conn, stage="dispatch", facts=plan.facts, run_id=step.run_id,
                      job_id=plan.job_id, attempt=plan.attempt, evaluated=plan.evaluated,
                      events=state.events)
-        error = _denial(plan.evaluated)
+        error = denial_error(plan.evaluated)
         constraints = dict(plan.evaluated.decision.constraints)
         await jobs_q.insert(
             conn, tenant_id=step.tenant_id, run_id=step.run_id, step_id=step.step_id,
             attempt=plan.attempt, topic=definition.topic, status=JobStatus.DENIED,
             priority=job_priority(state, definition), input=plan.input,
             upstream=plan.upstream(state),
-            constraints=constraints, timeout_ms=_timeout(definition, constraints),
+            constraints=constraints, timeout_ms=attempt_timeout(definition, constraints),
             available_at=plan.available_at, policy_snapshot_hash=plan.evaluated.snapshot_hash,
             item_index=item.item_index)
         return await moved(items_q.transition(conn, item, StepStatus.DENIED,
@@ -455,25 +463,3 @@ def item_input(state: RunPass, definition: StepDef, item: ItemRow) -> Any:
 
 def _outputs(state: RunPass) -> dict[str, Any]:
     return {sid: s.output for sid, s in state.steps.items() if s.status is StepStatus.SUCCEEDED}
-
-
-def _timeout(definition: StepDef, constraints: dict[str, Any]) -> int | None:
-    """A policy's timeout_ms can only tighten the definition's, never loosen it."""
-    limits = [t for t in (definition.timeout_ms, constraints.get("timeout_ms")) if t]
-    return min(int(t) for t in limits) if limits else None
-
-
-def _denial(evaluated: Evaluated) -> dict[str, Any]:
-    return {"type": "PolicyDenied", **evaluated.to_doc()}
-
-
-def _kind(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int | float):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    return "an object"
