@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import re
 import shlex
@@ -298,8 +299,9 @@ def _control_flow(events: Sequence[TimelineEvent]) -> list[str]:
     lines = []
     for e in events:
         if e.kind == "step.condition":
-            lines.append(f"  {e.step_id}: when {e.data['when']!r} was "
-                         f"{str(e.data['result']).lower()}, having read {e.data['read']}")
+            result = str(e.data["result"]).lower()
+            lines.append(f"  {e.step_id}: when {e.data['when']!r} was {result}, having "
+                         f"read {json.dumps(e.data['read'])}")
         elif e.kind == "step.skipped" and e.data.get("because") == "condition":
             lines.append(f"  {e.step_id}: skipped by its condition")
         elif e.kind == "foreach.expanded":
