@@ -62,16 +62,17 @@ async def test_seed_workflow_end_to_end_with_worker_processes(
                  "job.succeeded"]
     head = ["run.created", *["policy.decision"] * 5, "run.started", *job_steps, *job_steps]
     assert kinds[:len(head)] == head
-    gate = kinds.index("approval.requested") - 1
+    # the gate's condition (high severity: asked), then the gate
+    gate = kinds.index("approval.requested") - 2
     # patch_plan and the three host checks, in whatever order the worker ran them
     assert Counter(kinds[len(head):gate]) == {
         "step.ready": 2, "foreach.expanded": 1, "foreach.ended": 1, "policy.decision": 4,
         "job.dispatched": 4, "job.claimed": 4, "job.succeeded": 4}
     assert kinds[gate:] == [
-        "step.ready", "approval.requested", "run.waiting", "approval.approved",
-        "step.ready", "policy.decision", "job.dispatched", "run.resumed",
-        "job.claimed", "job.checkpointed", "job.succeeded", "step.ready",
-        "notify.sent", "run.succeeded"]
+        "step.condition", "step.ready", "approval.requested", "run.waiting",
+        "approval.approved", "step.condition", "step.ready", "policy.decision",
+        "job.dispatched", "run.resumed", "job.claimed", "job.checkpointed",
+        "job.succeeded", "step.ready", "notify.sent", "run.succeeded"]
     async with db.connection() as conn:
         from engine.store import timeline as timeline_q
         assert await timeline_q.verify(conn, run.run_id)
