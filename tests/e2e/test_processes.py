@@ -174,9 +174,9 @@ async def test_two_servers_and_four_workers_run_200_seed_runs_exactly_once(
                                     by="submitter")).run_id for i in range(200)]
 
     async def approve_waiting() -> bool:
-        for row in await approvals.page(db, tenant_id="default",
-                                        status=ApprovalStatus.PENDING, limit=1000):
-            await approvals.decide(db, tenant_id="default", approval_id=row.approval_id,
+        for pending in await approvals.page(db, tenant_id="default",
+                                            status=ApprovalStatus.PENDING, limit=1000):
+            await approvals.decide(db, tenant_id="default", approval_id=pending.approval_id,
                                    approve=True, principal="auto-approver")
         async with db.connection() as conn:
             cur = await conn.execute("SELECT count(*) FROM warden.runs WHERE finished_at IS NULL")
