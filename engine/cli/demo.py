@@ -3,12 +3,16 @@
 One process holds everything a first look needs: the database (WARDEN_DATABASE_URL, or
 the embedded server in the data folder), the engine's loops, the sample workers and,
 unless ``--exit-at-gate``, the API and operator page that `warden serve` serves. It
-resumes the demo run a previous start left open (else starts one), follows it with a
-live status line, and at the approval gate says how to decide it; then:
+resumes the demo run a previous start left open, else starts two incidents that take the
+workflow's two branches: a low-severity one whose approval is skipped by its condition
+(it runs to the end on its own) and a high-severity one that asks for approval. It
+follows the high one with a live status line, and at the approval gate says how to
+decide it; then:
 
-* by default it keeps serving until the run ends (final status and timeline, exit 0 if
-  it succeeded, else 1) or until Ctrl-C/SIGTERM (exit 0; the run stays where it is and
-  the next `warden demo` picks it up);
+* by default it keeps serving until the run ends (final status and timeline, after the
+  low-severity run's when this start began it; exit 0 if both succeeded, else 1) or
+  until Ctrl-C/SIGTERM (exit 0; the run stays where it is and the next `warden demo`
+  picks it up);
 * ``--approve`` approves the gate as a demo operator and runs to the end;
 * ``--exit-at-gate`` stops at the gate (exit 0), serving nothing: for scripts.
 
@@ -24,12 +28,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import re
 import shlex
 import shutil
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from uuid import UUID
 
@@ -50,12 +56,16 @@ from engine.process.runtime import database_url, stop_on_signals
 from engine.runs import lifecycle, timeline
 from engine.runs.services import Services
 from engine.store import Database, migrate
-from engine.store.records import RunRow
+from engine.store.records import RunRow, TimelineEvent
 from engine.store.scope import across_tenants
 from engine.worker.runner import Worker, WorkerConfig
 
 TENANT = "default"
 WORKFLOW = "incident-remediation"
+# the two incidents of a fresh start: the error rate detect reports decides the severity
+# (engine/examples/handlers.py), and the severity the branch (approval or none)
+HIGH_INCIDENT = {"incident_id": "INC-7781", "error_rate": 0.07}
+LOW_INCIDENT = {"incident_id": "INC-7782", "error_rate": 0.02}
 SUBMITTER = "demo-submitter"
 OPERATOR = "demo-operator"  # not the submitter: nobody may approve their own run
 ADMIN = "demo-admin"
@@ -120,7 +130,7 @@ class _Demo:
 
     async def drive(self, api: ApiStarter | None) -> int:
         await _install(self.svc)
-        run_id = await self._run()
+        run_id, low_run = await self._run()
         worker = Worker(self.svc.db, handlers.handle,
                         WorkerConfig(topics=handlers.TOPICS, concurrency=4,
                                      poll_interval_s=POLL_S, name="demo-worker"))
@@ -135,23 +145,48 @@ class _Demo:
                 if not self.stop.is_set():  # a signal during start-up stopped it again
                     self._announce_api(key)
             status = await self._follow(run_id)
+            low_status = None
+            if low_run is not None and status is not None and status.is_final:
+                low_status = await self._until_end(low_run)
             interrupted = self.stop.is_set()
         finally:
             self.line.close()
             self.stop.set()
             await asyncio.gather(*background, return_exceptions=True)
-        return await self._finish(run_id, status, interrupted=interrupted)
+        code = 0
+        if low_run is not None and status is not None and status.is_final:
+            # a low-severity run that did not end in time fails the demo, as the other would
+            code = 1 if low_status is None else await self._finish(
+                low_run, low_status, interrupted=False)
+        return max(code, await self._finish(run_id, status, interrupted=interrupted))
 
-    async def _run(self) -> UUID:
+    async def _run(self) -> tuple[UUID, UUID | None]:
+        """The run to follow, and the low-severity run this start began (None on resume:
+        the engine still takes an earlier one to its end)."""
         open_run = await _open_demo_run(self.svc.db)
         if open_run is not None:
             print(f"resuming run {open_run.run_id} of {WORKFLOW} ({open_run.status}), "
                   f"left open by an earlier start", flush=True)
-            return open_run.run_id
-        started = await lifecycle.start(self.svc, tenant_id=TENANT, workflow_id=WORKFLOW,
-                                   input={"incident_id": "INC-7781"}, created_by=SUBMITTER)
-        print(f"started run {started.run.run_id} of {WORKFLOW}", flush=True)
-        return started.run.run_id
+            return open_run.run_id, None
+        # the low one first, so the newest open demo run (the one a restart resumes, see
+        # _open_demo_run) is the one with the gate
+        runs = []
+        for incident, path in ((LOW_INCIDENT, "low severity: no approval asked"),
+                               (HIGH_INCIDENT, "high severity: asks for approval")):
+            started = await lifecycle.start(self.svc, tenant_id=TENANT, workflow_id=WORKFLOW,
+                                            input=incident, created_by=SUBMITTER)
+            print(f"started run {started.run.run_id} of {WORKFLOW} for "
+                  f"{incident['incident_id']} ({path})", flush=True)
+            runs.append(started.run.run_id)
+        return runs[1], runs[0]
+
+    async def _until_end(self, run_id: UUID) -> RunStatus | None:
+        """The final status of a run with no gate; None if stopped or not ended in time."""
+        reached = await self._until_gate_or_end(run_id, set(),
+                                                time.monotonic() + DEADLINE_S)
+        if reached is None or not reached[0].is_final:
+            return None
+        return reached[0]
 
     def _announce_api(self, key: tuple[str, str]) -> None:
         name, plaintext = key
@@ -249,10 +284,30 @@ class _Demo:
         if not status.is_final:  # --exit-at-gate, at the gate
             return 0
         print(f"\nrun {run_id} finished: {status}\n")
-        for line in format_timeline(await timeline.all_events(db, TENANT, run_id)):
+        events = await timeline.all_events(db, TENANT, run_id)
+        for line in format_timeline(events):
+            print(line)
+        for line in _control_flow(events):
             print(line)
         print(f"\ntimeline chain verified: {await timeline.verify(db, run_id)}")
         return 0 if status is RunStatus.SUCCEEDED else 1
+
+
+def _control_flow(events: Sequence[TimelineEvent]) -> list[str]:
+    """What the timeline's lines leave out: each condition with what it read, and each
+    for_each with its items (docs/workflows.md#control-flow)."""
+    lines = []
+    for e in events:
+        if e.kind == "step.condition":
+            result = str(e.data["result"]).lower()
+            lines.append(f"  {e.step_id}: when {e.data['when']!r} was {result}, having "
+                         f"read {json.dumps(e.data['read'])}")
+        elif e.kind == "step.skipped" and e.data.get("because") == "condition":
+            lines.append(f"  {e.step_id}: skipped by its condition")
+        elif e.kind == "foreach.expanded":
+            lines.append(f"  {e.step_id}: for_each over {e.data['items']} items, "
+                         f"{e.data['max_parallel']} at a time")
+    return ["\nbranches and for_each:", *lines] if lines else []
 
 
 def _invocation() -> str:

@@ -10,6 +10,9 @@ from typing import Any
 
 from engine.worker.runner import Job, NonRetryable
 
+# The error rate detect reports when the run's input names none: the demo's first incident.
+DEFAULT_ERROR_RATE = 0.07
+
 TOPICS = ("job.incident.detect", "job.incident.classify", "job.incident.patch.plan",
           "job.incident.host.check", "job.incident.patch.apply")
 
@@ -17,10 +20,15 @@ TOPICS = ("job.incident.detect", "job.incident.classify", "job.incident.patch.pl
 async def handle(job: Job) -> Any:
     incident = job.input.get("incident_id", "INC-unknown")
     if job.topic == "job.incident.detect":
-        return {"incident_id": incident, "signal": "error-rate > 5% on checkout"}
+        rate = float(job.input.get("error_rate", DEFAULT_ERROR_RATE))
+        return {"incident_id": incident, "error_rate": rate,
+                "signal": f"error-rate {rate:.0%} on checkout"}
     if job.topic == "job.incident.classify":
-        return {"severity": "sev2", "service": "checkout",
-                "evidence": job.upstream["detect"]["signal"],
+        # deterministic, so the workflow's branch on it is too: tests and the demo pick
+        # the path through the run input's error_rate
+        detected = job.upstream["detect"]
+        return {"severity": classify(detected["error_rate"]), "service": "checkout",
+                "evidence": detected["signal"],
                 "affected_hosts": ["checkout-1", "checkout-2", "checkout-3"]}
     if job.topic == "job.incident.host.check":  # one job per affected host (for_each)
         return {"host": job.input["host"], "serving_release": "2026.11.25-1",
@@ -38,3 +46,12 @@ async def handle(job: Job) -> Any:
         return {"rolled_back": plan["service"], "to_release": plan["to_release"],
                 "idempotency_key": job.side_effect_key}
     raise NonRetryable(f"the demo has no handler for topic {job.topic!r}")
+
+
+def classify(error_rate: float) -> str:
+    """The incident's severity: ``low`` skips the approval gate of the demo workflow."""
+    if error_rate >= 0.25:
+        return "critical"
+    if error_rate >= 0.05:
+        return "high"
+    return "low"

@@ -18,6 +18,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import psycopg
@@ -30,6 +31,8 @@ GATE = re.compile(rf"run ({UUID_RE}) is waiting at its approval gate\W+approval 
 KEY = re.compile(r"^\s+(wdn_[0-9a-f]{16}_\S+)$", re.M)
 PAGE = re.compile(r"API ready in (\d+\.\d)s: operator page (http://\S+/ui)$", re.M)
 STATUS_LINE = re.compile(r"^run \w+ \| ", re.M)
+LOW = re.compile(rf"started run ({UUID_RE}) of incident-remediation for INC-7782 \(low")
+HIGH = re.compile(rf"started run ({UUID_RE}) of incident-remediation for INC-7781 \(high")
 
 
 class Demo:
@@ -133,6 +136,49 @@ def test_the_printed_url_and_key_decide_the_gate_over_the_api_and_the_demo_ends(
     assert len(lines) >= 2, out
     assert all(a != b for a, b in itertools.pairwise(lines)), lines
     assert lines[-1].startswith("run succeeded | ")
+
+
+def _timeline(db_url: str, run_id: str) -> list[tuple[str, str | None, Any]]:
+    with psycopg.connect(db_url) as conn:
+        return conn.execute("SELECT kind::text, step_id, data FROM warden.timeline "
+                            "WHERE run_id = %s ORDER BY seq", (run_id,)).fetchall()
+
+
+def _events(timeline: list[tuple[str, str | None, Any]], step: str,
+            kind: str) -> list[Any]:
+    return [data for k, s, data in timeline if (k, s) == (kind, step)]
+
+
+def test_both_branches_and_the_for_each_are_in_the_runs_timelines(
+        demo_env: dict[str, str], demos: list[Demo], db_url: str) -> None:
+    """A fresh start runs a low-severity incident past the gate (its condition false) and
+    a high-severity one through it; both join at apply_patch and fan out over 3 hosts."""
+    demo = _start(demos, demo_env, "--approve")
+    assert demo.exit_code() == 0, demo.output
+    low, high = demo.wait_for(LOW)[1], demo.wait_for(HIGH)[1]
+    out = demo.output
+    assert f"run {low} finished: succeeded" in out and f"run {high} finished: succeeded" in out
+    assert "approval_gate: skipped by its condition" in out
+    assert "check_hosts: for_each over 3 items, 2 at a time" in out
+
+    gate_when = "steps.classify.output.severity != 'low'"
+    severity = "steps.classify.output.severity"
+    for run_id, asked, sev in ((low, False, "low"), (high, True, "high")):
+        timeline = _timeline(db_url, run_id)
+        kinds = [k for k, _, _ in timeline]
+        assert kinds[-1] == "run.succeeded", kinds
+        assert _events(timeline, "check_hosts", "foreach.expanded") == [
+            {"items": 3, "max_parallel": 2}]
+        [cond] = _events(timeline, "approval_gate", "step.condition")
+        assert cond == {"when": gate_when, "result": asked, "read": {severity: sev}}
+        skipped = [d["because"] for d in _events(timeline, "approval_gate", "step.skipped")]
+        assert skipped == ([] if asked else ["condition"])
+        assert ("approval.requested" in kinds) is asked
+        [join] = _events(timeline, "apply_patch", "step.condition")
+        assert join["result"] is True
+        assert join["read"]["steps.approval_gate.status"] == ("succeeded" if asked
+                                                              else "skipped")
+        assert len(_events(timeline, "apply_patch", "job.succeeded")) == 1, kinds
 
 
 def test_sigterm_stops_at_once_and_the_next_start_resumes_the_run_with_a_new_key(

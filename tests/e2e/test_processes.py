@@ -62,16 +62,17 @@ async def test_seed_workflow_end_to_end_with_worker_processes(
                  "job.succeeded"]
     head = ["run.created", *["policy.decision"] * 5, "run.started", *job_steps, *job_steps]
     assert kinds[:len(head)] == head
-    gate = kinds.index("approval.requested") - 1
+    # the gate's condition (high severity: asked), then the gate
+    gate = kinds.index("approval.requested") - 2
     # patch_plan and the three host checks, in whatever order the worker ran them
     assert Counter(kinds[len(head):gate]) == {
         "step.ready": 2, "foreach.expanded": 1, "foreach.ended": 1, "policy.decision": 4,
         "job.dispatched": 4, "job.claimed": 4, "job.succeeded": 4}
     assert kinds[gate:] == [
-        "step.ready", "approval.requested", "run.waiting", "approval.approved",
-        "step.ready", "policy.decision", "job.dispatched", "run.resumed",
-        "job.claimed", "job.checkpointed", "job.succeeded", "step.ready",
-        "notify.sent", "run.succeeded"]
+        "step.condition", "step.ready", "approval.requested", "run.waiting",
+        "approval.approved", "step.condition", "step.ready", "policy.decision",
+        "job.dispatched", "run.resumed", "job.claimed", "job.checkpointed",
+        "job.succeeded", "step.ready", "notify.sent", "run.succeeded"]
     async with db.connection() as conn:
         from engine.store import timeline as timeline_q
         assert await timeline_q.verify(conn, run.run_id)
@@ -173,9 +174,9 @@ async def test_two_servers_and_four_workers_run_200_seed_runs_exactly_once(
                                     by="submitter")).run_id for i in range(200)]
 
     async def approve_waiting() -> bool:
-        for row in await approvals.page(db, tenant_id="default",
-                                        status=ApprovalStatus.PENDING, limit=1000):
-            await approvals.decide(db, tenant_id="default", approval_id=row.approval_id,
+        for pending in await approvals.page(db, tenant_id="default",
+                                            status=ApprovalStatus.PENDING, limit=1000):
+            await approvals.decide(db, tenant_id="default", approval_id=pending.approval_id,
                                    approve=True, principal="auto-approver")
         async with db.connection() as conn:
             cur = await conn.execute("SELECT count(*) FROM warden.runs WHERE finished_at IS NULL")
