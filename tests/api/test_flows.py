@@ -50,7 +50,7 @@ async def work_until_waiting_or_done(api: Harness, run_id: str) -> str:
 
 async def test_the_seed_curl_calls_work_verbatim(api: Harness) -> None:
     wf = await upload(api)
-    assert (wf["workflow_id"], wf["version"]) == ("incident-remediation", "1.0.0")
+    assert (wf["workflow_id"], wf["version"]) == ("incident-remediation", "1.1.0")
     # curl -X POST …/workflows/WF_ID/runs -H 'Idempotency-Key: run-incident-001' …
     headers = {**api.as_("alice"), "Idempotency-Key": "run-incident-001", **JSON}
     body = '{"input":{"incident_id":"INC-7781"}}'

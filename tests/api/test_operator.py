@@ -129,7 +129,7 @@ async def test_a_rejection_needs_a_reason_and_is_told_apart_from_a_policy_denial
     [item] = queue["items"]
     assert (item["approval_id"], item["topic"], item["then"], item["run_status"]) == (
         gate["approval_id"], None, ["apply_patch", "notify"], "waiting")
-    assert item["summary"] == ("step approval_gate of incident-remediation@1.0.0, then "
+    assert item["summary"] == ("step approval_gate of incident-remediation@1.1.0, then "
                                "apply_patch, notify")
     url = f"{V1}/approvals/{gate['approval_id']}/reject"
     for body in ({}, {"reason": "  "}, {"reason": None}):

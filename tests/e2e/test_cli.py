@@ -46,7 +46,7 @@ def cli(db_url: str, tmp_path: Path) -> Cli:
 
 
 def test_a_script_drives_a_run_without_the_api(cli: Cli) -> None:
-    assert cli.run("workflows", "apply", SEED).stdout.strip() == "incident-remediation 1.0.0"
+    assert cli.run("workflows", "apply", SEED).stdout.strip() == "incident-remediation 1.1.0"
     assert "unchanged" in cli.run("workflows", "apply", SEED).stdout
     listed = cli.json("workflows", "list")["items"]
     assert [w["workflow_id"] for w in listed] == ["incident-remediation"]

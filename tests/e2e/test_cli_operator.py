@@ -187,7 +187,7 @@ def test_approvals_show_what_they_let_run_and_a_rejection_needs_a_reason(
         table = cli.run("approvals", "list").stdout
         assert short in table and run_id[:8] in table and "approval_gate" in table
         assert "expires" in table and "requested by alice" in table
-        assert ("lets run: step approval_gate of incident-remediation@1.0.0, then "
+        assert ("lets run: step approval_gate of incident-remediation@1.1.0, then "
                 "apply_patch, notify") in table
         shown = cli.run("approvals", "show", short).stdout
         for expected in ("approval_gate", "it lets run", "INC-7781", "patch_plan",

@@ -231,7 +231,7 @@ async def test_operator_opens_a_waiting_run_approves_it_and_watches_it_finish(
         await expect(queued).to_contain_text("alice")
         # what it lets run, without opening it
         await expect(queued).to_contain_text(
-            "step approval_gate of incident-remediation@1.0.0, then apply_patch, notify")
+            "step approval_gate of incident-remediation@1.1.0, then apply_patch, notify")
         await expect(queued.locator("time").first).to_have_text(STAMP)
         await shot(page, shots, "03-approvals-queue")
         await queued.get_by_role("link", name=re.compile("^Review")).click()
