@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -80,7 +81,8 @@ def check_input(value: Any) -> dict[str, Any]:
 
 async def start(svc: Services, *, tenant_id: str, workflow_id: str, input: Any,
                 created_by: str, idempotency_key: str | None = None,
-                version: str | None = None, priority: int | None = None) -> StartedRun:
+                version: str | None = None, priority: int | None = None,
+                started_by_event: Mapping[str, Any] | None = None) -> StartedRun:
     """Creates a run pinned to one workflow version, or replays the run an idempotency key
     already created. The unique constraint runs_idempotency arbitrates concurrent starts.
 
@@ -123,8 +125,12 @@ async def start(svc: Services, *, tenant_id: str, workflow_id: str, input: Any,
                     f"{workflow_id!r} with a different request body")
             started = StartedRun(existing, replayed=True)
         else:
+            # an event-started run names its event in run.created
+            # (docs/workflows.md#event-started-runs)
             run = await created(svc, conn, run, workflow,
-                                {"idempotency_key": idempotency_key})
+                                {"idempotency_key": idempotency_key}
+                                | ({} if started_by_event is None
+                                   else {"started_by_event": dict(started_by_event)}))
             started = StartedRun(run, replayed=False)
     if not started.replayed and started.run.status is RunStatus.DENIED:
         tracing.run_ended(started.run, [])  # a trace of one span: it never ran
