@@ -109,10 +109,3 @@ async def of_run(svc: Services, tenant_id: str, run_id: UUID) -> EventStartRow |
     """The event that started a run, None for a run no event started."""
     async with svc.db.connection() as conn:
         return await q.of_run(conn, tenant_id, run_id)
-
-
-def started_by_doc(row: EventStartRow | None) -> dict[str, Any] | None:
-    if row is None:
-        return None
-    return {"event_id": row.event_id, "name": row.event_name, "key": row.event_key,
-            "at": row.created_at.isoformat()}

@@ -21,6 +21,7 @@ from engine.process import tracing
 from engine.runs import flowview, subflows
 from engine.store import Conn, Database
 from engine.store import approvals as approvals_q
+from engine.store import event_starts as event_starts_q
 from engine.store import gates as gates_q
 from engine.store import items as items_q
 from engine.store import jobs as jobs_q
@@ -28,6 +29,7 @@ from engine.store import runs as q
 from engine.store import steps as steps_q
 from engine.store import timeline as timeline_q
 from engine.store import workers as workers_q
+from engine.store.event_starts import EventStartRow
 from engine.store.gates import GateWait
 from engine.store.records import ApprovalRow, ItemRow, JobRow, RunRow, StepRow
 
@@ -58,6 +60,8 @@ class RunDetail:
     children: list[RunRow] = field(default_factory=list)  # its child runs, oldest first
     # pending jobs held back by a concurrency key or rate limit, by job id
     gates: dict[str, GateWait] = field(default_factory=dict)
+    # the event that started it (docs/workflows.md#event-started-runs), None for most runs
+    started_by_event: EventStartRow | None = None
 
 
 def step_rows(workflow: WorkflowDef) -> list[dict[str, Any]]:
@@ -227,8 +231,9 @@ async def detail(svc: Services, tenant_id: str | None, run_id: UUID) -> RunDetai
         gated = any(j.status is JobStatus.PENDING and (j.concurrency_key or j.rate_key)
                     for j in jobs)
         gates = await gates_q.waiting_of_run(conn, run.tenant_id, run_id) if gated else {}
+        started_by = await event_starts_q.of_run(conn, run.tenant_id, run_id)
     return RunDetail(run, [by_id[s] for s in workflow.steps if s in by_id], jobs, approvals,
-                     live, as_of, flow, items, children, gates)
+                     live, as_of, flow, items, children, gates, started_by)
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ import pytest
 from engine.core.errors import InvalidDefinition
 from engine.definitions.model import WorkflowDef, parse_workflow
 from engine.governance.policy import Verdict
-from engine.runs import anchors, event_starts, events, retention
+from engine.runs import anchors, event_starts, events, lifecycle, retention, views
 from engine.runs.services import Services
 from engine.scheduling.scheduler import Scheduler
 from engine.store import Database
@@ -88,8 +88,11 @@ async def test_an_event_posted_twice_starts_one_run_per_subscribing_workflow(
     [created] = [e for e in await support.events(db, run_id) if e.kind == "run.created"]
     assert created.data["started_by_event"]["id"] == "evt-1"
     assert created.data["started_by_event"]["key"] == "k-1"
-    row = await event_starts.of_run(svc, "default", run_id)
-    assert row is not None and row.event_id == "evt-1" and row.event_key == "k-1"
+    doc = views.run_detail(await lifecycle.detail(svc, "default", run_id))
+    assert doc["started_by_event"] == {"event_id": "evt-1", "name": "incident.opened",
+                                       "key": "k-1",
+                                       "started_at": doc["started_by_event"]["started_at"]}
+    assert doc["started_by_event"]["started_at"] is not None
 
 
 async def test_a_name_nobody_subscribes_to_starts_nothing(svc: Services, db: Database) -> None:
