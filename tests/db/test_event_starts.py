@@ -9,6 +9,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 
 from engine.core.errors import InvalidDefinition
@@ -21,6 +22,7 @@ from engine.store import Database
 from engine.store import event_starts as event_starts_q
 from engine.store import retention as retention_q
 from tests import support
+from tests.roles import LoginRoles, as_role
 
 pytestmark = pytest.mark.anyio
 
@@ -248,3 +250,27 @@ def test_to_doc_is_unchanged_without_on_event_and_round_trips_with_it() -> None:
         "incident": "${event.data.id}", "key": "${event.key}", "from": "${event.id}",
         "sev": "${event.data.severity}"}}]
     assert WorkflowDef.from_doc(doc).to_doc() == doc
+
+
+async def test_the_engine_role_sees_and_writes_its_scope_only_and_never_edits_the_ledger(
+        svc: Services, db: Database, db_url: str, login_roles: LoginRoles) -> None:
+    await support.store(db, subscriber("triage"))
+    await support.store(db, subscriber("triage"), tenant="acme")
+    await _send(svc, "evt-a", tenant="acme")
+    await _send(svc, "evt-d")
+    assert len(await event_starts.run_pending(svc)) == 2
+    with psycopg.connect(as_role(db_url, login_roles.engine), autocommit=True) as conn:
+        conn.execute("SELECT set_config('warden.tenant', 'acme', false)")
+        for table in ("event_triggers", "event_starts"):
+            seen = {r[0] for r in conn.execute(f"SELECT tenant_id FROM warden.{table}")}
+            assert seen == {"acme"}, table
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):  # WITH CHECK
+            conn.execute("INSERT INTO warden.event_starts (tenant_id, event_id, workflow_id, "
+                         "event_name, outcome, error) VALUES ('default', 'evt-z', 'triage', "
+                         "'incident.opened', 'failed', 'forged')")
+        for statement in ("UPDATE warden.event_starts SET outcome = 'failed', run_id = NULL",
+                          "DELETE FROM warden.event_starts",
+                          "DELETE FROM warden.event_triggers"):
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                conn.execute(statement)
+    assert len(await _ledger(db)) == 2
