@@ -7,7 +7,8 @@ CLI and SQL clients alike start runs, and a send does not wait for them). Once p
 and workflow rests on two things, as for cron ticks: the run's idempotency key is derived
 from the event id (``event:<id>``), so however many processes start it they get the same
 run; and the (tenant, event, workflow) row of warden.event_starts has a unique key. The
-event rows are locked for the pass (SKIP LOCKED), so usually only one process even tries.
+subscriptions are locked for the pass (SKIP LOCKED), so usually only one process even
+tries.
 A run starts through the normal start path: the submit gate decides it like any other,
 and a denied start is recorded (outcome denied), never tried again.
 """

@@ -25,9 +25,9 @@ UPDATE warden.event_triggers t SET active = false, updated_at = now()
 -- name: event_starts_lock_pending :many
 -- Events of every tenant (the loop acts across tenants) that an active subscription has
 -- not handled yet: received since the subscription became active, not expired, no ledger
--- row. The events are locked for this pass, SKIP LOCKED: several serve processes take
--- disjoint events (an event's subscribers are all handled by the one that locked it).
--- No other writer locks an event row (send_event's conflict path does not lock).
+-- row. The subscriptions are locked for this pass, SKIP LOCKED: several serve processes
+-- take disjoint subscriptions. Not the events: locking a row takes UPDATE privilege, and
+-- warden.events is written by send_event alone (the engine has no privilege on it).
 SELECT e.tenant_id, e.event_id, e.name AS event_name, e.key AS event_key,
        e.data AS event_data, e.received_at, t.workflow_id, t.workflow_version, t.input
   FROM warden.event_triggers t
@@ -39,7 +39,7 @@ SELECT e.tenant_id, e.event_id, e.name AS event_name, e.key AS event_key,
                       AND s.workflow_id = t.workflow_id)
  ORDER BY e.received_at, e.tenant_id, e.event_id, t.workflow_id
  LIMIT %(limit)s
-   FOR UPDATE OF e SKIP LOCKED;
+   FOR UPDATE OF t SKIP LOCKED;
 
 -- name: event_start_record :one
 -- A handled (event, workflow); the primary key makes it once. No row back: it was

@@ -21,6 +21,7 @@ from engine.scheduling.scheduler import Scheduler
 from engine.store import Database
 from engine.store import event_starts as event_starts_q
 from engine.store import retention as retention_q
+from engine.store.scope import ACROSS_TENANTS, scoped
 from tests import support
 from tests.roles import LoginRoles, as_role
 
@@ -274,3 +275,19 @@ async def test_the_engine_role_sees_and_writes_its_scope_only_and_never_edits_th
             with pytest.raises(psycopg.errors.InsufficientPrivilege):
                 conn.execute(statement)
     assert len(await _ledger(db)) == 2
+
+
+async def test_the_loop_runs_on_the_engine_roles_privileges(
+        db: Database, db_url: str, login_roles: LoginRoles) -> None:
+    """`warden serve` logs in as a warden_engine member: storing, sending and the loop's
+    pass (which locks rows) need nothing more."""
+    async with Database(as_role(db_url, login_roles.engine), max_size=8) as engine_db:
+        engine = Services.create(engine_db, policy_default=Verdict.ALLOW)
+        with scoped("default"):
+            await support.store(engine_db, subscriber("triage"))
+            await _send(engine, "evt-e")
+        with scoped(ACROSS_TENANTS):  # the loop's passes, as `warden serve` runs them
+            [outcome] = await event_starts.run_pending(engine)
+            assert await event_starts.run_pending(engine) == []
+    assert outcome.outcome == "started"
+    assert await _ledger(db) == [("default", "evt-e", "triage", "started")]
