@@ -1,7 +1,8 @@
 """Event-started runs with real processes (docs/workflows.md#event-started-runs): two
 `warden serve` processes, events sent by `warden events send` (twice) and by a SQL client
 calling warden.send_event, one run per event and subscribing workflow; a bad `on_event`
-refused by `warden workflows apply` naming the field."""
+refused by `warden workflows apply` naming the field; an event posted over HTTP to a
+running serve."""
 
 from __future__ import annotations
 
@@ -11,11 +12,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import httpx
 import pytest
 
 from engine.store import Database
 from tests import support
-from tests.e2e.processes import REPO, Processes
+from tests.e2e.processes import REPO, Processes, free_port
 
 pytestmark = pytest.mark.anyio
 
@@ -83,3 +85,49 @@ async def test_events_from_the_cli_and_sql_start_one_run_each_with_two_serves(
     assert refused.returncode == 2, (refused.stdout, refused.stderr)
     assert "on_event[0].input.incident" in refused.stderr
     assert "unknown template root 'input'" in refused.stderr
+
+
+async def test_an_event_posted_over_http_to_a_running_serve_starts_one_run(
+        db: Database, db_url: str, procs: Processes, tmp_path: Path) -> None:
+    await support.store(db, _subscriber("triage"))
+    secret = "k" * 40
+    env = {"WARDEN_SECRET_KEY": secret, "WARDEN_DATA_DIR": str(tmp_path)}
+    created = subprocess.run(
+        [sys.executable, "-m", "engine.cli", "keys", "create", "--role", "submitter",
+         "--name", "sender"], env={**os.environ, "WARDEN_DATABASE_URL": db_url,
+                                   "PYTHONPATH": str(REPO), **env},
+        capture_output=True, text=True, timeout=60, check=False)
+    assert created.returncode == 0, created.stderr
+    key = created.stdout.strip()
+    port = free_port()
+    procs.warden("serve", WARDEN_HTTP_ADDR=f"127.0.0.1:{port}", **env)
+    base = f"http://127.0.0.1:{port}"
+
+    async def ready() -> bool:
+        try:
+            async with httpx.AsyncClient(timeout=1) as client:
+                return (await client.get(f"{base}/readyz")).is_success
+        except httpx.HTTPError:
+            return False
+
+    await support.wait_for(ready, timeout=30, what="the API")
+    body = {"id": "http-1", "name": "incident.opened", "key": "web", "data": {"id": "INC-3"}}
+    async with httpx.AsyncClient(base_url=base, headers={"X-API-Key": key},
+                                 timeout=10) as client:
+        first = await client.post("/api/v1/events", json=body)
+        again = await client.post("/api/v1/events", json=body)
+        assert (first.status_code, again.status_code) == (201, 200), (first.text, again.text)
+
+        async def started() -> bool:
+            return len(await _runs(db)) >= 1
+
+        await support.wait_for(started, timeout=30, what="the event-started run")
+        await asyncio.sleep(0.5)  # the serve polls every 200 ms: a second start would show
+        assert await _runs(db) == [("triage", "event:http-1")]
+        async with db.connection() as conn:
+            cur = await conn.execute("SELECT run_id FROM warden.runs")
+            row = await cur.fetchone()
+        assert row is not None
+        doc = (await client.get(f"/api/v1/workflow-runs/{row[0]}")).json()
+    assert doc["started_by_event"]["event_id"] == "http-1"
+    assert doc["input"] == {"incident": "INC-3", "via": "web"}
