@@ -110,7 +110,14 @@ SCHEMAS: S = {
         "steps": {"type": "array", "items": _ref("Step"),
                   "description": "in the definition's order"},
         "jobs": {"type": "array", "items": _ref("Job")},
-        "approvals": {"type": "array", "items": _ref("Approval")}})]},
+        "approvals": {"type": "array", "items": _ref("Approval")},
+        "started_by_event": {
+            "type": ["object", "null"],
+            "description": "the event that started the run (docs/workflows.md"
+                           "#event-started-runs): event_id, name, key (null once the "
+                           "event is no longer kept), started_at; null for a run no "
+                           "event started",
+            "properties": {"event_id": STR, "name": STR, "key": NSTR, "started_at": TIME}}})]},
     "RunStarted": {"allOf": [_ref("RunDetail"), _obj(["replayed"], {
         "replayed": {"type": "boolean", "description": "true: the Idempotency-Key had "
                      "already started this run (200, Idempotent-Replayed: true)"},

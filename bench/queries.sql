@@ -331,3 +331,22 @@ SELECT txid_current() AS xid, count(*) AS runs FROM warden.runs;
 
 -- name: growth_release :exec
 ROLLBACK;
+
+-- name: event_starts_lag :one
+-- bench/event_starts.py: per event-started run, how long after its event's receipt the
+-- run was created (the NOTIFY, the loop's pass, the start through the submit gate).
+SELECT count(*) AS runs, count(DISTINCT s.event_id) AS events,
+       count(*) - count(DISTINCT (s.event_id, s.workflow_id)) AS duplicates,
+       percentile_cont(0.5) WITHIN GROUP (ORDER BY lag_ms) AS p50_ms,
+       percentile_cont(0.99) WITHIN GROUP (ORDER BY lag_ms) AS p99_ms,
+       max(lag_ms) AS max_ms
+  FROM (SELECT s.event_id, s.workflow_id,
+               extract(epoch FROM r.created_at - e.received_at) * 1000 AS lag_ms
+          FROM warden.event_starts s
+          JOIN warden.events e ON e.tenant_id = s.tenant_id AND e.event_id = s.event_id
+          JOIN warden.runs r ON r.tenant_id = s.tenant_id AND r.run_id = s.run_id
+         WHERE s.outcome = 'started') s;
+
+-- name: event_starts_count :one
+-- bench/event_starts.py: (event, workflow) pairs handled so far.
+SELECT count(*) AS handled FROM warden.event_starts;

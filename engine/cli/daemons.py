@@ -61,7 +61,8 @@ async def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
                           anchor_interval_s=settings.audit_anchor_interval_s,
                           partition_months_ahead=settings.partition_months_ahead,
                           # a due tick is one indexed read: as often as the other loops
-                          cron_interval_s=settings.poll_interval_s)
+                          cron_interval_s=settings.poll_interval_s,
+                          event_starts_interval_s=settings.poll_interval_s)
 
     async def body(svc: Services) -> int:
         start_api = api_starter(settings)  # before any loop starts: a taken port fails at once

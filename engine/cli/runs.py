@@ -101,6 +101,9 @@ async def cmd_runs_show(args: argparse.Namespace, settings: Settings) -> int:
                   f"{attempts}{note}")
             for line in _flow_lines(step):
                 print(f"    {line}")
+        if event := doc.get("started_by_event"):
+            print(f"  started by event {event['event_id']} ({event['name']}"
+                  + (f", key {event['key']}" if event["key"] is not None else "") + ")")
         if doc["parent_run_id"]:
             print(f"  child of run {doc['parent_run_id']} (step {doc['parent_step_id']}"
                   + (f", item {doc['parent_item_index']}"

@@ -1,5 +1,5 @@
-"""The engine's background loops: scheduler, reaper, reconciler and notifier (the API runs
-beside them in `warden serve`).
+"""The engine's background loops: scheduler, reaper, reconciler, notifier, cron and
+event-started runs (the API runs beside them in `warden serve`).
 
 Stateless: run as many as you like against one database; SKIP LOCKED shares the work.
 """
@@ -10,6 +10,7 @@ import asyncio
 import logging
 from dataclasses import dataclass, field
 from datetime import timedelta
+from functools import partial
 from pathlib import Path
 
 from engine.core.errors import Forbidden, InvalidInput
@@ -17,11 +18,16 @@ from engine.daemons.notifier import Notifier, NotifierConfig
 from engine.daemons.reaper import Reaper
 from engine.daemons.reconciler import Reconciler
 from engine.process.loops import run_forever
-from engine.runs import anchors, schedules
+from engine.runs import anchors, event_starts, schedules
 from engine.runs.services import Services
 from engine.scheduling.scheduler import Scheduler
 from engine.store import retention as retention_q
-from engine.store.listener import NOTIFICATIONS_CHANNEL, SCHEDULER_CHANNEL, Listener
+from engine.store.listener import (
+    EVENT_STARTS_CHANNEL,
+    NOTIFICATIONS_CHANNEL,
+    SCHEDULER_CHANNEL,
+    Listener,
+)
 from engine.store.scope import across_tenants
 
 log = logging.getLogger(__name__)
@@ -46,6 +52,18 @@ class EngineConfig:
     partition_interval_s: float = 3600.0
     # cron schedules (docs/workflows.md#schedules): how often due ticks are looked for
     cron_interval_s: float = 5.0
+    # event-started runs (docs/workflows.md#event-started-runs): woken by NOTIFY from
+    # warden.send_event; the poll catches what a lost notification missed
+    event_starts_interval_s: float = 5.0
+
+
+async def start_event_runs(svc: Services) -> bool:
+    """One pass of the event-starts loop; True when a full pass may have left more."""
+    handled = await event_starts.run_pending(svc)
+    for start in handled:
+        log.info("event %s (%s) -> workflow %s: %s %s", start.event_id, start.tenant_id,
+                 start.workflow_id, start.outcome, start.run_id or start.error or "")
+    return len(handled) >= event_starts.STARTS_PER_PASS
 
 
 async def run_engine(svc: Services, config: EngineConfig, stop: asyncio.Event) -> None:
@@ -58,6 +76,7 @@ async def run_engine(svc: Services, config: EngineConfig, stop: asyncio.Event) -
     notifier = Notifier(svc.db, config.notifier)
     wake_scheduler = asyncio.Event()
     wake_notifier = asyncio.Event()
+    wake_event_starts = asyncio.Event()
     never = asyncio.Event()  # the reaper has no NOTIFY: expiry is a matter of time only
 
     async def schedule_once() -> bool:
@@ -113,7 +132,8 @@ async def run_engine(svc: Services, config: EngineConfig, stop: asyncio.Event) -
         return False
 
     listener = Listener(svc.db.url, SCHEDULER_CHANNEL, lambda _payload: wake_scheduler.set(),
-                        also={NOTIFICATIONS_CHANNEL: lambda _payload: wake_notifier.set()})
+                        also={NOTIFICATIONS_CHANNEL: lambda _payload: wake_notifier.set(),
+                              EVENT_STARTS_CHANNEL: lambda _payload: wake_event_starts.set()})
     listen = asyncio.create_task(listener.run())
     loops = [run_forever("partitions", partitions_once, wake=never,
                          poll_interval_s=config.partition_interval_s, stop=stop)]
@@ -133,6 +153,8 @@ async def run_engine(svc: Services, config: EngineConfig, stop: asyncio.Event) -
                         poll_interval_s=config.notify_interval_s, stop=stop),
             run_forever("cron", cron_once, wake=never,
                         poll_interval_s=config.cron_interval_s, stop=stop),
+            run_forever("event-starts", partial(start_event_runs, svc), wake=wake_event_starts,
+                        poll_interval_s=config.event_starts_interval_s, stop=stop),
         )
     finally:
         listen.cancel()

@@ -20,6 +20,7 @@ from engine.core.errors import InvalidDefinition, InvalidInput, NotFound, Proble
 from engine.definitions import flowfields, stepgraph
 from engine.definitions.docdecode import child_path, decode
 from engine.definitions.docfields import FieldReader, check_values, describe
+from engine.definitions.eventstarts import EventStart, read_on_event
 from engine.definitions.flow import (
     ConcurrencyLimit,
     RateLimit,
@@ -54,7 +55,8 @@ _SEMVER_RULE = "a semantic version MAJOR.MINOR.PATCH with an optional -prereleas
                "(e.g. 1.0.0 or 2.1.0-rc.1)"
 
 _TOP_FIELDS = ("id", "name", "version", "timeout_ms", "steps", "output",
-               "schedules")  # schedules: flow control (engine.definitions.flow)
+               "schedules",  # schedules: flow control (engine.definitions.flow)
+               "on_event")  # engine.definitions.eventstarts
 _STEP_FIELDS = ("type", "topic", "depends_on", "input", "retries", "timeout_ms", "priority",
                 "meta", "expires_in_ms", "message", "webhook", *flowfields.STEP_FIELDS,
                 "for_each", "max_parallel", "workflow", "version",
@@ -140,6 +142,7 @@ class WorkflowDef:
     output: Mapping[str, Any] | None = None
     """Templates over the steps' outputs; None: the sink steps' outputs by step id."""
     schedules: tuple[Schedule, ...] = ()  # docs/workflows.md#schedules
+    on_event: tuple[EventStart, ...] = ()  # docs/workflows.md#event-started-runs
 
     def to_doc(self) -> dict[str, Any]:
         """The canonical JSON-able document, every default filled in.
@@ -156,6 +159,8 @@ class WorkflowDef:
             doc["output"] = _thaw(self.output, 1)
         if self.schedules:  # only when set: documents stored before keep their form
             doc["schedules"] = [schedule.to_doc() for schedule in self.schedules]
+        if self.on_event:  # only when set: documents stored before keep their form
+            doc["on_event"] = [start.to_doc() for start in self.on_event]
         return doc
 
     @classmethod
@@ -216,11 +221,12 @@ def parse_workflow_doc(doc: Any) -> WorkflowDef:
     order = steps.check_graph()
     output = _output(top, steps)
     schedules = read_schedules(top)
+    on_event = read_on_event(top)
     if problems or workflow_id is None or name is None or version is None:
         raise InvalidDefinition(problems)
     return WorkflowDef(id=workflow_id, name=name, version=version, timeout_ms=timeout_ms,
                        steps=MappingProxyType({sid: steps.defs[sid] for sid in order}),
-                       output=output, schedules=schedules)
+                       output=output, schedules=schedules, on_event=on_event)
 
 
 def _output(top: FieldReader, steps: _Steps) -> Mapping[str, Any] | None:

@@ -10,6 +10,7 @@ from engine.core.canonical import sha256_hex
 from engine.core.errors import Conflict, InvalidDefinition, NotFound
 from engine.definitions.model import WorkflowDef, parse_workflow
 from engine.store import Conn, Database
+from engine.store import event_starts as event_starts_q
 from engine.store import schedules as schedules_q
 from engine.store import workflows as q
 from engine.store.records import WorkflowRow
@@ -64,6 +65,11 @@ async def _sync_schedules(conn: Conn, workflow: WorkflowDef, tenant_id: str) -> 
     await schedules_q.sync(conn, tenant_id=tenant_id, workflow_id=workflow.id,
                            version=workflow.version,
                            schedules=[s.to_doc() for s in workflow.schedules])
+    # on_event likewise (docs/workflows.md#event-started-runs): the newest version's
+    # subscriptions are the active ones
+    await event_starts_q.sync(conn, tenant_id=tenant_id, workflow_id=workflow.id,
+                              version=workflow.version,
+                              on_event=[e.to_doc() for e in workflow.on_event])
 
 
 async def resolve(conn: Conn, tenant_id: str, workflow_id: str,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -27,6 +27,7 @@ from engine.process import tracing
 from engine.runs import flowview, subflows
 from engine.store import Conn, Database
 from engine.store import approvals as approvals_q
+from engine.store import event_starts as event_starts_q
 from engine.store import gates as gates_q
 from engine.store import items as items_q
 from engine.store import jobs as jobs_q
@@ -34,6 +35,7 @@ from engine.store import runs as q
 from engine.store import steps as steps_q
 from engine.store import timeline as timeline_q
 from engine.store import workers as workers_q
+from engine.store.event_starts import EventStartRow
 from engine.store.gates import GateWait
 from engine.store.records import ApprovalRow, ItemRow, JobRow, RunKey, RunRow, StepRow
 
@@ -64,6 +66,8 @@ class RunDetail:
     children: list[RunRow] = field(default_factory=list)  # its child runs, oldest first
     # pending jobs held back by a concurrency key or rate limit, by job id
     gates: dict[str, GateWait] = field(default_factory=dict)
+    # the event that started it (docs/workflows.md#event-started-runs), None for most runs
+    started_by_event: EventStartRow | None = None
 
 
 def step_rows(workflow: WorkflowDef) -> list[dict[str, Any]]:
@@ -93,6 +97,8 @@ class StartItem:
     idempotency_key: str | None = None
     version: str | None = None
     priority: int | None = None  # 0..9, lower first (docs/workflows.md#priority)
+    # the event that started the run (engine/runs/event_starts.py), named in run.created
+    started_by_event: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -117,7 +123,8 @@ DISPATCH_AT_START_MAX = 50
 
 async def start(svc: Services, *, tenant_id: str, workflow_id: str, input: Any,
                 created_by: str, idempotency_key: str | None = None,
-                version: str | None = None, priority: int | None = None) -> StartedRun:
+                version: str | None = None, priority: int | None = None,
+                started_by_event: Mapping[str, Any] | None = None) -> StartedRun:
     """Creates a run pinned to one workflow version, or replays the run an idempotency key
     already created. The unique constraint runs_idempotency arbitrates concurrent starts.
 
@@ -128,7 +135,8 @@ async def start(svc: Services, *, tenant_id: str, workflow_id: str, input: Any,
         priority = int(priority)  # JSON's 5.0 is the integer 5
     [result] = await start_many(svc, tenant_id=tenant_id, workflow_id=workflow_id,
                                 created_by=created_by, item_fields=False,
-                                items=[StartItem(input, idempotency_key, version, priority)])
+                                items=[StartItem(input, idempotency_key, version, priority,
+                                                  started_by_event)])
     if result.error is not None:
         raise result.error
     assert result.started is not None
@@ -277,11 +285,15 @@ async def _start_in(svc: Services, conn: Conn, tenant_id: str, workflow_id: str,
     decisions = DecisionBatch()  # one statement for every step of every run
     events: dict[RunKey, list[timeline_q.Event]] = {}
     denials: dict[UUID, dict[str, Evaluated]] = {}
-    for _, row, workflow in runs:
+    for i, row, workflow in runs:
+        # an event-started run names its event in run.created
+        # (docs/workflows.md#event-started-runs)
+        by_event = items[i].started_by_event
         run_events = events[(tenant_id, row.run_id)] = [timeline_q.Event(
             "run.created", actor=created_by, data={
                 "workflow_id": workflow_id, "version": row.workflow_version,
-                "idempotency_key": row.idempotency_key})]
+                "idempotency_key": row.idempotency_key}
+            | ({} if by_event is None else {"started_by_event": dict(by_event)}))]
         found = _judge(policy, row, workflow, decisions, run_events, skip=None)
         if found:
             denials[row.run_id] = found
@@ -413,8 +425,9 @@ async def detail(svc: Services, tenant_id: str | None, run_id: UUID) -> RunDetai
         gated = any(j.status is JobStatus.PENDING and (j.concurrency_key or j.rate_key)
                     for j in jobs)
         gates = await gates_q.waiting_of_run(conn, run.tenant_id, run_id) if gated else {}
+        started_by = await event_starts_q.of_run(conn, run.tenant_id, run_id)
     return RunDetail(run, [by_id[s] for s in workflow.steps if s in by_id], jobs, approvals,
-                     live, as_of, flow, items, children, gates)
+                     live, as_of, flow, items, children, gates, started_by)
 
 
 @dataclass(frozen=True)

@@ -243,7 +243,18 @@ def run_detail(detail: RunDetail) -> dict[str, Any]:
     return {**run(detail.run), "summary": run_summary(detail.run, steps), "steps": steps,
             "jobs": [job(j) for j in detail.jobs],
             "approvals": [approval(a) for a in detail.approvals],
-            "children": [child_run(c) for c in detail.children]}
+            "children": [child_run(c) for c in detail.children],
+            "started_by_event": started_by_event(detail)}
+
+
+def started_by_event(detail: RunDetail) -> dict[str, Any] | None:
+    """The event that started the run (docs/workflows.md#event-started-runs); its key is
+    None once the event itself is no longer kept."""
+    row = detail.started_by_event
+    if row is None:
+        return None
+    return {"event_id": row.event_id, "name": row.event_name, "key": row.event_key,
+            "started_at": _time(row.created_at)}
 
 
 def child_run(row: RunRow) -> dict[str, Any]:

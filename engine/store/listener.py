@@ -22,6 +22,8 @@ log = logging.getLogger(__name__)
 SCHEDULER_CHANNEL = "warden_scheduler"
 JOBS_CHANNEL = "warden_jobs"
 NOTIFICATIONS_CHANNEL = "warden_notifications"
+# warden.send_event: an event some workflow subscribes to (docs/workflows.md#event-started-runs)
+EVENT_STARTS_CHANNEL = "warden_event_starts"
 
 
 class Listener:

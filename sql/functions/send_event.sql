@@ -1,5 +1,6 @@
--- Records an event and wakes the runs waiting for it (docs/workflows.md#events); the one
--- write path of warden.events, for the API, the CLI and SQL clients alike.
+-- Records an event and wakes the runs waiting for it (docs/workflows.md#events), and the
+-- loop that starts the workflows subscribing to it; the one write path of warden.events,
+-- for the API, the CLI and SQL clients alike.
 --
 -- Who may send for a tenant: an engine session (warden_engine) whose warden.tenant scope
 -- covers it, as row-level security would; any other login role (a SQL client) needs a
@@ -73,6 +74,12 @@ BEGIN
                 WHERE s.tenant_id = p_tenant AND s.status = 'waiting'
                   AND s.await_event = p_name AND s.await_key = p_key);
         PERFORM pg_notify('warden_scheduler', '');
+        -- the workflows it starts (docs/workflows.md#event-started-runs): started by the
+        -- event-starts loop of `warden serve`, after this commits, so a send stays fast
+        IF EXISTS (SELECT 1 FROM warden.event_triggers t
+                    WHERE t.tenant_id = p_tenant AND t.event_name = p_name AND t.active) THEN
+            PERFORM pg_notify('warden_event_starts', '');
+        END IF;
     END IF;
     RETURN QUERY SELECT v_row.event_id, v_row.name, v_row.key, v_row.data, v_row.sent_by,
                         v_row.received_at, v_row.expires_at, v_outcome;

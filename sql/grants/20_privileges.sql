@@ -54,6 +54,11 @@ GRANT INSERT ON warden.schedules, warden.schedule_ticks TO warden_engine;
 GRANT UPDATE (workflow_version, cron, timezone, input, overlap, catch_up, active, paused,
               paused_by, paused_at, next_tick, last_tick, updated_at)
     ON warden.schedules TO warden_engine;
+-- event-started runs (docs/workflows.md#event-started-runs): subscriptions synced from
+-- the newest workflow version; the ledger of what each event started is never changed
+GRANT INSERT ON warden.event_triggers, warden.event_starts TO warden_engine;
+GRANT UPDATE (workflow_version, input, active, since, updated_at)
+    ON warden.event_triggers TO warden_engine;
 GRANT EXECUTE ON FUNCTION
     warden.now(), warden.clock_timestamp(), warden.in_scope(text),
     warden.append_event(text, uuid, warden.timeline_kind, text, text, integer, text, jsonb),
@@ -75,7 +80,8 @@ GRANT EXECUTE ON FUNCTION warden.send_event(text, text, text, text, jsonb, text,
 GRANT SELECT ON warden.timeline, warden.policy_decisions, warden.policy_snapshots,
     warden.policy_activations, warden.policy_active, warden.approvals, warden.runs,
     warden.steps, warden.step_items, warden.jobs, warden.workflows, warden.workers,
-    warden.archived_runs, warden.events, warden.schedules, warden.schedule_ticks
+    warden.archived_runs, warden.events, warden.schedules, warden.schedule_ticks,
+    warden.event_triggers, warden.event_starts
     TO warden_auditor;
 GRANT EXECUTE ON FUNCTION warden.verify_timeline(uuid), warden.now(),
     warden.in_scope(text) TO warden_auditor;

@@ -14,7 +14,8 @@ BEGIN
                                    'notifications', 'timeline', 'policy_snapshots',
                                    'policy_active', 'policy_activations',
                                    'policy_decisions', 'archived_runs',
-                                   'events', 'schedules', 'schedule_ticks'] LOOP
+                                   'events', 'schedules', 'schedule_ticks',
+                                   'event_triggers', 'event_starts'] LOOP
         EXECUTE format('ALTER TABLE warden.%I ENABLE ROW LEVEL SECURITY', v_table);
         EXECUTE format('DROP POLICY IF EXISTS tenant_scope ON warden.%I', v_table);
         EXECUTE format('CREATE POLICY tenant_scope ON warden.%I TO warden_engine '

@@ -188,7 +188,7 @@ async def test_every_route_answers_as_documented(api: Harness,
                  headers={**alice, **YAML})
     await expect(api, "GET", f"{v1}/workflows", 200, headers=bob)
     versions = await expect(api, "GET", f"{v1}/workflows/incident-remediation", 200, headers=olga)
-    assert [v["version"] for v in versions["versions"]] == ["1.0.0"]
+    assert [v["version"] for v in versions["versions"]] == ["1.1.0"]
     # runs: started, replayed, refused by policy
     start = f"{v1}/workflows/incident-remediation/runs"
     keyed = {**alice, "Idempotency-Key": "contract-1"}

@@ -214,7 +214,7 @@ BAD_DOCS: list[tuple[str, Any, str, str]] = [
     ("long-id", _doc(id="a" * 65), "id", "is not a valid id"),
     ("unknown-top", _doc(description="x"), "description",
      "unknown field 'description' in a workflow (allowed: id, name, version, timeout_ms, "
-     "steps, output, schedules)"),
+     "steps, output, schedules, on_event)"),
     ("no-steps", {k: v for k, v in INCIDENT_DOC.items() if k != "steps"},
      "steps", "missing required field 'steps'"),
     ("empty-steps", _doc(steps={}), "steps", "a workflow needs at least one step"),
@@ -382,7 +382,7 @@ def test_several_problems_are_reported_at_once() -> None:
                steps__x={"type": "robot", "depends_on": ["ghost"]})
     assert sorted(str(p) for p in _problems(doc)) == sorted([
         "extra: unknown field 'extra' in a workflow (allowed: id, name, version, timeout_ms, "
-        "steps, output, schedules)",
+        "steps, output, schedules, on_event)",
         "version: 'one' is not a semantic version MAJOR.MINOR.PATCH with an optional "
         "-prerelease (e.g. 1.0.0 or 2.1.0-rc.1)",
         "steps.detect.topic: missing required field 'topic' (a job step names the topic "
