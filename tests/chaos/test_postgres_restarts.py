@@ -162,7 +162,8 @@ async def test_every_acknowledged_run_finishes_across_postgres_restarts(
         found = [(str(q), int(n)) for q, n in rows]
         return found if found == [
             ('LISTEN "warden_jobs"', 2),  # the workers
-            ('LISTEN "warden_scheduler"; LISTEN "warden_notifications"', 1),  # serve
+            ('LISTEN "warden_scheduler"; LISTEN "warden_notifications"; '
+             'LISTEN "warden_event_starts"', 1),  # serve
         ] else None
 
     await wait_until(listening, deadline, "the LISTEN connections to come back", timeout=15)
