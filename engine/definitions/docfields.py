@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Collection, Mapping
-from typing import Any
+from collections.abc import Callable, Collection, Mapping
+from typing import Any, Protocol, TypeVar
 
 from engine.core.errors import Problem
 from engine.definitions.docdecode import child_path
@@ -171,3 +171,46 @@ class FieldReader:
             else:
                 items.append(item)
         return tuple(items)
+
+
+class _Named(Protocol):
+    @property
+    def name(self) -> str: ...
+
+
+N = TypeVar("N", bound=_Named)
+
+
+def named_entries(top: FieldReader, field: str, *, what: str, named: str, limit: int,
+                  read: Callable[[FieldReader], N | None]) -> tuple[N, ...]:
+    """A workflow-level list of mappings each with a unique ``name`` (``schedules``,
+    ``on_event``): each entry read by ``read`` at its own path; problems recorded on
+    ``top`` naming the entry (not a list, too many, not a mapping, a repeated name)."""
+    raw = top.get(field)
+    if raw is None:
+        return ()
+    if not isinstance(raw, list | tuple):
+        top.problem(field, f"must be a list of {what}s, got {describe(raw)}")
+        return ()
+    if len(raw) > limit:
+        top.problem(field, f"{len(raw)} {what}s; the limit is {limit}")
+        return ()
+    found: list[N] = []
+    names: set[str] = set()
+    for index, body in enumerate(raw):
+        path = child_path(top.path(field), index)
+        if not isinstance(body, Mapping):
+            top.problems.append(Problem(path, f"a {what} must be a mapping, "
+                                              f"got {describe(body)}"))
+            continue
+        entry = read(FieldReader(body, path, top.problems))
+        if entry is None:
+            continue
+        if entry.name in names:
+            # the name keys the entry (a schedule's ticks, an event's one run per workflow)
+            top.problems.append(Problem(child_path(path, "name"),
+                                        f"duplicate {named} name {entry.name!r}"))
+            continue
+        names.add(entry.name)
+        found.append(entry)
+    return tuple(found)

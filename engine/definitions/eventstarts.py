@@ -18,7 +18,7 @@ from typing import Any
 
 from engine.core.errors import InvalidInput, Problem
 from engine.definitions.docdecode import child_path
-from engine.definitions.docfields import FieldReader, describe
+from engine.definitions.docfields import FieldReader, describe, named_entries
 
 MAX_SUBSCRIPTIONS = 20
 _FIELDS = ("name", "input")
@@ -51,34 +51,10 @@ class EventRef:
 
 
 def read_on_event(top: FieldReader) -> tuple[EventStart, ...]:
-    raw = top.get("on_event")
-    if raw is None:
-        return ()
-    if not isinstance(raw, list | tuple):
-        top.problem("on_event", f"must be a list of event subscriptions, got {describe(raw)}")
-        return ()
-    if len(raw) > MAX_SUBSCRIPTIONS:
-        top.problem("on_event", f"{len(raw)} subscriptions; the limit is {MAX_SUBSCRIPTIONS}")
-        return ()
-    found: list[EventStart] = []
-    names: set[str] = set()
-    for index, body in enumerate(raw):
-        path = child_path(top.path("on_event"), index)
-        if not isinstance(body, Mapping):
-            top.problems.append(Problem(path, "an event subscription must be a mapping, "
-                                              f"got {describe(body)}"))
-            continue
-        start = _subscription(FieldReader(body, path, top.problems))
-        if start is None:
-            continue
-        if start.name in names:
-            # one run per event and workflow: a second entry could never start anything
-            top.problems.append(Problem(child_path(path, "name"),
-                                        f"duplicate event name {start.name!r}"))
-            continue
-        names.add(start.name)
-        found.append(start)
-    return tuple(found)
+    # named="event": one run per event and workflow, so a second entry of a name could
+    # never start anything
+    return named_entries(top, "on_event", what="event subscription", named="event",
+                         limit=MAX_SUBSCRIPTIONS, read=_subscription)
 
 
 def _subscription(reader: FieldReader) -> EventStart | None:

@@ -18,9 +18,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from cronsim import CronSim, CronSimError
 
-from engine.core.errors import InvalidInput, Problem
-from engine.definitions.docdecode import child_path
-from engine.definitions.docfields import FieldReader, describe
+from engine.core.errors import InvalidInput
+from engine.definitions.docfields import FieldReader, describe, named_entries
 from engine.definitions.templates import Reference, parse_references, render
 
 MAX_LIMIT = 1_000_000
@@ -139,33 +138,8 @@ def _compact(value: Any) -> str:
 
 
 def read_schedules(top: FieldReader) -> tuple[Schedule, ...]:
-    raw = top.get("schedules")
-    if raw is None:
-        return ()
-    if not isinstance(raw, list | tuple):
-        top.problem("schedules", f"must be a list of schedules, got {describe(raw)}")
-        return ()
-    if len(raw) > MAX_SCHEDULES:
-        top.problem("schedules", f"{len(raw)} schedules; the limit is {MAX_SCHEDULES}")
-        return ()
-    found: list[Schedule] = []
-    names: set[str] = set()
-    for index, body in enumerate(raw):
-        path = child_path(top.path("schedules"), index)
-        if not isinstance(body, Mapping):
-            top.problems.append(Problem(path, f"a schedule must be a mapping, "
-                                              f"got {describe(body)}"))
-            continue
-        schedule = _schedule(FieldReader(body, path, top.problems))
-        if schedule is None:
-            continue
-        if schedule.name in names:
-            top.problems.append(Problem(child_path(path, "name"),
-                                        f"duplicate schedule name {schedule.name!r}"))
-            continue
-        names.add(schedule.name)
-        found.append(schedule)
-    return tuple(found)
+    return named_entries(top, "schedules", what="schedule", named="schedule",
+                         limit=MAX_SCHEDULES, read=_schedule)
 
 
 def _schedule(reader: FieldReader) -> Schedule | None:
