@@ -34,6 +34,8 @@ from bench.plan import POLL_INTERVAL_MS, Bench, Plan
 from bench.workload import Shape, chain, fan_out, one_step
 
 DEFAULT_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+# what --only may name: the throughput shapes (fan_out_100 at either size), then phases
+ONLY_CHOICES = ("one_step", "fan_out_100", "chain_5", "batch_start", "latency")
 # (name, worker processes, serve processes); the fan-out shape runs the first two
 CONFIGS = [("1_worker", 1, 1), ("2_workers", 2, 1), ("2_workers_2_serves", 2, 2)]
 # the peer's process count for each configuration (pgqueuer has no serve)
@@ -71,7 +73,8 @@ def _headline(result: dict[str, Any]) -> str:
 
 
 async def throughput(bench: Bench, errors: list[str],
-                     peers: peer.PeerDatabases | None) -> dict[str, Any]:
+                     peers: peer.PeerDatabases | None,
+                     only: frozenset[str] = frozenset()) -> dict[str, Any]:
     """Each shape is enqueued once, then drained by each configuration from a clone; then
     the same for the peer (pgqueuer), one drain per process count."""
     plan = bench.plan
@@ -82,6 +85,8 @@ async def throughput(bench: Bench, errors: list[str],
         ("chain_5", chain(plan.jobs // 5), CONFIGS[:2])]
     out: dict[str, Any] = {}
     for key, shape, configs in shapes:
+        if only and key not in only:
+            continue
         title = f"{shape.runs} runs x {len(shape.steps)} steps"
         enqueued = await phase(f"enqueue {title}", errors, partial(drain.enqueue, bench, shape))
         out[key] = {"enqueue": enqueued}
@@ -181,10 +186,20 @@ def _cell(value: Any) -> str:
 
 
 async def measure_all(report: dict[str, Any], bench: Bench, errors: list[str],
-                      peers: peer.PeerDatabases | None) -> None:
-    """Measurements 1 to 3 (and the batch start), each beside the peer's."""
+                      peers: peer.PeerDatabases | None,
+                      only: frozenset[str] = frozenset()) -> None:
+    """Measurements 1 to 3 (and the batch start), each beside the peer's; ``only``: the
+    throughput shapes and phases (ONLY_CHOICES) to run, all when empty."""
+    report["throughput"] = await throughput(bench, errors, peers, only)
+    if not only or "batch_start" in only:
+        await _batch_start(report, bench, errors, peers)
+    if not only or "latency" in only:
+        await _latencies(report, bench, errors, peers)
+
+
+async def _batch_start(report: dict[str, Any], bench: Bench, errors: list[str],
+                       peers: peer.PeerDatabases | None) -> None:
     plan = bench.plan
-    report["throughput"] = await throughput(bench, errors, peers)
     report["batch_start"] = await phase(
         f"batch start of {plan.jobs} one-step runs, {plan.batch_size} per call", errors,
         partial(drain.batch_start, bench, one_step(plan.jobs)))
@@ -192,6 +207,11 @@ async def measure_all(report: dict[str, Any], bench: Bench, errors: list[str],
         report["peer"]["batch_start"] = await phase(
             f"pgqueuer batch enqueue of {plan.jobs} jobs, {plan.batch_size} per call",
             errors, partial(peer.batch_start, bench, peers, one_step(plan.jobs)))
+
+
+async def _latencies(report: dict[str, Any], bench: Bench, errors: list[str],
+                     peers: peer.PeerDatabases | None) -> None:
+    plan = bench.plan
     report["claim_latency"] = await phase(
         f"enqueue→claim latency at {plan.latency_rate:g}/s", errors,
         partial(latency.claim_latency, bench, plan.latency_rate))
@@ -234,7 +254,8 @@ async def run(args: argparse.Namespace) -> tuple[dict[str, Any], list[str]]:
             report["growth"] = await phase("growth", errors, partial(
                 growth.growth, bench, sizes, progress))
         else:
-            await measure_all(report, bench, errors, peers)
+            await measure_all(report, bench, errors, peers,
+                              frozenset(filter(None, args.only.split(","))))
     finally:
         await dbs.drop_all()
         if peers is not None:
@@ -282,10 +303,18 @@ def main() -> int:
                              "tables, with 1M finished jobs / 5M events (--quick: 100k / "
                              "500k), and while a transaction is held open 10 min (--quick: "
                              "1 min); no peer")
+    parser.add_argument("--only", default="", metavar="NAMES",
+                        help="comma-separated subset to run (for an A/B): "
+                             + ", ".join(ONLY_CHOICES))
     parser.add_argument("--no-peer", action="store_true",
                         help="skip the peer (pgqueuer, from the bench extra)")
+    args = parser.parse_args()
+    unknown = set(filter(None, args.only.split(","))) - set(ONLY_CHOICES)
+    if unknown:
+        parser.error(f"--only: unknown {', '.join(sorted(unknown))} "
+                     f"(choose from {', '.join(ONLY_CHOICES)})")
     try:
-        return asyncio.run(main_async(parser.parse_args()))
+        return asyncio.run(main_async(args))
     except (KeyboardInterrupt, asyncio.CancelledError):
         progress("interrupted: children stopped, databases dropped")
         return 130
