@@ -1,4 +1,6 @@
--- Appends one event to a run's timeline and returns its seq: append_events with one event.
+-- Appends one event to a run's timeline and returns its seq: append_events with one event,
+-- so for an engine session whose tenant scope covers p_tenant only (the job functions
+-- call append_event_unscoped).
 -- Callers must already hold any job/approval locks they need (lock order: jobs ->
 -- approvals -> runs -> steps).
 CREATE OR REPLACE FUNCTION warden.append_event(

@@ -38,9 +38,10 @@ BEGIN
     SELECT coalesce(array_agg(d.j ORDER BY (d.j).tenant_id, (d.j).run_id, (d.j).job_id), '{}')
       INTO v_done FROM done d;
 
-    -- every run's events in one INSERT (warden.append_events_for_runs locks the runs in
-    -- (tenant, run) order, as claim_jobs and the reaper do)
-    PERFORM warden.append_events_for_runs(coalesce((
+    -- every run's events in one INSERT (append_events_for_runs_unscoped locks the runs in
+    -- (tenant, run) order, as claim_jobs and the reaper do; unscoped: a worker session
+    -- carries no tenant scope, and the leases were checked above)
+    PERFORM warden.append_events_for_runs_unscoped(coalesce((
         SELECT jsonb_agg(jsonb_build_object('tenant_id', g.tenant_id, 'run_id', g.run_id,
                                             'events', g.events))
           FROM (SELECT c.tenant_id, c.run_id,

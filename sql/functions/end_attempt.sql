@@ -32,8 +32,9 @@ BEGIN
                    error = p_error
              WHERE tenant_id = i.tenant_id AND run_id = i.run_id AND step_id = i.step_id
                AND item_index = i.item_index;
-            PERFORM warden.append_event(j.tenant_id, j.run_id, 'job.retry_scheduled',
-                j.step_id, j.job_id, j.attempt, NULL, jsonb_build_object(
+            PERFORM warden.append_event_unscoped(j.tenant_id, j.run_id,
+                'job.retry_scheduled', j.step_id, j.job_id, j.attempt, NULL,
+                jsonb_build_object(
                     'item_index', j.item_index, 'next_attempt', j.attempt + 1,
                     'delay_ms', round(v_delay),
                     'retry_at', warden.now() + make_interval(secs => v_delay / 1000.0)));
@@ -61,8 +62,8 @@ BEGIN
            SET retry_at = warden.now() + make_interval(secs => v_delay / 1000.0),
                error = p_error
          WHERE tenant_id = s.tenant_id AND run_id = s.run_id AND step_id = s.step_id;
-        PERFORM warden.append_event(j.tenant_id, j.run_id, 'job.retry_scheduled', j.step_id,
-            j.job_id, j.attempt, NULL, jsonb_build_object(
+        PERFORM warden.append_event_unscoped(j.tenant_id, j.run_id, 'job.retry_scheduled',
+            j.step_id, j.job_id, j.attempt, NULL, jsonb_build_object(
                 'next_attempt', j.attempt + 1, 'delay_ms', round(v_delay),
                 'retry_at', warden.now() + make_interval(secs => v_delay / 1000.0)));
     ELSE

@@ -14,8 +14,8 @@ BEGIN
     IF NOT FOUND THEN
         PERFORM warden.raise_fenced(fail_job.job_id);
     END IF;
-    PERFORM warden.append_event(j.tenant_id, j.run_id, 'job.failed', j.step_id, j.job_id,
-        j.attempt, j.worker, jsonb_build_object('error', fail_job.error,
+    PERFORM warden.append_event_unscoped(j.tenant_id, j.run_id, 'job.failed', j.step_id,
+        j.job_id, j.attempt, j.worker, jsonb_build_object('error', fail_job.error,
                                                 'retryable', fail_job.retryable));
     PERFORM warden.end_attempt(j, 'failed', fail_job.error, fail_job.retryable);
 END $$;

@@ -19,8 +19,8 @@ BEGIN
         PERFORM warden.raise_fenced(heartbeat_job.job_id);
     END IF;
     IF heartbeat_job.checkpoint IS NOT NULL THEN
-        PERFORM warden.append_event(j.tenant_id, j.run_id, 'job.checkpointed', j.step_id,
-            j.job_id, j.attempt, j.worker, jsonb_build_object(
+        PERFORM warden.append_event_unscoped(j.tenant_id, j.run_id, 'job.checkpointed',
+            j.step_id, j.job_id, j.attempt, j.worker, jsonb_build_object(
                 'bytes', octet_length(heartbeat_job.checkpoint::text),
                 'sha256', encode(sha256(convert_to(heartbeat_job.checkpoint::text, 'UTF8')),
                                  'hex')));

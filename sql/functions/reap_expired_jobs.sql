@@ -28,8 +28,8 @@ BEGIN
         )
         SELECT * FROM reaped r ORDER BY r.tenant_id, r.run_id, r.job_id  -- run lock order
     LOOP
-        PERFORM warden.append_event(j.tenant_id, j.run_id, 'job.timed_out', j.step_id, j.job_id,
-                                    j.attempt, 'reaper', jsonb_build_object('error', j.error));
+        PERFORM warden.append_event_unscoped(j.tenant_id, j.run_id, 'job.timed_out',
+            j.step_id, j.job_id, j.attempt, 'reaper', jsonb_build_object('error', j.error));
         PERFORM warden.end_attempt(j, 'timed_out', j.error, true);
         v_n := v_n + 1;
     END LOOP;

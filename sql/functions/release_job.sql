@@ -17,8 +17,8 @@ BEGIN
     IF NOT FOUND THEN
         PERFORM warden.raise_fenced(release_job.job_id);
     END IF;
-    PERFORM warden.append_event(j.tenant_id, j.run_id, 'job.failed', j.step_id, j.job_id,
-        j.attempt, j.worker, jsonb_build_object('error', v_err, 'released', true));
+    PERFORM warden.append_event_unscoped(j.tenant_id, j.run_id, 'job.failed', j.step_id,
+        j.job_id, j.attempt, j.worker, jsonb_build_object('error', v_err, 'released', true));
     IF j.item_index IS NOT NULL THEN  -- a for_each item: the item's count, not the step's
         UPDATE warden.step_items SET max_attempts = max_attempts + 1
          WHERE tenant_id = j.tenant_id AND run_id = j.run_id AND step_id = j.step_id

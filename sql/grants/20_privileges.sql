@@ -25,7 +25,10 @@ GRANT EXECUTE ON FUNCTION
 -- audit records: never UPDATE, DELETE or TRUNCATE on the timeline or the policy records,
 -- and it owns nothing, so it cannot disable a trigger. Timeline events are written only
 -- by warden.append_events (SECURITY DEFINER), which computes the chain: the engine
--- cannot insert an event of its own making, nor move a run's timeline head.
+-- cannot insert an event of its own making, nor move a run's timeline head; and, as
+-- row-level security would, it appends only to runs of the tenants in the session's
+-- scope. Its unscoped body (append_events_unscoped and the rest) is the job functions'
+-- alone: no grant.
 GRANT SELECT ON ALL TABLES IN SCHEMA warden TO warden_engine;
 GRANT INSERT ON warden.workflows, warden.runs, warden.steps, warden.step_items, warden.jobs,
     warden.approvals,

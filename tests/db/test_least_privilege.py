@@ -4,6 +4,7 @@ positive paths still work for exactly the roles that should have them."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 from uuid import UUID
 
@@ -235,6 +236,200 @@ async def test_row_level_security_shows_an_engine_session_its_scope_only(
                          "version_major, version_minor, version_patch, name, definition, "
                          "digest, source, created_by) VALUES ('t2', 'w', '1.0.0', 1, 0, 0, "
                          "'w', '{}', 'd', 's', 'me')")
+
+
+# The append functions sign what they append (SECURITY DEFINER, to read the chain key), so
+# row-level security does not fence them: they check the session's tenant scope
+# themselves (sql/functions/append_events.sql). Each attack names t2's run from t1's scope.
+FORGED = '[{"kind": "approval.approved", "step_id": "gate", "actor": "mallory"}]'
+APPENDS = {
+    "append_event": "SELECT warden.append_event(%(tenant)s, %(run)s, 'approval.approved', "
+                    "'gate', NULL, NULL, 'mallory', '{}')",
+    "append_events": "SELECT warden.append_events(%(tenant)s, %(run)s, %(events)s)",
+    "append_events_for_runs": "SELECT warden.append_events_for_runs(jsonb_build_array("
+                              "jsonb_build_object('tenant_id', %(tenant)s::text, 'run_id', "
+                              "%(run)s::uuid, 'events', %(events)s::jsonb)))",
+}
+BATCH = "SELECT warden.append_events_for_runs(%s::jsonb)"
+
+
+def heads(db_url: str, runs: dict[str, Any]) -> dict[str, tuple[int, int]]:
+    """Each tenant's run: its stored timeline head and its count of events (as superuser)."""
+    with psycopg.connect(db_url, autocommit=True) as admin:
+        return {tenant: admin.execute(
+            "SELECT r.timeline_seq, (SELECT count(*) FROM warden.timeline t "
+            "WHERE t.tenant_id = r.tenant_id AND t.run_id = r.run_id) FROM warden.runs r "
+            "WHERE r.tenant_id = %s AND r.run_id = %s", [tenant, run.run_id]).fetchone()
+            for tenant, run in runs.items()}
+
+
+def batch(runs: dict[str, Any], *tenants: str) -> str:
+    return json.dumps([{"tenant_id": t, "run_id": str(runs[t].run_id),
+                        "events": json.loads(FORGED)} for t in tenants])
+
+
+@pytest.mark.parametrize("call", sorted(APPENDS))
+async def test_an_engine_session_cannot_append_to_a_run_of_a_tenant_outside_its_scope(
+        db: Database, db_url: str, login_roles: LoginRoles, call: str) -> None:
+    runs = await two_tenants(db)
+    before = heads(db_url, runs)
+    with connect(db_url, login_roles.engine) as conn:
+        conn.execute("SELECT set_config('warden.tenant', 't1', false)")
+        with pytest.raises(psycopg.errors.InsufficientPrivilege, match="tenant t2"):
+            conn.execute(APPENDS[call], {"tenant": "t2", "run": runs["t2"].run_id,
+                                         "events": FORGED})
+    assert heads(db_url, runs) == before
+    with connect(db_url, login_roles.auditor) as conn:
+        [(intact,)] = conn.execute("SELECT warden.verify_timeline(%s)",
+                                   [runs["t2"].run_id]).fetchall()
+    assert intact
+
+
+@pytest.mark.parametrize("call", sorted(APPENDS))
+async def test_another_tenants_run_named_under_the_scoped_tenant_is_not_found(
+        db: Database, db_url: str, login_roles: LoginRoles, call: str) -> None:
+    """The check reads the tenant given, and the run is looked up by (tenant, run): t2's run
+    id under t1's name is no run at all."""
+    runs = await two_tenants(db)
+    before = heads(db_url, runs)
+    with connect(db_url, login_roles.engine) as conn:
+        conn.execute("SELECT set_config('warden.tenant', 't1', false)")
+        with pytest.raises(psycopg.Error) as missing:
+            conn.execute(APPENDS[call], {"tenant": "t1", "run": runs["t2"].run_id,
+                                         "events": FORGED})
+    assert missing.value.sqlstate == "WD404"
+    assert heads(db_url, runs) == before
+
+
+async def test_a_batch_with_one_run_outside_the_scope_is_refused_whole(
+        db: Database, db_url: str, login_roles: LoginRoles) -> None:
+    runs = await two_tenants(db)
+    before = heads(db_url, runs)
+    with connect(db_url, login_roles.engine) as conn:
+        conn.execute("SELECT set_config('warden.tenant', 't1', false)")
+        for order in (("t1", "t2"), ("t2", "t1")):
+            with pytest.raises(psycopg.errors.InsufficientPrivilege, match="tenant t2"):
+                conn.execute(BATCH, [batch(runs, *order)])
+    assert heads(db_url, runs) == before  # t1's run got nothing either
+
+
+@pytest.mark.parametrize("scope", [None, ""])
+@pytest.mark.parametrize("call", sorted(APPENDS))
+async def test_an_unscoped_engine_session_cannot_append_at_all(
+        db: Database, db_url: str, login_roles: LoginRoles, call: str,
+        scope: str | None) -> None:
+    runs = await two_tenants(db)
+    before = heads(db_url, runs)
+    with connect(db_url, login_roles.engine) as conn:
+        if scope is not None:  # set, then emptied: the setting exists but names no tenant
+            conn.execute("SELECT set_config('warden.tenant', %s, false)", [scope])
+        for tenant in ("t1", "t2"):
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                conn.execute(APPENDS[call], {"tenant": tenant, "run": runs[tenant].run_id,
+                                             "events": FORGED})
+    assert heads(db_url, runs) == before
+
+
+@pytest.mark.parametrize("call", sorted(APPENDS))
+async def test_an_engine_session_appends_to_a_run_of_its_own_tenant(
+        db: Database, db_url: str, login_roles: LoginRoles, call: str) -> None:
+    runs = await two_tenants(db)
+    before = heads(db_url, runs)
+    with connect(db_url, login_roles.engine) as conn:
+        conn.execute("SELECT set_config('warden.tenant', 't1', false)")
+        conn.execute(APPENDS[call], {"tenant": "t1", "run": runs["t1"].run_id,
+                                     "events": FORGED})
+        [(kind, actor, intact)] = conn.execute(
+            "SELECT kind::text, actor, warden.verify_timeline(run_id) FROM warden.timeline "
+            "WHERE run_id = %s ORDER BY seq DESC LIMIT 1", [runs["t1"].run_id]).fetchall()
+    assert (kind, actor, intact) == ("approval.approved", "mallory", True)
+    seq, count = before["t1"]
+    assert heads(db_url, runs) == {"t1": (seq + 1, count + 1), "t2": before["t2"]}
+
+
+async def test_an_engine_session_across_tenants_appends_to_any_run(
+        db: Database, db_url: str, login_roles: LoginRoles) -> None:
+    runs = await two_tenants(db)
+    before = heads(db_url, runs)
+    with connect(db_url, login_roles.engine) as conn:
+        conn.execute("SELECT set_config('warden.tenant', '*', false)")
+        conn.execute(BATCH, [batch(runs, "t1", "t2")])
+        conn.execute(APPENDS["append_events"], {"tenant": "t2", "run": runs["t2"].run_id,
+                                                "events": FORGED})
+    after = heads(db_url, runs)
+    assert after == {"t1": (before["t1"][0] + 1, before["t1"][1] + 1),
+                     "t2": (before["t2"][0] + 2, before["t2"][1] + 2)}
+
+
+@pytest.mark.parametrize("statement", [
+    "SELECT warden.append_events_unscoped('t2', %(run)s, %(events)s)",
+    "SELECT warden.append_events_for_runs_unscoped(jsonb_build_array(jsonb_build_object("
+    "'tenant_id', 't2', 'run_id', %(run)s::uuid, 'events', %(events)s::jsonb)))",
+    "SELECT warden.append_event_unscoped('t2', %(run)s, 'approval.approved', 'gate', NULL, "
+    "NULL, 'mallory', '{}')",
+])
+async def test_no_login_role_calls_the_unscoped_appends(
+        db: Database, db_url: str, login_roles: LoginRoles, statement: str) -> None:
+    """The job functions' own way to the timeline: the engine cannot go round the scope
+    check through it, nor a worker round its grants."""
+    runs = await two_tenants(db)
+    before = heads(db_url, runs)
+    for role in (login_roles.engine, login_roles.worker_a, login_roles.auditor):
+        with connect(db_url, role) as conn:
+            conn.execute("SELECT set_config('warden.tenant', '*', false)")
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                conn.execute(statement, {"run": runs["t2"].run_id, "events": FORGED})
+    assert heads(db_url, runs) == before
+
+
+async def test_a_worker_session_still_appends_through_the_job_functions_of_many_tenants(
+        db: Database, db_url: str, login_roles: LoginRoles) -> None:
+    """A worker session carries no tenant scope; the job functions append for it (their
+    grant and lease checks are the fence), several tenants in one claim and one batch."""
+    runs = await two_tenants(db)
+    grant(db_url, login_roles.worker_a, "*")
+    with connect(db_url, login_roles.worker_a) as conn:
+        assert conn.execute("SELECT current_setting('warden.tenant', true)").fetchone() in (
+            (None,), ("",))
+        claimed = claim(conn)
+        assert sorted(row[0] for row in claimed) == ["t1", "t2"]
+        for _, job_id, token, _ in claimed:
+            conn.execute("SELECT warden.heartbeat_job(%s, %s, interval '1 minute', "
+                         "'{\"page\": 1}')", [job_id, token])
+        outcomes = conn.execute(
+            "SELECT outcome FROM warden.complete_jobs(%s, %s::uuid[], %s::jsonb[])",
+            [[row[1] for row in claimed], [row[2] for row in claimed],
+             ['{"done": true}'] * len(claimed)]).fetchall()
+    assert sorted(outcomes) == [("completed",), ("completed",)]
+    for tenant, run in runs.items():
+        kinds = [e.kind for e in await support.events(db, run.run_id, tenant=tenant)]
+        assert kinds[-3:] == ["job.claimed", "job.checkpointed", "job.succeeded"], tenant
+    with connect(db_url, login_roles.auditor) as conn:
+        for run in runs.values():
+            assert conn.execute("SELECT warden.verify_timeline(%s)",
+                                [run.run_id]).fetchone() == (True,)
+
+
+async def test_a_worker_session_still_releases_and_fails_jobs_of_many_tenants(
+        db: Database, db_url: str, login_roles: LoginRoles) -> None:
+    """release_job, fail_job and end_attempt's retry append one event at a time
+    (append_event_unscoped) for a worker session with no scope."""
+    runs = await two_tenants(db)
+    grant(db_url, login_roles.worker_a, "*")
+    with connect(db_url, login_roles.worker_a) as conn:
+        jobs = {row[0]: row for row in claim(conn)}
+        conn.execute("SELECT warden.release_job(%s, %s, 'shutting down')",
+                     [jobs["t1"][1], jobs["t1"][2]])
+        conn.execute("SELECT warden.fail_job(%s, %s, '{\"type\": \"Boom\"}', false)",
+                     [jobs["t2"][1], jobs["t2"][2]])
+    t1 = [e.kind for e in await support.events(db, runs["t1"].run_id, tenant="t1")]
+    t2 = [e.kind for e in await support.events(db, runs["t2"].run_id, tenant="t2")]
+    assert t1[-3:] == ["job.claimed", "job.failed", "job.retry_scheduled"]
+    assert t2[-2:] == ["job.claimed", "job.failed"]
+    with connect(db_url, login_roles.auditor) as conn:
+        for run in runs.values():
+            assert conn.execute("SELECT warden.verify_timeline(%s)",
+                                [run.run_id]).fetchone() == (True,)
 
 
 async def test_an_auditor_reads_every_tenant_and_writes_nothing(
