@@ -10,7 +10,8 @@ RETURNS TABLE (job_id text, outcome text)
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 #variable_conflict use_column
 DECLARE
-    v_done warden.jobs[];
+    v_done  warden.jobs[];
+    v_due   integer;
 BEGIN
     IF cardinality(job_ids) IS DISTINCT FROM cardinality(lease_tokens)
        OR cardinality(job_ids) IS DISTINCT FROM cardinality(results) THEN
@@ -67,11 +68,44 @@ BEGIN
      WHERE s.tenant_id = c.tenant_id AND s.run_id = c.run_id AND s.step_id = c.step_id
        AND s.item_index = c.item_index AND s.status = 'running';
 
-    -- wake_run, set-based: each run's flag once, one NOTIFY for the batch
-    UPDATE warden.runs u SET needs_scheduling = true
-      FROM (SELECT DISTINCT c.tenant_id, c.run_id FROM unnest(v_done) c) c
-     WHERE u.tenant_id = c.tenant_id AND u.run_id = c.run_id AND NOT u.needs_scheduling;
-    IF cardinality(v_done) > 0 THEN
+    -- wake_run, set-based, and only where this completion can change what the scheduler
+    -- decides (engine/definitions/dag.py): a for_each item ended (its step's outcome needs
+    -- every item); a pending step that depends on a completed one may now be ready or
+    -- skipped (every trigger waits for all its dependencies to be final); or no step of
+    -- the run is running any more (the run settles, or waits on an approval or a timer).
+    -- Otherwise (the other branches of a fan-out still running) a pass would read the
+    -- whole run and find nothing to do. This needs no lock of its own: the append
+    -- above locked the runs, and every writer of a step's status holds its run's lock, so
+    -- of two completions racing for a run's last running steps, the second one in reads
+    -- (statement snapshot, READ COMMITTED) the first one's committed step and wakes the run.
+    WITH ended AS (
+        SELECT c.tenant_id, c.run_id, array_agg(c.step_id) AS step_ids,
+               bool_or(c.item_index IS NOT NULL) AS items
+          FROM unnest(v_done) c
+         GROUP BY c.tenant_id, c.run_id
+    ), due AS (
+        SELECT e.tenant_id, e.run_id FROM ended e
+         WHERE e.items
+            OR NOT EXISTS (SELECT 1 FROM warden.steps s
+                            WHERE s.tenant_id = e.tenant_id AND s.run_id = e.run_id
+                              AND s.status = 'running')
+            OR EXISTS (SELECT 1 FROM warden.steps s
+                        WHERE s.tenant_id = e.tenant_id AND s.run_id = e.run_id
+                          AND s.status = 'pending' AND s.depends_on && e.step_ids
+                          AND NOT EXISTS (SELECT 1 FROM warden.steps d
+                                           WHERE d.tenant_id = s.tenant_id
+                                             AND d.run_id = s.run_id
+                                             AND d.step_id = ANY (s.depends_on)
+                                             AND d.status IN ('pending', 'running', 'waiting')))
+    ), woken AS (
+        UPDATE warden.runs u SET needs_scheduling = true
+          FROM due c
+         WHERE u.tenant_id = c.tenant_id AND u.run_id = c.run_id AND NOT u.needs_scheduling
+    )
+    SELECT count(*) INTO v_due FROM due;
+    -- one NOTIFY for the batch; also for a run flagged already, as before: its scheduler
+    -- may have passed it by while this transaction held it locked
+    IF v_due > 0 THEN
         PERFORM pg_notify('warden_scheduler', '');
     END IF;
 

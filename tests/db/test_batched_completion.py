@@ -172,3 +172,85 @@ async def test_a_batch_finds_its_jobs_by_index_however_large_the_table(
     assert row is not None and row[0] == 0, f"{row} sequential scans of warden.jobs"
     assert list(outcomes.values()).count(Outcome.COMPLETED) == len(claimed)
     assert outcomes["no-such-job"] is Outcome.NOT_FOUND
+
+
+async def _flagged(db: Database, run_id: Any) -> bool:
+    rows = await _sql(db, "SELECT needs_scheduling FROM warden.runs WHERE run_id = %s", run_id)
+    return bool(rows[0][0])
+
+
+async def _complete_unflagged(db: Database, *jobs: Any) -> None:
+    await _sql(db, "UPDATE warden.runs SET needs_scheduling = false")
+    async with db.connection() as conn:
+        await jobs_q.complete_many(conn, [Completion(j.job_id, j.lease_token, {}) for j in jobs])
+
+
+async def test_a_completion_wakes_its_run_only_when_the_scheduler_has_something_to_do(
+        db: Database, scheduler: Scheduler) -> None:
+    """A fan-out branch ending while its siblings still run changes nothing the scheduler
+    would decide; the last one makes the join ready (docs/design.md#scale-path)."""
+    await support.store(db, FAN)
+    run = await support.start(db, "fan")
+    await support.settle(scheduler)
+    a, b, c = sorted(await support.claim(db, ["t.fan"], n=10), key=lambda j: j.step_id)
+    await _complete_unflagged(db, a)
+    assert not await _flagged(db, run.run_id)
+    await _complete_unflagged(db, b)
+    assert not await _flagged(db, run.run_id)
+    await _complete_unflagged(db, c)  # the join's dependencies are all final
+    assert await _flagged(db, run.run_id)
+    await support.settle(scheduler)
+    (join,) = await support.claim(db, ["t.join"], n=10)
+    await _complete_unflagged(db, join)  # nothing runs any more: the run settles
+    assert await _flagged(db, run.run_id)
+    await support.settle(scheduler)
+    assert (await support.detail(db, run.run_id)).run.status is RunStatus.SUCCEEDED
+
+
+BESIDE_AN_APPROVAL = """
+id: beside
+name: beside
+version: 1.0.0
+steps:
+  work: {type: job, topic: t.beside}
+  gate: {type: approval}
+"""
+
+
+async def test_the_last_running_step_ending_wakes_a_run_left_waiting_on_an_approval(
+        db: Database, scheduler: Scheduler) -> None:
+    await support.store(db, BESIDE_AN_APPROVAL)
+    run = await support.start(db, "beside")
+    await support.settle(scheduler)
+    (work,) = await support.claim(db, ["t.beside"], n=10)
+    await _complete_unflagged(db, work)
+    assert await _flagged(db, run.run_id)
+    await support.settle(scheduler)
+    assert (await support.detail(db, run.run_id)).run.status is RunStatus.WAITING
+
+
+async def test_two_completers_ending_a_runs_last_branches_at_once_still_wake_it(
+        db: Database, scheduler: Scheduler) -> None:
+    """Each sees the other's branch still running in its own snapshot unless the run lock
+    orders them: the second one in must read the first one's committed step."""
+    await support.store(db, FAN)
+    run = await support.start(db, "fan")
+    await support.settle(scheduler)
+    a, b, c = sorted(await support.claim(db, ["t.fan"], n=10), key=lambda j: j.step_id)
+    await _complete_unflagged(db, a)
+    first = await connect(db.url, autocommit=False)
+    second = await connect(db.url, autocommit=False)
+    try:
+        await jobs_q.complete_many(first, [Completion(b.job_id, b.lease_token, {})])
+        # c's jobs UPDATE runs now; its append waits for the run row first holds
+        racing = asyncio.create_task(
+            jobs_q.complete_many(second, [Completion(c.job_id, c.lease_token, {})]))
+        await asyncio.sleep(0.3)
+        assert not racing.done()
+        await first.commit()
+        assert (await asyncio.wait_for(racing, 10)) == {c.job_id: Outcome.COMPLETED}
+        await second.commit()
+    finally:
+        await first.close()
+        await second.close()
+    assert await _flagged(db, run.run_id)
