@@ -51,8 +51,9 @@ JOB_DURATION = Histogram(
 RUN_DURATION = Histogram(
     "warden_run_duration_seconds",
     "From a run's creation to its final status (database clock); observed by the process "
-    "that ended it (scheduler, cancel, deadline), when it ended it. Runs denied at submit "
-    "never ran and are not observed.", ["status"], buckets=_RUNS, registry=REGISTRY)
+    "that ended it (scheduler, cancel, deadline), when it ended it, and by the scheduler "
+    "for a run a worker's completion ended. Runs denied at submit never ran and are not "
+    "observed.", ["status"], buckets=_RUNS, registry=REGISTRY)
 WAKEUPS = Counter(
     "warden_wakeups",
     "Waits of a loop (scheduler, worker, reaper, reconciler, notifier) ended by a NOTIFY or "

@@ -144,20 +144,30 @@ class Scheduler:
             return writes
         keys = [(run.tenant_id, run.run_id) for run in runs]
         policies = {} if policies is None else policies
+        # a run a worker's completion ended (warden.complete_jobs) is only observed: there
+        # is nothing of it to read or decide
+        open_keys = [key for run, key in zip(runs, keys, strict=True)
+                     if not run.status.is_final]
         try:
             of_run: dict[RunKey, list[StepRow]] = defaultdict(list)
-            for step in await steps_q.of_runs(conn, keys) if steps is None else steps:
-                of_run[(step.tenant_id, step.run_id)].append(step)
             drifted: dict[RunKey, list[JobRow]] = defaultdict(list)
-            # Busy (NOWAIT) when a claimer holds one: this pass fails, its runs go one by one
-            for job in await jobs_q.drifted_of_runs(conn, keys) if steps is None else ():
-                drifted[(job.tenant_id, job.run_id)].append(job)
-            flows = await load_flows(conn, of_run)
+            flows: dict[RunKey, Flow] = {}
+            if open_keys:
+                for step in await steps_q.of_runs(conn, open_keys) if steps is None else steps:
+                    of_run[(step.tenant_id, step.run_id)].append(step)
+                # Busy (NOWAIT) when a claimer holds one: this pass fails, its runs go one
+                # by one
+                for job in (await jobs_q.drifted_of_runs(conn, open_keys)
+                            if steps is None else ()):
+                    drifted[(job.tenant_id, job.run_id)].append(job)
+                flows = await load_flows(conn, of_run)
             for run, key in zip(runs, keys, strict=True):
                 writes.scheduled.append(key)
                 if not run.status.is_final:
                     await self._advance(conn, run, of_run[key], drifted[key], writes, policies,
                                         flows.get(key) or Flow())
+                elif run.end_unobserved:
+                    _observe_end(run, writes)
             await writes.flush(conn)
         except DatabaseUnavailable:
             raise
@@ -256,9 +266,7 @@ class Scheduler:
             kind = "run.waiting" if target is RunStatus.WAITING else "run.resumed"
         state.run = state.writes.move_run(run, target, await state.writes.now(conn),
                                           output=output, error=error)
-        metrics.run_ended(state.run)
-        if target.is_final and tracing.enabled():
-            state.writes.ended.append(state.run)
+        _observe_end(state.run, state.writes)
         await state.event(conn, kind, data={"status": target.value})
 
 
@@ -277,6 +285,15 @@ def _trace(writes: PassWrites, began: float) -> None:
     for run in writes.ended:
         tracing.run_ended(run, [a for a in writes.approvals
                                 if (a.tenant_id, a.run_id) == (run.tenant_id, run.run_id)])
+
+
+def _observe_end(run: RunRow, writes: PassWrites) -> None:
+    """The run's end, for the process that ended it (or, for a run a worker's completion
+    ended, for the pass that clears its end_unobserved): its duration metric, and its span
+    once the pass commits."""
+    metrics.run_ended(run)
+    if run.status.is_final and tracing.enabled():
+        writes.ended.append(run)
 
 
 async def _advance_waits(conn: Conn, state: RunPass) -> None:

@@ -10,19 +10,22 @@ RETURNS TABLE (job_id text, outcome text)
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 #variable_conflict use_column
 DECLARE
-    v_done  warden.jobs[];
-    v_due   integer;
+    v_done    warden.jobs[];
+    -- the runs to flag for the scheduler, and whether each one ends here (with its output)
+    v_tenants text[];
+    v_runs    uuid[];
+    v_ends    boolean[];
+    v_outputs jsonb[];
 BEGIN
     IF cardinality(job_ids) IS DISTINCT FROM cardinality(lease_tokens)
        OR cardinality(job_ids) IS DISTINCT FROM cardinality(results) THEN
         RAISE EXCEPTION 'job_ids, lease_tokens and results must have the same length'
             USING ERRCODE = '22023';
     END IF;
-    -- Lock order jobs -> runs -> steps. The jobs are locked by this UPDATE (each has one
-    -- lease holder, so two completers never contend for a job); the runs are then locked
-    -- in (tenant, run) order by append_events, as claim_jobs and the reaper do. The
-    -- completed rows are kept in a variable, not a temporary table: a temp table per
-    -- call would churn the system catalogs on the hottest path there is.
+    -- The jobs are locked by this UPDATE (each has one lease holder, so two completers
+    -- never contend for a job); the runs next, below. The completed rows are kept in a
+    -- variable, not a temporary table: a temp table per call would churn the system
+    -- catalogs on the hottest path there is.
     WITH input AS (
         SELECT * FROM unnest(complete_jobs.job_ids, complete_jobs.lease_tokens,
                              complete_jobs.results) AS u(job_id, lease_token, result)
@@ -39,20 +42,17 @@ BEGIN
     SELECT coalesce(array_agg(d.j ORDER BY (d.j).tenant_id, (d.j).run_id, (d.j).job_id), '{}')
       INTO v_done FROM done d;
 
-    -- every run's events in one INSERT (append_events_for_runs_unscoped locks the runs in
-    -- (tenant, run) order, as claim_jobs and the reaper do; unscoped: a worker session
-    -- carries no tenant scope, and the leases were checked above)
-    PERFORM warden.append_events_for_runs_unscoped(coalesce((
-        SELECT jsonb_agg(jsonb_build_object('tenant_id', g.tenant_id, 'run_id', g.run_id,
-                                            'events', g.events))
-          FROM (SELECT c.tenant_id, c.run_id,
-                       jsonb_agg(jsonb_build_object('kind', 'job.succeeded',
-                                                    'step_id', c.step_id, 'job_id', c.job_id,
-                                                    'attempt', c.attempt, 'actor', c.worker,
-                                                    'data', '{}'::jsonb)
-                                 ORDER BY c.job_id) AS events
-                  FROM unnest(v_done) c
-                 GROUP BY c.tenant_id, c.run_id) g), '[]'));
+    -- Lock order jobs -> runs -> steps: the runs, in (tenant, run) order as claim_jobs and
+    -- the reaper take them, before any step is written or read. What follows reads the
+    -- other steps of each run, which another completion may be writing: holding the run
+    -- orders the two, so of two completions racing for a run's last running steps, the
+    -- second one in reads (statement snapshot, READ COMMITTED) the first one's committed
+    -- step. Every writer of a step's status holds its run's lock.
+    PERFORM 1 FROM warden.runs u
+      JOIN (SELECT DISTINCT c.tenant_id, c.run_id FROM unnest(v_done) c) c
+        ON u.tenant_id = c.tenant_id AND u.run_id = c.run_id
+     ORDER BY u.tenant_id, u.run_id
+       FOR NO KEY UPDATE OF u;
 
     UPDATE warden.steps s
        SET status = 'succeeded', output = c.result, error = NULL, finished_at = warden.now()
@@ -68,44 +68,100 @@ BEGIN
      WHERE s.tenant_id = c.tenant_id AND s.run_id = c.run_id AND s.step_id = c.step_id
        AND s.item_index = c.item_index AND s.status = 'running';
 
-    -- wake_run, set-based, and only where this completion can change what the scheduler
-    -- decides (engine/definitions/dag.py): a for_each item ended (its step's outcome needs
-    -- every item); a pending step that depends on a completed one may now be ready or
-    -- skipped (every trigger waits for all its dependencies to be final); or no step of
-    -- the run is running any more (the run settles, or waits on an approval or a timer).
-    -- Otherwise (the other branches of a fan-out still running) a pass would read the
-    -- whole run and find nothing to do. This needs no lock of its own: the append
-    -- above locked the runs, and every writer of a step's status holds its run's lock, so
-    -- of two completions racing for a run's last running steps, the second one in reads
-    -- (statement snapshot, READ COMMITTED) the first one's committed step and wakes the run.
+    -- What each run now needs (the rules of engine/definitions/dag.py, docs/design.md#scale-path):
+    -- * it ENDS here when every step is succeeded or skipped, for a plain run (no parent
+    --   to wake, no `output:` mapping to evaluate, no for_each item just ended): succeeded,
+    --   its output the sink steps' outputs, as the scheduler would write them. It is still
+    --   flagged, with end_unobserved, so a scheduler pass observes the end (metrics,
+    --   traces) without reading the run again;
+    -- * it is WOKEN (flagged) only where the scheduler has something to decide: a for_each
+    --   item ended, a pending step that depends on a completed one has all its
+    --   dependencies final (every trigger waits for that), or no step is running any more
+    --   (the run settles otherwise, or waits on an approval or a timer). A fan-out branch
+    --   ending while its siblings run costs no pass over the whole run.
     WITH ended AS (
         SELECT c.tenant_id, c.run_id, array_agg(c.step_id) AS step_ids,
                bool_or(c.item_index IS NOT NULL) AS items
           FROM unnest(v_done) c
          GROUP BY c.tenant_id, c.run_id
-    ), due AS (
-        SELECT e.tenant_id, e.run_id FROM ended e
-         WHERE e.items
-            OR NOT EXISTS (SELECT 1 FROM warden.steps s
-                            WHERE s.tenant_id = e.tenant_id AND s.run_id = e.run_id
-                              AND s.status = 'running')
-            OR EXISTS (SELECT 1 FROM warden.steps s
-                        WHERE s.tenant_id = e.tenant_id AND s.run_id = e.run_id
-                          AND s.status = 'pending' AND s.depends_on && e.step_ids
-                          AND NOT EXISTS (SELECT 1 FROM warden.steps d
-                                           WHERE d.tenant_id = s.tenant_id
-                                             AND d.run_id = s.run_id
-                                             AND d.step_id = ANY (s.depends_on)
-                                             AND d.status IN ('pending', 'running', 'waiting')))
-    ), woken AS (
-        UPDATE warden.runs u SET needs_scheduling = true
-          FROM due c
-         WHERE u.tenant_id = c.tenant_id AND u.run_id = c.run_id AND NOT u.needs_scheduling
+    ), judged AS (
+        SELECT e.tenant_id, e.run_id,
+               NOT e.items AND u.status = 'running' AND u.parent_run_id IS NULL
+               AND NOT w.definition ? 'output'
+               AND NOT EXISTS (SELECT 1 FROM warden.steps s
+                                WHERE s.tenant_id = e.tenant_id AND s.run_id = e.run_id
+                                  AND s.status NOT IN ('succeeded', 'skipped')) AS ends,
+               e.items
+               OR NOT EXISTS (SELECT 1 FROM warden.steps s
+                               WHERE s.tenant_id = e.tenant_id AND s.run_id = e.run_id
+                                 AND s.status = 'running')
+               OR EXISTS (SELECT 1 FROM warden.steps s
+                           WHERE s.tenant_id = e.tenant_id AND s.run_id = e.run_id
+                             AND s.status = 'pending' AND s.depends_on && e.step_ids
+                             AND NOT EXISTS (SELECT 1 FROM warden.steps d
+                                              WHERE d.tenant_id = s.tenant_id
+                                                AND d.run_id = s.run_id
+                                                AND d.step_id = ANY (s.depends_on)
+                                                AND d.status IN ('pending', 'running',
+                                                                 'waiting'))) AS due
+          FROM ended e
+          JOIN warden.runs u ON u.tenant_id = e.tenant_id AND u.run_id = e.run_id
+          JOIN warden.workflows w ON w.tenant_id = u.tenant_id
+                                 AND w.workflow_id = u.workflow_id
+                                 AND w.version = u.workflow_version
     )
-    SELECT count(*) INTO v_due FROM due;
+    SELECT coalesce(array_agg(j.tenant_id), '{}'), coalesce(array_agg(j.run_id), '{}'),
+           coalesce(array_agg(j.ends), '{}'),
+           coalesce(array_agg(CASE WHEN j.ends THEN (
+               -- the sink steps' outputs (dag.sink_steps: steps nothing depends on)
+               SELECT coalesce(jsonb_object_agg(s.step_id, s.output), '{}')
+                 FROM warden.steps s
+                WHERE s.tenant_id = j.tenant_id AND s.run_id = j.run_id
+                  AND s.status = 'succeeded'
+                  AND NOT EXISTS (SELECT 1 FROM warden.steps d
+                                   WHERE d.tenant_id = s.tenant_id AND d.run_id = s.run_id
+                                     AND s.step_id = ANY (d.depends_on))) END), '{}')
+      INTO v_tenants, v_runs, v_ends, v_outputs
+      FROM judged j
+     WHERE j.ends OR j.due;
+
+    -- every run's events in one INSERT, a run that ends here closing with run.succeeded
+    -- (unscoped: a worker session carries no tenant scope, and the leases were checked
+    -- above)
+    PERFORM warden.append_events_for_runs_unscoped(coalesce((
+        SELECT jsonb_agg(jsonb_build_object('tenant_id', g.tenant_id, 'run_id', g.run_id,
+                                            'events', g.events))
+          FROM (SELECT c.tenant_id, c.run_id, jsonb_agg(c.event ORDER BY c.last, c.job_id)
+                       AS events
+                  FROM (SELECT j.tenant_id, j.run_id, false AS last, j.job_id,
+                               jsonb_build_object('kind', 'job.succeeded',
+                                                  'step_id', j.step_id, 'job_id', j.job_id,
+                                                  'attempt', j.attempt, 'actor', j.worker,
+                                                  'data', '{}'::jsonb) AS event
+                          FROM unnest(v_done) j
+                        UNION ALL
+                        -- the scheduler's words (engine/scheduling/scheduler.py, _settle):
+                        -- this is its rule, applied in the completing transaction
+                        SELECT x.tenant_id, x.run_id, true, NULL,
+                               jsonb_build_object('kind', 'run.succeeded', 'actor', 'scheduler',
+                                                  'data', jsonb_build_object('status',
+                                                                             'succeeded'))
+                          FROM unnest(v_tenants, v_runs, v_ends) AS x(tenant_id, run_id, ends)
+                         WHERE x.ends) c
+                 GROUP BY c.tenant_id, c.run_id) g), '[]'));
+
+    UPDATE warden.runs u
+       SET needs_scheduling = true,
+           status = CASE WHEN x.ends THEN 'succeeded' ELSE u.status END,
+           output = CASE WHEN x.ends THEN x.output ELSE u.output END,
+           finished_at = CASE WHEN x.ends THEN warden.now() ELSE u.finished_at END,
+           end_unobserved = u.end_unobserved OR x.ends
+      FROM unnest(v_tenants, v_runs, v_ends, v_outputs) AS x(tenant_id, run_id, ends, output)
+     WHERE u.tenant_id = x.tenant_id AND u.run_id = x.run_id
+       AND (x.ends OR NOT u.needs_scheduling);
     -- one NOTIFY for the batch; also for a run flagged already, as before: its scheduler
     -- may have passed it by while this transaction held it locked
-    IF v_due > 0 THEN
+    IF cardinality(v_runs) > 0 THEN
         PERFORM pg_notify('warden_scheduler', '');
     END IF;
 

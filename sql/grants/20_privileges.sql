@@ -34,7 +34,7 @@ GRANT INSERT ON warden.workflows, warden.runs, warden.steps, warden.step_items, 
     warden.approvals,
     warden.notifications, warden.policy_snapshots, warden.policy_active,
     warden.policy_activations, warden.policy_decisions, warden.api_keys TO warden_engine;
-GRANT UPDATE (status, output, error, started_at, finished_at, needs_scheduling)
+GRANT UPDATE (status, output, error, started_at, finished_at, needs_scheduling, end_unobserved)
     ON warden.runs TO warden_engine;
 GRANT UPDATE (status, attempts, max_attempts, retry_at, output, error, started_at,
               finished_at) ON warden.steps TO warden_engine;

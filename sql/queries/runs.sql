@@ -152,7 +152,8 @@ UPDATE warden.runs r
                           WHEN x.final THEN warden.now() END,
        output = coalesce(x.output, r.output),
        error = coalesce(x.error, r.error),
-       needs_scheduling = false
+       needs_scheduling = false,
+       end_unobserved = false
   FROM unnest(%(tenant_ids)s::text[], %(run_ids)s::uuid[],
               %(from_statuses)s::text[]::warden.run_status[],
               %(to_statuses)s::text[]::warden.run_status[], %(finals)s::boolean[],

@@ -49,6 +49,10 @@ CREATE TABLE warden.runs (
     -- before the step's own priority (docs/workflows.md#priority)
     priority          smallint          NOT NULL DEFAULT 5
                                         CONSTRAINT runs_priority_range CHECK (priority BETWEEN 0 AND 9),
+    -- true when a worker's completion ended the run in its own transaction
+    -- (warden.complete_jobs); the scheduler's next pass over it observes the end (metrics,
+    -- traces: docs/deployment.md) and clears it
+    end_unobserved    boolean           NOT NULL DEFAULT false,
     PRIMARY KEY (tenant_id, run_id),
     FOREIGN KEY (tenant_id, workflow_id, workflow_version)
         REFERENCES warden.workflows (tenant_id, workflow_id, version),

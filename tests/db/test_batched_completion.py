@@ -11,6 +11,7 @@ import pytest
 
 from engine.core.enums import JobStatus, Outcome, RunStatus, StepStatus
 from engine.core.errors import WardenError
+from engine.process.metrics import REGISTRY
 from engine.runs import stopping
 from engine.scheduling.scheduler import Scheduler
 from engine.store import Database
@@ -254,3 +255,87 @@ async def test_two_completers_ending_a_runs_last_branches_at_once_still_wake_it(
         await first.close()
         await second.close()
     assert await _flagged(db, run.run_id)
+
+
+ONE = """
+id: one
+name: one
+version: 1.0.0
+steps:
+  a: {type: job, topic: t.one}
+"""
+
+MAPPED = """
+id: mapped
+name: mapped
+version: 1.0.0
+steps:
+  a: {type: job, topic: t.mapped}
+output:
+  answer: "${steps.a.output.n}"
+"""
+
+
+def _ended_count() -> float:
+    return REGISTRY.get_sample_value("warden_run_duration_seconds_count",
+                                     {"status": "succeeded"}) or 0.0
+
+
+async def test_the_completion_of_a_plain_runs_last_step_ends_the_run_in_its_transaction(
+        db: Database, scheduler: Scheduler) -> None:
+    """No scheduler hop to end it; the next pass only observes the end, once."""
+    await support.store(db, ONE)
+    run = await support.start(db, "one")
+    await support.settle(scheduler)
+    (job,) = await support.claim(db, ["t.one"])
+    await _complete_unflagged(db, job)
+    ended = (await support.detail(db, run.run_id)).run
+    assert ended.status is RunStatus.SUCCEEDED and ended.finished_at is not None
+    assert ended.output == {"a": {}}
+    assert ended.end_unobserved and ended.needs_scheduling
+    events = await support.events(db, run.run_id)
+    assert [(e.kind, e.actor) for e in events[-2:]] == [("job.succeeded", "w1"),
+                                                      ("run.succeeded", "scheduler")]
+    assert events[-1].data == {"status": "succeeded"}
+    assert await _sql(db, "SELECT warden.verify_timeline(%s)", run.run_id) == [(True,)]
+    before = _ended_count()
+    await support.settle(scheduler)
+    assert _ended_count() == before + 1
+    observed = (await support.detail(db, run.run_id)).run
+    assert not observed.end_unobserved and not observed.needs_scheduling
+    assert observed.status is RunStatus.SUCCEEDED
+    assert len(await support.events(db, run.run_id)) == len(events)  # nothing more written
+    await _sql(db, "UPDATE warden.runs SET needs_scheduling = true")  # woken again: no recount
+    await support.settle(scheduler)
+    assert _ended_count() == before + 1
+
+
+async def _left_to_the_scheduler(db: Database, run_id: Any) -> None:
+    left = (await support.detail(db, run_id)).run
+    assert left.status is RunStatus.RUNNING and left.needs_scheduling
+    assert not left.end_unobserved
+
+
+async def test_a_run_with_an_output_mapping_or_a_failed_step_is_left_to_the_scheduler(
+        db: Database, scheduler: Scheduler) -> None:
+    await support.store(db, MAPPED)
+    await support.store(db, FAN.replace("depends_on: [a, b, c]",
+                                        "depends_on: [a, b, c], trigger: all_done"))
+    mapped = await support.start(db, "mapped")
+    fan = await support.start(db, "fan")
+    await support.settle(scheduler)
+    (job,) = await support.claim(db, ["t.mapped"])
+    await _sql(db, "UPDATE warden.runs SET needs_scheduling = false")
+    await support.complete(db, job, {"n": 1})  # its output is the mapping's, in Python
+    await _left_to_the_scheduler(db, mapped.run_id)
+    a, b, c = sorted(await support.claim(db, ["t.fan"], n=10), key=lambda j: j.step_id)
+    await support.fail(db, a, retryable=False)
+    await support.complete(db, b)
+    await support.complete(db, c)
+    await support.settle(scheduler)
+    (join,) = await support.claim(db, ["t.join"])
+    await _complete_unflagged(db, join)  # every step final, one of them failed
+    await _left_to_the_scheduler(db, fan.run_id)
+    await support.settle(scheduler)
+    assert (await support.detail(db, mapped.run_id)).run.output == {"answer": 1}
+    assert (await support.detail(db, fan.run_id)).run.status is RunStatus.FAILED
