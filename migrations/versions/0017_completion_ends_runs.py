@@ -113,31 +113,42 @@ BEGIN
                bool_or(c.item_index IS NOT NULL) AS items
           FROM unnest(v_done) c
          GROUP BY c.tenant_id, c.run_id
-    ), judged AS (
-        SELECT e.tenant_id, e.run_id,
-               NOT e.items AND u.status = 'running' AND u.parent_run_id IS NULL
-               AND NOT w.definition ? 'output'
-               AND NOT EXISTS (SELECT 1 FROM warden.steps s
-                                WHERE s.tenant_id = e.tenant_id AND s.run_id = e.run_id
-                                  AND s.status NOT IN ('succeeded', 'skipped')) AS ends,
-               e.items
-               OR NOT EXISTS (SELECT 1 FROM warden.steps s
-                               WHERE s.tenant_id = e.tenant_id AND s.run_id = e.run_id
-                                 AND s.status = 'running')
-               OR EXISTS (SELECT 1 FROM warden.steps s
-                           WHERE s.tenant_id = e.tenant_id AND s.run_id = e.run_id
-                             AND s.status = 'pending' AND s.depends_on && e.step_ids
-                             AND NOT EXISTS (SELECT 1 FROM warden.steps d
-                                              WHERE d.tenant_id = s.tenant_id
-                                                AND d.run_id = s.run_id
-                                                AND d.step_id = ANY (s.depends_on)
-                                                AND d.status IN ('pending', 'running',
-                                                                 'waiting'))) AS due
+    ), counted AS (
+        -- one walk over each run's steps (a fan-out run has hundreds)
+        SELECT e.*, u.status AS run_status, u.parent_run_id, u.workflow_id,
+               u.workflow_version, k.running, k.open, k.dependents
           FROM ended e
           JOIN warden.runs u ON u.tenant_id = e.tenant_id AND u.run_id = e.run_id
-          JOIN warden.workflows w ON w.tenant_id = u.tenant_id
-                                 AND w.workflow_id = u.workflow_id
-                                 AND w.version = u.workflow_version
+         CROSS JOIN LATERAL (
+               SELECT count(*) FILTER (WHERE s.status = 'running') AS running,
+                      count(*) FILTER (WHERE s.status NOT IN ('succeeded', 'skipped')) AS open,
+                      count(*) FILTER (WHERE s.status = 'pending'
+                                         AND s.depends_on && e.step_ids) AS dependents
+                 FROM warden.steps s
+                WHERE s.tenant_id = e.tenant_id AND s.run_id = e.run_id) k
+    ), judged AS (
+        SELECT k.tenant_id, k.run_id,
+               -- CASE, so the workflow's definition (large for a wide fan-out) is read
+               -- only for a run that would otherwise end here
+               CASE WHEN NOT k.items AND k.run_status = 'running'
+                         AND k.parent_run_id IS NULL AND k.open = 0
+                    THEN NOT (SELECT w.definition ? 'output' FROM warden.workflows w
+                               WHERE w.tenant_id = k.tenant_id
+                                 AND w.workflow_id = k.workflow_id
+                                 AND w.version = k.workflow_version)
+                    ELSE false END AS ends,
+               k.items OR k.running = 0
+               OR (k.dependents > 0
+                   AND EXISTS (SELECT 1 FROM warden.steps s
+                                WHERE s.tenant_id = k.tenant_id AND s.run_id = k.run_id
+                                  AND s.status = 'pending' AND s.depends_on && k.step_ids
+                                  AND NOT EXISTS (SELECT 1 FROM warden.steps d
+                                                   WHERE d.tenant_id = s.tenant_id
+                                                     AND d.run_id = s.run_id
+                                                     AND d.step_id = ANY (s.depends_on)
+                                                     AND d.status IN ('pending', 'running',
+                                                                      'waiting')))) AS due
+          FROM counted k
     )
     SELECT coalesce(array_agg(j.tenant_id), '{}'), coalesce(array_agg(j.run_id), '{}'),
            coalesce(array_agg(j.ends), '{}'),
