@@ -4,7 +4,9 @@ that start a run of it, and the run input each renders from the event.
 The input's templates have one root of their own, ``event``: ``${event.id}``,
 ``${event.name}``, ``${event.key}``, ``${event.data}`` and ``${event.data.<path>}``.
 They are checked when the workflow is stored and rendered when the event arrives; the
-path grammar, ``$${`` escape and typed values follow engine.definitions.templates.
+``$${`` escape and unterminated ``${`` are engine.definitions.tokens' (the tokenizer
+engine.definitions.templates uses too), and the path grammar and typed values follow
+engine.definitions.templates.
 Pure Python, no I/O.
 """
 
@@ -19,6 +21,7 @@ from typing import Any
 from engine.core.errors import InvalidInput, Problem
 from engine.definitions.docdecode import child_path
 from engine.definitions.docfields import FieldReader, describe, named_entries
+from engine.definitions.tokens import tokenize
 
 MAX_SUBSCRIPTIONS = 20
 _FIELDS = ("name", "input")
@@ -26,7 +29,6 @@ _FIELDS = ("name", "input")
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
 _NAME_RULE = ("an event name (letters, digits, '.', '_', ':', '-'; starting with a letter "
               "or digit; at most 128 characters)")
-_OPEN = re.compile(r"\$?\$\{")
 _REF = re.compile(r"event\.(?P<field>id|name|key|data)(?P<path>(?:\.[A-Za-z0-9_-]+)*)")
 _FORMS = ("${event.id}, ${event.name}, ${event.key}, ${event.data} or "
           "${event.data.<path>}")
@@ -86,31 +88,12 @@ def _strings(value: Any, path: str) -> Iterator[tuple[str, str]]:
 
 def parse(template: str) -> list[str | EventRef]:
     """The template's text and references, in order; InvalidInput on a malformed one."""
-    parts: list[str | EventRef] = []
-    text: list[str] = []
-    pos = 0
-    while (match := _OPEN.search(template, pos)) is not None:
-        text.append(template[pos:match.start()])
-        if match.group() == "$${":
-            text.append("${")
-            pos = match.end()
-            continue
-        close = template.find("}", match.end())
-        if close < 0:
-            raise InvalidInput(template[match.start():][:60],
-                               "unterminated '${' (no closing '}')")
-        if before := "".join(text):
-            parts.append(before)
-        text = []
-        parts.append(_reference(template[match.start():close + 1]))
-        pos = close + 1
-    text.append(template[pos:])
-    if rest := "".join(text):
-        parts.append(rest)
-    return parts
+    # an unterminated "${" is shown by its first 60 characters, with no "..." (as before
+    # the tokenizer was shared with engine.definitions.templates, which adds one)
+    return tokenize(template, _reference, show=lambda tail: tail[:60])
 
 
-def _reference(written: str) -> EventRef:
+def _reference(written: str, _start: int) -> EventRef:
     expr = written[2:-1]
     match = _REF.fullmatch(expr)
     if match is None:

@@ -5,7 +5,8 @@ Two roots exist: ``${input}`` / ``${input.a.b}`` (the run's input) and
 Inside a for_each step (docs/workflows.md#for_each), ``${item}`` / ``${item.a}`` is the
 list element of the attempt and ``${item_index}`` its position.
 Path segments are ``[A-Za-z0-9_-]+``; a numeric segment also indexes a list. ``$${``
-is a literal ``${``. ``engine.definitions.model`` validates templates with
+is a literal ``${`` (engine.definitions.tokens splits a template; this module parses
+what is between the braces). ``engine.definitions.model`` validates templates with
 :func:`parse_references` at store time; :func:`render` resolves them at dispatch.
 """
 
@@ -19,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from engine.core.errors import InvalidInput
+from engine.definitions.tokens import tokenize
 
 # Step ids may contain dots, so the id is matched lazily up to the first ".output" that
 # is followed only by a path. Bounded quantifiers keep the backtracking linear.
@@ -28,7 +30,6 @@ _STEP_REF = re.compile(
 _INPUT_REF = re.compile(r"input(?P<path>(?:\.[A-Za-z0-9_-]+)*)")
 _ITEM_REF = re.compile(r"item(?P<path>(?:\.[A-Za-z0-9_-]+)*)")
 ITEM_ROOTS = ("item", "item_index")
-_OPEN = re.compile(r"\$?\$\{")
 _FORMS = "${input}, ${input.<path>}, ${steps.<id>.output} or ${steps.<id>.output.<path>}"
 _MAX_SHOWN = 60
 
@@ -100,34 +101,11 @@ def _render_string(template: str, run_input: Any, step_outputs: Mapping[str, Any
 
 
 def _tokenize(template: str) -> list[str | Reference]:
-    if "${" not in template:
-        return [template] if template else []
-    parts: list[str | Reference] = []
-    text: list[str] = []
-    pos = 0
-    while (match := _OPEN.search(template, pos)) is not None:
-        text.append(template[pos:match.start()])
-        if match.group() == "$${":
-            text.append("${")
-            pos = match.end()
-            continue
-        close = template.find("}", match.end())
-        if close < 0:
-            raise InvalidInput(_shorten(template[match.start():]),
-                               "unterminated '${' (no closing '}')")
-        if before := "".join(text):
-            parts.append(before)
-        text = []
-        parts.append(_parse_expression(template, match.start(), close + 1))
-        pos = close + 1
-    text.append(template[pos:])
-    if rest := "".join(text):
-        parts.append(rest)
-    return parts
+    return tokenize(template, _parse_expression, show=_shorten)
 
 
-def _parse_expression(template: str, start: int, end: int) -> Reference:
-    written = template[start:end]
+def _parse_expression(written: str, start: int) -> Reference:
+    end = start + len(written)
     expr = written[2:-1]
     if match := _INPUT_REF.fullmatch(expr):
         return Reference(written, None, _segments(match["path"]), start, end)
