@@ -2,18 +2,25 @@
 -- the number reaped. The complement of warden.lease_held: a job it reaps is one no
 -- worker write can land on any more. SKIP LOCKED lets any number of reapers run side by
 -- side, and skips a job whose worker is writing to it right now.
+-- It bypasses row-level security (SECURITY DEFINER), so it keeps its tenant fence: an
+-- engine session reaps the jobs of the tenant in its scope only (warden.in_scope), the
+-- reaper's '*' (engine/store/scope.py), the owner and a superuser every tenant's
+-- (warden.sees_every_tenant, asked once per call).
 CREATE OR REPLACE FUNCTION warden.reap_expired_jobs(p_limit integer) RETURNS integer
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    j     warden.jobs;
-    v_n   integer := 0;
-    v_now timestamptz := warden.now();
+    j       warden.jobs;
+    v_n     integer := 0;
+    v_now   timestamptz := warden.now();
+    v_all   boolean := warden.sees_every_tenant();
+    v_scope text := current_setting('warden.tenant', true);
 BEGIN
     FOR j IN
         WITH expired AS (
             -- jobs_running_lease serves this scan in expiry order
             SELECT t.tenant_id, t.job_id FROM warden.jobs t
              WHERE t.status = 'running' AND t.lease_expires_at <= v_now
+               AND (v_all OR t.tenant_id = v_scope)
              ORDER BY t.lease_expires_at
              LIMIT p_limit
                FOR UPDATE SKIP LOCKED

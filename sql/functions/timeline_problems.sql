@@ -6,6 +6,16 @@
 -- One run is its own query, with plain equalities on (tenant_id, run_id): PL/pgSQL may
 -- reuse a generic plan after a few calls, and only then does it still use the primary key
 -- (verify_timeline is called once per run by `WHERE NOT warden.verify_timeline(run_id)`).
+--
+-- The tenant fence of row-level security (sql/grants/30_row_security.sql), kept by a
+-- function that bypasses it: an engine session is answered only about runs of the tenants
+-- in its scope (warden.in_scope). A run of another tenant is not found, with the same
+-- error as a run that does not exist, so its existence does not leak; the listing is of
+-- the scoped tenant's runs alone, and of no run without a scope. Whoever row-level
+-- security shows every tenant (scope '*', auditors, the owner, a superuser:
+-- warden.sees_every_tenant) is answered about every run. One run: the scope is checked
+-- on the tenant the run's lookup found, in_scope first (sees_every_tenant, two role
+-- lookups, only when it says no), so the cost per run of the '*' loops is unchanged.
 CREATE OR REPLACE FUNCTION warden.timeline_problems(p_tenant text, p_run uuid)
 RETURNS TABLE (tenant_id text, run_id uuid, seq bigint, problem text)
 LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
@@ -13,12 +23,14 @@ DECLARE
     v_tenant text;
     v_seq    bigint;
     v_hash   text;
+    v_scope  text;
 BEGIN
     IF p_run IS NOT NULL THEN
         SELECT r.tenant_id, r.timeline_seq, r.timeline_hash INTO v_tenant, v_seq, v_hash
           FROM warden.runs r
          WHERE r.run_id = p_run AND (p_tenant IS NULL OR r.tenant_id = p_tenant);
-        IF NOT FOUND THEN
+        IF NOT FOUND OR NOT (coalesce(warden.in_scope(v_tenant), false)
+                             OR warden.sees_every_tenant()) THEN
             RAISE EXCEPTION 'run % not found', p_run USING ERRCODE = 'WD404';
         END IF;
         RETURN QUERY
@@ -37,6 +49,15 @@ BEGIN
              WHERE coalesce(l.seq, 0) <> v_seq OR coalesce(l.hash, repeat('0', 64)) <> v_hash;
         END IF;
         RETURN;
+    END IF;
+    IF NOT warden.sees_every_tenant() THEN
+        -- scoped to one tenant (any other scope than '*' names one): its runs only, the
+        -- listing of one tenant below; unset or empty, none
+        v_scope := nullif(current_setting('warden.tenant', true), '');
+        IF v_scope IS NULL OR p_tenant <> v_scope THEN
+            RETURN;
+        END IF;
+        p_tenant := v_scope;
     END IF;
     RETURN QUERY
     SELECT DISTINCT ON (x.tenant_id, x.run_id) x.tenant_id, x.run_id, x.seq, x.problem

@@ -91,7 +91,10 @@ GRANT EXECUTE ON FUNCTION warden.verify_timeline(uuid), warden.now(),
 
 -- ---------------------------------------------------------------- the keyed chain
 -- The chain key (warden.chain_keys), event_hash (a MAC of anything), rotate_chain_key and
--- the timeline_check view stay the owner's: no grant. Checking needs no key in hand.
+-- the timeline_check view stay the owner's: no grant. Checking needs no key in hand;
+-- timeline_problems answers an engine session about the tenants in its scope only, and
+-- everyone row-level security shows every tenant about all (warden.sees_every_tenant,
+-- which only the definer functions call: no grant).
 REVOKE ALL ON warden.chain_keys, warden.timeline_check FROM warden_engine;
 GRANT EXECUTE ON FUNCTION
     warden.timeline_problems(text, uuid), warden.canonical_json(jsonb),

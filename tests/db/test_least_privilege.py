@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 from typing import Any
-from uuid import UUID
+from uuid import UUID, uuid4
 
 import psycopg
 import pytest
@@ -447,6 +447,161 @@ async def test_an_auditor_reads_every_tenant_and_writes_nothing(
                           "SELECT warden.claim_jobs(ARRAY['t.work'], 'w', 1, '1 minute')"]:
             with pytest.raises(psycopg.errors.InsufficientPrivilege):
                 conn.execute(statement)
+
+
+# ---------------------------------------------------------------- the chain checks' scope
+# timeline_problems reads the chain keys (SECURITY DEFINER), so row-level security does not
+# fence it (nor verify_timeline, which asks it): it checks the session's tenant scope itself
+# (sql/functions/timeline_problems.sql). A run outside the scope must look exactly like a
+# run that does not exist, and a broken chain of another tenant must not be listed.
+CHECKS = {
+    "verify_timeline": "SELECT warden.verify_timeline(%(run)s)",
+    "timeline_problems": "SELECT * FROM warden.timeline_problems(NULL, %(run)s)",
+    "timeline_problems of its tenant": "SELECT * FROM warden.timeline_problems(%(tenant)s, "
+                                       "%(run)s)",
+}
+LISTING = "SELECT tenant_id, run_id FROM warden.timeline_problems(%s, NULL) ORDER BY 1"
+
+
+def break_chain(db_url: str, tenant: str, run_id: UUID) -> None:
+    """Rewrites an event of the run with the triggers off, as only a superuser can."""
+    with psycopg.connect(db_url, autocommit=True) as admin:
+        admin.execute("SET session_replication_role = replica")
+        admin.execute("UPDATE warden.timeline SET actor = 'mallory' WHERE tenant_id = %s "
+                      "AND run_id = %s AND seq = 1", [tenant, run_id])
+
+
+def answer(conn: psycopg.Connection[tuple[Any, ...]], statement: str, tenant: str,
+           run_id: UUID) -> tuple[str | None, str]:
+    """What the session learns: the SQLSTATE and message it gets (run id blanked), or the
+    rows."""
+    try:
+        rows = conn.execute(statement, {"tenant": tenant, "run": run_id}).fetchall()
+    except psycopg.Error as e:
+        return e.sqlstate, str(e).replace(str(run_id), "<run>")
+    return None, repr(rows)
+
+
+def scoped(db_url: str, role: str, scope: str | None) -> psycopg.Connection[tuple[Any, ...]]:
+    conn = connect(db_url, role)
+    if scope is not None:
+        conn.execute("SELECT set_config('warden.tenant', %s, false)", [scope])
+    return conn
+
+
+@pytest.mark.parametrize("broken", [False, True])
+@pytest.mark.parametrize("call", sorted(CHECKS))
+async def test_another_tenants_run_looks_like_no_run_to_a_scoped_engine_session(
+        db: Database, db_url: str, login_roles: LoginRoles, call: str, broken: bool) -> None:
+    runs = await two_tenants(db)
+    if broken:
+        break_chain(db_url, "t2", runs["t2"].run_id)
+    with scoped(db_url, login_roles.engine, "t1") as conn:
+        theirs = answer(conn, CHECKS[call], "t2", runs["t2"].run_id)
+        nobodys = answer(conn, CHECKS[call], "t2", uuid4())
+    assert theirs[0] == "WD404"
+    assert theirs == nobodys
+    with scoped(db_url, login_roles.engine, "*") as conn:  # the run is there
+        assert answer(conn, CHECKS[call], "t2", runs["t2"].run_id)[0] is None
+
+
+@pytest.mark.parametrize("call", sorted(CHECKS))
+async def test_a_scoped_engine_session_checks_the_runs_of_its_own_tenant(
+        db: Database, db_url: str, login_roles: LoginRoles, call: str) -> None:
+    runs = await two_tenants(db)
+    mine = runs["t1"].run_id
+    with scoped(db_url, login_roles.engine, "t1") as conn:
+        intact = conn.execute(CHECKS[call], {"tenant": "t1", "run": mine}).fetchall()
+        break_chain(db_url, "t1", mine)
+        broken = conn.execute(CHECKS[call], {"tenant": "t1", "run": mine}).fetchall()
+    if call == "verify_timeline":
+        assert (intact, broken) == ([(True,)], [(False,)])
+    else:
+        assert intact == []
+        [(tenant, run_id, seq, problem)] = broken
+        assert (tenant, run_id, seq) == ("t1", mine, 1) and "hash" in problem
+
+
+async def test_the_listing_of_broken_chains_names_only_the_tenants_in_scope(
+        db: Database, db_url: str, login_roles: LoginRoles) -> None:
+    runs = await two_tenants(db)
+    theirs, mine = ("t2", runs["t2"].run_id), ("t1", runs["t1"].run_id)
+
+    def listing(role: str, scope: str | None, tenant: str | None = None) -> list[Any]:
+        with scoped(db_url, role, scope) as conn:
+            return conn.execute(LISTING, [tenant]).fetchall()
+
+    break_chain(db_url, *theirs)
+    assert listing(login_roles.engine, "t1") == []
+    assert listing(login_roles.engine, "t1", "t2") == []
+    assert listing(login_roles.engine, "*") == [theirs]
+    assert listing(login_roles.auditor, None) == [theirs]
+    break_chain(db_url, *mine)
+    assert listing(login_roles.engine, "t1") == [mine]
+    assert listing(login_roles.engine, "t1", "t1") == [mine]
+    assert listing(login_roles.engine, "t1", "t2") == []
+    assert listing(login_roles.engine, "*") == [mine, theirs]
+    assert listing(login_roles.engine, "*", "t2") == [theirs]
+    assert listing(login_roles.auditor, None) == [mine, theirs]
+    assert listing(login_roles.auditor, "t1") == [mine, theirs]  # auditors read all anyway
+    with psycopg.connect(db_url, autocommit=True) as admin:  # a superuser: every tenant
+        assert admin.execute(LISTING, [None]).fetchall() == [mine, theirs]
+
+
+@pytest.mark.parametrize("scope", [None, ""])
+async def test_an_unscoped_engine_session_checks_no_run(
+        db: Database, db_url: str, login_roles: LoginRoles, scope: str | None) -> None:
+    runs = await two_tenants(db)
+    for tenant, run in runs.items():
+        break_chain(db_url, tenant, run.run_id)
+    with scoped(db_url, login_roles.engine, scope) as conn:
+        assert conn.execute(LISTING, [None]).fetchall() == []
+        assert conn.execute(LISTING, ["t1"]).fetchall() == []
+        for tenant, run in runs.items():
+            for call in CHECKS.values():
+                assert answer(conn, call, tenant, run.run_id)[0] == "WD404"
+
+
+async def test_an_auditor_checks_every_tenants_runs_without_a_scope(
+        db: Database, db_url: str, login_roles: LoginRoles) -> None:
+    runs = await two_tenants(db)
+    break_chain(db_url, "t2", runs["t2"].run_id)
+    with scoped(db_url, login_roles.auditor, None) as conn:
+        assert conn.execute("SELECT tenant_id, warden.verify_timeline(run_id) FROM "
+                            "warden.runs ORDER BY 1").fetchall() == [("t1", True),
+                                                                     ("t2", False)]
+        [(tenant, _, seq, _)] = conn.execute(
+            "SELECT * FROM warden.timeline_problems(NULL, %s)",
+            [runs["t2"].run_id]).fetchall()
+    assert (tenant, seq) == ("t2", 1)
+
+
+def expire_leases(db_url: str, login_roles: LoginRoles) -> None:
+    """Both tenants' jobs claimed by a worker, their leases then past (as a superuser)."""
+    grant(db_url, login_roles.worker_a, "*")
+    with connect(db_url, login_roles.worker_a) as conn:
+        assert sorted(row[0] for row in claim(conn)) == ["t1", "t2"]
+    with psycopg.connect(db_url, autocommit=True) as admin:
+        admin.execute("UPDATE warden.jobs SET lease_expires_at = warden.now() - "
+                      "interval '1 second' WHERE status = 'running'")
+
+
+def running(db_url: str) -> list[str]:
+    with psycopg.connect(db_url, autocommit=True) as admin:
+        return [r[0] for r in admin.execute("SELECT tenant_id FROM warden.jobs WHERE status "
+                                            "= 'running' ORDER BY 1")]
+
+
+async def test_a_scoped_engine_session_reaps_only_its_tenants_expired_jobs(
+        db: Database, db_url: str, login_roles: LoginRoles) -> None:
+    await two_tenants(db)
+    expire_leases(db_url, login_roles)
+    for scope, reaped, left in [(None, 0, ["t1", "t2"]), ("", 0, ["t1", "t2"]),
+                                ("t1", 1, ["t2"]), ("t1", 0, ["t2"]), ("*", 1, [])]:
+        with scoped(db_url, login_roles.engine, scope) as conn:
+            assert conn.execute("SELECT warden.reap_expired_jobs(10)").fetchone() == (
+                reaped,), scope
+        assert running(db_url) == left, scope
 
 
 # ---------------------------------------------------------------- migrations
