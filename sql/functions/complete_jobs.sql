@@ -7,7 +7,11 @@
 CREATE OR REPLACE FUNCTION warden.complete_jobs(
     job_ids text[], lease_tokens uuid[], results jsonb[])
 RETURNS TABLE (job_id text, outcome text)
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+-- Generic plans from the first call: the statements below are shaped for batches (index
+-- lookups per element of v_done, whatever its size), and a custom plan per call cost more
+-- to make (~2.5 ms for a batch of 32) than running the whole batch (~0.8 ms)
+SET plan_cache_mode = force_generic_plan AS $$
 #variable_conflict use_column
 DECLARE
     v_done    warden.jobs[];
