@@ -292,11 +292,14 @@ WITH r AS (
            now() - interval '1 day', now() - interval '1 day', 'history', '{}' FROM s
     RETURNING tenant_id, run_id
 )
+-- run_created_at: the timeline's partition key is its run's created_at (one value for
+-- every run of this statement: now() is the statement's)
 INSERT INTO warden.timeline (tenant_id, run_id, seq, at, kind, step_id, actor, data,
-                             prev_hash, hash, key_id)
+                             prev_hash, hash, key_id, run_created_at)
 SELECT j.tenant_id, j.run_id, n, now() - interval '1 day', 'step.ready', 'only', 'history',
        '{}', repeat('0', 64), md5(j.run_id::text || n) || md5(n::text),
-       (SELECT k.key_id FROM warden.chain_keys k WHERE k.retired_at IS NULL)
+       (SELECT k.key_id FROM warden.chain_keys k WHERE k.retired_at IS NULL),
+       now() - interval '1 day'
   FROM j, generate_series(1, %(events)s) AS n;
 
 -- name: growth_analyze :exec
