@@ -11,6 +11,7 @@ import pytest
 
 from engine.core.enums import JobStatus, Outcome, RunStatus, StepStatus
 from engine.core.errors import WardenError
+from engine.definitions import dag
 from engine.process.metrics import REGISTRY
 from engine.runs import stopping
 from engine.scheduling.scheduler import Scheduler
@@ -339,3 +340,44 @@ async def test_a_run_with_an_output_mapping_or_a_failed_step_is_left_to_the_sche
     await support.settle(scheduler)
     assert (await support.detail(db, mapped.run_id)).run.output == {"answer": 1}
     assert (await support.detail(db, fan.run_id)).run.status is RunStatus.FAILED
+
+
+BRANCHES = """
+id: branches
+name: branches
+version: 1.0.0
+steps:
+  a: {type: job, topic: t.br}
+  b: {type: job, topic: t.br, depends_on: [a]}
+  c: {type: job, topic: t.br, depends_on: [a]}
+  skipped:
+    type: job
+    topic: t.br
+    depends_on: [a]
+    when: "steps.a.output.n > 5"
+"""
+
+
+async def test_a_run_ended_by_a_completion_carries_the_output_the_scheduler_would_write(
+        db: Database, scheduler: Scheduler) -> None:
+    """The sink steps' outputs (engine/definitions/dag.py sink_steps), a skipped sink and a
+    step others depend on left out, exactly as the scheduler's _settle builds it."""
+    await support.store(db, BRANCHES)
+    run = await support.start(db, "branches")
+    await support.settle(scheduler)
+    (a,) = await support.claim(db, ["t.br"])
+    await support.complete(db, a, {"n": 1})
+    await support.settle(scheduler)  # b and c dispatched, `skipped` skipped
+    b, c = sorted(await support.claim(db, ["t.br"], n=10), key=lambda j: j.step_id)
+    await support.complete(db, b, {"from": "b"})
+    await _complete_unflagged(db, c)
+    ended = (await support.detail(db, run.run_id)).run
+    assert ended.status is RunStatus.SUCCEEDED and ended.end_unobserved
+    async with db.connection() as conn:
+        workflow = await support.services(db).definitions.get(conn, "default", "branches",
+                                                              "1.0.0")
+    steps = {s.step_id: s for s in (await support.detail(db, run.run_id)).steps}
+    assert steps["skipped"].status is StepStatus.SKIPPED
+    assert ended.output == {sid: steps[sid].output for sid in dag.sink_steps(workflow)
+                            if steps[sid].status is StepStatus.SUCCEEDED}
+    assert ended.output == {"b": {"from": "b"}, "c": {}}
