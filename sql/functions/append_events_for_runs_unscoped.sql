@@ -14,7 +14,10 @@
 -- hashes are chained in this loop, in memory; only the writes are set-based. Arrays are
 -- filled by index (in place), not by concatenation (a copy per element).
 CREATE OR REPLACE FUNCTION warden.append_events_for_runs_unscoped(p_batch jsonb)
-RETURNS void LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+RETURNS void LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+-- Generic plans from the first call: its statements have one shape whatever the batch,
+-- and planning them per call cost more than appending a run's few events
+SET plan_cache_mode = force_generic_plan AS $$
 DECLARE
     r         record;
     e         jsonb;

@@ -1,8 +1,9 @@
 """sql/ is the one current definition of schema warden: a database migrated to head and
 one built from sql/ alone (engine.store.schema.install_sql) have the same catalog —
-function bodies and their settings, views, triggers, indexes, constraints, columns,
-enums, ownership, privileges and row-level security. A revision that forgets to copy a
-change from sql/, or a change to sql/ that no revision makes, fails here."""
+function bodies and their settings, storage settings (fillfactor), views, triggers,
+indexes, constraints, columns, enums, ownership, privileges and row-level security. A
+revision that forgets to copy a change from sql/, or a change to sql/ that no revision
+makes, fails here."""
 
 from __future__ import annotations
 
@@ -27,7 +28,8 @@ CATALOG: dict[str, str] = {
     "relations": """
         SELECT c.relname, c.relkind::text, pg_get_userbyid(c.relowner),
                coalesce(c.relacl::text, ''), c.relrowsecurity::text,
-               c.relforcerowsecurity::text, coalesce(pg_get_partkeydef(c.oid), '')
+               c.relforcerowsecurity::text, coalesce(pg_get_partkeydef(c.oid), ''),
+               coalesce(c.reloptions::text, '')
           FROM pg_class c WHERE c.relnamespace = 'warden'::regnamespace""",
     "columns": """
         SELECT c.relname, a.attname, format_type(a.atttypid, a.atttypmod),
