@@ -179,7 +179,7 @@ async def start_many(svc: Services, *, tenant_id: str, workflow_id: str, created
     denied: list[RunRow] = []
     dispatched: StartDispatched | None = None
     if digests:
-        async with svc.db.transaction() as conn:
+        async with svc.db.transaction(generic_plans=True) as conn:
             dispatched = await _start_in(svc, conn, tenant_id, workflow_id, created_by,
                                          items, digests, results, denied)
     if dispatched is not None:

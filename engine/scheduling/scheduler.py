@@ -76,7 +76,7 @@ class Scheduler:
         self._held = {k: v for k, v in self._held.items() if v[0] + cap > now}
         held = [key for key, (until, _) in self._held.items() if until > now]
         try:
-            async with self.svc.db.transaction() as conn:
+            async with self.svc.db.transaction(generic_plans=True) as conn:
                 runs = await runs_q.lock_for_scheduling(conn, self.batch_size, held)
                 writes = await self._pass(conn, runs)
         except _PassFailed as failed:
@@ -91,7 +91,7 @@ class Scheduler:
         for key in keys:
             began = time.monotonic()
             try:
-                async with self.svc.db.transaction() as conn:
+                async with self.svc.db.transaction(generic_plans=True) as conn:
                     writes = await self._pass(
                         conn, await runs_q.lock_for_scheduling_ids(conn, [key]))
                 self._held.pop(key, None)

@@ -213,11 +213,18 @@ class Database:
             yield conn
 
     @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[Conn]:
-        """A pooled connection inside one transaction, committed on normal exit."""
+    async def transaction(self, *, generic_plans: bool = False) -> AsyncIterator[Conn]:
+        """A pooled connection inside one transaction, committed on normal exit.
+        ``generic_plans``: its prepared statements skip the per-execution planning that
+        SESSION_OPTIONS asks for; only for transactions whose statements are all keyed
+        lookups and set-based writes over arrays (a scheduler pass, a start), whose plan
+        does not depend on the values."""
         async with translated(), self._pool.connection(timeout=self.acquire_timeout) as conn:
             await _apply_scope(conn)
             async with conn.transaction():
+                if generic_plans:
+                    async with conn.cursor() as cur:
+                        await cur.execute(get("transaction_generic_plans").sql)
                 yield conn
 
 
