@@ -14,6 +14,7 @@ from typing import Any
 
 from bench.children import TOPIC
 from engine.definitions import workflows
+from engine.governance import decisions
 from engine.governance.policy import Verdict
 from engine.runs import lifecycle
 from engine.runs.services import Services
@@ -21,6 +22,20 @@ from engine.scheduling.scheduler import with_start_dispatch
 from engine.store import Database
 
 TENANT = "default"
+
+# The tenant's active policy in every measurement ("timeline and policy on"): a snapshot,
+# as production runs, not the process default. Both gates judge every job under it, and
+# it allows the bench's steps for any input, so completions may dispatch them in SQL
+# (docs/design.md#dispatch-in-the-completion).
+POLICY = """
+name: bench
+default_decision: deny
+rules:
+  - name: bench-topics
+    match: {topics: ["bench.*"]}
+    decision: allow
+    reason: the bench's no-op jobs
+"""
 
 
 @dataclass(frozen=True)
@@ -81,6 +96,10 @@ class Starter:
     async def store(self, shape: Shape) -> None:
         await workflows.store(self.db, tenant_id=TENANT, source=shape.source(),
                               media_type=None, created_by="bench")
+        stored = await decisions.store_bundle(self.db, tenant_id=TENANT, source=POLICY,
+                                              media_type=None, created_by="bench")
+        await decisions.activate(self.db, tenant_id=TENANT,
+                                 snapshot_hash=stored.row.snapshot_hash, activated_by="bench")
 
     async def start_one(self, shape: Shape) -> None:
         await lifecycle.start(self.svc, tenant_id=TENANT, workflow_id=shape.workflow_id, input={},
