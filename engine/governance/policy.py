@@ -29,7 +29,7 @@ from engine.core.errors import InvalidDefinition, InvalidInput, Problem
 from engine.definitions.docdecode import child_path, decode
 from engine.definitions.docfields import FieldReader, check_values, describe
 from engine.definitions.model import MAX_DURATION_MS
-from engine.governance.policy_match import Check, Match, read_match
+from engine.governance.policy_match import SLOT_INPUT, Check, Match, read_match
 
 
 class Verdict(StrEnum):
@@ -195,6 +195,22 @@ class Bundle:
                         break
                 else:
                     return decision
+        return self._default
+
+    def decision_for_any_input(self, facts: Facts) -> Decision | None:
+        """What ``evaluate`` decides for these facts whatever their input, or None when
+        the input could change it: a rule that looks at the input could fire before the
+        one (or the default) that decides without it. ``facts.input`` is not read. What
+        lets a completing transaction apply the decision in SQL
+        (docs/design.md#dispatch-in-the-completion)."""
+        plan = self._plans[(facts.tenant_id, facts.workflow_id, facts.step_id, facts.topic,
+                            facts.risk_tags, facts.capability)]
+        labels = facts.labels.items()
+        for checks, decision in plan:
+            if any(slot == SLOT_INPUT for slot, _ in checks):
+                return None
+            if all(test(labels) for _, test in checks):
+                return decision
         return self._default
 
 

@@ -59,6 +59,8 @@ class PassWrites:
     wake_parents: set[RunKey] = field(default_factory=set)
     # each moved run as the pass leaves it (what a start that dispatched answers)
     moved: dict[RunKey, RunRow] = field(default_factory=dict)
+    # the dispatch plans the pass wrote (engine.scheduling.plans), remembered after commit
+    planned: set[tuple[str, str, str, str]] = field(default_factory=set)
     _runs: dict[RunKey, RunChange] = field(default_factory=dict)
     _now: datetime | None = None
 

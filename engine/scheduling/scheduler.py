@@ -37,6 +37,7 @@ from engine.scheduling import children, flow
 from engine.scheduling.dispatch import Dispatcher, RunPass, moved
 from engine.scheduling.fanout import Fanout, Flow, load_flows
 from engine.scheduling.passwrites import PassWrites
+from engine.scheduling.plans import DispatchPlans
 from engine.store import Conn, savepoint
 from engine.store import jobs as jobs_q
 from engine.store import notifications as notifications_q
@@ -62,6 +63,7 @@ class Scheduler:
         self.svc = svc
         self.dispatcher = Dispatcher(svc)
         self.fanout = Fanout(svc)
+        self.plans = DispatchPlans()
         self.batch_size = batch_size
         # runs that failed alone: when this scheduler may take them again, and the delay
         # that set it (first, then doubled up to the cap)
@@ -82,6 +84,7 @@ class Scheduler:
         except _PassFailed as failed:
             await self._one_at_a_time(failed.keys)
             return len(failed.keys)
+        self.plans.remember(writes.planned)
         _trace(writes, now)
         for run in runs:
             self._held.pop((run.tenant_id, run.run_id), None)
@@ -95,6 +98,7 @@ class Scheduler:
                     writes = await self._pass(
                         conn, await runs_q.lock_for_scheduling_ids(conn, [key]))
                 self._held.pop(key, None)
+                self.plans.remember(writes.planned)
                 _trace(writes, began)
             except _PassFailed as failed:
                 self._hold(key)
@@ -132,7 +136,12 @@ class Scheduler:
             log.debug("dispatch at start failed; the scheduler takes the runs",
                       exc_info=failed.__cause__)
             return None
-        return StartDispatched(dict(writes.moved), lambda: _trace(writes, began))
+
+        def after_commit() -> None:
+            self.plans.remember(writes.planned)
+            _trace(writes, began)
+
+        return StartDispatched(dict(writes.moved), after_commit)
 
     async def _pass(self, conn: Conn, runs: list[RunRow], writes: PassWrites | None = None,
                     *, steps: Sequence[StepRow] | None = None,
@@ -181,6 +190,12 @@ class Scheduler:
         workflow = await self.svc.definitions.get(conn, run.tenant_id, run.workflow_id,
                                                   run.workflow_version)
         state = RunPass(run, workflow, {s.step_id: s for s in rows}, writes, policies)
+        # the steps a completion may dispatch itself from now on (engine.scheduling.plans)
+        if self.plans.wanted():
+            planned = await self.plans.ensure(conn, run.tenant_id, workflow,
+                                              await state.policy(self.svc, conn))
+            if planned is not None:
+                writes.planned.add(planned)
         if run.status is RunStatus.PENDING:  # so run.started precedes the first step event
             state.run = writes.move_run(run, RunStatus.RUNNING, await writes.now(conn))
             await state.event(conn, "run.started")

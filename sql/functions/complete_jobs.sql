@@ -20,6 +20,9 @@ DECLARE
     v_runs    uuid[];
     v_ends    boolean[];
     v_outputs jsonb[];
+    -- what this transaction dispatched itself: each run's events, the topics to wake
+    v_dispatched jsonb;
+    v_topics  text[];
 BEGIN
     IF cardinality(job_ids) IS DISTINCT FROM cardinality(lease_tokens)
        OR cardinality(job_ids) IS DISTINCT FROM cardinality(results) THEN
@@ -71,6 +74,97 @@ BEGIN
       FROM unnest(v_done) c
      WHERE s.tenant_id = c.tenant_id AND s.run_id = c.run_id AND s.step_id = c.step_id
        AND s.item_index = c.item_index AND s.status = 'running';
+
+    -- The steps these completions made ready, dispatched here where a dispatch plan
+    -- allows it (sql/schema/62_dispatch_plans.sql, docs/design.md#dispatch-in-the-completion):
+    -- a pending job step not yet attempted whose dependencies have all succeeded (every
+    -- trigger makes such a step ready: engine/definitions/dag.py), of a running run within
+    -- its deadline, with a plan for its workflow version under its tenant's active
+    -- snapshot. Written as the scheduler's dispatch gate writes it
+    -- (engine/scheduling/dispatch.py): the attempt, the pending job, the decision and its
+    -- record, and the events step.ready, policy.decision and job.dispatched; the topic's
+    -- workers are woken at commit. Whatever else became ready is the scheduler's: the
+    -- wake-up rules below, which read the steps as this leaves them, flag the run for it.
+    WITH done_steps AS (
+        SELECT c.tenant_id, c.run_id, array_agg(c.step_id) AS step_ids
+          FROM unnest(v_done) c
+         WHERE c.item_index IS NULL
+         GROUP BY c.tenant_id, c.run_id
+    ), ready AS (
+        SELECT s.tenant_id, s.run_id, s.step_id, s.topic, s.timeout_ms, s.depends_on,
+               u.priority * 10 + s.priority AS priority, u.created_at AS run_created_at,
+               coalesce(p.input, u.input) AS input, p.rule, p.reason, a.snapshot_hash,
+               u.run_id::text || ':' || s.step_id || '@1' AS job_id
+          FROM done_steps d
+          JOIN warden.runs u ON u.tenant_id = d.tenant_id AND u.run_id = d.run_id
+          JOIN warden.policy_active a ON a.tenant_id = d.tenant_id
+          JOIN warden.steps s ON s.tenant_id = d.tenant_id AND s.run_id = d.run_id
+          JOIN warden.dispatch_plans p
+            ON p.tenant_id = s.tenant_id AND p.workflow_id = u.workflow_id
+           AND p.workflow_version = u.workflow_version AND p.snapshot_hash = a.snapshot_hash
+           AND p.step_id = s.step_id
+         WHERE u.status = 'running'
+           AND (u.deadline_at IS NULL OR u.deadline_at > warden.now())
+           AND s.status = 'pending' AND s.type = 'job' AND s.attempts = 0
+           AND s.depends_on && d.step_ids
+           AND NOT EXISTS (SELECT 1 FROM warden.steps o
+                            WHERE o.tenant_id = s.tenant_id AND o.run_id = s.run_id
+                              AND o.step_id = ANY (s.depends_on) AND o.status <> 'succeeded')
+    ), started AS (
+        UPDATE warden.steps s
+           SET status = 'running', attempts = 1, retry_at = NULL,
+               started_at = coalesce(s.started_at, warden.now())
+          FROM ready r
+         WHERE s.tenant_id = r.tenant_id AND s.run_id = r.run_id AND s.step_id = r.step_id
+        RETURNING s.tenant_id, s.run_id, s.step_id
+    ), picked AS (
+        SELECT r.* FROM ready r
+          JOIN started t USING (tenant_id, run_id, step_id)
+    ), queued AS (
+        INSERT INTO warden.jobs
+            (tenant_id, job_id, run_id, step_id, attempt, topic, status, priority, input,
+             upstream, constraints, timeout_ms, available_at, policy_snapshot_hash)
+        SELECT r.tenant_id, r.job_id, r.run_id, r.step_id, 1, r.topic, 'pending', r.priority,
+               r.input,
+               (SELECT coalesce(jsonb_object_agg(o.step_id, o.output), '{}')
+                  FROM warden.steps o
+                 WHERE o.tenant_id = r.tenant_id AND o.run_id = r.run_id
+                   AND o.step_id = ANY (r.depends_on)),
+               '{}', r.timeout_ms, warden.now(), r.snapshot_hash
+          FROM picked r
+        RETURNING tenant_id, job_id
+    ), decided AS (
+        INSERT INTO warden.policy_decisions
+            (tenant_id, stage, snapshot_hash, rule, decision, reason, constraints, run_id,
+             step_id, job_id, run_created_at)
+        SELECT r.tenant_id, 'dispatch', r.snapshot_hash, r.rule, 'allow', r.reason, '{}',
+               r.run_id, r.step_id, r.job_id, r.run_created_at
+          FROM picked r
+        RETURNING tenant_id, job_id, decision_id
+    )
+    SELECT coalesce(jsonb_agg(jsonb_build_object(
+               'tenant_id', r.tenant_id, 'run_id', r.run_id, 'step_id', r.step_id,
+               'events', jsonb_build_array(
+                   jsonb_build_object('kind', 'step.ready', 'step_id', r.step_id,
+                                      'actor', 'scheduler', 'data', '{}'::jsonb),
+                   jsonb_build_object('kind', 'policy.decision', 'step_id', r.step_id,
+                                      'job_id', r.job_id, 'attempt', 1, 'actor', 'policy',
+                                      'data', jsonb_build_object(
+                                          'stage', 'dispatch', 'decision', 'allow',
+                                          'rule', r.rule, 'reason', r.reason,
+                                          'constraints', '{}'::jsonb,
+                                          'snapshot_hash', r.snapshot_hash,
+                                          'decision_id', x.decision_id)),
+                   jsonb_build_object('kind', 'job.dispatched', 'step_id', r.step_id,
+                                      'job_id', r.job_id, 'attempt', 1, 'actor', 'scheduler',
+                                      'data', jsonb_build_object(
+                                          'topic', r.topic, 'available_at', warden.now(),
+                                          'constraints', '{}'::jsonb))))), '[]'),
+           coalesce(array_agg(DISTINCT r.topic), '{}')
+      INTO v_dispatched, v_topics
+      FROM picked r
+      JOIN queued q ON q.tenant_id = r.tenant_id AND q.job_id = r.job_id
+      JOIN decided x ON x.tenant_id = r.tenant_id AND x.job_id = r.job_id;
 
     -- What each run now needs (the rules of engine/definitions/dag.py, docs/design.md#scale-path):
     -- * it ENDS here when every step is succeeded or skipped, for a plain run (no parent
@@ -146,18 +240,25 @@ BEGIN
     PERFORM warden.append_events_for_runs_unscoped(coalesce((
         SELECT jsonb_agg(jsonb_build_object('tenant_id', g.tenant_id, 'run_id', g.run_id,
                                             'events', g.events))
-          FROM (SELECT c.tenant_id, c.run_id, jsonb_agg(c.event ORDER BY c.last, c.job_id)
-                       AS events
-                  FROM (SELECT j.tenant_id, j.run_id, false AS last, j.job_id,
+          FROM (SELECT c.tenant_id, c.run_id,
+                       jsonb_agg(c.event ORDER BY c.stage, c.key, c.n) AS events
+                  FROM (SELECT j.tenant_id, j.run_id, 0 AS stage, j.job_id AS key, 0 AS n,
                                jsonb_build_object('kind', 'job.succeeded',
                                                   'step_id', j.step_id, 'job_id', j.job_id,
                                                   'attempt', j.attempt, 'actor', j.worker,
                                                   'data', '{}'::jsonb) AS event
                           FROM unnest(v_done) j
                         UNION ALL
+                        -- each dispatched step's three events, in order, step by step
+                        SELECT d.value->>'tenant_id', (d.value->>'run_id')::uuid, 1,
+                               d.value->>'step_id', e.n, e.event
+                          FROM jsonb_array_elements(v_dispatched) d
+                         CROSS JOIN LATERAL jsonb_array_elements(d.value->'events')
+                               WITH ORDINALITY AS e(event, n)
+                        UNION ALL
                         -- the scheduler's words (engine/scheduling/scheduler.py, _settle):
                         -- this is its rule, applied in the completing transaction
-                        SELECT x.tenant_id, x.run_id, true, NULL,
+                        SELECT x.tenant_id, x.run_id, 2, NULL, 0,
                                jsonb_build_object('kind', 'run.succeeded', 'actor', 'scheduler',
                                                   'data', jsonb_build_object('status',
                                                                              'succeeded'))
@@ -179,6 +280,8 @@ BEGIN
     IF cardinality(v_runs) > 0 THEN
         PERFORM pg_notify('warden_scheduler', '');
     END IF;
+    -- the workers of each topic that got a job here (as engine/store/jobs.py notify_topics)
+    PERFORM pg_notify('warden_jobs', t) FROM unnest(v_topics) AS t;
 
     -- the job row is looked up again (by index, one per job) only for the fenced ones
     RETURN QUERY

@@ -34,6 +34,8 @@ GRANT INSERT ON warden.workflows, warden.runs, warden.steps, warden.step_items, 
     warden.approvals,
     warden.notifications, warden.policy_snapshots, warden.policy_active,
     warden.policy_activations, warden.policy_decisions, warden.api_keys TO warden_engine;
+-- the dispatch gate's plans (sql/schema/62_dispatch_plans.sql): inserted, never changed
+GRANT INSERT ON warden.dispatch_plans TO warden_engine;
 GRANT UPDATE (status, output, error, started_at, finished_at, needs_scheduling, end_unobserved)
     ON warden.runs TO warden_engine;
 GRANT UPDATE (status, attempts, max_attempts, retry_at, output, error, started_at,
@@ -84,7 +86,7 @@ GRANT SELECT ON warden.timeline, warden.policy_decisions, warden.policy_snapshot
     warden.policy_activations, warden.policy_active, warden.approvals, warden.runs,
     warden.steps, warden.step_items, warden.jobs, warden.workflows, warden.workers,
     warden.archived_runs, warden.events, warden.schedules, warden.schedule_ticks,
-    warden.event_triggers, warden.event_starts
+    warden.event_triggers, warden.event_starts, warden.dispatch_plans
     TO warden_auditor;
 GRANT EXECUTE ON FUNCTION warden.verify_timeline(uuid), warden.now(),
     warden.in_scope(text) TO warden_auditor;

@@ -1,0 +1,18 @@
+-- name: dispatch_plans_insert :exec
+-- The dispatch plans of one workflow version under one policy snapshot
+-- (sql/schema/62_dispatch_plans.sql), set-based. A plan is immutable and any writer
+-- computes the same one from the same snapshot and version: one already there is kept.
+INSERT INTO warden.dispatch_plans
+    (tenant_id, workflow_id, workflow_version, snapshot_hash, step_id, rule, reason, input,
+     created_by)
+SELECT %(tenant_id)s, %(workflow_id)s, %(workflow_version)s, %(snapshot_hash)s, x.step_id,
+       x.rule, x.reason, x.input, %(created_by)s
+  FROM jsonb_to_recordset(%(plans)s) AS x(step_id text, rule text, reason text, input jsonb)
+    ON CONFLICT DO NOTHING;
+
+-- name: dispatch_plans_of_version :many
+-- The plans of a workflow version under a snapshot (tests, operators).
+SELECT * FROM warden.dispatch_plans
+ WHERE tenant_id = %(tenant_id)s AND workflow_id = %(workflow_id)s
+   AND workflow_version = %(workflow_version)s AND snapshot_hash = %(snapshot_hash)s
+ ORDER BY step_id;
