@@ -20,9 +20,23 @@ DECLARE
     v_runs    uuid[];
     v_ends    boolean[];
     v_outputs jsonb[];
-    -- what this transaction dispatched itself: each run's events, the topics to wake
-    v_dispatched jsonb;
-    v_topics  text[];
+    -- the steps to dispatch here, one array per column, and what that wrote: each run's
+    -- events, the topics to wake
+    d_tenants    text[];
+    d_runs       uuid[];
+    d_steps      text[];
+    d_topics     text[];
+    d_priorities integer[];
+    d_timeouts   integer[];
+    d_inputs     jsonb[];
+    d_upstreams  jsonb[];
+    d_rules      text[];
+    d_reasons    text[];
+    d_snapshots  text[];
+    d_created    timestamptz[];
+    v_started    integer;
+    v_dispatched jsonb := '[]';
+    v_topics     text[] := '{}';
 BEGIN
     IF cardinality(job_ids) IS DISTINCT FROM cardinality(lease_tokens)
        OR cardinality(job_ids) IS DISTINCT FROM cardinality(results) THEN
@@ -85,87 +99,143 @@ BEGIN
     -- record, and the events step.ready, policy.decision and job.dispatched; the topic's
     -- workers are woken at commit. Whatever else became ready is the scheduler's: the
     -- wake-up rules below, which read the steps as this leaves them, flag the run for it.
-    WITH done_steps AS (
-        SELECT c.tenant_id, c.run_id, array_agg(c.step_id) AS step_ids
-          FROM unnest(v_done) c
-         WHERE c.item_index IS NULL
-         GROUP BY c.tenant_id, c.run_id
-    ), ready AS (
-        SELECT s.tenant_id, s.run_id, s.step_id, s.topic, s.timeout_ms, s.depends_on,
-               u.priority * 10 + s.priority AS priority, u.created_at AS run_created_at,
-               coalesce(p.input, u.input) AS input, p.rule, p.reason, a.snapshot_hash,
-               u.run_id::text || ':' || s.step_id || '@1' AS job_id
-          FROM done_steps d
-          JOIN warden.runs u ON u.tenant_id = d.tenant_id AND u.run_id = d.run_id
-          JOIN warden.policy_active a ON a.tenant_id = d.tenant_id
-          JOIN warden.steps s ON s.tenant_id = d.tenant_id AND s.run_id = d.run_id
-          JOIN warden.dispatch_plans p
-            ON p.tenant_id = s.tenant_id AND p.workflow_id = u.workflow_id
-           AND p.workflow_version = u.workflow_version AND p.snapshot_hash = a.snapshot_hash
-           AND p.step_id = s.step_id
-         WHERE u.status = 'running'
-           AND (u.deadline_at IS NULL OR u.deadline_at > warden.now())
-           AND s.status = 'pending' AND s.type = 'job' AND s.attempts = 0
-           AND s.depends_on && d.step_ids
-           AND NOT EXISTS (SELECT 1 FROM warden.steps o
-                            WHERE o.tenant_id = s.tenant_id AND o.run_id = s.run_id
-                              AND o.step_id = ANY (s.depends_on) AND o.status <> 'succeeded')
-    ), started AS (
-        UPDATE warden.steps s
-           SET status = 'running', attempts = 1, retry_at = NULL,
-               started_at = coalesce(s.started_at, warden.now())
-          FROM ready r
-         WHERE s.tenant_id = r.tenant_id AND s.run_id = r.run_id AND s.step_id = r.step_id
-        RETURNING s.tenant_id, s.run_id, s.step_id
-    ), picked AS (
-        SELECT r.* FROM ready r
-          JOIN started t USING (tenant_id, run_id, step_id)
-    ), queued AS (
-        INSERT INTO warden.jobs
-            (tenant_id, job_id, run_id, step_id, attempt, topic, status, priority, input,
-             upstream, constraints, timeout_ms, available_at, policy_snapshot_hash)
-        SELECT r.tenant_id, r.job_id, r.run_id, r.step_id, 1, r.topic, 'pending', r.priority,
-               r.input,
-               (SELECT coalesce(jsonb_object_agg(o.step_id, o.output), '{}')
-                  FROM warden.steps o
-                 WHERE o.tenant_id = r.tenant_id AND o.run_id = r.run_id
-                   AND o.step_id = ANY (r.depends_on)),
-               '{}', r.timeout_ms, warden.now(), r.snapshot_hash
-          FROM picked r
-        RETURNING tenant_id, job_id
-    ), decided AS (
-        INSERT INTO warden.policy_decisions
-            (tenant_id, stage, snapshot_hash, rule, decision, reason, constraints, run_id,
-             step_id, job_id, run_created_at)
-        SELECT r.tenant_id, 'dispatch', r.snapshot_hash, r.rule, 'allow', r.reason, '{}',
-               r.run_id, r.step_id, r.job_id, r.run_created_at
-          FROM picked r
-        RETURNING tenant_id, job_id, decision_id
-    )
-    SELECT coalesce(jsonb_agg(jsonb_build_object(
-               'tenant_id', r.tenant_id, 'run_id', r.run_id, 'step_id', r.step_id,
-               'events', jsonb_build_array(
-                   jsonb_build_object('kind', 'step.ready', 'step_id', r.step_id,
-                                      'actor', 'scheduler', 'data', '{}'::jsonb),
-                   jsonb_build_object('kind', 'policy.decision', 'step_id', r.step_id,
-                                      'job_id', r.job_id, 'attempt', 1, 'actor', 'policy',
-                                      'data', jsonb_build_object(
-                                          'stage', 'dispatch', 'decision', 'allow',
-                                          'rule', r.rule, 'reason', r.reason,
-                                          'constraints', '{}'::jsonb,
-                                          'snapshot_hash', r.snapshot_hash,
-                                          'decision_id', x.decision_id)),
-                   jsonb_build_object('kind', 'job.dispatched', 'step_id', r.step_id,
-                                      'job_id', r.job_id, 'attempt', 1, 'actor', 'scheduler',
-                                      'data', jsonb_build_object(
-                                          'topic', r.topic, 'available_at', warden.now(),
-                                          'constraints', '{}'::jsonb))))), '[]'),
-           coalesce(array_agg(DISTINCT r.topic), '{}')
-      INTO v_dispatched, v_topics
-      FROM picked r
-      JOIN queued q ON q.tenant_id = r.tenant_id AND q.job_id = r.job_id
-      JOIN decided x ON x.tenant_id = r.tenant_id AND x.job_id = r.job_id;
+    -- Every lookup is LATERAL from the batch's runs, by primary key, each fenced with
+    -- OFFSET 0 so the planner cannot flatten it and re-join it some other way, and the
+    -- writes are driven by arrays. On a generic plan made while the tables' statistics
+    -- said they were empty, the flattened form probed the steps by tenant alone (the
+    -- run's key known only through an equivalence) and walked every pending step of the
+    -- tenant per run of the batch: ~1 s a call in the chain bench.
+    -- (no plan anywhere: an installation without snapshots, say, reads nothing here)
+    IF EXISTS (SELECT 1 FROM warden.dispatch_plans) THEN
+        SELECT coalesce(array_agg(r.tenant_id), '{}'), coalesce(array_agg(r.run_id), '{}'),
+               coalesce(array_agg(r.step_id), '{}'), coalesce(array_agg(r.topic), '{}'),
+               coalesce(array_agg(r.priority), '{}'), coalesce(array_agg(r.timeout_ms), '{}'),
+               coalesce(array_agg(r.input), '{}'), coalesce(array_agg(r.upstream), '{}'),
+               coalesce(array_agg(r.rule), '{}'), coalesce(array_agg(r.reason), '{}'),
+               coalesce(array_agg(r.snapshot_hash), '{}'),
+               coalesce(array_agg(r.run_created_at), '{}')
+          INTO d_tenants, d_runs, d_steps, d_topics, d_priorities, d_timeouts, d_inputs,
+               d_upstreams, d_rules, d_reasons, d_snapshots, d_created
+          FROM (SELECT c.tenant_id, c.run_id, array_agg(c.step_id) AS step_ids
+                  FROM unnest(v_done) c
+                 WHERE c.item_index IS NULL
+                 GROUP BY c.tenant_id, c.run_id) d
+         CROSS JOIN LATERAL (
+               SELECT u.workflow_id, u.workflow_version, u.priority, u.input, u.created_at
+                 FROM warden.runs u
+                WHERE u.tenant_id = d.tenant_id AND u.run_id = d.run_id
+                  AND u.status = 'running'
+                  AND (u.deadline_at IS NULL OR u.deadline_at > warden.now())
+               OFFSET 0) u
+         CROSS JOIN LATERAL (
+               SELECT a.snapshot_hash FROM warden.policy_active a
+                WHERE a.tenant_id = d.tenant_id) a
+         -- a run of a version with no plan under the snapshot (a one-step or fan-out
+         -- workflow has none) costs this probe, not a walk over its steps
+         CROSS JOIN LATERAL (
+               SELECT true AS has_plan FROM warden.dispatch_plans p
+                WHERE p.tenant_id = d.tenant_id AND p.workflow_id = u.workflow_id
+                  AND p.workflow_version = u.workflow_version
+                  AND p.snapshot_hash = a.snapshot_hash
+                LIMIT 1) planned
+         CROSS JOIN LATERAL (
+               SELECT s.step_id, s.topic, s.timeout_ms, s.priority, s.depends_on
+                 FROM warden.steps s
+                WHERE s.tenant_id = d.tenant_id AND s.run_id = d.run_id
+                  AND s.status = 'pending' AND s.type = 'job' AND s.attempts = 0
+                  AND s.depends_on && d.step_ids
+                  AND planned.has_plan  -- so the planner cannot walk the steps before the probe
+               OFFSET 0) s
+         CROSS JOIN LATERAL (
+               SELECT p.rule, p.reason, p.input FROM warden.dispatch_plans p
+                WHERE p.tenant_id = d.tenant_id AND p.workflow_id = u.workflow_id
+                  AND p.workflow_version = u.workflow_version
+                  AND p.snapshot_hash = a.snapshot_hash AND p.step_id = s.step_id
+               OFFSET 0) p
+         CROSS JOIN LATERAL (
+               -- its dependencies: every one succeeded, and their outputs (its upstream)
+               SELECT count(*) FILTER (WHERE o.status <> 'succeeded') AS unfinished,
+                      coalesce(jsonb_object_agg(o.step_id, o.output), '{}') AS upstream
+                 FROM warden.steps o
+                WHERE o.tenant_id = d.tenant_id AND o.run_id = d.run_id
+                  AND o.step_id = ANY (s.depends_on)) o
+         CROSS JOIN LATERAL (
+               SELECT d.tenant_id, d.run_id, s.step_id, s.topic,
+                      u.priority * 10 + s.priority AS priority, s.timeout_ms,
+                      coalesce(p.input, u.input) AS input, o.upstream, p.rule, p.reason,
+                      a.snapshot_hash, u.created_at AS run_created_at) r
+         WHERE o.unfinished = 0;
+    END IF;
 
+    IF cardinality(d_steps) > 0 THEN  -- NULL (nothing read) is not > 0
+        WITH ready AS (
+            SELECT x.*, x.run_id::text || ':' || x.step_id || '@1' AS job_id
+              FROM unnest(d_tenants, d_runs, d_steps, d_topics, d_priorities, d_timeouts,
+                          d_inputs, d_upstreams, d_rules, d_reasons, d_snapshots, d_created)
+                   AS x(tenant_id, run_id, step_id, topic, priority, timeout_ms, input,
+                        upstream, rule, reason, snapshot_hash, run_created_at)
+        ), started AS (
+            -- under the run's lock (taken above): still pending, as read
+            UPDATE warden.steps s
+               SET status = 'running', attempts = 1, retry_at = NULL,
+                   started_at = coalesce(s.started_at, warden.now())
+              FROM ready r
+             WHERE s.tenant_id = r.tenant_id AND s.run_id = r.run_id AND s.step_id = r.step_id
+               AND s.status = 'pending' AND s.attempts = 0
+            RETURNING s.tenant_id, s.run_id, s.step_id
+        ), queued AS (
+            INSERT INTO warden.jobs
+                (tenant_id, job_id, run_id, step_id, attempt, topic, status, priority,
+                 input, upstream, constraints, timeout_ms, available_at,
+                 policy_snapshot_hash)
+            SELECT r.tenant_id, r.job_id, r.run_id, r.step_id, 1, r.topic, 'pending',
+                   r.priority, r.input, r.upstream, '{}', r.timeout_ms, warden.now(),
+                   r.snapshot_hash
+              FROM ready r
+            RETURNING tenant_id, job_id
+        ), decided AS (
+            INSERT INTO warden.policy_decisions
+                (tenant_id, stage, snapshot_hash, rule, decision, reason, constraints,
+                 run_id, step_id, job_id, run_created_at)
+            SELECT r.tenant_id, 'dispatch', r.snapshot_hash, r.rule, 'allow', r.reason,
+                   '{}', r.run_id, r.step_id, r.job_id, r.run_created_at
+              FROM ready r
+            RETURNING tenant_id, job_id, decision_id
+        )
+        SELECT jsonb_agg(jsonb_build_object(
+                   'tenant_id', r.tenant_id, 'run_id', r.run_id, 'step_id', r.step_id,
+                   'events', jsonb_build_array(
+                       jsonb_build_object('kind', 'step.ready', 'step_id', r.step_id,
+                                          'actor', 'scheduler', 'data', '{}'::jsonb),
+                       jsonb_build_object('kind', 'policy.decision', 'step_id', r.step_id,
+                                          'job_id', r.job_id, 'attempt', 1, 'actor', 'policy',
+                                          'data', jsonb_build_object(
+                                              'stage', 'dispatch', 'decision', 'allow',
+                                              'rule', r.rule, 'reason', r.reason,
+                                              'constraints', '{}'::jsonb,
+                                              'snapshot_hash', r.snapshot_hash,
+                                              'decision_id', x.decision_id)),
+                       jsonb_build_object('kind', 'job.dispatched', 'step_id', r.step_id,
+                                          'job_id', r.job_id, 'attempt', 1,
+                                          'actor', 'scheduler',
+                                          'data', jsonb_build_object(
+                                              'topic', r.topic, 'available_at', warden.now(),
+                                              'constraints', '{}'::jsonb))))),
+               array_agg(DISTINCT r.topic),
+               count(t.step_id)
+          INTO v_dispatched, v_topics, v_started
+          FROM ready r
+          JOIN queued q ON q.tenant_id = r.tenant_id AND q.job_id = r.job_id
+          JOIN decided x ON x.tenant_id = r.tenant_id AND x.job_id = r.job_id
+          LEFT JOIN started t ON t.tenant_id = r.tenant_id AND t.run_id = r.run_id
+                             AND t.step_id = r.step_id;
+        -- every step read above is still pending: the run locks order every writer of a
+        -- step's status, so a step moved by someone else here is a bug worth stopping on
+        IF v_started <> cardinality(d_steps) THEN
+            RAISE EXCEPTION 'a step to dispatch changed under its run lock'
+                USING ERRCODE = 'WD500';
+        END IF;
+    END IF;
     -- What each run now needs (the rules of engine/definitions/dag.py, docs/design.md#scale-path):
     -- * it ENDS here when every step is succeeded or skipped, for a plain run (no parent
     --   to wake, no `output:` mapping to evaluate, no for_each item just ended): succeeded,
