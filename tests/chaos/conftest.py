@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from engine.governance import decisions
 from engine.governance.policy import Verdict
 from engine.runs.services import Services
 from engine.store import Database
@@ -63,8 +64,18 @@ async def engine_db(chaos: Chaos) -> AsyncIterator[Database]:
         yield database
 
 
+# Every case runs under an active snapshot that allows everything, so completions dispatch
+# the steps they make ready themselves (docs/design.md#dispatch-in-the-completion): the
+# faults meet that path as well as the scheduler's (which still dispatches root steps).
+ALLOW_ALL = "name: chaos\ndefault_decision: allow\nrules: []\n"
+
+
 @pytest.fixture
-def svc(engine_db: Database) -> Services:
+async def svc(engine_db: Database) -> Services:
+    stored = await decisions.store_bundle(engine_db, tenant_id="default", source=ALLOW_ALL,
+                                           media_type=None, created_by="chaos")
+    await decisions.activate(engine_db, tenant_id="default",
+                              snapshot_hash=stored.row.snapshot_hash, activated_by="chaos")
     return Services.create(engine_db, policy_default=Verdict.ALLOW)
 
 

@@ -90,3 +90,8 @@ async def test_sigkill_storm_loses_nothing_and_completes_each_job_once(
     [(jobs_succeeded,)] = await query(chaos.url, "SELECT count(*) FROM warden.jobs "
                                                  "WHERE status = 'succeeded'")
     assert jobs_succeeded == RUNS * (WIDTH + 2)
+    # the fan-out and the join were dispatched by completions (every step but the root
+    # has a plan under the active snapshot: tests/chaos/conftest.py)
+    [(planned,)] = await query(chaos.url, "SELECT count(*) FROM warden.dispatch_plans "
+                                          "WHERE workflow_id = 'storm'")
+    assert planned == WIDTH + 1
