@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 from uuid import UUID
 
 from engine.definitions import workflows
+from engine.governance import decisions
 from engine.governance.policy import Verdict
 from engine.runs import lifecycle
 from engine.runs.lifecycle import RunDetail
@@ -61,6 +62,17 @@ async def start(db: Database | Services, workflow_id: str, input: dict[str, Any]
                                input=input or {}, created_by=by, idempotency_key=key,
                                priority=priority)
     return started.run
+
+
+async def activate_policy(db: Database | Services, source: str,
+                          tenant: str = "default") -> str:
+    """Stores a policy bundle and makes it the tenant's active snapshot; its hash."""
+    database = db.db if isinstance(db, Services) else db
+    stored = await decisions.store_bundle(database, tenant_id=tenant, source=source,
+                                          media_type=None, created_by="admin")
+    await decisions.activate(database, tenant_id=tenant,
+                             snapshot_hash=stored.row.snapshot_hash, activated_by="admin")
+    return stored.row.snapshot_hash
 
 
 async def settle(scheduler: Scheduler) -> None:

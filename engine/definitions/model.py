@@ -528,6 +528,11 @@ def _webhook(fields: FieldReader) -> str | None:
     return url
 
 
+def plain(value: Any) -> Any:
+    """A plain, private copy (dicts and lists) of a definition's read-only JSON value."""
+    return _thaw(value, 1)
+
+
 def _thaw(value: Any, level: int) -> Any:
     """A plain, private copy (dicts and lists) of a JSON-like value."""
     if level > MAX_DEPTH:  # too deep: already reported, and the result is discarded

@@ -19,19 +19,18 @@ once the pass has committed.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
 from typing import Any
 
 from engine.core.enums import StepType
-from engine.definitions.model import StepDef, WorkflowDef
+from engine.definitions.model import StepDef, WorkflowDef, plain
 from engine.governance.decisions import ActivePolicy, facts_for
 from engine.governance.policy import Verdict
 from engine.process import tracing
+from engine.scheduling.dispatch import ACTOR
 from engine.store import Conn
 from engine.store import dispatch_plans as plans_q
 from engine.store.dispatch_plans import NewPlan
 
-ACTOR = "scheduler"
 MAX_REMEMBERED = 4096
 
 # (tenant, snapshot, workflow, version): whose plans a pass wrote
@@ -50,17 +49,9 @@ def dispatchable_in_sql(step: StepDef) -> bool:
 def constant_input(step: StepDef) -> dict[str, Any]:
     """The step's input as plain JSON values (the definition holds read-only mappings)."""
     assert step.input is not None
-    plain = _thawed(step.input)
-    assert isinstance(plain, dict)
-    return plain
-
-
-def _thawed(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return {key: _thawed(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [_thawed(item) for item in value]
-    return value
+    thawed = plain(step.input)
+    assert isinstance(thawed, dict)
+    return thawed
 
 
 def plans_for(workflow: WorkflowDef, tenant_id: str, policy: ActivePolicy) -> list[NewPlan]:

@@ -5,10 +5,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
-from engine.store.connection import Conn, execute, fetch_all, json_rows
+from engine.store.connection import Conn, execute, json_rows
 
 
 @dataclass(frozen=True)
@@ -19,21 +18,6 @@ class NewPlan:
     input: dict[str, Any] | None  # None: the job takes the run's input
 
 
-@dataclass(frozen=True)
-class DispatchPlanRow:
-    tenant_id: str
-    workflow_id: str
-    workflow_version: str
-    snapshot_hash: str
-    step_id: str
-    decision: str
-    rule: str | None
-    reason: str
-    input: dict[str, Any] | None
-    created_by: str
-    created_at: datetime
-
-
 async def insert(conn: Conn, *, tenant_id: str, workflow_id: str, workflow_version: str,
                  snapshot_hash: str, plans: Sequence[NewPlan], created_by: str) -> None:
     await execute(conn, "dispatch_plans_insert", {
@@ -41,10 +25,3 @@ async def insert(conn: Conn, *, tenant_id: str, workflow_id: str, workflow_versi
         "workflow_version": workflow_version, "snapshot_hash": snapshot_hash,
         "plans": json_rows(plans), "created_by": created_by})
 
-
-async def of_version(conn: Conn, *, tenant_id: str, workflow_id: str, workflow_version: str,
-                     snapshot_hash: str) -> list[DispatchPlanRow]:
-    return await fetch_all(conn, "dispatch_plans_of_version", {
-        "tenant_id": tenant_id, "workflow_id": workflow_id,
-        "workflow_version": workflow_version, "snapshot_hash": snapshot_hash},
-        DispatchPlanRow)

@@ -10,9 +10,3 @@ SELECT %(tenant_id)s, %(workflow_id)s, %(workflow_version)s, %(snapshot_hash)s, 
   FROM jsonb_to_recordset(%(plans)s) AS x(step_id text, rule text, reason text, input jsonb)
     ON CONFLICT DO NOTHING;
 
--- name: dispatch_plans_of_version :many
--- The plans of a workflow version under a snapshot (tests, operators).
-SELECT * FROM warden.dispatch_plans
- WHERE tenant_id = %(tenant_id)s AND workflow_id = %(workflow_id)s
-   AND workflow_version = %(workflow_version)s AND snapshot_hash = %(snapshot_hash)s
- ORDER BY step_id;

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from engine.governance import decisions
 from engine.governance.policy import Verdict
 from engine.runs.services import Services
 from engine.store import Database
+from tests import support
 from tests.chaos.cluster import Cluster
 from tests.chaos.harness import SECRET_KEY, kill_all
 from tests.e2e.processes import Processes
@@ -72,10 +72,7 @@ ALLOW_ALL = "name: chaos\ndefault_decision: allow\nrules: []\n"
 
 @pytest.fixture
 async def svc(engine_db: Database) -> Services:
-    stored = await decisions.store_bundle(engine_db, tenant_id="default", source=ALLOW_ALL,
-                                           media_type=None, created_by="chaos")
-    await decisions.activate(engine_db, tenant_id="default",
-                              snapshot_hash=stored.row.snapshot_hash, activated_by="chaos")
+    await support.activate_policy(engine_db, ALLOW_ALL)
     return Services.create(engine_db, policy_default=Verdict.ALLOW)
 
 

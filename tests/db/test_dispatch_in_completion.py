@@ -11,7 +11,6 @@ import psycopg
 import pytest
 
 from engine.core.enums import JobStatus, RunStatus, StepStatus
-from engine.governance import decisions
 from engine.governance.policy import Verdict
 from engine.runs.services import Services
 from engine.scheduling.scheduler import Scheduler
@@ -58,14 +57,6 @@ def gov_scheduler(gov: Services) -> Scheduler:
     return Scheduler(gov)
 
 
-async def activate(svc: Services, source: str, tenant: str = "default") -> str:
-    stored = await decisions.store_bundle(svc.db, tenant_id=tenant, source=source,
-                                           media_type=None, created_by="admin")
-    await decisions.activate(svc.db, tenant_id=tenant, snapshot_hash=stored.row.snapshot_hash,
-                              activated_by="admin")
-    return stored.row.snapshot_hash
-
-
 async def rows(db: Database, query: str, *params: Any) -> list[tuple[Any, ...]]:
     async with db.connection() as conn:
         cur = await conn.execute(query, params)  # type: ignore[arg-type]
@@ -98,7 +89,7 @@ async def after_completion(db: Database, run_id: UUID) -> list[tuple[str, str | 
 
 async def test_a_completion_dispatches_the_next_step_as_the_scheduler_would(
         gov: Services, gov_scheduler: Scheduler) -> None:
-    snapshot = await activate(gov, ALLOW_B)
+    snapshot = await support.activate_policy(gov, ALLOW_B)
     await support.store(gov.db, CHAIN)
     # in SQL: the completion of a leaves b claimable, and the run unflagged
     in_sql = await run_to_b(gov, gov_scheduler, {"x": 1})
@@ -149,7 +140,7 @@ async def test_a_completion_dispatches_the_next_step_as_the_scheduler_would(
 
 async def test_a_chain_runs_to_its_end_without_a_scheduler_pass_after_its_start(
         gov: Services, gov_scheduler: Scheduler) -> None:
-    await activate(gov, ALLOW_B)
+    await support.activate_policy(gov, ALLOW_B)
     await support.store(gov.db, CHAIN)
     run_id = await run_to_b(gov, gov_scheduler, {"x": 2})
     [b] = await support.claim(gov.db, ["t.b"])
@@ -205,7 +196,7 @@ rules:
 ])
 async def test_no_plan_for_a_step_whose_decision_is_not_a_plain_allow_for_every_input(
         gov: Services, gov_scheduler: Scheduler, policy: str) -> None:
-    await activate(gov, policy)
+    await support.activate_policy(gov, policy)
     await support.store(gov.db, CHAIN)
     run_id = await run_to_b(gov, gov_scheduler, {"x": 1})
     plans = await rows(gov.db, "SELECT step_id FROM warden.dispatch_plans")
@@ -218,14 +209,14 @@ async def test_no_plan_for_a_step_whose_decision_is_not_a_plain_allow_for_every_
 
 async def test_a_plan_of_an_older_snapshot_is_not_applied(
         gov: Services, gov_scheduler: Scheduler) -> None:
-    await activate(gov, ALLOW_B)
+    await support.activate_policy(gov, ALLOW_B)
     await support.store(gov.db, CHAIN)
     run = await support.start(gov, "chain", {"x": 1})
     await support.settle(gov_scheduler)
     [a] = await support.claim(gov.db, ["t.a"])
     assert await rows(gov.db, "SELECT count(*) FROM warden.dispatch_plans") == [(2,)]
     # a new snapshot denies b: the old snapshot's plan must not dispatch it
-    newer = await activate(gov, """default_decision: allow
+    newer = await support.activate_policy(gov, """default_decision: allow
 rules:
   - name: no-b
     match: {topics: [t.b]}
@@ -244,7 +235,7 @@ rules:
 
 async def test_a_run_past_its_deadline_gets_no_new_job_from_a_completion(
         gov: Services, gov_scheduler: Scheduler) -> None:
-    await activate(gov, ALLOW_B)
+    await support.activate_policy(gov, ALLOW_B)
     await support.store(gov.db, CHAIN.replace("version: 1.0.0", "version: 1.0.0\n"
                                               "timeout_ms: 60000"))
     run = await support.start(gov, "chain", {"x": 1})
@@ -263,7 +254,7 @@ PLAN = ("INSERT INTO warden.dispatch_plans (tenant_id, workflow_id, workflow_ver
 
 
 async def test_a_plan_can_only_allow(gov: Services) -> None:
-    snapshot = await activate(gov, ALLOW_B)
+    snapshot = await support.activate_policy(gov, ALLOW_B)
     await support.store(gov.db, CHAIN)
     for verdict in ("deny", "require_approval", "allow_with_constraints"):
         with pytest.raises(psycopg.errors.CheckViolation, match="dispatch_plans_allow_only"):
@@ -274,7 +265,7 @@ async def test_an_engine_session_writes_plans_for_its_tenants_only_and_a_worker_
         db_url: str, gov: Services, login_roles: LoginRoles) -> None:
     snapshots = {}
     for tenant in ("t1", "t2"):
-        snapshots[tenant] = await activate(gov, ALLOW_B, tenant=tenant)
+        snapshots[tenant] = await support.activate_policy(gov, ALLOW_B, tenant=tenant)
         await support.store(gov.db, CHAIN, tenant=tenant)
     with psycopg.connect(as_role(db_url, login_roles.engine), autocommit=True) as conn:
         conn.execute("SELECT set_config('warden.tenant', 't1', false)")

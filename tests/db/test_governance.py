@@ -65,12 +65,7 @@ def gov_scheduler(gov: Services) -> Scheduler:
     return Scheduler(gov)
 
 
-async def activate(svc: Services, source: str, tenant: str = "default") -> str:
-    stored = await decisions.store_bundle(svc.db, tenant_id=tenant, source=source,
-                                           media_type=None, created_by="admin")
-    await decisions.activate(svc.db, tenant_id=tenant, snapshot_hash=stored.row.snapshot_hash,
-                              activated_by="admin")
-    return stored.row.snapshot_hash
+activate = support.activate_policy
 
 
 async def rows(db: Database, query: str, *params: Any) -> list[tuple[Any, ...]]:
