@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 import weakref
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
@@ -58,6 +59,16 @@ AttemptWithBackoff.DELAY_BACKOFF = 1.0
 # every job for each claimed one). Planning our short statements costs ~0.1 ms.
 SESSION_OPTIONS = ("-c statement_timeout=30000 -c idle_in_transaction_session_timeout=60000 "
                    "-c plan_cache_mode=force_custom_plan")
+
+# How old a session's cached plans may grow before the pool drops them (DISCARD PLANS,
+# on the connection's next checkout). The hot path runs on generic plans (its functions,
+# and the transactions that ask for them), each made once per session; a plan made while a
+# table was nearly empty (a new database, a bench) reads every index as equally cheap and
+# a sequential scan as cheapest, and PostgreSQL makes it again only after an ANALYZE. A
+# start of one run went from 4 to 25 ms over 8,000 runs that way (bench/README.md). Made
+# again on tables that have grown, the plans are right, and making them costs a few
+# milliseconds per session per period (docs/design.md#plans-that-age).
+PLAN_REFRESH_S = 10.0
 
 # SQLSTATEs raised on purpose by the functions in migrations/ (class WD).
 _WARDEN_CODES: dict[str, Callable[[str], errors.WardenError]] = {
@@ -209,6 +220,7 @@ class Database:
     async def connection(self) -> AsyncIterator[Conn]:
         """A pooled autocommit connection: each statement is its own transaction."""
         async with translated(), self._pool.connection(timeout=self.acquire_timeout) as conn:
+            await _refresh_plans(conn)
             await _apply_scope(conn)
             yield conn
 
@@ -220,6 +232,7 @@ class Database:
         lookups and set-based writes over arrays (a scheduler pass, a start), whose plan
         does not depend on the values."""
         async with translated(), self._pool.connection(timeout=self.acquire_timeout) as conn:
+            await _refresh_plans(conn)
             await _apply_scope(conn)
             async with conn.transaction():
                 if generic_plans:
@@ -239,6 +252,19 @@ async def savepoint(conn: Conn) -> AsyncIterator[Conn]:
 # The tenant scope each pooled connection's session carries now, so a connection that goes
 # back to work of the same scope costs no extra round trip (engine/store/scope.py).
 _SESSION_SCOPES: weakref.WeakKeyDictionary[Conn, str] = weakref.WeakKeyDictionary()
+
+
+# When each pooled connection's session last dropped its cached plans (monotonic seconds).
+_PLANS_MADE_SINCE: weakref.WeakKeyDictionary[Conn, float] = weakref.WeakKeyDictionary()
+
+
+async def _refresh_plans(conn: Conn) -> None:
+    now = time.monotonic()
+    since = _PLANS_MADE_SINCE.setdefault(conn, now)
+    if now - since >= PLAN_REFRESH_S:
+        async with conn.cursor() as cur:
+            await cur.execute(get("session_discard_plans").sql)
+        _PLANS_MADE_SINCE[conn] = now
 
 
 async def _apply_scope(conn: Conn) -> None:

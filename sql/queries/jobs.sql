@@ -1,7 +1,9 @@
 -- name: job_insert :one
 -- Creates one attempt of a job step (pending, blocked for approval, or denied at once).
 -- The previous attempt's last checkpoint is carried over, so a crashed attempt's
--- successor resumes where it stopped.
+-- successor resumes where it stopped. It is found by its primary key (the job id's format
+-- is a CHECK of warden.jobs), the one lookup every plan makes with an index probe,
+-- whatever the statistics said when the plan was made (docs/design.md#plans-that-age).
 INSERT INTO warden.jobs
     (tenant_id, job_id, run_id, step_id, attempt, topic, status, priority, input, upstream,
      constraints, checkpoint, timeout_ms, available_at, policy_snapshot_hash, finished_at,
@@ -12,9 +14,10 @@ VALUES (%(tenant_id)s, %(run_id)s::text || ':' || %(step_id)s
         %(run_id)s, %(step_id)s, %(attempt)s, %(topic)s, %(status)s, %(priority)s, %(input)s,
         %(upstream)s, %(constraints)s,
         (SELECT p.checkpoint FROM warden.jobs p
-          WHERE p.tenant_id = %(tenant_id)s AND p.run_id = %(run_id)s
-            AND p.step_id = %(step_id)s AND p.attempt = %(attempt)s - 1
-            AND p.item_index IS NOT DISTINCT FROM %(item_index)s::integer),
+          WHERE p.tenant_id = %(tenant_id)s
+            AND p.job_id = %(run_id)s::text || ':' || %(step_id)s
+                || coalesce('[' || %(item_index)s::integer || ']', '') || '@'
+                || (%(attempt)s - 1)),
         %(timeout_ms)s, greatest(warden.now(), coalesce(%(available_at)s, warden.now())),
         %(policy_snapshot_hash)s,
         CASE WHEN %(status)s::warden.job_status = 'denied' THEN warden.now() END,
@@ -138,7 +141,7 @@ SELECT * FROM warden.complete_jobs(%(job_ids)s, %(lease_tokens)s, %(results)s);
 
 -- name: jobs_insert_many :exec
 -- job_insert for a pass's batch of claimable jobs (pending), set-based; each carries the
--- previous attempt's last checkpoint.
+-- previous attempt's last checkpoint, found by its primary key as job_insert does.
 INSERT INTO warden.jobs
     (tenant_id, job_id, run_id, step_id, attempt, topic, status, priority, input, upstream,
      constraints, checkpoint, timeout_ms, available_at, policy_snapshot_hash, traceparent,
@@ -149,9 +152,9 @@ SELECT x.tenant_id,
        x.run_id, x.step_id, x.attempt, x.topic, 'pending', x.priority, x.input, x.upstream,
        x.constraints,
        (SELECT p.checkpoint FROM warden.jobs p
-         WHERE p.tenant_id = x.tenant_id AND p.run_id = x.run_id
-           AND p.step_id = x.step_id AND p.attempt = x.attempt - 1
-           AND p.item_index IS NOT DISTINCT FROM x.item_index),
+         WHERE p.tenant_id = x.tenant_id
+           AND p.job_id = x.run_id::text || ':' || x.step_id
+               || coalesce('[' || x.item_index || ']', '') || '@' || (x.attempt - 1)),
        x.timeout_ms, greatest(warden.now(), coalesce(x.available_at, warden.now())),
        x.policy_snapshot_hash, x.traceparent, x.item_index, x.concurrency_key,
        x.concurrency_limit, x.rate_key, x.rate_limit, x.rate_per_ms

@@ -19,3 +19,9 @@ SELECT current_user::text AS db_role,
 -- good plan whatever the values, and re-planning each on every execution was ~0.1–0.3 ms
 -- of bind per statement, a statement per round trip (bench/README.md).
 SELECT set_config('plan_cache_mode', 'force_generic_plan', true);
+
+-- name: session_discard_plans :exec
+-- Drops this session's cached plans, its prepared statements' and its PL/pgSQL functions'
+-- alike (the statements stay prepared): each is planned again on its next execution, on
+-- the tables as they are now (engine/store/connection.py, docs/design.md#plans-that-age).
+DISCARD PLANS;
