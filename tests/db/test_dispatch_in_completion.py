@@ -7,10 +7,13 @@ from __future__ import annotations
 from typing import Any
 from uuid import UUID
 
+import anyio
 import psycopg
 import pytest
+from psycopg.types.json import Jsonb
 
 from engine.core.enums import JobStatus, RunStatus, StepStatus
+from engine.governance import approvals, decisions
 from engine.governance.policy import Verdict
 from engine.runs.services import Services
 from engine.scheduling.scheduler import Scheduler
@@ -283,3 +286,214 @@ async def test_an_engine_session_writes_plans_for_its_tenants_only_and_a_worker_
             conn.execute(PLAN, ["t2", snapshots["t2"], "allow"])
     assert await rows(gov.db, "SELECT tenant_id, reason FROM warden.dispatch_plans "
                               "WHERE created_by = 'mallory'") == [("t1", "x")]
+
+
+# ---------------------------------------------------------------- drift
+
+DRIFTS = [
+    # the snapshot activated while b waits for a worker, and what becomes of b: the
+    # decision, its job, its step, the run, and the events of the pass that judges it again
+    pytest.param("""default_decision: deny
+rules:
+  - name: still-the-chain
+    match: {topics: ["t.*"]}
+    decision: allow
+    reason: another snapshot, the same answer
+""", ("still-the-chain", "allow"), JobStatus.PENDING, StepStatus.RUNNING, RunStatus.RUNNING,
+        ["policy.decision", "job.dispatched"], id="allow"),
+    pytest.param("""default_decision: allow
+rules:
+  - name: slow
+    match: {topics: [t.b]}
+    decision: allow_with_constraints
+    reason: b is slow
+    constraints: {timeout_ms: 5000, region: eu}
+""", ("slow", "allow_with_constraints"), JobStatus.PENDING, StepStatus.RUNNING,
+        RunStatus.RUNNING, ["policy.decision", "job.dispatched"], id="allow_with_constraints"),
+    pytest.param("""default_decision: allow
+rules:
+  - name: ask
+    match: {topics: [t.b]}
+    decision: require_approval
+    reason: b needs a human
+""", ("ask", "require_approval"), JobStatus.BLOCKED, StepStatus.WAITING, RunStatus.WAITING,
+        ["policy.decision", "approval.requested", "run.waiting"], id="require_approval"),
+    pytest.param("""default_decision: allow
+rules:
+  - name: no-b
+    match: {topics: [t.b]}
+    decision: deny
+    reason: b is off
+""", ("no-b", "deny"), JobStatus.DENIED, StepStatus.DENIED, RunStatus.DENIED,
+        ["policy.decision", "step.skipped", "run.denied"], id="deny"),
+]
+
+# what differs from run to run by construction: ids, hashes over the run id, times
+PER_RUN = {"decision_id", "approval_id", "job_hash", "available_at", "expires_at"}
+
+
+async def fate_of_b(db: Database, run_id: UUID, since: int) -> dict[str, Any]:
+    """What a run's b came to (and its run's events from ``since`` on), without what
+    differs from run to run by construction."""
+    return {
+        "job": (await rows(db, "SELECT status, policy_snapshot_hash, constraints, timeout_ms, "
+                               "error - 'decision_id', finished_at IS NOT NULL, input, "
+                               "upstream, priority, attempt FROM warden.jobs "
+                               "WHERE run_id = %s AND step_id = 'b'", run_id)),
+        "steps": await rows(db, "SELECT step_id, status, attempts FROM warden.steps "
+                                "WHERE run_id = %s ORDER BY step_id", run_id),
+        "run": await rows(db, "SELECT status FROM warden.runs WHERE run_id = %s", run_id),
+        "decisions": await rows(db, "SELECT snapshot_hash, rule, decision, reason, "
+                                    "split_part(job_id, ':', 2) FROM warden.policy_decisions "
+                                    "WHERE run_id = %s AND step_id = 'b' "
+                                    "AND stage = 'dispatch' ORDER BY decision_id", run_id),
+        "approvals": await rows(db, "SELECT kind, status, policy_snapshot_hash, "
+                                    "split_part(job_id, ':', 2) FROM warden.approvals "
+                                    "WHERE run_id = %s", run_id),
+        "events": [(e.kind, e.step_id, e.actor, e.job_id and e.job_id.split(":")[1],
+                    {k: v for k, v in e.data.items() if k not in PER_RUN})
+                   for e in (await support.events(db, run_id))[since:]],
+    }
+
+
+@pytest.mark.parametrize(("policy", "decided", "job_status", "step_status", "run_status",
+                          "kinds"), DRIFTS)
+async def test_a_job_dispatched_in_the_completion_drifts_as_a_schedulers_job_does(
+        gov: Services, gov_scheduler: Scheduler, policy: str, decided: tuple[str, str],
+        job_status: JobStatus, step_status: StepStatus, run_status: RunStatus,
+        kinds: list[str]) -> None:
+    snapshot = await support.activate_policy(gov, ALLOW_B)
+    await support.store(gov.db, CHAIN)
+    # b dispatched by a's completion: no pass since, and the run not even flagged for one
+    in_sql = await run_to_b(gov, gov_scheduler, {"x": 1})
+    assert await rows(gov.db, "SELECT needs_scheduling FROM warden.runs WHERE run_id = %s",
+                      in_sql) == [(False,)]
+    job = await job_of(gov.db, in_sql, "b")
+    assert job is not None and (job[0], job[6]) == (JobStatus.PENDING, snapshot)
+    # its twin, dispatched by a scheduler pass (the plans gone, as the owner)
+    await rows(gov.db, "DELETE FROM warden.dispatch_plans")
+    by_pass = await run_to_b(gov, gov_scheduler, {"x": 1})
+    assert await job_of(gov.db, by_pass, "b") is None
+    await support.settle(gov_scheduler)
+    assert await job_of(gov.db, by_pass, "b") == job
+    since = {run_id: len(await support.events(gov.db, run_id)) for run_id in (in_sql, by_pass)}
+
+    newer = await support.activate_policy(gov, policy)
+    # the activation wakes the scheduler for both runs, and until a pass has judged b
+    # again under the new snapshot neither job can be claimed
+    flagged = "SELECT needs_scheduling FROM warden.runs WHERE run_id = %s"
+    assert await rows(gov.db, flagged, in_sql) == await rows(gov.db, flagged, by_pass) == \
+        [(True,)]
+    assert await support.claim(gov.db, ["t.b"]) == []
+    await support.settle(gov_scheduler)
+
+    # the same fate either way, and the one the new snapshot says
+    fate = await fate_of_b(gov.db, in_sql, since[in_sql])
+    assert fate == await fate_of_b(gov.db, by_pass, since[by_pass])
+    [(status, stamped, *_)] = fate["job"]
+    assert (status, stamped) == (job_status, newer)
+    assert [(s[0], s[1]) for s in fate["steps"]][1] == ("b", step_status)
+    assert fate["run"] == [(run_status,)]
+    assert [d[:3] for d in fate["decisions"]] == [(snapshot, "chain-steps", "allow"),
+                                                  (newer, *decided)]
+    assert [d[-1] for d in fate["decisions"]] == ["b@1", "b@1"]  # the same job, judged again
+    assert [e[0] for e in fate["events"]] == kinds
+    # the decision event names the new snapshot and the row that records it
+    judged = (await support.events(gov.db, in_sql))[since[in_sql]]
+    [(decision_id,)] = await rows(gov.db, "SELECT decision_id FROM warden.policy_decisions "
+                                          "WHERE run_id = %s AND snapshot_hash = %s "
+                                          "AND stage = 'dispatch'",
+                                  in_sql, newer)
+    assert (judged.kind, judged.job_id) == ("policy.decision", f"{in_sql}:b@1")
+    assert (judged.data["snapshot_hash"], judged.data["decision_id"]) == (newer, decision_id)
+    for run_id in (in_sql, by_pass):
+        assert (await rows(gov.db, "SELECT warden.verify_timeline(%s)", run_id)) == [(True,)]
+
+    # and from here on each goes exactly as far as the other
+    if job_status is JobStatus.BLOCKED:
+        for run_id in (in_sql, by_pass):
+            # bound to the job as it stands (the one the completion wrote, for in_sql)
+            [(approval_id, bound, job_input, upstream, constraints)] = await rows(
+                gov.db, "SELECT a.approval_id, a.job_hash, j.input, j.upstream, j.constraints "
+                        "FROM warden.approvals a JOIN warden.jobs j USING (tenant_id, job_id) "
+                        "WHERE a.run_id = %s", run_id)
+            assert bound == decisions.job_hash(
+                tenant_id="default", run_id=run_id, step_id="b", topic="t.b",
+                input=job_input, upstream=upstream, constraints=constraints)
+            await approvals.decide(gov.db, tenant_id="default", approval_id=approval_id,
+                                   approve=True, principal="bob", job_hash=bound)
+        await support.settle(gov_scheduler)
+    claimed = {j.run_id: j for j in await support.claim(gov.db, ["t.b"])}
+    if job_status is JobStatus.DENIED:
+        assert claimed == {}
+    else:
+        assert set(claimed) == {in_sql, by_pass}
+        assert claimed[in_sql].constraints == claimed[by_pass].constraints == fate["job"][0][2]
+
+
+# ---------------------------------------------------------------- the run lock's guard
+
+COMPLETE = ("SELECT * FROM warden.complete_jobs(ARRAY[%s], ARRAY[%s]::uuid[], "
+            "ARRAY[%s]::jsonb[])")
+
+
+async def test_a_step_moved_without_its_run_lock_stops_the_completion_and_writes_nothing(
+        db_url: str, gov: Services, gov_scheduler: Scheduler) -> None:
+    await support.activate_policy(gov, ALLOW_B)
+    await support.store(gov.db, CHAIN)
+    run = await support.start(gov, "chain", {"x": 1})
+    await support.settle(gov_scheduler)
+    [a] = await support.claim(gov.db, ["t.a"])
+    assert ("b",) in await rows(gov.db, "SELECT step_id FROM warden.dispatch_plans")
+    before = await support.events(gov.db, run.run_id)
+    jobs = "SELECT job_id, status, lease_token, finished_at FROM warden.jobs WHERE run_id = %s"
+    jobs_before = await rows(gov.db, jobs, run.run_id)
+    decided = "SELECT count(*) FROM warden.policy_decisions WHERE run_id = %s"
+    decided_before = await rows(gov.db, decided, run.run_id)
+    flagged = "SELECT needs_scheduling, status FROM warden.runs WHERE run_id = %s"
+    flagged_before = await rows(gov.db, flagged, run.run_id)
+    # A writer that moves b without taking the run's lock first (nothing in the engine
+    # does; the owner can), holding b's row until it commits. The completion reads b
+    # pending, waits for b's row to dispatch it, and finds it moved.
+    async with await psycopg.AsyncConnection.connect(db_url) as mover, \
+            await psycopg.AsyncConnection.connect(db_url, autocommit=True) as worker:
+        await mover.execute("UPDATE warden.steps SET status = 'skipped', "
+                            "finished_at = warden.now() WHERE run_id = %s AND step_id = 'b'",
+                            [run.run_id])
+        mover_pid = mover.info.backend_pid
+        refused: list[psycopg.Error] = []
+
+        async def complete() -> None:
+            try:
+                await worker.execute(COMPLETE, [a.job_id, a.lease_token, Jsonb({"ok": 1})])
+            except psycopg.Error as exc:
+                refused.append(exc)
+
+        async def blocked() -> bool:
+            [(waits,)] = await rows(gov.db, "SELECT %s = ANY (pg_blocking_pids(%s))",
+                                    mover_pid, worker.info.backend_pid)
+            return bool(waits)
+
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(complete)
+            await support.wait_for(blocked, timeout=10, what="the completion to wait on b")
+            await mover.commit()
+    [error] = refused
+    assert error.sqlstate == "WD500"
+    assert "a step to dispatch changed under its run lock" in str(error)
+    # the whole batch rolled back: a still running under its lease, no job for b, no
+    # decision, no event, the run as it was; b as the other writer left it
+    assert await rows(gov.db, jobs, run.run_id) == jobs_before
+    assert [j[1] for j in jobs_before] == [JobStatus.RUNNING]
+    assert await rows(gov.db, "SELECT step_id, status, attempts FROM warden.steps "
+                              "WHERE run_id = %s ORDER BY step_id", run.run_id) == [
+        ("a", StepStatus.RUNNING, 1), ("b", StepStatus.SKIPPED, 0), ("c", StepStatus.PENDING, 0)]
+    assert await rows(gov.db, decided, run.run_id) == decided_before
+    assert await rows(gov.db, flagged, run.run_id) == flagged_before
+    assert await support.events(gov.db, run.run_id) == before
+    assert (await rows(gov.db, "SELECT warden.verify_timeline(%s)", run.run_id)) == [(True,)]
+    # nothing half-written stands in the way of the worker's retry, which has nothing of
+    # b's to dispatch now
+    assert await rows(gov.db, COMPLETE, a.job_id, a.lease_token, Jsonb({"ok": 1})) == [
+        (a.job_id, "completed")]
+    assert await job_of(gov.db, run.run_id, "b") is None
