@@ -65,6 +65,17 @@ async def insert_activation(conn: Conn, *, tenant_id: str, snapshot_hash: str,
     return row
 
 
+async def active_readers(conn: Conn) -> list[str]:
+    """The other transactions holding a lock on warden.policy_active now."""
+    [row] = await fetch_dicts(conn, "policy_active_readers", {})
+    return list(row["readers"])
+
+
+async def readers_open(conn: Conn, readers: list[str]) -> int:
+    [row] = await fetch_dicts(conn, "policy_readers_open", {"readers": readers})
+    return int(row["open"])
+
+
 async def flag_drifted_runs(conn: Conn, tenant_id: str) -> int:
     [row] = await fetch_dicts(conn, "policy_flag_drifted_runs", {"tenant_id": tenant_id})
     return int(row["flagged"])

@@ -38,6 +38,25 @@ ON CONFLICT (tenant_id) DO UPDATE
    SET snapshot_hash = EXCLUDED.snapshot_hash, activated_by = EXCLUDED.activated_by,
        activated_at = warden.now();
 
+-- name: policy_active_readers :one
+-- The transactions other than this session's that hold a lock on warden.policy_active now
+-- (their virtual transaction ids): every dispatcher (a scheduler pass, a start,
+-- complete_jobs, claim_jobs) reads the active pointer inside the transaction that writes
+-- its jobs, and holds that lock until it commits. pg_locks is readable by every role.
+SELECT coalesce(array_agg(DISTINCT l.virtualtransaction), '{}') AS readers
+  FROM pg_catalog.pg_locks l
+ WHERE l.locktype = 'relation' AND l.granted
+   AND l.database = (SELECT d.oid FROM pg_catalog.pg_database d
+                      WHERE d.datname = pg_catalog.current_database())
+   AND l.relation = 'warden.policy_active'::regclass
+   AND l.pid <> pg_catalog.pg_backend_pid();
+
+-- name: policy_readers_open :one
+-- How many of these transactions are still open (each holds the lock on its own virtual
+-- transaction id until it ends; a later transaction of the same session has another id).
+SELECT count(*) AS open FROM pg_catalog.pg_locks l
+ WHERE l.locktype = 'virtualxid' AND l.virtualxid = ANY (%(readers)s::text[]);
+
 -- name: policy_activation_insert :one
 -- Records an activation with the snapshot it replaced.
 INSERT INTO warden.policy_activations (tenant_id, snapshot_hash, previous_hash, activated_by)

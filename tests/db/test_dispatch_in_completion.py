@@ -497,3 +497,56 @@ async def test_a_step_moved_without_its_run_lock_stops_the_completion_and_writes
     assert await rows(gov.db, COMPLETE, a.job_id, a.lease_token, Jsonb({"ok": 1})) == [
         (a.job_id, "completed")]
     assert await job_of(gov.db, run.run_id, "b") is None
+
+
+# ---------------------------------------------------------------- an activation in flight
+
+DENY_B = """
+default_decision: allow
+rules:
+  - name: no-b
+    match: {topics: [t.b]}
+    decision: deny
+    reason: b is off
+"""
+
+
+async def test_an_activation_waits_for_a_completion_dispatching_under_the_old_snapshot(
+        db_url: str, gov: Services, gov_scheduler: Scheduler) -> None:
+    old = await support.activate_policy(gov, ALLOW_B)
+    await support.store(gov.db, CHAIN)
+    run = await support.start(gov, "chain", {"x": 1})
+    await support.settle(gov_scheduler)
+    [a] = await support.claim(gov.db, ["t.a"])
+    newer: list[str] = []
+    async with await psycopg.AsyncConnection.connect(db_url) as worker:
+        # the completion dispatches b under the old snapshot and has not committed yet
+        await worker.execute(COMPLETE, [a.job_id, a.lease_token, Jsonb({"ok": 1})])
+
+        async def activate() -> None:
+            newer.append(await support.activate_policy(gov, DENY_B))
+
+        async def switched() -> bool:
+            return await rows(gov.db, "SELECT snapshot_hash FROM warden.policy_active") != [
+                (old,)]
+
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(activate)
+            # the new pointer is committed (and its first flagging found no job of b), and
+            # the activation has not returned: it waits for the completion
+            await support.wait_for(switched, timeout=10, what="the activation to commit")
+            await anyio.sleep(0.2)
+            assert newer == []
+            await worker.commit()
+    assert len(newer) == 1
+    job = await job_of(gov.db, run.run_id, "b")
+    assert job is not None and (job[0], job[6]) == (JobStatus.PENDING, old)
+    # flagged after the completion committed, so the scheduler judges b again: denied
+    assert await rows(gov.db, "SELECT needs_scheduling FROM warden.runs WHERE run_id = %s",
+                      run.run_id) == [(True,)]
+    assert await support.claim(gov.db, ["t.b"]) == []
+    await support.settle(gov_scheduler)
+    job = await job_of(gov.db, run.run_id, "b")
+    assert job is not None and (job[0], job[6]) == (JobStatus.DENIED, newer[0])
+    assert await rows(gov.db, "SELECT status FROM warden.runs WHERE run_id = %s",
+                      run.run_id) == [(RunStatus.DENIED,)]
