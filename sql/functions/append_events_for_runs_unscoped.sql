@@ -8,7 +8,7 @@
 -- scope; claim_jobs and complete_jobs call it directly.
 --
 -- Same chain and same locks as append_events: the runs are locked FOR NO KEY UPDATE in
--- (tenant, run) order (the lock is taken above the sort, so in that order) and held to
+-- (tenant, run) order (each as the loop below finds it, in that order) and held to
 -- commit, so each run's seq stays gapless and in commit order; each event's hash is the
 -- HMAC of the previous one under the active chain key (sql/schema/55_chain_keys.sql). The
 -- hashes are chained in this loop, in memory; only the writes are set-based. Arrays are
@@ -58,13 +58,22 @@ BEGIN
     -- warden.clock_timestamp(), with the clock's shift read once per call, not per event
     -- (sql/functions/clock_timestamp.sql: tests move the database clock)
     v_shift := coalesce((SELECT c.shift FROM warden.clock c), interval '0');
+    -- Each run is found by its primary key from the batch's entries, in (tenant, run)
+    -- order, and locked as it is found. A join the planner may choose (it made a
+    -- generic plan of a hash join over a scan of every run for a batch of one, the batch
+    -- size it cannot know) costs per run in the table, not per run in the batch
+    -- (docs/design.md#plans-that-age).
     FOR r IN
         SELECT x.tenant_id, x.run_id, x.events, u.timeline_seq, u.timeline_hash, u.created_at
-          FROM jsonb_to_recordset(p_batch) AS x(tenant_id text, run_id uuid, events jsonb)
-          JOIN warden.runs u ON u.tenant_id = x.tenant_id AND u.run_id = x.run_id
-         WHERE jsonb_array_length(x.events) > 0
-         ORDER BY x.tenant_id, x.run_id
-           FOR NO KEY UPDATE OF u
+          FROM (SELECT b.tenant_id, b.run_id, b.events
+                  FROM jsonb_to_recordset(p_batch) AS b(tenant_id text, run_id uuid,
+                                                        events jsonb)
+                 WHERE jsonb_array_length(b.events) > 0
+                 ORDER BY b.tenant_id, b.run_id) AS x
+         CROSS JOIN LATERAL (
+               SELECT w.timeline_seq, w.timeline_hash, w.created_at FROM warden.runs w
+                WHERE w.tenant_id = x.tenant_id AND w.run_id = x.run_id
+                OFFSET 0 FOR NO KEY UPDATE) AS u
     LOOP
         v_seq := r.timeline_seq;
         v_prev := r.timeline_hash;
@@ -111,9 +120,16 @@ BEGIN
                   a_data, a_prev, a_hash, a_created)
            AS t(tenant_id, run_id, seq, at, kind, step_id, job_id, attempt, actor, data,
                 prev_hash, hash, run_created_at);
-    UPDATE warden.runs u SET timeline_seq = x.seq, timeline_hash = x.hash
-      FROM unnest(h_tenant, h_run, h_seq, h_hash) AS x(tenant_id, run_id, seq, hash)
-     WHERE u.tenant_id = x.tenant_id AND u.run_id = x.run_id;
+    -- one run (a start, a claim or a completion of one job): by its primary key, for the
+    -- reason above; a batch of several: one join
+    IF h = 1 THEN
+        UPDATE warden.runs u SET timeline_seq = h_seq[1], timeline_hash = h_hash[1]
+         WHERE u.tenant_id = h_tenant[1] AND u.run_id = h_run[1];
+    ELSE
+        UPDATE warden.runs u SET timeline_seq = x.seq, timeline_hash = x.hash
+          FROM unnest(h_tenant, h_run, h_seq, h_hash) AS x(tenant_id, run_id, seq, hash)
+         WHERE u.tenant_id = x.tenant_id AND u.run_id = x.run_id;
+    END IF;
 END $$;
 -- No role but the owner may call it: it appends to any tenant's runs. claim_jobs and
 -- complete_jobs (SECURITY DEFINER, which check the worker's grants and leases themselves)
