@@ -65,7 +65,7 @@ SESSION_OPTIONS = ("-c statement_timeout=30000 -c idle_in_transaction_session_ti
 # and the transactions that ask for them), each made once per session; a plan made while a
 # table was nearly empty (a new database, a bench) reads every index as equally cheap and
 # a sequential scan as cheapest, and PostgreSQL makes it again only after an ANALYZE. A
-# start of one run went from 4 to 25 ms over 8,000 runs that way (bench/README.md). Made
+# start of one run went from 8 to 33 ms over 8,000 starts that way (bench/README.md). Made
 # again on tables that have grown, the plans are right, and making them costs a few
 # milliseconds per session per period (docs/design.md#plans-that-age).
 PLAN_REFRESH_S = 10.0
