@@ -550,3 +550,22 @@ async def test_an_activation_waits_for_a_completion_dispatching_under_the_old_sn
     assert job is not None and (job[0], job[6]) == (JobStatus.DENIED, newer[0])
     assert await rows(gov.db, "SELECT status FROM warden.runs WHERE run_id = %s",
                       run.run_id) == [(RunStatus.DENIED,)]
+
+
+async def test_a_session_holding_the_pointer_delays_an_activation_only_up_to_the_bound(
+        db_url: str, gov: Services, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Any session that reads warden.policy_active in an open transaction (a worker's
+    claim_jobs, say) is waited for by every activation of every tenant: at most
+    READERS_WAIT_S, after which the activation flags without it and says so."""
+    await support.activate_policy(gov, ALLOW_B)
+    monkeypatch.setattr(decisions, "READERS_WAIT_S", 0.5)
+    async with await psycopg.AsyncConnection.connect(db_url) as idle:
+        await idle.execute("SELECT count(*) FROM warden.policy_active")  # and stays open
+        began = anyio.current_time()
+        newer = await support.activate_policy(gov, DENY_B, tenant="other")
+        took = anyio.current_time() - began
+    assert 0.5 <= took < 5
+    assert await rows(gov.db, "SELECT snapshot_hash FROM warden.policy_active "
+                              "WHERE tenant_id = 'other'") == [(newer,)]
+    assert "still open after" in caplog.text

@@ -8,7 +8,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from uuid import UUID, uuid4
 
+import anyio
 import psycopg
+import psycopg.types.json
 import pytest
 from psycopg import sql
 
@@ -243,3 +245,45 @@ def _unkeyed_run(conn: psycopg.Connection[tuple[object, ...]]) -> _Run:
 def _assert_unkeyed(url: str, run_id: str, ok: bool) -> None:
     with psycopg.connect(url) as conn:
         assert conn.execute("SELECT warden.verify_timeline(%s)", [run_id]).fetchone() == (ok,)
+
+
+async def test_a_batch_append_locks_its_runs_in_key_order_whatever_the_batch_order(
+        db: Database, db_url: str) -> None:
+    """append_events_for_runs_unscoped takes its run locks in (tenant, run) order, as every
+    multi-run writer does, so two writers of the same runs never wait on each other in a
+    cycle: given [second, first], it locks first before it waits for second."""
+    await support.store(db, WORKFLOW)
+    first, second = sorted([(await support.start(db, "one")).run_id for _ in range(2)])
+    batch = psycopg.types.json.Jsonb([
+        {"tenant_id": "default", "run_id": str(run_id),
+         "events": [{"kind": "job.claimed", "actor": "w", "data": {}}]}
+        for run_id in (second, first)])
+    async with await psycopg.AsyncConnection.connect(db_url) as holder, \
+            await psycopg.AsyncConnection.connect(db_url) as appender, \
+            await psycopg.AsyncConnection.connect(db_url) as probe:
+        await holder.execute("SELECT 1 FROM warden.runs WHERE run_id = %s FOR UPDATE",
+                             [second])
+
+        async def append() -> None:
+            await appender.execute("SELECT warden.append_events_for_runs_unscoped(%s)",
+                                   [batch])
+
+        async def waiting() -> bool:
+            cur = await probe.execute("SELECT %s = ANY (pg_blocking_pids(%s))",
+                                      [holder.info.backend_pid, appender.info.backend_pid])
+            row = await cur.fetchone()
+            await probe.rollback()
+            return bool(row and row[0])
+
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(append)
+            await support.wait_for(waiting, timeout=10, what="the append to wait for second")
+            # first is already the appender's: taken before it waited, in key order
+            with pytest.raises(psycopg.errors.LockNotAvailable):
+                await probe.execute("SELECT 1 FROM warden.runs WHERE run_id = %s "
+                                    "FOR UPDATE NOWAIT", [first])
+            await probe.rollback()
+            await holder.rollback()
+        await appender.commit()
+    for run_id in (first, second):
+        assert (await support.kinds(db, run_id))[-1] == "job.claimed"
