@@ -1,5 +1,5 @@
-"""The engine's background loops: scheduler, reaper, reconciler, notifier, cron and
-event-started runs (the API runs beside them in `warden serve`).
+"""The engine's background loops: scheduler, the observer of ends, reaper, reconciler,
+notifier, cron and event-started runs (the API runs beside them in `warden serve`).
 
 Stateless: run as many as you like against one database; SKIP LOCKED shares the work.
 """
@@ -32,6 +32,10 @@ from engine.store.scope import across_tenants
 
 log = logging.getLogger(__name__)
 
+# runs a worker's completion ended, observed per statement (runs_observe_ends): one poll
+# takes a second's worth of a busy installation's ends
+ENDS_PER_PASS = 500
+
 
 @dataclass(frozen=True)
 class EngineConfig:
@@ -40,6 +44,9 @@ class EngineConfig:
     reconcile_interval_s: float = 10.0
     # new notifications wake the notifier by NOTIFY; the poll finds retries coming due
     notify_interval_s: float = 1.0
+    # runs a worker's completion ended are observed (duration metric, span) by a poll
+    # this often: their ends wake nobody (warden.complete_jobs)
+    ends_interval_s: float = 1.0
     dispatch_timeout: timedelta = timedelta(minutes=5)
     batch_size: int = 50
     notifier: NotifierConfig = field(default_factory=NotifierConfig)
@@ -64,6 +71,11 @@ async def start_event_runs(svc: Services) -> bool:
         log.info("event %s (%s) -> workflow %s: %s %s", start.event_id, start.tenant_id,
                  start.workflow_id, start.outcome, start.run_id or start.error or "")
     return len(handled) >= event_starts.STARTS_PER_PASS
+
+
+async def observe_ends(scheduler: Scheduler) -> bool:
+    """One pass of the observer of ends; True when a full pass may have left more."""
+    return await scheduler.observe_ends(ENDS_PER_PASS) >= ENDS_PER_PASS
 
 
 async def run_engine(svc: Services, config: EngineConfig, stop: asyncio.Event) -> None:
@@ -145,6 +157,9 @@ async def run_engine(svc: Services, config: EngineConfig, stop: asyncio.Event) -
             *loops,
             run_forever("scheduler", schedule_once, wake=wake_scheduler,
                         poll_interval_s=config.poll_interval_s, stop=stop),
+            # ends wake nobody (warden.complete_jobs): a poll takes them in batches
+            run_forever("ends", partial(observe_ends, scheduler), wake=never,
+                        poll_interval_s=config.ends_interval_s, stop=stop),
             run_forever("reaper", reap_once, wake=never,
                         poll_interval_s=config.reap_interval_s, stop=stop),
             run_forever("reconciler", reconcile_once, wake=never,

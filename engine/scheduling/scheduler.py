@@ -39,12 +39,13 @@ from engine.scheduling.fanout import Fanout, Flow, load_flows
 from engine.scheduling.passwrites import PassWrites
 from engine.scheduling.plans import DispatchPlans
 from engine.store import Conn, savepoint
+from engine.store import approvals as approvals_q
 from engine.store import jobs as jobs_q
 from engine.store import notifications as notifications_q
 from engine.store import runs as runs_q
 from engine.store import steps as steps_q
 from engine.store import timeline as timeline_q
-from engine.store.records import JobRow, RunKey, RunRow, StepRow
+from engine.store.records import ApprovalRow, JobRow, RunKey, RunRow, StepRow
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +90,25 @@ class Scheduler:
         for run in runs:
             self._held.pop((run.tenant_id, run.run_id), None)
         return len(runs)
+
+    async def observe_ends(self, limit: int = 500) -> int:
+        """Observes up to ``limit`` runs a worker's completion ended (warden.complete_jobs
+        marks them end_unobserved and flags nothing): their duration metric and span, once
+        the statement that clears the marks has committed. One autocommit statement, no
+        pass: a one-step run's end costs no scheduler wake-up (docs/design.md#scale-path).
+        Returns how many were taken."""
+        async with self.svc.db.connection() as conn:
+            ended = await runs_q.observe_ends(conn, limit)
+            # a run's span shows its approval waits (as a pass's, engine.scheduling.passwrites)
+            waits: dict[RunKey, list[ApprovalRow]] = defaultdict(list)
+            if ended and tracing.enabled():
+                for approval in await approvals_q.of_runs(
+                        conn, [(run.tenant_id, run.run_id) for run in ended]):
+                    waits[(approval.tenant_id, approval.run_id)].append(approval)
+        for run in ended:
+            metrics.run_ended(run)
+            tracing.run_ended(run, waits.get((run.tenant_id, run.run_id), ()))
+        return len(ended)
 
     async def _one_at_a_time(self, keys: Sequence[RunKey]) -> None:
         for key in keys:

@@ -19,7 +19,7 @@ from engine.store.connection import (
     fetch_value,
     jsonb,
 )
-from engine.store.records import RunKey, RunRow, run_key_params
+from engine.store.records import EndedRun, RunKey, RunRow, run_key_params
 
 
 @dataclass(frozen=True)
@@ -161,6 +161,12 @@ async def lock_for_scheduling(conn: Conn, limit: int,
                               skip: Sequence[RunKey] = ()) -> list[RunRow]:
     return await fetch_all(conn, "runs_lock_for_scheduling",
                            {"limit": limit, **run_key_params(skip, "skip_")}, RunRow)
+
+
+async def observe_ends(conn: Conn, limit: int) -> list[EndedRun]:
+    """Up to ``limit`` runs ended by a worker's completion and not yet observed, their
+    marks cleared (commits with the caller's statement)."""
+    return await fetch_all(conn, "runs_observe_ends", {"limit": limit}, EndedRun)
 
 
 async def lock(conn: Conn, tenant_id: str, run_id: UUID) -> RunRow | None:

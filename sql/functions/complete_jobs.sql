@@ -239,9 +239,9 @@ BEGIN
     -- What each run now needs (the rules of engine/definitions/dag.py, docs/design.md#scale-path):
     -- * it ENDS here when every step is succeeded or skipped, for a plain run (no parent
     --   to wake, no `output:` mapping to evaluate, no for_each item just ended): succeeded,
-    --   its output the sink steps' outputs, as the scheduler would write them. It is still
-    --   flagged, with end_unobserved, so a scheduler pass observes the end (metrics,
-    --   traces) without reading the run again;
+    --   its output the sink steps' outputs, as the scheduler would write them. It is
+    --   marked end_unobserved, not flagged: a serve's observer records the end (metrics,
+    --   traces) in batches, with no scheduler pass and no wake-up (runs_observe_ends);
     -- * it is WOKEN (flagged) only where the scheduler has something to decide: a for_each
     --   item ended, a pending step that depends on a completed one has all its
     --   dependencies final (every trigger waits for that), or no step is running any more
@@ -337,7 +337,7 @@ BEGIN
                  GROUP BY c.tenant_id, c.run_id) g), '[]'));
 
     UPDATE warden.runs u
-       SET needs_scheduling = true,
+       SET needs_scheduling = u.needs_scheduling OR NOT x.ends,
            status = CASE WHEN x.ends THEN 'succeeded' ELSE u.status END,
            output = CASE WHEN x.ends THEN x.output ELSE u.output END,
            finished_at = CASE WHEN x.ends THEN warden.now() ELSE u.finished_at END,
@@ -345,9 +345,10 @@ BEGIN
       FROM unnest(v_tenants, v_runs, v_ends, v_outputs) AS x(tenant_id, run_id, ends, output)
      WHERE u.tenant_id = x.tenant_id AND u.run_id = x.run_id
        AND (x.ends OR NOT u.needs_scheduling);
-    -- one NOTIFY for the batch; also for a run flagged already, as before: its scheduler
-    -- may have passed it by while this transaction held it locked
-    IF cardinality(v_runs) > 0 THEN
+    -- one NOTIFY for the batch when it flagged a run; also for a run flagged already, as
+    -- before: its scheduler may have passed it by while this transaction held it locked.
+    -- An end wakes nobody: the observer polls for ends.
+    IF false = ANY (v_ends) THEN
         PERFORM pg_notify('warden_scheduler', '');
     END IF;
     -- the workers of each topic that got a job here (as engine/store/jobs.py notify_topics)

@@ -135,6 +135,23 @@ SELECT r.* FROM warden.runs r
  ORDER BY r.tenant_id, r.run_id
    FOR NO KEY UPDATE OF r SKIP LOCKED;
 
+-- name: runs_observe_ends :many
+-- Takes up to `limit` runs a worker's completion ended (warden.complete_jobs marks them
+-- end_unobserved) and clears the mark, so each end is observed once (metrics, traces)
+-- by whichever serve takes it. SKIP LOCKED: serves share them and never wait for a run a
+-- scheduler or a worker is writing; runs_end_unobserved keeps the lookup to the
+-- unobserved few, however many runs exist.
+UPDATE warden.runs r
+   SET end_unobserved = false
+  FROM (SELECT u.tenant_id, u.run_id FROM warden.runs u
+         WHERE u.end_unobserved
+         ORDER BY u.tenant_id, u.run_id
+         LIMIT %(limit)s
+           FOR NO KEY UPDATE SKIP LOCKED) t
+ WHERE r.tenant_id = t.tenant_id AND r.run_id = t.run_id
+RETURNING r.tenant_id, r.run_id, r.workflow_id, r.workflow_version, r.status, r.created_by,
+          r.created_at, r.finished_at;
+
 -- name: runs_end_pass :exec
 -- The end of a scheduler pass for each of its runs, in one update per run: the status
 -- change the pass decided, if any (guarded by the status the pass saw; the caller

@@ -50,8 +50,8 @@ CREATE TABLE warden.runs (
     priority          smallint          NOT NULL DEFAULT 5
                                         CONSTRAINT runs_priority_range CHECK (priority BETWEEN 0 AND 9),
     -- true when a worker's completion ended the run in its own transaction
-    -- (warden.complete_jobs); the scheduler's next pass over it observes the end (metrics,
-    -- traces: docs/deployment.md) and clears it
+    -- (warden.complete_jobs); a serve's observer takes it (runs_observe_ends), records the
+    -- end (metrics, traces: docs/deployment.md) and clears it
     end_unobserved    boolean           NOT NULL DEFAULT false,
     PRIMARY KEY (tenant_id, run_id),
     FOREIGN KEY (tenant_id, workflow_id, workflow_version)
@@ -81,6 +81,9 @@ CREATE UNIQUE INDEX runs_one_child_per_attempt ON warden.runs
     WHERE parent_run_id IS NOT NULL;
 -- The scheduler's work queue: tiny, because the flag is cleared right after each pass.
 CREATE INDEX runs_to_schedule ON warden.runs (tenant_id, run_id) WHERE needs_scheduling;
+-- The ends a worker's completion wrote and no serve has observed yet: tiny for the same
+-- reason (docs/design.md#scale-path).
+CREATE INDEX runs_end_unobserved ON warden.runs (tenant_id, run_id) WHERE end_unobserved;
 CREATE INDEX runs_by_created ON warden.runs (tenant_id, created_at DESC, run_id DESC);
 CREATE INDEX runs_by_status ON warden.runs (tenant_id, status, created_at DESC);
 CREATE INDEX runs_open_deadline ON warden.runs (deadline_at)

@@ -70,7 +70,7 @@ async def engine_and_worker(api: Harness, *, poll_s: float) -> AsyncIterator[Non
     registry, the one /metrics shows here, sees their counters)."""
     stop = asyncio.Event()
     config = EngineConfig(poll_interval_s=poll_s, reap_interval_s=0.05,
-                          reconcile_interval_s=poll_s)
+                          reconcile_interval_s=poll_s, ends_interval_s=0.05)
     worker = Worker(api.svc.db, handle, WorkerConfig(topics=TOPICS, concurrency=4,
                                                      poll_interval_s=poll_s))
     tasks = [asyncio.create_task(run_engine(api.svc, config, stop)),
@@ -101,6 +101,11 @@ async def test_a_run_driven_by_notify_shows_in_every_family(api: Harness) -> Non
             return status is RunStatus.SUCCEEDED
 
         await support.wait_for(ended, timeout=20, what="the run to succeed")
+
+        async def observed() -> bool:  # a completion's end is observed by a poll
+            return not (await support.detail(api.svc, UUID(run_id))).run.end_unobserved
+
+        await support.wait_for(observed, timeout=10, what="the run's end to be observed")
         # the reaper polls every 50 ms and has no NOTIFY: its waits all end by the clock
         await support.wait_for(
             lambda: _reaper_polled(api, before), timeout=10, what="a reaper poll")

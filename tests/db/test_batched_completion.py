@@ -203,10 +203,10 @@ async def test_a_completion_wakes_its_run_only_when_the_scheduler_has_something_
     assert await _flagged(db, run.run_id)
     await support.settle(scheduler)
     (join,) = await support.claim(db, ["t.join"], n=10)
-    await _complete_unflagged(db, join)  # nothing runs any more: the run settles
-    assert await _flagged(db, run.run_id)
-    await support.settle(scheduler)
-    assert (await support.detail(db, run.run_id)).run.status is RunStatus.SUCCEEDED
+    await _complete_unflagged(db, join)  # the last step: the run ends here, unflagged
+    assert not await _flagged(db, run.run_id)
+    ended = (await support.detail(db, run.run_id)).run
+    assert ended.status is RunStatus.SUCCEEDED and ended.end_unobserved
 
 
 BESIDE_AN_APPROVAL = """
@@ -284,7 +284,8 @@ def _ended_count() -> float:
 
 async def test_the_completion_of_a_plain_runs_last_step_ends_the_run_in_its_transaction(
         db: Database, scheduler: Scheduler) -> None:
-    """No scheduler hop to end it; the next pass only observes the end, once."""
+    """No scheduler hop to end it, no flag and no wake-up: the observer records the end,
+    once."""
     await support.store(db, ONE)
     run = await support.start(db, "one")
     await support.settle(scheduler)
@@ -293,22 +294,74 @@ async def test_the_completion_of_a_plain_runs_last_step_ends_the_run_in_its_tran
     ended = (await support.detail(db, run.run_id)).run
     assert ended.status is RunStatus.SUCCEEDED and ended.finished_at is not None
     assert ended.output == {"a": {}}
-    assert ended.end_unobserved and ended.needs_scheduling
+    assert ended.end_unobserved and not ended.needs_scheduling
     events = await support.events(db, run.run_id)
     assert [(e.kind, e.actor) for e in events[-2:]] == [("job.succeeded", "w1"),
                                                       ("run.succeeded", "scheduler")]
     assert events[-1].data == {"status": "succeeded"}
     assert await _sql(db, "SELECT warden.verify_timeline(%s)", run.run_id) == [(True,)]
     before = _ended_count()
-    await support.settle(scheduler)
+    assert await scheduler.run_once() == 0  # nothing for a pass
+    assert _ended_count() == before
+    assert await scheduler.observe_ends() == 1
     assert _ended_count() == before + 1
     observed = (await support.detail(db, run.run_id)).run
     assert not observed.end_unobserved and not observed.needs_scheduling
     assert observed.status is RunStatus.SUCCEEDED
     assert len(await support.events(db, run.run_id)) == len(events)  # nothing more written
+    assert await scheduler.observe_ends() == 0  # observed once
     await _sql(db, "UPDATE warden.runs SET needs_scheduling = true")  # woken again: no recount
     await support.settle(scheduler)
     assert _ended_count() == before + 1
+
+
+async def test_an_end_wakes_no_scheduler_but_a_flagged_run_does(
+        db: Database, scheduler: Scheduler, db_url: str) -> None:
+    """A completion that only ends its run sends nothing on warden_scheduler (the
+    observer polls for ends); one that leaves the scheduler something to decide does."""
+    await support.store(db, ONE)
+    await support.store(db, FAN)
+    one = await support.start(db, "one")
+    fan = await support.start(db, "fan")
+    await support.settle(scheduler)
+    listener = await psycopg.AsyncConnection.connect(db_url, autocommit=True)
+    try:
+        await listener.execute("LISTEN warden_scheduler")
+        (job,) = await support.claim(db, ["t.one"])
+        await _complete_unflagged(db, job)
+        assert (await support.detail(db, one.run_id)).run.status is RunStatus.SUCCEEDED
+        assert [n async for n in listener.notifies(timeout=0.5)] == []
+        branches = await support.claim(db, ["t.fan"], n=3)
+        await _complete_unflagged(db, *branches)  # the join is ready: the scheduler's
+        assert await _flagged(db, fan.run_id)
+        assert len([n async for n in listener.notifies(timeout=5, stop_after=1)]) == 1
+    finally:
+        await listener.close()
+
+
+async def test_each_end_is_observed_once_by_concurrent_observers_and_passes(
+        db: Database, scheduler: Scheduler) -> None:
+    """Two observers and a scheduler pass over the same ended runs (one of them flagged
+    for another reason) record each end exactly once: the marks are taken SKIP LOCKED
+    and cleared in the statement that takes them."""
+    await support.store(db, ONE)
+    runs = [await support.start(db, "one") for _ in range(12)]
+    await support.settle(scheduler)
+    jobs = await support.claim(db, ["t.one"], n=12)
+    await _complete_unflagged(db, *jobs)
+    assert await _sql(db, "SELECT count(*) FROM warden.runs WHERE end_unobserved") == [(12,)]
+    await _sql(db, "UPDATE warden.runs SET needs_scheduling = true WHERE run_id = %s",
+               runs[0].run_id)
+    before = _ended_count()
+    other = Scheduler(support.services(db))
+    await asyncio.gather(scheduler.observe_ends(limit=5), other.observe_ends(limit=5),
+                         scheduler.run_once())
+    while await scheduler.observe_ends(limit=5):
+        pass
+    await support.settle(scheduler)
+    assert _ended_count() == before + 12
+    assert await _sql(db, "SELECT count(*) FROM warden.runs "
+                          "WHERE end_unobserved OR needs_scheduling") == [(0,)]
 
 
 async def _left_to_the_scheduler(db: Database, run_id: Any) -> None:

@@ -68,10 +68,13 @@ async def handle(job: Job) -> dict[str, Any]:
 
 
 async def drive(db: Database, scheduler: Scheduler, run_id: UUID, status: str) -> None:
-    """Scheduler passes until the run reaches ``status`` (the worker runs meanwhile)."""
+    """Scheduler passes and the observer of ends (as `warden serve` runs them) until the
+    run reaches ``status`` (the worker runs meanwhile)."""
     async def reached() -> bool:
         await support.settle(scheduler)
-        return (await support.detail(db, run_id)).run.status.value == status
+        done = (await support.detail(db, run_id)).run.status.value == status
+        await scheduler.observe_ends()  # after the read: an end seen there is observed
+        return done
 
     await support.wait_for(reached, timeout=30, what=f"the run to be {status}")
 
