@@ -12,15 +12,19 @@ import pytest
 from engine.core.enums import JobStatus, Outcome, RunStatus, StepStatus
 from engine.core.errors import WardenError
 from engine.definitions import dag
+from engine.governance.policy import Verdict
 from engine.process.metrics import REGISTRY
 from engine.runs import stopping
+from engine.runs.services import Services
 from engine.scheduling.scheduler import Scheduler
 from engine.store import Database
 from engine.store import jobs as jobs_q
 from engine.store.connection import connect
 from engine.store.jobs import Completion
+from engine.store.scope import ACROSS_TENANTS, scoped
 from engine.worker.completer import Completer
 from tests import support
+from tests.roles import LoginRoles, as_role
 
 pytestmark = pytest.mark.anyio
 
@@ -362,6 +366,27 @@ async def test_each_end_is_observed_once_by_concurrent_observers_and_passes(
     assert _ended_count() == before + 12
     assert await _sql(db, "SELECT count(*) FROM warden.runs "
                           "WHERE end_unobserved OR needs_scheduling") == [(0,)]
+
+
+async def test_the_observer_runs_on_the_engine_roles_privileges(
+        db: Database, scheduler: Scheduler, db_url: str, login_roles: LoginRoles) -> None:
+    """`warden serve` logs in as a warden_engine member: taking the marks (row-level
+    security, the column grant on end_unobserved) needs nothing more, across tenants as
+    the serve's loops run, and a scope of another tenant sees none of them."""
+    await support.store(db, ONE)
+    run = await support.start(db, "one")
+    await support.settle(scheduler)
+    (job,) = await support.claim(db, ["t.one"])
+    await _complete_unflagged(db, job)
+    before = _ended_count()
+    async with Database(as_role(db_url, login_roles.engine), max_size=2) as engine_db:
+        observer = Scheduler(Services.create(engine_db, policy_default=Verdict.ALLOW))
+        with scoped("another-tenant"):
+            assert await observer.observe_ends() == 0
+        with scoped(ACROSS_TENANTS):
+            assert await observer.observe_ends() == 1
+    assert _ended_count() == before + 1
+    assert not (await support.detail(db, run.run_id)).run.end_unobserved
 
 
 async def _left_to_the_scheduler(db: Database, run_id: Any) -> None:
