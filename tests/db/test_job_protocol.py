@@ -221,6 +221,38 @@ async def test_claim_uses_the_partial_index(db: Database, scheduler: Scheduler) 
     assert "jobs_claimable" in plan, plan
 
 
+async def test_the_fence_never_walks_the_running_jobs(db: Database, scheduler: Scheduler,
+                                                     db_url: str) -> None:
+    """A worker's write finds its jobs by id (jobs_by_job_id), however many jobs run. The
+    trap: statistics taken while nothing ran make the partial index of running jobs look
+    empty, and a fence that implied its predicate led the completion's generic plan to
+    walk every running job and filter it against the batch (bench/README.md, session 8).
+    The statement is complete_jobs' first one, in a generic plan as the function runs it."""
+    await support.store(db, RETRYING)
+    for _ in range(40):
+        await support.start(db, "retrying")
+    await support.settle(scheduler)
+    await _sql(db, "ANALYZE warden.jobs")  # nothing running yet
+    claimed = await support.claim(db, ["t.work"], n=40)
+    assert len(claimed) == 40
+    async with await psycopg.AsyncConnection.connect(db_url, autocommit=True) as conn:
+        await conn.execute("SET plan_cache_mode = force_generic_plan")
+        await conn.execute("""
+            PREPARE finish(text[], uuid[]) AS
+            UPDATE warden.jobs t SET status = 'succeeded', finished_at = warden.now()
+              FROM unnest($1, $2) AS i(job_id, lease_token)
+             WHERE t.job_id = ANY ($1) AND t.job_id = i.job_id
+               AND warden.lease_held(t, i.lease_token)""")
+        # bound client-side: EXPLAIN takes no protocol-level parameters
+        cur = psycopg.AsyncClientCursor(conn)
+        await cur.execute(
+            "EXPLAIN EXECUTE finish(%s::text[], %s::uuid[])",
+            [[j.job_id for j in claimed[:2]], [j.lease_token for j in claimed[:2]]])
+        plan = "\n".join(r[0] for r in await cur.fetchall())
+    assert "jobs_running_lease" not in plan, plan
+    assert "jobs_by_job_id" in plan, plan
+
+
 async def test_a_claim_reads_about_as_many_jobs_as_it_takes(db: Database,
                                                             scheduler: Scheduler) -> None:
     """With thousands claimable, a claim of 10 must not read them all (it did, sorting
