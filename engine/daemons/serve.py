@@ -32,8 +32,8 @@ from engine.store.scope import across_tenants
 
 log = logging.getLogger(__name__)
 
-# runs a worker's completion ended, observed per statement (runs_observe_ends): one poll
-# takes a second's worth of a busy installation's ends
+# runs a worker's completion ended, observed per statement (runs_observe_ends); a full
+# batch is followed at once by the next, so a poll drains what a busy second left
 ENDS_PER_PASS = 500
 
 

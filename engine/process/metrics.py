@@ -94,9 +94,11 @@ async def timed_job(topic: str, attempt: Awaitable[None]) -> None:
 
 
 def run_ended(run: RunEnd) -> None:
-    """Called in the transaction that ends the run: if that transaction is rolled back
-    after all (a bug, or the database lost mid-pass), the run may be observed again when
-    it ends for good. Rare, and a count off by one beats a hook on every commit."""
+    """Called in the transaction that ends the run, or by the observer of ends once its
+    statement has cleared the run's mark (Scheduler.observe_ends): if that transaction
+    is rolled back after all (a bug, or the database lost mid-pass), the run may be
+    observed again when it ends for good. Rare, and a count off by one beats a hook on
+    every commit."""
     if run.status.is_final and run.finished_at is not None:
         RUN_DURATION.labels(run.status.value).observe(
             max((run.finished_at - run.created_at).total_seconds(), 0.0))

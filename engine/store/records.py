@@ -75,8 +75,8 @@ class RunRow:
     pins: Any = None  # the child versions of its workflow steps (engine/runs/children.py)
     depth: int = 0
     priority: int = 5  # 0..9, lower first: orders the run's jobs before step priority
-    # ended by a worker's completion (warden.complete_jobs), not yet observed by a scheduler
-    # pass (metrics, traces)
+    # ended by a worker's completion (warden.complete_jobs), not yet observed (metrics,
+    # traces) by a serve's observer of ends
     end_unobserved: bool = False
 
 
