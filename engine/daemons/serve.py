@@ -20,7 +20,7 @@ from engine.daemons.reconciler import Reconciler
 from engine.process.loops import run_forever
 from engine.runs import anchors, event_starts, schedules
 from engine.runs.services import Services
-from engine.scheduling.scheduler import Scheduler
+from engine.scheduling.scheduler import ENDS_PER_STATEMENT, Scheduler
 from engine.store import retention as retention_q
 from engine.store.listener import (
     EVENT_STARTS_CHANNEL,
@@ -31,10 +31,6 @@ from engine.store.listener import (
 from engine.store.scope import across_tenants
 
 log = logging.getLogger(__name__)
-
-# runs a worker's completion ended, observed per statement (runs_observe_ends); a full
-# batch is followed at once by the next, so a poll drains what a busy second left
-ENDS_PER_PASS = 500
 
 
 @dataclass(frozen=True)
@@ -75,7 +71,7 @@ async def start_event_runs(svc: Services) -> bool:
 
 async def observe_ends(scheduler: Scheduler) -> bool:
     """One pass of the observer of ends; True when a full pass may have left more."""
-    return await scheduler.observe_ends(ENDS_PER_PASS) >= ENDS_PER_PASS
+    return await scheduler.observe_ends() >= ENDS_PER_STATEMENT
 
 
 async def run_engine(svc: Services, config: EngineConfig, stop: asyncio.Event) -> None:

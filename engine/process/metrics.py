@@ -24,7 +24,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, ProcessColl
 from prometheus_client.exposition import choose_encoder, start_http_server
 from prometheus_client.metrics_core import Metric
 
-from engine.store.records import ClaimedJob, RunEnd
+from engine.store.records import ClaimedJob, EndedRun, RunRow
 
 # what ended a loop's wait: the `cause` label of warden_wakeups_total (STOP is not counted)
 STOP = "stop"
@@ -93,7 +93,7 @@ async def timed_job(topic: str, attempt: Awaitable[None]) -> None:
         JOB_DURATION.labels(topic).observe(time.monotonic() - started)
 
 
-def run_ended(run: RunEnd) -> None:
+def run_ended(run: RunRow | EndedRun) -> None:
     """Called in the transaction that ends the run, or by the observer of ends once its
     statement has cleared the run's mark (Scheduler.observe_ends): if that transaction
     is rolled back after all (a bug, or the database lost mid-pass), the run may be

@@ -38,7 +38,7 @@ from uuid import UUID
 
 from engine.core.enums import ApprovalStatus, RunStatus
 from engine.core.errors import ConfigError
-from engine.store.records import ApprovalRow, ClaimedJob, RunEnd, RunRow
+from engine.store.records import ApprovalRow, ClaimedJob, EndedRun, RunRow
 
 if TYPE_CHECKING:
     from opentelemetry.context import Context
@@ -268,7 +268,7 @@ def dispatched(jobs: Iterable[Dispatched], start: datetime, end: datetime) -> No
               error="denied by policy" if job.verdict == "deny" else None)
 
 
-def run_ended(run: RunEnd, approvals: Iterable[ApprovalRow]) -> None:
+def run_ended(run: RunRow | EndedRun, approvals: Iterable[ApprovalRow]) -> None:
     """The span of a run that has just ended (committed), and of its approval waits."""
     if _ON is None or run.finished_at is None:
         return
@@ -295,7 +295,7 @@ def run_ended(run: RunEnd, approvals: Iterable[ApprovalRow]) -> None:
               error="rejected" if approval.status is ApprovalStatus.REJECTED else None)
 
 
-def _run_attributes(run: RunEnd) -> dict[str, Any]:
+def _run_attributes(run: RunRow | EndedRun) -> dict[str, Any]:
     return {"warden.run_id": str(run.run_id), "warden.tenant_id": run.tenant_id,
             "warden.workflow.id": run.workflow_id}
 

@@ -49,6 +49,11 @@ from engine.store.records import ApprovalRow, JobRow, RunKey, RunRow, StepRow
 
 log = logging.getLogger(__name__)
 
+# runs a worker's completion ended, observed per statement (runs_observe_ends); a full
+# batch is followed at once by the next (engine/daemons/serve.py), so a poll drains what
+# a busy second left
+ENDS_PER_STATEMENT = 500
+
 
 class _PassFailed(Exception):
     """A run of the pass could not advance; the pass was rolled back."""
@@ -91,7 +96,7 @@ class Scheduler:
             self._held.pop((run.tenant_id, run.run_id), None)
         return len(runs)
 
-    async def observe_ends(self, limit: int = 500) -> int:
+    async def observe_ends(self, limit: int = ENDS_PER_STATEMENT) -> int:
         """Observes up to ``limit`` runs a worker's completion ended (warden.complete_jobs
         marks them end_unobserved and flags nothing): their duration metric and span, once
         the statement that clears the marks has committed. One autocommit statement, no

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any
 from uuid import UUID
 
 from engine.core.enums import (
@@ -80,33 +80,12 @@ class RunRow:
     end_unobserved: bool = False
 
 
-class RunEnd(Protocol):
-    """What recording a run's end reads of it (its duration metric, its span): a RunRow,
-    or the EndedRun of a run a worker's completion ended."""
-
-    @property
-    def tenant_id(self) -> str: ...
-    @property
-    def run_id(self) -> UUID: ...
-    @property
-    def workflow_id(self) -> str: ...
-    @property
-    def workflow_version(self) -> str: ...
-    @property
-    def status(self) -> RunStatus: ...
-    @property
-    def created_by(self) -> str: ...
-    @property
-    def created_at(self) -> datetime: ...
-    @property
-    def finished_at(self) -> datetime | None: ...
-
-
 @dataclass(frozen=True, slots=True)
 class EndedRun:
     """A run a worker's completion ended, as the observer of ends takes it
-    (runs_observe_ends): only what recording the end reads, so a serve observing
-    thousands of ends a second decodes no inputs or outputs."""
+    (runs_observe_ends): only what recording the end reads (metrics.run_ended,
+    tracing.run_ended), so a serve observing thousands of ends a second decodes no
+    inputs or outputs."""
 
     tenant_id: str
     run_id: UUID
