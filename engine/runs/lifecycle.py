@@ -133,14 +133,50 @@ async def start(svc: Services, *, tenant_id: str, workflow_id: str, input: Any,
     """
     if isinstance(priority, float) and priority.is_integer():
         priority = int(priority)  # JSON's 5.0 is the integer 5
+    item = StartItem(input, idempotency_key, version, priority, started_by_event)
+    planned = await _start_planned(svc, tenant_id=tenant_id, workflow_id=workflow_id,
+                                   created_by=created_by, item=item)
+    if planned is not None:
+        return planned
     [result] = await start_many(svc, tenant_id=tenant_id, workflow_id=workflow_id,
-                                created_by=created_by, item_fields=False,
-                                items=[StartItem(input, idempotency_key, version, priority,
-                                                  started_by_event)])
+                                created_by=created_by, item_fields=False, items=[item])
     if result.error is not None:
         raise result.error
     assert result.started is not None
     return result.started
+
+
+async def _start_planned(svc: Services, *, tenant_id: str, workflow_id: str, created_by: str,
+                         item: StartItem) -> StartedRun | None:
+    """The start in one call where a start plan covers it (warden.start_planned_run,
+    docs/design.md#starts-in-one-call): one round trip instead of sixteen. None: the call
+    wrote nothing, and the item starts the long way (which also raises its errors).
+
+    Only where the long way would dispatch at start too (``svc.start_dispatch``) and
+    traces are off (a job dispatched in SQL carries no traceparent)."""
+    misses = svc.start_plan_misses
+    if svc.start_dispatch is None or tracing.enabled() \
+            or misses.recent(tenant_id, workflow_id, item.version):
+        return None
+    try:
+        _check_item(item)
+    except InvalidInput:
+        return None  # start_many names the field
+    sent = q.NewRun(uuid4(), "", item.input, item.idempotency_key, _digest(item), None,
+                    5 if item.priority is None else int(item.priority))
+    async with svc.db.connection() as conn:
+        row = await q.start_planned(conn, tenant_id=tenant_id, workflow_id=workflow_id,
+                                    version=item.version, run=sent, created_by=created_by,
+                                    started_by_event=item.started_by_event)
+    if row is None:
+        misses.missed(tenant_id, workflow_id, item.version)
+        return None
+    if row.run_id == sent.run_id:
+        return StartedRun(row, replayed=False)
+    # the key started another run: the same request is a replay, another one a conflict
+    if row.request_digest != sent.request_digest:
+        raise _conflict(item.idempotency_key, workflow_id)
+    return StartedRun(row, replayed=True)
 
 
 async def start_many(svc: Services, *, tenant_id: str, workflow_id: str, created_by: str,
@@ -169,13 +205,7 @@ async def start_many(svc: Services, *, tenant_id: str, workflow_id: str, created
             results[i] = ItemResult(i, error=exc if not item_fields else InvalidInput(
                 f"items[{i}].{exc.field}", str(exc).removeprefix(f"{exc.field}: ")))
             continue
-        # The digest covers the request as sent (not the resolved version), so a replay
-        # after a newer version was stored still returns the run the key created. A
-        # priority is part of the request only when given, so digests of requests without
-        # one stay what they were.
-        digests[i] = sha256_hex({"input": item.input, "version": item.version}
-                                | ({} if item.priority is None
-                                   else {"priority": item.priority}))
+        digests[i] = _digest(item)
     denied: list[RunRow] = []
     dispatched: StartDispatched | None = None
     if digests:
@@ -187,6 +217,20 @@ async def start_many(svc: Services, *, tenant_id: str, workflow_id: str, created
     for run in denied:
         tracing.run_ended(run, [])  # a trace of one span: it never ran
     return results
+
+
+def _digest(item: StartItem) -> str:
+    """The item's request digest. It covers the request as sent (not the resolved
+    version), so a replay after a newer version was stored still returns the run the key
+    created. A priority is part of the request only when given, so digests of requests
+    without one stay what they were."""
+    return sha256_hex({"input": item.input, "version": item.version}
+                      | ({} if item.priority is None else {"priority": item.priority}))
+
+
+def _conflict(key: str | None, workflow_id: str) -> IdempotencyConflict:
+    return IdempotencyConflict(f"Idempotency-Key {key!r} was already used for workflow "
+                               f"{workflow_id!r} with a different request body")
 
 
 def _check_item(item: StartItem) -> None:
@@ -258,9 +302,7 @@ async def _insert_runs(svc: Services, conn: Conn, tenant_id: str, workflow_id: s
         assert r.idempotency_key is not None  # only the idempotency constraint can conflict
         before = existing[r.idempotency_key]
         if before.request_digest != r.request_digest:
-            results[i] = ItemResult(i, error=IdempotencyConflict(
-                f"Idempotency-Key {r.idempotency_key!r} was already used for workflow "
-                f"{workflow_id!r} with a different request body"))
+            results[i] = ItemResult(i, error=_conflict(r.idempotency_key, workflow_id))
         else:
             results[i] = ItemResult(i, StartedRun(before, replayed=True))
     return runs

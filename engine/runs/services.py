@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from engine.definitions.workflows import DefinitionCache
@@ -40,6 +41,33 @@ class StartDispatch(Protocol):
                  ) -> Awaitable[StartDispatched | None]: ...
 
 
+class StartPlanMisses:
+    """Which (tenant, workflow, version asked) found no start plan lately, so that their
+    starts go the long way at once for a while instead of asking warden.start_planned_run
+    first every time (engine/runs/lifecycle.py). A plan this process writes clears its
+    workflow's misses (engine/scheduling/plans.py); one another process wrote is found
+    after at most ``TTL_S``."""
+
+    TTL_S = 10.0
+    MAX = 4096
+
+    def __init__(self) -> None:
+        self._until: dict[tuple[str, str, str | None], float] = {}
+
+    def recent(self, tenant_id: str, workflow_id: str, version: str | None) -> bool:
+        until = self._until.get((tenant_id, workflow_id, version))
+        return until is not None and until > time.monotonic()
+
+    def missed(self, tenant_id: str, workflow_id: str, version: str | None) -> None:
+        if len(self._until) >= self.MAX:  # forgetting costs one more call each
+            self._until.clear()
+        self._until[(tenant_id, workflow_id, version)] = time.monotonic() + self.TTL_S
+
+    def planned(self, tenant_id: str, workflow_id: str) -> None:
+        for key in [k for k in self._until if k[:2] == (tenant_id, workflow_id)]:
+            del self._until[key]
+
+
 @dataclass(frozen=True)
 class Services:
     db: Database
@@ -51,6 +79,8 @@ class Services:
     # a start dispatches its runs' first steps in its own transaction (one hop from the
     # start to a worker, not two: start -> scheduler -> worker); None: the scheduler does
     start_dispatch: StartDispatch | None = None
+    # shared by every copy of these services (dataclasses.replace keeps the object)
+    start_plan_misses: StartPlanMisses = field(default_factory=StartPlanMisses)
 
     @classmethod
     def create(cls, db: Database, *, policy_default: Verdict = Verdict.DENY,

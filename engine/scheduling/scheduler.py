@@ -69,7 +69,7 @@ class Scheduler:
         self.svc = svc
         self.dispatcher = Dispatcher(svc)
         self.fanout = Fanout(svc)
-        self.plans = DispatchPlans()
+        self.plans = DispatchPlans(svc.start_plan_misses)
         self.batch_size = batch_size
         # runs that failed alone: when this scheduler may take them again, and the delay
         # that set it (first, then doubled up to the cap)

@@ -97,6 +97,21 @@ async def insert_many(conn: Conn, *, tenant_id: str, workflow_id: str, created_b
         "pins": [jsonb(r.pins or {}) for r in runs]}, RunRow)
 
 
+async def start_planned(conn: Conn, *, tenant_id: str, workflow_id: str,
+                        version: str | None, run: NewRun, created_by: str,
+                        started_by_event: Mapping[str, Any] | None) -> RunRow | None:
+    """One run started, judged and dispatched in one call where a start plan covers it
+    (warden.start_planned_run); None: nothing was written (no plan, or the key is taken).
+    ``run.version`` is not read: the function resolves ``version`` itself."""
+    return await fetch_one(conn, "runs_start_planned", {
+        "tenant_id": tenant_id, "workflow_id": workflow_id, "version": version,
+        "run_id": run.run_id, "input": jsonb(run.input),
+        "idempotency_key": run.idempotency_key, "digest": run.request_digest,
+        "priority": run.priority, "created_by": created_by,
+        "started_by_event": None if started_by_event is None else jsonb(dict(started_by_event))},
+        RunRow)
+
+
 async def by_idempotency_keys(conn: Conn, tenant_id: str, workflow_id: str,
                               keys: Sequence[str]) -> list[RunRow]:
     if not keys:

@@ -36,6 +36,8 @@ GRANT INSERT ON warden.workflows, warden.runs, warden.steps, warden.step_items, 
     warden.policy_activations, warden.policy_decisions, warden.api_keys TO warden_engine;
 -- the dispatch gate's plans (sql/schema/62_dispatch_plans.sql): inserted, never changed
 GRANT INSERT ON warden.dispatch_plans TO warden_engine;
+-- the start plans (sql/schema/63_start_plans.sql): inserted, never changed
+GRANT INSERT ON warden.start_plans TO warden_engine;
 GRANT UPDATE (status, output, error, started_at, finished_at, needs_scheduling, end_unobserved)
     ON warden.runs TO warden_engine;
 GRANT UPDATE (status, attempts, max_attempts, retry_at, output, error, started_at,
@@ -69,7 +71,9 @@ GRANT EXECUTE ON FUNCTION
     warden.append_event(text, uuid, warden.timeline_kind, text, text, integer, text, jsonb),
     warden.append_events(text, uuid, jsonb), warden.append_events_for_runs(jsonb),
     warden.wake_run(text, uuid),
-    warden.reap_expired_jobs(integer), warden.verify_timeline(uuid)
+    warden.reap_expired_jobs(integer), warden.verify_timeline(uuid),
+    -- SECURITY INVOKER: it writes with the engine's own privileges, under its row security
+    warden.start_planned_run(text, text, text, uuid, jsonb, text, text, smallint, text, jsonb)
     TO warden_engine;
 -- `warden serve` keeps the partitions of the months ahead (it can only add empty ones);
 -- detaching and dropping them, retention, stays the owner's (docs/dba.md).
@@ -86,7 +90,7 @@ GRANT SELECT ON warden.timeline, warden.policy_decisions, warden.policy_snapshot
     warden.policy_activations, warden.policy_active, warden.approvals, warden.runs,
     warden.steps, warden.step_items, warden.jobs, warden.workflows, warden.workers,
     warden.archived_runs, warden.events, warden.schedules, warden.schedule_ticks,
-    warden.event_triggers, warden.event_starts, warden.dispatch_plans
+    warden.event_triggers, warden.event_starts, warden.dispatch_plans, warden.start_plans
     TO warden_auditor;
 GRANT EXECUTE ON FUNCTION warden.verify_timeline(uuid), warden.now(),
     warden.in_scope(text) TO warden_auditor;

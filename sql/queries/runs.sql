@@ -262,3 +262,10 @@ SELECT * FROM warden.runs
 -- Wakes the schedulers once (runs are inserted already flagged needs_scheduling; the
 -- NOTIFY is folded into one per transaction by PostgreSQL anyway).
 SELECT pg_notify('warden_scheduler', '');
+
+-- name: runs_start_planned :one
+-- One run started, judged and dispatched in one call where a start plan covers it
+-- (sql/functions/start_planned_run.sql); no row: nothing was written, start it the long way.
+SELECT * FROM warden.start_planned_run(
+    %(tenant_id)s, %(workflow_id)s, %(version)s, %(run_id)s, %(input)s, %(idempotency_key)s,
+    %(digest)s, %(priority)s::smallint, %(created_by)s, %(started_by_event)s);
