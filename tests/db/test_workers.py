@@ -148,3 +148,38 @@ async def test_the_claim_rate_and_id_prefixes_read_indexes_not_tables(
         await conn.execute("RESET enable_seqscan")
         # the primary key, or runs_partition_key, which leads with the same two columns
         assert "runs_pkey" in plan or "runs_partition_key" in plan, plan
+
+
+async def test_a_handler_that_outlives_its_lease_keeps_it_by_heartbeats(
+        db: Database, scheduler: Scheduler) -> None:
+    """The first heartbeat comes a third of the lease after the claim, then every third;
+    a job that ends before its first beat sends none."""
+    await support.store(db, ONE_STEP)
+    lease_s = 0.6
+
+    async def handle(job: Job) -> Any:
+        await asyncio.sleep(float(job.input["sleep_s"]))
+        return {"slept": job.input["sleep_s"]}
+
+    worker = Worker(db, handle, WorkerConfig(topics=("job.incident.escalate",), concurrency=2,
+                                             name="w-beat", poll_interval_s=0.1,
+                                             lease_s=lease_s))
+    stop = asyncio.Event()
+    running = asyncio.create_task(worker.run(stop))
+    try:
+        long_run = await support.start(db, "lonely", {"sleep_s": 4 * lease_s})
+        short_run = await support.start(db, "lonely", {"sleep_s": 0})
+        await support.settle(scheduler)
+
+        async def both_done() -> bool | None:
+            runs = [await support.detail(db, r.run_id) for r in (long_run, short_run)]
+            return all(d.jobs and d.jobs[0].status.value == "succeeded" for d in runs) or None
+
+        await support.wait_for(both_done, what="both jobs to succeed", timeout=15)
+    finally:
+        stop.set()
+        await running
+    long_kinds = await support.kinds(db, long_run.run_id)
+    # 4 leases long: the lease was extended, or the completion would have been fenced
+    assert long_kinds.count("job.succeeded") == 1 and "job.lease_expired" not in long_kinds
+    assert worker.completed == 2
