@@ -51,17 +51,18 @@ class StartPlanMisses:
     TTL_S = 10.0
     MAX = 4096
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
         self._until: dict[tuple[str, str, str | None], float] = {}
 
     def recent(self, tenant_id: str, workflow_id: str, version: str | None) -> bool:
         until = self._until.get((tenant_id, workflow_id, version))
-        return until is not None and until > time.monotonic()
+        return until is not None and until > self.clock()
 
     def missed(self, tenant_id: str, workflow_id: str, version: str | None) -> None:
         if len(self._until) >= self.MAX:  # forgetting costs one more call each
             self._until.clear()
-        self._until[(tenant_id, workflow_id, version)] = time.monotonic() + self.TTL_S
+        self._until[(tenant_id, workflow_id, version)] = self.clock() + self.TTL_S
 
     def planned(self, tenant_id: str, workflow_id: str) -> None:
         for key in [k for k in self._until if k[:2] == (tenant_id, workflow_id)]:

@@ -6,6 +6,7 @@ its scheduler pass) writes; everything else starts the long way."""
 from __future__ import annotations
 
 import re
+import time
 from typing import Any
 from uuid import UUID, uuid4
 
@@ -16,7 +17,7 @@ from engine.core.enums import JobStatus, RunStatus
 from engine.core.errors import IdempotencyConflict, InvalidInput, NotFound, PolicyDenied
 from engine.governance.policy import Verdict
 from engine.runs import lifecycle
-from engine.runs.services import Services
+from engine.runs.services import Services, StartPlanMisses
 from engine.scheduling.scheduler import Scheduler, with_start_dispatch
 from engine.store import Database
 from engine.store import runs as runs_q
@@ -334,3 +335,39 @@ async def test_a_plan_holds_only_allowed_roots(gov: Services) -> None:
                            "workflow_version, snapshot_hash, steps, submits, roots, created_by)"
                            " VALUES ('default', 'flow', '1.0.0', %s, '[]', '[]', '[]', 'x')",
                    snapshot)
+
+
+async def test_an_event_started_run_names_its_event_either_way(
+        gov: Services, in_one_call: list[UUID | None]) -> None:
+    await support.activate_policy(gov, ALLOW)
+    await support.store(gov.db, FLOW)
+    event = {"event_id": str(uuid4()), "name": "ticket.opened", "key": "T-7"}
+    created = []
+    for n in range(2):  # the long way (writes the plan), then in one call
+        started = await lifecycle.start(gov, tenant_id="default", workflow_id="flow",
+                                        input={"n": n}, created_by="event:ticket.opened",
+                                        idempotency_key=f"event-{n}", started_by_event=event)
+        first, *_ = await support.events(gov.db, started.run.run_id)
+        created.append((first.kind, first.actor, first.data))
+    assert in_one_call == [None, started.run.run_id]
+    assert created[0] == ("run.created", "event:ticket.opened", {
+        "workflow_id": "flow", "version": "1.0.0", "idempotency_key": "event-0",
+        "started_by_event": event})
+    assert created[1] == (created[0][0], created[0][1],
+                          {**created[0][2], "idempotency_key": "event-1"})
+
+
+async def test_a_plan_another_process_wrote_is_found_once_the_miss_is_old(
+        db: Database, in_one_call: list[UUID | None]) -> None:
+    await support.store(db, FLOW)
+    here = with_start_dispatch(Services.create(db, policy_default=Verdict.ALLOW))
+    elsewhere = with_start_dispatch(Services.create(db, policy_default=Verdict.ALLOW))
+    await support.start(here, "flow", {})  # no snapshot: a miss, and no plan to write
+    await support.activate_policy(db, ALLOW)
+    await support.start(elsewhere, "flow", {})  # the other process writes the plan
+    assert await rows(db, "SELECT count(*) FROM warden.start_plans") == [(1,)]
+    assert in_one_call == [None, None]
+    later = time.monotonic() + StartPlanMisses.TTL_S + 1
+    here.start_plan_misses.clock = lambda: later
+    run = await support.start(here, "flow", {})
+    assert in_one_call == [None, None, run.run_id]
