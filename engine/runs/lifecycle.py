@@ -149,7 +149,7 @@ async def start(svc: Services, *, tenant_id: str, workflow_id: str, input: Any,
 async def _start_planned(svc: Services, *, tenant_id: str, workflow_id: str, created_by: str,
                          item: StartItem) -> StartedRun | None:
     """The start in one call where a start plan covers it (warden.start_planned_run,
-    docs/design.md#starts-in-one-call): one round trip instead of sixteen. None: the call
+    docs/design.md#starts-in-one-call): one statement, not sixteen round trips. None: the call
     wrote nothing, and the item starts the long way (which also raises its errors).
 
     Only where the long way would dispatch at start too (``svc.start_dispatch``) and
