@@ -9,6 +9,8 @@ from datetime import timedelta
 from typing import Any, TypeVar
 from uuid import UUID
 
+import pytest
+
 from engine.definitions import workflows
 from engine.governance import decisions
 from engine.governance.policy import Verdict
@@ -18,6 +20,7 @@ from engine.runs.services import Services
 from engine.scheduling.scheduler import Scheduler
 from engine.store import Database
 from engine.store import jobs as jobs_q
+from engine.store import runs as runs_q
 from engine.store import timeline as timeline_q
 from engine.store.records import ClaimedJob, RunRow, TimelineEvent
 
@@ -136,3 +139,18 @@ async def wait_for(check: Callable[[], Awaitable[T | None]], *, timeout: float =
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         await asyncio.sleep(interval)
+
+
+def spy_start_planned(monkeypatch: pytest.MonkeyPatch) -> list[UUID | None]:
+    """What each start's call of warden.start_planned_run answers from now on, in order
+    (None: no row; docs/design.md#starts-in-one-call)."""
+    answered: list[UUID | None] = []
+    original = runs_q.start_planned
+
+    async def spy(*args: Any, **kwargs: Any) -> Any:
+        row = await original(*args, **kwargs)
+        answered.append(None if row is None else row.run_id)
+        return row
+
+    monkeypatch.setattr(runs_q, "start_planned", spy)
+    return answered

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,15 +42,21 @@ class Harness:
         return {"X-API-Key": self.keys[name], "X-Tenant-ID": tenant}
 
 
+@asynccontextmanager
+async def harness(svc: Services) -> AsyncIterator[Harness]:
+    """The API over ``svc``, with an API key per entry of KEYS."""
+    keys = {}
+    for name, (roles, tenants) in KEYS.items():
+        _row, keys[name] = await apikeys.create(svc.db, SECRET, name=name, roles=roles,
+                                                tenants=tenants, created_by="test")
+    app = create_app(svc=svc, secret_key=SECRET, max_body_size=64 * 1024)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        yield Harness(client, svc, Scheduler(svc), keys, app)
+
+
 @pytest.fixture
 async def api(db_url: str) -> AsyncIterator[Harness]:
-    async with Database(db_url, max_size=20) as db:
-        svc = Services.create(db, policy_default=Verdict.ALLOW, approval_expires_ms=60_000)
-        keys = {}
-        for name, (roles, tenants) in KEYS.items():
-            _row, keys[name] = await apikeys.create(db, SECRET, name=name, roles=roles,
-                                                    tenants=tenants, created_by="test")
-        app = create_app(svc=svc, secret_key=SECRET, max_body_size=64 * 1024)
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
-            yield Harness(client, svc, Scheduler(svc), keys, app)
+    async with Database(db_url, max_size=20) as db, harness(Services.create(
+            db, policy_default=Verdict.ALLOW, approval_expires_ms=60_000)) as api:
+        yield api

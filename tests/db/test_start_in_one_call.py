@@ -5,6 +5,7 @@ its scheduler pass) writes; everything else starts the long way."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 from typing import Any
@@ -20,7 +21,6 @@ from engine.runs import lifecycle
 from engine.runs.services import Services, StartPlanMisses
 from engine.scheduling.scheduler import Scheduler, with_start_dispatch
 from engine.store import Database
-from engine.store import runs as runs_q
 from tests import support
 from tests.roles import LoginRoles, as_role
 
@@ -79,16 +79,7 @@ def gov(db: Database) -> Services:
 @pytest.fixture
 def in_one_call(monkeypatch: pytest.MonkeyPatch) -> list[UUID | None]:
     """What each start's call of warden.start_planned_run answered (None: no row)."""
-    answered: list[UUID | None] = []
-    original = runs_q.start_planned
-
-    async def spy(*args: Any, **kwargs: Any) -> Any:
-        row = await original(*args, **kwargs)
-        answered.append(None if row is None else row.run_id)
-        return row
-
-    monkeypatch.setattr(runs_q, "start_planned", spy)
-    return answered
+    return support.spy_start_planned(monkeypatch)
 
 
 async def rows(db: Database, query: str, *params: Any) -> list[tuple[Any, ...]]:
@@ -371,3 +362,41 @@ async def test_a_plan_another_process_wrote_is_found_once_the_miss_is_old(
     here.start_plan_misses.clock = lambda: later
     run = await support.start(here, "flow", {})
     assert in_one_call == [None, None, run.run_id]
+
+
+async def test_concurrent_starts_with_one_key_make_one_run(
+        gov: Services, in_one_call: list[UUID | None]) -> None:
+    """runs_idempotency arbitrates in one call as on the long way: the starts that wait on
+    the first one's key are answered with its run, and write nothing."""
+    await support.activate_policy(gov, ALLOW)
+    await support.store(gov.db, FLOW)
+    await support.start(gov, "flow", {})  # writes the plan
+    starts = [lifecycle.start(gov, tenant_id="default", workflow_id="flow", input={"a": 1},
+                              created_by=f"caller-{n}", idempotency_key="one-key")
+              for n in range(8)]
+    results = await asyncio.gather(*starts)
+    assert len({r.run.run_id for r in results}) == 1
+    assert sorted(r.replayed for r in results) == [False] + [True] * 7
+    assert in_one_call[1:] == [results[0].run.run_id] * 8  # every one answered in one call
+    [(runs, jobs, decisions)] = await rows(gov.db, """
+        SELECT (SELECT count(*) FROM warden.runs WHERE idempotency_key = 'one-key'),
+               (SELECT count(*) FROM warden.jobs j JOIN warden.runs r USING (tenant_id, run_id)
+                 WHERE r.idempotency_key = 'one-key'),
+               (SELECT count(*) FROM warden.policy_decisions d
+                  JOIN warden.runs r USING (tenant_id, run_id)
+                 WHERE r.idempotency_key = 'one-key')""")
+    assert (runs, jobs, decisions) == (1, 2, 5)  # 3 submit, 2 dispatch: written once
+
+
+async def test_an_unscoped_engine_session_starts_nothing(
+        db_url: str, gov: Services, login_roles: LoginRoles) -> None:
+    await support.activate_policy(gov, ALLOW)
+    await support.store(gov.db, FLOW)
+    await support.start(gov, "flow", {})  # writes the plan
+    before = await rows(gov.db, "SELECT count(*) FROM warden.runs")
+    with psycopg.connect(as_role(db_url, login_roles.engine), autocommit=True) as conn:
+        # no warden.tenant at all, and an empty one: row-level security shows nothing
+        assert conn.execute(CALL, ["default", uuid4()]).fetchall() == []
+        conn.execute("SELECT set_config('warden.tenant', '', false)")
+        assert conn.execute(CALL, ["default", uuid4()]).fetchall() == []
+    assert await rows(gov.db, "SELECT count(*) FROM warden.runs") == before
