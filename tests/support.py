@@ -88,7 +88,12 @@ async def settle(scheduler: Scheduler) -> None:
 
 async def claim(db: Database, topics: list[str], *, n: int = 10, lease_s: float = 30,
                 worker: str = "w1") -> list[ClaimedJob]:
+    """Claims as a worker would, each time from claim floors just raised to every lane's
+    first pending job (docs/design.md#claim-floors): the tightest floors a claim can meet,
+    so every way a test makes a job pending must lower its lane's floor or the job is
+    never claimed."""
     async with db.connection() as conn:
+        await jobs_q.advance_claim_marks(conn)
         return await jobs_q.claim(conn, topics=topics, worker=worker, max_jobs=n,
                                   lease=timedelta(seconds=lease_s))
 

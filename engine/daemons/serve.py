@@ -1,5 +1,6 @@
 """The engine's background loops: scheduler, the observer of ends, reaper, reconciler,
-notifier, cron and event-started runs (the API runs beside them in `warden serve`).
+notifier, claim floors, cron and event-started runs (the API runs beside them in
+`warden serve`).
 
 Stateless: run as many as you like against one database; SKIP LOCKED shares the work.
 """
@@ -21,6 +22,7 @@ from engine.process.loops import run_forever
 from engine.runs import anchors, event_starts, schedules
 from engine.runs.services import Services
 from engine.scheduling.scheduler import ENDS_PER_STATEMENT, Scheduler
+from engine.store import jobs as jobs_q
 from engine.store import retention as retention_q
 from engine.store.listener import (
     EVENT_STARTS_CHANNEL,
@@ -58,6 +60,10 @@ class EngineConfig:
     # event-started runs (docs/workflows.md#event-started-runs): woken by NOTIFY from
     # warden.send_event; the poll catches what a lost notification missed
     event_starts_interval_s: float = 5.0
+    # claim floors raised to each lane's first pending job (docs/design.md#claim-floors):
+    # a claim walks the entries of the jobs claimed since the last raise, so this bounds
+    # that walk to a fifth of a second's claims
+    claim_floors_interval_s: float = 0.2
 
 
 async def start_event_runs(svc: Services) -> bool:
@@ -72,6 +78,14 @@ async def start_event_runs(svc: Services) -> bool:
 async def observe_ends(scheduler: Scheduler) -> bool:
     """One pass of the observer of ends; True when a full pass may have left more."""
     return await scheduler.observe_ends() >= ENDS_PER_STATEMENT
+
+
+async def raise_claim_floors(svc: Services) -> bool:
+    """One pass of the claim-floors loop (docs/design.md#claim-floors); never more to do
+    at once: a floor that lags only lengthens the claims' walk until the next pass."""
+    async with svc.db.connection() as conn:
+        await jobs_q.advance_claim_marks(conn)
+    return False
 
 
 async def run_engine(svc: Services, config: EngineConfig, stop: asyncio.Event) -> None:
@@ -162,6 +176,8 @@ async def run_engine(svc: Services, config: EngineConfig, stop: asyncio.Event) -
                         poll_interval_s=config.reconcile_interval_s, stop=stop),
             run_forever("notifier", notify_once, wake=wake_notifier,
                         poll_interval_s=config.notify_interval_s, stop=stop),
+            run_forever("claim-floors", partial(raise_claim_floors, svc), wake=never,
+                        poll_interval_s=config.claim_floors_interval_s, stop=stop),
             run_forever("cron", cron_once, wake=never,
                         poll_interval_s=config.cron_interval_s, stop=stop),
             run_forever("event-starts", partial(start_event_runs, svc), wake=wake_event_starts,

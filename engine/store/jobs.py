@@ -103,6 +103,11 @@ async def reap_expired(conn: Conn, limit: int) -> int:
     return reaped
 
 
+async def advance_claim_marks(conn: Conn) -> int:
+    moved: int = await fetch_value(conn, "jobs_advance_claim_marks", {})
+    return moved
+
+
 async def get(conn: Conn, tenant_id: str, job_id: str) -> JobRow | None:
     return await fetch_one(conn, "job_get", {"tenant_id": tenant_id, "job_id": job_id}, JobRow)
 

@@ -48,12 +48,16 @@ DECLARE
     a_rkey       text[] := '{}';
     a_rlimit     integer[] := '{}';
     a_rper       integer[] := '{}';
+    a_fp         smallint[] := '{}';  -- each lane's claim floor: priority, available_at
+    a_fa         timestamptz[] := '{}';
     -- the lanes this claim takes from, and how many jobs each
     l_topic      text[] := '{}';
     l_tenant     text[] := '{}';
     l_ckey       text[] := '{}';
     l_rkey       text[] := '{}';
     l_cap        integer[] := '{}';
+    l_fp         smallint[] := '{}';
+    l_fa         timestamptz[] := '{}';
     -- per gate ('c' or 'r', tenant, key, joined by U+001F): what is in use (running jobs,
     -- or claims inside the window) and how many more this claim may take
     v_used       jsonb := '{}';
@@ -71,36 +75,51 @@ BEGIN
     IF claim_jobs.max_jobs < 1 OR claim_jobs.lease <= interval '0' THEN
         RAISE EXCEPTION 'max_jobs must be >= 1 and lease > 0' USING ERRCODE = '22023';
     END IF;
-    -- 1. The lanes with pending jobs, one index probe each (a loose scan of jobs_claimable:
-    -- each probe jumps past the whole previous lane, so 100,000 jobs of one tenant or one
-    -- closed key cost one probe, not a walk). A lane is a tenant and its gate keys; walking
-    -- lanes rather than one ordered list is what lets a job behind a closed gate, or behind
-    -- another tenant's backlog, be claimed (docs/workflows.md#concurrency-and-rate-limits).
+    -- 1. The lanes with pending jobs. Each lane (a tenant and its gate keys) is found by a
+    -- loose scan of its claim marks, newest first (one probe per lane), and its first
+    -- pending job by one probe of jobs_claimable that starts at the lane's claim floor
+    -- (sql/schema/22_claim_marks.sql): never in front of it, where the entries of the jobs
+    -- claimed since the floor last moved lie, and pile up while any old snapshot is open.
+    -- Walking lanes rather than one ordered list is what lets a job behind a closed gate,
+    -- or behind another tenant's backlog, be claimed
+    -- (docs/workflows.md#concurrency-and-rate-limits).
     FOREACH v_topic IN ARRAY ARRAY(SELECT DISTINCT u FROM unnest(claim_jobs.topics) AS u) LOOP
         FOR l IN
             WITH RECURSIVE lane AS (
-                (SELECT j.tenant_id, j.concurrency_key, j.rate_key, j.concurrency_limit,
-                        j.rate_limit, j.rate_per_ms
-                   FROM warden.jobs j
-                  WHERE j.status = 'pending' AND j.topic = v_topic
-                  ORDER BY j.tenant_id, j.concurrency_key, j.rate_key, j.priority,
-                           j.available_at
+                (SELECT m.tenant_id, m.concurrency_key, m.rate_key
+                   FROM warden.claim_marks m
+                  WHERE m.topic = v_topic
+                  ORDER BY m.tenant_id DESC, m.concurrency_key DESC, m.rate_key DESC,
+                           m.epoch DESC
                   LIMIT 1)
                 UNION ALL
                 SELECT n.* FROM lane p CROSS JOIN LATERAL (
-                    SELECT j.tenant_id, j.concurrency_key, j.rate_key, j.concurrency_limit,
-                           j.rate_limit, j.rate_per_ms
-                      FROM warden.jobs j
-                     WHERE j.status = 'pending' AND j.topic = v_topic
-                       AND (j.tenant_id, j.concurrency_key, j.rate_key)
-                           > (p.tenant_id, p.concurrency_key, p.rate_key)
-                     ORDER BY j.tenant_id, j.concurrency_key, j.rate_key, j.priority,
-                              j.available_at
+                    SELECT m.tenant_id, m.concurrency_key, m.rate_key
+                      FROM warden.claim_marks m
+                     WHERE m.topic = v_topic
+                       AND (m.tenant_id, m.concurrency_key, m.rate_key)
+                           < (p.tenant_id, p.concurrency_key, p.rate_key)
+                     ORDER BY m.tenant_id DESC, m.concurrency_key DESC, m.rate_key DESC,
+                              m.epoch DESC
                      LIMIT 1) n
             )
-            SELECT * FROM lane
+            SELECT lane.tenant_id, lane.concurrency_key, lane.rate_key, f.priority AS fp,
+                   f.available_at AS fa, j.concurrency_limit, j.rate_limit, j.rate_per_ms
+              FROM lane
+             CROSS JOIN LATERAL warden.claim_floor(v_topic, lane.tenant_id,
+                                                  lane.concurrency_key, lane.rate_key) f
+             CROSS JOIN LATERAL (
+                   SELECT j.concurrency_limit, j.rate_limit, j.rate_per_ms
+                     FROM warden.jobs j
+                    WHERE j.status = 'pending' AND j.topic = v_topic
+                      AND j.tenant_id = lane.tenant_id
+                      AND j.concurrency_key = lane.concurrency_key
+                      AND j.rate_key = lane.rate_key
+                      AND (j.priority, j.available_at) >= (f.priority, f.available_at)
+                    ORDER BY j.priority, j.available_at
+                    LIMIT 1) j
              -- only what the login role is granted (warden.worker_grants)
-             WHERE warden.granted(lane.tenant_id, v_topic)
+             WHERE f.available_at < 'infinity' AND warden.granted(lane.tenant_id, v_topic)
         LOOP
             a_topic := a_topic || v_topic;
             a_tenant := a_tenant || l.tenant_id;
@@ -109,6 +128,8 @@ BEGIN
             a_rkey := a_rkey || l.rate_key;
             a_rlimit := a_rlimit || l.rate_limit;
             a_rper := a_rper || l.rate_per_ms;
+            a_fp := a_fp || l.fp;
+            a_fa := a_fa || l.fa;
         END LOOP;
     END LOOP;
     -- 2. Rate gates: each count is exact because it is taken under a transaction-level
@@ -191,16 +212,18 @@ BEGIN
             l_ckey := l_ckey || a_ckey[i];
             l_rkey := l_rkey || a_rkey[i];
             l_cap := l_cap || v_cap;
+            l_fp := l_fp || a_fp[i];
+            l_fa := l_fa || a_fa[i];
         END IF;
     END LOOP;
     FOR c IN
         -- 5. Up to `cap` jobs of each open lane in (priority, available_at) order, one
-        -- index walk each that LIMIT stops early. SKIP LOCKED: concurrent claimers take
-        -- disjoint rows instead of queueing behind each other; rows the filters below drop
-        -- are unlocked at commit, claimable again at once.
+        -- index walk each from the lane's floor that LIMIT stops early. SKIP LOCKED:
+        -- concurrent claimers take disjoint rows instead of queueing behind each other;
+        -- rows the filters below drop are unlocked at commit, claimable again at once.
         WITH lanes AS (
-            SELECT * FROM unnest(l_topic, l_tenant, l_ckey, l_rkey, l_cap)
-                       AS x(topic, tenant_id, ckey, rkey, cap)
+            SELECT * FROM unnest(l_topic, l_tenant, l_ckey, l_rkey, l_cap, l_fp, l_fa)
+                       AS x(topic, tenant_id, ckey, rkey, cap, fp, fa)
         ), candidates AS (
             SELECT p.*
               FROM lanes ln
@@ -211,6 +234,10 @@ BEGIN
                     WHERE j.status = 'pending' AND j.topic = ln.topic
                       AND j.tenant_id = ln.tenant_id AND j.concurrency_key = ln.ckey
                       AND j.rate_key = ln.rkey
+                      -- from the lane's claim floor as step 1 read it: an advance since
+                      -- only raised it to a job still pending; a job made pending below
+                      -- it since is the next claim's, as if it had come a moment later
+                      AND (j.priority, j.available_at) >= (ln.fp, ln.fa)
                       AND j.available_at <= v_now
                       -- one primary-key probe per candidate row
                       AND j.policy_snapshot_hash IS NOT DISTINCT FROM (

@@ -75,6 +75,10 @@ GRANT EXECUTE ON FUNCTION
     -- SECURITY INVOKER: it writes with the engine's own privileges, under its row security
     warden.start_planned_run(text, text, text, uuid, jsonb, text, text, smallint, text, jsonb)
     TO warden_engine;
+-- claim floors (sql/schema/22_claim_marks.sql): `warden serve` raises them; the marks
+-- themselves are the owner's functions' alone (a floor set too high would hide jobs)
+GRANT EXECUTE ON FUNCTION warden.advance_claim_marks() TO warden_engine;
+REVOKE ALL ON warden.claim_marks FROM warden_engine;
 -- `warden serve` keeps the partitions of the months ahead (it can only add empty ones);
 -- detaching and dropping them, retention, stays the owner's (docs/dba.md).
 GRANT EXECUTE ON FUNCTION warden.ensure_partitions(integer) TO warden_engine;

@@ -27,3 +27,6 @@ BEGIN
                        'USING (true)', v_table);
     END LOOP;
 END $rls$;
+-- The claim marks (sql/schema/22_claim_marks.sql) are no role's to read or write but the
+-- owner's functions': row-level security on and no policy, behind the missing grants.
+ALTER TABLE warden.claim_marks ENABLE ROW LEVEL SECURITY;

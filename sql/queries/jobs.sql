@@ -56,6 +56,11 @@ SELECT warden.fail_job(%(job_id)s, %(lease_token)s, %(error)s, %(retryable)s);
 -- Times out up to `limit` expired leases and schedules their retries.
 SELECT warden.reap_expired_jobs(%(limit)s);
 
+-- name: jobs_advance_claim_marks :one
+-- Raises each lane's claim floor to its first pending job (docs/design.md#claim-floors);
+-- how many lanes moved. Autocommit, READ COMMITTED: the function checks it.
+SELECT warden.advance_claim_marks();
+
 -- name: job_get :one
 -- One job of a tenant.
 SELECT * FROM warden.jobs WHERE tenant_id = %(tenant_id)s AND job_id = %(job_id)s;
