@@ -66,12 +66,17 @@ async def wait_drained(conn: pg.Conn, *, deadline: float, activity: Activity | N
                        query: str = "unfinished_runs") -> int:
     """Polls until no run is unfinished or the loop clock passes ``deadline``; returns how
     many runs were left (0: drained). ``check`` raises if a child died meanwhile. The peer
-    passes ``query="peer_queued"``: its jobs still in the queue table."""
+    passes ``query="peer_queued"``: its jobs still in the queue table. Warden's runs are
+    polled with ``any_unfinished_run`` (stops at the first), counted only at a missed
+    deadline."""
     loop = asyncio.get_running_loop()
+    probe = "any_unfinished_run" if query == "unfinished_runs" else query
     while True:
-        left = await unfinished(conn, query)
-        if left == 0 or loop.time() > deadline:
-            return left
+        left = await unfinished(conn, probe)
+        if left == 0:
+            return 0
+        if loop.time() > deadline:
+            return await unfinished(conn, query)
         if activity is not None:
             activity.add(await pg.rows(conn, "activity_sample"))
         if check is not None:

@@ -172,18 +172,23 @@ SELECT x.tenant_id,
 
 -- name: jobs_drifted_of_runs :many
 -- Jobs of these runs not yet claimed (pending or blocked) whose recorded policy snapshot
--- is no longer their tenant's active one: the scheduler re-evaluates them. Uses the
--- partial index jobs_awaiting_claim. The pass holds its runs already, and locking a job
--- after its run reverses the lock order: NOWAIT, so a job a claimer holds right now fails
--- the pass at once (the scheduler retries its runs one by one, a moment later) instead of
--- waiting on a claimer that waits on the run.
-SELECT j.* FROM warden.jobs j
-  JOIN unnest(%(tenant_ids)s::text[], %(run_ids)s::uuid[]) AS k(tenant_id, run_id)
-    ON j.tenant_id = k.tenant_id AND j.run_id = k.run_id
-  LEFT JOIN warden.policy_active a ON a.tenant_id = j.tenant_id
- WHERE j.status IN ('pending', 'blocked')
-   AND j.policy_snapshot_hash IS DISTINCT FROM a.snapshot_hash
-   FOR UPDATE OF j NOWAIT;
+-- is no longer their tenant's active one: the scheduler re-evaluates them. The pass holds
+-- its runs already, and locking a job after its run reverses the lock order: NOWAIT, so a
+-- job a claimer holds right now fails the pass at once (the scheduler retries its runs one
+-- by one, a moment later) instead of waiting on a claimer that waits on the run.
+-- One probe per run (LATERAL, not a join): a pass's generic plan, made while the partial
+-- index jobs_awaiting_claim looked empty, had walked all of it for every pass and joined
+-- the batch after; while an old snapshot kept every claimed job's entry there, that was
+-- 96 ms a pass (bench/README.md, session 10).
+SELECT j.* FROM unnest(%(tenant_ids)s::text[], %(run_ids)s::uuid[]) AS k(tenant_id, run_id)
+ CROSS JOIN LATERAL (
+       SELECT * FROM warden.jobs j
+        WHERE j.tenant_id = k.tenant_id AND j.run_id = k.run_id
+          AND j.status IN ('pending', 'blocked')
+          AND j.policy_snapshot_hash IS DISTINCT FROM (
+              SELECT a.snapshot_hash FROM warden.policy_active a
+               WHERE a.tenant_id = j.tenant_id)
+          FOR UPDATE OF j NOWAIT) j;
 
 -- name: jobs_lock_open_of_step :many
 -- The unfinished jobs of a for_each step whose outcome is decided (an item failed or was

@@ -12,7 +12,7 @@ from engine.core.enums import JobStatus, RunStatus, StepStatus
 from engine.core.errors import LeaseLost
 from engine.daemons.reaper import Reaper
 from engine.scheduling.scheduler import Scheduler
-from engine.store import Database
+from engine.store import Database, sqlfiles
 from engine.store import jobs as jobs_q
 from engine.store.connection import connect
 from tests import support
@@ -251,6 +251,34 @@ async def test_the_fence_never_walks_the_running_jobs(db: Database, scheduler: S
         plan = "\n".join(r[0] for r in await cur.fetchall())
     assert "jobs_running_lease" not in plan, plan
     assert "jobs_by_job_id" in plan, plan
+
+
+async def test_the_drift_check_probes_each_run(db: Database, scheduler: Scheduler,
+                                              db_url: str) -> None:
+    """A scheduler pass looks for its runs' drifted jobs one run at a time. The trap, as
+    above: statistics taken while no job was pending make jobs_awaiting_claim look empty,
+    and the pass's generic plan walked all of it and joined the batch after, which cost
+    96 ms a pass once an old snapshot kept every claimed job's entry there
+    (bench/README.md, session 10). The statement as the pass runs it, generic."""
+    await support.store(db, RETRYING)
+    runs = [await support.start(db, "retrying") for _ in range(3)]
+    await _sql(db, "ANALYZE warden.jobs")  # nothing pending yet
+    await support.settle(scheduler)
+    query = sqlfiles.get("jobs_drifted_of_runs").sql
+    async with await psycopg.AsyncConnection.connect(db_url, autocommit=True) as conn:
+        await conn.execute("SET plan_cache_mode = force_generic_plan")
+        await conn.execute("PREPARE drifted(text[], uuid[]) AS " + query.replace(
+            "%(tenant_ids)s", "$1").replace("%(run_ids)s", "$2"))
+        cur = psycopg.AsyncClientCursor(conn)
+        await cur.execute("EXPLAIN EXECUTE drifted(%s::text[], %s::uuid[])",
+                          [[r.tenant_id for r in runs], [r.run_id for r in runs]])
+        plan = "\n".join(r[0] for r in await cur.fetchall())
+        await cur.execute("EXECUTE drifted(%s::text[], %s::uuid[])",
+                          [[r.tenant_id for r in runs], [r.run_id for r in runs]])
+        assert await cur.fetchall() == []  # nothing drifted: the snapshot is the same
+    [jobs_scan] = [line for line in plan.splitlines() if " on jobs j" in line]
+    probe = plan.splitlines()[plan.splitlines().index(jobs_scan) + 1]
+    assert "run_id = k.run_id" in probe, plan
 
 
 async def test_a_claim_reads_about_as_many_jobs_as_it_takes(db: Database,
