@@ -36,6 +36,7 @@ from engine.runs.services import Services, StartDispatched
 from engine.scheduling import children, flow
 from engine.scheduling.dispatch import Dispatcher, RunPass, moved
 from engine.scheduling.fanout import Fanout, Flow, load_flows
+from engine.scheduling.floor import SchedulingFloor
 from engine.scheduling.passwrites import PassWrites
 from engine.scheduling.plans import DispatchPlans
 from engine.store import Conn, savepoint
@@ -75,6 +76,7 @@ class Scheduler:
         # that set it (first, then doubled up to the cap)
         self._retry_delays_s = retry_delays_s
         self._held: dict[RunKey, tuple[float, float]] = {}
+        self.floor = SchedulingFloor(svc.db)
 
     async def run_once(self) -> int:
         """One pass over up to ``batch_size`` runs; returns how many were taken."""
@@ -83,9 +85,11 @@ class Scheduler:
         cap = self._retry_delays_s[1]
         self._held = {k: v for k, v in self._held.items() if v[0] + cap > now}
         held = [key for key, (until, _) in self._held.items() if until > now]
+        floor = await self.floor.for_pass()
         try:
             async with self.svc.db.transaction(generic_plans=True) as conn:
-                runs = await runs_q.lock_for_scheduling(conn, self.batch_size, held)
+                runs = await runs_q.lock_for_scheduling(conn, self.batch_size, held,
+                                                        floor=floor)
                 writes = await self._pass(conn, runs)
         except _PassFailed as failed:
             await self._one_at_a_time(failed.keys)

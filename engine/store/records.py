@@ -78,6 +78,8 @@ class RunRow:
     # ended by a worker's completion (warden.complete_jobs), not yet observed (metrics,
     # traces) by a serve's observer of ends
     end_unobserved: bool = False
+    # its place in the scheduler's flagging order (docs/design.md#scheduling-floors)
+    flag_seq: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -172,10 +172,18 @@ async def by_id_prefix(conn: Conn, tenant_id: str | None, id_low: UUID, id_high:
         "tenant_id": tenant_id, "id_low": id_low, "id_high": id_high, "limit": limit}, RunRow)
 
 
-async def lock_for_scheduling(conn: Conn, limit: int,
-                              skip: Sequence[RunKey] = ()) -> list[RunRow]:
+async def lock_for_scheduling(conn: Conn, limit: int, skip: Sequence[RunKey] = (), *,
+                              floor: int = 0) -> list[RunRow]:
+    """Up to ``limit`` flagged runs, flagged at or after ``floor`` (0: all of them)."""
     return await fetch_all(conn, "runs_lock_for_scheduling",
-                           {"limit": limit, **run_key_params(skip, "skip_")}, RunRow)
+                           {"limit": limit, "floor": floor, **run_key_params(skip, "skip_")},
+                           RunRow)
+
+
+async def scheduling_floor(conn: Conn, floor: int) -> int | None:
+    """The next floor from ``floor`` (docs/design.md#scheduling-floors); None: keep it."""
+    found = await fetch_value(conn, "scheduling_floor", {"floor": floor})
+    return None if found is None else int(found)
 
 
 async def observe_ends(conn: Conn, limit: int) -> list[EndedRun]:

@@ -79,6 +79,10 @@ GRANT EXECUTE ON FUNCTION
 -- themselves are the owner's functions' alone (a floor set too high would hide jobs)
 GRANT EXECUTE ON FUNCTION warden.advance_claim_marks() TO warden_engine;
 REVOKE ALL ON warden.claim_marks FROM warden_engine;
+-- scheduling floors (docs/design.md#scheduling-floors): the scheduler asks for its floor;
+-- a run the engine inserts draws its flag_seq from the sequence (the column's default)
+GRANT EXECUTE ON FUNCTION warden.scheduling_floor(bigint) TO warden_engine;
+GRANT USAGE ON SEQUENCE warden.runs_flag_seq TO warden_engine;
 -- `warden serve` keeps the partitions of the months ahead (it can only add empty ones);
 -- detaching and dropping them, retention, stays the owner's (docs/dba.md).
 GRANT EXECUTE ON FUNCTION warden.ensure_partitions(integer) TO warden_engine;

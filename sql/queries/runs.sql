@@ -83,20 +83,27 @@ SELECT * FROM warden.runs
  LIMIT %(limit)s;
 
 -- name: runs_lock_for_scheduling :many
--- Takes up to `limit` runs that may move, but the given ones (runs this scheduler saw
--- fail lately: retried later, alone, so they do not fail every batch). SKIP LOCKED:
--- several schedulers share the work and none waits for a run another one (or a worker's
--- transaction) is touching; the partial index runs_to_schedule keeps this cheap however
--- many runs exist.
+-- Takes up to `limit` runs that may move, flagged at or after the scheduler's floor
+-- (warden.scheduling_floor; 0 for a full look), in flagging order, but the given ones
+-- (runs this scheduler saw fail lately: retried later, alone, so they do not fail every
+-- batch). SKIP LOCKED: several schedulers share the work and none waits for a run another
+-- one (or a worker's transaction) is touching. The partial index runs_to_schedule keeps
+-- this cheap however many runs exist, and the floor however many flags were cleared
+-- since an old snapshot was taken (docs/design.md#scheduling-floors).
 SELECT * FROM warden.runs r
- WHERE r.needs_scheduling
+ WHERE r.needs_scheduling AND r.flag_seq >= %(floor)s
    AND NOT EXISTS (
        SELECT 1 FROM unnest(%(skip_tenant_ids)s::text[], %(skip_run_ids)s::uuid[])
                   AS k(tenant_id, run_id)
         WHERE k.tenant_id = r.tenant_id AND k.run_id = r.run_id)
- ORDER BY r.tenant_id, r.run_id
+ ORDER BY r.flag_seq
  LIMIT %(limit)s
    FOR NO KEY UPDATE SKIP LOCKED;
+
+-- name: scheduling_floor :one
+-- The scheduler's next floor, from the one it had; NULL: keep it (the lock was busy).
+-- Autocommit, READ COMMITTED: the function checks it.
+SELECT warden.scheduling_floor(%(floor)s) AS floor;
 
 -- name: run_lock :one
 -- Locks one run for a change (waits for other writers of the same run).

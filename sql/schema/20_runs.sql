@@ -9,6 +9,9 @@
 -- scheduler takes runs with SKIP LOCKED and only *inserts* jobs and approvals, so it never
 -- waits on a lock that a worker holds while the worker waits for the run.
 
+-- The order runs are flagged for the scheduler in (runs.flag_seq, docs/design.md#scheduling-floors).
+CREATE SEQUENCE warden.runs_flag_seq;
+
 CREATE TABLE warden.runs (
     tenant_id         text              NOT NULL,
     run_id            uuid              NOT NULL DEFAULT gen_random_uuid(),
@@ -53,6 +56,11 @@ CREATE TABLE warden.runs (
     -- (warden.complete_jobs); a serve's observer takes it (runs_observe_ends), records the
     -- end (metrics, traces: docs/deployment.md) and clears it
     end_unobserved    boolean           NOT NULL DEFAULT false,
+    -- when the run was last flagged (needs_scheduling set), in flagging order: a new run
+    -- draws it at insert, a flag set later draws a new one (sql/triggers/runs.sql); the
+    -- scheduler takes flagged runs in this order from its floor
+    -- (docs/design.md#scheduling-floors)
+    flag_seq          bigint            DEFAULT nextval('warden.runs_flag_seq'),
     PRIMARY KEY (tenant_id, run_id),
     FOREIGN KEY (tenant_id, workflow_id, workflow_version)
         REFERENCES warden.workflows (tenant_id, workflow_id, version),
@@ -69,7 +77,8 @@ CREATE TABLE warden.runs (
     CONSTRAINT runs_parent_complete CHECK (
         (parent_run_id IS NULL) = (parent_step_id IS NULL)
         AND (parent_run_id IS NULL) = (parent_attempt IS NULL)
-        AND (parent_run_id IS NULL) = (depth = 0))
+        AND (parent_run_id IS NULL) = (depth = 0)),
+    CONSTRAINT runs_flagged_in_order CHECK (NOT needs_scheduling OR flag_seq IS NOT NULL)
 )
 -- Room on each page for a run's next versions: every claim and completion moves the
 -- timeline head (timeline_seq, timeline_hash, in no index), and that update is HOT (no
@@ -79,8 +88,11 @@ WITH (fillfactor = 70);
 CREATE UNIQUE INDEX runs_one_child_per_attempt ON warden.runs
     (tenant_id, parent_run_id, parent_step_id, coalesce(parent_item_index, -1), parent_attempt)
     WHERE parent_run_id IS NOT NULL;
--- The scheduler's work queue: tiny, because the flag is cleared right after each pass.
-CREATE INDEX runs_to_schedule ON warden.runs (tenant_id, run_id) WHERE needs_scheduling;
+ALTER SEQUENCE warden.runs_flag_seq OWNED BY warden.runs.flag_seq;
+-- The scheduler's work queue, in flagging order: tiny, because the flag is cleared right
+-- after each pass; and while an old snapshot keeps the entries of cleared flags, they lie
+-- before the scheduler's floor, where it never walks (docs/design.md#scheduling-floors).
+CREATE INDEX runs_to_schedule ON warden.runs (flag_seq) WHERE needs_scheduling;
 -- The ends a worker's completion wrote and no serve has observed yet: tiny for the same
 -- reason (docs/design.md#scale-path).
 CREATE INDEX runs_end_unobserved ON warden.runs (tenant_id, run_id) WHERE end_unobserved;
