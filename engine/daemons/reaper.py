@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from engine.core.enums import JobStatus, StepStatus
 from engine.process import metrics
+from engine.process.lookback import Lookback
 from engine.store import Database
 from engine.store import approvals as approvals_q
 from engine.store import flow as flow_q
@@ -45,10 +46,13 @@ class Reaper:
         # a timer due within this many seconds is waited for in the pass (the reaper's
         # poll interval: `warden serve` passes it), so timers fire on time, not a poll late
         self.timer_horizon_s = timer_horizon_s
+        # a few seconds of expired leases per pass, all of them once a minute
+        # (engine/process/lookback.py)
+        self.lookback = Lookback()
 
     async def run_once(self) -> Reaped:
         async with self.db.connection() as conn:
-            jobs = await jobs_q.reap_expired(conn, self.batch_size)
+            jobs = await jobs_q.reap_expired(conn, self.batch_size, self.lookback.next())
         approvals = await self._expire_approvals()
         woken = await self._wake_due()
         async with self.db.connection() as conn:

@@ -32,6 +32,7 @@ from engine.definitions import dag
 from engine.definitions.model import StepDef
 from engine.governance.decisions import ActivePolicy
 from engine.process import metrics, tracing
+from engine.process.lookback import Lookback
 from engine.runs.services import Services, StartDispatched
 from engine.scheduling import children, flow
 from engine.scheduling.dispatch import Dispatcher, RunPass, moved
@@ -77,6 +78,8 @@ class Scheduler:
         self._retry_delays_s = retry_delays_s
         self._held: dict[RunKey, tuple[float, float]] = {}
         self.floor = SchedulingFloor(svc.db)
+        # the observer of ends: a few seconds of ends per pass, all of them once a minute
+        self.ends_lookback = Lookback()
 
     async def run_once(self) -> int:
         """One pass over up to ``batch_size`` runs; returns how many were taken."""
@@ -107,7 +110,7 @@ class Scheduler:
         pass: a one-step run's end costs no scheduler wake-up (docs/design.md#scale-path).
         Returns how many were taken."""
         async with self.svc.db.connection() as conn:
-            ended = await runs_q.observe_ends(conn, limit)
+            ended = await runs_q.observe_ends(conn, limit, self.ends_lookback.next())
             # a run's span shows its approval waits (as a pass's, engine.scheduling.passwrites)
             waits: dict[RunKey, list[ApprovalRow]] = defaultdict(list)
             if ended and tracing.enabled():

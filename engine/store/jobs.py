@@ -98,8 +98,11 @@ async def fail(conn: Conn, *, job_id: str, lease_token: UUID, error: Any,
         "retryable": retryable})
 
 
-async def reap_expired(conn: Conn, limit: int) -> int:
-    reaped: int = await fetch_value(conn, "jobs_reap_expired", {"limit": limit})
+async def reap_expired(conn: Conn, limit: int, lookback_s: float | None = None) -> int:
+    """Leases that expired within ``lookback_s`` seconds (None: ever) are reaped."""
+    reaped: int = await fetch_value(conn, "jobs_reap_expired", {
+        "limit": limit,
+        "lookback": None if lookback_s is None else timedelta(seconds=lookback_s)})
     return reaped
 
 

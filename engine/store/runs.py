@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
 
@@ -186,10 +186,15 @@ async def scheduling_floor(conn: Conn, floor: int) -> int | None:
     return None if found is None else int(found)
 
 
-async def observe_ends(conn: Conn, limit: int) -> list[EndedRun]:
-    """Up to ``limit`` runs ended by a worker's completion and not yet observed, their
-    marks cleared (commits with the caller's statement)."""
-    return await fetch_all(conn, "runs_observe_ends", {"limit": limit}, EndedRun)
+async def observe_ends(conn: Conn, limit: int,
+                       lookback_s: float | None = None) -> list[EndedRun]:
+    """Up to ``limit`` runs ended by a worker's completion within ``lookback_s`` seconds
+    (None: ever) and not yet observed, their marks cleared (commits with the caller's
+    statement)."""
+    return await fetch_all(conn, "runs_observe_ends", {
+        "limit": limit,
+        "lookback": None if lookback_s is None else timedelta(seconds=lookback_s)},
+        EndedRun)
 
 
 async def lock(conn: Conn, tenant_id: str, run_id: UUID) -> RunRow | None:

@@ -6,7 +6,14 @@
 -- engine session reaps the jobs of the tenant in its scope only (warden.in_scope), the
 -- reaper's '*' (engine/store/scope.py), the owner and a superuser every tenant's
 -- (warden.sees_every_tenant, asked once per call).
-CREATE OR REPLACE FUNCTION warden.reap_expired_jobs(p_limit integer) RETURNS integer
+--
+-- p_lookback: only leases that expired within it (NULL: all). The reaper looks back a
+-- few seconds on most passes and all the way on one a minute (engine/process/lookback.py):
+-- while an old snapshot is open, the index keeps an entry for every lease of every job
+-- that ended since, all expired, and a scan from the first walked them all every second.
+CREATE OR REPLACE FUNCTION warden.reap_expired_jobs(p_limit integer,
+                                                    p_lookback interval DEFAULT NULL)
+RETURNS integer
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     j       warden.jobs;
@@ -20,6 +27,9 @@ BEGIN
             -- jobs_running_lease serves this scan in expiry order
             SELECT t.tenant_id, t.job_id FROM warden.jobs t
              WHERE t.status = 'running' AND t.lease_expires_at <= v_now
+               AND t.lease_expires_at >= CASE WHEN p_lookback IS NULL
+                                              THEN '-infinity'::timestamptz
+                                              ELSE v_now - p_lookback END
                AND (v_all OR t.tenant_id = v_scope)
              ORDER BY t.lease_expires_at
              LIMIT p_limit

@@ -71,7 +71,7 @@ GRANT EXECUTE ON FUNCTION
     warden.append_event(text, uuid, warden.timeline_kind, text, text, integer, text, jsonb),
     warden.append_events(text, uuid, jsonb), warden.append_events_for_runs(jsonb),
     warden.wake_run(text, uuid),
-    warden.reap_expired_jobs(integer), warden.verify_timeline(uuid),
+    warden.reap_expired_jobs(integer, interval), warden.verify_timeline(uuid),
     -- SECURITY INVOKER: it writes with the engine's own privileges, under its row security
     warden.start_planned_run(text, text, text, uuid, jsonb, text, text, smallint, text, jsonb)
     TO warden_engine;

@@ -53,8 +53,9 @@ SELECT warden.complete_job(%(job_id)s, %(lease_token)s, %(result)s);
 SELECT warden.fail_job(%(job_id)s, %(lease_token)s, %(error)s, %(retryable)s);
 
 -- name: jobs_reap_expired :one
--- Times out up to `limit` expired leases and schedules their retries.
-SELECT warden.reap_expired_jobs(%(limit)s);
+-- Times out up to `limit` leases that expired within `lookback` (NULL: ever) and
+-- schedules their retries.
+SELECT warden.reap_expired_jobs(%(limit)s, %(lookback)s::interval);
 
 -- name: jobs_advance_claim_marks :one
 -- Raises each lane's claim floor to its first pending job (docs/design.md#claim-floors);

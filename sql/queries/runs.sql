@@ -143,16 +143,21 @@ SELECT r.* FROM warden.runs r
    FOR NO KEY UPDATE OF r SKIP LOCKED;
 
 -- name: runs_observe_ends :many
--- Takes up to `limit` runs a worker's completion ended (warden.complete_jobs marks them
--- end_unobserved) and clears the mark, so each end is observed once (metrics, traces)
--- by whichever serve takes it. SKIP LOCKED: serves share them and never wait for a run a
--- scheduler or a worker is writing; runs_end_unobserved keeps the lookup to the
--- unobserved few, however many runs exist.
+-- Takes up to `limit` runs a worker's completion ended within `lookback` (NULL: ever;
+-- warden.complete_jobs marks them end_unobserved) and clears the mark, so each end is
+-- observed once (metrics, traces) by whichever serve takes it. SKIP LOCKED: serves share
+-- them and never wait for a run a scheduler or a worker is writing; runs_end_unobserved
+-- keeps the lookup to the unobserved few, however many runs exist, and the lookback to
+-- the last seconds of them however many an old snapshot keeps
+-- (docs/design.md#lookbacks).
 UPDATE warden.runs r
    SET end_unobserved = false
   FROM (SELECT u.tenant_id, u.run_id FROM warden.runs u
          WHERE u.end_unobserved
-         ORDER BY u.tenant_id, u.run_id
+           AND u.finished_at >= CASE WHEN %(lookback)s::interval IS NULL
+                                     THEN '-infinity'::timestamptz
+                                     ELSE warden.now() - %(lookback)s::interval END
+         ORDER BY u.finished_at
          LIMIT %(limit)s
            FOR NO KEY UPDATE SKIP LOCKED) t
  WHERE r.tenant_id = t.tenant_id AND r.run_id = t.run_id

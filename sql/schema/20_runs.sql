@@ -94,8 +94,9 @@ ALTER SEQUENCE warden.runs_flag_seq OWNED BY warden.runs.flag_seq;
 -- before the scheduler's floor, where it never walks (docs/design.md#scheduling-floors).
 CREATE INDEX runs_to_schedule ON warden.runs (flag_seq) WHERE needs_scheduling;
 -- The ends a worker's completion wrote and no serve has observed yet: tiny for the same
--- reason (docs/design.md#scale-path).
-CREATE INDEX runs_end_unobserved ON warden.runs (tenant_id, run_id) WHERE end_unobserved;
+-- reason (docs/design.md#scale-path); by end time, so that the observer looks back a few
+-- seconds only, past the entries an old snapshot keeps (docs/design.md#lookbacks).
+CREATE INDEX runs_end_unobserved ON warden.runs (finished_at) WHERE end_unobserved;
 CREATE INDEX runs_by_created ON warden.runs (tenant_id, created_at DESC, run_id DESC);
 CREATE INDEX runs_by_status ON warden.runs (tenant_id, status, created_at DESC);
 CREATE INDEX runs_open_deadline ON warden.runs (deadline_at)
