@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import time
 
+from engine.process.lookback import Lookback
 from engine.store import Database
 from engine.store import runs as runs_q
 
@@ -21,17 +22,17 @@ class SchedulingFloor:
     def __init__(self, db: Database, *, refresh_s: float = 0.2, full_s: float = 10.0) -> None:
         self.db = db
         self.refresh_s = refresh_s
-        self.full_s = full_s
+        # when a pass looks from 0 (the first one does): the lookbacks' schedule, with no
+        # window of its own (the floor is the window)
+        self.full = Lookback(window_s=0.0, full_s=full_s)
         self.value = 0
         self._refreshed = float("-inf")
-        self._full = time.monotonic()
 
     async def for_pass(self) -> int:
         """The floor the next pass takes runs from: 0 when a full look is due."""
-        now = time.monotonic()
-        if now - self._full >= self.full_s:
-            self._full = now
+        if self.full.next() is None:
             return 0
+        now = time.monotonic()
         if now - self._refreshed >= self.refresh_s:
             self._refreshed = now
             async with self.db.connection() as conn:

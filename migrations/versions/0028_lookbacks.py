@@ -46,6 +46,10 @@ DECLARE
     v_all   boolean := warden.sees_every_tenant();
     v_scope text := current_setting('warden.tenant', true);
 BEGIN
+    IF p_lookback <= interval '0' THEN
+        RAISE EXCEPTION 'lookback must be > 0 (NULL: every expired lease)'
+            USING ERRCODE = '22023';
+    END IF;
     FOR j IN
         WITH expired AS (
             -- jobs_running_lease serves this scan in expiry order

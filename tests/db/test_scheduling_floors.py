@@ -126,6 +126,7 @@ async def test_a_full_look_finds_a_run_below_the_floor(
     run = await support.start(db, "wait")
     await support.settle(scheduler)
     floor = SchedulingFloor(db, refresh_s=0.0, full_s=3600.0)
+    assert await floor.for_pass() == 0  # the first pass looks from 0
     assert await floor.for_pass() > 0
     async with db.connection() as conn:
         await runs_q.wake(conn, run.tenant_id, run.run_id)
@@ -133,7 +134,7 @@ async def test_a_full_look_finds_a_run_below_the_floor(
     assert await floor.for_pass() > 0
     async with db.connection() as conn:
         assert await runs_q.lock_for_scheduling(conn, 10, floor=floor.value) == []
-    floor.full_s = 0.0
+    floor.full.full_s = 0.0
     assert await floor.for_pass() == 0
     scheduler.floor = floor
     assert await scheduler.run_once() == 1
