@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bench import pg
+from bench.workload import TENANT
 
 POLL_S = 0.2
 
@@ -57,8 +58,12 @@ def _role(application_name: str) -> str:
     return application_name.removeprefix("bench-").rsplit("-", 1)[0]
 
 
+# Warden's polls take the bench's tenant; the peer's queue has none
+_PARAMS = {"unfinished_runs": {"tenant": TENANT}, "any_unfinished_run": {"tenant": TENANT}}
+
+
 async def unfinished(conn: pg.Conn, query: str = "unfinished_runs") -> int:
-    return int((await pg.one(conn, query))["n"])
+    return int((await pg.one(conn, query, _PARAMS.get(query)))["n"])
 
 
 async def wait_drained(conn: pg.Conn, *, deadline: float, activity: Activity | None = None,

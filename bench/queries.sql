@@ -47,17 +47,21 @@ CHECKPOINT;
 SELECT clock_timestamp() AS now;
 
 -- name: unfinished_runs :one
--- How many runs are left when a drain missed its deadline.
-SELECT count(*) AS n FROM warden.runs WHERE finished_at IS NULL;
+-- How many runs are left when a drain missed its deadline. The bench's runs are all of
+-- one tenant (bench/workload.py), and runs_by_status holds each by its status.
+SELECT count(*) AS n FROM warden.runs
+ WHERE tenant_id = %(tenant)s AND status IN ('pending', 'running', 'waiting');
 
 -- name: any_unfinished_run :one
 -- The drain's stop condition, polled every 0.2 s: 1 while any run is unfinished. Not a
--- count: under an old snapshot runs_open keeps an entry for every version of every run
--- since, and counting them all five times a second was the bench's own largest load on
--- the server in the growth rounds (bench/README.md, session 10); this stops at the first
--- live one.
+-- count: under an old snapshot the index keeps an entry for every version of every run
+-- open since, and counting them all five times a second was the bench's own largest load
+-- on the server in the growth rounds (bench/README.md, session 10); this stops at the
+-- first live one.
 SELECT count(*) AS n FROM (
-    SELECT 1 FROM warden.runs WHERE finished_at IS NULL LIMIT 1) AS one;
+    SELECT 1 FROM warden.runs
+     WHERE tenant_id = %(tenant)s AND status IN ('pending', 'running', 'waiting')
+     LIMIT 1) AS one;
 
 -- name: listeners :many
 -- Which bench children hold their LISTEN connection open: the sign they are idle-ready.

@@ -9,11 +9,18 @@ rows with SKIP LOCKED and changes them in the same transaction, so any number of
 Also here, because they are matters of time rather than of events: the run-level deadline
 (``timeout_ms`` of a definition), and claimable jobs nobody claimed within the dispatch
 timeout (reported once, and their topics announced again — never lost).
+
+The two repairs that look at every open run (stuck runs, stalled steps) are **sweeps**
+and run once every ``sweep_interval`` (a minute by default), the time-driven checks every
+pass: a sweep walks every open run's index entries, and while an old snapshot is open
+also the entries of every run that ended since, which grow with the snapshot's age
+(docs/design.md#sweeps).
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import asdict, dataclass
 from datetime import timedelta
 
@@ -47,15 +54,30 @@ class Repairs:
 
 class Reconciler:
     def __init__(self, svc: Services, *, dispatch_timeout: timedelta = timedelta(minutes=5),
-                 grace: timedelta = timedelta(seconds=30), batch_size: int = 100) -> None:
+                 grace: timedelta = timedelta(seconds=30), batch_size: int = 100,
+                 sweep_interval: timedelta = timedelta(minutes=1)) -> None:
         self.svc = svc
         self.dispatch_timeout = dispatch_timeout
         self.grace = grace
         self.batch_size = batch_size
+        self.sweep_interval_s = sweep_interval.total_seconds()
+        self._swept = float("-inf")  # the first pass sweeps
 
-    async def run_once(self) -> Repairs:
-        repairs = Repairs(await self._deadlines(), await self._flag_stuck(),
-                          await self._stalled(), await self._unclaimed())
+    def sweep_due(self) -> bool:
+        """True once every ``sweep_interval``, on the process's monotonic clock: it only
+        decides when to look; what counts as stuck is decided on database time."""
+        now = time.monotonic()
+        if now - self._swept >= self.sweep_interval_s:
+            self._swept = now
+            return True
+        return False
+
+    async def run_once(self, *, sweep: bool = True) -> Repairs:
+        """One pass: deadlines and unclaimed jobs always, the sweeps when ``sweep``."""
+        repairs = Repairs(await self._deadlines(),
+                          await self._flag_stuck() if sweep else 0,
+                          await self._stalled() if sweep else 0,
+                          await self._unclaimed())
         metrics.repaired(asdict(repairs))
         if repairs.total:
             log.warning("reconciler repaired %s", repairs, extra={"repairs": repairs.total})

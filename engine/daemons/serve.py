@@ -40,6 +40,10 @@ class EngineConfig:
     poll_interval_s: float = 1.0
     reap_interval_s: float = 1.0
     reconcile_interval_s: float = 10.0
+    # the reconciler's sweeps of every open run (stuck runs, stalled steps): a safety net,
+    # and under an old snapshot a walk that grows with the snapshot's age
+    # (docs/design.md#sweeps)
+    sweep_interval_s: float = 60.0
     # new notifications wake the notifier by NOTIFY; the poll finds retries coming due
     notify_interval_s: float = 1.0
     # runs a worker's completion ended are observed (duration metric, span) by a poll
@@ -94,7 +98,8 @@ async def run_engine(svc: Services, config: EngineConfig, stop: asyncio.Event) -
     across_tenants()
     scheduler = Scheduler(svc, batch_size=config.batch_size)
     reaper = Reaper(svc.db, timer_horizon_s=config.reap_interval_s)
-    reconciler = Reconciler(svc, dispatch_timeout=config.dispatch_timeout)
+    reconciler = Reconciler(svc, dispatch_timeout=config.dispatch_timeout,
+                            sweep_interval=timedelta(seconds=config.sweep_interval_s))
     notifier = Notifier(svc.db, config.notifier)
     wake_scheduler = asyncio.Event()
     wake_notifier = asyncio.Event()
@@ -110,7 +115,7 @@ async def run_engine(svc: Services, config: EngineConfig, stop: asyncio.Event) -
         return max(reaped.jobs, reaped.waits) >= reaper.batch_size
 
     async def reconcile_once() -> bool:
-        await reconciler.run_once()
+        await reconciler.run_once(sweep=reconciler.sweep_due())
         return False
 
     async def notify_once() -> bool:

@@ -12,50 +12,65 @@ SELECT * FROM warden.runs
 -- have been dispatched). Flags them and says why. SKIP LOCKED: a run a scheduler or
 -- another reconciler holds is being handled right now. The grace period keeps us from
 -- racing a transaction that is about to flag the run itself.
-WITH stuck AS (
+-- A sweep (docs/design.md#sweeps): the open runs of each tenant, found by a loose scan
+-- of the tenants and runs_by_status per open status (the statuses that
+-- runs_finished_iff_final leaves open), each probed through its own steps (LATERAL,
+-- LIMIT 1). As ORed EXISTS the checks were planned as hashes of the whole steps table, a
+-- sequential scan of every step ever run, each pass (bench/README.md, session 11); a test
+-- checks the plan.
+WITH RECURSIVE tenant AS (
+    (SELECT r.tenant_id FROM warden.runs r ORDER BY r.tenant_id LIMIT 1)
+    UNION ALL
+    SELECT n.tenant_id FROM tenant p CROSS JOIN LATERAL (
+        SELECT r.tenant_id FROM warden.runs r WHERE r.tenant_id > p.tenant_id
+         ORDER BY r.tenant_id LIMIT 1) AS n
+), stuck AS (
     SELECT r.tenant_id, r.run_id,
-           CASE WHEN NOT EXISTS (
-                    SELECT 1 FROM warden.steps s
-                     WHERE s.tenant_id = r.tenant_id AND s.run_id = r.run_id
-                       AND s.finished_at IS NULL)
-                THEN 'all steps final but the run is open'
+           CASE WHEN open_step.run_id IS NULL THEN 'all steps final but the run is open'
                 ELSE 'a step is ready but has no job or approval' END AS reason
-      FROM warden.runs r
+      FROM tenant t
+      JOIN warden.runs r ON r.tenant_id = t.tenant_id
+                        AND r.status IN ('pending', 'running', 'waiting')
+      LEFT JOIN LATERAL (
+          SELECT s.run_id FROM warden.steps s
+           WHERE s.tenant_id = r.tenant_id AND s.run_id = r.run_id
+             AND s.finished_at IS NULL
+           LIMIT 1) AS open_step ON true
+      LEFT JOIN LATERAL (
+          SELECT s.run_id FROM warden.steps s
+           WHERE s.tenant_id = r.tenant_id AND s.run_id = r.run_id
+             AND s.finished_at IS NULL
+             AND (   -- a pending step whose dependencies all succeeded
+                     (s.status = 'pending'
+                      AND NOT EXISTS (SELECT 1 FROM warden.steps d
+                                       WHERE d.tenant_id = s.tenant_id
+                                         AND d.run_id = s.run_id
+                                         AND d.step_id = ANY (s.depends_on)
+                                         AND d.status <> 'succeeded'))
+                     -- a for_each step with no item in flight: the scheduler dispatches
+                     -- the next ones or ends the step (engine/scheduling/fanout.py)
+                  OR (s.status = 'running'
+                      AND EXISTS (SELECT 1 FROM warden.step_items i
+                                   WHERE i.tenant_id = s.tenant_id
+                                     AND i.run_id = s.run_id AND i.step_id = s.step_id)
+                      AND NOT EXISTS (SELECT 1 FROM warden.step_items i
+                                       WHERE i.tenant_id = s.tenant_id
+                                         AND i.run_id = s.run_id
+                                         AND i.step_id = s.step_id
+                                         AND i.status IN ('running', 'waiting')
+                                         AND i.retry_at IS NULL))
+                     -- a workflow step whose child run has ended
+                  OR (s.status = 'running' AND s.type = 'workflow'
+                      AND EXISTS (SELECT 1 FROM warden.runs c
+                                   WHERE c.tenant_id = s.tenant_id
+                                     AND c.parent_run_id = s.run_id
+                                     AND c.parent_step_id = s.step_id
+                                     AND c.parent_attempt = s.attempts
+                                     AND c.finished_at IS NOT NULL)))
+           LIMIT 1) AS ready ON true
      WHERE r.finished_at IS NULL AND NOT r.needs_scheduling
        AND r.created_at < warden.now() - %(grace)s::interval
-       AND (NOT EXISTS (SELECT 1 FROM warden.steps s
-                         WHERE s.tenant_id = r.tenant_id AND s.run_id = r.run_id
-                           AND s.finished_at IS NULL)
-            OR EXISTS (SELECT 1 FROM warden.steps s
-                        WHERE s.tenant_id = r.tenant_id AND s.run_id = r.run_id
-                          AND s.status = 'pending'
-                          AND NOT EXISTS (SELECT 1 FROM warden.steps d
-                                           WHERE d.tenant_id = s.tenant_id
-                                             AND d.run_id = s.run_id
-                                             AND d.step_id = ANY (s.depends_on)
-                                             AND d.status <> 'succeeded'))
-            -- a for_each step with no item in flight: the scheduler dispatches the next
-            -- ones or ends the step (engine/scheduling/fanout.py)
-            OR EXISTS (SELECT 1 FROM warden.steps s
-                        WHERE s.tenant_id = r.tenant_id AND s.run_id = r.run_id
-                          AND s.status = 'running'
-                          AND EXISTS (SELECT 1 FROM warden.step_items i
-                                       WHERE i.tenant_id = s.tenant_id
-                                         AND i.run_id = s.run_id AND i.step_id = s.step_id)
-                          AND NOT EXISTS (SELECT 1 FROM warden.step_items i
-                                           WHERE i.tenant_id = s.tenant_id
-                                             AND i.run_id = s.run_id
-                                             AND i.step_id = s.step_id
-                                             AND i.status IN ('running', 'waiting')
-                                             AND i.retry_at IS NULL))
-            -- a workflow step whose child run has ended
-            OR EXISTS (SELECT 1 FROM warden.steps s
-                         JOIN warden.runs c ON c.tenant_id = s.tenant_id
-                          AND c.parent_run_id = s.run_id AND c.parent_step_id = s.step_id
-                          AND c.parent_attempt = s.attempts
-                        WHERE s.tenant_id = r.tenant_id AND s.run_id = r.run_id
-                          AND s.status = 'running' AND s.type = 'workflow'
-                          AND c.finished_at IS NOT NULL))
+       AND (open_step.run_id IS NULL OR ready.run_id IS NOT NULL)
      ORDER BY r.tenant_id, r.run_id
      LIMIT %(limit)s
        FOR NO KEY UPDATE OF r SKIP LOCKED
@@ -68,22 +83,34 @@ RETURNING r.tenant_id, r.run_id, stuck.reason;
 -- name: reconcile_stalled_steps :many
 -- Running steps with no unfinished job and no retry scheduled: nothing will ever move
 -- them. Locks their runs first (SKIP LOCKED, lock order runs -> steps) and returns them.
-SELECT s.* FROM warden.steps s
-  JOIN warden.runs r ON r.tenant_id = s.tenant_id AND r.run_id = s.run_id
- WHERE s.status = 'running' AND s.retry_at IS NULL AND s.type = 'job'
-   AND r.finished_at IS NULL
-   -- a for_each step's items move it (reconcile_flag_stuck_runs), not a step retry
-   AND NOT EXISTS (SELECT 1 FROM warden.step_items i
-                    WHERE i.tenant_id = s.tenant_id AND i.run_id = s.run_id
-                      AND i.step_id = s.step_id)
-   AND NOT EXISTS (SELECT 1 FROM warden.jobs j
-                    WHERE j.tenant_id = s.tenant_id AND j.run_id = s.run_id
-                      AND j.step_id = s.step_id
-                      AND (j.finished_at IS NULL OR j.status = 'succeeded'))
-   AND NOT EXISTS (SELECT 1 FROM warden.jobs j
-                    WHERE j.tenant_id = s.tenant_id AND j.run_id = s.run_id
-                      AND j.step_id = s.step_id
-                      AND j.finished_at > warden.now() - %(grace)s::interval)
+-- A sweep over the open runs, found and probed as above: a filter over all steps was a
+-- sequential scan of every step ever run, each pass.
+WITH RECURSIVE tenant AS (
+    (SELECT r.tenant_id FROM warden.runs r ORDER BY r.tenant_id LIMIT 1)
+    UNION ALL
+    SELECT n.tenant_id FROM tenant p CROSS JOIN LATERAL (
+        SELECT r.tenant_id FROM warden.runs r WHERE r.tenant_id > p.tenant_id
+         ORDER BY r.tenant_id LIMIT 1) AS n
+)
+SELECT s.* FROM tenant t
+  JOIN warden.runs r ON r.tenant_id = t.tenant_id
+                    AND r.status IN ('pending', 'running', 'waiting')
+  JOIN LATERAL (
+      SELECT s.* FROM warden.steps s
+       WHERE s.tenant_id = r.tenant_id AND s.run_id = r.run_id
+         AND s.status = 'running' AND s.retry_at IS NULL AND s.type = 'job'
+         -- a for_each step's items move it (reconcile_flag_stuck_runs), not a step retry
+         AND NOT EXISTS (SELECT 1 FROM warden.step_items i
+                          WHERE i.tenant_id = s.tenant_id AND i.run_id = s.run_id
+                            AND i.step_id = s.step_id)
+         -- no attempt in flight, none succeeded, none ended within the grace period
+         AND NOT EXISTS (SELECT 1 FROM warden.jobs j
+                          WHERE j.tenant_id = s.tenant_id AND j.run_id = s.run_id
+                            AND j.step_id = s.step_id
+                            AND (j.finished_at IS NULL OR j.status = 'succeeded'
+                                 OR j.finished_at > warden.now() - %(grace)s::interval))
+  ) AS s ON true
+ WHERE r.finished_at IS NULL
  ORDER BY s.tenant_id, s.run_id, s.step_id
  LIMIT %(limit)s
    FOR NO KEY UPDATE OF r SKIP LOCKED;

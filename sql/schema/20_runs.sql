@@ -98,11 +98,11 @@ CREATE INDEX runs_to_schedule ON warden.runs (flag_seq) WHERE needs_scheduling;
 -- seconds only, past the entries an old snapshot keeps (docs/design.md#lookbacks).
 CREATE INDEX runs_end_unobserved ON warden.runs (finished_at) WHERE end_unobserved;
 CREATE INDEX runs_by_created ON warden.runs (tenant_id, created_at DESC, run_id DESC);
+-- Also how the reconciler's sweeps find the open runs of each tenant
+-- (sql/queries/reconciler.sql, docs/design.md#sweeps).
 CREATE INDEX runs_by_status ON warden.runs (tenant_id, status, created_at DESC);
 CREATE INDEX runs_open_deadline ON warden.runs (deadline_at)
     WHERE deadline_at IS NOT NULL AND finished_at IS NULL;
--- The reconciler looks at open runs only; finished ones are the vast majority.
-CREATE INDEX runs_open ON warden.runs (tenant_id, run_id) WHERE finished_at IS NULL;
 
 CREATE TABLE warden.steps (
     tenant_id       text               NOT NULL,

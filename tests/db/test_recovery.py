@@ -6,6 +6,7 @@ import asyncio
 from datetime import timedelta
 from typing import Any
 
+import psycopg
 import pytest
 
 from engine.core.enums import JobStatus, RunStatus, StepStatus
@@ -15,7 +16,7 @@ from engine.governance import approvals
 from engine.runs import stopping
 from engine.runs.services import Services
 from engine.scheduling.scheduler import Scheduler
-from engine.store import Database
+from engine.store import Database, sqlfiles
 from engine.store import jobs as jobs_q
 from tests import support
 
@@ -117,8 +118,6 @@ async def test_a_run_past_its_deadline_times_out_and_its_running_job_is_fenced(
 
 async def test_an_unclaimed_job_is_reported_once_and_announced_again(
         db: Database, svc: Services, scheduler: Scheduler, db_url: str) -> None:
-    import psycopg
-
     await support.store(db, CHAIN)
     run = await support.start(db, "chain")
     await support.settle(scheduler)
@@ -174,3 +173,111 @@ async def test_cancel_ends_pending_running_and_blocked_work(
     await support.settle(scheduler)
     assert (await support.detail(db, run.run_id)).run.status is RunStatus.CANCELLED
     assert await support.claim(db, ["t.queued", "t.after"]) == []
+
+
+async def _generic_plan(db_url: str, name: str, params: dict[str, str]) -> str:
+    """The named statement's generic plan, as the engine's cached one, with sequential
+    scans off: the test tables are a page or two, where a scan of all of them is cheap and
+    would hide the shape the planner picks on a large table."""
+    query = sqlfiles.get(name).sql
+    names = list(params)
+    for i, key in enumerate(names, start=1):
+        query = query.replace(f"%({key})s", f"${i}")
+    async with await psycopg.AsyncConnection.connect(db_url, autocommit=True) as conn:
+        await conn.execute("SET plan_cache_mode = force_generic_plan")
+        await conn.execute("SET enable_seqscan = off")
+        await conn.execute(f"PREPARE sweep AS {query}")
+        cur = psycopg.AsyncClientCursor(conn)
+        await cur.execute("BEGIN")
+        await cur.execute("EXPLAIN EXECUTE sweep(" + ", ".join(["%s"] * len(names)) + ")",
+                          [params[k] for k in names])
+        plan = "\n".join(r[0] for r in await cur.fetchall())
+        await cur.execute("ROLLBACK")
+    return plan
+
+
+async def _history(db: Database, n: int) -> None:
+    """``n`` finished runs of CHAIN written directly, then the statistics taken: the
+    planner's view of a database whose runs have all ended (as after a drain), where no
+    run is open and none has a deadline."""
+    await sql(db, """
+        INSERT INTO warden.runs (tenant_id, workflow_id, workflow_version, status,
+                                 request_digest, created_by, started_at, finished_at,
+                                 needs_scheduling)
+        SELECT 'default', 'chain', '1.0.0', 'succeeded', 'history', 'test', now(), now(),
+               false
+          FROM generate_series(1, %s)""", n)
+    await sql(db, "ANALYZE warden.runs")
+    await sql(db, "ANALYZE warden.steps")
+
+
+@pytest.mark.parametrize("name", ["reconcile_flag_stuck_runs", "reconcile_stalled_steps"])
+async def test_a_sweep_probes_the_steps_of_each_open_run(
+        db: Database, scheduler: Scheduler, db_url: str, name: str) -> None:
+    """The sweeps find the open runs of each tenant through runs_by_status and read their
+    steps by key. Their checks as ORed EXISTS were planned as hashes built from every step
+    ever run, and the stalled-step filter as a walk of every step: 0.2-0.4 s a pass on a
+    million steps, growing with history (bench/README.md, session 11)."""
+    await support.store(db, CHAIN)
+    for _ in range(3):
+        await support.start(db, "chain")
+    await support.settle(scheduler)
+    await _history(db, 2000)
+    plan = await _generic_plan(db_url, name, {"grace": "30 seconds", "limit": "100"})
+    assert "hashed SubPlan" not in plan, plan
+    lines = plan.splitlines()
+    scans = [i for i, line in enumerate(lines) if " on steps " in line]
+    assert scans, plan
+    for i in scans:
+        assert "Index Cond" in lines[i + 1] and ".run_id" in lines[i + 1], plan
+    [runs] = [i for i, line in enumerate(lines)
+              if " on runs r" in line and "Index Cond" in lines[i + 1]
+              and "status = ANY" in lines[i + 1]]
+    assert "runs_by_status" in lines[runs], plan
+
+
+async def test_the_sweeps_know_every_open_status(db: Database) -> None:
+    """The sweeps name the open statuses (the ones runs_finished_iff_final leaves without
+    finished_at); a status added to the enum must be added there too."""
+    query = sqlfiles.get("reconcile_flag_stuck_runs").sql
+    stalled = sqlfiles.get("reconcile_stalled_steps").sql
+    listed = "r.status IN (" + ", ".join(f"'{s.value}'" for s in RunStatus
+                                         if not s.is_final) + ")"
+    assert listed in query and listed in stalled
+    [(values,)] = await sql(db, "SELECT enum_range(NULL::warden.run_status)::text[]")
+    assert sorted(values) == sorted(s.value for s in RunStatus)
+
+
+async def test_the_sweeps_run_once_per_sweep_interval(
+        db: Database, svc: Services, scheduler: Scheduler,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The serve loop asks ``sweep_due`` each pass: the first pass sweeps, the next ones
+    within the interval check deadlines and unclaimed jobs only."""
+    clock = [1000.0]
+    monkeypatch.setattr("engine.daemons.reconciler.time.monotonic", lambda: clock[0])
+    rec = Reconciler(svc, grace=timedelta(0), sweep_interval=timedelta(minutes=1))
+    await support.store(db, CHAIN)
+    await support.start(db, "chain")
+    await sql(db, "UPDATE warden.runs SET needs_scheduling = false")  # a lost wake-up
+    assert (await rec.run_once(sweep=rec.sweep_due())).flagged == 1
+    await support.settle(scheduler)
+    await support.start(db, "chain")
+    await sql(db, "UPDATE warden.runs SET needs_scheduling = false")
+    clock[0] += 59
+    assert (await rec.run_once(sweep=rec.sweep_due())).flagged == 0
+    clock[0] += 1
+    assert (await rec.run_once(sweep=rec.sweep_due())).flagged == 1
+
+
+async def test_the_deadline_check_reads_only_runs_with_a_deadline(
+        db: Database, scheduler: Scheduler, db_url: str) -> None:
+    """The 10 s deadline check walks runs_open_deadline (open runs that have a deadline).
+    With statistics taken while no run was open and none had a deadline, the planner took
+    the index of all open runs there was (runs_open, since dropped) and sorted: 0.45 s a
+    pass six minutes into an old snapshot, which keeps an entry for every run open since
+    (bench/README.md, session 11)."""
+    await support.store(db, CHAIN)
+    await _history(db, 2000)
+    await support.start(db, "chain")
+    plan = await _generic_plan(db_url, "reconcile_runs_past_deadline", {"limit": "100"})
+    assert "runs_open_deadline" in plan, plan
