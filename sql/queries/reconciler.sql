@@ -28,19 +28,39 @@ WITH RECURSIVE tenant AS (
     SELECT r.tenant_id, r.run_id,
            CASE WHEN open_step.run_id IS NULL THEN 'all steps final but the run is open'
                 ELSE 'a step is ready but has no job or approval' END AS reason
-      FROM tenant t
-      JOIN warden.runs r ON r.tenant_id = t.tenant_id
-                        AND r.status IN ('pending', 'running', 'waiting')
+      -- the tenants as one array: runs_by_status keyed on both columns, never a join
+      -- a planner may turn into a walk of every tenant's runs
+      FROM warden.runs r
       LEFT JOIN LATERAL (
           SELECT s.run_id FROM warden.steps s
            WHERE s.tenant_id = r.tenant_id AND s.run_id = r.run_id
              AND s.finished_at IS NULL
            LIMIT 1) AS open_step ON true
       LEFT JOIN LATERAL (
+          -- the item and child checks are LATERAL too: as EXISTS, a planner may hash them
+          -- from the whole table (PostgreSQL 17 did, for step_items)
           SELECT s.run_id FROM warden.steps s
+            LEFT JOIN LATERAL (
+                SELECT 1 AS x FROM warden.step_items i
+                 WHERE i.tenant_id = s.tenant_id AND i.run_id = s.run_id
+                   AND i.step_id = s.step_id
+                 LIMIT 1) AS item ON s.status = 'running'
+            LEFT JOIN LATERAL (
+                SELECT 1 AS x FROM warden.step_items i
+                 WHERE i.tenant_id = s.tenant_id AND i.run_id = s.run_id
+                   AND i.step_id = s.step_id
+                   AND i.status IN ('running', 'waiting') AND i.retry_at IS NULL
+                 LIMIT 1) AS in_flight ON s.status = 'running'
+            LEFT JOIN LATERAL (
+                SELECT 1 AS x FROM warden.runs c
+                 WHERE c.tenant_id = s.tenant_id AND c.parent_run_id = s.run_id
+                   AND c.parent_step_id = s.step_id AND c.parent_attempt = s.attempts
+                   AND c.finished_at IS NOT NULL
+                 LIMIT 1) AS child_ended ON s.status = 'running' AND s.type = 'workflow'
            WHERE s.tenant_id = r.tenant_id AND s.run_id = r.run_id
              AND s.finished_at IS NULL
-             AND (   -- a pending step whose dependencies all succeeded
+             AND (   -- a pending step whose dependencies all succeeded (never hashed:
+                     -- its correlation is no plain equality)
                      (s.status = 'pending'
                       AND NOT EXISTS (SELECT 1 FROM warden.steps d
                                        WHERE d.tenant_id = s.tenant_id
@@ -49,26 +69,13 @@ WITH RECURSIVE tenant AS (
                                          AND d.status <> 'succeeded'))
                      -- a for_each step with no item in flight: the scheduler dispatches
                      -- the next ones or ends the step (engine/scheduling/fanout.py)
-                  OR (s.status = 'running'
-                      AND EXISTS (SELECT 1 FROM warden.step_items i
-                                   WHERE i.tenant_id = s.tenant_id
-                                     AND i.run_id = s.run_id AND i.step_id = s.step_id)
-                      AND NOT EXISTS (SELECT 1 FROM warden.step_items i
-                                       WHERE i.tenant_id = s.tenant_id
-                                         AND i.run_id = s.run_id
-                                         AND i.step_id = s.step_id
-                                         AND i.status IN ('running', 'waiting')
-                                         AND i.retry_at IS NULL))
+                  OR (s.status = 'running' AND item.x IS NOT NULL AND in_flight.x IS NULL)
                      -- a workflow step whose child run has ended
-                  OR (s.status = 'running' AND s.type = 'workflow'
-                      AND EXISTS (SELECT 1 FROM warden.runs c
-                                   WHERE c.tenant_id = s.tenant_id
-                                     AND c.parent_run_id = s.run_id
-                                     AND c.parent_step_id = s.step_id
-                                     AND c.parent_attempt = s.attempts
-                                     AND c.finished_at IS NOT NULL)))
+                  OR child_ended.x IS NOT NULL)
            LIMIT 1) AS ready ON true
-     WHERE r.finished_at IS NULL AND NOT r.needs_scheduling
+     WHERE r.tenant_id = ANY (ARRAY(SELECT t.tenant_id FROM tenant t))
+       AND r.status IN ('pending', 'running', 'waiting')
+       AND r.finished_at IS NULL AND NOT r.needs_scheduling
        AND r.created_at < warden.now() - %(grace)s::interval
        AND (open_step.run_id IS NULL OR ready.run_id IS NOT NULL)
      ORDER BY r.tenant_id, r.run_id
@@ -92,25 +99,32 @@ WITH RECURSIVE tenant AS (
         SELECT r.tenant_id FROM warden.runs r WHERE r.tenant_id > p.tenant_id
          ORDER BY r.tenant_id LIMIT 1) AS n
 )
-SELECT s.* FROM tenant t
-  JOIN warden.runs r ON r.tenant_id = t.tenant_id
-                    AND r.status IN ('pending', 'running', 'waiting')
+SELECT s.* FROM warden.runs r
   JOIN LATERAL (
+      -- each check LATERAL, LIMIT 1: as NOT EXISTS they are anti-joins a planner may hash
+      -- from the whole table
       SELECT s.* FROM warden.steps s
+        -- a for_each step's items move it (reconcile_flag_stuck_runs), not a step retry
+        LEFT JOIN LATERAL (
+            SELECT 1 AS x FROM warden.step_items i
+             WHERE i.tenant_id = s.tenant_id AND i.run_id = s.run_id
+               AND i.step_id = s.step_id
+             LIMIT 1) AS item ON true
+        -- an attempt in flight, one that succeeded, or one that ended within the grace
+        LEFT JOIN LATERAL (
+            SELECT 1 AS x FROM warden.jobs j
+             WHERE j.tenant_id = s.tenant_id AND j.run_id = s.run_id
+               AND j.step_id = s.step_id
+               AND (j.finished_at IS NULL OR j.status = 'succeeded'
+                    OR j.finished_at > warden.now() - %(grace)s::interval)
+             LIMIT 1) AS live ON true
        WHERE s.tenant_id = r.tenant_id AND s.run_id = r.run_id
          AND s.status = 'running' AND s.retry_at IS NULL AND s.type = 'job'
-         -- a for_each step's items move it (reconcile_flag_stuck_runs), not a step retry
-         AND NOT EXISTS (SELECT 1 FROM warden.step_items i
-                          WHERE i.tenant_id = s.tenant_id AND i.run_id = s.run_id
-                            AND i.step_id = s.step_id)
-         -- no attempt in flight, none succeeded, none ended within the grace period
-         AND NOT EXISTS (SELECT 1 FROM warden.jobs j
-                          WHERE j.tenant_id = s.tenant_id AND j.run_id = s.run_id
-                            AND j.step_id = s.step_id
-                            AND (j.finished_at IS NULL OR j.status = 'succeeded'
-                                 OR j.finished_at > warden.now() - %(grace)s::interval))
+         AND item.x IS NULL AND live.x IS NULL
   ) AS s ON true
- WHERE r.finished_at IS NULL
+ WHERE r.tenant_id = ANY (ARRAY(SELECT t.tenant_id FROM tenant t))
+   AND r.status IN ('pending', 'running', 'waiting')
+   AND r.finished_at IS NULL
  ORDER BY s.tenant_id, s.run_id, s.step_id
  LIMIT %(limit)s
    FOR NO KEY UPDATE OF r SKIP LOCKED;
