@@ -20,13 +20,13 @@ also the entries of every run that ended since, which grow with the snapshot's a
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import asdict, dataclass
 from datetime import timedelta
 
 from engine.core.enums import StepStatus
 from engine.core.errors import InvalidTransition
 from engine.process import metrics, tracing
+from engine.process.lookback import Lookback
 from engine.runs.services import Services
 from engine.runs.stopping import DEADLINE, approvals_for_trace, end_tree
 from engine.store import jobs as jobs_q
@@ -60,17 +60,13 @@ class Reconciler:
         self.dispatch_timeout = dispatch_timeout
         self.grace = grace
         self.batch_size = batch_size
-        self.sweep_interval_s = sweep_interval.total_seconds()
-        self._swept = float("-inf")  # the first pass sweeps
+        # the sweeps' schedule is a lookback's "all the way" pass: the first pass sweeps
+        self._sweeps = Lookback(window_s=0.0, full_s=sweep_interval.total_seconds())
 
     def sweep_due(self) -> bool:
         """True once every ``sweep_interval``, on the process's monotonic clock: it only
         decides when to look; what counts as stuck is decided on database time."""
-        now = time.monotonic()
-        if now - self._swept >= self.sweep_interval_s:
-            self._swept = now
-            return True
-        return False
+        return self._sweeps.next() is None
 
     async def run_once(self, *, sweep: bool = True) -> Repairs:
         """One pass: deadlines and unclaimed jobs always, the sweeps when ``sweep``."""

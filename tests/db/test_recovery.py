@@ -258,7 +258,7 @@ async def test_the_sweeps_run_once_per_sweep_interval(
     """The serve loop asks ``sweep_due`` each pass: the first pass sweeps, the next ones
     within the interval check deadlines and unclaimed jobs only."""
     clock = [1000.0]
-    monkeypatch.setattr("engine.daemons.reconciler.time.monotonic", lambda: clock[0])
+    monkeypatch.setattr("engine.process.lookback.time.monotonic", lambda: clock[0])
     rec = Reconciler(svc, grace=timedelta(0), sweep_interval=timedelta(minutes=1))
     await support.store(db, CHAIN)
     await support.start(db, "chain")
