@@ -319,6 +319,49 @@ async def test_the_completion_of_a_plain_runs_last_step_ends_the_run_in_its_tran
     assert _ended_count() == before + 1
 
 
+async def test_a_batch_writes_each_of_its_runs_once_head_end_and_flag_together(
+        db: Database, scheduler: Scheduler) -> None:
+    """The timeline head moved in the same update as the run's end or wake-up: each run
+    row of a batch takes one new version, not one for the head and one for the rest
+    (docs/design.md#the-timeline). Three runs: one that ends, one woken (its join is
+    ready), one that only takes its head (a branch ends beside a running one)."""
+    await support.store(db, FAN)
+    await support.store(db, ONE)
+    woken = await support.start(db, "fan")
+    head_only = await support.start(db, "fan")
+    ending = await support.start(db, "one")
+    await support.settle(scheduler)
+    fanned = await support.claim(db, ["t.fan"], n=10)
+    (one,) = await support.claim(db, ["t.one"])
+    batch = [j for j in fanned if j.run_id == woken.run_id] + [one] + [
+        next(j for j in fanned if j.run_id == head_only.run_id)]
+    await _sql(db, "UPDATE warden.runs SET needs_scheduling = false")
+    conn = await connect(db.url, autocommit=False)  # its own backend: see the test above
+    try:
+        outcomes = await jobs_q.complete_many(
+            conn, [Completion(j.job_id, j.lease_token, {}) for j in batch])
+        cur = await conn.execute("SELECT n_tup_upd FROM pg_stat_xact_user_tables "
+                                 "WHERE relid = 'warden.runs'::regclass")
+        row = await cur.fetchone()
+        await conn.commit()
+    finally:
+        await conn.close()
+    assert list(outcomes.values()) == [Outcome.COMPLETED] * 5
+    assert row == (3,), f"{row} updates of warden.runs for a batch of 3 runs"
+    assert await _flagged(db, woken.run_id) and not await _flagged(db, head_only.run_id)
+    ended = (await support.detail(db, ending.run_id)).run
+    assert ended.status is RunStatus.SUCCEEDED and ended.end_unobserved
+    for run in (woken, head_only, ending):
+        rows = await _sql(db, "SELECT r.timeline_seq = (SELECT max(t.seq) FROM warden.timeline t "
+                              "WHERE t.tenant_id = r.tenant_id AND t.run_id = r.run_id), "
+                              "warden.verify_timeline(r.run_id) FROM warden.runs r "
+                              "WHERE r.run_id = %s", run.run_id)
+        assert rows == [(True, True)]
+    # the heads moved: the next append chains on them, and the chain still verifies
+    await support.settle(scheduler)
+    assert await _sql(db, "SELECT warden.verify_timeline(%s)", woken.run_id) == [(True,)]
+
+
 async def test_an_end_wakes_no_scheduler_but_a_flagged_run_does(
         db: Database, scheduler: Scheduler, db_url: str) -> None:
     """A completion that only ends its run sends nothing on warden_scheduler (the

@@ -367,6 +367,9 @@ async def test_an_engine_session_across_tenants_appends_to_any_run(
     "'tenant_id', 't2', 'run_id', %(run)s::uuid, 'events', %(events)s::jsonb)))",
     "SELECT warden.append_event_unscoped('t2', %(run)s, 'approval.approved', 'gate', NULL, "
     "NULL, 'mallory', '{}')",
+    # the chain without the head: events a login role could insert ahead of the head
+    "SELECT warden.chain_events_for_runs(jsonb_build_array(jsonb_build_object("
+    "'tenant_id', 't2', 'run_id', %(run)s::uuid, 'events', %(events)s::jsonb)))",
 ])
 async def test_no_login_role_calls_the_unscoped_appends(
         db: Database, db_url: str, login_roles: LoginRoles, statement: str) -> None:
