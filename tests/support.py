@@ -124,6 +124,17 @@ async def detail(db: Database | Services, run_id: UUID) -> RunDetail:
     return await lifecycle.detail(services(db), None, run_id)
 
 
+async def end_unobserved(db: Database | Services, run_id: UUID) -> bool:
+    """Whether a worker's completion ended the run and no serve has observed the end yet
+    (its row in warden.run_ends)."""
+    database = db.db if isinstance(db, Services) else db
+    async with database.connection() as conn:
+        cur = await conn.execute(
+            "SELECT EXISTS (SELECT 1 FROM warden.run_ends WHERE run_id = %s)", [run_id])
+        row = await cur.fetchone()
+    return bool(row and row[0])
+
+
 async def events(db: Database, run_id: UUID, tenant: str = "default") -> list[TimelineEvent]:
     async with db.connection() as conn:
         return await timeline_q.page(conn, tenant, run_id, after=0, limit=10_000)

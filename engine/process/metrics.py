@@ -95,9 +95,9 @@ async def timed_job(topic: str, attempt: Awaitable[None]) -> None:
 
 def run_ended(run: RunRow | EndedRun) -> None:
     """Called in the transaction that ends the run, or by the observer of ends once its
-    statement has cleared the run's mark (Scheduler.observe_ends): if that transaction
-    is rolled back after all (a bug, or the database lost mid-pass), the run may be
-    observed again when it ends for good. Rare, and a count off by one beats a hook on
+    statement has taken the end off warden.run_ends (Scheduler.observe_ends): if that
+    transaction is rolled back after all (a bug, or the database lost mid-pass), the run
+    may be observed again when it ends for good. Rare, and a count off by one beats a hook on
     every commit."""
     if run.status.is_final and run.finished_at is not None:
         RUN_DURATION.labels(run.status.value).observe(

@@ -105,8 +105,8 @@ class Scheduler:
 
     async def observe_ends(self, limit: int = ENDS_PER_STATEMENT) -> int:
         """Observes up to ``limit`` runs a worker's completion ended (warden.complete_jobs
-        marks them end_unobserved and flags nothing): their duration metric and span, once
-        the statement that clears the marks has committed. One autocommit statement, no
+        puts them in warden.run_ends and flags nothing): their duration metric and span,
+        once the statement that takes them off has committed. One autocommit statement, no
         pass: a one-step run's end costs no scheduler wake-up (docs/design.md#scale-path).
         Returns how many were taken."""
         async with self.svc.db.connection() as conn:
@@ -204,11 +204,12 @@ class Scheduler:
                 flows = await load_flows(conn, of_run)
             for run, key in zip(runs, keys, strict=True):
                 writes.scheduled.append(key)
+                # a final run here (flagged again after it ended) has nothing to
+                # advance, and its end was observed where it ended: by the pass that
+                # ended it, or from warden.run_ends (observe_ends)
                 if not run.status.is_final:
                     await self._advance(conn, run, of_run[key], drifted[key], writes, policies,
                                         flows.get(key) or Flow())
-                elif run.end_unobserved:
-                    _observe_end(run, writes)
             await writes.flush(conn)
         except DatabaseUnavailable:
             raise
@@ -335,9 +336,8 @@ def _trace(writes: PassWrites, began: float) -> None:
 
 
 def _observe_end(run: RunRow, writes: PassWrites) -> None:
-    """The run's end, for the process that ended it (or, for a run a worker's completion
-    ended, for the pass that clears its end_unobserved): its duration metric, and its span
-    once the pass commits."""
+    """The run's end, for the pass that ended it: its duration metric, and its span once
+    the pass commits."""
     metrics.run_ended(run)
     if run.status.is_final and tracing.enabled():
         writes.ended.append(run)

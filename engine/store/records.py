@@ -75,9 +75,6 @@ class RunRow:
     pins: Any = None  # the child versions of its workflow steps (engine/runs/children.py)
     depth: int = 0
     priority: int = 5  # 0..9, lower first: orders the run's jobs before step priority
-    # ended by a worker's completion (warden.complete_jobs), not yet observed (metrics,
-    # traces) by a serve's observer of ends
-    end_unobserved: bool = False
     # its place in the scheduler's flagging order (docs/design.md#scheduling-floors)
     flag_seq: int | None = None
 

@@ -189,8 +189,8 @@ async def scheduling_floor(conn: Conn, floor: int) -> int | None:
 async def observe_ends(conn: Conn, limit: int,
                        lookback_s: float | None = None) -> list[EndedRun]:
     """Up to ``limit`` runs ended by a worker's completion within ``lookback_s`` seconds
-    (None: ever) and not yet observed, their marks cleared (commits with the caller's
-    statement)."""
+    (None: ever) and not yet observed, taken off warden.run_ends (commits with the
+    caller's statement)."""
     return await fetch_all(conn, "runs_observe_ends", {
         "limit": limit,
         "lookback": None if lookback_s is None else timedelta(seconds=lookback_s)},

@@ -245,8 +245,9 @@ BEGIN
     -- * it ENDS here when every step is succeeded or skipped, for a plain run (no parent
     --   to wake, no `output:` mapping to evaluate, no for_each item just ended): succeeded,
     --   its output the sink steps' outputs, as the scheduler would write them. It is
-    --   marked end_unobserved, not flagged: a serve's observer records the end (metrics,
-    --   traces) in batches, with no scheduler pass and no wake-up (runs_observe_ends);
+    --   not flagged: its end goes to warden.run_ends, where a serve's observer records it
+    --   (metrics, traces) in batches, with no scheduler pass and no wake-up
+    --   (runs_observe_ends);
     -- * it is WOKEN (flagged) only where the scheduler has something to decide: a for_each
     --   item ended, a pending step that depends on a completed one has all its
     --   dependencies final (every trigger waits for that), or no step is running any more
@@ -353,8 +354,7 @@ BEGIN
            needs_scheduling = u.needs_scheduling OR NOT coalesce(x.ends, true),
            status = CASE WHEN x.ends THEN 'succeeded' ELSE u.status END,
            output = CASE WHEN x.ends THEN x.output ELSE u.output END,
-           finished_at = CASE WHEN x.ends THEN warden.now() ELSE u.finished_at END,
-           end_unobserved = u.end_unobserved OR coalesce(x.ends, false)
+           finished_at = CASE WHEN x.ends THEN warden.now() ELSE u.finished_at END
       FROM (SELECT h.tenant_id, h.run_id, h.seq, h.hash, j.ends, j.output
               FROM unnest(h_tenants, h_runs, h_seqs, h_hashes) AS h(tenant_id, run_id, seq, hash)
               LEFT JOIN unnest(v_tenants, v_runs, v_ends, v_outputs)
@@ -362,6 +362,13 @@ BEGIN
                 ON j.tenant_id = h.tenant_id AND j.run_id = h.run_id
             OFFSET 0) x
      WHERE u.tenant_id = x.tenant_id AND u.run_id = x.run_id;
+    -- the ends, for a serve's observer (warden.run_ends, runs_observe_ends)
+    IF true = ANY (v_ends) THEN
+        INSERT INTO warden.run_ends (tenant_id, run_id, finished_at)
+        SELECT x.tenant_id, x.run_id, warden.now()
+          FROM unnest(v_tenants, v_runs, v_ends) AS x(tenant_id, run_id, ends)
+         WHERE x.ends;
+    END IF;
     -- one NOTIFY for the batch when it flagged a run; also for a run flagged already, as
     -- before: its scheduler may have passed it by while this transaction held it locked.
     -- An end wakes nobody: the observer polls for ends.

@@ -38,8 +38,14 @@ GRANT INSERT ON warden.workflows, warden.runs, warden.steps, warden.step_items, 
 GRANT INSERT ON warden.dispatch_plans TO warden_engine;
 -- the start plans (sql/schema/63_start_plans.sql): inserted, never changed
 GRANT INSERT ON warden.start_plans TO warden_engine;
-GRANT UPDATE (status, output, error, started_at, finished_at, needs_scheduling, end_unobserved)
+GRANT UPDATE (status, output, error, started_at, finished_at, needs_scheduling)
     ON warden.runs TO warden_engine;
+-- the ends a completion wrote, which a serve's observer takes (sql/schema/20_runs.sql);
+-- only warden.complete_jobs (the owner) inserts them. UPDATE of finished_at because the
+-- observer takes them FOR UPDATE SKIP LOCKED, which asks for an UPDATE privilege; the
+-- column only orders the observer's queue (moving it moves when a metric is recorded,
+-- as deleting the row, which the observer must do, already could)
+GRANT DELETE, UPDATE (finished_at) ON warden.run_ends TO warden_engine;
 GRANT UPDATE (status, attempts, max_attempts, retry_at, output, error, started_at,
               finished_at) ON warden.steps TO warden_engine;
 -- the waits of sleep and wait_event steps (docs/workflows.md#control-flow)

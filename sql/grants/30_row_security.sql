@@ -16,7 +16,7 @@ BEGIN
                                    'policy_decisions', 'archived_runs',
                                    'events', 'schedules', 'schedule_ticks',
                                    'event_triggers', 'event_starts',
-                                   'dispatch_plans', 'start_plans'] LOOP
+                                   'dispatch_plans', 'start_plans', 'run_ends'] LOOP
         EXECUTE format('ALTER TABLE warden.%I ENABLE ROW LEVEL SECURITY', v_table);
         EXECUTE format('DROP POLICY IF EXISTS tenant_scope ON warden.%I', v_table);
         EXECUTE format('CREATE POLICY tenant_scope ON warden.%I TO warden_engine '

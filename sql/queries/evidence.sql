@@ -1,7 +1,7 @@
 -- name: evidence_runs :many
 -- The runs an export covers: one run, or a tenant's runs created in [since, until)
 -- (runs_by_created), each as a JSON document without the engine's bookkeeping columns.
-SELECT to_jsonb(r) - 'needs_scheduling' - 'end_unobserved' - 'flag_seq' - 'request_digest' AS doc
+SELECT to_jsonb(r) - 'needs_scheduling' - 'flag_seq' - 'request_digest' AS doc
   FROM warden.runs r
  WHERE (%(run_id)s::uuid IS NULL OR r.run_id = %(run_id)s::uuid)
    AND (%(tenant_id)s::text IS NULL OR r.tenant_id = %(tenant_id)s::text)

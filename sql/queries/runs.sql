@@ -143,26 +143,33 @@ SELECT r.* FROM warden.runs r
    FOR NO KEY UPDATE OF r SKIP LOCKED;
 
 -- name: runs_observe_ends :many
--- Takes up to `limit` runs a worker's completion ended within `lookback` (NULL: ever;
--- warden.complete_jobs marks them end_unobserved) and clears the mark, so each end is
--- observed once (metrics, traces) by whichever serve takes it. SKIP LOCKED: serves share
--- them and never wait for a run a scheduler or a worker is writing; runs_end_unobserved
+-- Takes up to `limit` ends a worker's completion wrote within `lookback` (NULL: ever;
+-- warden.complete_jobs inserts them into warden.run_ends) and deletes them, so each end
+-- is observed once (metrics, traces) by whichever serve takes it, with the run as it
+-- ended. SKIP LOCKED: serves share them and never wait for each other; run_ends_by_time
 -- keeps the lookup to the unobserved few, however many runs exist, and the lookback to
 -- the last seconds of them however many an old snapshot keeps
--- (docs/design.md#lookbacks).
-UPDATE warden.runs r
-   SET end_unobserved = false
-  FROM (SELECT u.tenant_id, u.run_id FROM warden.runs u
-         WHERE u.end_unobserved
-           AND u.finished_at >= CASE WHEN %(lookback)s::interval IS NULL
-                                     THEN '-infinity'::timestamptz
-                                     ELSE warden.now() - %(lookback)s::interval END
-         ORDER BY u.finished_at
-         LIMIT %(limit)s
-           FOR NO KEY UPDATE SKIP LOCKED) t
- WHERE r.tenant_id = t.tenant_id AND r.run_id = t.run_id
-RETURNING r.tenant_id, r.run_id, r.workflow_id, r.workflow_version, r.status, r.created_by,
-          r.created_at, r.finished_at;
+-- (docs/design.md#lookbacks). The run is read, not locked: a final run no longer changes.
+WITH taken AS (
+    DELETE FROM warden.run_ends e
+     USING (SELECT t.tenant_id, t.run_id FROM warden.run_ends t
+             WHERE t.finished_at >= CASE WHEN %(lookback)s::interval IS NULL
+                                         THEN '-infinity'::timestamptz
+                                         ELSE warden.now() - %(lookback)s::interval END
+             ORDER BY t.finished_at
+             LIMIT %(limit)s
+               FOR UPDATE SKIP LOCKED) t
+     WHERE e.tenant_id = t.tenant_id AND e.run_id = t.run_id
+    RETURNING e.tenant_id, e.run_id
+)
+-- each run by its primary key (OFFSET 0: never a join the planner could turn into a
+-- scan of every run)
+SELECT r.tenant_id, r.run_id, r.workflow_id, r.workflow_version, r.status, r.created_by,
+       r.created_at, r.finished_at
+  FROM taken k
+ CROSS JOIN LATERAL (SELECT u.* FROM warden.runs u
+                      WHERE u.tenant_id = k.tenant_id AND u.run_id = k.run_id
+                     OFFSET 0) r;
 
 -- name: runs_end_pass :exec
 -- The end of a scheduler pass for each of its runs, in one update per run: the status
@@ -181,8 +188,7 @@ UPDATE warden.runs r
                           WHEN x.final THEN warden.now() END,
        output = coalesce(x.output, r.output),
        error = coalesce(x.error, r.error),
-       needs_scheduling = false,
-       end_unobserved = false
+       needs_scheduling = false
   FROM unnest(%(tenant_ids)s::text[], %(run_ids)s::uuid[],
               %(from_statuses)s::text[]::warden.run_status[],
               %(to_statuses)s::text[]::warden.run_status[], %(finals)s::boolean[],

@@ -52,10 +52,6 @@ CREATE TABLE warden.runs (
     -- before the step's own priority (docs/workflows.md#priority)
     priority          smallint          NOT NULL DEFAULT 5
                                         CONSTRAINT runs_priority_range CHECK (priority BETWEEN 0 AND 9),
-    -- true when a worker's completion ended the run in its own transaction
-    -- (warden.complete_jobs); a serve's observer takes it (runs_observe_ends), records the
-    -- end (metrics, traces: docs/deployment.md) and clears it
-    end_unobserved    boolean           NOT NULL DEFAULT false,
     -- when the run was last flagged (needs_scheduling set), in flagging order: a new run
     -- draws it at insert, a flag set later draws a new one (sql/triggers/runs.sql); the
     -- scheduler takes flagged runs in this order from its floor
@@ -93,16 +89,29 @@ ALTER SEQUENCE warden.runs_flag_seq OWNED BY warden.runs.flag_seq;
 -- after each pass; and while an old snapshot keeps the entries of cleared flags, they lie
 -- before the scheduler's floor, where it never walks (docs/design.md#scheduling-floors).
 CREATE INDEX runs_to_schedule ON warden.runs (flag_seq) WHERE needs_scheduling;
--- The ends a worker's completion wrote and no serve has observed yet: tiny for the same
--- reason (docs/design.md#scale-path); by end time, so that the observer looks back a few
--- seconds only, past the entries an old snapshot keeps (docs/design.md#lookbacks).
-CREATE INDEX runs_end_unobserved ON warden.runs (finished_at) WHERE end_unobserved;
 CREATE INDEX runs_by_created ON warden.runs (tenant_id, created_at DESC, run_id DESC);
 -- Also how the reconciler's sweeps find the open runs of each tenant
 -- (sql/queries/reconciler.sql, docs/design.md#sweeps).
 CREATE INDEX runs_by_status ON warden.runs (tenant_id, status, created_at DESC);
 CREATE INDEX runs_open_deadline ON warden.runs (deadline_at)
     WHERE deadline_at IS NOT NULL AND finished_at IS NULL;
+
+-- The ends a worker's completion wrote (warden.complete_jobs) and no serve has observed
+-- yet: a serve's observer takes them (runs_observe_ends), records each end once (metrics,
+-- traces: docs/deployment.md) and deletes its row. A queue of its own, not a flag on the
+-- run: clearing a flag was one more version of the run row per run, with an entry in
+-- each of its indexes (docs/design.md#ends-observed-apart). By end time, so that the
+-- observer looks back a few seconds only, past the rows an old snapshot keeps
+-- (docs/design.md#lookbacks). A run deleted by retention takes its row with it.
+CREATE TABLE warden.run_ends (
+    tenant_id    text        NOT NULL,
+    run_id       uuid        NOT NULL,
+    finished_at  timestamptz NOT NULL,
+    PRIMARY KEY (tenant_id, run_id),
+    FOREIGN KEY (tenant_id, run_id) REFERENCES warden.runs (tenant_id, run_id)
+        ON DELETE CASCADE
+);
+CREATE INDEX run_ends_by_time ON warden.run_ends (finished_at);
 
 CREATE TABLE warden.steps (
     tenant_id       text               NOT NULL,

@@ -103,7 +103,7 @@ async def test_a_run_driven_by_notify_shows_in_every_family(api: Harness) -> Non
         await support.wait_for(ended, timeout=20, what="the run to succeed")
 
         async def observed() -> bool:  # a completion's end is observed by a poll
-            return not (await support.detail(api.svc, UUID(run_id))).run.end_unobserved
+            return not await support.end_unobserved(api.svc, UUID(run_id))
 
         await support.wait_for(observed, timeout=10, what="the run's end to be observed")
         # the reaper polls every 50 ms and has no NOTIFY: its waits all end by the clock

@@ -210,7 +210,7 @@ async def test_a_completion_wakes_its_run_only_when_the_scheduler_has_something_
     await _complete_unflagged(db, join)  # the last step: the run ends here, unflagged
     assert not await _flagged(db, run.run_id)
     ended = (await support.detail(db, run.run_id)).run
-    assert ended.status is RunStatus.SUCCEEDED and ended.end_unobserved
+    assert ended.status is RunStatus.SUCCEEDED and await support.end_unobserved(db, run.run_id)
 
 
 BESIDE_AN_APPROVAL = """
@@ -298,7 +298,7 @@ async def test_the_completion_of_a_plain_runs_last_step_ends_the_run_in_its_tran
     ended = (await support.detail(db, run.run_id)).run
     assert ended.status is RunStatus.SUCCEEDED and ended.finished_at is not None
     assert ended.output == {"a": {}}
-    assert ended.end_unobserved and not ended.needs_scheduling
+    assert await support.end_unobserved(db, run.run_id) and not ended.needs_scheduling
     events = await support.events(db, run.run_id)
     assert [(e.kind, e.actor) for e in events[-2:]] == [("job.succeeded", "w1"),
                                                       ("run.succeeded", "scheduler")]
@@ -310,7 +310,7 @@ async def test_the_completion_of_a_plain_runs_last_step_ends_the_run_in_its_tran
     assert await scheduler.observe_ends() == 1
     assert _ended_count() == before + 1
     observed = (await support.detail(db, run.run_id)).run
-    assert not observed.end_unobserved and not observed.needs_scheduling
+    assert not await support.end_unobserved(db, run.run_id) and not observed.needs_scheduling
     assert observed.status is RunStatus.SUCCEEDED
     assert len(await support.events(db, run.run_id)) == len(events)  # nothing more written
     assert await scheduler.observe_ends() == 0  # observed once
@@ -350,7 +350,8 @@ async def test_a_batch_writes_each_of_its_runs_once_head_end_and_flag_together(
     assert row == (3,), f"{row} updates of warden.runs for a batch of 3 runs"
     assert await _flagged(db, woken.run_id) and not await _flagged(db, head_only.run_id)
     ended = (await support.detail(db, ending.run_id)).run
-    assert ended.status is RunStatus.SUCCEEDED and ended.end_unobserved
+    assert ended.status is RunStatus.SUCCEEDED
+    assert await support.end_unobserved(db, ending.run_id)
     for run in (woken, head_only, ending):
         rows = await _sql(db, "SELECT r.timeline_seq = (SELECT max(t.seq) FROM warden.timeline t "
                               "WHERE t.tenant_id = r.tenant_id AND t.run_id = r.run_id), "
@@ -396,7 +397,7 @@ async def test_each_end_is_observed_once_by_concurrent_observers_and_passes(
     await support.settle(scheduler)
     jobs = await support.claim(db, ["t.one"], n=12)
     await _complete_unflagged(db, *jobs)
-    assert await _sql(db, "SELECT count(*) FROM warden.runs WHERE end_unobserved") == [(12,)]
+    assert await _sql(db, "SELECT count(*) FROM warden.run_ends") == [(12,)]
     await _sql(db, "UPDATE warden.runs SET needs_scheduling = true WHERE run_id = %s",
                runs[0].run_id)
     before = _ended_count()
@@ -407,14 +408,14 @@ async def test_each_end_is_observed_once_by_concurrent_observers_and_passes(
         pass
     await support.settle(scheduler)
     assert _ended_count() == before + 12
-    assert await _sql(db, "SELECT count(*) FROM warden.runs "
-                          "WHERE end_unobserved OR needs_scheduling") == [(0,)]
+    assert await _sql(db, "SELECT (SELECT count(*) FROM warden.run_ends), "
+                          "(SELECT count(*) FROM warden.runs WHERE needs_scheduling)") == [(0, 0)]
 
 
 async def test_the_observer_runs_on_the_engine_roles_privileges(
         db: Database, scheduler: Scheduler, db_url: str, login_roles: LoginRoles) -> None:
     """`warden serve` logs in as a warden_engine member: taking the marks (row-level
-    security, the column grant on end_unobserved) needs nothing more, across tenants as
+    security, the grant to delete from warden.run_ends) needs nothing more, across tenants as
     the serve's loops run, and a scope of another tenant sees none of them."""
     await support.store(db, ONE)
     run = await support.start(db, "one")
@@ -429,13 +430,48 @@ async def test_the_observer_runs_on_the_engine_roles_privileges(
         with scoped(ACROSS_TENANTS):
             assert await observer.observe_ends() == 1
     assert _ended_count() == before + 1
-    assert not (await support.detail(db, run.run_id)).run.end_unobserved
+    assert not await support.end_unobserved(db, run.run_id)
+
+
+async def test_the_ends_queue_is_fenced_by_tenant_and_role(
+        db: Database, scheduler: Scheduler, db_url: str, login_roles: LoginRoles) -> None:
+    """warden.run_ends is written by warden.complete_jobs alone: the engine may take an end
+    of a tenant in its scope and nothing more (no forged end, no end moved to another run,
+    no other tenant's end seen or taken), a worker or an auditor not at all. (Retention
+    deleting a run with its end: tests/db/test_retention.py.)"""
+    await support.store(db, ONE)
+    run = await support.start(db, "one")
+    await support.settle(scheduler)
+    (job,) = await support.claim(db, ["t.one"])
+    await _complete_unflagged(db, job)
+    other = await support.start(db, "one")  # not ended: no row
+
+    def refused(role: str, statement: str, *params: Any) -> None:
+        with psycopg.connect(as_role(db_url, role), autocommit=True) as conn:
+            conn.execute("SELECT set_config('warden.tenant', '*', false)")
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                conn.execute(statement, params)
+
+    forge = ("INSERT INTO warden.run_ends (tenant_id, run_id, finished_at) "
+             "VALUES ('default', %s, now())")
+    move = "UPDATE warden.run_ends SET run_id = %s"
+    for role in (login_roles.engine, login_roles.worker_a, login_roles.auditor):
+        refused(role, forge, other.run_id)
+        refused(role, move, other.run_id)
+    for role in (login_roles.worker_a, login_roles.auditor):
+        refused(role, "DELETE FROM warden.run_ends")
+    refused(login_roles.worker_a, "SELECT * FROM warden.run_ends")
+    with psycopg.connect(as_role(db_url, login_roles.engine), autocommit=True) as conn:
+        conn.execute("SELECT set_config('warden.tenant', 'another-tenant', false)")
+        assert conn.execute("SELECT count(*) FROM warden.run_ends").fetchone() == (0,)
+        assert conn.execute("DELETE FROM warden.run_ends").rowcount == 0
+    assert await support.end_unobserved(db, run.run_id)
 
 
 async def _left_to_the_scheduler(db: Database, run_id: Any) -> None:
     left = (await support.detail(db, run_id)).run
     assert left.status is RunStatus.RUNNING and left.needs_scheduling
-    assert not left.end_unobserved
+    assert not await support.end_unobserved(db, run_id)
 
 
 async def test_a_run_with_an_output_mapping_or_a_failed_step_is_left_to_the_scheduler(
@@ -493,7 +529,7 @@ async def test_a_run_ended_by_a_completion_carries_the_output_the_scheduler_woul
     await support.complete(db, b, {"from": "b"})
     await _complete_unflagged(db, c)
     ended = (await support.detail(db, run.run_id)).run
-    assert ended.status is RunStatus.SUCCEEDED and ended.end_unobserved
+    assert ended.status is RunStatus.SUCCEEDED and await support.end_unobserved(db, run.run_id)
     async with db.connection() as conn:
         workflow = await support.services(db).definitions.get(conn, "default", "branches",
                                                               "1.0.0")

@@ -46,7 +46,7 @@ async def test_an_end_before_the_lookback_waits_for_the_full_look(
     run = await support.start(db, "one")
     await support.settle(scheduler)
     [job] = await support.claim(db, ["t.one"])
-    await support.complete(db, job)  # ends the run: end_unobserved
+    await support.complete(db, job)  # ends the run: its end in warden.run_ends
     await support.advance_clock(db, 30)
     async with db.connection() as conn:
         assert await runs_q.observe_ends(conn, 10, lookback_s=10) == []

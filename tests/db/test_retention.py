@@ -123,6 +123,7 @@ async def test_retention_archives_a_finished_month_and_leaves_open_runs_untouche
         db: Database, db_url: str, scheduler: Scheduler, tmp_path: Path) -> None:
     await support.store(db, WORKFLOW)
     old = await _finished(db, scheduler)
+    assert await support.end_unobserved(db, old)  # no serve observed it: its row goes too
     await _to_next_month(db)
     still_open = await _open(db, scheduler)
     anchor_dir, archive_dir = tmp_path / "anchors", tmp_path / "archive"
@@ -147,6 +148,7 @@ async def test_retention_archives_a_finished_month_and_leaves_open_runs_untouche
     assert await _scalar(db, "SELECT count(*) FROM warden.runs WHERE run_id = %s", old) == 0
     assert await _scalar(db, "SELECT count(*) FROM warden.steps WHERE run_id = %s", old) == 0
     assert await _scalar(db, "SELECT count(*) FROM warden.jobs WHERE run_id = %s", old) == 0
+    assert not await support.end_unobserved(db, old)
     assert await _scalar(db, "SELECT to_regclass(%s)::text",
                          f"warden_partitions.timeline_y{old_month.replace('-', 'm')}") is None
     [job] = await support.claim(db, ["t.open"])

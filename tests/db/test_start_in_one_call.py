@@ -94,8 +94,8 @@ async def written(db: Database, run_id: UUID) -> dict[str, Any]:
         SELECT workflow_version, status, input, output, error, idempotency_key IS NOT NULL,
                request_digest, created_by, started_at = created_at, finished_at,
                deadline_at - created_at, needs_scheduling, timeline_seq, pins, depth,
-               priority, end_unobserved
-          FROM warden.runs WHERE run_id = %s""", run_id)
+               priority, EXISTS (SELECT 1 FROM warden.run_ends e WHERE e.run_id = r.run_id)
+          FROM warden.runs r WHERE run_id = %s""", run_id)
     steps = await rows(db, """
         SELECT step_id, type, status, depends_on, topic, attempts, max_attempts, backoff_ms,
                max_backoff_ms, multiplier, jitter, timeout_ms, priority, retry_at, output,
