@@ -100,13 +100,16 @@ class _Rounds:
         began = loop.time()
         await self.starter.start_batches(shape, plan.batch_size, plan.batch_lanes,
                                          key_prefix=f"growth-{self.n}")
-        left = await monitor.wait_drained(self.conn, deadline=began + plan.drain_timeout_s,
-                                          check=self.check)
+        # by key, the runs this round started: never a walk of what an old snapshot keeps
+        left = await monitor.wait_finished(self.conn, self.starter.take_started(),
+                                           deadline=began + plan.drain_timeout_s,
+                                           check=self.check)
         drain_s = loop.time() - began
         since: datetime = (await pg.one(self.conn, "db_now"))["now"]
         await self.starter.start_paced(one_step(self.latency_runs), plan.idle_rate)
-        await monitor.wait_drained(self.conn, deadline=loop.time() + plan.drain_timeout_s,
-                                   check=self.check)
+        await monitor.wait_finished(self.conn, self.starter.take_started(),
+                                    deadline=loop.time() + plan.drain_timeout_s,
+                                    check=self.check)
         latency = await pg.one(self.conn, "growth_claim_latency", {"since": since})
         return {"label": label, "drained": left == 0,
                 "jobs_per_s": round(shape.jobs / drain_s, 1) if left == 0 else None,

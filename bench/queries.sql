@@ -63,6 +63,17 @@ SELECT count(*) AS n FROM (
      WHERE tenant_id = %(tenant)s AND status IN ('pending', 'running', 'waiting')
      LIMIT 1) AS one;
 
+-- name: first_unfinished_of :one
+-- The growth rounds' stop condition (bench/monitor.py, wait_finished): the position
+-- (1-based) of the first of the given runs that is not finished, each looked up by its
+-- primary key; NULL when all are. OFFSET 0 keeps each lookup a probe of runs_pkey.
+SELECT min(k.i) AS i
+  FROM unnest(%(run_ids)s::uuid[]) WITH ORDINALITY AS k(run_id, i)
+ CROSS JOIN LATERAL (SELECT r.finished_at FROM warden.runs r
+                      WHERE r.tenant_id = %(tenant)s AND r.run_id = k.run_id
+                     OFFSET 0) r
+ WHERE r.finished_at IS NULL;
+
 -- name: listeners :many
 -- Which bench children hold their LISTEN connection open: the sign they are idle-ready.
 SELECT application_name FROM pg_stat_activity

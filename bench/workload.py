@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
+from uuid import UUID
 
 from bench.children import TOPIC
 from engine.definitions import workflows
@@ -85,6 +86,14 @@ class Starter:
         svc = Services.create(self.db, policy_default=Verdict.ALLOW)
         # as `warden serve` and the CLI compose it (engine/cli/common.py)
         self.svc = with_start_dispatch(svc) if start_dispatch else svc
+        # every run started since the last take_started(), in start order: what a drain
+        # of them waits for, by key (bench/monitor.py, wait_finished)
+        self.started: list[UUID] = []
+
+    def take_started(self) -> list[UUID]:
+        """The runs started since the last call, in start order."""
+        taken, self.started = self.started, []
+        return taken
 
     async def __aenter__(self) -> Starter:
         await self.db.open()
@@ -102,8 +111,10 @@ class Starter:
                                  snapshot_hash=stored.row.snapshot_hash, activated_by="bench")
 
     async def start_one(self, shape: Shape) -> None:
-        await lifecycle.start(self.svc, tenant_id=TENANT, workflow_id=shape.workflow_id, input={},
-                         created_by="bench")
+        started = await lifecycle.start(self.svc, tenant_id=TENANT,
+                                        workflow_id=shape.workflow_id, input={},
+                                        created_by="bench")
+        self.started.append(started.run.run_id)
 
     async def start_all(self, shape: Shape) -> dict[str, Any]:
         """All runs of the shape as fast as `concurrency` lanes can start them."""
@@ -135,6 +146,8 @@ class Starter:
                 failed = [r.error for r in results if r.error is not None]
                 if failed:
                     raise RuntimeError(f"{len(failed)} items of a batch failed: {failed[0]}")
+                self.started.extend(r.started.run.run_id for r in results
+                                    if r.started is not None)
 
         began = time.perf_counter()
         await asyncio.gather(*(lane() for _ in range(lanes)))
