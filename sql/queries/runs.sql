@@ -149,17 +149,22 @@ SELECT r.* FROM warden.runs r
 -- ended. SKIP LOCKED: serves share them and never wait for each other; run_ends_by_time
 -- keeps the lookup to the unobserved few, however many runs exist, and the lookback to
 -- the last seconds of them however many an old snapshot keeps
--- (docs/design.md#lookbacks). The run is read, not locked: a final run no longer changes.
+-- (docs/design.md#lookbacks). The rows taken are deleted by ctid from an array the
+-- lookup fills once (an InitPlan; a row locked FOR UPDATE keeps its ctid): written as a
+-- join to the lookup, the planner put the lookup on the inner side of a nested loop and
+-- ran it again for every row of run_ends, 5 s a call under an old snapshot
+-- (bench/README.md, session 12). The run is read by key, not locked: a final run no
+-- longer changes.
 WITH taken AS (
     DELETE FROM warden.run_ends e
-     USING (SELECT t.tenant_id, t.run_id FROM warden.run_ends t
-             WHERE t.finished_at >= CASE WHEN %(lookback)s::interval IS NULL
-                                         THEN '-infinity'::timestamptz
-                                         ELSE warden.now() - %(lookback)s::interval END
-             ORDER BY t.finished_at
-             LIMIT %(limit)s
-               FOR UPDATE SKIP LOCKED) t
-     WHERE e.tenant_id = t.tenant_id AND e.run_id = t.run_id
+     WHERE e.ctid = ANY (ARRAY(
+           SELECT t.ctid FROM warden.run_ends t
+            WHERE t.finished_at >= CASE WHEN %(lookback)s::interval IS NULL
+                                        THEN '-infinity'::timestamptz
+                                        ELSE warden.now() - %(lookback)s::interval END
+            ORDER BY t.finished_at
+            LIMIT %(limit)s
+              FOR UPDATE SKIP LOCKED))
     RETURNING e.tenant_id, e.run_id
 )
 -- each run by its primary key (OFFSET 0: never a join the planner could turn into a

@@ -17,7 +17,7 @@ from engine.process.metrics import REGISTRY
 from engine.runs import stopping
 from engine.runs.services import Services
 from engine.scheduling.scheduler import Scheduler
-from engine.store import Database
+from engine.store import Database, sqlfiles
 from engine.store import jobs as jobs_q
 from engine.store.connection import connect
 from engine.store.jobs import Completion
@@ -410,6 +410,34 @@ async def test_each_end_is_observed_once_by_concurrent_observers_and_passes(
     assert _ended_count() == before + 12
     assert await _sql(db, "SELECT (SELECT count(*) FROM warden.run_ends), "
                           "(SELECT count(*) FROM warden.runs WHERE needs_scheduling)") == [(0, 0)]
+
+
+async def test_the_observer_looks_up_its_ends_once_and_deletes_them_by_ctid(
+        db: Database, scheduler: Scheduler, db_url: str) -> None:
+    """runs_observe_ends' generic plan: the lookup of the oldest ends (run_ends_by_time,
+    LIMIT, SKIP LOCKED) runs once, as an InitPlan, and the rows it took are deleted by
+    ctid. Written as a join to that lookup, the planner put it inside a nested loop over
+    run_ends and ran it once per row: 5 s a call under an old snapshot."""
+    await support.store(db, ONE)
+    for _ in range(3):
+        await support.start(db, "one")
+    await support.settle(scheduler)
+    await _complete_unflagged(db, *await support.claim(db, ["t.one"], n=3))
+    await _sql(db, "ANALYZE warden.run_ends")
+    query = sqlfiles.get("runs_observe_ends").sql
+    query = query.replace("%(lookback)s", "$1").replace("%(limit)s", "$2")
+    async with await psycopg.AsyncConnection.connect(db_url, autocommit=True) as conn:
+        await conn.execute("SET plan_cache_mode = force_generic_plan")
+        await conn.execute("SET enable_seqscan = off")
+        await conn.execute(f"PREPARE observe AS {query}")
+        cur = await conn.execute("EXPLAIN EXECUTE observe('10 seconds', 500)")
+        plan = "\n".join(r[0] for r in await cur.fetchall())
+    lines = plan.splitlines()
+    lookups = [i for i, line in enumerate(lines) if "run_ends_by_time" in line]
+    assert len(lookups) == 1, plan
+    assert any("InitPlan" in line for line in lines[:lookups[0]]), plan
+    assert any("Tid Scan on run_ends e" in line for line in lines), plan
+    assert "Nested Loop" not in "\n".join(lines[:lookups[0]]).split("CTE taken")[-1], plan
 
 
 async def test_the_observer_runs_on_the_engine_roles_privileges(
