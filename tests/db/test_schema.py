@@ -94,6 +94,35 @@ def test_migrations_upgrade_downgrade_and_upgrade_again(empty_db_url: str) -> No
     migrate.require_head(empty_db_url)
 
 
+def test_the_ends_not_yet_observed_survive_the_move_to_run_ends_and_back(
+        empty_db_url: str) -> None:
+    """0031 moves the end_unobserved flags into warden.run_ends, and its downgrade moves
+    them back: an end no serve had observed when the schema changed is still observed
+    once after it (nothing stored is lost either way)."""
+    migrate.upgrade(empty_db_url, "0030_one_run_update")
+    with psycopg.connect(empty_db_url, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO warden.workflows (tenant_id, workflow_id, version, version_major, "
+            "version_minor, version_patch, name, definition, digest, source, created_by) "
+            "VALUES ('t', 'one', '1.0.0', 1, 0, 0, 'one', '{}', 'd', '', 'author')")
+        conn.execute(
+            "INSERT INTO warden.runs (tenant_id, workflow_id, workflow_version, status, "
+            "request_digest, created_by, started_at, finished_at, needs_scheduling, "
+            "end_unobserved) SELECT 't', 'one', '1.0.0', 'succeeded', 'd', 'a', now(), "
+            "now() - make_interval(secs => n), false, n = 2 FROM generate_series(1, 3) n")
+        [(unobserved, ended_at)] = conn.execute(
+            "SELECT run_id, finished_at FROM warden.runs WHERE end_unobserved").fetchall()
+    migrate.upgrade(empty_db_url)
+    with psycopg.connect(empty_db_url) as conn:
+        assert conn.execute("SELECT tenant_id, run_id, finished_at FROM warden.run_ends"
+                            ).fetchall() == [("t", unobserved, ended_at)]
+    migrate.downgrade(empty_db_url, "0030_one_run_update")
+    with psycopg.connect(empty_db_url) as conn:
+        assert conn.execute("SELECT run_id FROM warden.runs WHERE end_unobserved"
+                            ).fetchall() == [(unobserved,)]
+        assert conn.execute("SELECT count(*) FROM warden.runs").fetchone() == (3,)
+
+
 def test_a_newer_schema_is_refused_with_a_clear_message(empty_db_url: str) -> None:
     migrate.upgrade(empty_db_url)
     with psycopg.connect(empty_db_url, autocommit=True) as conn:
