@@ -9,6 +9,7 @@ from datetime import timedelta
 from typing import Any, TypeVar
 from uuid import UUID
 
+import psycopg
 import pytest
 
 from engine.definitions import workflows
@@ -18,7 +19,7 @@ from engine.runs import lifecycle
 from engine.runs.lifecycle import RunDetail
 from engine.runs.services import Services
 from engine.scheduling.scheduler import Scheduler
-from engine.store import Database
+from engine.store import Database, sqlfiles
 from engine.store import jobs as jobs_q
 from engine.store import runs as runs_q
 from engine.store import timeline as timeline_q
@@ -122,6 +123,28 @@ async def advance_clock(db: Database, seconds: float) -> None:
 
 async def detail(db: Database | Services, run_id: UUID) -> RunDetail:
     return await lifecycle.detail(services(db), None, run_id)
+
+
+async def generic_plan(db_url: str, name: str, params: dict[str, str]) -> str:
+    """The named statement's (sql/queries) generic plan, as the engine's cached one, with
+    the parameters given (``params``: name to value, in order) and sequential scans off:
+    the test tables are a page or two, where a scan of all of them is cheap and would
+    hide the shape the planner picks on a large table."""
+    query = sqlfiles.get(name).sql
+    names = list(params)
+    for i, key in enumerate(names, start=1):
+        query = query.replace(f"%({key})s", f"${i}")
+    async with await psycopg.AsyncConnection.connect(db_url, autocommit=True) as conn:
+        await conn.execute("SET plan_cache_mode = force_generic_plan")
+        await conn.execute("SET enable_seqscan = off")
+        await conn.execute(f"PREPARE planned AS {query}")
+        cur = psycopg.AsyncClientCursor(conn)
+        await cur.execute("BEGIN")
+        await cur.execute("EXPLAIN EXECUTE planned(" + ", ".join(["%s"] * len(names)) + ")",
+                          [params[k] for k in names])
+        plan = "\n".join(r[0] for r in await cur.fetchall())
+        await cur.execute("ROLLBACK")
+    return plan
 
 
 async def end_unobserved(db: Database | Services, run_id: UUID) -> bool:

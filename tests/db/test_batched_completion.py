@@ -17,7 +17,7 @@ from engine.process.metrics import REGISTRY
 from engine.runs import stopping
 from engine.runs.services import Services
 from engine.scheduling.scheduler import Scheduler
-from engine.store import Database, sqlfiles
+from engine.store import Database
 from engine.store import jobs as jobs_q
 from engine.store.connection import connect
 from engine.store.jobs import Completion
@@ -424,14 +424,8 @@ async def test_the_observer_looks_up_its_ends_once_and_deletes_them_by_ctid(
     await support.settle(scheduler)
     await _complete_unflagged(db, *await support.claim(db, ["t.one"], n=3))
     await _sql(db, "ANALYZE warden.run_ends")
-    query = sqlfiles.get("runs_observe_ends").sql
-    query = query.replace("%(lookback)s", "$1").replace("%(limit)s", "$2")
-    async with await psycopg.AsyncConnection.connect(db_url, autocommit=True) as conn:
-        await conn.execute("SET plan_cache_mode = force_generic_plan")
-        await conn.execute("SET enable_seqscan = off")
-        await conn.execute(f"PREPARE observe AS {query}")
-        cur = await conn.execute("EXPLAIN EXECUTE observe('10 seconds', 500)")
-        plan = "\n".join(r[0] for r in await cur.fetchall())
+    plan = await support.generic_plan(db_url, "runs_observe_ends",
+                                      {"lookback": "10 seconds", "limit": "500"})
     lines = plan.splitlines()
     lookups = [i for i, line in enumerate(lines) if "run_ends_by_time" in line]
     assert len(lookups) == 1, plan
@@ -493,6 +487,8 @@ async def test_the_ends_queue_is_fenced_by_tenant_and_role(
         conn.execute("SELECT set_config('warden.tenant', 'another-tenant', false)")
         assert conn.execute("SELECT count(*) FROM warden.run_ends").fetchone() == (0,)
         assert conn.execute("DELETE FROM warden.run_ends").rowcount == 0
+        # the one column it may update (FOR UPDATE asks for it) is fenced the same way
+        assert conn.execute("UPDATE warden.run_ends SET finished_at = now()").rowcount == 0
     assert await support.end_unobserved(db, run.run_id)
 
 

@@ -175,27 +175,6 @@ async def test_cancel_ends_pending_running_and_blocked_work(
     assert await support.claim(db, ["t.queued", "t.after"]) == []
 
 
-async def _generic_plan(db_url: str, name: str, params: dict[str, str]) -> str:
-    """The named statement's generic plan, as the engine's cached one, with sequential
-    scans off: the test tables are a page or two, where a scan of all of them is cheap and
-    would hide the shape the planner picks on a large table."""
-    query = sqlfiles.get(name).sql
-    names = list(params)
-    for i, key in enumerate(names, start=1):
-        query = query.replace(f"%({key})s", f"${i}")
-    async with await psycopg.AsyncConnection.connect(db_url, autocommit=True) as conn:
-        await conn.execute("SET plan_cache_mode = force_generic_plan")
-        await conn.execute("SET enable_seqscan = off")
-        await conn.execute(f"PREPARE sweep AS {query}")
-        cur = psycopg.AsyncClientCursor(conn)
-        await cur.execute("BEGIN")
-        await cur.execute("EXPLAIN EXECUTE sweep(" + ", ".join(["%s"] * len(names)) + ")",
-                          [params[k] for k in names])
-        plan = "\n".join(r[0] for r in await cur.fetchall())
-        await cur.execute("ROLLBACK")
-    return plan
-
-
 async def _history(db: Database, n: int) -> None:
     """``n`` finished runs of CHAIN written directly, then the statistics taken: the
     planner's view of a database whose runs have all ended (as after a drain), where no
@@ -223,7 +202,7 @@ async def test_a_sweep_probes_the_steps_of_each_open_run(
         await support.start(db, "chain")
     await support.settle(scheduler)
     await _history(db, 2000)
-    plan = await _generic_plan(db_url, name, {"grace": "30 seconds", "limit": "100"})
+    plan = await support.generic_plan(db_url, name, {"grace": "30 seconds", "limit": "100"})
     # nothing hashed or scanned whole: a hash is built from every row of its table, and
     # with sequential scans off a Seq Scan means no keyed path was left (PostgreSQL 17
     # hashed an EXISTS over step_items that PostgreSQL 15 probed per step)
@@ -283,5 +262,5 @@ async def test_the_deadline_check_reads_only_runs_with_a_deadline(
     await support.store(db, CHAIN)
     await _history(db, 2000)
     await support.start(db, "chain")
-    plan = await _generic_plan(db_url, "reconcile_runs_past_deadline", {"limit": "100"})
+    plan = await support.generic_plan(db_url, "reconcile_runs_past_deadline", {"limit": "100"})
     assert "runs_open_deadline" in plan, plan
