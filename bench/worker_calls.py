@@ -1,0 +1,115 @@
+"""What a worker's two calls cost on the server: `warden.claim_jobs` and
+`warden.complete_jobs`, per call and per function they run.
+
+    .venv/bin/python bench/worker_calls.py [--runs 3000] [--batch 1] [--rounds 2]
+
+Starts ``--runs`` one-step runs (each start dispatches its run's job; the bench's
+databases grant the admin role every tenant and topic), then claims them
+``--batch`` at a time and completes each claimed batch at once, one transaction per
+call as a worker commits, from one connection: no other session shares the server's
+CPU, so the figures are the calls' own, without the drains' spread. ``--rounds`` repeats
+the whole on a fresh database; the medians of every round are printed. Per function,
+the server's own count (pg_stat_user_functions with track_functions = 'all', SQL
+functions included): total and self time per call of the worker's function. Own
+database, like bench/run.py (WARDEN_BENCH_DATABASE_URL, default the local server),
+dropped at the end. Prints one JSON document.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import sys
+import time
+from typing import Any
+
+CLAIM = "SELECT * FROM warden.claim_jobs(%s, 'bench-calls', %s, '5 min')"
+COMPLETE = "SELECT * FROM warden.complete_jobs(%s, %s, %s)"
+FUNCTIONS = ("SELECT funcname, calls, total_time, self_time FROM pg_stat_user_functions"
+             " WHERE schemaname = 'warden'")
+
+
+async def one_round(dbs: Any, runs: int, batch: int) -> dict[str, Any]:
+    import psycopg
+    from psycopg.types.json import Jsonb
+
+    from bench.workload import Starter, one_step
+
+    url = await dbs.fresh(from_seed=False)
+    shape = one_step(runs)
+    async with Starter(url, 4) as starter:
+        await starter.store(shape)
+        await starter.start_all(shape)  # each start dispatches its run's job
+    from bench.children import TOPIC
+
+    # the starts' sessions report their counts as they exit: let them, before the reset
+    await asyncio.sleep(1.0)
+    times: dict[str, list[float]] = {"claim": [], "complete": []}
+    async with await psycopg.AsyncConnection.connect(
+            url, autocommit=True, options="-c track_functions=all") as conn:
+        await conn.execute("SELECT pg_stat_reset()")
+        while True:
+            began = time.perf_counter()
+            cur = await conn.execute(CLAIM, [[TOPIC], batch])
+            claimed = await cur.fetchall()
+            times["claim"].append(time.perf_counter() - began)
+            if not claimed:
+                times["claim"].pop()  # the empty claim that ends the loop
+                break
+            ids = [r[0] for r in claimed]
+            tokens = [r[9] for r in claimed]
+            began = time.perf_counter()
+            cur = await conn.execute(COMPLETE, [ids, tokens, [Jsonb({}) for _ in ids]])
+            outcomes = await cur.fetchall()
+            times["complete"].append(time.perf_counter() - began)
+            assert all(o == "completed" for _, o in outcomes), outcomes
+        await conn.execute("SELECT pg_stat_force_next_flush()")
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+        cur = await conn.execute(FUNCTIONS)
+        functions = await cur.fetchall()
+    calls = len(times["claim"])
+    return {
+        "calls": calls,
+        "claim_ms": statistics.median(times["claim"]) * 1e3,
+        "complete_ms": statistics.median(times["complete"]) * 1e3,
+        "functions": {name: {"calls": n / calls, "total_ms": total / calls,
+                             "self_ms": own / calls}
+                      for name, n, total, own in functions},
+    }
+
+
+async def main() -> None:
+    from bench.databases import BenchDatabases
+
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--runs", type=int, default=3000)
+    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--rounds", type=int, default=2)
+    args = parser.parse_args()
+    admin = os.environ.get("WARDEN_BENCH_DATABASE_URL",
+                           "postgresql://postgres@127.0.0.1:5432/postgres")
+    dbs = BenchDatabases.for_this_process(admin)
+    try:
+        await dbs.prepare()
+        rounds = [await one_round(dbs, args.runs, args.batch) for _ in range(args.rounds)]
+    finally:
+        await dbs.drop_all()
+    names = sorted({n for r in rounds for n in r["functions"]},
+                   key=lambda n: -rounds[0]["functions"].get(n, {}).get("self_ms", 0))
+    print(json.dumps({
+        "runs": args.runs, "batch": args.batch, "rounds": args.rounds,
+        "per_call_ms": {k: round(statistics.median(r[k] for r in rounds), 3)
+                        for k in ("claim_ms", "complete_ms")},
+        # per call of claim_jobs (one claim and one completion per call)
+        "functions": {n: {k: round(statistics.median(
+            r["functions"].get(n, {}).get(k, 0.0) for r in rounds), 3)
+            for k in ("calls", "total_ms", "self_ms")} for n in names},
+        "cpus": os.cpu_count()}, indent=2))
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    asyncio.run(main())
