@@ -26,7 +26,8 @@ import sys
 import time
 from typing import Any
 
-CLAIM = "SELECT * FROM warden.claim_jobs(%s, 'bench-calls', %s, '5 min')"
+CLAIM = ("SELECT job_id, lease_token"
+         "  FROM warden.claim_jobs(%s, 'bench-calls', %s, '5 min')")
 COMPLETE = "SELECT * FROM warden.complete_jobs(%s, %s, %s)"
 FUNCTIONS = ("SELECT funcname, calls, total_time, self_time FROM pg_stat_user_functions"
              " WHERE schemaname = 'warden'")
@@ -36,6 +37,7 @@ async def one_round(dbs: Any, runs: int, batch: int) -> dict[str, Any]:
     import psycopg
     from psycopg.types.json import Jsonb
 
+    from bench.children import TOPIC
     from bench.workload import Starter, one_step
 
     url = await dbs.fresh(from_seed=False)
@@ -43,7 +45,6 @@ async def one_round(dbs: Any, runs: int, batch: int) -> dict[str, Any]:
     async with Starter(url, 4) as starter:
         await starter.store(shape)
         await starter.start_all(shape)  # each start dispatches its run's job
-    from bench.children import TOPIC
 
     # the starts' sessions report their counts as they exit: let them, before the reset
     await asyncio.sleep(1.0)
@@ -59,13 +60,14 @@ async def one_round(dbs: Any, runs: int, batch: int) -> dict[str, Any]:
             if not claimed:
                 times["claim"].pop()  # the empty claim that ends the loop
                 break
-            ids = [r[0] for r in claimed]
-            tokens = [r[9] for r in claimed]
+            ids = [job_id for job_id, _ in claimed]
+            tokens = [token for _, token in claimed]
             began = time.perf_counter()
             cur = await conn.execute(COMPLETE, [ids, tokens, [Jsonb({}) for _ in ids]])
             outcomes = await cur.fetchall()
             times["complete"].append(time.perf_counter() - began)
-            assert all(o == "completed" for _, o in outcomes), outcomes
+            if any(o != "completed" for _, o in outcomes):
+                raise RuntimeError(f"a completion was refused: {outcomes}")
         await conn.execute("SELECT pg_stat_force_next_flush()")
     async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
         cur = await conn.execute(FUNCTIONS)
