@@ -152,6 +152,16 @@ def jsonb(value: Any) -> Jsonb:
     return Jsonb(value)
 
 
+def jsonb_text(text: str) -> Jsonb:
+    """JSON its caller encoded already (json.dumps), sent as jsonb without a second
+    encoding."""
+    return Jsonb(text, dumps=_verbatim)
+
+
+def _verbatim(text: Any) -> str:
+    return str(text)
+
+
 def json_rows(rows: Iterable[Any]) -> Jsonb:
     """Dataclass rows as one JSON array, for the set-based writes that read it back with
     jsonb_to_recordset (UUIDs and times as their text forms, which Postgres parses)."""

@@ -19,6 +19,7 @@ from engine.store.connection import (
     fetch_value,
     json_rows,
     jsonb,
+    jsonb_text,
 )
 from engine.store.records import ClaimedJob, JobRow, RunKey, run_key_params
 
@@ -75,6 +76,9 @@ class Completion:
     job_id: str
     lease_token: UUID
     result: Any
+    # the result as JSON text, where the caller encoded it already (a worker does, to
+    # refuse what is not JSON before the batch): sent as is, not encoded a second time
+    encoded: str | None = None
 
 
 @dataclass(frozen=True)
@@ -87,7 +91,8 @@ async def complete_many(conn: Conn, batch: Sequence[Completion]) -> dict[str, Ou
     """Completes a batch in one statement; each job's outcome by its id."""
     rows = await fetch_all(conn, "jobs_complete_many", {
         "job_ids": [c.job_id for c in batch], "lease_tokens": [c.lease_token for c in batch],
-        "results": [jsonb(c.result) for c in batch]}, CompletionOutcome)
+        "results": [jsonb(c.result) if c.encoded is None else jsonb_text(c.encoded)
+                    for c in batch]}, CompletionOutcome)
     return {row.job_id: Outcome(row.outcome) for row in rows}
 
 

@@ -39,13 +39,15 @@ class Completer:
         self._closed = False
         self.flushes = 0
 
-    async def complete(self, job_id: str, lease_token: UUID, result: Any) -> Outcome | None:
+    async def complete(self, job_id: str, lease_token: UUID, result: Any, *,
+                       encoded: str | None = None) -> Outcome | None:
         """Records the job's result under its lease; the outcome, or None if the database
-        stayed away too long. Raises the WardenError of a result that cannot be stored."""
+        stayed away too long. Raises the WardenError of a result that cannot be stored.
+        ``encoded``: the result as JSON text, where the caller has it already."""
         if self._closed:
             raise RuntimeError("the completer is closed")
         future: asyncio.Future[Outcome | None] = asyncio.get_running_loop().create_future()
-        self._waiting.append((Completion(job_id, lease_token, result), future))
+        self._waiting.append((Completion(job_id, lease_token, result, encoded), future))
         self._wake.set()
         return await future
 
@@ -72,14 +74,18 @@ class Completer:
     async def _flush(self, batch: Sequence[_Waiter]) -> None:
         try:
             outcomes = await self._write([c for c, _ in batch])
-        except WardenError as exc:
+        except Exception as exc:
+            # A WardenError is a result the database refuses (say, a string jsonb cannot
+            # hold); any other error is one the store does not translate, a bug. Either
+            # way it must not sink the others, nor end this loop (every later completion
+            # would wait on it forever): write them one by one to find it, and hand each
+            # its own error.
             if len(batch) == 1:
                 _resolve(batch[0][1], exc)
                 return
-            # one result the database refuses (say, a string jsonb cannot hold) must not
-            # sink the others: write them one by one to find it
-            log.warning("a batch of %d completions was refused (%s); writing them singly",
-                        len(batch), exc)
+            log.log(logging.WARNING if isinstance(exc, WardenError) else logging.ERROR,
+                    "a batch of %d completions was refused (%s); writing them singly",
+                    len(batch), exc)
             for waiter in batch:
                 await self._flush([waiter])
             return

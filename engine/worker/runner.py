@@ -230,18 +230,26 @@ class Worker:
             span.outcome("fenced")
             return
         try:
-            json.dumps(result)
+            # encoded once, here: the completion sends this text as it is. NaN and the
+            # infinities are not JSON (the database would refuse the whole batch)
+            encoded = json.dumps(result, allow_nan=False)
         except (TypeError, ValueError) as exc:
             span.failed(exc, retryable=False)
             await self._fail(row, _error_doc(exc, "handler returned a non-JSON value"),
                              retryable=False)
             return
         try:
-            outcome = await self.completer.complete(row.job_id, row.lease_token, result)
+            outcome = await self.completer.complete(row.job_id, row.lease_token, result,
+                                                    encoded=encoded)
         except WardenError as exc:  # the database refuses the result itself
             span.failed(exc, retryable=False)
             await self._fail(row, _error_doc(exc, f"result could not be stored: {exc}"),
                              retryable=False)
+            return
+        except Exception as exc:  # an error the store does not translate: a bug
+            span.failed(exc, retryable=True)
+            log.error("job %s: its completion failed (%s); the lease will expire and the "
+                      "attempt be retried", row.job_id, exc, extra=extra)
             return
         if outcome is Outcome.COMPLETED:
             self.completed += 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 from uuid import uuid4
 
@@ -562,3 +563,63 @@ async def test_a_run_ended_by_a_completion_carries_the_output_the_scheduler_woul
     assert ended.output == {sid: steps[sid].output for sid in dag.sink_steps(workflow)
                             if steps[sid].status is StepStatus.SUCCEEDED}
     assert ended.output == {"b": {"from": "b"}, "c": {}}
+
+
+async def test_a_result_encoded_by_its_caller_is_stored_as_that_json(
+        db: Database, scheduler: Scheduler) -> None:
+    """A worker encodes each result once, to refuse what is not JSON, and the batch sends
+    that text as it is; a result the caller did not encode is encoded by the batch. Both
+    land as the same jsonb."""
+    claimed = await _two_fanned_out_runs(db, scheduler)
+    value = {"é": [1, 2.5, None, True], "big": 2**62, "nested": {"s": "a\"b\\c\n"}}
+    async with db.connection() as conn:
+        outcomes = await jobs_q.complete_many(conn, [
+            Completion(claimed[0].job_id, claimed[0].lease_token, value,
+                       json.dumps(value, allow_nan=False)),
+            Completion(claimed[1].job_id, claimed[1].lease_token, value)])
+    assert set(outcomes.values()) == {Outcome.COMPLETED}
+    rows = await _sql(db, "SELECT j.result, s.output FROM warden.jobs j JOIN warden.steps s "
+                          "USING (tenant_id, run_id, step_id) WHERE j.job_id IN (%s, %s)",
+                      claimed[0].job_id, claimed[1].job_id)
+    assert rows == [(value, value)] * 2
+
+
+async def test_encoded_text_that_is_not_json_is_refused_and_nothing_is_stored(
+        db: Database, scheduler: Scheduler) -> None:
+    claimed = await _two_fanned_out_runs(db, scheduler)
+    job = claimed[0]
+    # the text is sent as is: the database is the last check (a worker never sends this:
+    # it encodes with allow_nan=False, tests/db/test_workers.py)
+    with pytest.raises(psycopg.errors.InvalidTextRepresentation):
+        async with db.connection() as conn:
+            await jobs_q.complete_many(conn, [
+                Completion(job.job_id, job.lease_token, None, '{"x": NaN}')])
+    assert await _sql(db, "SELECT status, result FROM warden.jobs WHERE job_id = %s",
+                      job.job_id) == [(JobStatus.RUNNING, None)]
+
+
+async def test_an_error_the_store_does_not_translate_sinks_neither_the_batch_nor_the_completer(
+        db: Database, scheduler: Scheduler) -> None:
+    """One completion whose write fails with an error the store leaves untranslated (here
+    text that is not JSON, which no worker sends) gets that error; the others of its batch
+    complete, and so do completions handed in afterwards. The loop once ended on such an
+    error, and every later completion waited on it forever."""
+    claimed = await _two_fanned_out_runs(db, scheduler)
+    completer = Completer(db)
+    task = asyncio.create_task(completer.run())
+    bad, *good = claimed
+    try:
+        results = await asyncio.gather(
+            completer.complete(bad.job_id, bad.lease_token, None, encoded='{"x": NaN}'),
+            *(completer.complete(j.job_id, j.lease_token, {"ok": 1}) for j in good[:3]),
+            return_exceptions=True)
+        later = await asyncio.wait_for(asyncio.gather(
+            *(completer.complete(j.job_id, j.lease_token, {"ok": 2}) for j in good[3:])), 10)
+    finally:
+        completer.close()
+        await asyncio.wait_for(task, 10)
+    assert isinstance(results[0], psycopg.errors.InvalidTextRepresentation)
+    assert results[1:] == [Outcome.COMPLETED] * 3
+    assert later == [Outcome.COMPLETED] * len(good[3:])
+    assert await _sql(db, "SELECT status FROM warden.jobs WHERE job_id = %s",
+                      bad.job_id) == [(JobStatus.RUNNING,)]

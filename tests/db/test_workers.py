@@ -183,3 +183,50 @@ async def test_a_handler_that_outlives_its_lease_keeps_it_by_heartbeats(
     # 4 leases long: the lease was extended, or the completion would have been fenced
     assert long_kinds.count("job.succeeded") == 1 and "job.lease_expired" not in long_kinds
     assert worker.completed == 2
+
+
+async def test_a_result_that_is_not_json_fails_its_job_and_the_worker_goes_on(
+        db: Database, scheduler: Scheduler) -> None:
+    """A set, or a float JSON has no literal for (NaN, the infinities), fails its attempt
+    for good before anything is sent: the database would refuse the whole batch, and its
+    error once stopped the worker's completions for every later job. The worker then
+    completes the next job as usual, its result stored as the handler returned it."""
+    await support.store(db, ONE_STEP)
+    returns: dict[str, Any] = {"set": {1, 2}, "nan": float("nan"), "inf": float("-inf"),
+                               "fine": {"é": [1, 2.5, None], "big": 2**62}}
+
+    async def handle(job: Job) -> Any:
+        return returns[job.input["kind"]]
+
+    worker = Worker(db, handle, WorkerConfig(topics=("job.incident.escalate",),
+                                             concurrency=4, name="w-json",
+                                             poll_interval_s=0.05))
+    stop = asyncio.Event()
+    running = asyncio.create_task(worker.run(stop))
+    runs = {}
+    try:
+        for kind in ("set", "nan", "inf"):
+            runs[kind] = await support.start(db, "lonely", {"kind": kind})
+        await support.settle(scheduler)
+
+        async def ended(kind: str) -> bool | None:
+            d = await support.detail(db, runs[kind].run_id)
+            return (bool(d.jobs) and d.jobs[0].status.value in ("failed", "succeeded")) or None
+
+        for kind in ("set", "nan", "inf"):
+            await support.wait_for(lambda k=kind: ended(k), what=f"the {kind} job to end",
+                                   timeout=15)
+        runs["fine"] = await support.start(db, "lonely", {"kind": "fine"})
+        await support.settle(scheduler)
+        await support.wait_for(lambda: ended("fine"), what="the next job", timeout=15)
+    finally:
+        stop.set()
+        await running
+    for kind in ("set", "nan", "inf"):
+        [job] = (await support.detail(db, runs[kind].run_id)).jobs
+        assert job.status.value == "failed", kind
+        assert job.error is not None
+        assert job.error["message"] == "handler returned a non-JSON value", kind
+    [fine] = (await support.detail(db, runs["fine"].run_id)).jobs
+    assert fine.status.value == "succeeded" and fine.result == returns["fine"]
+    assert worker.completed == 1 and worker.failed == 3
