@@ -279,6 +279,12 @@ class Worker:
         return job
 
     async def _save_checkpoint(self, row: ClaimedJob, job: Job, state: Any) -> None:
+        try:
+            json.dumps(state, allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            # the handler's mistake, said plainly: the database would refuse NaN or an
+            # infinity with an error about its own syntax
+            raise ValueError(f"checkpoint is not JSON: {exc}") from exc
         async with self.db.connection() as conn:
             await jobs_q.heartbeat(conn, job_id=row.job_id, lease_token=row.lease_token,
                                    extend=timedelta(seconds=self.config.lease_s),

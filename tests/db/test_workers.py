@@ -230,3 +230,40 @@ async def test_a_result_that_is_not_json_fails_its_job_and_the_worker_goes_on(
     [fine] = (await support.detail(db, runs["fine"].run_id)).jobs
     assert fine.status.value == "succeeded" and fine.result == returns["fine"]
     assert worker.completed == 1 and worker.failed == 3
+
+
+async def test_a_checkpoint_that_is_not_json_is_refused_to_the_handler_plainly(
+        db: Database, scheduler: Scheduler) -> None:
+    await support.store(db, ONE_STEP)
+
+    async def handle(job: Job) -> Any:
+        refused = []
+        for state in ({"x": float("nan")}, {"x": {1}}):
+            try:
+                await job.save_checkpoint(state)
+            except ValueError as exc:
+                refused.append(str(exc))
+        await job.save_checkpoint({"step": 1})
+        return {"refused": refused}
+
+    worker = Worker(db, handle, WorkerConfig(topics=("job.incident.escalate",),
+                                             concurrency=1, name="w-checkpoint",
+                                             poll_interval_s=0.05))
+    stop = asyncio.Event()
+    running = asyncio.create_task(worker.run(stop))
+    try:
+        run = await support.start(db, "lonely", {})
+        await support.settle(scheduler)
+
+        async def done() -> bool | None:
+            d = await support.detail(db, run.run_id)
+            return (bool(d.jobs) and d.jobs[0].status.value == "succeeded") or None
+
+        await support.wait_for(done, what="the job to succeed", timeout=15)
+    finally:
+        stop.set()
+        await running
+    [job] = (await support.detail(db, run.run_id)).jobs
+    assert job.result is not None
+    assert [m.split(":")[0] for m in job.result["refused"]] == ["checkpoint is not JSON"] * 2
+    assert job.checkpoint == {"step": 1}  # the valid one after them was saved
