@@ -38,9 +38,7 @@ async def main() -> None:
     parser.add_argument("--events", type=int, default=2)
     parser.add_argument("--calls", type=int, default=200)
     args = parser.parse_args()
-    admin = os.environ.get("WARDEN_BENCH_DATABASE_URL",
-                           "postgresql://postgres@127.0.0.1:5432/postgres")
-    dbs = BenchDatabases.for_this_process(admin)
+    dbs = BenchDatabases.for_this_process()
     try:
         await dbs.prepare()
         url = await dbs.fresh(from_seed=False)

@@ -55,9 +55,7 @@ async def main() -> None:
     parser.add_argument("--steps", type=int, default=9)
     parser.add_argument("--reps", type=int, default=3)
     args = parser.parse_args()
-    admin = os.environ.get("WARDEN_BENCH_DATABASE_URL",
-                           "postgresql://postgres@127.0.0.1:5432/postgres")
-    dbs = BenchDatabases.for_this_process(admin)
+    dbs = BenchDatabases.for_this_process()
     try:
         await dbs.prepare()
         url = await dbs.fresh(from_seed=False)

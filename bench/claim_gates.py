@@ -41,6 +41,7 @@ from psycopg import sql
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.databases import admin_url
 from bench.pg import with_database
 from engine.store import migrate
 from engine.store.sqlfiles import NamedQuery, parse_file
@@ -103,8 +104,7 @@ async def main() -> int:
     parser.add_argument("--batch", type=int, default=10)
     parser.add_argument("--rounds", type=int, default=2)
     args = parser.parse_args()
-    admin = os.environ.get("WARDEN_BENCH_DATABASE_URL",
-                           "postgresql://postgres@127.0.0.1:5432/postgres")
+    admin = admin_url()
     name = f"warden_bench_gates_{os.getpid()}"
     url = with_database(admin, name)
     async with await psycopg.AsyncConnection.connect(admin, autocommit=True) as conn:

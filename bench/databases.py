@@ -19,6 +19,14 @@ from engine.governance import worker_grants
 from engine.store import Database
 from engine.store.migrate import upgrade
 
+# The server every bench script measures on, unless WARDEN_BENCH_DATABASE_URL names another
+DEFAULT_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+
+def admin_url() -> str:
+    """The admin URL of the server the bench creates its databases on."""
+    return os.environ.get("WARDEN_BENCH_DATABASE_URL") or DEFAULT_ADMIN_URL
+
 
 @dataclass(frozen=True)
 class BenchDatabases:
@@ -26,8 +34,9 @@ class BenchDatabases:
     name: str
 
     @classmethod
-    def for_this_process(cls, admin_url: str) -> BenchDatabases:
-        return cls(admin_url, f"warden_bench_{os.getpid()}")
+    def for_this_process(cls, url: str | None = None) -> BenchDatabases:
+        """This process's databases, on the server ``url`` names (default: admin_url())."""
+        return cls(url or admin_url(), f"warden_bench_{os.getpid()}")
 
     @property
     def template(self) -> str:

@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a plai
 
 from bench import pg
 from bench.children import Children
-from bench.databases import BenchDatabases
+from bench.databases import BenchDatabases, admin_url
 from engine.definitions import workflows
 from engine.governance.policy import Verdict
 from engine.runs import events
@@ -93,6 +93,6 @@ async def main(count: int, admin_url: str, timeout_s: float = 300) -> dict[str, 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else "")
     parser.add_argument("--events", type=int, default=500)
-    parser.add_argument("--admin-url", default="postgresql://postgres@127.0.0.1:5432/postgres")
+    parser.add_argument("--admin-url", default=admin_url())
     args = parser.parse_args()
     print(json.dumps(asyncio.run(main(args.events, args.admin_url)), indent=2))

@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a plai
 
 from bench import pg
 from bench.children import Children
-from bench.databases import BenchDatabases
+from bench.databases import BenchDatabases, admin_url
 from engine.definitions import workflows
 from engine.governance.policy import Verdict
 from engine.runs import events, lifecycle
@@ -105,6 +105,6 @@ async def main(runs: int, admin_url: str) -> dict[str, object]:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else "")
     parser.add_argument("--runs", type=int, default=1000)
-    parser.add_argument("--admin-url", default="postgresql://postgres@127.0.0.1:5432/postgres")
+    parser.add_argument("--admin-url", default=admin_url())
     args = parser.parse_args()
     print(json.dumps(asyncio.run(main(args.runs, args.admin_url)), indent=2))

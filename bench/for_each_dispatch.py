@@ -74,9 +74,7 @@ async def main() -> None:
     parser.add_argument("--items", type=int, default=1000)
     parser.add_argument("--reps", type=int, default=5)
     args = parser.parse_args()
-    admin = os.environ.get("WARDEN_BENCH_DATABASE_URL",
-                           "postgresql://postgres@127.0.0.1:5432/postgres")
-    dbs = BenchDatabases.for_this_process(admin)
+    dbs = BenchDatabases.for_this_process()
     try:
         await dbs.prepare()
         url = await dbs.fresh(from_seed=False)

@@ -15,7 +15,6 @@ import argparse
 import asyncio
 import http.client
 import json
-import os
 import shutil
 import sys
 import tempfile
@@ -32,7 +31,6 @@ from bench.databases import BenchDatabases
 from bench.latency import percentiles
 from bench.plan import POLL_INTERVAL_MS, READY_TIMEOUT_S
 
-DEFAULT_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 PATH = "/healthz"
 
 
@@ -66,8 +64,7 @@ def measure(host: str, port: int, requests: int) -> dict[str, Any]:
 
 
 async def run(requests: int) -> dict[str, Any]:
-    admin_url = os.environ.get("WARDEN_BENCH_DATABASE_URL") or DEFAULT_ADMIN_URL
-    dbs = BenchDatabases.for_this_process(admin_url)
+    dbs = BenchDatabases.for_this_process()
     logs = Path(tempfile.mkdtemp(prefix="warden-bench-http-"))
     try:
         await dbs.prepare()

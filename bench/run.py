@@ -33,7 +33,6 @@ from bench.databases import BenchDatabases
 from bench.plan import POLL_INTERVAL_MS, Bench, Plan
 from bench.workload import Shape, chain, fan_out, one_step
 
-DEFAULT_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 # what --only may name: the throughput shapes (fan_out_100 at either size), then phases
 ONLY_CHOICES = ("one_step", "fan_out_100", "chain_5", "batch_start", "latency")
 # (name, worker processes, serve processes); the fan-out shape runs the first two
@@ -225,8 +224,7 @@ async def _latencies(report: dict[str, Any], bench: Bench, errors: list[str],
 
 
 async def run(args: argparse.Namespace) -> tuple[dict[str, Any], list[str]]:
-    admin_url = os.environ.get("WARDEN_BENCH_DATABASE_URL") or DEFAULT_ADMIN_URL
-    dbs = BenchDatabases.for_this_process(admin_url)
+    dbs = BenchDatabases.for_this_process()
     plan = Plan.make(quick=args.quick, profile=args.profile,
                      start_dispatch=not args.no_start_dispatch)
     logs = Path(tempfile.mkdtemp(prefix="warden-bench-"))

@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import statistics
 import sys
 import time
@@ -26,7 +25,6 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
 from bench.databases import BenchDatabases
 from bench.workload import Shape, Starter, one_step
 
-DEFAULT_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 LANES = 8
 
 
@@ -42,8 +40,7 @@ async def sequential(starter: Starter, shape: Shape, starts: int) -> dict[str, f
 
 
 async def run(rounds: int, runs: int, starts: int) -> dict[str, Any]:
-    dbs = BenchDatabases.for_this_process(
-        os.environ.get("WARDEN_BENCH_DATABASE_URL") or DEFAULT_ADMIN_URL)
+    dbs = BenchDatabases.for_this_process()
     await dbs.prepare()
     try:
         url = await dbs.fresh(from_seed=False)

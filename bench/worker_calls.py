@@ -91,9 +91,7 @@ async def main() -> None:
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--rounds", type=int, default=2)
     args = parser.parse_args()
-    admin = os.environ.get("WARDEN_BENCH_DATABASE_URL",
-                           "postgresql://postgres@127.0.0.1:5432/postgres")
-    dbs = BenchDatabases.for_this_process(admin)
+    dbs = BenchDatabases.for_this_process()
     try:
         await dbs.prepare()
         rounds = [await one_round(dbs, args.runs, args.batch) for _ in range(args.rounds)]
