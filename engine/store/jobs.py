@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -71,14 +72,22 @@ async def complete(conn: Conn, *, job_id: str, lease_token: UUID, result: Any) -
         "job_id": job_id, "lease_token": lease_token, "result": jsonb(result)})
 
 
+def encode_result(value: Any) -> str:
+    """A job's result as the JSON text its completion stores. Raises TypeError or
+    ValueError for what JSON cannot hold: a set, an object, NaN or an infinity (json.dumps
+    would write NaN, which the database refuses, and with it a worker's whole batch)."""
+    return json.dumps(value, allow_nan=False)
+
+
 @dataclass(frozen=True)
 class Completion:
     job_id: str
     lease_token: UUID
-    result: Any
-    # the result as JSON text, where the caller encoded it already (a worker does, to
-    # refuse what is not JSON before the batch): sent as is, not encoded a second time
-    encoded: str | None = None
+    result_json: str  # encoded once, by encode_result; sent as it is
+
+    @classmethod
+    def of(cls, job_id: str, lease_token: UUID, value: Any) -> Completion:
+        return cls(job_id, lease_token, encode_result(value))
 
 
 @dataclass(frozen=True)
@@ -91,8 +100,7 @@ async def complete_many(conn: Conn, batch: Sequence[Completion]) -> dict[str, Ou
     """Completes a batch in one statement; each job's outcome by its id."""
     rows = await fetch_all(conn, "jobs_complete_many", {
         "job_ids": [c.job_id for c in batch], "lease_tokens": [c.lease_token for c in batch],
-        "results": [jsonb(c.result) if c.encoded is None else jsonb_text(c.encoded)
-                    for c in batch]}, CompletionOutcome)
+        "results": [jsonb_text(c.result_json) for c in batch]}, CompletionOutcome)
     return {row.job_id: Outcome(row.outcome) for row in rows}
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
-from typing import Any
 from uuid import UUID
 
 from engine.core.enums import Outcome
@@ -39,15 +38,15 @@ class Completer:
         self._closed = False
         self.flushes = 0
 
-    async def complete(self, job_id: str, lease_token: UUID, result: Any, *,
-                       encoded: str | None = None) -> Outcome | None:
-        """Records the job's result under its lease; the outcome, or None if the database
-        stayed away too long. Raises the WardenError of a result that cannot be stored.
-        ``encoded``: the result as JSON text, where the caller has it already."""
+    async def complete(self, job_id: str, lease_token: UUID, result_json: str
+                       ) -> Outcome | None:
+        """Records the job's result (JSON text, jobs.encode_result) under its lease; the
+        outcome, or None if the database stayed away too long. Raises the WardenError of a
+        result that cannot be stored."""
         if self._closed:
             raise RuntimeError("the completer is closed")
         future: asyncio.Future[Outcome | None] = asyncio.get_running_loop().create_future()
-        self._waiting.append((Completion(job_id, lease_token, result, encoded), future))
+        self._waiting.append((Completion(job_id, lease_token, result_json), future))
         self._wake.set()
         return await future
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-import json
 import logging
 import os
 import socket
@@ -230,17 +229,14 @@ class Worker:
             span.outcome("fenced")
             return
         try:
-            # encoded once, here: the completion sends this text as it is. NaN and the
-            # infinities are not JSON (the database would refuse the whole batch)
-            encoded = json.dumps(result, allow_nan=False)
+            encoded = jobs_q.encode_result(result)  # once: the completion sends this text
         except (TypeError, ValueError) as exc:
             span.failed(exc, retryable=False)
             await self._fail(row, _error_doc(exc, "handler returned a non-JSON value"),
                              retryable=False)
             return
         try:
-            outcome = await self.completer.complete(row.job_id, row.lease_token, result,
-                                                    encoded=encoded)
+            outcome = await self.completer.complete(row.job_id, row.lease_token, encoded)
         except WardenError as exc:  # the database refuses the result itself
             span.failed(exc, retryable=False)
             await self._fail(row, _error_doc(exc, f"result could not be stored: {exc}"),
@@ -280,7 +276,7 @@ class Worker:
 
     async def _save_checkpoint(self, row: ClaimedJob, job: Job, state: Any) -> None:
         try:
-            json.dumps(state, allow_nan=False)
+            jobs_q.encode_result(state)
         except (TypeError, ValueError) as exc:
             # the handler's mistake, said plainly: the database would refuse NaN or an
             # infinity with an error about its own syntax

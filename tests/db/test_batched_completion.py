@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 from typing import Any
 from uuid import uuid4
 
@@ -21,13 +20,16 @@ from engine.scheduling.scheduler import Scheduler
 from engine.store import Database
 from engine.store import jobs as jobs_q
 from engine.store.connection import connect
-from engine.store.jobs import Completion
+from engine.store.jobs import Completion, encode_result
 from engine.store.scope import ACROSS_TENANTS, scoped
 from engine.worker.completer import Completer
 from tests import support
 from tests.roles import LoginRoles, as_role
 
 pytestmark = pytest.mark.anyio
+
+OK_1 = encode_result({"ok": 1})
+OK_2 = encode_result({"ok": 2})
 
 FAN = """
 id: fan
@@ -63,7 +65,7 @@ async def test_a_batch_across_runs_completes_every_job_its_steps_and_wakes_each_
     await _sql(db, "UPDATE warden.runs SET needs_scheduling = false")
     async with db.connection() as conn:
         outcomes = await jobs_q.complete_many(conn, [
-            Completion(j.job_id, j.lease_token, {"done": j.job_id}) for j in claimed])
+            Completion.of(j.job_id, j.lease_token, {"done": j.job_id}) for j in claimed])
     assert outcomes == {j.job_id: Outcome.COMPLETED for j in claimed}
     rows = await _sql(db, "SELECT j.status, s.status, s.output = j.result, j.finished_at "
                           "IS NOT NULL FROM warden.jobs j JOIN warden.steps s "
@@ -100,10 +102,10 @@ async def test_fenced_jobs_in_a_batch_change_nothing_and_do_not_sink_the_others(
                         stale.job_id, cancelled.job_id)
     async with db.connection() as conn:
         outcomes = await jobs_q.complete_many(conn, [
-            Completion(good.job_id, good.lease_token, {"ok": 1}),
-            Completion(stale.job_id, uuid4(), {"late": 1}),
-            Completion(cancelled.job_id, cancelled.lease_token, {"late": 1}),
-            Completion("no-such-job", uuid4(), {}),
+            Completion.of(good.job_id, good.lease_token, {"ok": 1}),
+            Completion.of(stale.job_id, uuid4(), {"late": 1}),
+            Completion.of(cancelled.job_id, cancelled.lease_token, {"late": 1}),
+            Completion.of("no-such-job", uuid4(), {}),
         ])
     assert outcomes == {good.job_id: Outcome.COMPLETED, stale.job_id: Outcome.LEASE_LOST,
                         cancelled.job_id: Outcome.CANCELLED,
@@ -116,7 +118,7 @@ async def test_fenced_jobs_in_a_batch_change_nothing_and_do_not_sink_the_others(
                       good.job_id) == [(JobStatus.SUCCEEDED,)]
     # a completed job cannot be completed twice, even by its own lease holder
     async with db.connection() as conn:
-        again = await jobs_q.complete_many(conn, [Completion(good.job_id, good.lease_token,
+        again = await jobs_q.complete_many(conn, [Completion.of(good.job_id, good.lease_token,
                                                              {"twice": 1})])
     assert again == {good.job_id: Outcome.LEASE_LOST}
 
@@ -134,13 +136,14 @@ async def test_the_completer_groups_concurrent_completions_and_isolates_a_refuse
     task = asyncio.create_task(completer.run())
     bad, *good = claimed
     try:
-        first = await asyncio.gather(*(completer.complete(j.job_id, j.lease_token, {"ok": 1})
+        first = await asyncio.gather(*(completer.complete(j.job_id, j.lease_token, OK_1)
                                        for j in good[:3]))
         assert first == [Outcome.COMPLETED] * 3
         assert completer.flushes == 1  # three completions, one transaction
         results = await asyncio.gather(
-            completer.complete(bad.job_id, bad.lease_token, {"text": "nul \u0000 byte"}),
-            *(completer.complete(j.job_id, j.lease_token, {"ok": 2}) for j in good[3:]),
+            completer.complete(bad.job_id, bad.lease_token,
+                               encode_result({"text": "nul \u0000 byte"})),
+            *(completer.complete(j.job_id, j.lease_token, OK_2) for j in good[3:]),
             return_exceptions=True)
     finally:
         completer.close()
@@ -168,8 +171,8 @@ async def test_a_batch_finds_its_jobs_by_index_however_large_the_table(
     conn = await connect(db.url, autocommit=False)
     try:
         outcomes = await jobs_q.complete_many(conn, [
-            Completion(j.job_id, j.lease_token, {"ok": 1}) for j in claimed]
-            + [Completion("no-such-job", uuid4(), {})])
+            Completion.of(j.job_id, j.lease_token, {"ok": 1}) for j in claimed]
+            + [Completion.of("no-such-job", uuid4(), {})])
         cur = await conn.execute("SELECT seq_scan FROM pg_stat_xact_user_tables "
                                  "WHERE relid = 'warden.jobs'::regclass")
         row = await cur.fetchone()
@@ -189,7 +192,7 @@ async def _flagged(db: Database, run_id: Any) -> bool:
 async def _complete_unflagged(db: Database, *jobs: Any) -> None:
     await _sql(db, "UPDATE warden.runs SET needs_scheduling = false")
     async with db.connection() as conn:
-        await jobs_q.complete_many(conn, [Completion(j.job_id, j.lease_token, {}) for j in jobs])
+        await jobs_q.complete_many(conn, [Completion.of(j.job_id, j.lease_token, {}) for j in jobs])
 
 
 async def test_a_completion_wakes_its_run_only_when_the_scheduler_has_something_to_do(
@@ -248,10 +251,10 @@ async def test_two_completers_ending_a_runs_last_branches_at_once_still_wake_it(
     first = await connect(db.url, autocommit=False)
     second = await connect(db.url, autocommit=False)
     try:
-        await jobs_q.complete_many(first, [Completion(b.job_id, b.lease_token, {})])
+        await jobs_q.complete_many(first, [Completion.of(b.job_id, b.lease_token, {})])
         # c's jobs UPDATE runs now; its append waits for the run row first holds
         racing = asyncio.create_task(
-            jobs_q.complete_many(second, [Completion(c.job_id, c.lease_token, {})]))
+            jobs_q.complete_many(second, [Completion.of(c.job_id, c.lease_token, {})]))
         await asyncio.sleep(0.3)
         assert not racing.done()
         await first.commit()
@@ -340,7 +343,7 @@ async def test_a_batch_writes_each_of_its_runs_once_head_end_and_flag_together(
     conn = await connect(db.url, autocommit=False)  # its own backend: see the test above
     try:
         outcomes = await jobs_q.complete_many(
-            conn, [Completion(j.job_id, j.lease_token, {}) for j in batch])
+            conn, [Completion.of(j.job_id, j.lease_token, {}) for j in batch])
         cur = await conn.execute("SELECT n_tup_upd FROM pg_stat_xact_user_tables "
                                  "WHERE relid = 'warden.runs'::regclass")
         row = await cur.fetchone()
@@ -565,23 +568,26 @@ async def test_a_run_ended_by_a_completion_carries_the_output_the_scheduler_woul
     assert ended.output == {"b": {"from": "b"}, "c": {}}
 
 
-async def test_a_result_encoded_by_its_caller_is_stored_as_that_json(
+async def test_a_result_is_stored_as_the_json_it_was_encoded_to(
         db: Database, scheduler: Scheduler) -> None:
-    """A worker encodes each result once, to refuse what is not JSON, and the batch sends
-    that text as it is; a result the caller did not encode is encoded by the batch. Both
-    land as the same jsonb."""
+    """A result is encoded once (jobs.encode_result, by the worker) and the batch sends
+    that text as it is: the job and its step hold the value the handler returned."""
     claimed = await _two_fanned_out_runs(db, scheduler)
     value = {"é": [1, 2.5, None, True], "big": 2**62, "nested": {"s": "a\"b\\c\n"}}
     async with db.connection() as conn:
         outcomes = await jobs_q.complete_many(conn, [
-            Completion(claimed[0].job_id, claimed[0].lease_token, value,
-                       json.dumps(value, allow_nan=False)),
-            Completion(claimed[1].job_id, claimed[1].lease_token, value)])
-    assert set(outcomes.values()) == {Outcome.COMPLETED}
+            Completion.of(claimed[0].job_id, claimed[0].lease_token, value)])
+    assert outcomes == {claimed[0].job_id: Outcome.COMPLETED}
     rows = await _sql(db, "SELECT j.result, s.output FROM warden.jobs j JOIN warden.steps s "
-                          "USING (tenant_id, run_id, step_id) WHERE j.job_id IN (%s, %s)",
-                      claimed[0].job_id, claimed[1].job_id)
-    assert rows == [(value, value)] * 2
+                          "USING (tenant_id, run_id, step_id) WHERE j.job_id = %s",
+                      claimed[0].job_id)
+    assert rows == [(value, value)]
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), {"x": {1, 2}}, object()])
+def test_what_json_cannot_hold_is_refused_when_encoded(value: Any) -> None:
+    with pytest.raises((TypeError, ValueError)):
+        encode_result(value)
 
 
 async def test_encoded_text_that_is_not_json_is_refused_and_nothing_is_stored(
@@ -593,7 +599,7 @@ async def test_encoded_text_that_is_not_json_is_refused_and_nothing_is_stored(
     with pytest.raises(psycopg.errors.InvalidTextRepresentation):
         async with db.connection() as conn:
             await jobs_q.complete_many(conn, [
-                Completion(job.job_id, job.lease_token, None, '{"x": NaN}')])
+                Completion(job.job_id, job.lease_token, '{"x": NaN}')])
     assert await _sql(db, "SELECT status, result FROM warden.jobs WHERE job_id = %s",
                       job.job_id) == [(JobStatus.RUNNING, None)]
 
@@ -610,11 +616,11 @@ async def test_an_error_the_store_does_not_translate_sinks_neither_the_batch_nor
     bad, *good = claimed
     try:
         results = await asyncio.gather(
-            completer.complete(bad.job_id, bad.lease_token, None, encoded='{"x": NaN}'),
-            *(completer.complete(j.job_id, j.lease_token, {"ok": 1}) for j in good[:3]),
+            completer.complete(bad.job_id, bad.lease_token, '{"x": NaN}'),
+            *(completer.complete(j.job_id, j.lease_token, OK_1) for j in good[:3]),
             return_exceptions=True)
         later = await asyncio.wait_for(asyncio.gather(
-            *(completer.complete(j.job_id, j.lease_token, {"ok": 2}) for j in good[3:])), 10)
+            *(completer.complete(j.job_id, j.lease_token, OK_2) for j in good[3:])), 10)
     finally:
         completer.close()
         await asyncio.wait_for(task, 10)

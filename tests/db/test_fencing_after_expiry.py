@@ -171,8 +171,8 @@ async def test_complete_jobs_fences_the_expired_job_and_completes_the_held_one(
     before = await _snapshot(db, job.run_id)
     async with db.connection() as conn:
         outcomes = await jobs_q.complete_many(conn, [
-            Completion(job.job_id, job.lease_token, {"late": True}),
-            Completion(held.job_id, held.lease_token, {"on": "time"})])
+            Completion.of(job.job_id, job.lease_token, {"late": True}),
+            Completion.of(held.job_id, held.lease_token, {"on": "time"})])
     assert outcomes == {job.job_id: Outcome.LEASE_LOST, held.job_id: Outcome.COMPLETED}
     after = await _snapshot(db, job.run_id)
     # the expired job and its step are exactly as they were ...
@@ -192,6 +192,6 @@ async def test_complete_jobs_alone_changes_nothing_for_an_expired_job(
     before = await _snapshot(db, job.run_id)
     async with db.connection() as conn:
         outcomes = await jobs_q.complete_many(
-            conn, [Completion(job.job_id, job.lease_token, {"late": True})])
+            conn, [Completion.of(job.job_id, job.lease_token, {"late": True})])
     assert outcomes == {job.job_id: Outcome.LEASE_LOST}
     assert await _snapshot(db, job.run_id) == before
