@@ -37,6 +37,23 @@ DROP DATABASE IF EXISTS {database} WITH (FORCE);
 -- complete_job, append_event… (pg_stat_statements would need shared_preload_libraries).
 ALTER DATABASE {database} SET track_functions = 'all';
 
+-- name: worker_claim :many
+-- bench/worker_calls.py: one claim of up to %(max_jobs)s jobs, as a worker makes it.
+SELECT job_id, lease_token
+  FROM warden.claim_jobs(%(topics)s, 'bench-calls', %(max_jobs)s, '5 min');
+
+-- name: worker_complete :many
+-- bench/worker_calls.py: the claimed jobs completed in one call, as a worker's completer.
+SELECT job_id, outcome FROM warden.complete_jobs(%(job_ids)s, %(lease_tokens)s, %(results)s);
+
+-- name: stats_reset :exec
+-- The database's pg_stat_* counters from zero (bench/worker_calls.py, before it times).
+SELECT pg_stat_reset();
+
+-- name: stats_flush :exec
+-- This session's pending counts into pg_stat_*, before another session reads them.
+SELECT pg_stat_force_next_flush();
+
 -- name: checkpoint :exec
 -- Every measurement starts right after a checkpoint, so each pays the same full-page
 -- writes instead of whichever phase a timed checkpoint happens to fall into.

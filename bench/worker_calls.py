@@ -26,60 +26,52 @@ import sys
 import time
 from typing import Any
 
-CLAIM = ("SELECT job_id, lease_token"
-         "  FROM warden.claim_jobs(%s, 'bench-calls', %s, '5 min')")
-COMPLETE = "SELECT * FROM warden.complete_jobs(%s, %s, %s)"
-FUNCTIONS = ("SELECT funcname, calls, total_time, self_time FROM pg_stat_user_functions"
-             " WHERE schemaname = 'warden'")
-
 
 async def one_round(dbs: Any, runs: int, batch: int) -> dict[str, Any]:
-    import psycopg
     from psycopg.types.json import Jsonb
 
+    from bench import pg
     from bench.children import TOPIC
     from bench.workload import Starter, one_step
 
-    url = await dbs.fresh(from_seed=False)
+    url = await dbs.fresh(from_seed=False)  # with track_functions on (bench/databases.py)
     shape = one_step(runs)
     async with Starter(url, 4) as starter:
         await starter.store(shape)
         await starter.start_all(shape)  # each start dispatches its run's job
-
     # the starts' sessions report their counts as they exit: let them, before the reset
     await asyncio.sleep(1.0)
     times: dict[str, list[float]] = {"claim": [], "complete": []}
-    async with await psycopg.AsyncConnection.connect(
-            url, autocommit=True, options="-c track_functions=all") as conn:
-        await conn.execute("SELECT pg_stat_reset()")
+    conn = await pg.connect(url)
+    try:
+        await pg.execute(conn, "stats_reset")
         while True:
             began = time.perf_counter()
-            cur = await conn.execute(CLAIM, [[TOPIC], batch])
-            claimed = await cur.fetchall()
-            times["claim"].append(time.perf_counter() - began)
-            if not claimed:
-                times["claim"].pop()  # the empty claim that ends the loop
+            claimed = await pg.rows(conn, "worker_claim", {"topics": [TOPIC],
+                                                           "max_jobs": batch})
+            if not claimed:  # the empty claim that ends the loop is not timed
                 break
-            ids = [job_id for job_id, _ in claimed]
-            tokens = [token for _, token in claimed]
+            times["claim"].append(time.perf_counter() - began)
             began = time.perf_counter()
-            cur = await conn.execute(COMPLETE, [ids, tokens, [Jsonb({}) for _ in ids]])
-            outcomes = await cur.fetchall()
+            outcomes = await pg.rows(conn, "worker_complete", {
+                "job_ids": [r["job_id"] for r in claimed],
+                "lease_tokens": [r["lease_token"] for r in claimed],
+                "results": [Jsonb({}) for _ in claimed]})
             times["complete"].append(time.perf_counter() - began)
-            if any(o != "completed" for _, o in outcomes):
+            if any(o["outcome"] != "completed" for o in outcomes):
                 raise RuntimeError(f"a completion was refused: {outcomes}")
-        await conn.execute("SELECT pg_stat_force_next_flush()")
-    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
-        cur = await conn.execute(FUNCTIONS)
-        functions = await cur.fetchall()
+        await pg.execute(conn, "stats_flush")
+        functions = await pg.rows(conn, "function_stats")
+    finally:
+        await conn.close()
     calls = len(times["claim"])
     return {
         "calls": calls,
         "claim_ms": statistics.median(times["claim"]) * 1e3,
         "complete_ms": statistics.median(times["complete"]) * 1e3,
-        "functions": {name: {"calls": n / calls, "total_ms": total / calls,
-                             "self_ms": own / calls}
-                      for name, n, total, own in functions},
+        "functions": {f["name"]: {"calls": f["calls"] / calls,
+                                  "total_ms": f["total_ms"] / calls,
+                                  "self_ms": f["self_ms"] / calls} for f in functions},
     }
 
 
