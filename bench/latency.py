@@ -16,10 +16,12 @@ from bench.plan import IDLE_SETTLE_S, READY_TIMEOUT_S, Bench
 from bench.workload import Shape, Starter, chain, one_step
 
 
-async def claim_latency(bench: Bench, rate: float) -> dict[str, Any]:
-    """Enqueue → claim: one-step runs started at ``rate`` per second."""
+async def claim_latency(bench: Bench, rate: float,
+                        starter_class: type[Starter] = Starter) -> dict[str, Any]:
+    """Enqueue → claim: one-step runs started at ``rate`` per second (``starter_class``: a
+    Starter that also watches each start, bench/enqueue_stages.py)."""
     shape = one_step(int(rate * bench.plan.latency_seconds))
-    result = await _paced(bench, shape, rate, f"claim-latency-{rate:g}")
+    result = await _paced(bench, shape, rate, f"claim-latency-{rate:g}", starter_class)
     result["latency"] = await _query(bench, "claim_latency")
     result["starts"]["created_per_s"] = (await _query(bench, "created_rate"))["created_per_s"]
     return result
@@ -34,13 +36,14 @@ async def step_latency(bench: Bench) -> dict[str, Any]:
     return result
 
 
-async def _paced(bench: Bench, shape: Shape, rate: float, label: str) -> dict[str, Any]:
+async def _paced(bench: Bench, shape: Shape, rate: float, label: str,
+                 starter_class: type[Starter] = Starter) -> dict[str, Any]:
     url = await bench.dbs.fresh(from_seed=False)
     conn = await pg.connect(url)
     loop = asyncio.get_running_loop()
     try:
-        async with Starter(url, bench.plan.enqueue_concurrency,
-                           start_dispatch=bench.plan.start_dispatch) as starter:
+        async with starter_class(url, bench.plan.enqueue_concurrency,
+                                 start_dispatch=bench.plan.start_dispatch) as starter:
             await starter.store(shape)
             with bench.children(label) as kids:
                 kids.serve()

@@ -394,3 +394,21 @@ SELECT count(*) AS runs, count(DISTINCT s.event_id) AS events,
 -- name: event_starts_count :one
 -- bench/event_starts.py: (event, workflow) pairs handled so far.
 SELECT count(*) AS handled FROM warden.event_starts;
+
+-- name: enqueue_stages :many
+-- Each one-step run's times in epoch seconds (database clock): its creation (the start
+-- transaction's beginning), its job.dispatched event (written inside the start), the
+-- claim transaction's beginning (jobs.started_at) and its job.claimed event (written
+-- inside the claim). bench/enqueue_stages.py sets them beside its own clock.
+SELECT r.run_id,
+       extract(epoch FROM r.created_at)::float8 AS created,
+       extract(epoch FROM d.at)::float8 AS dispatched,
+       extract(epoch FROM j.started_at)::float8 AS claim_began,
+       extract(epoch FROM c.at)::float8 AS claimed
+  FROM warden.runs r
+  JOIN warden.jobs j ON j.tenant_id = r.tenant_id AND j.run_id = r.run_id AND j.attempt = 1
+  JOIN warden.timeline d ON d.tenant_id = r.tenant_id AND d.run_id = r.run_id
+                        AND d.kind = 'job.dispatched'
+  JOIN warden.timeline c ON c.tenant_id = r.tenant_id AND c.run_id = r.run_id
+                        AND c.kind = 'job.claimed'
+ WHERE j.started_at IS NOT NULL;

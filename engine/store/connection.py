@@ -70,6 +70,17 @@ SESSION_OPTIONS = ("-c statement_timeout=30000 -c idle_in_transaction_session_ti
 # milliseconds per session per period (docs/design.md#plans-that-age).
 PLAN_REFRESH_S = 10.0
 
+# How long a connection back in the pool counts as alive without asking the server. Any
+# older one is checked with a round trip at checkout, so a connection the server dropped
+# while it sat idle (a restart, an idle timeout) is replaced, not handed out. A connection
+# that ran a statement moments ago needs no such question: the check cost a round trip
+# on every claim, completion and heartbeat, two process wake-ups each when the host is
+# idle, about 0.35 ms of every enqueue -> claim (bench/README.md, session 14). One that
+# broke within the window fails its next statement once with the usual "database
+# unavailable" error, which every caller already retries, and the pool discards it.
+# HikariCP skips its check the same way (aliveBypassWindowMs, also 500 ms).
+ALIVE_WINDOW_S = 0.5
+
 # SQLSTATEs raised on purpose by the functions in migrations/ (class WD).
 _WARDEN_CODES: dict[str, Callable[[str], errors.WardenError]] = {
     "WD001": errors.LeaseLost,
@@ -198,19 +209,33 @@ class Database:
     """A pool of connections to one Warden database."""
 
     def __init__(self, url: str, *, min_size: int = 1, max_size: int = 8,
-                 acquire_timeout: float = 2.0) -> None:
+                 acquire_timeout: float = 2.0, alive_window_s: float = ALIVE_WINDOW_S) -> None:
         self.url = url
         # How long a caller waits for a pooled connection. Short on purpose: while the
         # server is down no connection will come, and the API must answer 503 now (the
         # loops back off and retry) rather than hold each request for half a minute.
         self.acquire_timeout = acquire_timeout
+        self.alive_window_s = alive_window_s
+        # when each pooled connection last came back to the pool in a good state
+        self._returned_at: weakref.WeakKeyDictionary[Conn, float] = weakref.WeakKeyDictionary()
         self._pool: AsyncConnectionPool[Conn] = AsyncConnectionPool(
             url, min_size=min_size, max_size=max_size, open=False,
             kwargs={"autocommit": True, "options": SESSION_OPTIONS, "connect_timeout": 5},
             # a broken connection (server restarted) is replaced, not handed out again
-            check=AsyncConnectionPool.check_connection,
+            check=self._check,
+            reset=self._returned,
             configure=register_enums,
         )
+
+    async def _check(self, conn: Conn) -> None:
+        returned = self._returned_at.get(conn)
+        if returned is not None and time.monotonic() - returned < self.alive_window_s:
+            return
+        await AsyncConnectionPool.check_connection(conn)
+
+    async def _returned(self, conn: Conn) -> None:
+        # the pool resets only connections that came back usable (idle, not closed)
+        self._returned_at[conn] = time.monotonic()
 
     async def open(self, *, wait: bool = True, timeout: float = 10.0) -> None:
         async with translated():
