@@ -201,12 +201,10 @@ class Worker:
         job = self._job(row)
         extra = {"job_id": row.job_id, "run_id": str(row.run_id), "step_id": row.step_id}
         log.info("job %s claimed", row.job_id, extra=extra)
-        work: asyncio.Future[Any] = (
-            asyncio.ensure_future(self.handler(job)) if self._is_async
-            else asyncio.ensure_future(asyncio.to_thread(self.handler, job)))
+        work = _Work(self.handler, job, is_async=self._is_async)
         beat = _Heartbeats(lambda: self._heartbeat(row, job, work), self.config.lease_s / 3)
         try:
-            result = await work
+            result = await work.run()
         except asyncio.CancelledError:
             if job.is_cancelled:  # we cancelled it: lease lost or run cancelled
                 span.outcome("fenced")
@@ -287,7 +285,7 @@ class Worker:
                                    checkpoint=state)
         job.checkpoint = state
 
-    async def _heartbeat(self, row: ClaimedJob, job: Job, work: asyncio.Future[Any]) -> None:
+    async def _heartbeat(self, row: ClaimedJob, job: Job, work: _Work) -> None:
         """Beats now (a third of the lease has passed since the claim), then every third."""
         interval = self.config.lease_s / 3
         while True:
@@ -298,7 +296,7 @@ class Worker:
             except LeaseLost as exc:
                 _fenced(row, exc.outcome, "heartbeat")
                 job.cancelled.set()
-                work.cancel()  # a sync handler's thread cannot be killed: it sees is_cancelled
+                work.stop()  # a sync handler's thread cannot be killed: it sees is_cancelled
                 return
             except DatabaseUnavailable as exc:
                 log.warning("job %s: heartbeat failed (%s); retrying", row.job_id, exc)
@@ -340,6 +338,40 @@ class Worker:
             task.cancel()  # each releases its job on the way out
         if pending:
             await asyncio.wait(pending, timeout=5)
+
+
+class _Work:
+    """A handler's run on one job, and the heartbeat's way to stop it.
+
+    An async handler runs in the job's own task, not a task of its own: a second task per
+    job (created, scheduled, awaited, its result handed over) showed in a busy worker's
+    CPU (bench/README.md, session 14). Stopping it cancels the job's task, and only while
+    the handler runs: once it has returned, its result is being recorded, and the fence
+    in the database decides whether that lands. A sync handler runs in a thread, awaited
+    as a future; stopping cancels the wait (the thread sees ``job.is_cancelled``)."""
+
+    def __init__(self, handler: Callable[[Job], Any], job: Job, *, is_async: bool) -> None:
+        self._handler = handler
+        self._job = job
+        self._is_async = is_async
+        self._running: asyncio.Task[Any] | asyncio.Future[Any] | None = None
+
+    async def run(self) -> Any:
+        if not self._is_async:
+            self._running = asyncio.ensure_future(asyncio.to_thread(self._handler, self._job))
+            try:
+                return await self._running
+            finally:
+                self._running = None
+        self._running = asyncio.current_task()
+        try:
+            return await self._handler(self._job)
+        finally:
+            self._running = None
+
+    def stop(self) -> None:
+        if self._running is not None:
+            self._running.cancel()
 
 
 class _Heartbeats:
