@@ -15,8 +15,12 @@ wall clock, which on one host is the database's clock. Per run:
 - ``claim began → claimed``: the claim's statement up to its job.claimed event;
 - ``created → claim began``: bench/run.py's enqueue → claim.
 
+Each stage twice: over every start, and without the first start on each of the bench's
+pooled connections (which plans the session's statements: 10 to 30 ms, bench/README.md).
+
 Own database, like bench/run.py's (WARDEN_BENCH_DATABASE_URL, default the local server),
-dropped at the end. Prints mean, p50 and p90 in ms of each stage, one JSON document.
+dropped at the end. Prints mean, p50, p90, p99 and max in ms of each stage, one JSON
+document.
 """
 
 from __future__ import annotations
@@ -60,10 +64,15 @@ class TimedStarter(Starter):
         self.started.append(started.run.run_id)
 
 
-def stages(rows: list[dict[str, Any]], calls: dict[UUID, tuple[float, float]]
-           ) -> dict[str, list[float]]:
+def stages(rows: list[dict[str, Any]], calls: dict[UUID, tuple[float, float]],
+           skip: int = 0) -> dict[str, list[float]]:
+    """Each stage's durations in seconds, leaving out the first ``skip`` starts (in call
+    order)."""
+    order = {run_id: n for n, run_id in enumerate(calls)}
     out: dict[str, list[float]] = {name: [] for name in STAGES}
     for row in rows:
+        if order[row["run_id"]] < skip:
+            continue
         called, returned = calls[row["run_id"]]
         marks = (called, row["created"], row["dispatched"], returned)
         for name, (a, b) in zip(STAGES[:3], itertools.pairwise(marks), strict=True):
@@ -77,7 +86,8 @@ def stages(rows: list[dict[str, Any]], calls: dict[UUID, tuple[float, float]]
 def summary(seconds: list[float]) -> dict[str, float]:
     ms = sorted(s * 1000 for s in seconds)
     return {"mean": round(statistics.mean(ms), 2), "p50": round(statistics.median(ms), 2),
-            "p90": round(ms[int(len(ms) * 0.9)], 2)}
+            "p90": round(ms[int(len(ms) * 0.9)], 2), "p99": round(ms[int(len(ms) * 0.99)], 2),
+            "max": round(ms[-1], 2)}
 
 
 async def main(rate: float, rounds: int) -> dict[str, Any]:
@@ -85,7 +95,9 @@ async def main(rate: float, rounds: int) -> dict[str, Any]:
     bench = Bench(Plan.make(quick=False, profile=False), dbs,
                   Path(tempfile.mkdtemp(prefix="warden-stages-")))
     await dbs.prepare()
+    lanes = bench.plan.enqueue_concurrency
     collected: dict[str, list[float]] = {name: [] for name in STAGES}
+    warm: dict[str, list[float]] = {name: [] for name in STAGES}
     try:
         for _ in range(rounds):
             TimedStarter.calls.clear()
@@ -97,10 +109,17 @@ async def main(rate: float, rounds: int) -> dict[str, Any]:
                 await conn.close()
             for name, values in stages(found, TimedStarter.calls).items():
                 collected[name].extend(values)
+            for name, values in stages(found, TimedStarter.calls, skip=lanes).items():
+                warm[name].extend(values)
     finally:
         await dbs.drop_all()
     return {"rate_per_s": rate, "rounds": rounds, "runs": len(collected[STAGES[0]]),
-            "stages_ms": {name: summary(values) for name, values in collected.items()}}
+            "stages_ms": {name: summary(values) for name, values in collected.items()},
+            # paced starts come back before the next is made, so the pool hands its
+            # connections out in turn: the first `lanes` starts are each connection's
+            # first, which makes the session's plans (bench/README.md, session 14)
+            f"stages_ms_without_the_first_{lanes}": {
+                name: summary(values) for name, values in warm.items()}}
 
 
 if __name__ == "__main__":
