@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass
 
 from engine.core.enums import JobStatus, StepStatus
@@ -48,11 +49,15 @@ class Reaper:
         self.timer_horizon_s = timer_horizon_s
         # a few seconds of expired leases per pass, all of them once a minute
         # (engine/process/lookback.py)
-        self.lookback = Lookback()
+        self.lookback = Lookback(loop="reaper")
 
     async def run_once(self) -> Reaped:
+        look = self.lookback.next()
+        began = time.monotonic()
         async with self.db.connection() as conn:
-            jobs = await jobs_q.reap_expired(conn, self.batch_size, self.lookback.next())
+            jobs = await jobs_q.reap_expired(conn, self.batch_size, look)
+        if look is None:
+            self.lookback.took(time.monotonic() - began)
         approvals = await self._expire_approvals()
         woken = await self._wake_due()
         async with self.db.connection() as conn:

@@ -20,6 +20,7 @@ also the entries of every run that ended since, which grow with the snapshot's a
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import asdict, dataclass
 from datetime import timedelta
 
@@ -61,7 +62,8 @@ class Reconciler:
         self.grace = grace
         self.batch_size = batch_size
         # the sweeps' schedule is a lookback's "all the way" pass: the first pass sweeps
-        self._sweeps = Lookback(window_s=0.0, full_s=sweep_interval.total_seconds())
+        self._sweeps = Lookback(window_s=0.0, full_s=sweep_interval.total_seconds(),
+                                loop="reconciler")
 
     def sweep_due(self) -> bool:
         """True once every ``sweep_interval``, on the process's monotonic clock: it only
@@ -70,10 +72,13 @@ class Reconciler:
 
     async def run_once(self, *, sweep: bool = True) -> Repairs:
         """One pass: deadlines and unclaimed jobs always, the sweeps when ``sweep``."""
-        repairs = Repairs(await self._deadlines(),
-                          await self._flag_stuck() if sweep else 0,
-                          await self._stalled() if sweep else 0,
-                          await self._unclaimed())
+        deadlines = await self._deadlines()
+        began = time.monotonic()
+        flagged = await self._flag_stuck() if sweep else 0
+        stalled = await self._stalled() if sweep else 0
+        if sweep:
+            self._sweeps.took(time.monotonic() - began)
+        repairs = Repairs(deadlines, flagged, stalled, await self._unclaimed())
         metrics.repaired(asdict(repairs))
         if repairs.total:
             log.warning("reconciler repaired %s", repairs, extra={"repairs": repairs.total})

@@ -70,6 +70,12 @@ RECONCILER_REPAIRS = Counter(
     "What the reconciler repaired: runs ended past their deadline (deadlines), stuck runs "
     "woken (flagged), stalled steps retried or failed (stalled), unclaimed jobs reported "
     "and announced again (unclaimed).", ["action"], registry=REGISTRY)
+FULL_LOOKS = Histogram(
+    "warden_full_look_seconds",
+    "How long a loop's look to the beginning of its index took: the reaper's of expired "
+    "leases (reaper), the observer of ends' (ends), the reconciler's sweeps (reconciler). "
+    "Seconds here mean an old snapshot keeps what they walk (docs/design.md#lookbacks).",
+    ["loop"], buckets=_WAITS, registry=REGISTRY)
 WEBHOOK_ATTEMPTS = Counter(
     "warden_webhook_attempts",
     "Webhook POSTs of the notifier by outcome: delivered (2xx), retry (to be posted again "
@@ -107,6 +113,10 @@ def run_ended(run: RunRow | EndedRun) -> None:
 def woke(loop: str, cause: str) -> None:
     if cause != STOP:  # not a wake-up: the process is stopping
         WAKEUPS.labels(loop, cause).inc()
+
+
+def full_look(loop: str, seconds: float) -> None:
+    FULL_LOOKS.labels(loop).observe(seconds)
 
 
 def reaped(*, leases: int, approvals: int) -> None:

@@ -79,7 +79,7 @@ class Scheduler:
         self._held: dict[RunKey, tuple[float, float]] = {}
         self.floor = SchedulingFloor(svc.db)
         # the observer of ends: a few seconds of ends per pass, all of them once a minute
-        self.ends_lookback = Lookback()
+        self.ends_lookback = Lookback(loop="ends")
 
     async def run_once(self) -> int:
         """One pass over up to ``batch_size`` runs; returns how many were taken."""
@@ -109,8 +109,12 @@ class Scheduler:
         once the statement that takes them off has committed. One autocommit statement, no
         pass: a one-step run's end costs no scheduler wake-up (docs/design.md#scale-path).
         Returns how many were taken."""
+        look = self.ends_lookback.next()
+        began = time.monotonic()
         async with self.svc.db.connection() as conn:
-            ended = await runs_q.observe_ends(conn, limit, self.ends_lookback.next())
+            ended = await runs_q.observe_ends(conn, limit, look)
+            if look is None:
+                self.ends_lookback.took(time.monotonic() - began)
             # a run's span shows its approval waits (as a pass's, engine.scheduling.passwrites)
             waits: dict[RunKey, list[ApprovalRow]] = defaultdict(list)
             if ended and tracing.enabled():
