@@ -234,7 +234,8 @@ class Database:
         await AsyncConnectionPool.check_connection(conn)
 
     async def _returned(self, conn: Conn) -> None:
-        # the pool resets only connections that came back usable (idle, not closed)
+        # the pool's reset callback: called as a connection it keeps comes back (a closed
+        # one is dropped first, and one left mid-statement is closed)
         self._returned_at[conn] = time.monotonic()
 
     async def open(self, *, wait: bool = True, timeout: float = 10.0) -> None:

@@ -20,9 +20,18 @@ DECLARE
     h_seq    bigint[];
     h_hash   text[];
 BEGIN
+    -- one run's events (a claim of one run's jobs, a pass over one run): the single-run
+    -- append, without the batch's loop over runs, its count check and its own head
+    -- update (bench/README.md, session 14); same lock, seqs, hashes and errors
+    IF jsonb_array_length(p_batch) = 1 AND jsonb_array_length(p_batch->0->'events') > 0 THEN
+        PERFORM warden.append_events_unscoped(p_batch->0->>'tenant_id',
+                                              (p_batch->0->>'run_id')::uuid,
+                                              p_batch->0->'events');
+        RETURN;
+    END IF;
     SELECT c.tenant_ids, c.run_ids, c.seqs, c.hashes INTO h_tenant, h_run, h_seq, h_hash
       FROM warden.chain_events_for_runs(p_batch) c;
-    -- one run (a start, a claim or a completion of one job): by its primary key (a generic
+    -- one run left with events: by its primary key (a generic
     -- plan of the join below was a hash join over a scan of every run, for a batch of
     -- one: docs/design.md#plans-that-age); a batch of several: one join (an UPDATE per
     -- run cost 15-30 us a run more for a batch of 32, bench/README.md)

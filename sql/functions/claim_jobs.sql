@@ -289,10 +289,9 @@ BEGIN
         SELECT * FROM claimed k ORDER BY k.tenant_id, k.run_id, k.job_id
     LOOP
         -- Each run is locked once per claim, and the events of all the claim's runs are
-        -- appended in one call at its end (append_events_for_runs_unscoped, or
-        -- append_events_unscoped where they are all one run's: one INSERT; unscoped, as a
-        -- worker session carries no tenant scope: the grants were checked above), not
-        -- once per claimed job: a fan-out's workers and its scheduler would
+        -- appended in one call at its end (append_events_for_runs_unscoped: one INSERT;
+        -- unscoped, as a worker session carries no tenant scope: the grants were checked
+        -- above), not once per claimed job: a fan-out's workers and its scheduler would
         -- queue on the run row for each.
         IF v_run IS DISTINCT FROM c.run_id OR v_tenant IS DISTINCT FROM c.tenant_id THEN
             IF v_run IS NOT NULL THEN
@@ -330,12 +329,7 @@ BEGIN
         traceparent := c.traceparent;
         RETURN NEXT;
     END LOOP;
-    IF v_run IS NOT NULL AND v_batch = '[]' THEN
-        -- every job claimed is one run's (a lone claim, a fan-out's jobs): the single-run
-        -- append, without the batch's JSON and its loop over runs (bench/README.md,
-        -- session 14)
-        PERFORM warden.append_events_unscoped(v_tenant, v_run, v_events);
-    ELSIF v_run IS NOT NULL THEN
+    IF v_run IS NOT NULL THEN
         v_batch := v_batch || jsonb_build_array(jsonb_build_object(
             'tenant_id', v_tenant, 'run_id', v_run, 'events', v_events));
         PERFORM warden.append_events_for_runs_unscoped(v_batch);

@@ -287,3 +287,47 @@ async def test_a_batch_append_locks_its_runs_in_key_order_whatever_the_batch_ord
         await appender.commit()
     for run_id in (first, second):
         assert (await support.kinds(db, run_id))[-1] == "job.claimed"
+
+
+async def test_a_one_run_batch_appends_as_the_batch_path_would(
+        db: Database, db_url: str) -> None:
+    """append_events_for_runs_unscoped hands a one-run batch to the single-run append
+    (migration 0034): the events land at the next seqs, chained and verifying, the head
+    moves, an empty one-run batch changes nothing, and a run that is not there is refused
+    with the batch path's WD404, writing nothing."""
+    await support.store(db, WORKFLOW)
+    run_id = (await support.start(db, "one")).run_id
+    before = await support.kinds(db, run_id)
+    events = [{"kind": "job.claimed", "actor": "w", "data": {"n": n}} for n in (1, 2)]
+
+    def batch(run: UUID, evs: list[dict[str, object]]) -> psycopg.types.json.Jsonb:
+        return psycopg.types.json.Jsonb([{"tenant_id": "default", "run_id": str(run),
+                                          "events": evs}])
+
+    append = "SELECT warden.append_events_for_runs_unscoped(%s)"
+    with psycopg.connect(db_url) as conn:  # one transaction: its function counts
+        conn.execute("SET LOCAL track_functions = 'all'")
+        conn.execute(append, [batch(run_id, events)])
+        calls = conn.execute(
+            "SELECT pg_stat_get_xact_function_calls(%s::regprocedure),"
+            " pg_stat_get_xact_function_calls(%s::regprocedure)",
+            ["warden.append_events_unscoped(text, uuid, jsonb)",
+             "warden.chain_events_for_runs(jsonb)"]).fetchone()
+        assert calls == (1, None)  # the single-run append, not the batch's chain
+        conn.commit()
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute(append, [batch(run_id, [])])
+        with pytest.raises(psycopg.DatabaseError) as missing:
+            conn.execute(append, [batch(uuid4(), events)])
+        assert missing.value.sqlstate == "WD404"
+        seqs = conn.execute("SELECT seq, data FROM warden.timeline WHERE run_id = %s "
+                            "ORDER BY seq", [run_id]).fetchall()
+        head = conn.execute("SELECT timeline_seq, timeline_hash FROM warden.runs "
+                            "WHERE run_id = %s", [run_id]).fetchone()
+        last = conn.execute("SELECT hash FROM warden.timeline WHERE run_id = %s "
+                            "ORDER BY seq DESC LIMIT 1", [run_id]).fetchone()
+    assert [s for s, _ in seqs] == list(range(1, len(before) + 3))
+    assert [d for _, d in seqs[-2:]] == [{"n": 1}, {"n": 2}]
+    assert head is not None and last is not None
+    assert head == (len(before) + 2, last[0])
+    assert _verify(db_url, str(run_id))
