@@ -81,6 +81,33 @@ PLAN_REFRESH_S = 10.0
 # HikariCP skips its check the same way (aliveBypassWindowMs, also 500 ms).
 ALIVE_WINDOW_S = 0.5
 
+
+class _LastInFirstOutPool(AsyncConnectionPool[Conn]):
+    """Hands out the connection returned last, not the one idle longest.
+
+    psycopg_pool queues its idle connections first in, first out: under a light load every
+    pooled connection takes its turn, so each one's session pays its first use (compiling
+    the PL/pgSQL it calls, loading the catalog entries of every table it touches, planning
+    every statement: 10-30 ms for a start, against 3-5 ms after) and each goes cold again
+    while the others work. Last in, first out, a light load keeps to the few sessions it
+    needs, which stay warm in the server's caches and in the alive window above; the rest
+    stay idle until a burst needs them, and the pool closes them after `max_idle` as
+    before (its shrink takes the connection idle longest, still the queue's head).
+    PgBouncer reuses server connections the same way by default (server_round_robin off)
+    for the same reason. docs/design.md#the-connection-used-last-goes-first.
+
+    psycopg_pool has no setting for the order. The one override turns the queue so its
+    newest connection is at the head before the pool takes the head, and leaves every
+    other use of the queue (growth, shrink, close) as the library wrote it; the pool calls
+    it under its lock. tests/db/test_pool_checks.py pins the order, so a release that
+    changes these internals fails there and not in production.
+    """
+
+    async def _get_ready_connection(self, timeout: float | None) -> Conn | None:
+        if len(self._pool) > 1:
+            self._pool.rotate(1)
+        return await super()._get_ready_connection(timeout)
+
 # SQLSTATEs raised on purpose by the functions in migrations/ (class WD).
 _WARDEN_CODES: dict[str, Callable[[str], errors.WardenError]] = {
     "WD001": errors.LeaseLost,
@@ -216,14 +243,13 @@ class Database:
         # loops back off and retry) rather than hold each request for half a minute.
         self.acquire_timeout = acquire_timeout
         self.alive_window_s = alive_window_s
-        # when each pooled connection last came back to the pool in a good state
+        # when each pooled connection last came back from its user (see _checkout)
         self._returned_at: weakref.WeakKeyDictionary[Conn, float] = weakref.WeakKeyDictionary()
-        self._pool: AsyncConnectionPool[Conn] = AsyncConnectionPool(
+        self._pool: AsyncConnectionPool[Conn] = _LastInFirstOutPool(
             url, min_size=min_size, max_size=max_size, open=False,
             kwargs={"autocommit": True, "options": SESSION_OPTIONS, "connect_timeout": 5},
             # a broken connection (server restarted) is replaced, not handed out again
             check=self._check,
-            reset=self._returned,
             configure=register_enums,
         )
 
@@ -232,11 +258,6 @@ class Database:
         if returned is not None and time.monotonic() - returned < self.alive_window_s:
             return
         await AsyncConnectionPool.check_connection(conn)
-
-    async def _returned(self, conn: Conn) -> None:
-        # the pool's reset callback: called as a connection it keeps comes back (a closed
-        # one is dropped first, and one left mid-statement is closed)
-        self._returned_at[conn] = time.monotonic()
 
     async def open(self, *, wait: bool = True, timeout: float = 10.0) -> None:
         async with translated():
@@ -255,9 +276,7 @@ class Database:
     @asynccontextmanager
     async def connection(self) -> AsyncIterator[Conn]:
         """A pooled autocommit connection: each statement is its own transaction."""
-        async with translated(), self._pool.connection(timeout=self.acquire_timeout) as conn:
-            await _refresh_plans(conn)
-            await _apply_scope(conn)
+        async with translated(), self._checkout() as conn:
             yield conn
 
     @asynccontextmanager
@@ -267,14 +286,27 @@ class Database:
         SESSION_OPTIONS asks for; only for transactions whose statements are all keyed
         lookups and set-based writes over arrays (a scheduler pass, a start), whose plan
         does not depend on the values."""
-        async with translated(), self._pool.connection(timeout=self.acquire_timeout) as conn:
-            await _refresh_plans(conn)
-            await _apply_scope(conn)
-            async with conn.transaction():
-                if generic_plans:
-                    async with conn.cursor() as cur:
-                        await cur.execute(get("transaction_generic_plans").sql)
+        async with translated(), self._checkout() as conn, conn.transaction():
+            if generic_plans:
+                async with conn.cursor() as cur:
+                    await cur.execute(get("transaction_generic_plans").sql)
+            yield conn
+
+    @asynccontextmanager
+    async def _checkout(self) -> AsyncIterator[Conn]:
+        async with self._pool.connection(timeout=self.acquire_timeout) as conn:
+            try:
+                await _refresh_plans(conn)
+                await _apply_scope(conn)
                 yield conn
+            finally:
+                # Stamped here rather than in the pool's reset callback: with a reset
+                # callback psycopg_pool returns every connection through a task of its
+                # own, so the connection just returned is not yet back when the next
+                # checkout comes, and the pool hands out another (one that may be
+                # cold). A connection that comes back broken is discarded by the pool
+                # whatever its stamp; one left in a transaction is rolled back there.
+                self._returned_at[conn] = time.monotonic()
 
 
 @asynccontextmanager

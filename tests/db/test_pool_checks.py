@@ -67,3 +67,35 @@ async def test_a_connection_returned_inside_a_failed_transaction_is_still_usable
         async with db.connection() as conn:
             cur = await conn.execute("SELECT 1")
             assert await cur.fetchone() == (1,)
+
+
+# The order the pool hands connections out in (engine/store/connection.py
+# _LastInFirstOutPool): the one returned last goes first, so a light load stays on the
+# sessions it needs and they stay warm.
+
+async def test_a_light_load_keeps_to_one_session(db_url: str) -> None:
+    async with Database(db_url, min_size=3, max_size=3) as db:
+        seen = []
+        for _ in range(6):
+            async with db.connection() as conn:
+                seen.append(await _pid(conn))
+        # first in, first out would have handed out all three in turn
+        assert len(set(seen)) == 1
+
+
+async def test_the_connection_returned_last_is_handed_out_first(db_url: str) -> None:
+    async with Database(db_url, min_size=3, max_size=3) as db:
+        held: list[tuple[Conn, int]] = []
+        for _ in range(3):
+            conn = await db._pool.getconn()
+            held.append((conn, await _pid(conn)))
+        for conn, _ in held:  # returned first to last: a, b, c
+            await db._pool.putconn(conn)
+        (_, a), (_, b), (_, c) = held
+        async with db.connection() as first:
+            assert await _pid(first) == c
+            async with db.connection() as second:
+                assert await _pid(second) == b
+        # the queue's head is still the connection idle longest, the one the pool's
+        # shrink closes after max_idle: the override turned the queue only to take from it
+        assert await _pid(db._pool._pool[0]) == a
