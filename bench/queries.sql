@@ -359,6 +359,11 @@ SELECT count(*) AS jobs,
          WHERE r.tenant_id = 'default' AND r.created_at >= %(since)s
            AND j.attempt = 1 AND j.started_at IS NOT NULL) x;
 
+-- name: growth_wal :one
+-- The server's WAL so far (cluster-wide; the bench is alone on its server): a round's
+-- difference over its jobs is the WAL a job cost, full-page images apart.
+SELECT wal_bytes::float8 AS bytes, wal_fpi::float8 AS fpi FROM pg_stat_wal;
+
 -- name: growth_sizes :one
 -- What the tables hold, dead tuples included (the held transaction keeps them).
 SELECT (SELECT count(*) FROM warden.jobs) AS jobs,
