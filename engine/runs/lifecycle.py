@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
-from uuid import UUID, uuid4
+from uuid import UUID
 
 from engine.core import ids
 from engine.core.canonical import require_storable, sha256_hex
@@ -162,7 +162,7 @@ async def _start_planned(svc: Services, *, tenant_id: str, workflow_id: str, cre
         _check_item(item)
     except InvalidInput:
         return None  # start_many names the field
-    sent = q.NewRun(uuid4(), "", item.input, item.idempotency_key, _digest(item), None,
+    sent = q.NewRun(ids.new_run_id(), "", item.input, item.idempotency_key, _digest(item), None,
                     5 if item.priority is None else int(item.priority))
     async with svc.db.connection() as conn:
         row = await q.start_planned(conn, tenant_id=tenant_id, workflow_id=workflow_id,
@@ -278,7 +278,7 @@ async def _insert_runs(svc: Services, conn: Conn, tenant_id: str, workflow_id: s
         if isinstance(found, NotFound):
             results[i] = ItemResult(i, error=found)
             continue
-        run_id = uuid4()
+        run_id = ids.new_run_id()
         planned[run_id] = (i, found[1])
         priority = items[i].priority
         new.append(q.NewRun(run_id, found[0], items[i].input, items[i].idempotency_key,

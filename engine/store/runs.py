@@ -8,6 +8,7 @@ from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
 
+from engine.core import ids
 from engine.core.enums import RunStatus
 from engine.core.errors import InvalidTransition
 from engine.core.states import RUN_TRANSITIONS
@@ -39,7 +40,7 @@ async def insert(conn: Conn, *, tenant_id: str, workflow_id: str, workflow_versi
                  pins: Any = None, parent: Parent | None = None,
                  priority: int = 5) -> RunRow | None:
     return await fetch_one(conn, "run_insert", {
-        "tenant_id": tenant_id, "workflow_id": workflow_id,
+        "tenant_id": tenant_id, "run_id": ids.new_run_id(), "workflow_id": workflow_id,
         "workflow_version": workflow_version, "input": jsonb(input),
         "idempotency_key": idempotency_key, "request_digest": request_digest,
         "rerun_of": rerun_of, "created_by": created_by, "timeout_ms": timeout_ms,

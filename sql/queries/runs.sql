@@ -2,10 +2,11 @@
 -- Creates a run; with an idempotency key already used for this workflow it returns no
 -- row (the unique constraint runs_idempotency decides, even under concurrent starts).
 INSERT INTO warden.runs
-    (tenant_id, workflow_id, workflow_version, input, idempotency_key, request_digest,
-     rerun_of, created_by, deadline_at, parent_run_id, parent_step_id, parent_item_index,
-     parent_attempt, pins, depth, priority, created_at)
-VALUES (%(tenant_id)s, %(workflow_id)s, %(workflow_version)s, %(input)s, %(idempotency_key)s,
+    (tenant_id, run_id, workflow_id, workflow_version, input, idempotency_key,
+     request_digest, rerun_of, created_by, deadline_at, parent_run_id, parent_step_id,
+     parent_item_index, parent_attempt, pins, depth, priority, created_at)
+VALUES (%(tenant_id)s, %(run_id)s, %(workflow_id)s, %(workflow_version)s, %(input)s,
+        %(idempotency_key)s,
         %(request_digest)s, %(rerun_of)s, %(created_by)s,
         warden.now() + make_interval(secs => %(timeout_ms)s::bigint / 1000.0),
         %(parent_run_id)s, %(parent_step_id)s, %(parent_item_index)s, %(parent_attempt)s,
