@@ -16,32 +16,6 @@ from uuid import UUID
 from engine.core.errors import InvalidInput, NotFound
 
 MIN_PREFIX = 4
-
-# A run id is random but for its first byte, which counts minutes and wraps after 256
-# (4 h 16 min). A run's id leads the keys of the run, its steps, its jobs (job_id
-# begins with it), its timeline events and its decisions; fully random, each insert
-# lands on a random page of each of those indexes, and once they outgrow memory every
-# insert after a checkpoint writes that whole page to the WAL again (a full-page image):
-# with a million finished jobs behind them, btree leaf inserts were 79% of the WAL the
-# drain wrote and 93% of its full-page images, nearly all in the seven indexes keyed by
-# run id (bench/README.md, session 15). With the minute in front, the runs of one minute share
-# 1/256 of each index, which stays in memory and is written whole once per checkpoint.
-# The other 114 bits stay random, so an id is as hard to guess as before, and over
-# more than a few hours the first byte is spread evenly, so an 8-digit short id is as
-# likely to be unique as a random id's (2 digits of minute, 6 random: two runs of the
-# same minute share one with odds of 1 in 16.7 million). Sequential-UUID generators for PostgreSQL
-# use the same rotating time prefix; docs/design.md#run-ids.
-RUN_ID_BLOCK_S = 60
-
-
-def new_run_id(now: float | None = None) -> UUID:
-    """A new run id: the minute block (``now``, Unix seconds, default the wall clock),
-    then random bits, marked RFC 9562 version 8 (a layout of our own)."""
-    raw = bytearray(os.urandom(16))
-    raw[0] = int((time.time() if now is None else now) // RUN_ID_BLOCK_S) % 256
-    raw[6] = (raw[6] & 0x0F) | 0x80  # version 8
-    raw[8] = (raw[8] & 0x3F) | 0x80  # the RFC's variant
-    return UUID(bytes=bytes(raw))
 _HEX = re.compile(r"^[0-9a-f]+$")
 
 
@@ -72,3 +46,30 @@ def one(value: str, found: list[UUID], *, kind: str, field: str) -> UUID:
     more = " and more" if len(found) > 10 else ""
     raise InvalidInput(field, f"prefix {value!r} matches several {kind}s: {listed}{more}; "
                               "give more digits")
+
+
+# A run id is random but for its first byte, which counts minutes and wraps after 256
+# (4 h 16 min). A run's id leads the keys of the run, its steps, its jobs (job_id begins
+# with it), its timeline events and its decisions. Fully random, each insert lands on a
+# random page of each of those indexes, and once they outgrow memory every insert after a
+# checkpoint writes that whole page to the WAL again (a full-page image): with a million
+# finished jobs behind them, btree leaf inserts were 79% of the WAL the drain wrote and
+# 93% of its full-page images, nearly all in the seven indexes keyed by run id
+# (bench/README.md, session 15). With the minute in front, the runs of one minute share
+# 1/256 of each index, which stays in memory and is written whole once per checkpoint.
+# The other 114 bits stay random, so an id is as hard to guess as before; and over more
+# than a few hours the first byte is spread evenly, so an 8-digit short id is as likely
+# to be unique as a random id's (2 digits of minute, 6 random: two runs of the same
+# minute share one with odds of 1 in 16.7 million). Sequential-UUID generators for
+# PostgreSQL use the same rotating time prefix (docs/design.md#run-ids).
+RUN_ID_BLOCK_S = 60
+
+
+def new_run_id(now: float | None = None) -> UUID:
+    """A new run id: the minute block (``now``, Unix seconds, default the wall clock),
+    then random bits, marked RFC 9562 version 8 (a layout of our own)."""
+    raw = bytearray(os.urandom(16))
+    raw[0] = int((time.time() if now is None else now) // RUN_ID_BLOCK_S) % 256
+    raw[6] = (raw[6] & 0x0F) | 0x80  # version 8
+    raw[8] = (raw[8] & 0x3F) | 0x80  # the RFC's variant
+    return UUID(bytes=bytes(raw))

@@ -88,7 +88,7 @@ class _LastInFirstOutPool(AsyncConnectionPool[Conn]):
     psycopg_pool queues its idle connections first in, first out: under a light load every
     pooled connection takes its turn, so each one's session pays its first use (compiling
     the PL/pgSQL it calls, loading the catalog entries of every table it touches, planning
-    every statement: 10-30 ms for a start, against 3-5 ms after) and each goes cold again
+    every statement: 25-40 ms for a start, against 3-5 ms after) and each goes cold again
     while the others work. Last in, first out, a light load keeps to the few sessions it
     needs, which stay warm in the server's caches and in the alive window above; the rest
     stay idle until a burst needs them, and the pool closes them after `max_idle` as
@@ -107,6 +107,7 @@ class _LastInFirstOutPool(AsyncConnectionPool[Conn]):
         if len(self._pool) > 1:
             self._pool.rotate(1)
         return await super()._get_ready_connection(timeout)
+
 
 # SQLSTATEs raised on purpose by the functions in migrations/ (class WD).
 _WARDEN_CODES: dict[str, Callable[[str], errors.WardenError]] = {
