@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from dataclasses import dataclass
 
 from engine.core.enums import JobStatus, StepStatus
@@ -52,12 +51,9 @@ class Reaper:
         self.lookback = Lookback(loop="reaper")
 
     async def run_once(self) -> Reaped:
-        look = self.lookback.next()
-        began = time.monotonic()
-        async with self.db.connection() as conn:
-            jobs = await jobs_q.reap_expired(conn, self.batch_size, look)
-        if look is None:
-            self.lookback.took(time.monotonic() - began)
+        with self.lookback.look() as back:
+            async with self.db.connection() as conn:
+                jobs = await jobs_q.reap_expired(conn, self.batch_size, back)
         approvals = await self._expire_approvals()
         woken = await self._wake_due()
         async with self.db.connection() as conn:

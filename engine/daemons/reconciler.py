@@ -20,7 +20,6 @@ also the entries of every run that ended since, which grow with the snapshot's a
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import asdict, dataclass
 from datetime import timedelta
 
@@ -73,11 +72,11 @@ class Reconciler:
     async def run_once(self, *, sweep: bool = True) -> Repairs:
         """One pass: deadlines and unclaimed jobs always, the sweeps when ``sweep``."""
         deadlines = await self._deadlines()
-        began = time.monotonic()
-        flagged = await self._flag_stuck() if sweep else 0
-        stalled = await self._stalled() if sweep else 0
+        flagged = stalled = 0
         if sweep:
-            self._sweeps.took(time.monotonic() - began)
+            with self._sweeps.full_pass():
+                flagged = await self._flag_stuck()
+                stalled = await self._stalled()
         repairs = Repairs(deadlines, flagged, stalled, await self._unclaimed())
         metrics.repaired(asdict(repairs))
         if repairs.total:

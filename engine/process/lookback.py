@@ -11,12 +11,18 @@ A pass that looks all the way walks whatever an old snapshot keeps, and so takes
 the older the snapshot; its reads then compete with every commit's WAL sync on the same
 disk (bench/README.md, session 12). The caller says how long it took (``took``), and the
 next one waits until that is at most ``max_share`` of the time between them.
+
+A loop that decides and scans in one place writes ``with lookback.look() as back:``,
+which times an all-the-way pass itself; one that decides first and scans later times the
+pass with ``with lookback.full_pass():``.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from engine.process import metrics
 
@@ -49,6 +55,25 @@ class Lookback:
             self._full = now
             return None
         return self.window_s
+
+    @contextmanager
+    def look(self) -> Iterator[float | None]:
+        """The next pass's lookback (``next``); an all-the-way pass's time is recorded
+        when the block ends without an exception."""
+        back = self.next()
+        if back is not None:
+            yield back
+            return
+        with self.full_pass():
+            yield None
+
+    @contextmanager
+    def full_pass(self) -> Iterator[None]:
+        """Times an all-the-way pass and records it (``took``) if the block ends without
+        an exception: a pass that failed says nothing of how long a full look takes."""
+        began = time.monotonic()
+        yield
+        self.took(time.monotonic() - began)
 
     def took(self, seconds: float) -> None:
         """The all-the-way pass just made took ``seconds``: the next one waits at least

@@ -109,12 +109,9 @@ class Scheduler:
         once the statement that takes them off has committed. One autocommit statement, no
         pass: a one-step run's end costs no scheduler wake-up (docs/design.md#scale-path).
         Returns how many were taken."""
-        look = self.ends_lookback.next()
-        began = time.monotonic()
         async with self.svc.db.connection() as conn:
-            ended = await runs_q.observe_ends(conn, limit, look)
-            if look is None:
-                self.ends_lookback.took(time.monotonic() - began)
+            with self.ends_lookback.look() as back:
+                ended = await runs_q.observe_ends(conn, limit, back)
             # a run's span shows its approval waits (as a pass's, engine.scheduling.passwrites)
             waits: dict[RunKey, list[ApprovalRow]] = defaultdict(list)
             if ended and tracing.enabled():

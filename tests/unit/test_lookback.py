@@ -57,3 +57,34 @@ def test_a_quick_full_look_keeps_the_plain_period_says_nothing_and_is_counted(
 def _looks(loop: str) -> float:
     return metrics.REGISTRY.get_sample_value(
         "warden_full_look_seconds_count", {"loop": loop}) or 0.0
+
+
+def test_look_records_only_an_all_the_way_pass_that_ended_without_an_exception(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    now = [1000.0]
+    monkeypatch.setattr(lookback.time, "monotonic", lambda: now[0])
+    look = Lookback(window_s=10.0, full_s=60.0, max_share=0.05, loop="observer")
+    before = _looks("observer")
+    with pytest.raises(RuntimeError), look.look() as back:
+        assert back is None
+        now[0] += 30  # a failed 30 s pass says nothing of how long a full look takes
+        raise RuntimeError("the pass failed")
+    assert _looks("observer") == before and look.gap_s == 60.0
+    now[0] += 60
+    with look.look() as back:
+        assert back is None
+        now[0] += 6.0
+    assert _looks("observer") == before + 1 and look.gap_s == pytest.approx(120.0)
+    with look.look() as back:  # a window pass is not timed
+        assert back == 10.0
+        now[0] += 50
+    assert _looks("observer") == before + 1 and look.gap_s == pytest.approx(120.0)
+
+
+def test_full_pass_times_the_block_it_wraps(monkeypatch: pytest.MonkeyPatch) -> None:
+    now = [1000.0]
+    monkeypatch.setattr(lookback.time, "monotonic", lambda: now[0])
+    look = Lookback(window_s=0.0, full_s=60.0, max_share=0.05, loop="reconciler")
+    with look.full_pass():
+        now[0] += 4.0
+    assert look.gap_s == pytest.approx(80.0)
