@@ -9,7 +9,6 @@ Exit codes scripts can rely on: 0 done, 1 error, 2 bad usage or input, 3 not fou
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import sys
 from pathlib import Path
@@ -71,6 +70,7 @@ from engine.cli.schedules import (
 from engine.core import errors
 from engine.core.enums import ApprovalStatus, RunStatus
 from engine.core.settings import load
+from engine.process import runtime
 
 ID_HELP = "the id, or its first hex digits (8, as the page shows them; at least 4)"
 
@@ -372,7 +372,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.tenant is None and args.func in _WRITES:
             args.tenant = "default"
         command: Command = args.func
-        return asyncio.run(command(args, settings))
+        return runtime.run(command(args, settings), settings)
     except errors.WardenError as exc:
         print(f"warden: {exc}", file=sys.stderr)
         return next((code for cls, code in EXIT_CODES if isinstance(exc, cls)), 1)

@@ -32,6 +32,8 @@ class Settings:
     """WARDEN_LOG_FORMAT: text or json."""
     log_level: str
     """WARDEN_LOG_LEVEL: a logging level name (default INFO)."""
+    event_loop: str
+    """WARDEN_EVENT_LOOP: auto (uvloop where it is installed), uvloop or asyncio."""
     http_addr: tuple[str, int]
     """WARDEN_HTTP_ADDR: host:port the API listens on (default 127.0.0.1:8081)."""
     dispatch_timeout_ms: int
@@ -154,6 +156,7 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         log_format=_choice(env, "WARDEN_LOG_FORMAT", "text", ("text", "json")),
         log_level=_choice(env, "WARDEN_LOG_LEVEL", "INFO",
                           ("DEBUG", "INFO", "WARNING", "ERROR")),
+        event_loop=_choice(env, "WARDEN_EVENT_LOOP", "auto", ("auto", "uvloop", "asyncio")),
         dispatch_timeout_ms=_int(env, "WARDEN_DISPATCH_TIMEOUT_MS", 300_000, minimum=1000),
         http_addr=_addr(env.get("WARDEN_HTTP_ADDR") or "127.0.0.1:8081"),
         policy_default=_choice(env, "WARDEN_POLICY_DEFAULT", "deny",

@@ -7,13 +7,16 @@ import json
 import logging
 import signal
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 
+from engine.core.errors import ConfigError
 from engine.core.settings import Settings
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 @contextmanager
@@ -67,6 +70,37 @@ def configure_logging(settings: Settings) -> None:
     root.setLevel(settings.log_level)
     for noisy in ("psycopg.pool", "alembic"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def run(main: Coroutine[Any, Any, T], settings: Settings) -> T:
+    """Runs a command's coroutine on the event loop WARDEN_EVENT_LOOP names.
+
+    uvloop where it is installed (``auto``): a worker spends a fifth of its own CPU in the
+    event loop's bookkeeping for each job (a task, a timer, a future, the socket's
+    readiness), which uvloop does in C (bench/README.md, session 16). ``asyncio`` is the
+    way back for a platform or a debugger uvloop does not suit."""
+    try:
+        factory = event_loop_factory(settings.event_loop)
+    except ConfigError:
+        main.close()  # never to run: no "coroutine was never awaited" after the message
+        raise
+    with asyncio.Runner(loop_factory=factory) as runner:
+        return runner.run(main)
+
+
+def event_loop_factory(choice: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """The loop factory for a WARDEN_EVENT_LOOP value; None: asyncio's own loop."""
+    if choice == "asyncio":
+        return None
+    try:
+        import uvloop
+    except ImportError:
+        if choice == "uvloop":
+            raise ConfigError("WARDEN_EVENT_LOOP=uvloop, but uvloop is not installed "
+                              "(pip install uvloop, or set it to asyncio)") from None
+        return None
+    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+    return factory
 
 
 def stop_on_signals(stop: asyncio.Event) -> None:
