@@ -59,8 +59,8 @@ def configure_logging(settings: Settings) -> None:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
     # Neither format uses the caller's file, line or function, nor the thread or process:
     # skip collecting them for every record (the logging HOWTO's "Optimization"). A worker
-    # writes two records per job, and the caller lookup alone (a walk of the stack) was 6%
-    # of a worker's CPU in the one-step drain (bench/README.md, session 13).
+    # at DEBUG writes two records per job, and the caller lookup alone (a walk of the
+    # stack) was 6% of a worker's CPU in the one-step drain (bench/README.md, session 13).
     logging._srcfile = None
     logging.logThreads = False
     logging.logProcesses = False

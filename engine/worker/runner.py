@@ -199,8 +199,11 @@ class Worker:
 
     async def _attempt(self, row: ClaimedJob, span: tracing.Attempt) -> None:
         job = self._job(row)
-        extra = {"job_id": row.job_id, "run_id": str(row.run_id), "step_id": row.step_id}
-        log.info("job %s claimed", row.job_id, extra=extra)
+        extra = {"job_id": row.job_id, "run_id": job.run_id, "step_id": row.step_id}
+        # The two records of a job that goes well are DEBUG: at INFO they were a fifth of
+        # a busy worker's own CPU (bench/README.md, session 16), and the timeline already
+        # holds each claim and completion with its worker. Failures and fences stay loud.
+        log.debug("job %s claimed", row.job_id, extra=extra)
         work = _Work(self.handler, job, is_async=self._is_async)
         beat = _Heartbeats(lambda: self._heartbeat(row, job, work), self.config.lease_s / 3)
         try:
@@ -248,7 +251,7 @@ class Worker:
         if outcome is Outcome.COMPLETED:
             self.completed += 1
             span.outcome("succeeded")
-            log.info("job %s succeeded", row.job_id, extra=extra)
+            log.debug("job %s succeeded", row.job_id, extra=extra)
         elif outcome is not None:
             span.outcome(outcome.value)
             _fenced(row, outcome, "result")

@@ -48,7 +48,9 @@ async def test_a_worker_frozen_past_its_lease_is_fenced_and_moves_on(
         chaos: Chaos, svc: Services, capsys: pytest.CaptureFixture[str]) -> None:
     deadline = Deadline(90)
     await support.store(svc.db, WORKFLOW)
-    chaos.procs.env.update(WARDEN_LEASE_MS="1500", WARDEN_POLL_INTERVAL_MS="200")
+    # DEBUG: a worker writes its successes there, and the last check reads them
+    chaos.procs.env.update(WARDEN_LEASE_MS="1500", WARDEN_POLL_INTERVAL_MS="200",
+                           WARDEN_LOG_LEVEL="DEBUG")
     serve(chaos.procs)
     marks = str(chaos.marks)
     long_run = (await support.start(svc, "fence", {"marks": marks,
@@ -136,5 +138,12 @@ async def test_a_worker_frozen_past_its_lease_is_fenced_and_moves_on(
     # Warden kept the result of attempt 2 only: 4 handler completions, 3 accepted
     assert seen.completed == 4
     # a fenced completion is a loss, not a success: the worker must not report both
+    # (and it does report a success: the job it ran after the loss)
+    async def next_logged() -> bool:
+        return f"job {next_run}:work@1 succeeded" in log_of(chaos.procs, worker_a)
+
+    await wait_until(next_logged, deadline, "worker A to log its next job's success",
+                     timeout=10)
+    log_a = log_of(chaos.procs, worker_a)
     assert f"job {first[short_run]} succeeded" not in log_a, (
         "worker A logged a fenced completion as succeeded:\n" + log_a)

@@ -14,7 +14,7 @@ from engine.scheduling.scheduler import Scheduler
 from engine.store import Database
 from engine.store import workers as workers_q
 from engine.store.records import WorkerRow
-from engine.worker.runner import Job, Worker, WorkerConfig
+from engine.worker.runner import Job, NonRetryable, Worker, WorkerConfig
 from tests import support
 
 pytestmark = pytest.mark.anyio
@@ -267,3 +267,45 @@ async def test_a_checkpoint_that_is_not_json_is_refused_to_the_handler_plainly(
     assert job.result is not None
     assert [m.split(":")[0] for m in job.result["refused"]] == ["checkpoint is not JSON"] * 2
     assert job.checkpoint == {"step": 1}  # the valid one after them was saved
+
+
+@pytest.mark.parametrize("level", ["INFO", "DEBUG"])
+async def test_a_jobs_claim_and_success_are_debug_records_and_its_failure_is_info(
+        db: Database, scheduler: Scheduler, caplog: pytest.LogCaptureFixture,
+        level: str) -> None:
+    """A worker at INFO writes nothing for a job that goes well (the timeline holds its
+    claim and completion): those two records were a fifth of a busy worker's CPU. A
+    failure is written at INFO, and DEBUG shows every claim and success."""
+    await support.store(db, ONE_STEP)
+
+    async def handle(job: Job) -> Any:
+        if job.input.get("fail"):
+            raise NonRetryable("it was asked to fail")
+        return {"ok": True}
+
+    caplog.set_level(level, logger="engine.worker.runner")
+    worker = Worker(db, handle, WorkerConfig(topics=("job.incident.escalate",), concurrency=2,
+                                             name="w-logs", poll_interval_s=0.05))
+    stop = asyncio.Event()
+    running = asyncio.create_task(worker.run(stop))
+    try:
+        good = await support.start(db, "lonely", {})
+        bad = await support.start(db, "lonely", {"fail": True})
+        await support.settle(scheduler)
+
+        async def both_ended() -> bool | None:
+            return (worker.completed, worker.failed) == (1, 1) or None
+
+        await support.wait_for(both_ended, what="one success and one failure", timeout=15)
+    finally:
+        stop.set()
+        await running
+    records = [(r.levelname, r.getMessage()) for r in caplog.records
+               if r.name == "engine.worker.runner"]
+    good_job, bad_job = f"{good.run_id}:escalate@1", f"{bad.run_id}:escalate@1"
+    assert ("INFO", f"job {bad_job} failed (NonRetryable)") in records
+    quiet = [("DEBUG", f"job {good_job} claimed"), ("DEBUG", f"job {good_job} succeeded")]
+    if level == "DEBUG":
+        assert all(record in records for record in quiet), records
+    else:
+        assert not any(good_job in message for _, message in records), records

@@ -1,6 +1,6 @@
 """The processes' log set-up (engine/process/runtime.py): every record keeps its message,
 level, logger and extra fields, and none pays for the caller's frame, thread or process,
-which no format prints (a worker writes two records per job)."""
+which no format prints (a worker at DEBUG writes two records per job)."""
 
 from __future__ import annotations
 
