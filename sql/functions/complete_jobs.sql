@@ -263,11 +263,17 @@ BEGIN
           FROM unnest(v_done) c
          GROUP BY c.tenant_id, c.run_id
     ), counted AS (
-        -- one walk over each run's steps (a fan-out run has hundreds)
+        -- one walk over each run's steps (a fan-out run has hundreds); the run by its
+        -- key, fenced as the dispatch's lookups are (a generic plan joined a few hundred
+        -- runs by a scan of them all)
         SELECT e.*, u.status AS run_status, u.parent_run_id, u.workflow_id,
                u.workflow_version, k.running, k.open, k.dependents
           FROM ended e
-          JOIN warden.runs u ON u.tenant_id = e.tenant_id AND u.run_id = e.run_id
+         CROSS JOIN LATERAL (
+               SELECT u.status, u.parent_run_id, u.workflow_id, u.workflow_version
+                 FROM warden.runs u
+                WHERE u.tenant_id = e.tenant_id AND u.run_id = e.run_id
+               OFFSET 0) u
          CROSS JOIN LATERAL (
                SELECT count(*) FILTER (WHERE s.status = 'running') AS running,
                       count(*) FILTER (WHERE s.status NOT IN ('succeeded', 'skipped')) AS open,
@@ -275,7 +281,9 @@ BEGIN
                                          AND s.depends_on && e.step_ids) AS dependents
                  FROM warden.steps s
                 WHERE s.tenant_id = e.tenant_id AND s.run_id = e.run_id) k
-    ), judged AS (
+    ), judged AS MATERIALIZED (
+        -- MATERIALIZED: each run judged once. Inlined, `ends` was copied into the three
+        -- places below that read it, and each copy read the workflow's definition again.
         SELECT k.tenant_id, k.run_id,
                -- CASE, so the workflow's definition (large for a wide fan-out) is read
                -- only for a run that would otherwise end here
@@ -302,14 +310,18 @@ BEGIN
     SELECT coalesce(array_agg(j.tenant_id), '{}'), coalesce(array_agg(j.run_id), '{}'),
            coalesce(array_agg(j.ends), '{}'),
            coalesce(array_agg(CASE WHEN j.ends THEN (
-               -- the sink steps' outputs (dag.sink_steps: steps nothing depends on)
+               -- the sink steps' outputs (dag.sink_steps: steps nothing depends on).
+               -- What the run's steps depend on is gathered in one walk; a NOT EXISTS
+               -- per step walked the run's steps once for each of them (12,000 index
+               -- entries to end a 100-step fan-out, bench/README.md, session 16).
                SELECT coalesce(jsonb_object_agg(s.step_id, s.output), '{}')
                  FROM warden.steps s
                 WHERE s.tenant_id = j.tenant_id AND s.run_id = j.run_id
                   AND s.status = 'succeeded'
-                  AND NOT EXISTS (SELECT 1 FROM warden.steps d
-                                   WHERE d.tenant_id = s.tenant_id AND d.run_id = s.run_id
-                                     AND s.step_id = ANY (d.depends_on))) END), '{}')
+                  AND s.step_id <> ALL (ARRAY(
+                      SELECT dep FROM warden.steps d
+                       CROSS JOIN LATERAL unnest(d.depends_on) AS dep
+                       WHERE d.tenant_id = j.tenant_id AND d.run_id = j.run_id))) END), '{}')
       INTO v_tenants, v_runs, v_ends, v_outputs
       FROM judged j
      WHERE j.ends OR j.due;

@@ -629,3 +629,36 @@ async def test_an_error_the_store_does_not_translate_sinks_neither_the_batch_nor
     assert later == [Outcome.COMPLETED] * len(good[3:])
     assert await _sql(db, "SELECT status FROM warden.jobs WHERE job_id = %s",
                       bad.job_id) == [(JobStatus.RUNNING,)]
+
+
+async def test_the_completion_ending_a_wide_fan_out_reads_its_steps_a_few_times_not_per_step(
+        db: Database, scheduler: Scheduler) -> None:
+    """Finding the sink steps walked the run's steps once for each step (a NOT EXISTS per
+    step): ending a fan-out of n steps fetched about n * n rows of warden.steps. Now the
+    steps are walked a fixed number of times, whatever n."""
+    width = 150
+    steps = "\n".join(f"  s{i:03d}: {{type: job, topic: t.wide}}" for i in range(width))
+    await support.store(db, f"id: wide\nname: wide\nversion: 1.0.0\nsteps:\n{steps}\n")
+    run = await support.start(db, "wide")
+    await support.settle(scheduler)
+    claimed = await support.claim(db, ["t.wide"], n=width)
+    assert len(claimed) == width
+    async with db.connection() as conn:
+        await jobs_q.complete_many(conn, [Completion.of(j.job_id, j.lease_token, {})
+                                          for j in claimed[:-1]])
+    last = claimed[-1]
+    conn = await connect(db.url, autocommit=False)  # its own counts (as the test above)
+    try:
+        outcomes = await jobs_q.complete_many(
+            conn, [Completion.of(last.job_id, last.lease_token, {"last": True})])
+        cur = await conn.execute("SELECT idx_tup_fetch FROM pg_stat_xact_user_tables "
+                                 "WHERE relid = 'warden.steps'::regclass")
+        row = await cur.fetchone()
+        await conn.commit()
+    finally:
+        await conn.close()
+    assert outcomes == {last.job_id: Outcome.COMPLETED}
+    ended = (await support.detail(db, run.run_id)).run
+    assert ended.status is RunStatus.SUCCEEDED and len(ended.output) == width
+    assert ended.output[last.step_id] == {"last": True}
+    assert row is not None and row[0] < 5 * width, f"{row[0]} rows of warden.steps fetched"
