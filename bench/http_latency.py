@@ -75,6 +75,7 @@ async def run(requests: int) -> dict[str, Any]:
             with Children(dbs.url_as, logs, POLL_INTERVAL_MS) as kids:
                 serve = kids.serve()
                 await kids.wait_ready(conn, READY_TIMEOUT_S)
+                assert serve.http_addr is not None  # a serve always has its API's address
                 host, port = serve.http_addr
                 result = await asyncio.to_thread(measure, host, port, requests)
         finally:

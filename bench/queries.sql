@@ -137,6 +137,13 @@ SELECT funcname AS name, calls, total_time AS total_ms, self_time AS self_ms
  WHERE schemaname = 'warden'
  ORDER BY total_time DESC;
 
+-- name: index_stats :many
+-- The scans of each of the engine's indexes and the entries they read, since the last
+-- stats_reset (bench/worker_calls.py).
+SELECT indexrelname AS name, idx_scan AS scans, idx_tup_read AS entries
+  FROM pg_stat_user_indexes
+ WHERE schemaname = 'warden' AND idx_scan > 0;
+
 -- name: table_stats :many
 -- Row churn per table (HOT updates avoid index writes, so their share matters), and
 -- sequential scans: on a queue table they mean a plan chosen when the table looked empty.
