@@ -75,10 +75,11 @@ def configure_logging(settings: Settings) -> None:
 def run(main: Coroutine[Any, Any, T], settings: Settings) -> T:
     """Runs a command's coroutine on the event loop WARDEN_EVENT_LOOP names.
 
-    uvloop where it is installed (``auto``): a worker spends a fifth of its own CPU in the
-    event loop's bookkeeping for each job (a task, a timer, a future, the socket's
-    readiness), which uvloop does in C (bench/README.md, session 16). ``asyncio`` is the
-    way back for a platform or a debugger uvloop does not suit."""
+    uvloop where it is installed (``auto``): on asyncio's loop a worker spent about a fifth
+    of its own CPU on the loop's bookkeeping for each job (a task, a timer, a future, the
+    socket's readiness); uvloop, which does it in C, cut the worker's CPU by a quarter
+    (bench/README.md, session 16). ``asyncio`` is the way back for a platform or a
+    debugger uvloop does not suit."""
     try:
         factory = event_loop_factory(settings.event_loop)
     except ConfigError:
