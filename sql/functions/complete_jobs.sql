@@ -263,17 +263,11 @@ BEGIN
           FROM unnest(v_done) c
          GROUP BY c.tenant_id, c.run_id
     ), counted AS (
-        -- one walk over each run's steps (a fan-out run has hundreds); the run by its
-        -- key, fenced as the dispatch's lookups are (a generic plan joined a few hundred
-        -- runs by a scan of them all)
+        -- one walk over each run's steps (a fan-out run has hundreds)
         SELECT e.*, u.status AS run_status, u.parent_run_id, u.workflow_id,
                u.workflow_version, k.running, k.open, k.dependents
           FROM ended e
-         CROSS JOIN LATERAL (
-               SELECT u.status, u.parent_run_id, u.workflow_id, u.workflow_version
-                 FROM warden.runs u
-                WHERE u.tenant_id = e.tenant_id AND u.run_id = e.run_id
-               OFFSET 0) u
+          JOIN warden.runs u ON u.tenant_id = e.tenant_id AND u.run_id = e.run_id
          CROSS JOIN LATERAL (
                SELECT count(*) FILTER (WHERE s.status = 'running') AS running,
                       count(*) FILTER (WHERE s.status NOT IN ('succeeded', 'skipped')) AS open,
