@@ -153,9 +153,13 @@ async def test_the_claim_rate_and_id_prefixes_read_indexes_not_tables(
 async def test_a_handler_that_outlives_its_lease_keeps_it_by_heartbeats(
         db: Database, scheduler: Scheduler) -> None:
     """The first heartbeat comes a third of the lease after the claim, then every third;
-    a job that ends before its first beat sends none."""
+    a job that ends before its first beat sends none.
+
+    The lease is long enough that a loaded machine's pause of a few hundred milliseconds
+    does not make the first beat late (with 0.6 s, a CI run's beat once arrived after the
+    lease had ended and was fenced); the handler still outlives it 2.5 times over."""
     await support.store(db, ONE_STEP)
-    lease_s = 0.6
+    lease_s = 1.5
 
     async def handle(job: Job) -> Any:
         await asyncio.sleep(float(job.input["sleep_s"]))
@@ -167,7 +171,7 @@ async def test_a_handler_that_outlives_its_lease_keeps_it_by_heartbeats(
     stop = asyncio.Event()
     running = asyncio.create_task(worker.run(stop))
     try:
-        long_run = await support.start(db, "lonely", {"sleep_s": 4 * lease_s})
+        long_run = await support.start(db, "lonely", {"sleep_s": 2.5 * lease_s})
         short_run = await support.start(db, "lonely", {"sleep_s": 0})
         await support.settle(scheduler)
 
@@ -180,7 +184,7 @@ async def test_a_handler_that_outlives_its_lease_keeps_it_by_heartbeats(
         stop.set()
         await running
     long_kinds = await support.kinds(db, long_run.run_id)
-    # 4 leases long: the lease was extended, or the completion would have been fenced
+    # 2.5 leases long: the lease was extended, or the completion would have been fenced
     assert long_kinds.count("job.succeeded") == 1 and "job.lease_expired" not in long_kinds
     assert worker.completed == 2
 
