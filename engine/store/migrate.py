@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from alembic.config import Config
     from sqlalchemy import Engine
 
-HEAD = "0035_run_end_one_walk"
+HEAD = "0036_complete_by_position"
 
 # The oldest server Warden is tested on (the schema needs at least 14 for CREATE OR
 # REPLACE TRIGGER): an older one is refused when a command starts, with this message,

@@ -8,6 +8,7 @@ from uuid import uuid4
 
 import psycopg
 import pytest
+from psycopg.types.json import Jsonb
 
 from engine.core.enums import JobStatus, Outcome, RunStatus, StepStatus
 from engine.core.errors import WardenError
@@ -127,6 +128,29 @@ async def test_arrays_of_different_lengths_are_refused(db: Database) -> None:
     with pytest.raises(psycopg.errors.InvalidParameterValue, match="same length"):
         await _sql(db, "SELECT * FROM warden.complete_jobs(ARRAY['a','b'], "
                        "ARRAY[gen_random_uuid()], ARRAY['{}'::jsonb])")
+
+
+async def test_each_job_takes_its_own_token_and_result_whatever_the_batchs_order(
+        db: Database, scheduler: Scheduler) -> None:
+    """Tokens and results are matched to their jobs by id (each id's position in the
+    arguments), not by the order the rows are found in: a batch given in reverse order,
+    with a stale token in the middle, a NULL id and an unknown id, stores every result on
+    its own job and fences only the stale one."""
+    claimed = sorted(await _two_fanned_out_runs(db, scheduler), key=lambda j: j.job_id)
+    stale = claimed[2]
+    batch = [(j.job_id, uuid4() if j is stale else j.lease_token, {"mine": j.job_id})
+             for j in reversed(claimed)]
+    batch.insert(3, (None, uuid4(), {"nobody": 1}))
+    batch.append(("no-such-job", uuid4(), {"nobody": 2}))
+    rows = await _sql(db, "SELECT job_id, outcome FROM warden.complete_jobs("
+                          "%s::text[], %s::uuid[], %s::jsonb[])",
+                      [b[0] for b in batch], [b[1] for b in batch],
+                      [Jsonb(b[2]) for b in batch])
+    assert rows == [(b[0], "not_found" if b[0] in (None, "no-such-job") else
+                     "lease_lost" if b[0] == stale.job_id else "completed") for b in batch]
+    stored = dict(await _sql(db, "SELECT job_id, result FROM warden.jobs "
+                                 "WHERE status = 'succeeded'"))
+    assert stored == {j.job_id: {"mine": j.job_id} for j in claimed if j is not stale}
 
 
 async def test_the_completer_groups_concurrent_completions_and_isolates_a_refused_result(
