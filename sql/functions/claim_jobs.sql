@@ -239,10 +239,13 @@ BEGIN
                       -- it since is the next claim's, as if it had come a moment later
                       AND (j.priority, j.available_at) >= (ln.fp, ln.fa)
                       AND j.available_at <= v_now
-                      -- one primary-key probe per candidate row
+                      -- decided under the tenant's active snapshot. Keyed on the lane's
+                      -- tenant, not the row's, the lookup is an InitPlan: one
+                      -- primary-key probe per lane, where the row's made it one per
+                      -- candidate (bench/README.md, session 17)
                       AND j.policy_snapshot_hash IS NOT DISTINCT FROM (
                           SELECT a.snapshot_hash FROM warden.policy_active a
-                           WHERE a.tenant_id = j.tenant_id)
+                           WHERE a.tenant_id = ln.tenant_id)
                     ORDER BY j.priority, j.available_at
                     LIMIT ln.cap
                       FOR UPDATE OF j SKIP LOCKED) p

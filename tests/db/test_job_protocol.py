@@ -315,6 +315,31 @@ async def test_a_claim_reads_about_as_many_jobs_as_it_takes(db: Database,
     assert fetched < 100, f"a claim of 10 fetched {fetched} job rows through indexes"
 
 
+async def test_a_claim_reads_the_active_snapshot_once_per_lane_not_per_job(
+        db: Database, scheduler: Scheduler) -> None:
+    """Only jobs decided under their tenant's active policy snapshot are claimable. The
+    lookup of that snapshot is keyed on the lane's tenant, so it runs once per lane (an
+    InitPlan); keyed on the job row it ran once per candidate."""
+    width = 40
+    steps = "\n".join(f"  s{i:02d}: {{type: job, topic: t.lane}}" for i in range(width))
+    await support.store(db, f"id: lane\nname: lane\nversion: 1.0.0\nsteps:\n{steps}\n")
+    await support.start(db, "lane")
+    await support.settle(scheduler)
+    conn = await connect(db.url, autocommit=False)  # its own counts, as the test above
+    try:
+        cur = await conn.execute("SELECT job_id FROM warden.claim_jobs(%s, 'w', %s, '30 s')",
+                                 [["t.lane"], width])
+        claimed = await cur.fetchall()
+        cur = await conn.execute("SELECT idx_scan FROM pg_stat_xact_user_tables "
+                                 "WHERE relid = 'warden.policy_active'::regclass")
+        row = await cur.fetchone()
+        await conn.commit()
+    finally:
+        await conn.close()
+    assert len(claimed) == width
+    assert row is not None and row[0] < 5, f"{row[0]} probes of policy_active for one lane"
+
+
 async def test_sql_worker_protocol_from_plain_sql(db_url: str, db: Database,
                                                   scheduler: Scheduler) -> None:
     """A worker in any language: nothing but the SQL functions."""
