@@ -14,7 +14,8 @@ The two repairs that look at every open run (stuck runs, stalled steps) are **sw
 and run once every ``sweep_interval`` (a minute by default), the time-driven checks every
 pass: a sweep walks every open run's index entries, and while an old snapshot is open
 also the entries of every run that ended since, which grow with the snapshot's age
-(docs/design.md#sweeps).
+(docs/design.md#sweeps). The unclaimed jobs are looked for a window back from the dispatch
+timeout on most passes and all the way once in five minutes (docs/design.md#lookbacks).
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ from engine.store import reconciler as q
 from engine.store import runs as runs_q
 from engine.store import steps as steps_q
 from engine.store import timeline as timeline_q
+from engine.store.connection import Conn
+from engine.store.records import JobRow
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +66,10 @@ class Reconciler:
         # the sweeps' schedule is a lookback's "all the way" pass: the first pass sweeps
         self._sweeps = Lookback(window_s=0.0, full_s=sweep_interval.total_seconds(),
                                 loop="reconciler")
+        # unclaimed jobs: the jobs that passed the dispatch timeout in the last 30 s (three
+        # passes at serve's default interval), everything once in 5 min; a report is a
+        # nudge, not a deadline, and a full look walks whatever an old snapshot keeps
+        self._unclaimed_lookback = Lookback(window_s=30.0, full_s=300.0, loop="unclaimed")
 
     def sweep_due(self) -> bool:
         """True once every ``sweep_interval``, on the process's monotonic clock: it only
@@ -133,19 +140,25 @@ class Reconciler:
         return len(stalled)
 
     async def _unclaimed(self) -> int:
-        async with self.svc.db.transaction() as conn:
-            jobs = await q.unclaimed_jobs(conn, timeout=self.dispatch_timeout,
-                                          limit=self.batch_size)
-            for job in sorted(jobs, key=lambda j: (j.tenant_id, str(j.run_id))):  # lock order
-                await timeline_q.append(conn, job.tenant_id, job.run_id, "reconciler.repaired",
-                                        step_id=job.step_id, job_id=job.job_id,
-                                        attempt=job.attempt, actor=ACTOR, data={
-                                            "action": "announced the topic again",
-                                            "found": "claimable job unclaimed past the "
-                                                     "dispatch timeout",
-                                            "topic": job.topic})
-                log.warning("job %s unclaimed since %s (topic %s): no worker for it?",
-                            job.job_id, job.available_at.isoformat(), job.topic,
-                            extra={"job_id": job.job_id, "topic": job.topic})
-            await jobs_q.announce(conn, [j.topic for j in jobs])
+        with self._unclaimed_lookback.look() as back:
+            async with self.svc.db.transaction() as conn:
+                jobs = await q.unclaimed_jobs(conn, timeout=self.dispatch_timeout,
+                                              limit=self.batch_size, lookback_s=back)
+                await _report_unclaimed(conn, jobs)
         return len(jobs)
+
+
+async def _report_unclaimed(conn: Conn, jobs: list[JobRow]) -> None:
+    """Each job's repair on its run's timeline, then its topic announced again."""
+    for job in sorted(jobs, key=lambda j: (j.tenant_id, str(j.run_id))):  # lock order
+        await timeline_q.append(conn, job.tenant_id, job.run_id, "reconciler.repaired",
+                                step_id=job.step_id, job_id=job.job_id,
+                                attempt=job.attempt, actor=ACTOR, data={
+                                    "action": "announced the topic again",
+                                    "found": "claimable job unclaimed past the "
+                                             "dispatch timeout",
+                                    "topic": job.topic})
+        log.warning("job %s unclaimed since %s (topic %s): no worker for it?",
+                    job.job_id, job.available_at.isoformat(), job.topic,
+                    extra={"job_id": job.job_id, "topic": job.topic})
+    await jobs_q.announce(conn, [j.topic for j in jobs])

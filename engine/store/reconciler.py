@@ -27,6 +27,10 @@ async def retry_step(conn: Conn, step: StepRow) -> StepRow | None:
         "tenant_id": step.tenant_id, "run_id": step.run_id, "step_id": step.step_id}, StepRow)
 
 
-async def unclaimed_jobs(conn: Conn, *, timeout: timedelta, limit: int) -> list[JobRow]:
-    return await fetch_all(conn, "reconcile_unclaimed_jobs", {"timeout": timeout,
-                                                              "limit": limit}, JobRow)
+async def unclaimed_jobs(conn: Conn, *, timeout: timedelta, limit: int,
+                         lookback_s: float | None = None) -> list[JobRow]:
+    """Claimable jobs past ``timeout`` unclaimed, marked reported; only those that passed
+    it within ``lookback_s`` seconds (None: ever)."""
+    return await fetch_all(conn, "reconcile_unclaimed_jobs", {
+        "timeout": timeout, "limit": limit,
+        "lookback": None if lookback_s is None else timedelta(seconds=lookback_s)}, JobRow)

@@ -139,10 +139,15 @@ RETURNING *;
 -- name: reconcile_unclaimed_jobs :many
 -- Claimable jobs nobody claimed within the dispatch timeout, not reported yet: marks
 -- them reported (once) and returns them, so their topics are announced again.
+-- %(lookback)s: only jobs that passed the timeout within it (NULL: all), a range of
+-- jobs_unclaimed_by_available (docs/design.md#lookbacks).
 WITH due AS (
     SELECT tenant_id, job_id FROM warden.jobs
      WHERE status = 'pending' AND unclaimed_reported_at IS NULL
        AND available_at < warden.now() - %(timeout)s::interval
+       AND available_at >= coalesce(
+               warden.now() - %(timeout)s::interval - %(lookback)s::interval,
+               '-infinity')
      ORDER BY available_at
      LIMIT %(limit)s
        FOR UPDATE SKIP LOCKED

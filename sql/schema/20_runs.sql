@@ -269,6 +269,12 @@ CREATE INDEX jobs_claims_by_rate_key ON warden.jobs (tenant_id, rate_key, starte
     WHERE rate_key <> '' AND started_at IS NOT NULL;
 -- The reaper's index: running jobs by lease expiry.
 CREATE INDEX jobs_running_lease ON warden.jobs (lease_expires_at) WHERE status = 'running';
+-- The reconciler's index: claimable jobs not yet reported unclaimed, by when they became
+-- claimable. It looks back a window behind the dispatch timeout on most passes
+-- (docs/design.md#lookbacks); through jobs_claimable, whose last column this is, every
+-- pass walked every entry an old snapshot kept, for seconds (bench/README.md, session 16).
+CREATE INDEX jobs_unclaimed_by_available ON warden.jobs (available_at)
+    WHERE status = 'pending' AND unclaimed_reported_at IS NULL;
 -- Worker functions address a job by its id alone (workers are tenant-agnostic).
 CREATE INDEX jobs_by_job_id ON warden.jobs (job_id);
 CREATE INDEX jobs_by_status_topic ON warden.jobs (tenant_id, status, topic, created_at DESC);

@@ -1,16 +1,23 @@
-"""Lookbacks (docs/design.md#lookbacks): the reaper and the observer of ends look back a
-few seconds per pass, so an old snapshot's leftovers further back cost them nothing; a
-full look still finds what the windows passed over."""
+"""Lookbacks (docs/design.md#lookbacks): the reaper, the observer of ends and the
+reconciler's report of unclaimed jobs look back a few seconds per pass, so an old
+snapshot's leftovers further back cost them nothing; a full look still finds what the
+windows passed over."""
 
 from __future__ import annotations
+
+from datetime import timedelta
 
 import psycopg
 import pytest
 
+from engine.daemons.reconciler import Reconciler
+from engine.runs.services import Services
 from engine.scheduling.scheduler import Scheduler
 from engine.store import Database
 from engine.store import jobs as jobs_q
+from engine.store import reconciler as reconciler_q
 from engine.store import runs as runs_q
+from engine.store.connection import connect
 from tests import support
 from tests.roles import LoginRoles, as_role
 
@@ -78,3 +85,73 @@ async def test_a_lookback_reaps_only_the_scoped_tenant_and_refuses_nonsense(
         cur = await conn.execute("SELECT tenant_id, status::text FROM warden.jobs "
                                  "ORDER BY tenant_id")
         assert await cur.fetchall() == [("acme", "timed_out"), ("default", "running")]
+
+
+async def test_a_job_unclaimed_before_the_lookback_waits_for_the_full_look(
+        db: Database, svc: Services, scheduler: Scheduler) -> None:
+    """The report of a job past the dispatch timeout looks back 30 s behind the timeout;
+    the reconciler's first pass, and one in five minutes, looks all the way."""
+    await support.store(db, ONE)
+    await support.start(db, "one")
+    await support.settle(scheduler)
+    await support.advance_clock(db, 60)  # passed the timeout (1 s) 59 s ago
+    timeout = timedelta(seconds=1)
+    async with db.transaction() as conn:
+        assert await reconciler_q.unclaimed_jobs(conn, timeout=timeout, limit=10,
+                                                 lookback_s=30) == []
+    reconciler = Reconciler(svc, dispatch_timeout=timeout, grace=timedelta(0))
+    assert (await reconciler.run_once(sweep=False)).unclaimed == 1  # the first: all the way
+    [job] = await support.claim(db, ["t.one"])  # reported, and still claimable
+    assert job.attempt == 1
+
+
+async def test_an_old_snapshots_claimed_jobs_cost_the_unclaimed_report_nothing(
+        db: Database, scheduler: Scheduler, db_url: str) -> None:
+    """While a snapshot older than them is open, the index entries of jobs claimed since
+    stay, all behind the live ones: a look 30 s back returns none of them, where every
+    pass did (and read each one's row, to find it dead)."""
+    wide = "\n".join(f"  s{i:02d}: {{type: job, topic: t.wide}}" for i in range(50))
+    await support.store(db, f"id: wide\nname: wide\nversion: 1.0.0\nsteps:\n{wide}\n")
+    holder = await connect(db_url, autocommit=False)
+    try:
+        await holder.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        await holder.execute("SELECT count(*) FROM warden.jobs")  # the snapshot, held
+        for _ in range(4):
+            await support.start(db, "wide")
+        await support.settle(scheduler)
+        assert len(await support.claim(db, ["t.wide"], n=200)) == 200
+        await support.advance_clock(db, 120)
+        reads = []
+        for lookback_s in (30.0, None):
+            conn = await connect(db.url, autocommit=False)  # its own counts
+            try:
+                found = await reconciler_q.unclaimed_jobs(
+                    conn, timeout=timedelta(seconds=1), limit=10, lookback_s=lookback_s)
+                # entries returned by every index of warden.jobs, and rows by its scans
+                cur = await conn.execute(
+                    "SELECT sum(pg_stat_get_xact_tuples_returned(c.oid)) FROM pg_class c "
+                    "WHERE c.oid = 'warden.jobs'::regclass OR c.oid IN ("
+                    " SELECT indexrelid FROM pg_index "
+                    " WHERE indrelid = 'warden.jobs'::regclass)")
+                row = await cur.fetchone()
+                await conn.rollback()
+            finally:
+                await conn.close()
+            assert found == [] and row is not None
+            reads.append(row[0])
+    finally:
+        await holder.close()
+    windowed, full = reads
+    assert windowed < 10 <= 200 <= full, reads
+
+
+async def test_the_unclaimed_report_walks_only_its_window_of_its_own_index(
+        db: Database, db_url: str) -> None:
+    """Through jobs_claimable (available_at its last column) the walk covered every entry,
+    dead or alive, before the window's bounds could filter one; its own index by
+    available_at starts and stops at the window."""
+    plan = await support.generic_plan(db_url, "reconcile_unclaimed_jobs", {
+        "timeout": "5 min", "lookback": "30 s", "limit": "100"})
+    scan = next(line for line in plan.splitlines() if "jobs_unclaimed_by_available" in line)
+    cond = plan.splitlines()[plan.splitlines().index(scan) + 1]
+    assert "Index Cond" in cond and "available_at <" in cond and "available_at >=" in cond, plan
