@@ -7,6 +7,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from psycopg.types.json import Jsonb
 
 from engine.core.enums import JobStatus, RunStatus, StepStatus
 from engine.core.errors import LeaseLost
@@ -237,17 +238,18 @@ async def test_the_fence_never_walks_the_running_jobs(db: Database, scheduler: S
     assert len(claimed) == 40
     async with await psycopg.AsyncConnection.connect(db_url, autocommit=True) as conn:
         await conn.execute("SET plan_cache_mode = force_generic_plan")
+        # each job's token at its position in the arguments ($3: id -> position)
         await conn.execute("""
-            PREPARE finish(text[], uuid[]) AS
+            PREPARE finish(text[], uuid[], jsonb) AS
             UPDATE warden.jobs t SET status = 'succeeded', finished_at = warden.now()
-              FROM unnest($1, $2) AS i(job_id, lease_token)
-             WHERE t.job_id = ANY ($1) AND t.job_id = i.job_id
-               AND warden.lease_held(t, i.lease_token)""")
+             WHERE t.job_id = ANY ($1)
+               AND warden.lease_held(t, $2[($3 ->> t.job_id)::integer])""")
         # bound client-side: EXPLAIN takes no protocol-level parameters
         cur = psycopg.AsyncClientCursor(conn)
         await cur.execute(
-            "EXPLAIN EXECUTE finish(%s::text[], %s::uuid[])",
-            [[j.job_id for j in claimed[:2]], [j.lease_token for j in claimed[:2]]])
+            "EXPLAIN EXECUTE finish(%s::text[], %s::uuid[], %s::jsonb)",
+            [[j.job_id for j in claimed[:2]], [j.lease_token for j in claimed[:2]],
+             Jsonb({j.job_id: n for n, j in enumerate(claimed[:2], start=1)})])
         plan = "\n".join(r[0] for r in await cur.fetchall())
     assert "jobs_running_lease" not in plan, plan
     assert "jobs_by_job_id" in plan, plan
