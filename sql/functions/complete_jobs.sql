@@ -1,9 +1,9 @@
 -- Completes a worker's batch of jobs in one statement (one commit for all of them: with
 -- durability on, a commit per job capped a worker at a few hundred jobs/s). Each job is
--- fenced like every worker write (warden.lease_held), and gets an outcome row instead of
--- an error, so one stale lease does not throw the rest of the batch away: 'completed',
--- or why the write was fenced (warden.fence_outcome: 'lease_lost', 'cancelled',
--- 'not_found').
+-- fenced like every worker write (warden.lease_held_at, at the call's time read once),
+-- and gets an outcome row instead of an error, so one stale lease does not throw the
+-- rest of the batch away: 'completed', or why the write was fenced
+-- (warden.fence_outcome: 'lease_lost', 'cancelled', 'not_found').
 CREATE OR REPLACE FUNCTION warden.complete_jobs(
     job_ids text[], lease_tokens uuid[], results jsonb[])
 RETURNS TABLE (job_id text, outcome text)
@@ -73,8 +73,8 @@ BEGIN
                result = complete_jobs.results[(v_pos ->> t.job_id)::integer],
                finished_at = v_now
          WHERE t.job_id = ANY (complete_jobs.job_ids)
-           AND warden.lease_held(
-                   t, complete_jobs.lease_tokens[(v_pos ->> t.job_id)::integer])
+           AND warden.lease_held_at(
+                   t, complete_jobs.lease_tokens[(v_pos ->> t.job_id)::integer], v_now)
         RETURNING t AS j
     )
     SELECT coalesce(array_agg(d.j ORDER BY (d.j).tenant_id, (d.j).run_id, (d.j).job_id), '{}')

@@ -153,6 +153,27 @@ async def test_each_job_takes_its_own_token_and_result_whatever_the_batchs_order
     assert stored == {j.job_id: {"mine": j.job_id} for j in claimed if j is not stale}
 
 
+async def test_a_batch_reads_the_database_time_once_not_per_job(
+        db: Database, scheduler: Scheduler, db_url: str) -> None:
+    """The fence of a batch compares each lease with the time complete_jobs read at its
+    start (warden.lease_held_at); through warden.lease_held it called warden.now(), a
+    PL/pgSQL function, once more per job."""
+    claimed = await _two_fanned_out_runs(db, scheduler)
+    conn = await connect(db_url, autocommit=False)  # one transaction: its function counts
+    try:
+        await conn.execute("SET LOCAL track_functions = 'all'")
+        outcomes = await jobs_q.complete_many(conn, [Completion.of(j.job_id, j.lease_token, {})
+                                                     for j in claimed])
+        cur = await conn.execute("SELECT pg_stat_get_xact_function_calls("
+                                 "'warden.now()'::regprocedure)")
+        row = await cur.fetchone()
+        await conn.commit()
+    finally:
+        await conn.close()
+    assert set(outcomes.values()) == {Outcome.COMPLETED} and len(outcomes) == len(claimed)
+    assert row is not None and row[0] is not None and row[0] < len(claimed), row
+
+
 async def test_the_completer_groups_concurrent_completions_and_isolates_a_refused_result(
         db: Database, scheduler: Scheduler) -> None:
     claimed = await _two_fanned_out_runs(db, scheduler)
