@@ -58,7 +58,8 @@ class Repairs:
 class Reconciler:
     def __init__(self, svc: Services, *, dispatch_timeout: timedelta = timedelta(minutes=5),
                  grace: timedelta = timedelta(seconds=30), batch_size: int = 100,
-                 sweep_interval: timedelta = timedelta(minutes=1)) -> None:
+                 sweep_interval: timedelta = timedelta(minutes=1),
+                 pass_interval: timedelta = timedelta(seconds=10)) -> None:
         self.svc = svc
         self.dispatch_timeout = dispatch_timeout
         self.grace = grace
@@ -66,10 +67,12 @@ class Reconciler:
         # the sweeps' schedule is a lookback's "all the way" pass: the first pass sweeps
         self._sweeps = Lookback(window_s=0.0, full_s=sweep_interval.total_seconds(),
                                 loop="reconciler")
-        # unclaimed jobs: the jobs that passed the dispatch timeout in the last 30 s (three
-        # passes at serve's default interval), everything once in 5 min; a report is a
-        # nudge, not a deadline, and a full look walks whatever an old snapshot keeps
-        self._unclaimed_lookback = Lookback(window_s=30.0, full_s=300.0, loop="unclaimed")
+        # unclaimed jobs: the jobs that passed the dispatch timeout within the last three
+        # passes (``pass_interval``: how often the caller runs run_once), everything once
+        # in 5 min; a report is a nudge, not a deadline, and a full look walks whatever an
+        # old snapshot keeps
+        self._unclaimed_lookback = Lookback(window_s=3 * pass_interval.total_seconds(),
+                                            full_s=300.0, loop="unclaimed")
 
     def sweep_due(self) -> bool:
         """True once every ``sweep_interval``, on the process's monotonic clock: it only

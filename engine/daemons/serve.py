@@ -99,7 +99,8 @@ async def run_engine(svc: Services, config: EngineConfig, stop: asyncio.Event) -
     scheduler = Scheduler(svc, batch_size=config.batch_size)
     reaper = Reaper(svc.db, timer_horizon_s=config.reap_interval_s)
     reconciler = Reconciler(svc, dispatch_timeout=config.dispatch_timeout,
-                            sweep_interval=timedelta(seconds=config.sweep_interval_s))
+                            sweep_interval=timedelta(seconds=config.sweep_interval_s),
+                            pass_interval=timedelta(seconds=config.reconcile_interval_s))
     notifier = Notifier(svc.db, config.notifier)
     wake_scheduler = asyncio.Event()
     wake_notifier = asyncio.Event()

@@ -385,6 +385,22 @@ async def test_no_login_role_calls_the_unscoped_appends(
     assert heads(db_url, runs) == before
 
 
+@pytest.mark.parametrize("statement", [
+    # the fence at a time of the caller's choosing: 'infinity' would make any token's
+    # expired lease look held, were a login role to get a job row through it
+    "SELECT warden.lease_held_at(NULL::warden.jobs, gen_random_uuid(), 'infinity')",
+    "SELECT warden.lease_held(NULL::warden.jobs, gen_random_uuid())",
+])
+async def test_no_login_role_calls_the_fence_itself(
+        db_url: str, login_roles: LoginRoles, statement: str) -> None:
+    """The fence is the job functions' own: only they, as the owner, evaluate it, with
+    the database's time."""
+    for role in (login_roles.engine, login_roles.worker_a, login_roles.auditor):
+        with connect(db_url, role) as conn, \
+                pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute(statement)
+
+
 async def test_a_worker_session_still_appends_through_the_job_functions_of_many_tenants(
         db: Database, db_url: str, login_roles: LoginRoles) -> None:
     """A worker session carries no tenant scope; the job functions append for it (their

@@ -89,8 +89,9 @@ async def test_a_lookback_reaps_only_the_scoped_tenant_and_refuses_nonsense(
 
 async def test_a_job_unclaimed_before_the_lookback_waits_for_the_full_look(
         db: Database, svc: Services, scheduler: Scheduler) -> None:
-    """The report of a job past the dispatch timeout looks back 30 s behind the timeout;
-    the reconciler's first pass, and one in five minutes, looks all the way."""
+    """The report of a job past the dispatch timeout looks back 30 s behind the timeout
+    (three passes of serve's default 10 s); the reconciler's first pass, and one in five
+    minutes, looks all the way."""
     await support.store(db, ONE)
     await support.start(db, "one")
     await support.settle(scheduler)
@@ -103,6 +104,24 @@ async def test_a_job_unclaimed_before_the_lookback_waits_for_the_full_look(
     assert (await reconciler.run_once(sweep=False)).unclaimed == 1  # the first: all the way
     [job] = await support.claim(db, ["t.one"])  # reported, and still claimable
     assert job.attempt == 1
+
+
+async def test_the_unclaimed_window_spans_three_of_the_reconcilers_passes(
+        db: Database, svc: Services, scheduler: Scheduler) -> None:
+    """The window follows the interval the reconciler runs at: a job that passed the
+    timeout 59 s ago is inside three 30 s passes' window, outside three 10 s passes'."""
+    await support.store(db, ONE)
+    timeout = timedelta(seconds=1)
+    reconcilers = {every: Reconciler(svc, dispatch_timeout=timeout, grace=timedelta(0),
+                                     pass_interval=timedelta(seconds=every))
+                   for every in (10, 30)}
+    for r in reconcilers.values():  # the first pass of each looks all the way
+        assert (await r.run_once(sweep=False)).unclaimed == 0
+    await support.start(db, "one")
+    await support.settle(scheduler)
+    await support.advance_clock(db, 60)
+    assert (await reconcilers[10].run_once(sweep=False)).unclaimed == 0
+    assert (await reconcilers[30].run_once(sweep=False)).unclaimed == 1
 
 
 async def test_an_old_snapshots_claimed_jobs_cost_the_unclaimed_report_nothing(
