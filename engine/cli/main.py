@@ -111,7 +111,7 @@ def _parser() -> argparse.ArgumentParser:
     p = add(sub, "worker", cmd_worker, "run a Python worker for some topics")
     p.add_argument("--topic", action="append", required=True, help="a topic to claim (repeat)")
     p.add_argument("--handler", required=True, help="module:function to call per job")
-    p.add_argument("--concurrency", type=int, default=4, help="jobs at once (default 4)")
+    p.add_argument("--concurrency", type=int, default=4, help="handlers at once (default 4)")
     p.add_argument("--name", help="worker name recorded on claimed jobs")
     p.add_argument("--shutdown-timeout", type=float, default=30.0,
                    help="seconds to let in-flight jobs finish on SIGTERM (default 30)")

@@ -99,7 +99,10 @@ class Worker:
         self.handler = handler
         self.config = config
         self._is_async = inspect.iscoroutinefunction(handler)
+        # every job claimed, until its outcome is written; of those, the ones whose handler
+        # still runs (each holds one of `concurrency` slots: see _free)
         self._inflight: dict[str, asyncio.Task[None]] = {}
+        self._handling: set[str] = set()
         self._wake = Wake()
         self.completer = Completer(db)
         self.completed = 0
@@ -118,7 +121,7 @@ class Worker:
                 # claim runs must wake the next wait, not be thrown away
                 self._wake.clear()
                 claimed = await self._claim_batch()
-                if claimed and len(self._inflight) < self.config.concurrency:
+                if claimed and self._free() > 0:
                     continue  # the queue may hold more: claim again before sleeping
                 woken_by = await wait_any(stop, self._wake, self.config.poll_interval_s)
                 metrics.woke("worker", woken_by)
@@ -138,7 +141,7 @@ class Worker:
             try:
                 async with self.db.connection() as conn:
                     row = (None if self.worker_id is None else await workers_q.heartbeat(
-                        conn, self.worker_id, len(self._inflight)))
+                        conn, self.worker_id, len(self._handling)))
                     if row is None:  # first beat, or our row was pruned while cut off
                         row = await workers_q.register(
                             conn, name=self.config.name, host=socket.gethostname(),
@@ -164,7 +167,7 @@ class Worker:
             self._wake.set()
 
     async def _claim_batch(self) -> int:
-        free = self.config.concurrency - len(self._inflight)
+        free = self._free()
         if free <= 0:
             return 0
         try:
@@ -184,12 +187,33 @@ class Worker:
             task = asyncio.create_task(metrics.timed_job(row.topic, self._execute(row)),
                                        name=row.job_id)
             self._inflight[row.job_id] = task
+            self._handling.add(row.job_id)
             task.add_done_callback(self._finished)
         return len(claimed)
 
+    def _free(self) -> int:
+        """How many jobs the next claim may take.
+
+        A slot is held while a job's handler runs, not until its outcome is written: a
+        job whose handler has returned waits for the completer without one, so the next
+        claim runs beside the completion's write instead of queueing behind its commit
+        (River frees its slots the same way; bench/README.md, session 18). At most
+        `concurrency` such jobs wait: beyond that the worker stops claiming, so a database
+        that writes slower than handlers finish slows the claims down rather than piling
+        up results under leases no heartbeat extends any more."""
+        handling = len(self._handling)
+        return min(self.config.concurrency - handling,
+                   2 * self.config.concurrency - len(self._inflight))
+
+    def _handler_returned(self, job_id: str) -> None:
+        if job_id in self._handling:
+            self._handling.discard(job_id)
+            self._wake.set(metrics.SLOT)  # a slot is free: claim again
+
     def _finished(self, task: asyncio.Task[None]) -> None:
         self._inflight.pop(task.get_name(), None)
-        self._wake.set(metrics.SLOT)  # a slot is free: claim again
+        self._handling.discard(task.get_name())
+        self._wake.set(metrics.SLOT)
 
     async def _execute(self, row: ClaimedJob) -> None:
         # with traces on, the attempt is a span, current while the handler runs (its task
@@ -226,6 +250,9 @@ class Worker:
             return
         finally:
             beat.cancel()
+            # the slot goes back once the handler is done; a failure or a release (each
+            # written alone, above) holds it until written, a success does not (_free)
+            self._handler_returned(row.job_id)
         if job.is_cancelled:
             span.outcome("fenced")
             return

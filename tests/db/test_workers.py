@@ -189,6 +189,61 @@ async def test_a_handler_that_outlives_its_lease_keeps_it_by_heartbeats(
     assert worker.completed == 2
 
 
+async def test_a_success_frees_its_slot_before_its_write_and_unwritten_results_are_capped(
+        db: Database, scheduler: Scheduler) -> None:
+    """With one slot, a job whose handler returned lets the next job be claimed while its
+    completion is still being written; but once `concurrency` results wait for the
+    completer, the worker claims nothing more until they are written.
+
+    The completions are held up by a lock on the runs' steps (every completion writes its
+    step; a claim never touches one), so the claims go on and the writes cannot land."""
+    await support.store(db, ONE_STEP)
+    runs = [await support.start(db, "lonely", {"n": n}) for n in range(3)]
+    await support.settle(scheduler)
+    handled: list[int] = []
+
+    async def handle(job: Job) -> Any:
+        handled.append(int(job.input["n"]))
+        return {"n": job.input["n"]}
+
+    worker = Worker(db, handle, WorkerConfig(topics=("job.incident.escalate",), concurrency=1,
+                                             name="w-slots", poll_interval_s=0.05))
+
+    async def statuses() -> list[str]:
+        return [(await support.detail(db, r.run_id)).jobs[0].status.value for r in runs]
+
+    async def handled_two() -> bool | None:
+        return len(handled) == 2 or None
+
+    async def all_written() -> bool | None:
+        return worker.completed == 3 or None
+
+    stop = asyncio.Event()
+    running: asyncio.Task[None] | None = None
+    try:
+        async with db.transaction() as holder:
+            await holder.execute(
+                "SELECT 1 FROM warden.steps WHERE run_id = ANY (%s) FOR UPDATE",
+                [[r.run_id for r in runs]])
+            running = asyncio.create_task(worker.run(stop))
+            # the first job's write waits on the lock; the second was claimed beside it
+            await support.wait_for(handled_two, timeout=10,
+                                   what="a second job handled while the first is unwritten")
+            # two results unwritten with one slot: the third job is left alone, though
+            # the worker polls every 50 ms
+            await asyncio.sleep(0.5)
+            assert handled == [0, 1]
+            assert await statuses() == ["running", "running", "pending"]
+        # the lock is gone: both writes land, and the third job is claimed and written
+        await support.wait_for(all_written, what="all three jobs written", timeout=10)
+    finally:
+        stop.set()
+        if running is not None:
+            await running
+    assert handled == [0, 1, 2]
+    assert await statuses() == ["succeeded"] * 3
+
+
 async def test_a_result_that_is_not_json_fails_its_job_and_the_worker_goes_on(
         db: Database, scheduler: Scheduler) -> None:
     """A set, or a float JSON has no literal for (NaN, the infinities), fails its attempt
