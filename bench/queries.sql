@@ -46,6 +46,37 @@ SELECT job_id, lease_token
 -- bench/worker_calls.py: the claimed jobs completed in one call, as a worker's completer.
 SELECT job_id, outcome FROM warden.complete_jobs(%(job_ids)s, %(lease_tokens)s, %(results)s);
 
+-- name: statement_mark_function :exec
+-- bench/statement_times.py: the probe it puts before each top-level statement of a worker
+-- function (in the bench database only). Adds the time since the previous probe of the
+-- call to that probe's label, in this session's settings (warden_bench.<label>); the
+-- probe's own cost falls between its two clock reads, outside every segment.
+CREATE OR REPLACE FUNCTION public.warden_bench_mark(label text) RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_now  float8 := extract(epoch FROM clock_timestamp());
+    v_last text := current_setting('warden_bench.last', true);
+    v_open text := current_setting('warden_bench.open', true);
+BEGIN
+    IF coalesce(v_last, '') <> '' AND coalesce(v_open, '') <> '' THEN
+        PERFORM set_config('warden_bench.' || v_open, (coalesce(nullif(current_setting(
+            'warden_bench.' || v_open, true), ''), '0')::float8 + v_now - v_last::float8)::text,
+            false);
+        PERFORM set_config('warden_bench.n_' || v_open, (coalesce(nullif(current_setting(
+            'warden_bench.n_' || v_open, true), ''), '0')::bigint + 1)::text, false);
+    END IF;
+    PERFORM set_config('warden_bench.open', CASE WHEN label = 'end' THEN '' ELSE label END,
+                       false);
+    PERFORM set_config('warden_bench.last', extract(epoch FROM clock_timestamp())::text, false);
+END $$;
+
+-- name: statement_times :many
+-- bench/statement_times.py: each probe's accumulated seconds and segment count so far.
+SELECT l AS label,
+       coalesce(nullif(current_setting('warden_bench.' || l, true), ''), '0')::float8 AS seconds,
+       coalesce(nullif(current_setting('warden_bench.n_' || l, true), ''), '0')::bigint AS n
+  FROM unnest(%(labels)s::text[]) AS l;
+
 -- name: stats_reset :exec
 -- The database's pg_stat_* counters from zero (bench/worker_calls.py, before it times).
 SELECT pg_stat_reset();
