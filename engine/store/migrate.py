@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from alembic.config import Config
     from sqlalchemy import Engine
 
-HEAD = "0039_fence_at_a_time"
+HEAD = "0040_claim_events_in_arrays"
 
 # The oldest server Warden is tested on (the schema needs at least 14 for CREATE OR
 # REPLACE TRIGGER): an older one is refused when a command starts, with this message,

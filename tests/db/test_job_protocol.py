@@ -342,6 +342,29 @@ async def test_a_claim_reads_the_active_snapshot_once_per_lane_not_per_job(
     assert row is not None and row[0] < 5, f"{row[0]} probes of policy_active for one lane"
 
 
+async def test_a_large_claim_records_each_runs_claims_in_job_order(
+        db: Database, scheduler: Scheduler) -> None:
+    """A claim of a run's 200 jobs (a workflow's most) and a few of another records one
+    job.claimed per job, in job order within each run, in one gapless, verifying chain
+    per run. The events are gathered in arrays: grown as one jsonb array, a claim of n
+    jobs of a run copied that array n times (bench/README.md, session 18)."""
+    width = 200
+    steps = "\n".join(f"  s{i:03d}: {{type: job, topic: t.wide}}" for i in range(width))
+    await support.store(db, f"id: wide\nname: wide\nversion: 1.0.0\nsteps:\n{steps}\n")
+    await support.store(db, FAN.replace("t.fan", "t.wide").replace("id: fan", "id: fan2"))
+    wide = await support.start(db, "wide")
+    small = await support.start(db, "fan2")
+    await support.settle(scheduler)
+    claimed = await support.claim(db, ["t.wide"], n=width + 10)
+    assert len(claimed) == width + 3
+    for run, ids in ((wide, [f"s{i:03d}" for i in range(width)]), (small, list("abc"))):
+        events = await support.events(db, run.run_id)
+        assert [e.job_id for e in events if e.kind == "job.claimed"] == [
+            f"{run.run_id}:{s}@1" for s in sorted(ids)]
+        assert [e.seq for e in events] == list(range(1, len(events) + 1))
+        assert await _sql(db, "SELECT warden.verify_timeline(%s)", run.run_id) == [(True,)]
+
+
 async def test_sql_worker_protocol_from_plain_sql(db_url: str, db: Database,
                                                   scheduler: Scheduler) -> None:
     """A worker in any language: nothing but the SQL functions."""
