@@ -1,7 +1,7 @@
 """Where a worker's two calls spend their time, statement by statement.
 
     .venv/bin/python bench/statement_times.py [--runs 60] [--fan-out 100] [--batch 32]
-                                              [--cycles 60]
+                                              [--cycles 60] [--setup FILE]
 
 `bench/worker_calls.py` times `warden.claim_jobs` and `warden.complete_jobs` as a whole
 and per nested function; this splits each into its top-level statements. In its own
@@ -10,10 +10,12 @@ bench database (dropped at the end) it re-creates both functions from their file
 top-level statement, and inside the claim's loop over the claimed jobs; then claims and
 completes ``--batch`` jobs at a time from one connection, as worker_calls does, and
 prints the milliseconds per call of each segment (from one probe to the next: a
-statement, or an IF/FOR block with everything in it). ``--warmup`` cycles first, not
-counted: the session's first calls make its plans. The probes cost ~5 us each, outside
-the segments; `auto_explain`'s nested durations, by contrast, are charged the writing of
-every nested plan to the log (bench/README.md, session 16). Prints one JSON document.
+statement, or an IF/FOR block with everything in it). ``--setup FILE`` runs SQL of yours
+first (an index dropped, a helper replaced) to see what a piece costs. ``--warmup``
+cycles first, not counted: the session's first calls make its plans. The probes cost
+~5 us each, outside the segments; `auto_explain`'s nested durations, by contrast, are
+charged the writing of every nested plan to the log (bench/README.md, session 16).
+Prints one JSON document.
 """
 
 from __future__ import annotations
@@ -86,6 +88,9 @@ async def main() -> None:
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--cycles", type=int, default=60)
     parser.add_argument("--warmup", type=int, default=10)
+    parser.add_argument("--setup", type=Path, default=None, metavar="FILE",
+                        help="SQL run as the admin once the functions are in place: what-ifs "
+                             "such as an index dropped, to see what it costs")
     args = parser.parse_args()
     functions = ROOT / "sql" / "functions"
     claim, claim_labels = instrument((functions / "claim_jobs.sql").read_text(),
@@ -104,6 +109,8 @@ async def main() -> None:
             await pg.execute(conn, "statement_mark_function")
             # the bench's admin login is a superuser; the functions stay the owner's
             await conn.execute(f"SET ROLE warden_owner;\n{claim}\n{complete}\nRESET ROLE;")
+            if args.setup is not None:
+                await conn.execute(args.setup.read_text())
             labels = [*claim_labels, *complete_labels]
             cycles = 0
             before: dict[str, Any] = {}
