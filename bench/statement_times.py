@@ -74,12 +74,9 @@ def instrument(source: str, extra_probes: dict[str, str]) -> tuple[str, list[str
 
 
 async def main() -> None:
-    from psycopg.types.json import Jsonb
-
     from bench import pg
-    from bench.children import TOPIC
     from bench.databases import BenchDatabases
-    from bench.workload import Starter, fan_out, one_step
+    from bench.worker_calls import one_cycle, queued
 
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--runs", type=int, default=60)
@@ -99,11 +96,7 @@ async def main() -> None:
     dbs = BenchDatabases.for_this_process()
     try:
         await dbs.prepare()
-        url = await dbs.fresh(from_seed=False)
-        shape = one_step(args.runs) if args.fan_out == 0 else fan_out(args.runs, args.fan_out)
-        async with Starter(url, 4) as starter:
-            await starter.store(shape)
-            await starter.start_all(shape)
+        url = await queued(dbs, args.runs, args.fan_out or None)
         conn = await pg.connect(url)
         try:
             await pg.execute(conn, "statement_mark_function")
@@ -118,15 +111,10 @@ async def main() -> None:
                 if cycles == args.warmup:
                     before = {r["label"]: r for r in await pg.rows(
                         conn, "statement_times", {"labels": labels})}
-                claimed = await pg.rows(conn, "worker_claim", {"topics": [TOPIC],
-                                                               "max_jobs": args.batch})
+                claimed, _, _ = await one_cycle(conn, args.batch)
                 if not claimed:
                     raise RuntimeError(f"the queue ran dry after {cycles} cycles: "
                                        "ask for fewer --cycles or more --runs")
-                await pg.rows(conn, "worker_complete", {
-                    "job_ids": [r["job_id"] for r in claimed],
-                    "lease_tokens": [r["lease_token"] for r in claimed],
-                    "results": [Jsonb({}) for _ in claimed]})
                 cycles += 1
             after = await pg.rows(conn, "statement_times", {"labels": labels})
         finally:

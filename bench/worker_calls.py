@@ -31,18 +31,50 @@ import time
 from typing import Any
 
 
-async def one_round(dbs: Any, runs: int, batch: int, width: int | None) -> dict[str, Any]:
+async def queued(dbs: Any, runs: int, width: int | None) -> str:
+    """A fresh measurement database (bench/databases.py) with ``runs`` one-step runs, or
+    runs of ``width`` parallel steps, started: each start dispatches its run's jobs.
+    Returns its URL. bench/statement_times.py fills its queue the same way."""
+    from bench.workload import Starter, fan_out, one_step
+
+    url: str = await dbs.fresh(from_seed=False)  # with track_functions on
+    shape = one_step(runs) if width is None else fan_out(runs, width)
+    async with Starter(url, 4) as starter:
+        await starter.store(shape)
+        await starter.start_all(shape)
+    return url
+
+
+async def one_cycle(conn: Any, batch: int) -> tuple[int, float, float]:
+    """One claim of up to ``batch`` jobs and, if it took any, their completion in one call,
+    as a worker's claim loop and completer make them: the jobs claimed, and each call's
+    seconds (the completion's 0.0 when the claim found nothing). A refused completion is
+    an error: every lease here is fresh."""
     from psycopg.types.json import Jsonb
 
     from bench import pg
     from bench.children import TOPIC
-    from bench.workload import Starter, fan_out, one_step
 
-    url = await dbs.fresh(from_seed=False)  # with track_functions on (bench/databases.py)
-    shape = one_step(runs) if width is None else fan_out(runs, width)
-    async with Starter(url, 4) as starter:
-        await starter.store(shape)
-        await starter.start_all(shape)  # each start dispatches its run's job
+    began = time.perf_counter()
+    claimed = await pg.rows(conn, "worker_claim", {"topics": [TOPIC], "max_jobs": batch})
+    claim_s = time.perf_counter() - began
+    if not claimed:
+        return 0, claim_s, 0.0
+    began = time.perf_counter()
+    outcomes = await pg.rows(conn, "worker_complete", {
+        "job_ids": [r["job_id"] for r in claimed],
+        "lease_tokens": [r["lease_token"] for r in claimed],
+        "results": [Jsonb({}) for _ in claimed]})
+    complete_s = time.perf_counter() - began
+    if any(o["outcome"] != "completed" for o in outcomes):
+        raise RuntimeError(f"a completion was refused: {outcomes}")
+    return len(claimed), claim_s, complete_s
+
+
+async def one_round(dbs: Any, runs: int, batch: int, width: int | None) -> dict[str, Any]:
+    from bench import pg
+
+    url = await queued(dbs, runs, width)
     # the starts' sessions report their counts as they exit: let them, before the reset
     await asyncio.sleep(1.0)
     times: dict[str, list[float]] = {"claim": [], "complete": []}
@@ -50,20 +82,11 @@ async def one_round(dbs: Any, runs: int, batch: int, width: int | None) -> dict[
     try:
         await pg.execute(conn, "stats_reset")
         while True:
-            began = time.perf_counter()
-            claimed = await pg.rows(conn, "worker_claim", {"topics": [TOPIC],
-                                                           "max_jobs": batch})
+            claimed, claim_s, complete_s = await one_cycle(conn, batch)
             if not claimed:  # the empty claim that ends the loop is not timed
                 break
-            times["claim"].append(time.perf_counter() - began)
-            began = time.perf_counter()
-            outcomes = await pg.rows(conn, "worker_complete", {
-                "job_ids": [r["job_id"] for r in claimed],
-                "lease_tokens": [r["lease_token"] for r in claimed],
-                "results": [Jsonb({}) for _ in claimed]})
-            times["complete"].append(time.perf_counter() - began)
-            if any(o["outcome"] != "completed" for o in outcomes):
-                raise RuntimeError(f"a completion was refused: {outcomes}")
+            times["claim"].append(claim_s)
+            times["complete"].append(complete_s)
         await pg.execute(conn, "stats_flush")
         functions = await pg.rows(conn, "function_stats")
         indexes = await pg.rows(conn, "index_stats")
