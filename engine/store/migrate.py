@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from alembic.config import Config
     from sqlalchemy import Engine
 
-HEAD = "0040_claim_events_in_arrays"
+HEAD = "0041_lease_role"
 
 # The oldest server Warden is tested on (the schema needs at least 14 for CREATE OR
 # REPLACE TRIGGER): an older one is refused when a command starts, with this message,

@@ -160,6 +160,7 @@ class JobRow:
     rate_limit: int | None = None
     rate_per_ms: int | None = None
     concurrency_stripe: int | None = None  # the stripe of its key's limit it holds
+    lease_role: str | None = None  # the login role its lease was handed to (the fence's)
 
 
 @dataclass(frozen=True)

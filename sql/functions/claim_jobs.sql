@@ -79,6 +79,12 @@ BEGIN
     IF claim_jobs.max_jobs < 1 OR claim_jobs.lease <= interval '0' THEN
         RAISE EXCEPTION 'max_jobs must be >= 1 and lease > 0' USING ERRCODE = '22023';
     END IF;
+    -- 0. The grants lock, shared, to commit: a change of the grants waits for this claim,
+    -- and then ends the leases it handed out that the change no longer covers
+    -- (sql/functions/end_ungranted_leases.sql); a claim that starts during the change
+    -- waits for it and reads the grants as it leaves them. Never waited for while this
+    -- claim holds any other lock.
+    PERFORM pg_advisory_xact_lock_shared(hashtextextended('g' || chr(31) || 'worker_grants', 14));
     -- 1. The lanes with pending jobs. Each lane (a tenant and its gate keys) is found by a
     -- loose scan of its claim marks, newest first (one probe per lane), and its first
     -- pending job by one probe of jobs_claimable that starts at the lane's claim floor
@@ -139,9 +145,9 @@ BEGIN
     -- 2. Rate gates: each count is exact because it is taken under a transaction-level
     -- advisory lock on the gate (tenant and key), held to commit: the next claimer of the
     -- key counts only after this claim's claims are committed (a new snapshot per
-    -- statement, READ COMMITTED). These are waited for, all before any other lock and in
-    -- one global order (by lock id), so claimers never wait on each other in a cycle and
-    -- nobody holding a run lock ever waits for one.
+    -- statement, READ COMMITTED). These are waited for after the grants lock (0.) and
+    -- before any other, in one global order (by lock id), so claimers never wait on each
+    -- other in a cycle and nobody holding a run lock ever waits for one.
     FOR v_lock IN
         SELECT DISTINCT hashtextextended(concat_ws(chr(31), 'r', t, k), 14)
           FROM unnest(a_tenant, a_rkey) AS x(t, k)
@@ -280,6 +286,8 @@ BEGIN
             UPDATE warden.jobs j
                SET status = 'running', worker = claim_jobs.worker,
                    lease_token = gen_random_uuid(), started_at = v_now,
+                   -- the login role the lease is handed to: the fence's (lease_held_at)
+                   lease_role = session_user::text,
                    -- the n-th job of a key takes the n-th free place of the stripes held
                    concurrency_stripe = CASE WHEN p.concurrency_key <> '' THEN
                        (v_slots -> concat_ws(chr(31), 'c', p.tenant_id, p.concurrency_key)

@@ -8,7 +8,8 @@ RETURNING *;
 
 -- name: worker_grant_delete :many
 -- Takes a grant back; from then on the role's claims, heartbeats and completions of those
--- jobs are refused (warden.lease_held checks the grant on every write).
+-- jobs are refused: the leases it held under that grant alone end at once, and the reaper
+-- retries those attempts (warden.end_ungranted_leases).
 DELETE FROM warden.worker_grants
  WHERE role_name = %(role)s AND tenant_id = %(tenant_id)s AND topic_glob = %(topic_glob)s
 RETURNING *;

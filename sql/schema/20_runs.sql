@@ -231,6 +231,10 @@ CREATE TABLE warden.jobs (
     rate_per_ms           integer,
     -- the stripe of its key's limit a running gated job holds (warden.claim_jobs)
     concurrency_stripe    smallint,
+    -- the login role (session_user) the claim handed the lease to: the fence lets only
+    -- it write to the job (warden.lease_held_at), and taking its grant back ends the lease
+    -- (warden.end_ungranted_leases). NULL: never claimed, or claimed before migration 0041
+    lease_role            text,
     CONSTRAINT jobs_concurrency_gate CHECK (CASE WHEN concurrency_key = ''
         THEN concurrency_limit IS NULL ELSE concurrency_limit >= 1 END),
     CONSTRAINT jobs_rate_gate CHECK (CASE WHEN rate_key = ''

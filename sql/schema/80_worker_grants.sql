@@ -1,7 +1,8 @@
 -- Which login roles may work on which tenants and topics (docs/security.md). claim_jobs
--- hands a role only the jobs its grants cover, and every other worker write is fenced by
--- them too (warden.lease_held): a worker never receives, heartbeats, completes or fails a
--- job of a tenant or topic it is not granted. A role with no grant claims nothing.
+-- hands a role only the jobs its grants cover, and a lease only ever to that role
+-- (warden.lease_held); taking a grant back ends the leases it covered at once
+-- (warden.end_ungranted_leases): a worker never receives, heartbeats, completes or fails
+-- a job of a tenant or topic it is not granted. A role with no grant claims nothing.
 -- tenant_id '*' is every tenant; in topic_glob '*' matches any run of characters and '?'
 -- one. Written by `warden workers grant|revoke` (or these rows directly) as the owner.
 CREATE TABLE warden.worker_grants (

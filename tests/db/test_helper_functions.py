@@ -13,7 +13,7 @@ from engine.store import Database
 from tests import support
 
 # read a table, called from claims, completions, starts and scheduler queries
-PLPGSQL_HELPERS = ("now", "clock_timestamp", "granted")
+PLPGSQL_HELPERS = ("now", "clock_timestamp", "granted", "granted_to")
 
 
 def _explain(db_url: str, statement: str) -> str:
@@ -34,12 +34,14 @@ def test_helpers_that_read_a_table_are_plpgsql(db_url: str) -> None:
 
 def test_the_fence_is_inlined_into_the_statement(db_url: str) -> None:
     """warden.lease_held is written into each worker write's WHERE clause: the plan
-    filters on the job's own columns and calls the two PL/pgSQL helpers, never the
-    fence as a function of its own."""
+    filters on the job's own columns (the lease's role among them) and calls the PL/pgSQL
+    helpers (warden.granted only for a lease from before the role was recorded), never
+    the fence as a function of its own."""
     plan = _explain(db_url, "SELECT j.job_id FROM warden.jobs j WHERE warden.lease_held("
                             "j, '00000000-0000-0000-0000-000000000000')")
     assert "lease_held" not in plan
-    assert "lease_token" in plan and "warden.now()" in plan and "warden.granted(" in plan
+    assert "lease_token" in plan and "warden.now()" in plan
+    assert "lease_role IS NULL" in plan and "SESSION_USER" in plan
 
 
 @pytest.mark.parametrize(("call", "shows"), [

@@ -5,6 +5,8 @@ positive paths still work for exactly the roles that should have them."""
 from __future__ import annotations
 
 import json
+import threading
+import time
 from typing import Any
 from uuid import UUID, uuid4
 
@@ -123,18 +125,185 @@ async def test_a_worker_cannot_write_to_a_job_of_a_tenant_it_is_not_granted(
     assert (job.status.value, job.result, job.checkpoint) == ("running", None, None)
 
 
-async def test_a_revoked_grant_fences_the_lease_it_already_holds(
+# ---------------------------------------------------------------- leases and grants
+# A lease carries the login role it was handed to (jobs.lease_role), and the fence lets
+# only that role write (warden.lease_held_at); taking a grant back ends the leases it alone
+# covered (warden.end_ungranted_leases), and claims and grant changes are ordered by the
+# grants lock (sql/functions/claim_jobs.sql).
+
+def lease_ended(db_url: str, job_id: str) -> bool:
+    with psycopg.connect(db_url, autocommit=True) as admin:
+        row = admin.execute("SELECT status::text, lease_expires_at <= warden.now() "
+                            "FROM warden.jobs WHERE job_id = %s", [job_id]).fetchone()
+    assert row is not None and row[0] == "running"
+    return bool(row[1])
+
+
+def complete(db_url: str, role: str, job_id: str, token: UUID) -> str:
+    """complete_jobs' outcome for one job, written as `role`."""
+    with connect(db_url, role) as conn:
+        [(outcome,)] = conn.execute(
+            "SELECT outcome FROM warden.complete_jobs(ARRAY[%s], ARRAY[%s::uuid], "
+            "ARRAY['{}'::jsonb])", [job_id, token]).fetchall()
+    return str(outcome)
+
+
+def in_a_thread(db_url: str, role: str, statement: str,
+                params: list[Any]) -> tuple[threading.Thread, list[Any]]:
+    """Runs `statement` as `role` in a thread of its own, autocommit. Returns the thread
+    and a list that gets the backend's pid, then the statement's rows."""
+    out: list[Any] = []
+
+    def run() -> None:
+        with psycopg.connect(as_role(db_url, role) if role else db_url,
+                             autocommit=True) as conn:
+            out.append(conn.info.backend_pid)
+            out.append(conn.execute(statement, params).fetchall())
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread, out
+
+
+def waits_on_a_lock(db_url: str, out: list[Any]) -> bool:
+    """Whether the thread's backend (its pid first in `out`) comes to wait on a lock
+    within 5 s, and is still waiting."""
+    with psycopg.connect(db_url, autocommit=True) as admin:
+        for _ in range(100):
+            if out:
+                row = admin.execute("SELECT wait_event_type FROM pg_stat_activity "
+                                    "WHERE pid = %s", [out[0]]).fetchone()
+                if row is not None and row[0] == "Lock":
+                    return True
+            time.sleep(0.05)
+    return False
+
+
+async def test_a_revoked_grant_ends_the_lease_it_already_holds(
         db: Database, db_url: str, login_roles: LoginRoles) -> None:
     await two_tenants(db)
     grant(db_url, login_roles.worker_a, "t1")
     with connect(db_url, login_roles.worker_a) as conn:
         [(_, job_id, token, _)] = claim(conn)
+    assert not lease_ended(db_url, job_id)
     with psycopg.connect(db_url, autocommit=True) as admin:
         admin.execute("DELETE FROM warden.worker_grants WHERE role_name = %s",
                       [login_roles.worker_a])
+    assert lease_ended(db_url, job_id)  # at once, not when the minute's lease runs out
     with connect(db_url, login_roles.worker_a) as conn, pytest.raises(psycopg.Error) as fenced:
         conn.execute("SELECT warden.complete_job(%s, %s, '{}')", [job_id, token])
     assert fenced.value.sqlstate == "WD003"
+    # the reaper takes the attempt back now, for a worker still granted it
+    with psycopg.connect(db_url, autocommit=True) as admin:
+        assert admin.execute("SELECT warden.reap_expired_jobs(10)").fetchone() == (1,)
+        assert admin.execute("SELECT status::text FROM warden.jobs WHERE job_id = %s",
+                             [job_id]).fetchone() == ("timed_out",)
+
+
+async def test_a_lease_still_covered_by_another_grant_outlives_a_revoke(
+        db: Database, db_url: str, login_roles: LoginRoles) -> None:
+    await two_tenants(db)
+    grant(db_url, login_roles.worker_a, "t1")
+    grant(db_url, login_roles.worker_a, "*", "t.w*")
+    grant(db_url, login_roles.worker_b, "t2")
+    with connect(db_url, login_roles.worker_a) as conn:
+        claimed = {tenant: (job_id, token) for tenant, job_id, token, _ in claim(conn)}
+    assert sorted(claimed) == ["t1", "t2"]
+    with psycopg.connect(db_url, autocommit=True) as admin:
+        # another role's grant, and one of worker_a's two grants of t1's job
+        admin.execute("DELETE FROM warden.worker_grants WHERE role_name = %s",
+                      [login_roles.worker_b])
+        admin.execute("DELETE FROM warden.worker_grants WHERE role_name = %s "
+                      "AND tenant_id = 't1'", [login_roles.worker_a])
+        # narrowed, still matching t.work
+        admin.execute("UPDATE warden.worker_grants SET topic_glob = 't.wo*' "
+                      "WHERE role_name = %s", [login_roles.worker_a])
+    assert not lease_ended(db_url, claimed["t1"][0])
+    assert not lease_ended(db_url, claimed["t2"][0])
+    with psycopg.connect(db_url, autocommit=True) as admin:
+        # narrowed past it
+        admin.execute("UPDATE warden.worker_grants SET topic_glob = 't.other' "
+                      "WHERE role_name = %s", [login_roles.worker_a])
+    assert lease_ended(db_url, claimed["t1"][0]) and lease_ended(db_url, claimed["t2"][0])
+
+
+async def test_a_truncate_of_the_grants_ends_every_lease(
+        db: Database, db_url: str, login_roles: LoginRoles) -> None:
+    await two_tenants(db)
+    grant(db_url, login_roles.worker_a, "*")
+    with connect(db_url, login_roles.worker_a) as conn:
+        job_ids = [job_id for _, job_id, _, _ in claim(conn)]
+    with psycopg.connect(db_url, autocommit=True) as admin:
+        admin.execute("TRUNCATE warden.worker_grants")
+    assert len(job_ids) == 2 and all(lease_ended(db_url, j) for j in job_ids)
+
+
+async def test_a_granted_role_cannot_write_with_another_roles_lease(
+        db: Database, db_url: str, login_roles: LoginRoles) -> None:
+    await two_tenants(db)
+    grant(db_url, login_roles.worker_a, "t1")
+    grant(db_url, login_roles.worker_b, "t1")
+    with connect(db_url, login_roles.worker_a) as conn:
+        [(_, job_id, token, _)] = claim(conn)
+    # worker_b may work on t1's jobs, and learns the job exists; the lease is not its own
+    assert complete(db_url, login_roles.worker_b, job_id, token) == "lease_lost"
+    with connect(db_url, login_roles.worker_b) as conn, pytest.raises(psycopg.Error) as fenced:
+        conn.execute("SELECT warden.heartbeat_job(%s, %s, interval '1 hour')",
+                     [job_id, token])
+    assert fenced.value.sqlstate == "WD001"
+    assert complete(db_url, login_roles.worker_a, job_id, token) == "completed"
+
+
+async def test_a_revoke_waits_for_a_claim_in_flight_and_ends_its_lease(
+        db: Database, db_url: str, login_roles: LoginRoles) -> None:
+    """The claim read the grant before the revoke; its lease ends once it commits."""
+    await two_tenants(db)
+    grant(db_url, login_roles.worker_a, "t1")
+    with connect(db_url, login_roles.worker_a) as conn:
+        with conn.transaction():
+            [(_, job_id, token, _)] = claim(conn)
+            revoker, revoked = in_a_thread(
+                db_url, "", "DELETE FROM warden.worker_grants WHERE role_name = %s "
+                "RETURNING role_name", [login_roles.worker_a])
+            assert waits_on_a_lock(db_url, revoked)
+        revoker.join(10)
+    assert len(revoked) == 2 and lease_ended(db_url, job_id)
+    assert complete(db_url, login_roles.worker_a, job_id, token) == "not_found"
+
+
+async def test_a_claim_during_a_revoke_waits_and_reads_the_grants_it_leaves(
+        db: Database, db_url: str, login_roles: LoginRoles) -> None:
+    await two_tenants(db)
+    grant(db_url, login_roles.worker_a, "t1")
+    with psycopg.connect(db_url) as admin:  # one transaction, open until the commit below
+        admin.execute("DELETE FROM warden.worker_grants WHERE role_name = %s",
+                      [login_roles.worker_a])
+        claimer, claimed = in_a_thread(
+            db_url, login_roles.worker_a,
+            "SELECT job_id FROM warden.claim_jobs(ARRAY['t.work'], 'w', 10, "
+            "interval '1 minute')", [])
+        assert waits_on_a_lock(db_url, claimed)
+        admin.commit()
+    claimer.join(10)
+    assert claimed[1:] == [[]]
+
+
+async def test_a_lease_handed_out_before_the_role_was_recorded_is_fenced_by_the_grants(
+        db: Database, db_url: str, login_roles: LoginRoles) -> None:
+    """jobs.lease_role NULL: a lease from before migration 0041."""
+    await two_tenants(db)
+    grant(db_url, login_roles.worker_a, "*")
+    with connect(db_url, login_roles.worker_a) as conn:
+        claimed = {tenant: (job_id, token) for tenant, job_id, token, _ in claim(conn)}
+    with psycopg.connect(db_url) as admin:
+        admin.execute("UPDATE warden.jobs SET lease_role = NULL WHERE status = 'running'")
+        admin.execute("DELETE FROM warden.worker_grants WHERE role_name = %s",
+                      [login_roles.worker_a])
+        admin.execute("INSERT INTO warden.worker_grants (role_name, tenant_id, topic_glob, "
+                      "granted_by) VALUES (%s, 't1', '*', 'test')", [login_roles.worker_a])
+    assert not lease_ended(db_url, claimed["t2"][0])  # the change ends no such lease ...
+    assert complete(db_url, login_roles.worker_a, *claimed["t2"]) == "not_found"  # ... the
+    assert complete(db_url, login_roles.worker_a, *claimed["t1"]) == "completed"  # fence does
 
 
 async def test_a_granted_sql_worker_claims_checkpoints_and_completes(
