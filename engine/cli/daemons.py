@@ -16,7 +16,12 @@ from engine.cli.common import with_db
 from engine.cli.serving import api_starter, http_base, process_started, wait_ready
 from engine.core import errors
 from engine.core.settings import Settings
-from engine.process.runtime import configure_logging, database_url, stop_on_signals
+from engine.process.runtime import (
+    configure_logging,
+    database_url,
+    settle_heap,
+    stop_on_signals,
+)
 from engine.runs.services import Services
 
 
@@ -71,6 +76,7 @@ async def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
         print(f"warden serve: API {base}/api/v1, operator page {base}/ui, scheduler, reaper, "
               f"reconciler and notifier (poll {settings.poll_interval_s}s)", file=sys.stderr,
               flush=True)
+        settle_heap()
         await run_engine(svc, config, stop)
         await api
         return 0
@@ -108,6 +114,7 @@ async def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     async def body(svc: Services) -> int:
         print(f"warden worker {config.name}: topics {', '.join(config.topics)}",
               file=sys.stderr, flush=True)
+        settle_heap()
         await Worker(svc.db, handler, config).run(stop)
         return 0
 

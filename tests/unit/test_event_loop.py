@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
 import sys
 
 import pytest
@@ -37,3 +38,23 @@ def test_an_unknown_loop_is_refused_naming_the_variable() -> None:
     with pytest.raises(ConfigError, match="WARDEN_EVENT_LOOP must be one of auto, uvloop, "
                                           "asyncio, got 'trio'"):
         settings.load({"WARDEN_EVENT_LOOP": "trio"})
+
+
+def test_a_long_running_process_freezes_its_start_up_heap_and_still_collects_cycles() -> None:
+    """runtime.settle_heap (called by serve and worker once started), in a process of its
+    own: the collector's state is per process."""
+    code = """
+import gc
+from engine.process import runtime
+class Node: pass
+kept = Node(); kept.me = kept
+gc.collect()
+runtime.settle_heap()
+frozen = gc.get_freeze_count()
+later = Node(); later.me = later
+del later
+print(frozen > 0, gc.get_threshold()[0], gc.collect() >= 1)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, timeout=60)
+    assert out.stdout.split() == ["True", "10000", "True"]
