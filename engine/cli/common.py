@@ -3,36 +3,21 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import getpass
 import json
 import os
 import sys
-from collections.abc import Awaitable, Callable, Coroutine, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any
-from uuid import UUID
 
+from engine.cli.database import with_database
 from engine.core import errors
-from engine.core.canonical import DECODE_HOOKS, require_storable, unstorable
 from engine.core.settings import Settings
 from engine.governance.policy import Verdict
-from engine.process import tracing
-from engine.process.runtime import database_url
 from engine.runs.services import Services
 from engine.scheduling.scheduler import with_start_dispatch
 from engine.store import Database, session
-from engine.store.scope import across_tenants
-
-EXIT_CODES: tuple[tuple[type[errors.WardenError], int], ...] = (
-    (errors.InvalidDefinition, 2), (errors.InvalidInput, 2), (errors.ConfigError, 2),
-    (errors.NotFound, 3), (errors.Conflict, 4), (errors.InvalidTransition, 4),
-    (errors.Forbidden, 5), (errors.PolicyDenied, 5),
-    (errors.DatabaseUnavailable, 6), (errors.SchemaMismatch, 6),
-)
-
-
-Command = Callable[[argparse.Namespace, Settings], Coroutine[Any, Any, int]]
 
 
 def print_json(value: Any) -> None:
@@ -89,79 +74,18 @@ def short(value: Any) -> str:
     return str(value)[:8]
 
 
-def id_arg(value: str) -> str:
-    """A run or approval id, or a prefix of it (resolved against the database)."""
-    cleaned = value.strip()
-    if not cleaned:
-        raise argparse.ArgumentTypeError("an id or id prefix is required")
-    return cleaned
-
-
-def uuid_arg(value: str) -> UUID:
-    try:
-        return UUID(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a valid id: {value!r}") from None
-
-
-def json_arg(value: str) -> Any:
-    """--input: JSON decoded as request bodies are (NaN, 1e400, huge integers, lone
-    surrogates and U+0000 refused by their path inside ``input``)."""
-    try:
-        decoded = json.loads(value, **DECODE_HOOKS)
-    except json.JSONDecodeError as exc:
-        raise argparse.ArgumentTypeError(f"--input is not valid JSON: {exc}") from None
-    try:
-        require_storable(decoded, "input")
-    except errors.InvalidInput as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-    return decoded
-
-
-def time_arg(value: str) -> datetime:
-    """An ISO 8601 date or time; without a zone it is UTC."""
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an ISO 8601 date or time: {value!r}") from None
-    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
-
-
-def unreadable_argument(argv: list[str]) -> str | None:
-    """Arguments that were not UTF-8 reach Python as lone surrogates (PEP 383), which no
-    database text can hold: the message naming the first such option, or None."""
-    for index, arg in enumerate(argv):
-        found = unstorable(arg)
-        if found is None:
-            continue
-        if arg.startswith("-"):
-            name = arg.split("=", 1)[0]
-        elif index and argv[index - 1].startswith("-"):
-            name = argv[index - 1]
-        else:
-            name = f"argument {index + 1}"
-        return f"{name}: not valid UTF-8 ({found[1]})"
-    return None
-
-
 async def with_db(settings: Settings, body: Callable[[Services], Awaitable[int]], *,
                   service: str = "warden", acting: argparse.Namespace | None = None) -> int:
-    """Runs ``body`` against the database; ``acting``: the command's arguments, whose
-    ``principal`` (--as) is resolved to the actor it records (`resolve_actor`)."""
-    from engine.store.migrate import require_head
+    """Runs ``body`` with the engine's services (engine/cli/database.py with_database);
+    ``acting``: the command's arguments, whose ``principal`` (--as) is resolved to the
+    actor it records (`resolve_actor`)."""
 
-    # traces only when configured (docs/deployment.md#traces); ``service`` names this
-    # process's spans unless OTEL_SERVICE_NAME does
-    tracing.configure(settings.traces, service=service)
-    # operator commands on the host act across tenants (engine/store/scope.py); an API
-    # served from here scopes each request itself (api/tenancy.py)
-    across_tenants()
-    with database_url(settings, announce=False) as url:
-        await asyncio.to_thread(require_head, url)
-        async with Database(url, max_size=4) as db:
-            if acting is not None:
-                acting.principal = await resolve_actor(db, acting.principal)
-            return await body(services_for(db, settings))
+    async def with_services(db: Database) -> int:
+        if acting is not None:
+            acting.principal = await resolve_actor(db, acting.principal)
+        return await body(services_for(db, settings))
+
+    return await with_database(settings, with_services, service=service)
 
 
 def os_user() -> str:

@@ -1,20 +1,15 @@
-"""Long-running and set-up commands: migrate, serve, worker, demo."""
+"""Long-running and set-up commands: migrate, serve, demo (the worker: engine/cli/worker.py)."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib
 import sys
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from datetime import timedelta
-from typing import Any
 
 from engine.cli.audit import anchor_key_for
 from engine.cli.common import with_db
 from engine.cli.serving import api_starter, http_base, process_started, wait_ready
-from engine.core import errors
 from engine.core.settings import Settings
 from engine.process.runtime import (
     configure_logging,
@@ -82,71 +77,6 @@ async def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
         return 0
 
     return await with_db(settings, body)
-
-
-def _load_handler(spec: str) -> Callable[..., Any]:
-    module_name, _, attr = spec.partition(":")
-    if not module_name or not attr:
-        raise errors.InvalidInput("--handler", f"expected module:function, got {spec!r}")
-    try:
-        handler = getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError) as exc:
-        raise errors.InvalidInput("--handler", f"cannot load {spec!r}: {exc}") from exc
-    if not callable(handler):
-        raise errors.InvalidInput("--handler", f"{spec!r} is not callable")
-    return handler  # type: ignore[no-any-return]
-
-
-async def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
-    from engine.worker.runner import Worker, WorkerConfig
-
-    configure_logging(settings)
-    if args.concurrency < 1:
-        raise errors.InvalidInput("--concurrency", "must be at least 1")
-    handler = _load_handler(args.handler)
-    stop = asyncio.Event()
-    stop_on_signals(stop)
-    config = WorkerConfig(topics=tuple(args.topic), concurrency=args.concurrency,
-                          lease_s=settings.lease_s, poll_interval_s=settings.poll_interval_s,
-                          shutdown_timeout_s=args.shutdown_timeout,
-                          **({"name": args.name} if args.name else {}))
-
-    async def body(svc: Services) -> int:
-        print(f"warden worker {config.name}: topics {', '.join(config.topics)}",
-              file=sys.stderr, flush=True)
-        settle_heap()
-        await Worker(svc.db, handler, config).run(stop)
-        return 0
-
-    with _metrics_server(args.metrics_host, args.metrics_port):
-        return await with_db(settings, body, service="warden-worker")
-
-
-@contextmanager
-def _metrics_server(host: str, port: int | None) -> Iterator[None]:
-    """A worker has no API: with --metrics-port, its own counters and histograms (claim
-    latency, job durations, wake-ups) get an HTTP endpoint of their own. The database's
-    gauges stay on `warden serve`'s /metrics, so they are not scraped once per worker."""
-    if port is None:
-        yield
-        return
-    if not 0 <= port <= 65535:
-        raise errors.InvalidInput("--metrics-port", f"must be 0-65535, got {port}")
-    from engine.process import metrics
-
-    try:
-        server, thread = metrics.serve_http(host, port)
-    except OSError as exc:
-        raise errors.InvalidInput("--metrics-port", f"cannot listen on {host}:{port}: "
-                                                    f"{exc.strerror}") from exc
-    print(f"warden worker: metrics on http://{host}:{server.server_port}/metrics",
-          file=sys.stderr, flush=True)
-    try:
-        yield
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
 
 
 async def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:

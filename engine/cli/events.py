@@ -3,23 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import json
-from typing import Any
 
 from engine.cli.common import print_json, with_db
 from engine.core import errors
-from engine.core.canonical import DECODE_HOOKS
 from engine.core.settings import Settings
 from engine.runs import events, views
 from engine.runs.services import Services
-
-
-def data_arg(value: str) -> Any:
-    """--data: any JSON value, decoded as request bodies are."""
-    try:
-        return json.loads(value, **DECODE_HOOKS)
-    except json.JSONDecodeError as exc:
-        raise argparse.ArgumentTypeError(f"--data is not valid JSON: {exc}") from None
 
 
 async def cmd_events_send(args: argparse.Namespace, settings: Settings) -> int:

@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID
 
-from engine.cli.common import Command, print_json, print_list, short, stamp, with_db
+from engine.cli.args import Command
+from engine.cli.common import print_json, print_list, short, stamp, with_db
 from engine.core import cursors, errors
 from engine.core.settings import Settings
 from engine.governance import approvals, decisions
@@ -203,12 +204,6 @@ async def cmd_policy_evaluate(args: argparse.Namespace, settings: Settings) -> i
         return 0
 
     return await with_db(settings, body)
-
-
-def label_arg(value: str) -> str:
-    if "=" not in value:
-        raise argparse.ArgumentTypeError(f"--label takes key=value, got {value!r}")
-    return value
 
 
 async def cmd_keys_create(args: argparse.Namespace, settings: Settings) -> int:

@@ -9,68 +9,91 @@ Exit codes scripts can rely on: 0 done, 1 error, 2 bad usage or input, 3 not fou
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import sys
+from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
-from engine.cli.audit import (
-    cmd_audit_anchor,
-    cmd_audit_export,
-    cmd_audit_rotate_key,
-    cmd_audit_verify,
-    cmd_audit_verify_export,
-)
-from engine.cli.common import (
+from engine.cli.args import (
     EXIT_CODES,
     Command,
+    data_arg,
     id_arg,
     json_arg,
+    label_arg,
+    older_than_arg,
     time_arg,
     unreadable_argument,
     uuid_arg,
 )
-from engine.cli.daemons import cmd_demo, cmd_migrate, cmd_serve, cmd_worker
-from engine.cli.events import cmd_events_send, data_arg
-from engine.cli.fleet import cmd_queues_list, cmd_workers_list
-from engine.cli.governance import (
-    cmd_approvals_list,
-    cmd_approvals_show,
-    cmd_keys_create,
-    cmd_keys_list,
-    cmd_keys_revoke,
-    cmd_policy_activate,
-    cmd_policy_apply,
-    cmd_policy_evaluate,
-    cmd_policy_show,
-    cmd_workers_grant,
-    cmd_workers_grants,
-    cmd_workers_revoke,
-    decide_command,
-    label_arg,
-)
-from engine.cli.retention import cmd_retention, older_than_arg
-from engine.cli.runs import (
-    cmd_runs_cancel,
-    cmd_runs_list,
-    cmd_runs_rerun,
-    cmd_runs_show,
-    cmd_runs_start,
-    cmd_runs_watch,
-    cmd_timeline,
-    cmd_workflows_apply,
-    cmd_workflows_list,
-    cmd_workflows_show,
-)
-from engine.cli.schedules import (
-    cmd_schedules_list,
-    cmd_schedules_pause,
-    cmd_schedules_resume,
-)
 from engine.core import errors
 from engine.core.enums import ApprovalStatus, RunStatus
-from engine.core.settings import load
+from engine.core.settings import Settings, load
 from engine.process import runtime
+
+
+def _lazy(module: str, name: str, *made_with: Any) -> Command:
+    """The command `name` of engine/cli/<module>.py, imported only when it runs: a
+    process pays at start for what its own command needs, not for every command's
+    imports (`warden worker` is ready in half the time; bench/README.md, session 19).
+    `made_with`: the arguments of a function that makes the command."""
+
+    def command(args: argparse.Namespace, settings: Settings) -> Coroutine[Any, Any, int]:
+        found = getattr(importlib.import_module(f"engine.cli.{module}"), name)
+        chosen: Command = found(*made_with) if made_with else found
+        return chosen(args, settings)
+
+    # where the command lives, for a reader and for tests/unit/test_cli_imports.py
+    command.__module__, command.__name__ = f"engine.cli.{module}", name
+    command.__qualname__ = name
+    return command
+
+
+cmd_audit_anchor = _lazy("audit", "cmd_audit_anchor")
+cmd_audit_export = _lazy("audit", "cmd_audit_export")
+cmd_audit_rotate_key = _lazy("audit", "cmd_audit_rotate_key")
+cmd_audit_verify = _lazy("audit", "cmd_audit_verify")
+cmd_audit_verify_export = _lazy("audit", "cmd_audit_verify_export")
+cmd_demo = _lazy("daemons", "cmd_demo")
+cmd_migrate = _lazy("daemons", "cmd_migrate")
+cmd_serve = _lazy("daemons", "cmd_serve")
+cmd_worker = _lazy("worker", "cmd_worker")
+cmd_events_send = _lazy("events", "cmd_events_send")
+cmd_queues_list = _lazy("fleet", "cmd_queues_list")
+cmd_workers_list = _lazy("fleet", "cmd_workers_list")
+cmd_approvals_list = _lazy("governance", "cmd_approvals_list")
+cmd_approvals_show = _lazy("governance", "cmd_approvals_show")
+cmd_keys_create = _lazy("governance", "cmd_keys_create")
+cmd_keys_list = _lazy("governance", "cmd_keys_list")
+cmd_keys_revoke = _lazy("governance", "cmd_keys_revoke")
+cmd_policy_activate = _lazy("governance", "cmd_policy_activate")
+cmd_policy_apply = _lazy("governance", "cmd_policy_apply")
+cmd_policy_evaluate = _lazy("governance", "cmd_policy_evaluate")
+cmd_policy_show = _lazy("governance", "cmd_policy_show")
+cmd_workers_grant = _lazy("governance", "cmd_workers_grant")
+cmd_workers_grants = _lazy("governance", "cmd_workers_grants")
+cmd_workers_revoke = _lazy("governance", "cmd_workers_revoke")
+cmd_retention = _lazy("retention", "cmd_retention")
+cmd_runs_cancel = _lazy("runs", "cmd_runs_cancel")
+cmd_runs_list = _lazy("runs", "cmd_runs_list")
+cmd_runs_rerun = _lazy("runs", "cmd_runs_rerun")
+cmd_runs_show = _lazy("runs", "cmd_runs_show")
+cmd_runs_start = _lazy("runs", "cmd_runs_start")
+cmd_runs_watch = _lazy("runs", "cmd_runs_watch")
+cmd_timeline = _lazy("runs", "cmd_timeline")
+cmd_workflows_apply = _lazy("runs", "cmd_workflows_apply")
+cmd_workflows_list = _lazy("runs", "cmd_workflows_list")
+cmd_workflows_show = _lazy("runs", "cmd_workflows_show")
+cmd_schedules_list = _lazy("schedules", "cmd_schedules_list")
+cmd_schedules_pause = _lazy("schedules", "cmd_schedules_pause")
+cmd_schedules_resume = _lazy("schedules", "cmd_schedules_resume")
+
+
+def decide_command(approve: bool) -> Command:
+    return _lazy("governance", "decide_command", approve)
+
 
 ID_HELP = "the id, or its first hex digits (8, as the page shows them; at least 4)"
 

@@ -4,8 +4,6 @@ keeping the proof (engine/runs/retention.py, docs/dba.md "Partitions and retenti
 from __future__ import annotations
 
 import argparse
-import re
-from datetime import timedelta
 from pathlib import Path
 
 from engine.cli.audit import anchor_key_for
@@ -16,26 +14,6 @@ from engine.runs import retention
 from engine.runs.services import Services
 from engine.store import retention as retention_q
 from engine.store import session
-
-_UNITS = {"d": timedelta(days=1), "w": timedelta(weeks=1)}
-# a partition may go only once its month is over and the cutoff at least a day old
-# (sql/functions/retention_partitions.sql); a century is more than anyone keeps
-MIN_AGE, MAX_AGE = timedelta(days=1), timedelta(days=36500)
-
-
-def older_than_arg(value: str) -> timedelta:
-    """--older-than: whole days (90d) or weeks (13w), from 1d to 36500d."""
-    found = re.fullmatch(r"([0-9]{1,6})([dw])", value.strip())
-    if found is None:
-        raise argparse.ArgumentTypeError(
-            f"{value!r} is not an age: give whole days or weeks, such as 90d or 13w")
-    age = int(found.group(1)) * _UNITS[found.group(2)]
-    if age < MIN_AGE:
-        raise argparse.ArgumentTypeError(
-            f"{value!r} is less than 1d: a partition younger than a day may still get runs")
-    if age > MAX_AGE:
-        raise argparse.ArgumentTypeError(f"{value!r} is more than 36500d")
-    return age
 
 
 async def cmd_retention(args: argparse.Namespace, settings: Settings) -> int:

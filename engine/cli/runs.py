@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID
 
+from engine.cli.args import EXIT_CODES
 from engine.cli.common import (
-    EXIT_CODES,
     confirm,
     print_json,
     print_list,

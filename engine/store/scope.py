@@ -10,7 +10,7 @@ connection the work takes from the pool:
   and this list is the whole of it:
   the engine's loops in `warden serve` (scheduler, reaper, reconciler, notifier:
   engine/daemons/serve.py), the CLI's operator commands run on the host
-  (engine/cli/common.py), `/metrics`' aggregate gauges (api/routes/health.py), and
+  (engine/cli/database.py), `/metrics`' aggregate gauges (api/routes/health.py), and
   `warden demo` (engine/cli/demo.py), which is all of those in one process.
 
 Unset, the scope is empty and an engine session sees no row at all: a path that forgot to
