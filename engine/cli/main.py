@@ -37,7 +37,7 @@ from engine.process import runtime
 def _lazy(module: str, name: str, *made_with: Any) -> Command:
     """The command `name` of engine/cli/<module>.py, imported only when it runs: a
     process pays at start for what its own command needs, not for every command's
-    imports (`warden worker` is ready in half the time; bench/README.md, session 19).
+    imports (a `warden worker` listens a third sooner: bench/README.md, session 19).
     `made_with`: the arguments of a function that makes the command."""
 
     def command(args: argparse.Namespace, settings: Settings) -> Coroutine[Any, Any, int]:

@@ -1,7 +1,7 @@
 """`warden worker`: the Python worker of the job protocol. It needs the database and
 nothing of the engine's services, and imports no more (engine/cli/main.py loads a
-command's module only when it runs): a worker is ready in about half the time the whole
-command line takes to import (bench/README.md, session 19)."""
+command's module only when it runs): the other commands' imports were about a third of a
+worker's start (bench/README.md, session 19)."""
 
 from __future__ import annotations
 
