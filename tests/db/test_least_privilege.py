@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from typing import Any
 from uuid import UUID, uuid4
 
@@ -75,6 +74,9 @@ def claim(conn: psycopg.Connection[tuple[Any, ...]], n: int = 10) -> list[tuple[
     "SELECT warden.wake_run('t2', gen_random_uuid())",
     "SELECT warden.reap_expired_jobs(10)",
     "SELECT warden.now()",
+    # whose grants cover what is not a worker's to ask, for itself or another role
+    "SELECT warden.granted_to('someone_else', 't1', 't.work')",
+    "SELECT warden.granted('t1', 't.work')",
 ])
 async def test_a_worker_role_has_no_table_privilege_and_no_other_function(
         db_url: str, login_roles: LoginRoles, statement: str) -> None:
@@ -165,18 +167,17 @@ def in_a_thread(db_url: str, role: str, statement: str,
     return thread, out
 
 
-def waits_on_a_lock(db_url: str, out: list[Any]) -> bool:
-    """Whether the thread's backend (its pid first in `out`) comes to wait on a lock
-    within 5 s, and is still waiting."""
-    with psycopg.connect(db_url, autocommit=True) as admin:
-        for _ in range(100):
-            if out:
-                row = admin.execute("SELECT wait_event_type FROM pg_stat_activity "
-                                    "WHERE pid = %s", [out[0]]).fetchone()
-                if row is not None and row[0] == "Lock":
-                    return True
-            time.sleep(0.05)
-    return False
+async def waits_for(db_url: str, out: list[Any], holder: int) -> None:
+    """Until the thread's backend (its pid first in `out`) waits on `holder`'s lock."""
+    async def blocked() -> bool:
+        if not out:
+            return False
+        with psycopg.connect(db_url, autocommit=True) as admin:
+            row = admin.execute("SELECT %s = ANY (pg_blocking_pids(%s))",
+                                [holder, out[0]]).fetchone()
+        return bool(row and row[0])
+
+    await support.wait_for(blocked, timeout=10, what=f"backend {out[:1]} to wait on {holder}")
 
 
 async def test_a_revoked_grant_ends_the_lease_it_already_holds(
@@ -265,7 +266,7 @@ async def test_a_revoke_waits_for_a_claim_in_flight_and_ends_its_lease(
             revoker, revoked = in_a_thread(
                 db_url, "", "DELETE FROM warden.worker_grants WHERE role_name = %s "
                 "RETURNING role_name", [login_roles.worker_a])
-            assert waits_on_a_lock(db_url, revoked)
+            await waits_for(db_url, revoked, conn.info.backend_pid)
         revoker.join(10)
     assert len(revoked) == 2 and lease_ended(db_url, job_id)
     assert complete(db_url, login_roles.worker_a, job_id, token) == "not_found"
@@ -282,7 +283,7 @@ async def test_a_claim_during_a_revoke_waits_and_reads_the_grants_it_leaves(
             db_url, login_roles.worker_a,
             "SELECT job_id FROM warden.claim_jobs(ARRAY['t.work'], 'w', 10, "
             "interval '1 minute')", [])
-        assert waits_on_a_lock(db_url, claimed)
+        await waits_for(db_url, claimed, admin.info.backend_pid)
         admin.commit()
     claimer.join(10)
     assert claimed[1:] == [[]]
@@ -373,6 +374,11 @@ async def test_the_forged_approval_of_another_tenant_does_nothing(
     "DROP TABLE warden.timeline",
     "INSERT INTO warden.worker_grants (role_name, tenant_id, topic_glob, granted_by) "
     "VALUES ('x', '*', '*', 'me')",
+    # taking grants back ends their leases: the owner's alone to do
+    "DELETE FROM warden.worker_grants",
+    "TRUNCATE warden.worker_grants",
+    # a lease is its claiming role's: nobody hands it to another role
+    "UPDATE warden.jobs SET lease_role = session_user",
     "INSERT INTO warden.clock (shift) VALUES (interval '1 day')",
 ])
 async def test_the_engine_role_only_appends_to_the_audit_records_and_owns_nothing(
